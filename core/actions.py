@@ -1,0 +1,160 @@
+"""Actions: every operation defined once and served on every surface.
+
+An action is an async function ``handler(ctx, **params)`` with typed keyword parameters and a
+docstring. The registry turns its signature into a pydantic model, which validates input the same
+way on every surface and yields the JSON schema that the OpenAPI document, the MCP tool list and
+the CLI are generated from. Parameter help comes from ``Annotated[T, "help text"]``.
+"""
+
+from __future__ import annotations
+
+import inspect
+import typing
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model
+
+from .errors import InvalidRequest, NotFound
+
+if TYPE_CHECKING:
+    from .hub import Hub
+    from .models import Peer
+
+Handler = Callable[..., Awaitable[Any]]
+
+
+@dataclass
+class ActionContext:
+    """Who is calling, from which surface; handed to every action handler as ``ctx``."""
+
+    hub: Hub
+    peer: Peer
+    surface: str  # ws | http | mcp | cli | telegram | slack | email | web
+    connection: Any = None
+
+    @property
+    def is_admin(self) -> bool:
+        return self.hub.is_admin(self.peer)
+
+
+@dataclass
+class Action:
+    name: str
+    handler: Handler
+    description: str
+    params: type[BaseModel]
+    admin: bool = False
+    read_only: bool = False
+    plugin: str = ""
+    tags: list[str] = field(default_factory=list)
+
+    @property
+    def summary(self) -> str:
+        return self.description.strip().splitlines()[0] if self.description.strip() else ""
+
+    def input_schema(self) -> dict[str, Any]:
+        schema = self.params.model_json_schema()
+        schema.pop("title", None)
+        return schema
+
+    def validate(self, params: dict[str, Any] | None) -> dict[str, Any]:
+        """Check ``params`` against the signature; a user error names each bad field."""
+        try:
+            model = self.params.model_validate(params or {})
+        except ValidationError as exc:
+            problems = "; ".join(
+                f"{'.'.join(str(p) for p in err['loc']) or 'params'}: {err['msg']}"
+                for err in exc.errors()
+            )
+            raise InvalidRequest(f"bad parameters for {self.name}: {problems}") from None
+        return {name: getattr(model, name) for name in type(model).model_fields}
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "summary": self.summary,
+            "description": self.description,
+            "input_schema": self.input_schema(),
+            "admin": self.admin,
+            "read_only": self.read_only,
+            "plugin": self.plugin,
+        }
+
+
+def _params_model(name: str, fn: Handler) -> type[BaseModel]:
+    # the ctx annotation may name types imported only under TYPE_CHECKING
+    namespace = {"ActionContext": ActionContext, **fn.__globals__}
+    hints = typing.get_type_hints(fn, globalns=namespace, include_extras=True)
+    fields: dict[str, Any] = {}
+    for index, (pname, param) in enumerate(inspect.signature(fn).parameters.items()):
+        if index == 0:
+            continue  # ctx
+        annotation = hints.get(pname, Any)
+        help_text = None
+        if typing.get_origin(annotation) is typing.Annotated:
+            base, *extras = typing.get_args(annotation)
+            help_text = next((e for e in extras if isinstance(e, str)), None)
+            annotation = base
+        default = ... if param.default is inspect.Parameter.empty else param.default
+        fields[pname] = (annotation, Field(default, description=help_text))
+    model_name = "".join(part.capitalize() for part in name.split("_")) + "Params"
+    return create_model(  # type: ignore[call-overload,no-any-return]
+        model_name, __config__=ConfigDict(extra="forbid"), **fields
+    )
+
+
+def action(
+    name: str | None = None, *, admin: bool = False, read_only: bool = False
+) -> Callable[[Handler], Action]:
+    """Turn ``async def handler(ctx, ...)`` into an :class:`Action`."""
+
+    def wrap(fn: Handler) -> Action:
+        action_name = name or fn.__name__
+        return Action(
+            name=action_name,
+            handler=fn,
+            description=inspect.getdoc(fn) or action_name,
+            params=_params_model(action_name, fn),
+            admin=admin,
+            read_only=read_only,
+        )
+
+    return wrap
+
+
+class ActionRegistry:
+    def __init__(self) -> None:
+        self.actions: dict[str, Action] = {}
+
+    def add(self, item: Action, *, plugin: str = "") -> str:
+        if not isinstance(item, Action):
+            raise TypeError(f"register() takes an Action, got {type(item).__name__}")
+        if item.name in self.actions:
+            raise ValueError(
+                f"action {item.name!r} is already registered by {self.actions[item.name].plugin}"
+            )
+        item.plugin = plugin
+        self.actions[item.name] = item
+        return item.name
+
+    def get(self, name: str) -> Action:
+        try:
+            return self.actions[name]
+        except KeyError:
+            raise NotFound(
+                f"unknown action {name!r}; known actions: {', '.join(sorted(self.actions))}",
+                code="unknown_action",
+            ) from None
+
+    async def call(self, ctx: ActionContext, name: str, params: dict[str, Any] | None) -> Any:
+        item = self.get(name)
+        if item.admin and not ctx.is_admin:
+            from .errors import Forbidden
+
+            raise Forbidden(f"{name} is for the hub's owner only")
+        return await item.handler(ctx, **item.validate(params))
+
+    def describe(self) -> list[dict[str, Any]]:
+        return [a.describe() for a in sorted(self.actions.values(), key=lambda a: a.name)]

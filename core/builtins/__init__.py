@@ -1,0 +1,7 @@
+"""Built-in default plugins, loaded by dotted name before the ``meshhub`` entry-point group."""
+
+DEFAULT_PLUGINS: tuple[str, ...] = (
+    "meshhub.builtins.sqlite_store",
+    "meshhub.builtins.core_actions",
+    "meshhub.builtins.hello_auth",
+)

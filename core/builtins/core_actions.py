@@ -1,0 +1,362 @@
+"""The core actions: messaging, presence, groups, conversations, tokens and introspection.
+
+Each is defined once here and served on every surface (WebSocket, HTTP, MCP, CLI).
+"""
+
+from __future__ import annotations
+
+import secrets
+import time
+from collections.abc import Callable
+from typing import Annotated, Any, Literal
+
+from meshhub import hookimpl
+from meshhub.actions import Action, ActionContext, action
+from meshhub.directory import check_group
+from meshhub.errors import Forbidden, InvalidRequest, NotFound
+from meshhub.models import STATUSES, Conversation, Message
+from meshhub.store import StateChange
+
+Target = Annotated[
+    str | list[str] | None,
+    "who gets it: a name, an 8-hex key, @group, #conversation, * (everyone), or a list of "
+    "these; leave it out when replying to send to the thread's participants",
+]
+
+
+def message_view(ctx: ActionContext, message: Message, **extra: Any) -> dict[str, Any]:
+    peers = ctx.hub.directory.peers
+    sender = peers.get(message.sender)
+    data = {
+        "id": message.id,
+        "from": sender.name if sender else message.sender,
+        "from_key": message.sender,
+        "conversation": message.conversation,
+        "text": message.body,
+        "reply_to": message.reply_to,
+        "priority": message.priority,
+        "created_at": message.created_at,
+    }
+    if message.kind != "text":
+        data["kind"] = message.kind
+    if message.data is not None:
+        data["data"] = message.data
+    if message.mentions:
+        data["mentions"] = [peers[k].name for k in message.mentions if k in peers]
+    if message.whisper:
+        data["whisper"] = [peers[k].name for k in message.whisper if k in peers]
+    if message.attachments:
+        data["attachments"] = message.attachments
+    data.update(extra)
+    return data
+
+
+@action(read_only=True)
+async def whoami(ctx: ActionContext) -> dict[str, Any]:
+    """Your own peer: key, name, role, groups, status and summary."""
+    return ctx.hub.peer_view(ctx.peer)
+
+
+@action(read_only=True)
+async def peers(
+    ctx: ActionContext,
+    group: Annotated[str | None, "only peers in this @group (subgroups included)"] = None,
+    status: Annotated[str | None, "only peers with this status (online, idle, ...)"] = None,
+    connector: Annotated[str | None, "only peers on this surface (mcp, cli, telegram...)"] = None,
+    online_only: Annotated[bool, "leave out offline peers"] = False,
+) -> list[dict[str, Any]]:
+    """List the peers of the mesh, yourself included (marked ``you``)."""
+    out = []
+    for peer in sorted(ctx.hub.directory.peers.values(), key=lambda p: p.name.lower()):
+        view = ctx.hub.peer_view(peer)
+        if group and not peer.in_group(group.lstrip("@")):
+            continue
+        if status and peer.status != status:
+            continue
+        if connector and peer.connector != connector:
+            continue
+        if online_only and not view["online"]:
+            continue
+        view["you"] = peer.key == ctx.peer.key
+        for extra in await ctx.hub.plugins.each("meshhub_describe_peer", hub=ctx.hub, peer=peer):
+            view.update(extra)
+        out.append(view)
+    return out
+
+
+@action()
+async def send(
+    ctx: ActionContext,
+    text: Annotated[str, "the message (Markdown welcome)"],
+    to: Target = None,
+    reply_to: Annotated[str | None, "id of a thread's root message to reply to"] = None,
+    priority: Annotated[Literal["now", "next", "low"], "now = urgent, next = normal, low = FYI"]
+    = "next",
+    mentions: Annotated[list[str] | None, "names to flag (@name in the text works too)"] = None,
+    whisper: Annotated[list[str] | None, "only these recipients may see it"] = None,
+    client_id: Annotated[str | None, "your id for this send; a resend with it is a no-op"]
+    = None,
+) -> dict[str, Any]:
+    """Send a message. The result's ``id`` means it is stored and will be delivered."""
+    return await ctx.hub.send(
+        ctx.peer, to, text, reply_to=reply_to, priority=priority, mentions=mentions,
+        whisper=whisper, client_id=client_id,
+    )
+
+
+@action()
+async def inbox(
+    ctx: ActionContext,
+    since: Annotated[str | None, "only messages after this message id"] = None,
+    unread_only: Annotated[bool, "only messages not yet read"] = True,
+    top_level_only: Annotated[bool, "leave out thread replies (roots show a reply count)"]
+    = False,
+    limit: Annotated[int, "at most this many (1-500)"] = 50,
+    mark_read: Annotated[bool, "mark what is returned as read"] = True,
+) -> dict[str, Any]:
+    """Read messages addressed to you, oldest first."""
+    if not 1 <= limit <= 500:
+        raise InvalidRequest("limit must be between 1 and 500")
+    items = await ctx.hub.store.inbox(
+        ctx.peer.key, since=since, unread_only=unread_only, top_level_only=top_level_only,
+        limit=limit + 1,
+    )
+    more = len(items) > limit
+    items = items[:limit]
+    if mark_read and items:
+        await ctx.hub.store.change_states(
+            [StateChange(i.message.id, ctx.peer.key, "read") for i in items]
+        )
+    messages = [
+        message_view(ctx, i.message, state=i.state, mentioned=i.mentioned, replies=i.replies)
+        for i in items
+    ]
+    return {
+        "messages": messages,
+        "more": more,
+        "next_since": messages[-1]["id"] if more else None,
+    }
+
+
+@action()
+async def mark_read(
+    ctx: ActionContext, ids: Annotated[list[str], "message ids to mark as read"]
+) -> dict[str, Any]:
+    """Mark messages as read (a read receipt the sender sees in message_status)."""
+    changed = await ctx.hub.store.change_states(
+        [StateChange(mid, ctx.peer.key, "read") for mid in ids]
+    )
+    return {"marked": sum(changed)}
+
+
+@action(read_only=True)
+async def thread(
+    ctx: ActionContext, root: Annotated[str, "id of the thread's root message"]
+) -> dict[str, Any]:
+    """A thread: its root message and every reply you can see, oldest first."""
+    messages = await ctx.hub.store.thread(root, ctx.peer.key)
+    if not messages or messages[0].id != root:
+        raise NotFound(f"no thread {root} that you can see")
+    return {"root": message_view(ctx, messages[0]),
+            "replies": [message_view(ctx, m) for m in messages[1:]]}
+
+
+@action(read_only=True)
+async def check(ctx: ActionContext) -> dict[str, Any]:
+    """Unread counts: total, mentions, per sender and per thread."""
+    counts = await ctx.hub.store.unread_counts(ctx.peer.key)
+    peers = ctx.hub.directory.peers
+    counts["by_sender"] = {
+        (peers[k].name if k in peers else k): n for k, n in counts["by_sender"].items()
+    }
+    return counts
+
+
+@action(read_only=True)
+async def message_status(
+    ctx: ActionContext, id: Annotated[str, "the message id a send returned"]
+) -> dict[str, Any]:
+    """Each recipient's state for a message you sent: queued, pushed, delivered, read or dead."""
+    message = await ctx.hub.store.get_message(id)
+    if message is None or (message.sender != ctx.peer.key and not ctx.is_admin):
+        raise NotFound(f"no message {id} sent by you")
+    peers = ctx.hub.directory.peers
+    return {
+        "id": id,
+        "recipients": [
+            {
+                "name": peers[d.recipient].name if d.recipient in peers else d.recipient,
+                "key": d.recipient,
+                "state": d.state,
+                "attempts": d.attempts,
+                "reason": d.reason,
+                "updated_at": d.updated_at,
+            }
+            for d in await ctx.hub.store.deliveries_of(id)
+        ],
+    }
+
+
+async def _changed(ctx: ActionContext, change: str) -> dict[str, Any]:
+    await ctx.hub.presence.announce(ctx.peer, change)
+    if change == "status":
+        await ctx.hub.dispatcher.redrain(ctx.peer.key)
+    return ctx.hub.peer_view(ctx.peer)
+
+
+@action()
+async def set_status(
+    ctx: ActionContext,
+    status: Annotated[Literal["online", "idle", "working", "dnd", "away"], "your status"],
+) -> dict[str, Any]:
+    """Set your status; ``dnd`` holds all but ``now`` messages until you change it."""
+    if status not in STATUSES:
+        raise InvalidRequest(f"status must be one of {', '.join(STATUSES)}")
+    ctx.peer.status = status
+    return await _changed(ctx, "status")
+
+
+@action()
+async def set_summary(
+    ctx: ActionContext, summary: Annotated[str, "one line on what you are doing"]
+) -> dict[str, Any]:
+    """Set the one-line summary others see next to your name."""
+    ctx.peer.summary = " ".join(summary.split())[:200]
+    return await _changed(ctx, "summary")
+
+
+@action()
+async def join_group(
+    ctx: ActionContext,
+    group: Annotated[str, "group name, e.g. backend or backend/db"],
+    role: Annotated[str, "your role in the group"] = "member",
+) -> dict[str, Any]:
+    """Join a @group (created on first join)."""
+    ctx.peer.groups[check_group(group)] = role
+    await ctx.hub.directory.save_peer(ctx.peer)
+    return await _changed(ctx, "groups")
+
+
+@action()
+async def leave_group(ctx: ActionContext, group: Annotated[str, "group name"]) -> dict[str, Any]:
+    """Leave a @group."""
+    name = group.lstrip("@")
+    if ctx.peer.groups.pop(name, None) is None:
+        raise NotFound(f"you are not in @{name}")
+    await ctx.hub.directory.save_peer(ctx.peer)
+    return await _changed(ctx, "groups")
+
+
+@action(read_only=True)
+async def conversations(ctx: ActionContext) -> list[dict[str, Any]]:
+    """List conversations, with whether you are a member."""
+    peers = ctx.hub.directory.peers
+    out = []
+    for conv in sorted(ctx.hub.directory.conversations.values(), key=lambda c: c.name):
+        view = conv.public()
+        view["members"] = [peers[k].name for k in view["members"] if k in peers]
+        view["joined"] = ctx.peer.key in conv.members
+        out.append(view)
+    return out
+
+
+@action()
+async def conversation_create(
+    ctx: ActionContext,
+    name: Annotated[str, "conversation name, with or without #"],
+    topic: Annotated[str, "what it is about"] = "",
+) -> dict[str, Any]:
+    """Create a #conversation and join it."""
+    bare = name.lstrip("#").lower()
+    check_group(bare)
+    if bare in ctx.hub.directory.conversations:
+        raise InvalidRequest(f"#{bare} already exists; join it instead", code="exists")
+    conv = Conversation(name=bare, topic=topic, created_by=ctx.peer.key, created_at=time.time(),
+                        members={ctx.peer.key})
+    await ctx.hub.directory.save_conversation(conv)
+    return conv.public()
+
+
+@action()
+async def conversation_join(
+    ctx: ActionContext, name: Annotated[str, "conversation name"]
+) -> dict[str, Any]:
+    """Join a #conversation."""
+    conv = ctx.hub.directory.conversation(name)
+    await ctx.hub.directory.join(conv, ctx.peer.key)
+    return conv.public()
+
+
+@action()
+async def conversation_leave(
+    ctx: ActionContext, name: Annotated[str, "conversation name"]
+) -> dict[str, Any]:
+    """Leave a #conversation."""
+    conv = ctx.hub.directory.conversation(name)
+    if not await ctx.hub.directory.leave(conv, ctx.peer.key):
+        raise NotFound(f"you are not in #{conv.name}")
+    return conv.public()
+
+
+@action()
+async def conversation_topic(
+    ctx: ActionContext,
+    name: Annotated[str, "conversation name"],
+    topic: Annotated[str, "the new topic"],
+) -> dict[str, Any]:
+    """Set a #conversation's topic (members only)."""
+    conv = ctx.hub.directory.conversation(name)
+    if ctx.peer.key not in conv.members and not ctx.is_admin:
+        raise Forbidden(f"join #{conv.name} to set its topic")
+    conv.topic = topic
+    await ctx.hub.directory.save_conversation(conv)
+    return conv.public()
+
+
+@action()
+async def token_create(
+    ctx: ActionContext, label: Annotated[str, "what the token is for"] = "default"
+) -> dict[str, Any]:
+    """Create a bearer token that acts as you on the HTTP API and /mcp. Shown once."""
+    from meshhub.server import hash_token
+
+    token = "mh_" + secrets.token_urlsafe(32)
+    await ctx.hub.store.save_token(hash_token(token), ctx.peer.key, label)
+    return {"token": token, "label": label, "peer": ctx.peer.name}
+
+
+@action()
+async def token_revoke(
+    ctx: ActionContext, label: Annotated[str | None, "revoke only this label"] = None
+) -> dict[str, Any]:
+    """Revoke your bearer tokens (all, or those with ``label``)."""
+    return {"revoked": await ctx.hub.store.revoke_tokens(ctx.peer.key, label)}
+
+
+@action(read_only=True)
+async def plugins_list(ctx: ActionContext) -> list[dict[str, Any]]:
+    """The hub's plugins: version, source, hooks, what they registered, status and error."""
+    return ctx.hub.plugins.table()
+
+
+@action(read_only=True)
+async def hub_stats(ctx: ActionContext) -> dict[str, Any]:
+    """Counts from the store and the live state of the hub."""
+    stats = await ctx.hub.store.stats()
+    stats["peers"] = len(ctx.hub.directory.peers)
+    stats["online"] = len(ctx.hub.presence.connections)
+    stats["actions"] = len(ctx.hub.actions.actions)
+    return stats
+
+
+ALL: list[Action] = [
+    whoami, peers, send, inbox, mark_read, thread, check, message_status, set_status,
+    set_summary, join_group, leave_group, conversations, conversation_create, conversation_join,
+    conversation_leave, conversation_topic, token_create, token_revoke, plugins_list, hub_stats,
+]
+
+
+@hookimpl
+def meshhub_register_actions(register: Callable[[Action], None]) -> None:
+    for item in ALL:
+        register(item)

@@ -1,0 +1,125 @@
+"""Schema of the core namespace ``meshhub``. Never edit an applied migration: add one."""
+
+from __future__ import annotations
+
+from sqlite_utils import Database
+from sqlite_utils.migrations import Migrations
+
+core_migrations = Migrations("meshhub")
+
+
+@core_migrations()
+def m001_create_peers(db: Database) -> None:
+    db.execute(
+        """
+        CREATE TABLE peers (
+            key TEXT PRIMARY KEY,
+            name TEXT NOT NULL,
+            name_lower TEXT NOT NULL UNIQUE,
+            identity TEXT NOT NULL UNIQUE,
+            kind TEXT NOT NULL,
+            connector TEXT NOT NULL,
+            role TEXT NOT NULL DEFAULT '',
+            groups_json TEXT NOT NULL DEFAULT '{}',
+            status TEXT NOT NULL DEFAULT 'offline',
+            summary TEXT NOT NULL DEFAULT '',
+            public_key TEXT,
+            member_key TEXT,
+            created_at REAL NOT NULL,
+            last_seen REAL NOT NULL
+        )
+        """
+    )
+
+
+@core_migrations()
+def m002_create_conversations(db: Database) -> None:
+    db.execute(
+        """
+        CREATE TABLE conversations (
+            name TEXT PRIMARY KEY,
+            topic TEXT NOT NULL DEFAULT '',
+            archived INTEGER NOT NULL DEFAULT 0,
+            created_by TEXT NOT NULL DEFAULT '',
+            created_at REAL NOT NULL
+        )
+        """
+    )
+    db.execute(
+        """
+        CREATE TABLE conversation_members (
+            conversation TEXT NOT NULL,
+            peer TEXT NOT NULL,
+            PRIMARY KEY (conversation, peer)
+        ) WITHOUT ROWID
+        """
+    )
+
+
+@core_migrations()
+def m003_create_messages(db: Database) -> None:
+    db.execute(
+        """
+        CREATE TABLE messages (
+            id TEXT PRIMARY KEY,
+            sender TEXT NOT NULL,
+            target TEXT NOT NULL,
+            conversation TEXT NOT NULL,
+            body TEXT NOT NULL,
+            kind TEXT NOT NULL DEFAULT 'text',
+            recipients_json TEXT NOT NULL,
+            mentions_json TEXT NOT NULL DEFAULT '[]',
+            whisper_json TEXT NOT NULL DEFAULT '[]',
+            reply_to TEXT,
+            priority TEXT NOT NULL DEFAULT 'next',
+            attachments_json TEXT NOT NULL DEFAULT '[]',
+            data_json TEXT,
+            client_id TEXT,
+            created_at REAL NOT NULL
+        ) WITHOUT ROWID
+        """
+    )
+    db.execute(
+        "CREATE UNIQUE INDEX messages_client_id ON messages (sender, client_id) "
+        "WHERE client_id IS NOT NULL"
+    )
+    db.execute("CREATE INDEX messages_reply_to ON messages (reply_to) WHERE reply_to IS NOT NULL")
+    db.execute("CREATE INDEX messages_created_at ON messages (created_at)")
+
+
+@core_migrations()
+def m004_create_deliveries(db: Database) -> None:
+    db.execute(
+        """
+        CREATE TABLE deliveries (
+            message_id TEXT NOT NULL,
+            recipient TEXT NOT NULL,
+            state TEXT NOT NULL DEFAULT 'queued',
+            mentioned INTEGER NOT NULL DEFAULT 0,
+            lease_until REAL,
+            attempts INTEGER NOT NULL DEFAULT 0,
+            reason TEXT,
+            updated_at REAL NOT NULL,
+            PRIMARY KEY (message_id, recipient)
+        ) WITHOUT ROWID
+        """
+    )
+    db.execute("CREATE INDEX deliveries_recipient ON deliveries (recipient, state, message_id)")
+    db.execute(
+        "CREATE INDEX deliveries_leases ON deliveries (lease_until) WHERE state = 'pushed'"
+    )
+
+
+@core_migrations()
+def m005_create_tokens(db: Database) -> None:
+    db.execute(
+        """
+        CREATE TABLE tokens (
+            token_hash TEXT PRIMARY KEY,
+            peer TEXT NOT NULL,
+            label TEXT NOT NULL DEFAULT '',
+            created_at REAL NOT NULL,
+            revoked INTEGER NOT NULL DEFAULT 0
+        )
+        """
+    )

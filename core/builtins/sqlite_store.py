@@ -1,0 +1,524 @@
+"""The default store: SQLite through sqlite-utils, WAL, one writer thread that batches.
+
+Every call becomes an operation on a queue owned by one thread with one connection. That thread
+takes everything waiting (up to ``MAX_BATCH``), runs it in one transaction (each operation in its
+own savepoint, so one failing operation does not spoil the others), commits, and only then
+resolves the callers' futures. Many concurrent sends therefore share one commit, and no caller is
+told "done" before its data is on disk.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import queue
+import sqlite3
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+from sqlite_utils import Database
+from sqlite_utils.migrations import Migrations
+
+from meshhub import hookimpl
+from meshhub.models import Conversation, Delivery, Message, Peer
+from meshhub.store import InboxItem, StateChange
+
+from .migrations import core_migrations
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+MAX_BATCH = 2000
+
+# A transition may only move forward along this order ('dead' is terminal).
+_RANK = {"queued": 0, "pushed": 1, "delivered": 2, "read": 3, "dead": 4}
+
+_MESSAGE_COLUMNS = (
+    "id, sender, target, conversation, body, kind, recipients_json, mentions_json, whisper_json, "
+    "reply_to, priority, attachments_json, data_json, client_id, created_at"
+)
+
+
+def _message_from_row(row: sqlite3.Row | tuple[Any, ...]) -> Message:
+    return Message(
+        id=row[0],
+        sender=row[1],
+        target=row[2],
+        conversation=row[3],
+        body=row[4],
+        kind=row[5],
+        recipients=json.loads(row[6]),
+        mentions=json.loads(row[7]),
+        whisper=json.loads(row[8]),
+        reply_to=row[9],
+        priority=row[10],
+        attachments=json.loads(row[11]),
+        data=json.loads(row[12]) if row[12] else None,
+        client_id=row[13],
+        created_at=row[14],
+    )
+
+
+class _Op:
+    __slots__ = ("fn", "future", "loop")
+
+    def __init__(
+        self, fn: Callable[[sqlite3.Connection], Any], future: asyncio.Future[Any],
+        loop: asyncio.AbstractEventLoop,
+    ) -> None:
+        self.fn = fn
+        self.future = future
+        self.loop = loop
+
+
+def _resolve(future: asyncio.Future[Any], ok: bool, value: Any) -> None:
+    if future.done():
+        return
+    if ok:
+        future.set_result(value)
+    else:
+        future.set_exception(value)
+
+
+class SQLiteStore:
+    """SQLite engine for :class:`meshhub.store.Store`."""
+
+    def __init__(self, path: Path, *, synchronous: str = "FULL") -> None:
+        self.path = path
+        self.synchronous = synchronous
+        self._queue: queue.SimpleQueue[_Op | None] = queue.SimpleQueue()
+        self._thread: threading.Thread | None = None
+        self._conn: sqlite3.Connection | None = None
+        self.batches = 0
+        self.operations = 0
+
+    # -- lifecycle -------------------------------------------------------------------------
+    async def open(self, migrations: list[Migrations]) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        ready: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        loop = asyncio.get_running_loop()
+
+        def start() -> None:
+            try:
+                conn = sqlite3.connect(str(self.path), isolation_level=None)
+                conn.execute("PRAGMA journal_mode=WAL")
+                conn.execute(f"PRAGMA synchronous={self.synchronous}")
+                conn.execute("PRAGMA busy_timeout=5000")
+                conn.execute("PRAGMA foreign_keys=ON")
+                db = Database(conn)
+                for migration_set in [core_migrations, *migrations]:
+                    migration_set.apply(db)
+                self._conn = conn
+            except BaseException as exc:  # reported to open()'s caller
+                loop.call_soon_threadsafe(_resolve, ready, False, exc)
+                return
+            loop.call_soon_threadsafe(_resolve, ready, True, None)
+            self._run()
+
+        self._thread = threading.Thread(target=start, name="meshhub-sqlite", daemon=True)
+        self._thread.start()
+        await ready
+
+    async def close(self) -> None:
+        if self._thread is None:
+            return
+        self._queue.put(None)
+        await asyncio.get_running_loop().run_in_executor(None, self._thread.join)
+        self._thread = None
+
+    def _run(self) -> None:
+        assert self._conn is not None
+        conn = self._conn
+        while True:
+            first = self._queue.get()
+            if first is None:
+                break
+            batch = [first]
+            stop = False
+            while len(batch) < MAX_BATCH:
+                try:
+                    item = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+                if item is None:
+                    stop = True
+                    break
+                batch.append(item)
+            self._run_batch(conn, batch)
+            if stop:
+                break
+        conn.close()
+
+    def _run_batch(self, conn: sqlite3.Connection, batch: list[_Op]) -> None:
+        results: list[tuple[_Op, bool, Any]] = []
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            for op in batch:
+                conn.execute("SAVEPOINT op")
+                try:
+                    value = op.fn(conn)
+                except Exception as exc:  # this caller's error only
+                    conn.execute("ROLLBACK TO op")
+                    results.append((op, False, exc))
+                else:
+                    results.append((op, True, value))
+                conn.execute("RELEASE op")
+            conn.execute("COMMIT")
+        except Exception as exc:  # the commit itself failed: nobody is told "done"
+            log.exception("store batch failed")
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            results = [(op, False, exc) for op in batch]
+        self.batches += 1
+        self.operations += len(batch)
+        for op, ok, value in results:
+            op.loop.call_soon_threadsafe(_resolve, op.future, ok, value)
+
+    async def _call(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        if self._thread is None:
+            raise RuntimeError("the store is not open")
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[T] = loop.create_future()
+        self._queue.put(_Op(fn, future, loop))
+        return await future
+
+    # -- peers and conversations -------------------------------------------------------------
+    async def load_peers(self) -> list[Peer]:
+        def run(conn: sqlite3.Connection) -> list[Peer]:
+            rows = conn.execute(
+                "SELECT key, name, identity, kind, connector, role, groups_json, status, summary, "
+                "public_key, member_key, created_at, last_seen FROM peers"
+            ).fetchall()
+            return [
+                Peer(
+                    key=r[0], name=r[1], identity=r[2], kind=r[3], connector=r[4], role=r[5],
+                    groups=json.loads(r[6]), status=r[7], summary=r[8], public_key=r[9],
+                    member_key=r[10], created_at=r[11], last_seen=r[12],
+                )
+                for r in rows
+            ]
+
+        return await self._call(run)
+
+    async def save_peer(self, peer: Peer) -> None:
+        def run(conn: sqlite3.Connection) -> None:
+            conn.execute(
+                "INSERT INTO peers (key, name, name_lower, identity, kind, connector, role, "
+                "groups_json, status, summary, public_key, member_key, created_at, last_seen) "
+                "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?) ON CONFLICT(key) DO UPDATE SET "
+                "name=excluded.name, name_lower=excluded.name_lower, kind=excluded.kind, "
+                "connector=excluded.connector, role=excluded.role, "
+                "groups_json=excluded.groups_json, status=excluded.status, "
+                "summary=excluded.summary, public_key=excluded.public_key, "
+                "member_key=excluded.member_key, last_seen=excluded.last_seen",
+                (
+                    peer.key, peer.name, peer.name.lower(), peer.identity, peer.kind,
+                    peer.connector, peer.role, json.dumps(peer.groups), peer.status,
+                    peer.summary, peer.public_key, peer.member_key, peer.created_at,
+                    peer.last_seen,
+                ),
+            )
+
+        await self._call(run)
+
+    async def load_conversations(self) -> list[Conversation]:
+        def run(conn: sqlite3.Connection) -> list[Conversation]:
+            convs = {
+                r[0]: Conversation(
+                    name=r[0], topic=r[1], archived=bool(r[2]), created_by=r[3], created_at=r[4]
+                )
+                for r in conn.execute(
+                    "SELECT name, topic, archived, created_by, created_at FROM conversations"
+                )
+            }
+            for name, peer in conn.execute("SELECT conversation, peer FROM conversation_members"):
+                if name in convs:
+                    convs[name].members.add(peer)
+            return list(convs.values())
+
+        return await self._call(run)
+
+    async def save_conversation(self, conversation: Conversation) -> None:
+        c = conversation
+
+        def run(conn: sqlite3.Connection) -> None:
+            conn.execute(
+                "INSERT INTO conversations (name, topic, archived, created_by, created_at) "
+                "VALUES (?,?,?,?,?) ON CONFLICT(name) DO UPDATE SET topic=excluded.topic, "
+                "archived=excluded.archived",
+                (c.name, c.topic, int(c.archived), c.created_by, c.created_at),
+            )
+
+        await self._call(run)
+
+    async def set_membership(self, conversation: str, peer: str, member: bool) -> None:
+        def run(conn: sqlite3.Connection) -> None:
+            if member:
+                conn.execute(
+                    "INSERT OR IGNORE INTO conversation_members (conversation, peer) VALUES (?,?)",
+                    (conversation, peer),
+                )
+            else:
+                conn.execute(
+                    "DELETE FROM conversation_members WHERE conversation=? AND peer=?",
+                    (conversation, peer),
+                )
+
+        await self._call(run)
+
+    # -- messages ----------------------------------------------------------------------------
+    async def insert_message(
+        self, message: Message, mentioned: set[str], leased: set[str], lease_until: float
+    ) -> tuple[str, bool]:
+        m = message
+
+        def run(conn: sqlite3.Connection) -> tuple[str, bool]:
+            if m.client_id is not None:
+                row = conn.execute(
+                    "SELECT id FROM messages WHERE sender=? AND client_id=?",
+                    (m.sender, m.client_id),
+                ).fetchone()
+                if row is not None:
+                    return row[0], False
+            conn.execute(
+                f"INSERT INTO messages ({_MESSAGE_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                (
+                    m.id, m.sender, m.target, m.conversation, m.body, m.kind,
+                    json.dumps(m.recipients), json.dumps(m.mentions), json.dumps(m.whisper),
+                    m.reply_to, m.priority, json.dumps(m.attachments),
+                    json.dumps(m.data) if m.data is not None else None, m.client_id,
+                    m.created_at,
+                ),
+            )
+            conn.executemany(
+                "INSERT INTO deliveries (message_id, recipient, state, mentioned, lease_until, "
+                "attempts, updated_at) VALUES (?,?,?,?,?,?,?)",
+                [
+                    (
+                        m.id, r, "pushed" if r in leased else "queued", int(r in mentioned),
+                        lease_until if r in leased else None, int(r in leased), m.created_at,
+                    )
+                    for r in m.recipients
+                ],
+            )
+            return m.id, True
+
+        return await self._call(run)
+
+    async def change_states(self, changes: list[StateChange]) -> list[bool]:
+        def run(conn: sqlite3.Connection) -> list[bool]:
+            now = time.time()
+            out: list[bool] = []
+            for ch in changes:
+                if ch.state == "queued":
+                    allowed = ["pushed"]  # a lapsed lease of an offline recipient
+                else:
+                    allowed = [s for s, rank in _RANK.items() if rank < _RANK[ch.state]]
+                if ch.state == "pushed":
+                    allowed.append("pushed")  # a redelivery renews the lease
+                marks = ",".join("?" * len(allowed))
+                cur = conn.execute(
+                    f"UPDATE deliveries SET state=?, lease_until=?, reason=COALESCE(?, reason), "
+                    f"attempts=attempts + ?, updated_at=? "
+                    f"WHERE message_id=? AND recipient=? AND state IN ({marks})",
+                    (
+                        ch.state, ch.lease_until, ch.reason, int(ch.state == "pushed"), now,
+                        ch.message_id, ch.recipient, *allowed,
+                    ),
+                )
+                out.append(cur.rowcount > 0)
+            return out
+
+        return await self._call(run)
+
+    async def get_message(self, message_id: str) -> Message | None:
+        def run(conn: sqlite3.Connection) -> Message | None:
+            row = conn.execute(
+                f"SELECT {_MESSAGE_COLUMNS} FROM messages WHERE id=?", (message_id,)
+            ).fetchone()
+            return _message_from_row(row) if row else None
+
+        return await self._call(run)
+
+    async def pending_for(self, recipient: str, limit: int, after: str = "") -> list[Message]:
+        def run(conn: sqlite3.Connection) -> list[Message]:
+            cols = ", ".join("m." + c.strip() for c in _MESSAGE_COLUMNS.split(","))
+            rows = conn.execute(
+                f"SELECT {cols} FROM deliveries d JOIN messages m ON m.id = d.message_id "
+                "WHERE d.recipient=? AND d.state IN ('queued','pushed') AND d.message_id > ? "
+                "ORDER BY d.message_id LIMIT ?",
+                (recipient, after, limit),
+            ).fetchall()
+            return [_message_from_row(r) for r in rows]
+
+        return await self._call(run)
+
+    async def expired_leases(self, now: float, limit: int) -> list[tuple[str, str]]:
+        def run(conn: sqlite3.Connection) -> list[tuple[str, str]]:
+            return [
+                (r[0], r[1])
+                for r in conn.execute(
+                    "SELECT message_id, recipient FROM deliveries WHERE state='pushed' "
+                    "AND lease_until < ? ORDER BY message_id LIMIT ?",
+                    (now, limit),
+                )
+            ]
+
+        return await self._call(run)
+
+    async def expire_older_than(self, cutoff: float, reason: str) -> int:
+        def run(conn: sqlite3.Connection) -> int:
+            cur = conn.execute(
+                "UPDATE deliveries SET state='dead', reason=?, lease_until=NULL, updated_at=? "
+                "WHERE state IN ('queued','pushed') AND message_id IN "
+                "(SELECT id FROM messages WHERE created_at < ?)",
+                (reason, time.time(), cutoff),
+            )
+            return cur.rowcount
+
+        return await self._call(run)
+
+    async def deliveries_of(self, message_id: str) -> list[Delivery]:
+        def run(conn: sqlite3.Connection) -> list[Delivery]:
+            return [
+                Delivery(
+                    message_id=message_id, recipient=r[0], state=r[1], lease_until=r[2],
+                    attempts=r[3], reason=r[4], updated_at=r[5],
+                )
+                for r in conn.execute(
+                    "SELECT recipient, state, lease_until, attempts, reason, updated_at "
+                    "FROM deliveries WHERE message_id=? ORDER BY recipient",
+                    (message_id,),
+                )
+            ]
+
+        return await self._call(run)
+
+    async def inbox(
+        self,
+        recipient: str,
+        *,
+        since: str | None,
+        unread_only: bool,
+        top_level_only: bool,
+        limit: int,
+    ) -> list[InboxItem]:
+        def run(conn: sqlite3.Connection) -> list[InboxItem]:
+            cols = ", ".join("m." + c.strip() for c in _MESSAGE_COLUMNS.split(","))
+            where = ["d.recipient = ?"]
+            args: list[Any] = [recipient]
+            if since:
+                where.append("d.message_id > ?")
+                args.append(since)
+            if unread_only:
+                where.append("d.state IN ('queued','pushed','delivered')")
+            else:
+                where.append("d.state != 'dead'")
+            if top_level_only:
+                where.append("m.reply_to IS NULL")
+            args.append(limit)
+            rows = conn.execute(
+                f"SELECT {cols}, d.state, d.mentioned, "
+                "(SELECT COUNT(*) FROM messages r WHERE r.reply_to = m.id) "
+                "FROM deliveries d JOIN messages m ON m.id = d.message_id "
+                f"WHERE {' AND '.join(where)} ORDER BY d.message_id LIMIT ?",
+                args,
+            ).fetchall()
+            return [
+                InboxItem(
+                    message=_message_from_row(r[:15]), state=r[15], mentioned=bool(r[16]),
+                    replies=r[17],
+                )
+                for r in rows
+            ]
+
+        return await self._call(run)
+
+    async def thread(self, root_id: str, viewer: str) -> list[Message]:
+        def run(conn: sqlite3.Connection) -> list[Message]:
+            rows = conn.execute(
+                f"SELECT {_MESSAGE_COLUMNS} FROM messages m WHERE (m.id = ? OR m.reply_to = ?) "
+                "AND (m.sender = ? OR EXISTS (SELECT 1 FROM deliveries d "
+                "WHERE d.message_id = m.id AND d.recipient = ?)) ORDER BY m.id",
+                (root_id, root_id, viewer, viewer),
+            ).fetchall()
+            return [_message_from_row(r) for r in rows]
+
+        return await self._call(run)
+
+    async def unread_counts(self, recipient: str) -> dict[str, Any]:
+        def run(conn: sqlite3.Connection) -> dict[str, Any]:
+            rows = conn.execute(
+                "SELECT m.sender, COALESCE(m.reply_to, ''), COUNT(*), SUM(d.mentioned) "
+                "FROM deliveries d JOIN messages m ON m.id = d.message_id "
+                "WHERE d.recipient = ? AND d.state IN ('queued','pushed','delivered') "
+                "GROUP BY m.sender, m.reply_to",
+                (recipient,),
+            ).fetchall()
+            by_sender: dict[str, int] = {}
+            by_thread: dict[str, int] = {}
+            total = mentions = 0
+            for sender, thread, count, mentioned in rows:
+                total += count
+                mentions += mentioned or 0
+                by_sender[sender] = by_sender.get(sender, 0) + count
+                if thread:
+                    by_thread[thread] = by_thread.get(thread, 0) + count
+            return {
+                "total": total, "mentions": mentions, "by_sender": by_sender,
+                "by_thread": by_thread,
+            }
+
+        return await self._call(run)
+
+    # -- tokens ------------------------------------------------------------------------------
+    async def save_token(self, token_hash: str, peer: str, label: str) -> None:
+        def run(conn: sqlite3.Connection) -> None:
+            conn.execute(
+                "INSERT INTO tokens (token_hash, peer, label, created_at) VALUES (?,?,?,?)",
+                (token_hash, peer, label, time.time()),
+            )
+
+        await self._call(run)
+
+    async def peer_for_token(self, token_hash: str) -> str | None:
+        def run(conn: sqlite3.Connection) -> str | None:
+            row = conn.execute(
+                "SELECT peer FROM tokens WHERE token_hash=? AND revoked=0", (token_hash,)
+            ).fetchone()
+            return row[0] if row else None
+
+        return await self._call(run)
+
+    async def revoke_tokens(self, peer: str, label: str | None) -> int:
+        def run(conn: sqlite3.Connection) -> int:
+            if label is None:
+                cur = conn.execute("UPDATE tokens SET revoked=1 WHERE peer=?", (peer,))
+            else:
+                cur = conn.execute(
+                    "UPDATE tokens SET revoked=1 WHERE peer=? AND label=?", (peer, label)
+                )
+            return cur.rowcount
+
+        return await self._call(run)
+
+    async def stats(self) -> dict[str, Any]:
+        def run(conn: sqlite3.Connection) -> dict[str, Any]:
+            states = dict(
+                conn.execute("SELECT state, COUNT(*) FROM deliveries GROUP BY state").fetchall()
+            )
+            messages = conn.execute("SELECT COUNT(*) FROM messages").fetchone()[0]
+            return {"engine": "sqlite", "path": str(self.path), "messages": messages,
+                    "deliveries": states, "batches": self.batches,
+                    "operations": self.operations}
+
+        return await self._call(run)
+
+
+@hookimpl
+def meshhub_provide_store(hub: Any) -> SQLiteStore:
+    """The default engine: ``<MESHHUB_HOME>/meshhub.db``."""
+    return SQLiteStore(hub.config.db_path, synchronous=hub.config.sqlite_synchronous)

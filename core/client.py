@@ -1,0 +1,276 @@
+"""The async client of the WebSocket peer protocol, used by the CLI, the tests, the benchmarks
+and the MCP plugin.
+
+    async with MeshClient(url, key, name="ann") as client:
+        await client.send("bob", "hello")
+        async for message in client.messages():
+            print(message["sender_name"], message["body"])
+            await client.ack(message["id"])
+
+Messages are deduplicated by id (a redelivery after a lost ack is not shown twice) and come out
+in the order the hub pushed them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import time
+from collections import OrderedDict
+from collections.abc import AsyncIterator
+from typing import Any
+
+import aiohttp
+from nacl.signing import SigningKey
+
+from .builtins.hello_auth import sign_hello
+from .errors import (
+    AuthFailed,
+    Forbidden,
+    InvalidRequest,
+    MeshError,
+    NotFound,
+    TooLarge,
+    Unauthorized,
+    UnknownTarget,
+)
+
+_ERRORS: dict[str, type[MeshError]] = {
+    "unknown_target": UnknownTarget,
+    "no_recipient": UnknownTarget,
+    "not_found": NotFound,
+    "unknown_action": NotFound,
+    "too_large": TooLarge,
+    "unauthorized": Unauthorized,
+    "forbidden": Forbidden,
+    "bad_signature": AuthFailed,
+    "stale": AuthFailed,
+    "replayed": AuthFailed,
+}
+SEEN_LIMIT = 100_000
+
+
+def error_from(frame: dict[str, Any]) -> MeshError:
+    cls = _ERRORS.get(frame.get("code", ""), InvalidRequest)
+    return cls(frame.get("message", "error"), code=frame.get("code"), **frame.get("details", {}))
+
+
+def ws_url(url: str) -> str:
+    url = url.rstrip("/")
+    if url.startswith("http"):
+        url = "ws" + url[4:]
+    return url if url.endswith("/ws") else url + "/ws"
+
+
+class MeshClient:
+    def __init__(
+        self,
+        url: str,
+        key: SigningKey,
+        *,
+        name: str,
+        kind: str = "human",
+        connector: str = "cli",
+        session: str | None = None,
+        role: str | None = None,
+        groups: dict[str, str] | None = None,
+        receive: bool = True,
+        reconnect: bool = False,
+    ) -> None:
+        self.url = ws_url(url)
+        self.key = key
+        self.hello_fields: dict[str, Any] = {
+            "name": name, "kind": kind, "connector": connector, "receive": receive,
+        }
+        if session:
+            self.hello_fields["session"] = session
+        if role is not None:
+            self.hello_fields["role"] = role
+        if groups is not None:
+            self.hello_fields["groups"] = groups
+        self.reconnect = reconnect
+        self.peer: dict[str, Any] = {}
+        self.welcome: dict[str, Any] = {}
+        self.errors: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+        self.events: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+        self._inbox: asyncio.Queue[dict[str, Any] | None] = asyncio.Queue()
+        self._seen: OrderedDict[str, None] = OrderedDict()
+        self._pending: dict[Any, asyncio.Future[Any]] = {}
+        self._ids = itertools.count(1)
+        self._session: aiohttp.ClientSession | None = None
+        self._ws: aiohttp.ClientWebSocketResponse | None = None
+        self._reader: asyncio.Task[None] | None = None
+        self._closing = False
+        self.connected = asyncio.Event()
+
+    # -- connection --------------------------------------------------------------------------
+    async def connect(self) -> dict[str, Any]:
+        self._session = aiohttp.ClientSession()
+        try:
+            await self._open()
+        except BaseException:
+            await self._session.close()
+            raise
+        self._reader = asyncio.create_task(self._read_loop(), name="mesh-client-reader")
+        return self.welcome
+
+    async def _open(self) -> None:
+        assert self._session is not None
+        ws = await self._session.ws_connect(self.url, heartbeat=None, autoping=True,
+                                            max_msg_size=0)
+        try:
+            challenge = await ws.receive_json(timeout=10)
+            if challenge.get("type") != "challenge":
+                raise MeshError(f"expected a challenge, got {challenge.get('type')}")
+            hello = sign_hello(self.key, {
+                "type": "hello", "v": 1, "nonce": challenge["nonce"], "ts": time.time(),
+                **self.hello_fields,
+            })
+            await ws.send_json(hello)
+            answer = await ws.receive_json(timeout=10)
+            if answer.get("type") == "error":
+                raise error_from(answer)
+            if answer.get("type") != "welcome":
+                raise MeshError(f"expected welcome, got {answer.get('type')}")
+        except BaseException:
+            await ws.close()
+            raise
+        self._ws = ws
+        self.welcome = answer
+        self.peer = answer["peer"]
+        self.connected.set()
+
+    async def close(self) -> None:
+        self._closing = True
+        if self._ws is not None:
+            await self._ws.close()
+        if self._reader is not None:
+            self._reader.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._reader
+        if self._session is not None:
+            await self._session.close()
+        self._fail_pending(ConnectionError("client closed"))
+        self._inbox.put_nowait(None)
+
+    async def __aenter__(self) -> MeshClient:
+        await self.connect()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    def _fail_pending(self, exc: Exception) -> None:
+        for future in self._pending.values():
+            if not future.done():
+                future.set_exception(exc)
+        self._pending.clear()
+
+    async def _read_loop(self) -> None:
+        while True:
+            ws = self._ws
+            assert ws is not None
+            async for msg in ws:
+                if msg.type != aiohttp.WSMsgType.TEXT:
+                    continue
+                self._dispatch(msg.json())
+            self.connected.clear()
+            self._fail_pending(ConnectionError("connection to the hub lost"))
+            if self._closing or not self.reconnect:
+                self._inbox.put_nowait(None)
+                return
+            delay = 0.1
+            while not self._closing:
+                await asyncio.sleep(delay)
+                try:
+                    await self._open()
+                    break
+                except (OSError, aiohttp.ClientError, MeshError, asyncio.TimeoutError):
+                    delay = min(delay * 2, 5.0)
+
+    def _dispatch(self, frame: dict[str, Any]) -> None:
+        kind = frame.get("type")
+        if kind == "message":
+            message = frame["message"]
+            if message["id"] in self._seen:
+                return  # a redelivery of something already handed out
+            self._seen[message["id"]] = None
+            if len(self._seen) > SEEN_LIMIT:
+                self._seen.popitem(last=False)
+            self._inbox.put_nowait(message)
+        elif kind in ("result", "error", "pong") and frame.get("id") in self._pending:
+            future = self._pending.pop(frame["id"])
+            if not future.done():
+                if kind == "error":
+                    future.set_exception(error_from(frame))
+                else:
+                    future.set_result(frame.get("result"))
+        elif kind == "error":
+            self.errors.put_nowait(frame)
+        elif kind == "event":
+            self.events.put_nowait(frame)
+
+    # -- raw frames (protocol tests) ---------------------------------------------------------
+    async def send_frame(self, frame: dict[str, Any] | str) -> None:
+        if self._ws is None:
+            raise ConnectionError("not connected")
+        if isinstance(frame, str):
+            await self._ws.send_str(frame)
+        else:
+            await self._ws.send_json(frame)
+
+    # -- calls -------------------------------------------------------------------------------
+    async def call(self, action: str, **params: Any) -> Any:
+        """Run an action on the hub as this peer; raises the hub's error as a MeshError."""
+        future = await self.call_nowait(action, **params)
+        return await future
+
+    async def call_nowait(self, action: str, **params: Any) -> asyncio.Future[Any]:
+        """Send a call and return the future of its result without waiting (pipelining)."""
+        if self._ws is None or not self.connected.is_set():
+            raise ConnectionError("not connected to the hub")
+        call_id = next(self._ids)
+        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self._pending[call_id] = future
+        await self._ws.send_json({"type": "call", "id": call_id, "action": action,
+                                  "params": params})
+        return future
+
+    async def send(self, to: str | list[str] | None, text: str, **options: Any) -> dict[str, Any]:
+        params = {k: v for k, v in options.items() if v is not None}
+        if to is not None:
+            params["to"] = to
+        return await self.call("send", text=text, **params)  # type: ignore[no-any-return]
+
+    async def ack(self, *message_ids: str) -> None:
+        if self._ws is not None and message_ids:
+            await self._ws.send_json({"type": "ack", "ids": list(message_ids)})
+
+    async def messages(self, *, auto_ack: bool = False) -> AsyncIterator[dict[str, Any]]:
+        """Messages pushed to this peer, until the connection ends."""
+        while True:
+            message = await self._inbox.get()
+            if message is None:
+                return
+            if auto_ack:
+                await self.ack(message["id"])
+            yield message
+
+    async def next_message(self, timeout: float = 10.0) -> dict[str, Any]:
+        message = await asyncio.wait_for(self._inbox.get(), timeout)
+        if message is None:
+            raise ConnectionError("connection to the hub ended")
+        return message
+
+    async def peers(self, **filters: Any) -> list[dict[str, Any]]:
+        return await self.call("peers", **filters)  # type: ignore[no-any-return]
+
+    async def set_status(self, status: str) -> dict[str, Any]:
+        return await self.call("set_status", status=status)  # type: ignore[no-any-return]
+
+    async def message_status(self, message_id: str) -> dict[str, Any]:
+        return await self.call("message_status", id=message_id)  # type: ignore[no-any-return]
+
+    async def inbox(self, **options: Any) -> dict[str, Any]:
+        return await self.call("inbox", **options)  # type: ignore[no-any-return]

@@ -1,0 +1,197 @@
+"""Delivery: pushing stored messages to recipients, leases, redelivery, acks and the TTL.
+
+The delivery row is the only truth of whether a peer got a message. A push leases the row for
+``lease_seconds``; the recipient's ack makes it ``delivered``; an expired lease or a reconnect
+pushes it again (recipients dedupe by message id). Rows still undelivered after the TTL become
+``dead`` with a reason. Priorities gate pushes by the recipient's status: ``now`` always pushes,
+``next`` waits while the recipient is ``dnd``, ``low`` waits unless it is ``online`` or ``idle``;
+a held message stays queued and is pushed when the status allows.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import time
+from collections import defaultdict
+from typing import TYPE_CHECKING
+
+from .store import StateChange
+
+if TYPE_CHECKING:
+    from .hub import Hub
+    from .models import Message, Peer
+    from .presence import Connection
+
+log = logging.getLogger(__name__)
+
+DRAIN_PAGE = 500
+_GATES: dict[str, frozenset[str]] = {
+    "now": frozenset({"online", "idle", "working", "dnd", "away", "offline"}),
+    "next": frozenset({"online", "idle", "working", "away", "offline"}),
+    "low": frozenset({"online", "idle"}),
+}
+
+
+def may_push(peer: Peer, priority: str) -> bool:
+    return peer.status in _GATES.get(priority, _GATES["next"])
+
+
+class Dispatcher:
+    def __init__(self, hub: Hub) -> None:
+        self.hub = hub
+        self._tasks: list[asyncio.Task[None]] = []
+        self._acks: list[StateChange] = []
+        self._ack_flush: asyncio.Task[None] | None = None
+        self._draining: set[str] = set()
+
+    # -- frames ------------------------------------------------------------------------------
+    def frame(self, message: Message) -> str:
+        sender = self.hub.directory.peers.get(message.sender)
+        data = message.public()
+        data["sender_name"] = sender.name if sender else message.sender
+        return json.dumps({"type": "message", "message": data}, separators=(",", ":"))
+
+    # -- pushing -----------------------------------------------------------------------------
+    def live_recipients(self, message: Message) -> set[str]:
+        """Recipients to lease at insert time: connected, drained, and not held by priority."""
+        presence, peers = self.hub.presence, self.hub.directory.peers
+        return {
+            r for r in message.recipients
+            if presence.is_live(r) and may_push(peers[r], message.priority)
+        }
+
+    def push_accepted(self, message: Message, leased: set[str]) -> None:
+        """Push a just-committed message to the recipients leased at insert time."""
+        frame: str | None = None
+        for recipient in message.recipients:
+            if recipient in leased:
+                conns = self.hub.presence.receivers(recipient)
+                if conns:
+                    frame = frame or self.frame(message)
+                    for conn in conns:
+                        conn.send_raw(frame)
+                # no connection any more: the lease lapses and the sweeper re-queues it
+            else:
+                peer = self.hub.directory.peers.get(recipient)
+                if peer is not None and self.hub.is_bridged(peer):
+                    self.hub.spawn(self.deliver_bridged(peer, message))
+
+    async def deliver_bridged(self, peer: Peer, message: Message) -> None:
+        """Hand a message to the connector that owns ``peer`` (Telegram, Slack, email...)."""
+        try:
+            ok = await self.hub.plugins.first("meshhub_deliver", hub=self.hub, peer=peer,
+                                              message=message)
+        except Exception as exc:
+            log.warning("delivery of %s to %s failed: %s", message.id, peer.name, exc)
+            return
+        if ok:
+            await self.hub.store.change_states([StateChange(message.id, peer.key, "delivered")])
+
+    async def drain(self, conn: Connection) -> None:
+        """Push everything pending for ``conn``'s peer, oldest first, then go live."""
+        peer = conn.peer
+        store, cfg = self.hub.store, self.hub.config
+        cursor = ""
+        final = False
+        while True:
+            batch = await store.pending_for(peer.key, DRAIN_PAGE, after=cursor)
+            if not batch:
+                if final:
+                    break
+                conn.live = True  # new messages go straight to it from here on
+                final = True
+                continue
+            cursor = batch[-1].id
+            pushable = [m for m in batch if may_push(peer, m.priority)]
+            if pushable:
+                lease = time.time() + cfg.lease_seconds
+                await store.change_states(
+                    [StateChange(m.id, peer.key, "pushed", lease) for m in pushable]
+                )
+                for message in pushable:
+                    conn.send_raw(self.frame(message))
+                await conn.wait_drained(DRAIN_PAGE)
+            if conn.ws.closed:
+                return
+
+    async def redrain(self, peer_key: str) -> None:
+        """After a status change, push what the old status held back."""
+        for conn in self.hub.presence.receivers(peer_key):
+            await self.drain(conn)
+
+    # -- acks --------------------------------------------------------------------------------
+    def ack(self, peer: Peer, message_ids: list[str], state: str = "delivered") -> None:
+        """Record acks; they are written together on the next loop turn."""
+        self._acks += [StateChange(mid, peer.key, state) for mid in message_ids]
+        if self._ack_flush is None:
+            self._ack_flush = asyncio.create_task(self._flush_acks())
+
+    async def _flush_acks(self) -> None:
+        await asyncio.sleep(0)
+        changes, self._acks = self._acks, []
+        self._ack_flush = None
+        try:
+            await self.hub.store.change_states(changes)
+        except Exception:
+            log.exception("could not record %d acks", len(changes))
+
+    # -- sweeping ----------------------------------------------------------------------------
+    def start(self) -> None:
+        self._tasks.append(asyncio.create_task(self._sweep_leases(), name="lease-sweeper"))
+        self._tasks.append(asyncio.create_task(self._sweep_ttl(), name="ttl-sweeper"))
+
+    async def stop(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        if self._ack_flush is not None:
+            with contextlib.suppress(Exception):
+                await self._ack_flush
+
+    async def _sweep_leases(self) -> None:
+        tick = max(0.05, min(self.hub.config.lease_seconds / 3, 5.0))
+        while True:
+            await asyncio.sleep(tick)
+            try:
+                await self.sweep_leases_once()
+            except Exception:
+                log.exception("lease sweep failed")
+
+    async def sweep_leases_once(self) -> int:
+        store, cfg = self.hub.store, self.hub.config
+        expired = await store.expired_leases(time.time(), 1000)
+        by_peer: dict[str, list[str]] = defaultdict(list)
+        for message_id, recipient in expired:
+            by_peer[recipient].append(message_id)
+        for recipient, ids in by_peer.items():
+            conns = self.hub.presence.receivers(recipient)
+            if not conns:
+                await store.change_states([StateChange(m, recipient, "queued") for m in ids])
+                continue
+            lease = time.time() + cfg.lease_seconds
+            changed = await store.change_states(
+                [StateChange(m, recipient, "pushed", lease) for m in ids]
+            )
+            for message_id, ok in zip(ids, changed, strict=True):
+                message = await store.get_message(message_id) if ok else None
+                if message is not None:
+                    for conn in conns:
+                        conn.send_raw(self.frame(message))
+        return len(expired)
+
+    async def _sweep_ttl(self) -> None:
+        while True:
+            try:
+                cutoff = time.time() - self.hub.config.ttl_seconds
+                dead = await self.hub.store.expire_older_than(
+                    cutoff, f"undelivered after the {self.hub.config.ttl_seconds:.0f} s TTL"
+                )
+                if dead:
+                    log.info("%d deliveries passed their TTL", dead)
+            except Exception:
+                log.exception("TTL sweep failed")
+            await asyncio.sleep(min(60.0, max(1.0, self.hub.config.ttl_seconds / 10)))

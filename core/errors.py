@@ -1,0 +1,61 @@
+"""Errors a user can cause. Each carries a stable code and a message that says what to do."""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class MeshError(Exception):
+    """An error reported to the caller as ``{"code": ..., "message": ...}``; never a traceback."""
+
+    code = "error"
+    http_status = 400
+
+    def __init__(self, message: str, *, code: str | None = None, **details: Any) -> None:
+        super().__init__(message)
+        self.message = message
+        if code is not None:
+            self.code = code
+        self.details = details
+
+    def to_dict(self) -> dict[str, Any]:
+        data: dict[str, Any] = {"code": self.code, "message": self.message}
+        if self.details:
+            data["details"] = self.details
+        return data
+
+
+class UnknownTarget(MeshError):
+    code = "unknown_target"
+    http_status = 404
+
+
+class NotFound(MeshError):
+    code = "not_found"
+    http_status = 404
+
+
+class InvalidRequest(MeshError):
+    code = "invalid_request"
+
+
+class TooLarge(MeshError):
+    code = "too_large"
+    http_status = 413
+
+
+class Unauthorized(MeshError):
+    code = "unauthorized"
+    http_status = 401
+
+
+class Forbidden(MeshError):
+    code = "forbidden"
+    http_status = 403
+
+
+class AuthFailed(MeshError):
+    """A hello that was refused: ``code`` says why (bad_signature, stale, replayed, malformed)."""
+
+    code = "auth_failed"
+    http_status = 401

@@ -1,0 +1,140 @@
+"""Hook specifications: the whole contract between the core and its plugins.
+
+Every hook is called with keyword arguments only, and every name starts with ``meshhub_``.
+An implementation may return a value or an awaitable; the core awaits awaitables. Contribution
+hooks (``meshhub_register_*``) receive a ``register`` callback: the core records which plugin
+registered what and refuses duplicate names, which is what ``hub plugins list`` shows.
+
+The reference for each hook is its docstring; docs/hooks.md is generated from the same text.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Any
+
+from meshhub import hookspec
+
+if TYPE_CHECKING:
+    from sqlite_utils.migrations import Migrations
+
+    from .actions import Action
+    from .hub import Hub
+    from .models import Message, Peer
+    from .store import Store
+
+
+# -- identity -----------------------------------------------------------------------------------
+@hookspec(firstresult=True)
+def meshhub_resolve_identity(hub: Hub, identity: str) -> Peer | None | Awaitable[Peer | None]:
+    """Map a connector identity (``telegram:12345``, ``mcp:<key>/<name>``) to its peer.
+
+    The core answers from its own peer table when no plugin does. Return ``None`` to let the
+    next plugin (and finally the core) answer.
+    """
+
+
+@hookspec(firstresult=True)
+def meshhub_authenticate_hello(
+    hub: Hub, hello: dict[str, Any], nonce: str
+) -> dict[str, Any] | None | Awaitable[dict[str, Any] | None]:
+    """Check a WebSocket ``hello`` frame; ``nonce`` is the challenge the hub sent on connect.
+
+    Return a dict with at least ``identity`` (the stable identity string) and ``public_key`` when
+    the hello proves who it is, or raise :class:`meshhub.errors.AuthFailed` with a code saying why
+    it does not (``bad_signature``, ``stale``, ``replayed``, ``malformed``). Return ``None`` if
+    this plugin does not handle this kind of hello. The built-in ``hello_auth`` plugin checks
+    ed25519 signatures.
+    """
+
+
+@hookspec
+def meshhub_describe_peer(hub: Hub, peer: Peer) -> dict[str, Any] | None:
+    """Extra fields shown for ``peer`` in peer lists (merged into its public dict)."""
+
+
+# -- routing ------------------------------------------------------------------------------------
+@hookspec(firstresult=True)
+def meshhub_resolve_target(
+    hub: Hub, token: str, sender: Peer
+) -> list[str] | None | Awaitable[list[str] | None]:
+    """Resolve one target token to peer keys, for target kinds a plugin adds.
+
+    Called before the core's own resolution (names, keys, ``@group``, ``#conversation``, ``*``).
+    Return ``None`` when the token is not yours; raise
+    :class:`meshhub.errors.UnknownTarget` to refuse it.
+    """
+
+
+@hookspec(firstresult=True)
+def meshhub_deliver(
+    hub: Hub, peer: Peer, message: Message
+) -> bool | None | Awaitable[bool | None]:
+    """Hand ``message`` to ``peer``, a peer of your connector that has no WebSocket connection.
+
+    Return (or resolve to) ``True`` once the platform accepted it (the delivery row becomes
+    ``delivered``), ``False`` to leave it queued for a later try, ``None`` if ``peer`` is not
+    yours. Raise to report a failure; the hub retries on its redelivery schedule.
+    """
+
+
+@hookspec
+def meshhub_message_accepted(hub: Hub, message: Message) -> None | Awaitable[None]:
+    """After a message was stored durably (called once per new message, never for resends)."""
+
+
+@hookspec
+def meshhub_presence_changed(
+    hub: Hub, peer: Peer, event: str
+) -> None | Awaitable[None]:
+    """After a peer ``joined``, ``left`` or changed ``status``/``summary``.
+
+    A reconnect within the grace window is silent: no ``left``/``joined`` pair is emitted.
+    """
+
+
+# -- storage ------------------------------------------------------------------------------------
+@hookspec(firstresult=True)
+def meshhub_provide_store(hub: Hub) -> Store | None:
+    """Return the store engine; the first non-``None`` answer wins (SQLite by default)."""
+
+
+@hookspec
+def meshhub_register_migrations(register: Callable[[Migrations], None]) -> None:
+    """Register sqlite-utils ``Migrations`` sets, one namespace per plugin (``meshhub.telegram``)."""
+
+
+# -- plumbing -----------------------------------------------------------------------------------
+@hookspec
+def meshhub_register_actions(register: Callable[[Action], None]) -> None:
+    """Register actions (:class:`meshhub.actions.Action`); each is served on every surface."""
+
+
+@hookspec
+def meshhub_register_connectors(register: Callable[[str, Any], None]) -> None:
+    """Register a connector under its name (``telegram``); the object may define async
+    ``start(hub)`` and ``stop()`` which the hub calls around its life."""
+
+
+@hookspec
+def meshhub_register_routes(register: Callable[..., None]) -> None:
+    """Register HTTP routes on the hub's aiohttp server: ``register(method, path, handler)``.
+
+    ``handler`` is an aiohttp handler ``async (request) -> Response``; ``request.app["hub"]`` is
+    the hub.
+    """
+
+
+@hookspec
+def meshhub_register_commands(register: Callable[..., None]) -> None:
+    """Register CLI commands: ``register(typer_app, name)`` adds a command group to ``hub``."""
+
+
+@hookspec
+def meshhub_startup(hub: Hub) -> None | Awaitable[None]:
+    """The hub is about to serve: the store is open, actions and routes are registered."""
+
+
+@hookspec
+def meshhub_shutdown(hub: Hub) -> None | Awaitable[None]:
+    """The hub is stopping; release what ``meshhub_startup`` took."""

@@ -1,0 +1,269 @@
+"""The hub object: one per running hub, holding the plugins, the store and the live state.
+
+``Hub.send`` is the one entry every surface uses to send. It runs in two steps so a busy sender
+can pipeline: :meth:`Hub.prepare_send` validates, routes and queues the write (in call order, so
+per-sender order is kept), and the returned :class:`PendingSend` resolves once the write has
+committed, after which the recipients get their pushes and the sender its ack.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Coroutine
+from dataclasses import dataclass
+from typing import Any
+
+from aiohttp import web
+
+from . import routing
+from .actions import ActionRegistry
+from .config import Config, load_signing_key
+from .delivery import Dispatcher
+from .directory import Directory
+from .errors import InvalidRequest, NotFound, TooLarge
+from .ids import new_id
+from .models import PRIORITIES, Message, Peer
+from .plugins import PluginHost, build_plugin_host
+from .presence import Presence
+from .store import Store
+
+log = logging.getLogger(__name__)
+
+MAX_CLIENT_ID = 128
+WS_CONNECTORS = frozenset({"cli", "mcp", "ws", "bench"})
+
+
+@dataclass
+class PendingSend:
+    message: Message
+    insert: asyncio.Task[tuple[str, bool]]
+    leased: set[str]
+    hub: Hub
+
+    async def wait(self) -> dict[str, Any]:
+        message_id, created = await self.insert
+        if created:
+            self.hub.dispatcher.push_accepted(self.message, self.leased)
+            self.hub.spawn(self.hub.plugins.each(
+                "meshhub_message_accepted", hub=self.hub, message=self.message
+            ))
+        names = self.hub.directory.peers
+        return {
+            "id": message_id,
+            "duplicate": not created,
+            "conversation": self.message.conversation,
+            "recipients": [names[k].name for k in self.message.recipients if k in names],
+            "queued": [
+                names[k].name for k in self.message.recipients
+                if k in names and k not in self.leased
+            ],
+        }
+
+
+class Hub:
+    def __init__(self, config: Config, plugins: PluginHost | None = None) -> None:
+        self.config = config
+        self.plugins = plugins or build_plugin_host(config.disabled_plugins)
+        self.actions = ActionRegistry()
+        self.connectors: dict[str, Any] = {}
+        self.routes: list[tuple[str, str, Any]] = []
+        self.store: Store = None  # type: ignore[assignment]  # set by start()
+        self.directory: Directory = None  # type: ignore[assignment]
+        self.presence = Presence(self)
+        self.dispatcher = Dispatcher(self)
+        self.started_at = time.time()
+        self.owner_key: str | None = None
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._collected = False
+
+    # -- lifecycle -------------------------------------------------------------------------
+    def collect_contributions(self) -> None:
+        """Ask every plugin for its actions, connectors and routes (no I/O); once."""
+        if self._collected:
+            return
+        self._collected = True
+        self.plugins.collect(
+            "meshhub_register_actions", "actions",
+            lambda item, plugin: self.actions.add(item, plugin=plugin),
+        )
+
+        def add_connector(name: str, connector: Any, plugin: str) -> str:
+            if name in self.connectors:
+                raise ValueError(f"connector {name!r} is already registered")
+            self.connectors[name] = connector
+            return name
+
+        self.plugins.collect("meshhub_register_connectors", "connectors", add_connector)
+
+        def add_route(method: str, path: str, handler: Any, plugin: str) -> str:
+            self.routes.append((method.upper(), path, handler))
+            return f"{method.upper()} {path}"
+
+        self.plugins.collect("meshhub_register_routes", "routes", add_route)
+
+    async def start(self) -> None:
+        self.collect_contributions()
+        migrations: list[Any] = []
+        self.plugins.collect(
+            "meshhub_register_migrations", "migrations",
+            lambda m, plugin: migrations.append(m) or m.name,
+        )
+        store = await self.plugins.first("meshhub_provide_store", hub=self)
+        if store is None:
+            raise RuntimeError("no plugin provides a store (is sqlite_store disabled?)")
+        self.store = store
+        await store.open(migrations)
+        self.directory = Directory(store)
+        await self.directory.load()
+        with contextlib.suppress(FileNotFoundError):
+            self.owner_key = load_signing_key(self.config.home).verify_key.encode().hex()
+        self.presence.start()
+        self.dispatcher.start()
+        await self._start_plugins()
+
+    async def _start_plugins(self) -> None:
+        for impl in list(self.plugins._impls("meshhub_startup")):
+            try:
+                value = impl.function(hub=self)
+                if asyncio.iscoroutine(value):
+                    await value
+            except Exception as exc:
+                self.plugins.fail(impl.plugin_name, exc)
+        for name, connector in list(self.connectors.items()):
+            start = getattr(connector, "start", None)
+            if start is None:
+                continue
+            try:
+                await start(self)
+            except Exception as exc:
+                owner = next(
+                    (r.name for r in self.plugins.records.values()
+                     if name in r.registered.get("connectors", [])), name,
+                )
+                self.plugins.fail(owner, exc)
+                self.connectors.pop(name, None)
+
+    async def stop(self) -> None:
+        for name, connector in list(self.connectors.items()):
+            stop = getattr(connector, "stop", None)
+            if stop is not None:
+                try:
+                    await stop()
+                except Exception:
+                    log.exception("connector %s failed to stop", name)
+        await self.plugins.each("meshhub_shutdown", hub=self)
+        await self.presence.stop()
+        await self.dispatcher.stop()
+        for task in list(self._tasks):
+            task.cancel()
+        if self._tasks:
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self.store is not None:
+            await self.store.close()
+
+    def spawn(self, coro: Coroutine[Any, Any, Any]) -> asyncio.Task[Any]:
+        """Run ``coro`` in the background; its failure is logged, never lost silently."""
+        task = asyncio.create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._task_done)
+        return task
+
+    def _task_done(self, task: asyncio.Task[Any]) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.error("background task failed", exc_info=task.exception())
+
+    # -- questions -------------------------------------------------------------------------
+    def is_admin(self, peer: Peer) -> bool:
+        return self.owner_key is not None and peer.member_key == self.owner_key
+
+    def is_bridged(self, peer: Peer) -> bool:
+        """A peer whose connector delivers for it inside the hub (no WebSocket of its own)."""
+        return peer.connector not in WS_CONNECTORS and peer.connector in self.connectors
+
+    def peer_view(self, peer: Peer) -> dict[str, Any]:
+        data = peer.public()
+        data["online"] = self.presence.is_online(peer.key)
+        return data
+
+    # -- sending ---------------------------------------------------------------------------
+    async def prepare_send(
+        self,
+        sender: Peer,
+        to: str | list[str] | None,
+        body: str,
+        *,
+        reply_to: str | None = None,
+        priority: str = "next",
+        mentions: list[str] | None = None,
+        whisper: list[str] | None = None,
+        client_id: str | None = None,
+        kind: str = "text",
+        data: dict[str, Any] | None = None,
+        attachments: list[dict[str, Any]] | None = None,
+    ) -> PendingSend:
+        if priority not in PRIORITIES:
+            raise InvalidRequest(f"priority must be one of {', '.join(PRIORITIES)}")
+        if not body.strip() and not attachments and data is None:
+            raise InvalidRequest("the message is empty")
+        size = len(body.encode())
+        if size > self.config.max_body_bytes:
+            raise TooLarge(
+                f"the message is {size} bytes; the limit is {self.config.max_body_bytes}"
+            )
+        if client_id is not None and not 0 < len(client_id) <= MAX_CLIENT_ID:
+            raise InvalidRequest(f"client_id must be 1 to {MAX_CLIENT_ID} characters")
+        root = None
+        if reply_to is not None:
+            root = await self.store.get_message(reply_to)
+            if root is None or (
+                root.sender != sender.key and sender.key not in root.recipients
+            ):
+                raise NotFound(f"no message {reply_to} that you can see")
+            if root.reply_to is not None:
+                raise InvalidRequest(
+                    f"{reply_to} is itself a reply; threads are flat: reply to its root "
+                    f"{root.reply_to}",
+                    code="reply_to_reply",
+                )
+        route = await routing.resolve(
+            self, sender, to, body=body, mentions=mentions, whisper=whisper, root=root
+        )
+        message = Message(
+            id=new_id(),
+            sender=sender.key,
+            target=route.target,
+            conversation=route.conversation,
+            body=body,
+            recipients=route.recipients,
+            kind=kind,
+            mentions=sorted(route.mentioned),
+            whisper=route.whisper,
+            reply_to=reply_to,
+            priority=priority,
+            attachments=attachments or [],
+            data=data,
+            client_id=client_id,
+            created_at=time.time(),
+        )
+        leased = self.dispatcher.live_recipients(message)
+        insert = asyncio.ensure_future(self.store.insert_message(
+            message, route.mentioned, leased, time.time() + self.config.lease_seconds
+        ))
+        return PendingSend(message=message, insert=insert, leased=leased, hub=self)
+
+    async def send(self, sender: Peer, to: str | list[str] | None, body: str,
+                   **options: Any) -> dict[str, Any]:
+        pending = await self.prepare_send(sender, to, body, **options)
+        return await pending.wait()
+
+
+def build_app_hub(config: Config) -> tuple[Hub, web.Application]:
+    """A hub and its aiohttp application, not yet started (see :mod:`meshhub.server`)."""
+    from .server import build_app
+
+    hub = Hub(config)
+    return hub, build_app(hub)

@@ -1,0 +1,186 @@
+"""Connections and presence.
+
+A peer is online while it has at least one WebSocket connection. When its last connection goes,
+the peer stays "online" for a grace window (90 s by default): a reconnect inside it is silent (no
+``left``/``joined`` pair for others) and drains the queue. Liveness is judged by pings alone (no
+process-id checks): the hub pings every 30 s and closes a connection whose last sign of life is
+75 s old.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import time
+from typing import TYPE_CHECKING, Any
+
+from aiohttp import web
+
+from .ids import new_id
+
+if TYPE_CHECKING:
+    from .hub import Hub
+    from .models import Peer
+
+log = logging.getLogger(__name__)
+
+CLOSE_PONG_TIMEOUT = 4000
+CLOSE_SHUTDOWN = 1001
+
+
+class Connection:
+    """One WebSocket of one peer, with its own ordered outgoing queue."""
+
+    def __init__(self, ws: web.WebSocketResponse, peer: Peer, *, receive: bool) -> None:
+        self.id = new_id()
+        self.ws = ws
+        self.peer = peer
+        self.receive = receive
+        self.live = False  # set once the backlog is drained, so live pushes keep order
+        self.last_seen = time.monotonic()
+        self.last_ping = time.monotonic()
+        self._out: asyncio.Queue[str | None] = asyncio.Queue()
+        self._writer = asyncio.create_task(self._write_loop(), name=f"ws-writer-{self.id}")
+
+    def send(self, frame: dict[str, Any]) -> None:
+        """Queue a frame; frames leave in the order they were queued."""
+        self._out.put_nowait(json.dumps(frame, separators=(",", ":")))
+
+    def send_raw(self, text: str) -> None:
+        self._out.put_nowait(text)
+
+    @property
+    def backlog(self) -> int:
+        return self._out.qsize()
+
+    async def wait_drained(self, below: int) -> None:
+        while self._out.qsize() > below and not self.ws.closed:
+            await asyncio.sleep(0.005)
+
+    async def _write_loop(self) -> None:
+        try:
+            while True:
+                text = await self._out.get()
+                if text is None:
+                    break
+                if self.ws.closed:
+                    continue
+                await self.ws.send_str(text)
+        except (ConnectionError, RuntimeError) as exc:  # peer vanished mid-write
+            log.debug("connection %s write failed: %s", self.id, exc)
+        except asyncio.CancelledError:
+            pass
+
+    def finish(self) -> None:
+        """Let the writer send what is queued, then end."""
+        self._out.put_nowait(None)
+
+    async def close(self, code: int = 1000, message: str = "") -> None:
+        self._out.put_nowait(None)
+        with contextlib.suppress(Exception):
+            await self.ws.close(code=code, message=message.encode())
+
+    def stop_writer(self) -> None:
+        self._writer.cancel()
+
+
+class Presence:
+    def __init__(self, hub: Hub) -> None:
+        self.hub = hub
+        self.connections: dict[str, list[Connection]] = {}
+        self._leaving: dict[str, asyncio.TimerHandle] = {}
+        self._task: asyncio.Task[None] | None = None
+
+    # -- connections -------------------------------------------------------------------------
+    def receivers(self, peer_key: str) -> list[Connection]:
+        return [c for c in self.connections.get(peer_key, ()) if c.receive and c.live]
+
+    def is_live(self, peer_key: str) -> bool:
+        return any(c.receive and c.live for c in self.connections.get(peer_key, ()))
+
+    def is_online(self, peer_key: str) -> bool:
+        return bool(self.connections.get(peer_key)) or peer_key in self._leaving
+
+    def all_connections(self) -> list[Connection]:
+        return [c for conns in self.connections.values() for c in conns]
+
+    async def attach(self, conn: Connection) -> bool:
+        """Add a connection; returns True when this was a silent reconnect."""
+        peer = conn.peer
+        conns = self.connections.setdefault(peer.key, [])
+        first = not conns
+        conns.append(conn)
+        timer = self._leaving.pop(peer.key, None)
+        if timer is not None:
+            timer.cancel()
+            return True
+        if first:
+            if peer.status == "offline":
+                peer.status = "online"
+            await self.announce(peer, "joined")
+        return False
+
+    def detach(self, conn: Connection) -> None:
+        conns = self.connections.get(conn.peer.key, [])
+        if conn in conns:
+            conns.remove(conn)
+        if not conns:
+            self.connections.pop(conn.peer.key, None)
+            loop = asyncio.get_running_loop()
+            self._leaving[conn.peer.key] = loop.call_later(
+                self.hub.config.grace_seconds, self._leave, conn.peer
+            )
+
+    def _leave(self, peer: Peer) -> None:
+        self._leaving.pop(peer.key, None)
+        if self.connections.get(peer.key):
+            return
+        peer.status = "offline"
+        self.hub.spawn(self.announce(peer, "left"))
+
+    async def announce(self, peer: Peer, change: str) -> None:
+        """Tell every other connected peer, and the plugins, that ``peer`` changed."""
+        peer.last_seen = time.time()
+        await self.hub.directory.save_peer(peer)
+        frame = json.dumps(
+            {"type": "event", "event": "presence", "change": change, "peer": peer.public()},
+            separators=(",", ":"),
+        )
+        for conn in self.all_connections():
+            if conn.peer.key != peer.key and conn.receive:
+                conn.send_raw(frame)
+        await self.hub.plugins.each("meshhub_presence_changed", hub=self.hub, peer=peer,
+                                    event=change)
+
+    # -- liveness ----------------------------------------------------------------------------
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._heartbeat(), name="presence-heartbeat")
+
+    async def stop(self) -> None:
+        if self._task:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        for timer in self._leaving.values():
+            timer.cancel()
+        self._leaving.clear()
+        for conn in self.all_connections():
+            await conn.close(CLOSE_SHUTDOWN, "hub shutting down")
+
+    async def _heartbeat(self) -> None:
+        cfg = self.hub.config
+        tick = max(0.05, min(cfg.ping_interval, cfg.pong_timeout / 3, 1.0))
+        while True:
+            await asyncio.sleep(tick)
+            now = time.monotonic()
+            for conn in self.all_connections():
+                if now - conn.last_seen > cfg.pong_timeout:
+                    log.info("closing %s: no pong for %.0f s", conn.peer.name,
+                             now - conn.last_seen)
+                    self.hub.spawn(conn.close(CLOSE_PONG_TIMEOUT, "pong timeout"))
+                elif now - conn.last_ping >= cfg.ping_interval:
+                    conn.last_ping = now
+                    with contextlib.suppress(Exception):
+                        await conn.ws.ping()

@@ -1,0 +1,114 @@
+"""The store contract the core relies on, and the write batcher every engine can reuse.
+
+The core talks to storage only through :class:`Store`. The default engine is SQLite
+(:mod:`meshhub.builtins.sqlite_store`); another engine replaces it by answering the
+``meshhub_provide_store`` hook first.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Protocol
+
+if TYPE_CHECKING:
+    from sqlite_utils.migrations import Migrations
+
+    from .models import Conversation, Delivery, Message, Peer
+
+
+@dataclass
+class StateChange:
+    """One delivery row moving to a new state (see :class:`meshhub.models.Delivery`)."""
+
+    message_id: str
+    recipient: str
+    state: str
+    lease_until: float | None = None
+    reason: str | None = None
+
+
+@dataclass
+class InboxItem:
+    message: Message
+    state: str
+    mentioned: bool = False
+    replies: int = 0
+
+
+class Store(Protocol):
+    """Everything the hub persists. Every method is a coroutine; a returned write is durable."""
+
+    async def open(self, migrations: list[Migrations]) -> None: ...
+
+    async def close(self) -> None: ...
+
+    # peers and conversations (small; the hub keeps them in memory and writes through)
+    async def load_peers(self) -> list[Peer]: ...
+
+    async def save_peer(self, peer: Peer) -> None: ...
+
+    async def load_conversations(self) -> list[Conversation]: ...
+
+    async def save_conversation(self, conversation: Conversation) -> None: ...
+
+    async def set_membership(self, conversation: str, peer: str, member: bool) -> None: ...
+
+    # messages and deliveries (the hot path)
+    async def insert_message(
+        self, message: Message, mentioned: set[str], leased: set[str], lease_until: float
+    ) -> tuple[str, bool]:
+        """Store a message and one queued delivery per recipient in one transaction.
+
+        Rows of recipients in ``leased`` start as ``pushed`` with that lease (the hub pushes
+        them right after the commit). Returns ``(id, created)``; when the sender already sent this ``client_id`` the first
+        message's id comes back with ``created=False`` and nothing new is stored.
+        """
+        ...
+
+    async def change_states(self, changes: list[StateChange]) -> list[bool]:
+        """Apply delivery transitions; each result says whether that row changed.
+
+        A transition never goes backwards: ``delivered`` is not turned into ``pushed`` again, a
+        ``read`` row stays read, a ``dead`` row stays dead.
+        """
+        ...
+
+    async def get_message(self, message_id: str) -> Message | None: ...
+
+    async def pending_for(self, recipient: str, limit: int, after: str = "") -> list[Message]:
+        """Messages for ``recipient`` still queued or pushed with ids after ``after``, oldest
+        first."""
+        ...
+
+    async def expired_leases(self, now: float, limit: int) -> list[tuple[str, str]]:
+        """(message_id, recipient) of pushed rows whose lease ended before ``now``."""
+        ...
+
+    async def expire_older_than(self, cutoff: float, reason: str) -> int:
+        """Mark undelivered rows of messages created before ``cutoff`` dead; return how many."""
+        ...
+
+    async def deliveries_of(self, message_id: str) -> list[Delivery]: ...
+
+    async def inbox(
+        self,
+        recipient: str,
+        *,
+        since: str | None,
+        unread_only: bool,
+        top_level_only: bool,
+        limit: int,
+    ) -> list[InboxItem]: ...
+
+    async def thread(self, root_id: str, viewer: str) -> list[Message]: ...
+
+    async def unread_counts(self, recipient: str) -> dict[str, Any]: ...
+
+    # bearer tokens for the HTTP API
+    async def save_token(self, token_hash: str, peer: str, label: str) -> None: ...
+
+    async def peer_for_token(self, token_hash: str) -> str | None: ...
+
+    async def revoke_tokens(self, peer: str, label: str | None) -> int: ...
+
+    async def stats(self) -> dict[str, Any]: ...
