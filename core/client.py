@@ -77,6 +77,7 @@ class MeshClient:
         groups: dict[str, str] | None = None,
         receive: bool = True,
         reconnect: bool = False,
+        dedupe: bool = True,
     ) -> None:
         self.url = ws_url(url)
         self.key = key
@@ -90,6 +91,7 @@ class MeshClient:
         if groups is not None:
             self.hello_fields["groups"] = groups
         self.reconnect = reconnect
+        self.dedupe = dedupe
         self.peer: dict[str, Any] = {}
         self.welcome: dict[str, Any] = {}
         self.errors: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
@@ -193,7 +195,7 @@ class MeshClient:
         kind = frame.get("type")
         if kind == "message":
             message = frame["message"]
-            if message["id"] in self._seen:
+            if self.dedupe and message["id"] in self._seen:
                 return  # a redelivery of something already handed out
             self._seen[message["id"]] = None
             if len(self._seen) > SEEN_LIMIT:

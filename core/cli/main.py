@@ -394,6 +394,41 @@ def watch(as_json: JsonOpt = False) -> None:
         run(go())
 
 
+def _param(text: str) -> tuple[str, Any]:
+    name, sep, value = text.partition("=")
+    if not sep or not name:
+        raise fail(f"parameters are name=value, got {text!r}")
+    try:
+        return name, json.loads(value)
+    except json.JSONDecodeError:
+        return name, value
+
+
+@app.command("call")
+def call_action(
+    action: Annotated[str, typer.Argument(help="an action name (see `hub actions`)")],
+    params: Annotated[list[str] | None, typer.Argument(help="name=value (JSON values allowed)")]
+    = None,
+) -> None:
+    """Run any action on the hub, e.g. `hub call join_group group=backend`; prints JSON."""
+    args = dict(_param(p) for p in params or [])
+    emit_json(run(with_client(False, lambda c: c.call(action, **args))))
+
+
+@app.command("actions")
+def list_actions(as_json: JsonOpt = False) -> None:
+    """List the actions this install serves (each is also an HTTP endpoint and MCP tool)."""
+    from meshhub.hub import Hub
+
+    hub = Hub(config())
+    hub.collect_contributions()
+    described = hub.actions.describe()
+    if as_json:
+        emit_json(described)
+        return
+    typer.echo(table([[a["name"], a["summary"]] for a in described], ["action", "summary"]))
+
+
 # -- plugins and tokens ---------------------------------------------------------------------------
 @plugins_app.command("list")
 def plugins_list(as_json: JsonOpt = False) -> None:

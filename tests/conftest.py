@@ -1,0 +1,37 @@
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from .helpers import HubProcess, Identity, base_env, free_port, make_identity
+
+
+@pytest.fixture
+def hub_factory(tmp_path: Path) -> Iterator[object]:
+    """Start real hub processes: ``hub_factory(**env)``; all are stopped after the test."""
+    started: list[HubProcess] = []
+
+    def make(name: str = "hub", port: int | None = None, **env: str) -> HubProcess:
+        home = tmp_path / name
+        hub = HubProcess(home=home, port=port or free_port(), env=base_env(home, **env))
+        started.append(hub)
+        return hub.start()
+
+    yield make
+    for hub in started:
+        hub.stop()
+
+
+@pytest.fixture
+def hub(hub_factory) -> HubProcess:  # type: ignore[no-untyped-def]
+    return hub_factory()  # type: ignore[no-any-return]
+
+
+@pytest.fixture
+def people(tmp_path: Path):  # type: ignore[no-untyped-def]
+    def make(*names: str) -> list[Identity]:
+        return [make_identity(tmp_path / "people", n) for n in names]
+
+    return make

@@ -1,0 +1,144 @@
+"""Shared testing machinery: real hub processes on 127.0.0.1, CLI identities, clients."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from nacl.signing import SigningKey
+
+from meshhub.client import MeshClient
+from meshhub.config import init_home, load_signing_key
+
+HOST = "127.0.0.1"
+HUB_BIN = str(Path(sys.executable).with_name("hub"))
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind((HOST, 0))
+        return int(s.getsockname()[1])
+
+
+@dataclass
+class HubProcess:
+    """A real ``hub start`` child process; stop it by handle."""
+
+    home: Path
+    port: int
+    env: dict[str, str]
+    proc: subprocess.Popen[bytes] | None = None
+    log: Path = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.log = self.home / "test-hub.log"
+
+    @property
+    def url(self) -> str:
+        return f"http://{HOST}:{self.port}"
+
+    def start(self, timeout: float = 20.0) -> HubProcess:
+        self.home.mkdir(parents=True, exist_ok=True)
+        with self.log.open("ab") as fh:
+            self.proc = subprocess.Popen(
+                [HUB_BIN, "start", "--host", HOST, "--port", str(self.port)],
+                env=self.env, stdout=fh, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+            )
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"hub exited early:\n{self.log.read_text()}")
+            if self.health() is not None:
+                return self
+            time.sleep(0.05)
+        raise RuntimeError(f"hub did not start:\n{self.log.read_text()}")
+
+    def health(self) -> dict[str, Any] | None:
+        try:
+            with urllib.request.urlopen(self.url + "/health", timeout=1) as resp:
+                return json.loads(resp.read())  # type: ignore[no-any-return]
+        except OSError:
+            return None
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(15)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(5)
+
+    def kill(self) -> None:
+        """SIGKILL: no cleanup, no flush; what survives is what was committed."""
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGKILL)
+            self.proc.wait(10)
+
+
+def base_env(home: Path, **extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MESHHUB_")}
+    env["MESHHUB_HOME"] = str(home)
+    env.update(extra)
+    return env
+
+
+@dataclass
+class Identity:
+    """A CLI user: its own MESHHUB_HOME with a key and a config."""
+
+    home: Path
+    name: str
+
+    @property
+    def key(self) -> SigningKey:
+        return load_signing_key(self.home)
+
+    def client(self, hub_url: str, **options: Any) -> MeshClient:
+        options.setdefault("kind", "human")
+        return MeshClient(hub_url, self.key, name=self.name, **options)
+
+    def cli(self, hub_url: str, *args: str, check: bool = True,
+            timeout: float = 30) -> subprocess.CompletedProcess[str]:
+        env = base_env(self.home, MESHHUB_URL=hub_url)
+        result = subprocess.run([HUB_BIN, *args], env=env, capture_output=True, text=True,
+                                timeout=timeout)
+        if check and result.returncode != 0:
+            raise AssertionError(f"hub {' '.join(args)} failed ({result.returncode}):\n"
+                                 f"{result.stdout}\n{result.stderr}")
+        return result
+
+
+def make_identity(root: Path, name: str) -> Identity:
+    home = root / name
+    init_home(home, name)
+    return Identity(home, name)
+
+
+async def collect(client: MeshClient, n: int, timeout: float = 10.0,
+                  ack: bool = True) -> list[dict[str, Any]]:
+    out = []
+    for _ in range(n):
+        message = await client.next_message(timeout)
+        if ack:
+            await client.ack(message["id"])
+        out.append(message)
+    return out
+
+
+async def no_message(client: MeshClient, wait: float = 0.5) -> bool:
+    try:
+        await asyncio.wait_for(client._inbox.get(), wait)
+    except TimeoutError:
+        return True
+    return False
