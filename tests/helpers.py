@@ -106,7 +106,8 @@ class Identity:
 
     def client(self, hub_url: str, **options: Any) -> MeshClient:
         options.setdefault("kind", "human")
-        return MeshClient(hub_url, self.key, name=self.name, **options)
+        options.setdefault("name", self.name)
+        return MeshClient(hub_url, self.key, **options)
 
     def cli(self, hub_url: str, *args: str, check: bool = True,
             timeout: float = 30) -> subprocess.CompletedProcess[str]:

@@ -1,0 +1,135 @@
+"""Messaging through a real `hub start` process: DM, group, broadcast, threads, idempotency."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+
+from .helpers import HUB_BIN, base_env, collect, no_message
+
+
+async def test_cli_identities_exchange_dm_group_and_broadcast(hub, people):
+    ann, bob = people("ann", "bob")
+    # bob watches through the real CLI; ann sends through the real CLI
+    ann.cli(hub.url, "peers")  # registers ann
+    ann.cli(hub.url, "call", "join_group", "group=ops/db")
+    watch = subprocess.Popen(
+        [HUB_BIN, "watch", "--json"], env=base_env(bob.home, MESHHUB_URL=hub.url),
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+    try:
+        assert watch.stdout is not None
+        bob.cli(hub.url, "call", "join_group", "group=ops")
+        sent = []
+        for target, text in [("bob", "dm one"), ("@ops", "group two"), ("*", "broadcast three"),
+                             ("bob", "dm four")]:
+            out = json.loads(ann.cli(hub.url, "send", target, text, "--json").stdout)
+            assert out["recipients"] == ["bob"], out
+            sent.append(out["id"])
+        seen = []
+        while len(seen) < len(sent):
+            line = watch.stdout.readline()
+            assert line, watch.stderr.read() if watch.stderr else "watch ended"
+            frame = json.loads(line)
+            if frame.get("type") == "event":
+                continue
+            seen.append(frame)
+        assert [m["id"] for m in seen] == sent  # each once, in order
+        assert [m["body"] for m in seen] == ["dm one", "group two", "broadcast three",
+                                             "dm four"]
+        assert {m["sender_name"] for m in seen} == {"ann"}
+        assert [m["conversation"] for m in seen] == ["dm", "@ops", "*", "dm"]
+    finally:
+        watch.terminate()
+        watch.wait(10)
+
+    # the other direction, read through `hub inbox`; then the inbox is empty
+    bob.cli(hub.url, "send", "ann", "reply to you")
+    inbox = json.loads(ann.cli(hub.url, "inbox", "--json").stdout)
+    assert [m["text"] for m in inbox["messages"]] == ["reply to you"]
+    assert json.loads(ann.cli(hub.url, "inbox", "--json").stdout)["messages"] == []
+    # watched messages were acked: bob's unread holds only what watch did not ack
+    status = json.loads(ann.cli(hub.url, "call", "message_status", f"id={sent[0]}").stdout)
+    assert [r["state"] for r in status["recipients"]] == ["delivered"]
+
+
+async def test_group_broadcast_skip_sender_and_dm_to_own_other_session(hub, people):
+    ann, bob, cat = people("ann", "bob", "cat")
+    async with ann.client(hub.url, groups={"team": "lead"}) as a, \
+            ann.client(hub.url, session="second", name="ann-laptop") as a2, \
+            bob.client(hub.url, groups={"team/db": "member"}) as b, \
+            cat.client(hub.url) as c:
+        assert a.peer["key"] != a2.peer["key"]  # two sessions of one member: two peers
+        r = await a.send("@team", "to the team")
+        assert r["recipients"] == ["bob"]  # @team reaches @team/db, skips the sender
+        r = await a.send("*", "to everyone")
+        assert sorted(r["recipients"]) == ["ann-laptop", "bob", "cat"]
+        r = await a.send("ann-laptop", "note to my other session")
+        assert r["recipients"] == ["ann-laptop"]
+        got = await collect(a2, 2)
+        assert [m["body"] for m in got] == ["to everyone", "note to my other session"]
+        assert [m["body"] for m in await collect(b, 2)] == ["to the team", "to everyone"]
+        assert [m["body"] for m in await collect(c, 1)] == ["to everyone"]
+        # a list of targets is deduplicated
+        r = await a.send(["bob", "@team", b.peer["key"]], "once only")
+        assert r["recipients"] == ["bob"]
+        assert [m["body"] for m in await collect(b, 1)] == ["once only"]
+        assert await no_message(b)
+        assert await no_message(a, 0.2)
+
+
+async def test_threads_mentions_whispers_and_priorities(hub, people):
+    ann, bob, cat = people("ann", "bob", "cat")
+    async with ann.client(hub.url) as a, bob.client(hub.url) as b, cat.client(hub.url) as c:
+        await a.call("conversation_create", name="design", topic="the design")
+        await b.call("conversation_join", name="#design")
+        await c.call("conversation_join", name="design")
+        root = await a.send("#design", "what do we think, @cat?")
+        got_b, got_c = (await collect(b, 1))[0], (await collect(c, 1))[0]
+        assert got_b["conversation"] == "#design"
+        assert got_c["mentions"] == [c.peer["key"]] and got_b["mentions"] == [c.peer["key"]]
+        # a reply with no target goes to the thread's participants
+        reply = await b.send(None, "looks good", reply_to=root["id"])
+        assert sorted(reply["recipients"]) == ["ann", "cat"]
+        assert (await collect(a, 1))[0]["reply_to"] == root["id"]
+        await collect(c, 1)
+        # threads are flat: a reply to a reply is refused and nothing is stored
+        try:
+            await c.send(None, "nested", reply_to=reply["id"])
+            raise AssertionError("a reply to a reply was accepted")
+        except Exception as exc:
+            assert getattr(exc, "code", "") == "reply_to_reply"
+            assert root["id"] in str(exc)
+        thread = await c.call("thread", root=root["id"])
+        assert [m["text"] for m in thread["replies"]] == ["looks good"]
+        # a whisper reaches only the named recipients
+        w = await a.send("#design", "just for bob", whisper=["bob"])
+        assert w["recipients"] == ["bob"]
+        assert (await collect(b, 1))[0]["whisper"] == [b.peer["key"]]
+        assert await no_message(c, 0.3)
+        # dnd holds `next` but not `now`; the held message arrives when dnd ends
+        await c.set_status("dnd")
+        await a.send("cat", "later is fine")
+        await a.send("cat", "urgent", priority="now")
+        assert [m["body"] for m in await collect(c, 1)] == ["urgent"]
+        assert await no_message(c, 0.3)
+        await c.set_status("idle")
+        assert [m["body"] for m in await collect(c, 1)] == ["later is fine"]
+
+
+async def test_idempotent_resend_and_read_receipts(hub, people):
+    ann, bob = people("ann", "bob")
+    async with ann.client(hub.url) as a, bob.client(hub.url) as b:
+        first = await a.send("bob", "exactly once", client_id="c-1")
+        again = await a.send("bob", "exactly once", client_id="c-1")
+        assert again["id"] == first["id"] and again["duplicate"] is True
+        assert (await collect(b, 1, ack=False))[0]["id"] == first["id"]
+        assert await no_message(b, 0.3)
+        status = await a.message_status(first["id"])
+        assert status["recipients"][0]["state"] == "pushed"
+        await b.ack(first["id"])
+        await b.call("mark_read", ids=[first["id"]])
+        status = await a.message_status(first["id"])
+        assert status["recipients"][0]["state"] == "read"
+        stats = await a.call("hub_stats")
+        assert stats["messages"] == 1
