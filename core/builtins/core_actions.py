@@ -340,6 +340,12 @@ async def plugins_list(ctx: ActionContext) -> list[dict[str, Any]]:
 
 
 @action(read_only=True)
+async def actions(ctx: ActionContext) -> list[dict[str, Any]]:
+    """Every action this hub serves: name, description and JSON schema of its parameters."""
+    return ctx.hub.actions.describe()
+
+
+@action(read_only=True)
 async def hub_stats(ctx: ActionContext) -> dict[str, Any]:
     """Counts from the store and the live state of the hub."""
     stats = await ctx.hub.store.stats()
@@ -352,7 +358,7 @@ async def hub_stats(ctx: ActionContext) -> dict[str, Any]:
 ALL: list[Action] = [
     whoami, peers, send, inbox, mark_read, thread, check, message_status, set_status,
     set_summary, join_group, leave_group, conversations, conversation_create, conversation_join,
-    conversation_leave, conversation_topic, token_create, token_revoke, plugins_list, hub_stats,
+    conversation_leave, conversation_topic, token_create, token_revoke, plugins_list, actions, hub_stats,
 ]
 
 
