@@ -100,9 +100,10 @@ def _params_model(name: str, fn: Handler) -> type[BaseModel]:
         default = ... if param.default is inspect.Parameter.empty else param.default
         fields[pname] = (annotation, Field(default, description=help_text))
     model_name = "".join(part.capitalize() for part in name.split("_")) + "Params"
-    return create_model(  # type: ignore[call-overload,no-any-return]
+    model: type[BaseModel] = create_model(
         model_name, __config__=ConfigDict(extra="forbid"), **fields
     )
+    return model
 
 
 def action(

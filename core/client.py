@@ -188,7 +188,7 @@ class MeshClient:
                 try:
                     await self._open()
                     break
-                except (OSError, aiohttp.ClientError, MeshError, asyncio.TimeoutError):
+                except (TimeoutError, OSError, aiohttp.ClientError, MeshError):
                     delay = min(delay * 2, 5.0)
 
     def _dispatch(self, frame: dict[str, Any]) -> None:
@@ -243,7 +243,7 @@ class MeshClient:
         params = {k: v for k, v in options.items() if v is not None}
         if to is not None:
             params["to"] = to
-        return await self.call("send", text=text, **params)  # type: ignore[no-any-return]
+        return await self.call("send", text=text, **params)
 
     async def ack(self, *message_ids: str) -> None:
         if self._ws is not None and message_ids:
@@ -266,13 +266,13 @@ class MeshClient:
         return message
 
     async def peers(self, **filters: Any) -> list[dict[str, Any]]:
-        return await self.call("peers", **filters)  # type: ignore[no-any-return]
+        return await self.call("peers", **filters)
 
     async def set_status(self, status: str) -> dict[str, Any]:
-        return await self.call("set_status", status=status)  # type: ignore[no-any-return]
+        return await self.call("set_status", status=status)
 
     async def message_status(self, message_id: str) -> dict[str, Any]:
-        return await self.call("message_status", id=message_id)  # type: ignore[no-any-return]
+        return await self.call("message_status", id=message_id)
 
     async def inbox(self, **options: Any) -> dict[str, Any]:
-        return await self.call("inbox", **options)  # type: ignore[no-any-return]
+        return await self.call("inbox", **options)

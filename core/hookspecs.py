@@ -101,7 +101,10 @@ def meshhub_provide_store(hub: Hub) -> Store | None:
 
 @hookspec
 def meshhub_register_migrations(register: Callable[[Migrations], None]) -> None:
-    """Register sqlite-utils ``Migrations`` sets, one namespace per plugin (``meshhub.telegram``)."""
+    """Register sqlite-utils ``Migrations`` sets, one namespace per plugin.
+
+    Name each set after the plugin (``meshhub.telegram``) and each migration ``m001_...``.
+    """
 
 
 # -- plumbing -----------------------------------------------------------------------------------

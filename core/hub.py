@@ -107,10 +107,12 @@ class Hub:
     async def start(self) -> None:
         self.collect_contributions()
         migrations: list[Any] = []
-        self.plugins.collect(
-            "meshhub_register_migrations", "migrations",
-            lambda m, plugin: migrations.append(m) or m.name,
-        )
+
+        def add_migrations(migration_set: Any, plugin: str) -> str:
+            migrations.append(migration_set)
+            return str(migration_set.name)
+
+        self.plugins.collect("meshhub_register_migrations", "migrations", add_migrations)
         store = await self.plugins.first("meshhub_provide_store", hub=self)
         if store is None:
             raise RuntimeError("no plugin provides a store (is sqlite_store disabled?)")

@@ -39,7 +39,8 @@ def _hoist_defs(schema: dict[str, Any], components: dict[str, Any]) -> dict[str,
             return [fix(v) for v in node]
         return node
 
-    return fix(schema)  # type: ignore[no-any-return]
+    fixed: dict[str, Any] = fix(schema)
+    return fixed
 
 
 def openapi_document(hub: Hub) -> dict[str, Any]:

@@ -279,10 +279,10 @@ async def serve(hub: Hub, host: str, port: int) -> tuple[web.AppRunner, int]:
     await runner.setup()
     site = web.TCPSite(runner, host, port, reuse_address=True)
     await site.start()
-    server = site._server
     actual = port
-    if server is not None and getattr(server, "sockets", None):
-        actual = server.sockets[0].getsockname()[1]
+    for address in runner.addresses:  # the real port when 0 was asked for
+        actual = int(address[1])
+        break
     return runner, actual
 
 

@@ -60,8 +60,9 @@ class Store(Protocol):
         """Store a message and one queued delivery per recipient in one transaction.
 
         Rows of recipients in ``leased`` start as ``pushed`` with that lease (the hub pushes
-        them right after the commit). Returns ``(id, created)``; when the sender already sent this ``client_id`` the first
-        message's id comes back with ``created=False`` and nothing new is stored.
+        them right after the commit). Returns ``(id, created)``; when the sender already sent
+        this ``client_id`` the first message's id comes back with ``created=False`` and nothing
+        new is stored.
         """
         ...
 

@@ -27,7 +27,7 @@ Target = Annotated[
 def message_view(ctx: ActionContext, message: Message, **extra: Any) -> dict[str, Any]:
     peers = ctx.hub.directory.peers
     sender = peers.get(message.sender)
-    data = {
+    data: dict[str, Any] = {
         "id": message.id,
         "from": sender.name if sender else message.sender,
         "from_key": message.sender,
@@ -358,7 +358,8 @@ async def hub_stats(ctx: ActionContext) -> dict[str, Any]:
 ALL: list[Action] = [
     whoami, peers, send, inbox, mark_read, thread, check, message_status, set_status,
     set_summary, join_group, leave_group, conversations, conversation_create, conversation_join,
-    conversation_leave, conversation_topic, token_create, token_revoke, plugins_list, actions, hub_stats,
+    conversation_leave, conversation_topic, token_create, token_revoke, plugins_list, actions,
+    hub_stats,
 ]
 
 

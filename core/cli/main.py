@@ -18,7 +18,6 @@ import subprocess
 import sys
 import time
 from collections.abc import Awaitable, Callable
-from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
 import aiohttp
@@ -138,8 +137,9 @@ async def _health(url: str, timeout: float = 2.0) -> dict[str, Any] | None:
         async with aiohttp.ClientSession() as session, session.get(
             url + "/health", timeout=aiohttp.ClientTimeout(total=timeout)
         ) as resp:
-            return await resp.json()  # type: ignore[no-any-return]
-    except (aiohttp.ClientError, OSError, asyncio.TimeoutError):
+            data: dict[str, Any] = await resp.json()
+            return data
+    except (TimeoutError, aiohttp.ClientError, OSError):
         return None
 
 
