@@ -92,6 +92,10 @@ class Dispatcher:
 
     async def drain(self, conn: Connection) -> None:
         """Push everything pending for ``conn``'s peer, oldest first, then go live."""
+        async with conn.drain_lock:
+            await self._drain(conn)
+
+    async def _drain(self, conn: Connection) -> None:
         peer = conn.peer
         store, cfg = self.hub.store, self.hub.config
         cursor = ""

@@ -1,6 +1,7 @@
 """Connections and presence.
 
-A peer is online while it has at least one WebSocket connection. When its last connection goes,
+A peer is online while it has at least one receiving WebSocket connection (a send-only
+connection, such as one ``hub send``, changes no presence). When its last one goes,
 the peer stays "online" for a grace window (90 s by default): a reconnect inside it is silent (no
 ``left``/``joined`` pair for others) and drains the queue. Liveness is judged by pings alone (no
 process-id checks): the hub pings every 30 s and closes a connection whose last sign of life is
@@ -39,6 +40,7 @@ class Connection:
         self.peer = peer
         self.receive = receive
         self.live = False  # set once the backlog is drained, so live pushes keep order
+        self.drain_lock = asyncio.Lock()
         self.last_seen = time.monotonic()
         self.last_ping = time.monotonic()
         self._out: asyncio.Queue[str | None] = asyncio.Queue()
@@ -101,7 +103,13 @@ class Presence:
         return any(c.receive and c.live for c in self.connections.get(peer_key, ()))
 
     def is_online(self, peer_key: str) -> bool:
-        return bool(self.connections.get(peer_key)) or peer_key in self._leaving
+        return self._receiving(peer_key) or peer_key in self._leaving
+
+    def online_count(self) -> int:
+        return len({k for k in self.connections if self._receiving(k)} | set(self._leaving))
+
+    def _receiving(self, peer_key: str) -> bool:
+        return any(c.receive for c in self.connections.get(peer_key, ()))
 
     def all_connections(self) -> list[Connection]:
         return [c for conns in self.connections.values() for c in conns]
@@ -109,9 +117,10 @@ class Presence:
     async def attach(self, conn: Connection) -> bool:
         """Add a connection; returns True when this was a silent reconnect."""
         peer = conn.peer
-        conns = self.connections.setdefault(peer.key, [])
-        first = not conns
-        conns.append(conn)
+        first = not self._receiving(peer.key)
+        self.connections.setdefault(peer.key, []).append(conn)
+        if not conn.receive:
+            return False
         timer = self._leaving.pop(peer.key, None)
         if timer is not None:
             timer.cancel()
@@ -128,6 +137,7 @@ class Presence:
             conns.remove(conn)
         if not conns:
             self.connections.pop(conn.peer.key, None)
+        if conn.receive and not self._receiving(conn.peer.key):
             loop = asyncio.get_running_loop()
             self._leaving[conn.peer.key] = loop.call_later(
                 self.hub.config.grace_seconds, self._leave, conn.peer
@@ -135,7 +145,7 @@ class Presence:
 
     def _leave(self, peer: Peer) -> None:
         self._leaving.pop(peer.key, None)
-        if self.connections.get(peer.key):
+        if self._receiving(peer.key):
             return
         peer.status = "offline"
         self.hub.spawn(self.announce(peer, "left"))

@@ -242,7 +242,7 @@ async def health(request: web.Request) -> web.Response:
         "version": __version__,
         "uptime": round(time.time() - hub.started_at, 1),
         "peers": len(hub.directory.peers) if hub.directory else 0,
-        "online": len(hub.presence.connections),
+        "online": hub.presence.online_count(),
     })
 
 

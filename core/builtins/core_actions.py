@@ -350,7 +350,7 @@ async def hub_stats(ctx: ActionContext) -> dict[str, Any]:
     """Counts from the store and the live state of the hub."""
     stats = await ctx.hub.store.stats()
     stats["peers"] = len(ctx.hub.directory.peers)
-    stats["online"] = len(ctx.hub.presence.connections)
+    stats["online"] = ctx.hub.presence.online_count()
     stats["actions"] = len(ctx.hub.actions.actions)
     return stats
 
