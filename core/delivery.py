@@ -45,7 +45,7 @@ class Dispatcher:
         self._tasks: list[asyncio.Task[None]] = []
         self._acks: list[StateChange] = []
         self._ack_flush: asyncio.Task[None] | None = None
-        self._draining: set[str] = set()
+        self._bridge_locks: dict[str, asyncio.Lock] = {}
 
     # -- frames ------------------------------------------------------------------------------
     def frame(self, message: Message) -> str:
@@ -80,15 +80,40 @@ class Dispatcher:
                     self.hub.spawn(self.deliver_bridged(peer, message))
 
     async def deliver_bridged(self, peer: Peer, message: Message) -> None:
-        """Hand a message to the connector that owns ``peer`` (Telegram, Slack, email...)."""
-        try:
-            ok = await self.hub.plugins.first("meshhub_deliver", hub=self.hub, peer=peer,
-                                              message=message)
-        except Exception as exc:
-            log.warning("delivery of %s to %s failed: %s", message.id, peer.name, exc)
-            return
-        if ok:
-            await self.hub.store.change_states([StateChange(message.id, peer.key, "delivered")])
+        """Hand a message to the connector that owns ``peer`` (Telegram, Slack, email...).
+
+        The row is leased first, so a failure (an exception or a ``False`` answer) is retried
+        when the lease expires; one peer's bridged deliveries run one at a time, in order.
+        """
+        lock = self._bridge_locks.setdefault(peer.key, asyncio.Lock())
+        async with lock:
+            store = self.hub.store
+            lease = time.time() + self.hub.config.lease_seconds
+            claimed = await store.change_states(
+                [StateChange(message.id, peer.key, "pushed", lease)]
+            )
+            if not claimed[0]:
+                return  # delivered, read or dead already
+            try:
+                ok = await self.hub.plugins.first("meshhub_deliver", hub=self.hub, peer=peer,
+                                                  message=message)
+            except Exception as exc:
+                log.warning("delivery of %s to %s failed (retried after the lease): %s",
+                            message.id, peer.name, exc)
+                return
+            if ok:
+                await store.change_states([StateChange(message.id, peer.key, "delivered")])
+
+    async def resume_bridged(self) -> None:
+        """At start-up: hand connectors what their peers were sent while the hub was down."""
+        for peer in list(self.hub.directory.peers.values()):
+            if not self.hub.is_bridged(peer):
+                continue
+            cursor = ""
+            while batch := await self.hub.store.pending_for(peer.key, DRAIN_PAGE, after=cursor):
+                cursor = batch[-1].id
+                for message in batch:
+                    await self.deliver_bridged(peer, message)
 
     async def drain(self, conn: Connection) -> None:
         """Push everything pending for ``conn``'s peer, oldest first, then go live."""
@@ -172,6 +197,13 @@ class Dispatcher:
         for message_id, recipient in expired:
             by_peer[recipient].append(message_id)
         for recipient, ids in by_peer.items():
+            peer = self.hub.directory.peers.get(recipient)
+            if peer is not None and self.hub.is_bridged(peer):
+                for message_id in ids:
+                    message = await store.get_message(message_id)
+                    if message is not None:
+                        self.hub.spawn(self.deliver_bridged(peer, message))
+                continue
             conns = self.hub.presence.receivers(recipient)
             if not conns:
                 await store.change_states([StateChange(m, recipient, "queued") for m in ids])

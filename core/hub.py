@@ -125,6 +125,7 @@ class Hub:
         self.presence.start()
         self.dispatcher.start()
         await self._start_plugins()
+        self.spawn(self.dispatcher.resume_bridged())
 
     async def _start_plugins(self) -> None:
         for impl in list(self.plugins._impls("meshhub_startup")):

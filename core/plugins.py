@@ -170,8 +170,10 @@ class PluginHost:
 
         ``accept(*args)`` does the registering and returns the registered name, which is
         recorded against the plugin; an error inside one plugin's hook marks that plugin failed.
+        Plugins are asked in load order, so on a name clash the built-in keeps its name and the
+        later plugin is the one marked failed.
         """
-        for impl in self._impls(hook_name):
+        for impl in reversed(list(self._impls(hook_name))):
             name = impl.plugin_name
 
             def register(*args: Any, _plugin: str = name, **kw: Any) -> None:

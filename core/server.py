@@ -66,24 +66,31 @@ async def _authenticate(hub: Hub, ws: web.WebSocketResponse, nonce: str) -> Conn
                                             nonce=nonce)
             if proof is None:
                 raise AuthFailed("no plugin accepts this kind of hello", code="unauthorized")
+            # a plugin may bind the identity to an existing peer (a linked device, say)
             peer = await hub.plugins.first("meshhub_resolve_identity", hub=hub,
                                            identity=proof["identity"])
-            if peer is None and proof["identity"] not in hub.directory.by_identity:
-                if not is_loopback(hub.config.host):
+            created = False
+            if peer is None:
+                if (proof["identity"] not in hub.directory.by_identity
+                        and not is_loopback(hub.config.host)):
                     raise AuthFailed(
                         "this hub is not bound to loopback: only known peers may join",
                         code="unauthorized",
                     )
-            peer, created = await hub.directory.register(
-                identity=proof["identity"],
-                name=str(hello.get("name") or "peer"),
-                kind=str(hello.get("kind") or "agent"),
-                connector=str(hello.get("connector") or "cli"),
-                public_key=proof.get("public_key"),
-                member_key=proof.get("member_key"),
-                role=hello.get("role"),
-                groups=hello.get("groups"),
-            )
+                groups = hello.get("groups")
+                if groups is not None and not isinstance(groups, dict):
+                    raise InvalidRequest("groups is an object of group name to role",
+                                         code="malformed")
+                peer, created = await hub.directory.register(
+                    identity=proof["identity"],
+                    name=str(hello.get("name") or "peer"),
+                    kind=str(hello.get("kind") or "agent"),
+                    connector=str(hello.get("connector") or "cli"),
+                    public_key=proof.get("public_key"),
+                    member_key=proof.get("member_key"),
+                    role=hello.get("role"),
+                    groups=groups,
+                )
         except MeshError as exc:
             await ws.send_json(error_frame(exc))
             continue

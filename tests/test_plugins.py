@@ -64,7 +64,8 @@ async def test_third_party_plugin_runs_and_a_broken_one_is_isolated(
     assert throwaway["version"] == "1.2.3"
     assert throwaway["source"] == "meshhub-throwaway (installed)"
     assert set(throwaway["hooks"]) == {
-        "meshhub_register_actions", "meshhub_startup", "meshhub_message_accepted"}
+        "meshhub_register_actions", "meshhub_startup", "meshhub_message_accepted",
+        "meshhub_register_commands"}
     broken = plugins["broken"]
     assert broken["status"] == "failed"
     assert "RuntimeError: this plugin is broken on purpose" in broken["error"]
@@ -73,6 +74,9 @@ async def test_third_party_plugin_runs_and_a_broken_one_is_isolated(
         assert await a.call("throwaway_echo", text="hi") == {"echo": "hi", "peer": "ann"}
         sent = await a.send("bob", "seen by the plugin")
         await collect(b, 1)
+    # meshhub_register_commands: the plugin's command group is part of `hub`
+    assert ann.cli(hub.url, "throwaway", "hello", "--name", "ann").stdout.strip() == (
+        "hello ann from a plugin")
     lines = [json.loads(line) for line in log.read_text().splitlines()]
     assert {"hook": "startup"} in lines
     assert {"hook": "message_accepted", "id": sent["id"], "body": "seen by the plugin"} in lines

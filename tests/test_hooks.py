@@ -1,0 +1,289 @@
+"""Each hook, exercised by a test plugin registered inline on a fresh plugin manager, against an
+in-process hub served on 127.0.0.1."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sqlite3
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+from sqlite_utils.migrations import Migrations
+
+from meshhub import hookimpl
+from meshhub.builtins.sqlite_store import SQLiteStore
+from meshhub.client import ws_url
+from meshhub.config import init_home, load_config
+from meshhub.hub import Hub
+from meshhub.plugins import build_plugin_host
+from meshhub.server import serve
+
+from .helpers import HOST, collect, make_identity
+
+
+class InProcessHub:
+    def __init__(self, hub: Hub, runner: Any, port: int) -> None:
+        self.hub, self.runner, self.port = hub, runner, port
+        self.url = f"http://{HOST}:{port}"
+
+
+@pytest.fixture
+async def inproc(tmp_path: Path) -> AsyncIterator[Any]:
+    started: list[InProcessHub] = []
+
+    async def make(*plugins: tuple[str, object], **settings: Any) -> InProcessHub:
+        home = tmp_path / "hub"
+        init_home(home, "owner")
+        cfg = load_config(home)
+        for name, value in settings.items():
+            setattr(cfg, name, value)
+        host = build_plugin_host(cfg.disabled_plugins)  # a fresh manager for this test
+        for name, plugin in plugins:
+            host.register(plugin, name, "0.0", "test")
+        hub = Hub(cfg, plugins=host)
+        runner, port = await serve(hub, HOST, 0)
+        started.append(InProcessHub(hub, runner, port))
+        return started[-1]
+
+    yield make
+    for item in started:
+        await item.runner.cleanup()
+
+
+class Recorder:
+    """Fan-out hooks: records what the core told it."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, Any]] = []
+
+    @hookimpl
+    def meshhub_startup(self, hub):
+        self.calls.append(("startup", None))
+
+    @hookimpl
+    async def meshhub_shutdown(self, hub):
+        self.calls.append(("shutdown", None))
+
+    @hookimpl
+    def meshhub_presence_changed(self, hub, peer, event):
+        self.calls.append(("presence", (peer.name, event)))
+
+    @hookimpl
+    def meshhub_message_accepted(self, hub, message):
+        self.calls.append(("accepted", message.body))
+
+    @hookimpl
+    def meshhub_describe_peer(self, hub, peer):
+        return {"badge": f"{peer.name}-badge"}
+
+
+async def test_fan_out_hooks_startup_presence_accepted_describe_shutdown(inproc, tmp_path):
+    recorder = Recorder()
+    served = await inproc(("recorder", recorder))
+    ann, bob = make_identity(tmp_path, "ann"), make_identity(tmp_path, "bob")
+    async with ann.client(served.url) as a, bob.client(served.url) as b:
+        await a.send("bob", "observed")
+        await collect(b, 1)
+        peers = {p["name"]: p for p in await a.peers()}
+        assert peers["bob"]["badge"] == "bob-badge"
+        await a.set_status("working")
+    await served.runner.cleanup()
+    served.runner = type("Done", (), {"cleanup": staticmethod(lambda: asyncio.sleep(0))})()
+    kinds = [c[0] for c in recorder.calls]
+    assert kinds[0] == "startup" and kinds[-1] == "shutdown"
+    assert ("accepted", "observed") in recorder.calls
+    assert ("presence", ("bob", "joined")) in recorder.calls
+    assert ("presence", ("ann", "status")) in recorder.calls
+
+
+class RoleTargets:
+    @hookimpl
+    def meshhub_resolve_target(self, hub, token, sender):
+        if not token.startswith("role:"):
+            return None
+        role = token[5:]
+        return [p.key for p in hub.directory.peers.values() if p.role == role]
+
+
+async def test_resolve_target_adds_a_target_kind(inproc, tmp_path):
+    served = await inproc(("roles", RoleTargets()))
+    ann, bob = make_identity(tmp_path, "ann"), make_identity(tmp_path, "bob")
+    async with ann.client(served.url) as a, bob.client(served.url, role="reviewer") as b:
+        result = await a.send("role:reviewer", "please review")
+        assert result["recipients"] == ["bob"]
+        assert (await collect(b, 1))[0]["body"] == "please review"
+
+
+class FakeChat:
+    """A bridged connector: its peers live on another platform, reached through deliver."""
+
+    def __init__(self) -> None:
+        self.outbox: list[str] = []
+        self.failures = 1
+        self.stopped = False
+
+    @hookimpl
+    def meshhub_register_connectors(self, register):
+        register("fakechat", self)
+
+    async def start(self, hub: Hub) -> None:
+        await hub.directory.register(identity="fakechat:42", name="zed", kind="human",
+                                     connector="fakechat")
+
+    async def stop(self) -> None:
+        self.stopped = True
+
+    @hookimpl
+    async def meshhub_deliver(self, hub, peer, message):
+        if peer.connector != "fakechat":
+            return None
+        if self.failures:
+            self.failures -= 1
+            raise ConnectionError("the platform is down")
+        self.outbox.append(message.body)
+        return True
+
+
+async def test_deliver_hands_messages_to_a_connector_and_retries_after_failure(inproc, tmp_path):
+    chat = FakeChat()
+    served = await inproc(("fakechat", chat), lease_seconds=0.3)
+    ann = make_identity(tmp_path, "ann")
+    async with ann.client(served.url) as a:
+        sent = await a.send("zed", "across the bridge")
+        for _ in range(50):
+            if chat.outbox:
+                break
+            await asyncio.sleep(0.1)
+        assert chat.outbox == ["across the bridge"]  # failed once, retried once, not twice
+        status = await a.message_status(sent["id"])
+        assert status["recipients"][0]["state"] == "delivered"
+        assert status["recipients"][0]["attempts"] == 2
+    await served.runner.cleanup()
+    assert chat.stopped
+
+
+class TokenHello:
+    """Another hello scheme, and an identity bound to an existing peer."""
+
+    @hookimpl(tryfirst=True)
+    def meshhub_authenticate_hello(self, hub, hello, nonce):
+        if hello.get("scheme") != "shared-secret":
+            return None
+        if hello.get("secret") != "open sesame":
+            from meshhub.errors import AuthFailed
+
+            raise AuthFailed("wrong secret", code="bad_secret")
+        return {"identity": f"secret:{hello['name']}"}
+
+    @hookimpl
+    def meshhub_resolve_identity(self, hub, identity):
+        if identity == "secret:ann-phone":  # ann's phone is ann
+            return hub.directory.find("ann")
+        return None
+
+
+async def _raw(url: str, hello: dict) -> dict:
+    async with aiohttp.ClientSession() as session, session.ws_connect(ws_url(url)) as ws:
+        await ws.receive_json()
+        await ws.send_json(hello)
+        return await ws.receive_json()  # type: ignore[no-any-return]
+
+
+async def test_authenticate_hello_and_resolve_identity(inproc, tmp_path):
+    served = await inproc(("token-hello", TokenHello()))
+    ann = make_identity(tmp_path, "ann")
+    async with ann.client(served.url) as a:
+        answer = await _raw(served.url, {"type": "hello", "scheme": "shared-secret",
+                                         "secret": "nope", "name": "eve"})
+        assert answer["code"] == "bad_secret"
+        answer = await _raw(served.url, {"type": "hello", "scheme": "shared-secret",
+                                         "secret": "open sesame", "name": "svc"})
+        assert answer["type"] == "welcome" and answer["peer"]["name"] == "svc"
+        answer = await _raw(served.url, {"type": "hello", "scheme": "shared-secret",
+                                         "secret": "open sesame", "name": "ann-phone"})
+        assert answer["peer"]["key"] == a.peer["key"]
+
+
+class Extras:
+    """Routes and migrations."""
+
+    migrations = Migrations("meshhub.extras")
+
+    @staticmethod
+    @migrations()
+    def m001_create_notes(db):
+        db["notes"].create({"id": int, "text": str}, pk="id")
+
+    @hookimpl
+    def meshhub_register_migrations(self, register):
+        register(self.migrations)
+
+    @hookimpl
+    def meshhub_register_routes(self, register):
+        from aiohttp import web
+
+        async def hello(request: web.Request) -> web.Response:
+            hub = request.app["hub"] if "hub" in request.app else None
+            return web.json_response({"hello": "from a plugin", "hub": hub is not None})
+
+        register("GET", "/extras/hello", hello)
+
+
+async def test_register_routes_and_migrations(inproc):
+    served = await inproc(("extras", Extras()))
+    async with aiohttp.ClientSession() as http, http.get(served.url + "/extras/hello") as resp:
+        assert resp.status == 200
+        assert (await resp.json())["hello"] == "from a plugin"
+    db = sqlite3.connect(served.hub.config.db_path)
+    tables = {r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+    applied = db.execute("SELECT name FROM _sqlite_migrations WHERE migration_set = ?",
+                         ("meshhub.extras",)).fetchall()
+    db.close()
+    assert "notes" in tables and applied == [("m001_create_notes",)]
+    record = served.hub.plugins.records["extras"]
+    assert record.registered == {"routes": ["GET /extras/hello"],
+                                 "migrations": ["meshhub.extras"]}
+
+
+class OtherStore:
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    @hookimpl(tryfirst=True)
+    def meshhub_provide_store(self, hub):
+        return SQLiteStore(self.path)
+
+
+async def test_provide_store_replaces_the_engine(inproc, tmp_path):
+    path = tmp_path / "elsewhere.db"
+    served = await inproc(("other-store", OtherStore(path)))
+    ann, bob = make_identity(tmp_path, "ann"), make_identity(tmp_path, "bob")
+    async with ann.client(served.url) as a, bob.client(served.url):
+        await a.send("bob", "stored elsewhere")
+    db = sqlite3.connect(path)
+    bodies = [r[0] for r in db.execute("SELECT body FROM messages")]
+    db.close()
+    assert bodies == ["stored elsewhere"]
+    assert not served.hub.config.db_path.exists()
+
+
+def test_register_actions_rejects_duplicates_and_records_the_failure():
+    from meshhub.builtins.core_actions import send
+
+    class Copycat:
+        @hookimpl
+        def meshhub_register_actions(self, register):
+            register(send)
+
+    host = build_plugin_host()
+    host.register(Copycat(), "copycat", "0.0", "test")
+    hub = Hub(load_config(Path("/nonexistent-meshhub-home")), plugins=host)
+    hub.collect_contributions()
+    assert host.records["copycat"].status == "failed"
+    assert "already registered" in (host.records["copycat"].error or "")
+    assert hub.actions.get("send").plugin == "core_actions"
+    assert json.dumps(host.table())  # the table is plain data
