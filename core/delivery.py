@@ -120,13 +120,14 @@ class Dispatcher:
         async with conn.drain_lock:
             await self._drain(conn)
 
-    async def _drain(self, conn: Connection) -> None:
+    async def _drain(self, conn: Connection, queued_only: bool = False) -> None:
         peer = conn.peer
         store, cfg = self.hub.store, self.hub.config
         cursor = ""
         final = False
         while True:
-            batch = await store.pending_for(peer.key, DRAIN_PAGE, after=cursor)
+            batch = await store.pending_for(peer.key, DRAIN_PAGE, after=cursor,
+                                            include_pushed=not queued_only)
             if not batch:
                 if final:
                     break
@@ -147,9 +148,10 @@ class Dispatcher:
                 return
 
     async def redrain(self, peer_key: str) -> None:
-        """After a status change, push what the old status held back."""
+        """After a status change, push what the old status held back (still queued)."""
         for conn in self.hub.presence.receivers(peer_key):
-            await self.drain(conn)
+            async with conn.drain_lock:
+                await self._drain(conn, queued_only=True)
 
     # -- acks --------------------------------------------------------------------------------
     def ack(self, peer: Peer, message_ids: list[str], state: str = "delivered") -> None:

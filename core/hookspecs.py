@@ -5,7 +5,8 @@ An implementation may return a value or an awaitable; the core awaits awaitables
 hooks (``meshhub_register_*``) receive a ``register`` callback: the core records which plugin
 registered what and refuses duplicate names, which is what ``hub plugins list`` shows.
 
-The reference for each hook is its docstring; docs/hooks.md is generated from the same text.
+The reference for each hook is its docstring; docs/hooks.md expands on each with examples (a
+test checks that every hook has its section there).
 """
 
 from __future__ import annotations
@@ -87,7 +88,7 @@ def meshhub_message_accepted(hub: Hub, message: Message) -> None | Awaitable[Non
 def meshhub_presence_changed(
     hub: Hub, peer: Peer, event: str
 ) -> None | Awaitable[None]:
-    """After a peer ``joined``, ``left`` or changed ``status``/``summary``.
+    """After a peer ``joined``, ``left`` or changed its ``status``, ``summary`` or ``groups``.
 
     A reconnect within the grace window is silent: no ``left``/``joined`` pair is emitted.
     """
@@ -123,8 +124,8 @@ def meshhub_register_connectors(register: Callable[[str, Any], None]) -> None:
 def meshhub_register_routes(register: Callable[..., None]) -> None:
     """Register HTTP routes on the hub's aiohttp server: ``register(method, path, handler)``.
 
-    ``handler`` is an aiohttp handler ``async (request) -> Response``; ``request.app["hub"]`` is
-    the hub.
+    ``handler`` is an aiohttp handler ``async (request) -> Response``;
+    ``request.app[meshhub.server.HUB_KEY]`` is the hub.
     """
 
 

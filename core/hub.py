@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import inspect
 import logging
 import time
 from collections.abc import Coroutine
@@ -23,7 +24,7 @@ from .actions import ActionRegistry
 from .config import Config, load_signing_key
 from .delivery import Dispatcher
 from .directory import Directory
-from .errors import InvalidRequest, NotFound, TooLarge
+from .errors import InvalidRequest, MeshError, NotFound, TooLarge
 from .ids import new_id
 from .models import PRIORITIES, Message, Peer
 from .plugins import PluginHost, build_plugin_host
@@ -39,27 +40,30 @@ WS_CONNECTORS = frozenset({"cli", "mcp", "ws", "bench"})
 @dataclass
 class PendingSend:
     message: Message
-    insert: asyncio.Task[tuple[str, bool]]
+    insert: asyncio.Future[tuple[str, bool]]
     leased: set[str]
     hub: Hub
 
     async def wait(self) -> dict[str, Any]:
         message_id, created = await self.insert
+        message, queued = self.message, self.leased
         if created:
-            self.hub.dispatcher.push_accepted(self.message, self.leased)
+            self.hub.dispatcher.push_accepted(message, self.leased)
             self.hub.spawn(self.hub.plugins.each(
-                "meshhub_message_accepted", hub=self.hub, message=self.message
+                "meshhub_message_accepted", hub=self.hub, message=message
             ))
+            queued = {k for k in message.recipients if k not in self.leased}
+        else:  # a resend: answer with the first send's facts
+            message = await self.hub.store.get_message(message_id) or message
+            queued = {d.recipient for d in await self.hub.store.deliveries_of(message_id)
+                      if d.state == "queued"}
         names = self.hub.directory.peers
         return {
             "id": message_id,
             "duplicate": not created,
-            "conversation": self.message.conversation,
-            "recipients": [names[k].name for k in self.message.recipients if k in names],
-            "queued": [
-                names[k].name for k in self.message.recipients
-                if k in names and k not in self.leased
-            ],
+            "conversation": message.conversation,
+            "recipients": [names[k].name for k in message.recipients if k in names],
+            "queued": [names[k].name for k in message.recipients if k in names and k in queued],
         }
 
 
@@ -131,7 +135,7 @@ class Hub:
         for impl in list(self.plugins._impls("meshhub_startup")):
             try:
                 value = impl.function(hub=self)
-                if asyncio.iscoroutine(value):
+                if inspect.isawaitable(value):
                     await value
             except Exception as exc:
                 self.plugins.fail(impl.plugin_name, exc)
@@ -140,7 +144,9 @@ class Hub:
             if start is None:
                 continue
             try:
-                await start(self)
+                value = start(self)
+                if inspect.isawaitable(value):
+                    await value
             except Exception as exc:
                 owner = next(
                     (r.name for r in self.plugins.records.values()
@@ -154,7 +160,9 @@ class Hub:
             stop = getattr(connector, "stop", None)
             if stop is not None:
                 try:
-                    await stop()
+                    value = stop()
+                    if inspect.isawaitable(value):
+                        await value
                 except Exception:
                     log.exception("connector %s failed to stop", name)
         await self.plugins.each("meshhub_shutdown", hub=self)
@@ -232,9 +240,19 @@ class Hub:
                     f"{root.reply_to}",
                     code="reply_to_reply",
                 )
-        route = await routing.resolve(
-            self, sender, to, body=body, mentions=mentions, whisper=whisper, root=root
-        )
+        try:
+            route = await routing.resolve(
+                self, sender, to, body=body, mentions=mentions, whisper=whisper, root=root
+            )
+        except MeshError:
+            # a resend of something already stored succeeds even if its target has gone
+            earlier = (await self.store.find_by_client_id(sender.key, client_id)
+                       if client_id else None)
+            if earlier is None:
+                raise
+            done: asyncio.Future[tuple[str, bool]] = asyncio.get_running_loop().create_future()
+            done.set_result((earlier.id, False))
+            return PendingSend(message=earlier, insert=done, leased=set(), hub=self)
         message = Message(
             id=new_id(),
             sender=sender.key,

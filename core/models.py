@@ -10,6 +10,7 @@ Status = Literal["online", "idle", "working", "dnd", "away", "offline"]
 Priority = Literal["now", "next", "low"]
 DeliveryState = Literal["queued", "pushed", "delivered", "read", "dead"]
 
+PEER_KINDS: tuple[str, ...] = ("agent", "human", "service")
 STATUSES: tuple[str, ...] = ("online", "idle", "working", "dnd", "away")
 PRIORITIES: tuple[str, ...] = ("now", "next", "low")
 

@@ -17,7 +17,8 @@ from aiohttp import WSMsgType, web
 from . import __version__
 from .actions import ActionContext
 from .errors import AuthFailed, InvalidRequest, MeshError, Unauthorized
-from .hub import Hub
+from .hub import WS_CONNECTORS, Hub
+from .models import PEER_KINDS
 from .openapi import openapi_document
 from .presence import Connection
 
@@ -77,6 +78,16 @@ async def _authenticate(hub: Hub, ws: web.WebSocketResponse, nonce: str) -> Conn
                         "this hub is not bound to loopback: only known peers may join",
                         code="unauthorized",
                     )
+                kind = str(hello.get("kind") or "agent")
+                if kind not in PEER_KINDS:
+                    raise InvalidRequest(f"kind must be one of {', '.join(PEER_KINDS)}",
+                                         code="malformed")
+                connector = str(hello.get("connector") or "cli")
+                if connector in hub.connectors and connector not in WS_CONNECTORS:
+                    raise AuthFailed(
+                        f"{connector} peers are bridged by the hub's {connector} connector; "
+                        "a WebSocket peer cannot claim that surface", code="unauthorized",
+                    )
                 groups = hello.get("groups")
                 if groups is not None and not isinstance(groups, dict):
                     raise InvalidRequest("groups is an object of group name to role",
@@ -84,8 +95,8 @@ async def _authenticate(hub: Hub, ws: web.WebSocketResponse, nonce: str) -> Conn
                 peer, created = await hub.directory.register(
                     identity=proof["identity"],
                     name=str(hello.get("name") or "peer"),
-                    kind=str(hello.get("kind") or "agent"),
-                    connector=str(hello.get("connector") or "cli"),
+                    kind=kind,
+                    connector=connector,
                     public_key=proof.get("public_key"),
                     member_key=proof.get("member_key"),
                     role=hello.get("role"),
@@ -239,6 +250,11 @@ async def api_call(request: web.Request) -> web.Response:
         result = await hub.actions.call(ctx, action.name, params)
     except MeshError as exc:
         return json_error(exc)
+    except Exception:
+        log.exception("HTTP action %s failed", request.match_info["action"])
+        error = MeshError("the hub failed on this request; it was not applied", code="internal")
+        error.http_status = 500
+        return json_error(error)
     return web.json_response({"result": result})
 
 
@@ -271,10 +287,15 @@ def build_app(hub: Hub) -> web.Application:
     async def on_startup(app: web.Application) -> None:
         await hub.start()
 
+    async def on_shutdown(app: web.Application) -> None:
+        # open WebSocket handlers would hold the server's shutdown: close them first
+        await hub.presence.stop()
+
     async def on_cleanup(app: web.Application) -> None:
         await hub.stop()
 
     app.on_startup.append(on_startup)
+    app.on_shutdown.append(on_shutdown)
     app.on_cleanup.append(on_cleanup)
     return app
 
@@ -282,7 +303,7 @@ def build_app(hub: Hub) -> web.Application:
 async def serve(hub: Hub, host: str, port: int) -> tuple[web.AppRunner, int]:
     """Start serving; returns the runner (stop it with ``await runner.cleanup()``) and the port."""
     app = build_app(hub)
-    runner = web.AppRunner(app, handle_signals=False, access_log=None)
+    runner = web.AppRunner(app, handle_signals=False, access_log=None, shutdown_timeout=5.0)
     await runner.setup()
     site = web.TCPSite(runner, host, port, reuse_address=True)
     await site.start()

@@ -7,13 +7,16 @@ The core talks to storage only through :class:`Store`. The default engine is SQL
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 if TYPE_CHECKING:
     from sqlite_utils.migrations import Migrations
 
     from .models import Conversation, Delivery, Message, Peer
+
+T = TypeVar("T")
 
 
 @dataclass
@@ -76,9 +79,15 @@ class Store(Protocol):
 
     async def get_message(self, message_id: str) -> Message | None: ...
 
-    async def pending_for(self, recipient: str, limit: int, after: str = "") -> list[Message]:
-        """Messages for ``recipient`` still queued or pushed with ids after ``after``, oldest
-        first."""
+    async def find_by_client_id(self, sender: str, client_id: str) -> Message | None:
+        """The message ``sender`` already sent with this ``client_id``, if any."""
+        ...
+
+    async def pending_for(
+        self, recipient: str, limit: int, after: str = "", include_pushed: bool = True
+    ) -> list[Message]:
+        """Messages for ``recipient`` still queued (or pushed, unless ``include_pushed`` is
+        false) with ids after ``after``, oldest first."""
         ...
 
     async def expired_leases(self, now: float, limit: int) -> list[tuple[str, str]]:
@@ -113,3 +122,10 @@ class Store(Protocol):
     async def revoke_tokens(self, peer: str, label: str | None) -> int: ...
 
     async def stats(self) -> dict[str, Any]: ...
+
+    # plugins' own tables (the migration sets they registered)
+    async def transact(self, fn: Callable[[Any], T]) -> T:
+        """Run ``fn(connection)`` on the store's connection inside one transaction and return
+        its result once committed; for plugins that keep their own tables (``meshhub.telegram``,
+        ``meshhub.approvals``...). An engine without SQL may raise ``NotImplementedError``."""
+        ...

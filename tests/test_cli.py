@@ -51,6 +51,27 @@ def test_background_start_status_doctor_stop(tmp_path):
     assert after.returncode == 1 and after.stderr.startswith("error: no hub answers")
 
 
+def test_stop_is_prompt_with_a_watcher_attached(tmp_path):
+    home = tmp_path / "hubhome"
+    port = free_port()
+    env = {"MESHHUB_PORT": str(port)}
+    assert hub(home, "start", "--background", "--port", str(port), **env).returncode == 0
+    watcher_home = tmp_path / "ann"
+    hub(watcher_home, "init", "--name", "ann")
+    watch = subprocess.Popen([HUB_BIN, "watch"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                             text=True, env=base_env(watcher_home,
+                                                     MESHHUB_URL=f"http://127.0.0.1:{port}"))
+    try:
+        assert watch.stdout is not None and "watching as ann" in watch.stdout.readline()
+        stopped = hub(home, "stop", **env)
+        assert stopped.returncode == 0, stopped.stderr
+    finally:
+        watch.kill()
+        watch.wait(10)
+        if hub(home, "status", **env).returncode == 0:
+            hub(home, "stop", **env)
+
+
 def test_user_errors_are_one_line(tmp_path, hub_factory):
     running = hub_factory()
     home = tmp_path / "ann"

@@ -18,6 +18,7 @@ from meshhub import hookimpl
 from meshhub.builtins.sqlite_store import SQLiteStore
 from meshhub.client import ws_url
 from meshhub.config import init_home, load_config
+from meshhub.errors import MeshError
 from meshhub.hub import Hub
 from meshhub.plugins import build_plugin_host
 from meshhub.server import serve
@@ -162,6 +163,11 @@ async def test_deliver_hands_messages_to_a_connector_and_retries_after_failure(i
         status = await a.message_status(sent["id"])
         assert status["recipients"][0]["state"] == "delivered"
         assert status["recipients"][0]["attempts"] == 2
+        # a WebSocket peer cannot pass itself off as one of the connector's peers
+        mallory = make_identity(tmp_path, "mallory")
+        with pytest.raises(MeshError) as refused:
+            await mallory.client(served.url, connector="fakechat").connect()
+        assert refused.value.code == "unauthorized"
     await served.runner.cleanup()
     assert chat.stopped
 

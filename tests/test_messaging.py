@@ -123,6 +123,10 @@ async def test_idempotent_resend_and_read_receipts(hub, people):
         first = await a.send("bob", "exactly once", client_id="c-1")
         again = await a.send("bob", "exactly once", client_id="c-1")
         assert again["id"] == first["id"] and again["duplicate"] is True
+        assert again["recipients"] == ["bob"]
+        # the resend answers with the first send even if its target no longer resolves
+        gone = await a.send("bob-who-left", "exactly once", client_id="c-1")
+        assert gone["id"] == first["id"] and gone["recipients"] == ["bob"]
         assert (await collect(b, 1, ack=False))[0]["id"] == first["id"]
         assert await no_message(b, 0.3)
         status = await a.message_status(first["id"])

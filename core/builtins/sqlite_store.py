@@ -343,12 +343,26 @@ class SQLiteStore:
 
         return await self._call(run)
 
-    async def pending_for(self, recipient: str, limit: int, after: str = "") -> list[Message]:
+    async def find_by_client_id(self, sender: str, client_id: str) -> Message | None:
+        def run(conn: sqlite3.Connection) -> Message | None:
+            row = conn.execute(
+                f"SELECT {_MESSAGE_COLUMNS} FROM messages WHERE sender=? AND client_id=?",
+                (sender, client_id),
+            ).fetchone()
+            return _message_from_row(row) if row else None
+
+        return await self._call(run)
+
+    async def pending_for(
+        self, recipient: str, limit: int, after: str = "", include_pushed: bool = True
+    ) -> list[Message]:
+        states = "('queued','pushed')" if include_pushed else "('queued')"
+
         def run(conn: sqlite3.Connection) -> list[Message]:
             cols = ", ".join("m." + c.strip() for c in _MESSAGE_COLUMNS.split(","))
             rows = conn.execute(
                 f"SELECT {cols} FROM deliveries d JOIN messages m ON m.id = d.message_id "
-                "WHERE d.recipient=? AND d.state IN ('queued','pushed') AND d.message_id > ? "
+                f"WHERE d.recipient=? AND d.state IN {states} AND d.message_id > ? "
                 "ORDER BY d.message_id LIMIT ?",
                 (recipient, after, limit),
             ).fetchall()
@@ -504,6 +518,11 @@ class SQLiteStore:
             return cur.rowcount
 
         return await self._call(run)
+
+    async def transact(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        """Run ``fn(conn)`` in the writer thread, in this batch's transaction (its own
+        savepoint); the result comes back once the batch has committed."""
+        return await self._call(fn)
 
     async def stats(self) -> dict[str, Any]:
         def run(conn: sqlite3.Connection) -> dict[str, Any]:

@@ -153,6 +153,7 @@ def start(
     log_level: Annotated[str, typer.Option(help="debug, info, warning or error.")] = "info",
 ) -> None:
     """Run the hub: WebSocket peers, HTTP API, /mcp, on one asyncio process."""
+    os.umask(0o077)  # the database, the log and the pid file are the owner's alone
     home = home_dir()
     if not (home / "identity.key").exists():
         init_home(home, default_name())
