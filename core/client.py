@@ -131,6 +131,10 @@ class MeshClient:
             })
             await ws.send_json(hello)
             answer = await ws.receive_json(timeout=10)
+            early: list[dict[str, Any]] = []
+            while answer.get("type") in ("event", "message"):  # an older hub may send these first
+                early.append(answer)
+                answer = await ws.receive_json(timeout=10)
             if answer.get("type") == "error":
                 raise error_from(answer)
             if answer.get("type") != "welcome":
@@ -139,6 +143,8 @@ class MeshClient:
             await ws.close()
             raise
         self._ws = ws
+        for frame in early:
+            self._dispatch(frame)
         self.welcome = answer
         self.peer = answer["peer"]
         self.connected.set()

@@ -165,7 +165,7 @@ class Dispatcher:
         changes, self._acks = self._acks, []
         self._ack_flush = None
         try:
-            await self.hub.store.change_states(changes)
+            await self.hub.store.advance(changes)
         except Exception:
             log.exception("could not record %d acks", len(changes))
 

@@ -49,9 +49,10 @@ class PendingSend:
         message, queued = self.message, self.leased
         if created:
             self.hub.dispatcher.push_accepted(message, self.leased)
-            self.hub.spawn(self.hub.plugins.each(
-                "meshhub_message_accepted", hub=self.hub, message=message
-            ))
+            if self.hub.plugins.has_impls("meshhub_message_accepted"):
+                self.hub.spawn(self.hub.plugins.each(
+                    "meshhub_message_accepted", hub=self.hub, message=message
+                ))
             queued = {k for k in message.recipients if k not in self.leased}
         else:  # a resend: answer with the first send's facts
             message = await self.hub.store.get_message(message_id) or message

@@ -133,6 +133,9 @@ class PluginHost:
         # pluggy calls the last registered first; keep that order (tryfirst/trylast honoured)
         yield from reversed(caller.get_hookimpls())
 
+    def has_impls(self, hook_name: str) -> bool:
+        return bool(getattr(self.pm.hook, hook_name).get_hookimpls())
+
     @staticmethod
     def _invoke(impl: pluggy.HookImpl, kwargs: dict[str, Any]) -> Any:
         return impl.function(**{arg: kwargs[arg] for arg in impl.argnames})

@@ -64,12 +64,14 @@ class Connection:
     async def _write_loop(self) -> None:
         try:
             while True:
-                text = await self._out.get()
-                if text is None:
-                    break
-                if self.ws.closed:
-                    continue
-                await self.ws.send_str(text)
+                batch = [await self._out.get()]
+                while not self._out.empty() and len(batch) < 256:
+                    batch.append(self._out.get_nowait())
+                for text in batch:
+                    if text is None:
+                        return
+                    if not self.ws.closed:
+                        await self.ws.send_str(text)
         except (ConnectionError, RuntimeError) as exc:  # peer vanished mid-write
             log.debug("connection %s write failed: %s", self.id, exc)
         except asyncio.CancelledError:
@@ -114,8 +116,16 @@ class Presence:
     def all_connections(self) -> list[Connection]:
         return [c for conns in self.connections.values() for c in conns]
 
+    def will_resume(self, conn: Connection) -> bool:
+        """Whether attaching ``conn`` is a silent reconnect inside the grace window."""
+        return conn.receive and conn.peer.key in self._leaving
+
     async def attach(self, conn: Connection) -> bool:
-        """Add a connection; returns True when this was a silent reconnect."""
+        """Add a connection; returns True when this was a silent reconnect.
+
+        The caller queues its welcome frame before calling this, so no presence event can
+        reach the new connection ahead of it.
+        """
         peer = conn.peer
         first = not self._receiving(peer.key)
         self.connections.setdefault(peer.key, []).append(conn)

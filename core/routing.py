@@ -51,10 +51,11 @@ def split_targets(to: str | list[str] | None) -> list[str]:
 
 async def resolve_token(hub: Hub, token: str, sender: Peer) -> tuple[list[str], str]:
     """Recipients and conversation label for one token."""
-    plugin_answer = await hub.plugins.first("meshhub_resolve_target", hub=hub, token=token,
-                                            sender=sender)
-    if plugin_answer is not None:
-        return list(plugin_answer), token
+    if hub.plugins.has_impls("meshhub_resolve_target"):
+        plugin_answer = await hub.plugins.first("meshhub_resolve_target", hub=hub, token=token,
+                                                sender=sender)
+        if plugin_answer is not None:
+            return list(plugin_answer), token
     directory = hub.directory
     if token in ("*", "@all"):
         return [k for k in directory.peers if k != sender.key], "*"

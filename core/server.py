@@ -106,15 +106,15 @@ async def _authenticate(hub: Hub, ws: web.WebSocketResponse, nonce: str) -> Conn
             await ws.send_json(error_frame(exc))
             continue
         conn = Connection(ws, peer, receive=bool(hello.get("receive", True)))
-        resumed = await hub.presence.attach(conn)
         conn.send({
             "type": "welcome",
-            "peer": hub.peer_view(peer),
+            "peer": dict(hub.peer_view(peer), online=True),
             "connection": conn.id,
             "created": created,
-            "resumed": resumed,
+            "resumed": hub.presence.will_resume(conn),
             "hub": {"version": __version__},
         })
+        await hub.presence.attach(conn)
         return conn
     await ws.close(code=1008, message=b"too many bad hellos")
     return None

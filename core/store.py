@@ -77,6 +77,11 @@ class Store(Protocol):
         """
         ...
 
+    async def advance(self, changes: list[StateChange]) -> int:
+        """Like :meth:`change_states` for acks and read receipts, in bulk; returns how many
+        rows changed."""
+        ...
+
     async def get_message(self, message_id: str) -> Message | None: ...
 
     async def find_by_client_id(self, sender: str, client_id: str) -> Message | None:

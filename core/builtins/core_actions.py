@@ -124,7 +124,7 @@ async def inbox(
     more = len(items) > limit
     items = items[:limit]
     if mark_read and items:
-        await ctx.hub.store.change_states(
+        await ctx.hub.store.advance(
             [StateChange(i.message.id, ctx.peer.key, "read") for i in items]
         )
     messages = [
@@ -143,10 +143,8 @@ async def mark_read(
     ctx: ActionContext, ids: Annotated[list[str], "message ids to mark as read"]
 ) -> dict[str, Any]:
     """Mark messages as read (a read receipt the sender sees in message_status)."""
-    changed = await ctx.hub.store.change_states(
-        [StateChange(mid, ctx.peer.key, "read") for mid in ids]
-    )
-    return {"marked": sum(changed)}
+    marked = await ctx.hub.store.advance([StateChange(mid, ctx.peer.key, "read") for mid in ids])
+    return {"marked": marked}
 
 
 @action(read_only=True)

@@ -83,6 +83,11 @@ def _resolve(future: asyncio.Future[Any], ok: bool, value: Any) -> None:
         future.set_exception(value)
 
 
+def _resolve_all(items: list[tuple[_Op, bool, Any]]) -> None:
+    for op, ok, value in items:
+        _resolve(op.future, ok, value)
+
+
 class SQLiteStore:
     """SQLite engine for :class:`meshhub.store.Store`."""
 
@@ -174,8 +179,11 @@ class SQLiteStore:
             results = [(op, False, exc) for op in batch]
         self.batches += 1
         self.operations += len(batch)
-        for op, ok, value in results:
-            op.loop.call_soon_threadsafe(_resolve, op.future, ok, value)
+        by_loop: dict[asyncio.AbstractEventLoop, list[tuple[_Op, bool, Any]]] = {}
+        for item in results:
+            by_loop.setdefault(item[0].loop, []).append(item)
+        for loop, items in by_loop.items():  # one wake-up of each loop per batch
+            loop.call_soon_threadsafe(_resolve_all, items)
 
     async def _call(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         if self._thread is None:
@@ -332,6 +340,29 @@ class SQLiteStore:
                 out.append(cur.rowcount > 0)
             return out
 
+        return await self._call(run)
+
+    async def advance(self, changes: list[StateChange]) -> int:
+        by_state: dict[str, list[tuple[Any, ...]]] = {}
+        now = time.time()
+        for ch in changes:
+            by_state.setdefault(ch.state, []).append((now, ch.message_id, ch.recipient))
+
+        def run(conn: sqlite3.Connection) -> int:
+            total = 0
+            for state, rows in by_state.items():
+                earlier = [s for s, rank in _RANK.items() if rank < _RANK[state]]
+                marks = ",".join("?" * len(earlier))
+                cur = conn.executemany(
+                    f"UPDATE deliveries SET state='{state}', lease_until=NULL, updated_at=? "
+                    f"WHERE message_id=? AND recipient=? AND state IN ({marks})",
+                    [(*row, *earlier) for row in rows],
+                )
+                total += cur.rowcount
+            return total
+
+        if not set(by_state) <= {"delivered", "read"}:
+            raise ValueError("advance() records acks and reads only")
         return await self._call(run)
 
     async def get_message(self, message_id: str) -> Message | None:
