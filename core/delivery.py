@@ -133,6 +133,9 @@ class Dispatcher:
                     break
                 conn.live = True  # new messages go straight to it from here on
                 final = True
+                # a send that saw us not live yet has its insert task scheduled but maybe not
+                # queued in the store: let it queue before the final read, or it is missed
+                await asyncio.sleep(0)
                 continue
             cursor = batch[-1].id
             pushable = [m for m in batch if may_push(peer, m.priority)]

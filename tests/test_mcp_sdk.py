@@ -17,11 +17,10 @@ import anyio
 import httpx2
 import pytest
 from aiohttp import web
-from pydantic import BaseModel, ConfigDict
-
 from mcp import ClientSession, StdioServerParameters, stdio_client, types
 from mcp.client import NotificationBinding
 from mcp.client.streamable_http import streamable_http_client
+from pydantic import BaseModel, ConfigDict
 
 import meshhub_mcp
 from meshhub_mcp.sdk import (

@@ -4,4 +4,5 @@ DEFAULT_PLUGINS: tuple[str, ...] = (
     "meshhub.builtins.sqlite_store",
     "meshhub.builtins.core_actions",
     "meshhub.builtins.hello_auth",
+    "meshhub.builtins.reactions",
 )

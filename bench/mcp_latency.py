@@ -1,0 +1,312 @@
+"""MCP latency: send+read through the tools and message-to-notification push, over stdio and over
+HTTP, against a real hub on 127.0.0.1, with a bare MCP echo server on the same transports as the
+baseline (the SDK and transport cost alone).
+
+    python bench/mcp_latency.py [--n 300]
+
+Rows (p50 / p99 in ms):
+* ``send+read``: one ``mesh_send`` by session A then one ``mesh_inbox`` by session B (mode
+  ``off``, so the message waits for the read); baseline: two echo tool calls.
+* ``push``: a peer sends (WebSocket client in this process) until session C (mode ``push``) gets
+  the ``notifications/claude/channel``; baseline: a tool call that makes the echo server write a
+  channel notification, until it arrives.
+Goals: send+read <= 3 ms p50, push <= 2 ms p50.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import os
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import anyio
+import httpx2
+from mcp import ClientSession, StdioServerParameters, stdio_client
+from mcp.client import NotificationBinding
+from mcp.client.streamable_http import streamable_http_client
+from pydantic import BaseModel
+
+import meshhub_mcp
+from meshhub.client import MeshClient
+from meshhub.config import init_home, load_signing_key
+from meshhub_mcp.sdk import CHANNEL_METHOD
+
+HUB = str(Path(sys.executable).with_name("hub"))
+PROBE = str(Path(meshhub_mcp.__file__).with_name("_probe_stdio_server.py"))
+
+
+class Channel(BaseModel):
+    content: str
+    meta: dict[str, str]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def env_for(home: Path, url: str, **extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MESHHUB_")}
+    return {**env, "MESHHUB_HOME": str(home), "MESHHUB_URL": url, **extra}
+
+
+class Arrivals:
+    def __init__(self) -> None:
+        self.event = anyio.Event()
+        self.at = 0.0
+
+    async def handler(self, params: Channel) -> None:
+        self.at = time.perf_counter()
+        self.event.set()
+
+    def binding(self) -> NotificationBinding[Channel]:
+        return NotificationBinding(method=CHANNEL_METHOD, params_type=Channel,
+                                   handler=self.handler)
+
+    async def next(self) -> float:
+        with anyio.fail_after(10):
+            await self.event.wait()
+        self.event = anyio.Event()
+        return self.at
+
+
+@contextlib.asynccontextmanager
+async def stdio(params: StdioServerParameters) -> AsyncIterator[tuple[ClientSession, Arrivals]]:
+    arrivals = Arrivals()
+    async with stdio_client(params) as (r, w), ClientSession(
+        r, w, notification_bindings=[arrivals.binding()]
+    ) as session:
+        await session.initialize()
+        yield session, arrivals
+
+
+@contextlib.asynccontextmanager
+async def http(url: str, token: str) -> AsyncIterator[tuple[ClientSession, Arrivals]]:
+    arrivals = Arrivals()
+    async with httpx2.AsyncClient(headers={"Authorization": f"Bearer {token}"}) as client, \
+            streamable_http_client(url, http_client=client) as (r, w), \
+            ClientSession(r, w, notification_bindings=[arrivals.binding()]) as session:
+        await session.initialize()
+        yield session, arrivals
+        await anyio.sleep(0.05)
+
+
+def stage(what: str) -> None:
+    print(f"... {what} done", file=sys.stderr, flush=True)
+
+
+def stats(samples: list[float]) -> tuple[float, float]:
+    """p50 and p99 in milliseconds."""
+    ms = sorted(s * 1000 for s in samples)
+    return statistics.median(ms), ms[min(len(ms) - 1, int(len(ms) * 0.99))]
+
+
+async def time_send_read(a: ClientSession, b: ClientSession, to: str, n: int) -> list[float]:
+    out = []
+    for i in range(n):
+        t0 = time.perf_counter()
+        await a.call_tool("mesh_send", {"to": to, "text": f"m{i}"})
+        res = await b.call_tool("mesh_inbox", {"limit": 5})
+        out.append(time.perf_counter() - t0)
+        assert not res.is_error
+    return out
+
+
+async def time_push(sender: MeshClient, to: str, arrivals: Arrivals, n: int) -> list[float]:
+    out = []
+    for i in range(n):
+        t0 = time.perf_counter()
+        await sender.call_nowait("send", to=to, text=f"p{i}")
+        out.append(await arrivals.next() - t0)
+    return out
+
+
+async def time_echo_pair(s: ClientSession, n: int) -> list[float]:
+    out = []
+    for _ in range(n):
+        t0 = time.perf_counter()
+        await s.call_tool("echo", {"x": "a"})
+        await s.call_tool("echo", {"x": "b"})
+        out.append(time.perf_counter() - t0)
+    return out
+
+
+async def time_echo_push(s: ClientSession, arrivals: Arrivals, n: int) -> list[float]:
+    out = []
+    for _ in range(n):
+        t0 = time.perf_counter()
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(s.call_tool, "push", {"x": "p"})
+            out.append(await arrivals.next() - t0)
+    return out
+
+
+def start_hub(root: Path) -> tuple[subprocess.Popen[bytes], str]:
+    port = free_port()
+    home = root / "hub"
+    init_home(home, "hub")
+    url = f"http://127.0.0.1:{port}"
+    proc = subprocess.Popen([HUB, "start", "--host", "127.0.0.1", "--port", str(port),
+                             "--log-level", "warning"], env=env_for(home, url),
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    for _ in range(400):
+        with contextlib.suppress(OSError):
+            urllib.request.urlopen(url + "/health", timeout=1).read()
+            return proc, url
+        time.sleep(0.05)
+    raise RuntimeError("the hub did not start")
+
+
+def start_baseline_http() -> tuple[subprocess.Popen[bytes], str]:
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, __file__, "--serve-baseline", str(port)])
+    url = f"http://127.0.0.1:{port}/mcp"
+    for _ in range(400):
+        with contextlib.suppress(OSError):
+            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+            return proc, url
+        time.sleep(0.05)
+    raise RuntimeError("the baseline server did not start")
+
+
+def serve_baseline(port: int) -> None:
+    """The probe's echo/push tools over streamable HTTP (aiohttp + our bridge), for the baseline."""
+    from aiohttp import web
+
+    sys.path.insert(0, str(Path(PROBE).parent))
+    import _probe_stdio_server as probe  # type: ignore[import-not-found]
+
+    from meshhub_mcp.sdk import build_server, mount_http
+
+    async def main() -> None:
+        app = web.Application()
+        server = build_server("probe", "0", "", probe.list_tools, probe.call_tool,
+                              {"claude/channel": {}})
+
+        async def on_stream(sender: Any, caller: Any) -> None:
+            async for content, done in probe.requests[1]:
+                await sender.send_channel(content, {"kind": "push"})
+                done.set()
+
+        mount_http(app, "/mcp", server, lambda t: True, on_stream)
+        runner = web.AppRunner(app)
+        await runner.setup()
+        await web.TCPSite(runner, "127.0.0.1", port).start()
+        await asyncio.Event().wait()
+
+    asyncio.run(main())
+
+
+async def run(n: int) -> None:
+    warm = max(10, n // 10)
+    rows: list[tuple[str, str, list[float], list[float]]] = []
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp)
+        hub, url = start_hub(root)
+        base_http, base_url = start_baseline_http()
+        try:
+            homes = {}
+            for who in ("ann", "bob", "cat"):
+                homes[who] = root / who
+                init_home(homes[who], who)
+            cat = MeshClient(url, load_signing_key(homes["cat"]), name="cat", receive=False)
+            await cat.connect()
+            a_params = StdioServerParameters(command=HUB, args=["mcp", "--name", "a"],
+                                             env=env_for(homes["ann"], url))
+            b_params = StdioServerParameters(command=HUB, args=["mcp", "--name", "b",
+                                                                "--mode", "off"],
+                                             env=env_for(homes["bob"], url))
+            c_params = StdioServerParameters(command=HUB, args=["mcp", "--name", "c"],
+                                             env=env_for(homes["bob"], url))
+            probe = StdioServerParameters(command=sys.executable, args=[PROBE])
+            async with stdio(a_params) as (a, _), stdio(b_params) as (b, _), \
+                    stdio(c_params) as (c, c_in), stdio(probe) as (p, p_in):
+                await a.list_tools()
+                await c.call_tool("mesh_whoami", {})
+                await p_in.next()  # the probe's greeting
+                await time_send_read(a, b, "b", warm)
+                sr = await time_send_read(a, b, "b", n)
+                await time_echo_pair(p, warm)
+                base_sr = await time_echo_pair(p, n)
+                rows.append(("stdio", "send+read", sr, base_sr))
+                stage("stdio send+read")
+                await time_push(cat, "c", c_in, warm)
+                push = await time_push(cat, "c", c_in, n)
+                await time_echo_push(p, p_in, warm)
+                base_push = await time_echo_push(p, p_in, n)
+                rows.append(("stdio", "push", push, base_push))
+                stage("stdio push")
+            tokens = {}
+            for who in ("ann", "bob"):
+                async with MeshClient(url, load_signing_key(homes[who]), name=who,
+                                      receive=False) as c_:
+                    tokens[who] = (await c_.call("token_create", label="bench"))["token"]
+            async with http(url + "/mcp", tokens["ann"]) as (ha, _), \
+                    http(url + "/mcp?mode=off", tokens["bob"]) as (hb, _), \
+                    http(url + "/mcp", tokens["bob"]) as (hc, hc_in), \
+                    http(base_url, "x") as (hp, hp_in):
+                await ha.list_tools()
+                await time_send_read(ha, hb, "bob", warm)
+                sr = await time_send_read(ha, hb, "bob", n)
+                await time_echo_pair(hp, warm)
+                base_sr = await time_echo_pair(hp, n)
+                rows.append(("http", "send+read", sr, base_sr))
+                stage("http send+read")
+                await anyio.sleep(0.2)  # the GET stream of hc is open
+                await time_push(cat, "bob", hc_in, warm)
+                push = await time_push(cat, "bob", hc_in, n)
+                try:
+                    await time_echo_push(hp, hp_in, warm)
+                    base_push = await time_echo_push(hp, hp_in, n)
+                except Exception as exc:  # noqa: BLE001 - report the row without a baseline
+                    print(f"baseline http push failed: {exc!r}", file=sys.stderr)
+                    base_push = []
+                rows.append(("http", "push", push, base_push))
+            await cat.close()
+        finally:
+            for proc in (hub, base_http):
+                proc.terminate()
+                with contextlib.suppress(subprocess.TimeoutExpired):
+                    proc.wait(10)
+    print(f"MCP latency, n={n} (ms)")
+    print(f"{'transport':<10}{'what':<11}{'p50':>8}{'p99':>8}{'base p50':>10}{'base p99':>10}"
+          f"{'ratio p50':>11}")
+    result = []
+    for transport, what, samples, base in rows:
+        p50, p99 = stats(samples)
+        b50, b99 = stats(base) if base else (float("nan"), float("nan"))
+        print(f"{transport:<10}{what:<11}{p50:>8.2f}{p99:>8.2f}{b50:>10.2f}{b99:>10.2f}"
+              f"{p50 / b50:>10.1f}x")
+        result.append({"transport": transport, "what": what, "p50_ms": round(p50, 3),
+                       "p99_ms": round(p99, 3), "baseline_p50_ms": round(b50, 3),
+                       "baseline_p99_ms": round(b99, 3)})
+    print("goals: send+read <= 3 ms p50, push <= 2 ms p50")
+    print(json.dumps(result))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--n", type=int, default=300)
+    parser.add_argument("--serve-baseline", type=int, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.serve_baseline:
+        serve_baseline(args.serve_baseline)
+        return
+    anyio.run(run, args.n)
+
+
+if __name__ == "__main__":
+    main()

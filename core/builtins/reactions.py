@@ -1,0 +1,109 @@
+"""Emoji reactions on messages: the ``react`` action and the ``meshhub.reactions`` tables.
+
+Written exactly as a third-party plugin would be: its own migrations set, its own action, the
+store's ``transact`` for its table. A reaction is added or removed by a peer that can see the
+message (its sender or a recipient). When one is added, the message's sender is told with a small
+message of kind ``reaction`` (not for reactions to your own messages), so a session learns "seen"
+or "agreed" without a reply.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+from collections.abc import Callable
+from typing import Annotated, Any
+
+from sqlite_utils import Database
+from sqlite_utils.migrations import Migrations
+
+from meshhub import hookimpl
+from meshhub.actions import Action, ActionContext, action
+from meshhub.errors import InvalidRequest, NotFound
+
+MAX_EMOJI = 32
+reaction_migrations = Migrations("meshhub.reactions")
+
+
+@reaction_migrations()
+def m001_create_reactions(db: Database) -> None:
+    db.execute(
+        """
+        CREATE TABLE reactions (
+            message_id TEXT NOT NULL,
+            peer TEXT NOT NULL,
+            emoji TEXT NOT NULL,
+            created_at REAL NOT NULL,
+            PRIMARY KEY (message_id, peer, emoji)
+        ) WITHOUT ROWID
+        """
+    )
+
+
+def _check_emoji(emoji: str) -> str:
+    emoji = emoji.strip()
+    if not emoji or len(emoji) > MAX_EMOJI or any(c.isspace() for c in emoji):
+        raise InvalidRequest(
+            f"emoji must be 1 to {MAX_EMOJI} characters without spaces, e.g. 👍 or :+1:"
+        )
+    return emoji
+
+
+@action()
+async def react(
+    ctx: ActionContext,
+    id: Annotated[str, "id of the message to react to"],
+    emoji: Annotated[str, "the reaction, e.g. 👍, ✅, 👀"],
+    remove: Annotated[bool, "take your reaction away instead of adding it"] = False,
+) -> dict[str, Any]:
+    """React to a message you can see with an emoji (or remove your reaction).
+
+    The message's sender is told when you add one. Returns every reaction on the message.
+    """
+    emoji = _check_emoji(emoji)
+    message = await ctx.hub.store.get_message(id)
+    if message is None or (
+        message.sender != ctx.peer.key and ctx.peer.key not in message.recipients
+    ):
+        raise NotFound(f"no message {id} that you can see")
+    me = ctx.peer.key
+
+    def apply(conn: sqlite3.Connection) -> tuple[bool, list[tuple[str, str]]]:
+        if remove:
+            cur = conn.execute(
+                "DELETE FROM reactions WHERE message_id=? AND peer=? AND emoji=?", (id, me, emoji)
+            )
+        else:
+            cur = conn.execute(
+                "INSERT OR IGNORE INTO reactions (message_id, peer, emoji, created_at) "
+                "VALUES (?, ?, ?, ?)", (id, me, emoji, time.time()),
+            )
+        rows = conn.execute(
+            "SELECT emoji, peer FROM reactions WHERE message_id=? ORDER BY created_at", (id,)
+        ).fetchall()
+        return cur.rowcount > 0, [(r[0], r[1]) for r in rows]
+
+    changed, rows = await ctx.hub.store.transact(apply)
+    peers = ctx.hub.directory.peers
+    reactions: dict[str, list[str]] = {}
+    for emo, peer in rows:
+        reactions.setdefault(emo, []).append(peers[peer].name if peer in peers else peer)
+    notified = None
+    if changed and not remove and message.sender != me and message.sender in peers:
+        preview = " ".join(message.body.split())[:60]
+        await ctx.hub.send(
+            ctx.peer, message.sender, f"reacted {emoji} to your message {id}: \"{preview}\"",
+            kind="reaction", data={"message_id": id, "emoji": emoji},
+        )
+        notified = peers[message.sender].name
+    return {"id": id, "changed": changed, "reactions": reactions, "notified": notified}
+
+
+@hookimpl
+def meshhub_register_migrations(register: Callable[[Migrations], None]) -> None:
+    register(reaction_migrations)
+
+
+@hookimpl
+def meshhub_register_actions(register: Callable[[Action], None]) -> None:
+    register(react)

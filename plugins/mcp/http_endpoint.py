@@ -1,0 +1,176 @@
+"""``/mcp``: streamable HTTP MCP on the hub itself, for clients that cannot run ``hub mcp``.
+
+Every request needs ``Authorization: Bearer <token>`` (``hub token create``); the hub stores only
+sha256 hashes and looks the token up on every request, so a revoked token stops working at once.
+Without a valid token the answer is 401 and nothing runs. The tools are ``hub.actions`` (same
+exclusion rule as stdio, see :mod:`.tools`), run in-process as the token's peer with
+``ActionContext(surface="mcp")``.
+
+Push: while a session holds its standalone GET stream open, it is attached to the hub's presence
+like a WebSocket connection (a :class:`ChannelSocket` stands in for the socket), so it gets the
+same drain, leases, redelivery and priority gates; each message frame becomes a channel
+notification and is acked after the write. The mode is a query parameter: ``/mcp?mode=inbox``
+(``push`` by default, ``off`` attaches nothing).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import time
+import weakref
+from typing import TYPE_CHECKING, Any
+
+from aiohttp import web
+
+from meshhub import __version__
+from meshhub.actions import ActionContext
+from meshhub.presence import Connection
+from meshhub.server import HUB_KEY, hash_token
+
+from .push import Pusher
+from .sdk import (
+    CHANNEL_CAPABILITY,
+    Caller,
+    ChannelSender,
+    HttpEndpoint,
+    ToolSpec,
+    build_server,
+    current_caller,
+)
+from .tools import INSTRUCTIONS, MODES, action_name, is_tool, run_tool, tool_specs
+
+if TYPE_CHECKING:
+    from meshhub.hub import Hub
+    from meshhub.models import Peer
+
+log = logging.getLogger(__name__)
+PATH = "/mcp"
+_endpoints: weakref.WeakKeyDictionary[Hub, McpEndpoint] = weakref.WeakKeyDictionary()
+
+
+class ChannelSocket:
+    """What a :class:`meshhub.presence.Connection` writes to, for one MCP GET stream.
+
+    ``send_str`` gets the hub's frames in order: message frames are written as channel
+    notifications (and acked), presence events are ignored. A failed write raises
+    ``ConnectionError``, which ends the connection's writer; the unacked rows stay leased.
+    """
+
+    def __init__(self, pusher: Pusher) -> None:
+        self.pusher = pusher
+        self.closed = False
+        self.conn: Connection | None = None
+        self.done = asyncio.Event()
+
+    async def send_str(self, text: str) -> None:
+        frame = json.loads(text)
+        if frame.get("type") != "message":
+            return
+        try:
+            await self.pusher.deliver(frame["message"])
+        except ConnectionError:
+            await self.close()
+            raise
+
+    async def ping(self) -> None:
+        if not self.closed and self.conn is not None:
+            self.conn.last_seen = time.monotonic()  # the SSE stream is the sign of life
+
+    async def close(self, code: int = 1000, message: bytes = b"") -> bool:
+        self.closed = True
+        self.done.set()
+        return True
+
+
+class McpEndpoint:
+    def __init__(self, hub: Hub) -> None:
+        self.hub = hub
+        self.tokens: dict[str, str] = {}  # token -> peer key, refreshed by every request
+        server = build_server("meshhub", __version__, INSTRUCTIONS, self.list_tools,
+                              self.call_tool, {CHANNEL_CAPABILITY: {}})
+        self.http = HttpEndpoint(server, self.check_token, self.on_stream)
+
+    async def check_token(self, token: str) -> bool:
+        key = await self.hub.store.peer_for_token(hash_token(token))
+        if key is None or key not in self.hub.directory.peers:
+            self.tokens.pop(token, None)
+            return False
+        self.tokens[token] = key
+        return True
+
+    def peer_for(self, caller: Caller) -> Peer:
+        key = self.tokens.get(caller.token or "")
+        if key is None or key not in self.hub.directory.peers:
+            raise PermissionError("unknown or revoked token")
+        return self.hub.directory.peers[key]
+
+    def list_tools(self) -> list[ToolSpec]:
+        return [ToolSpec(*spec) for spec in tool_specs(self.hub.actions.describe())]
+
+    async def call_tool(self, name: str, args: dict[str, Any]) -> dict[str, Any]:
+        action = action_name(name)
+        if action not in self.hub.actions.actions or not is_tool(
+            self.hub.actions.actions[action].describe()
+        ):
+            raise ValueError(f"unknown tool {name!r}")
+        ctx = ActionContext(hub=self.hub, peer=self.peer_for(current_caller()), surface="mcp")
+
+        async def invoke(act: str, params: dict[str, Any]) -> Any:
+            return await self.hub.actions.call(ctx, act, params)
+
+        return await run_tool(invoke, action, args)
+
+    async def on_stream(self, sender: ChannelSender, caller: Caller) -> None:
+        """While a session's GET stream is open, it is one receiving connection of its peer."""
+        peer = self.peer_for(caller)
+        mode = caller.query.get("mode", "push")
+        if mode not in MODES or mode == "off":
+            return
+        hub = self.hub
+        ctx = ActionContext(hub=hub, peer=peer, surface="mcp")
+
+        async def ack(ids: list[str], state: str) -> None:
+            hub.dispatcher.ack(peer, ids, state)
+
+        async def counts() -> dict[str, Any]:
+            return await hub.actions.call(ctx, "check", {})
+
+        pusher = Pusher(mode, sender.send_channel, ack, counts)
+        sock = ChannelSocket(pusher)
+        conn = Connection(sock, peer, receive=True)  # type: ignore[arg-type]
+        sock.conn = conn
+        await hub.presence.attach(conn)
+        try:
+            await hub.dispatcher.drain(conn)
+            await sock.done.wait()
+        finally:
+            sock.closed = True
+            await pusher.close()
+            hub.presence.detach(conn)
+            conn.finish()
+
+    async def handle(self, request: web.Request) -> web.StreamResponse:
+        return await self.http.handle(request)
+
+
+async def route(request: web.Request) -> web.StreamResponse:
+    endpoint = _endpoints.get(request.app[HUB_KEY])
+    if endpoint is None:
+        return web.json_response({"error": "the MCP endpoint is not running"}, status=503)
+    return await endpoint.handle(request)
+
+
+async def start(hub: Hub) -> None:
+    endpoint = McpEndpoint(hub)
+    await endpoint.http.start()
+    _endpoints[hub] = endpoint
+
+
+async def stop(hub: Hub) -> None:
+    endpoint = _endpoints.pop(hub, None)
+    if endpoint is not None:
+        with contextlib.suppress(Exception):
+            await endpoint.http.stop()

@@ -1,0 +1,142 @@
+"""`hub install/uninstall claude-code`, `hub hook`, `hub launch`: real CLI runs on a temporary
+HOME, a fake `claude` on PATH, and a real hub for the hooks."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import time
+from pathlib import Path
+
+from .helpers import HUB_BIN, base_env, free_port
+
+UNRELATED_USER = {
+    "numStartups": 7,
+    "mcpServers": {"other": {"type": "stdio", "command": "other-server", "args": ["x"]}},
+    "projects": {"/some/where": {"allowedTools": ["Bash"]}},
+}
+UNRELATED_SETTINGS = {
+    "model": "opus",
+    "hooks": {
+        "Stop": [{"hooks": [{"type": "command", "command": "say done"}]}],
+        "PreToolUse": [{"matcher": "Bash", "hooks": [{"type": "command", "command": "audit"}]}],
+    },
+    "permissions": {"allow": ["Read"]},
+}
+
+
+def run_hub(home: Path, *args: str, cwd: Path | None = None, stdin: str = "",
+            **env: str) -> subprocess.CompletedProcess[str]:
+    full = base_env(home / ".meshhub", HOME=str(home), **env)
+    return subprocess.run([HUB_BIN, *args], env=full, cwd=cwd, input=stdin,
+                          capture_output=True, text=True, timeout=60)
+
+
+def write(path: Path, data: dict) -> str:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    text = json.dumps(data, indent=2) + "\n"
+    path.write_text(text)
+    return text
+
+
+def test_install_twice_then_uninstall_keeps_everything_else(tmp_path):
+    home, project = tmp_path / "home", tmp_path / "project"
+    project.mkdir()
+    user_text = write(home / ".claude.json", UNRELATED_USER)
+    settings_text = write(home / ".claude" / "settings.json", UNRELATED_SETTINGS)
+    for _ in range(2):
+        out = run_hub(home, "install", "claude-code", cwd=project)
+        assert out.returncode == 0, out.stderr
+        user = json.loads((home / ".claude.json").read_text())
+        assert list(user["mcpServers"]) == ["other", "meshhub"]
+        entry = user["mcpServers"]["meshhub"]
+        assert entry["args"] == ["mcp"] and entry["command"].endswith("hub")
+        settings = json.loads((home / ".claude" / "settings.json").read_text())
+        for event, arg in (("UserPromptSubmit", "user-prompt-submit"), ("Stop", "stop"),
+                           ("PostToolUse", "post-tool-use")):
+            ours = [g for g in settings["hooks"][event]
+                    if any(h["command"].endswith(f"hub hook {arg}") for h in g["hooks"])]
+            assert len(ours) == 1, (event, settings["hooks"][event])
+        assert settings["hooks"]["Stop"][0] == UNRELATED_SETTINGS["hooks"]["Stop"][0]
+        assert settings["model"] == "opus" and settings["permissions"] == {"allow": ["Read"]}
+    assert (home / ".claude.json.meshhub.bak").read_text() == user_text  # backup first
+    assert (home / ".claude" / "settings.json.meshhub.bak").read_text() == settings_text
+
+    out = run_hub(home, "install", "claude-code", "--scope", "project", cwd=project)
+    assert out.returncode == 0, out.stderr
+    assert list(json.loads((project / ".mcp.json").read_text())["mcpServers"]) == ["meshhub"]
+
+    out = run_hub(home, "uninstall", "claude-code", cwd=project)
+    assert out.returncode == 0, out.stderr
+    assert (home / ".claude.json").read_text() == user_text  # byte-identical
+    assert (home / ".claude" / "settings.json").read_text() == settings_text
+    assert json.loads((project / ".mcp.json").read_text()) == {"mcpServers": {}}
+
+
+def test_hook_with_no_hub_exits_0_fast(tmp_path):
+    home = tmp_path / "home"
+    assert run_hub(home, "init", "--name", "ann").returncode == 0
+    url = f"http://127.0.0.1:{free_port()}"  # nothing listens there
+    payload = json.dumps({"hook_event_name": "Stop", "cwd": str(tmp_path)})
+    for event in ("stop", "user-prompt-submit", "post-tool-use", "no-such-event"):
+        started = time.monotonic()
+        out = run_hub(home, "hook", event, stdin=payload, MESHHUB_URL=url)
+        took = time.monotonic() - started
+        assert out.returncode == 0 and out.stdout == "", out.stderr
+        assert took < 2.5, f"hub hook {event} took {took:.2f} s"  # loose: the goal is < 1 s
+
+
+def test_hooks_set_status_and_name_unread_once(tmp_path, hub, people):
+    ann, bob = people("ann", "bob")
+    home = tmp_path / "claudehome"
+    env = {"MESHHUB_URL": hub.url, "MESHHUB_SESSION_NAME": "bob-work",
+           "MESHHUB_HOME": str(bob.home)}
+
+    def hook(event: str) -> subprocess.CompletedProcess[str]:
+        full = base_env(bob.home, HOME=str(home), **env)
+        return subprocess.run([HUB_BIN, "hook", event], env=full, capture_output=True,
+                              text=True, timeout=30,
+                              input=json.dumps({"cwd": str(tmp_path)}))
+
+    assert hook("user-prompt-submit").returncode == 0
+    peers = json.loads(ann.cli(hub.url, "peers", "--json").stdout)
+    assert [p["status"] for p in peers if p["name"] == "bob-work"] == ["working"]
+    ann.cli(hub.url, "send", "bob-work", "please review")
+    out = hook("post-tool-use")
+    line = json.loads(out.stdout)["hookSpecificOutput"]
+    assert line["hookEventName"] == "PostToolUse"
+    assert "1 new unread" in line["additionalContext"] and "ann" in line["additionalContext"]
+    # rate-limited, and never the same message twice: forget the time, keep the ids
+    state_file = next((bob.home / "hook-state").iterdir())
+    state = json.loads(state_file.read_text())
+    state["last_check"] = 0
+    state_file.write_text(json.dumps(state))
+    assert hook("post-tool-use").stdout == ""
+    assert hook("stop").returncode == 0
+    peers = json.loads(ann.cli(hub.url, "peers", "--json").stdout)
+    assert [p["status"] for p in peers if p["name"] == "bob-work"] == ["idle"]
+
+
+def test_launch_runs_claude_with_channel_flag_and_identity(tmp_path):
+    home = tmp_path / "home"
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    record = tmp_path / "claude-run.json"
+    fake = bin_dir / "claude"
+    fake.write_text(
+        "#!/usr/bin/env python3\nimport json, os, sys\n"
+        f"json.dump({{'argv': sys.argv[1:], 'env': {{k: v for k, v in os.environ.items() "
+        f"if k.startswith('MESHHUB_')}}}}, open({str(record)!r}, 'w'))\n"
+    )
+    fake.chmod(0o755)
+    path = f"{bin_dir}{os.pathsep}{os.environ['PATH']}"
+    out = run_hub(home, "launch", "--name", "ann-api", "--role", "reviewer", "--groups",
+                  "backend:lead,ops", "--", "--model", "opus", PATH=path)
+    assert out.returncode == 0, out.stderr
+    ran = json.loads(record.read_text())
+    assert ran["argv"] == ["--dangerously-load-development-channels", "server:meshhub",
+                           "--model", "opus"]
+    assert ran["env"]["MESHHUB_SESSION_NAME"] == "ann-api"
+    assert ran["env"]["MESHHUB_ROLE"] == "reviewer"
+    assert ran["env"]["MESHHUB_GROUPS"] == "backend:lead,ops"
