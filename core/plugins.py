@@ -91,11 +91,11 @@ class PluginHost:
         log.error("plugin %s failed: %s", name, record.error)
         log.debug("".join(traceback.format_exception(exc)))
 
-    def load(self, disabled: list[str] | None = None) -> None:
+    def load(self, disabled: list[str] | None = None, *, builtins: bool = True) -> None:
         blocked = set(disabled or [])
         allow_env = os.environ.get("MESHHUB_PLUGINS")
         allowed = {p.strip() for p in allow_env.split(",")} if allow_env else None
-        for dotted in DEFAULT_PLUGINS:
+        for dotted in DEFAULT_PLUGINS if builtins else ():
             short = dotted.rsplit(".", 1)[-1]
             if short in blocked:
                 self.records[short] = PluginRecord(
@@ -194,11 +194,14 @@ class PluginHost:
         return [r.as_dict() for r in sorted(self.records.values(), key=lambda r: r.name)]
 
 
-def build_plugin_host(disabled: list[str] | None = None, *, load: bool = True) -> PluginHost:
-    """A fresh plugin manager with the hookspecs added and (by default) every plugin loaded."""
+def build_plugin_host(
+    disabled: list[str] | None = None, *, load: bool = True, builtins: bool = True
+) -> PluginHost:
+    """A fresh plugin manager with the hookspecs added and (by default) every plugin loaded;
+    ``builtins=False`` loads the entry-point plugins only."""
     pm = pluggy.PluginManager(PROJECT_NAME)
     pm.add_hookspecs(hookspecs)
     host = PluginHost(pm)
     if load:
-        host.load(disabled)
+        host.load(disabled, builtins=builtins)
     return host

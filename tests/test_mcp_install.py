@@ -79,12 +79,15 @@ def test_hook_with_no_hub_exits_0_fast(tmp_path):
     assert run_hub(home, "init", "--name", "ann").returncode == 0
     url = f"http://127.0.0.1:{free_port()}"  # nothing listens there
     payload = json.dumps({"hook_event_name": "Stop", "cwd": str(tmp_path)})
-    for event in ("stop", "user-prompt-submit", "post-tool-use", "no-such-event"):
+    times = []
+    for event in ("stop", "user-prompt-submit", "post-tool-use", "no-such-event", "stop"):
         started = time.monotonic()
         out = run_hub(home, "hook", event, stdin=payload, MESHHUB_URL=url)
-        took = time.monotonic() - started
+        times.append(time.monotonic() - started)
         assert out.returncode == 0 and out.stdout == "", out.stderr
-        assert took < 2.5, f"hub hook {event} took {took:.2f} s"  # loose: the goal is < 1 s
+    # a hook blocks Claude Code while it runs: the requirement is under 1 s with the hub down
+    # (the median, so one scheduling hiccup on a busy machine is not a failure)
+    assert sorted(times)[len(times) // 2] < 1.0, f"hub hook took {times}"
 
 
 def test_hooks_set_status_and_name_unread_once(tmp_path, hub, people):

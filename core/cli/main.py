@@ -18,17 +18,18 @@ import subprocess
 import sys
 import time
 from collections.abc import Awaitable, Callable
-from typing import Annotated, Any, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
-import aiohttp
 import typer
 
 from meshhub import __version__
-from meshhub.client import MeshClient
 from meshhub.config import Config, default_name, home_dir, init_home, load_config, load_signing_key
 from meshhub.errors import MeshError
 
 from .output import emit_json, message_line, table
+
+if TYPE_CHECKING:  # aiohttp and the client load only for commands that talk to a hub
+    from meshhub.client import MeshClient
 
 T = TypeVar("T")
 
@@ -74,7 +75,7 @@ def run(coro: Awaitable[T]) -> T:
         raise fail(exc.message) from None
     except FileNotFoundError as exc:
         raise fail(str(exc)) from None
-    except (aiohttp.ClientConnectorError, ConnectionError, OSError) as exc:
+    except (ConnectionError, OSError) as exc:  # aiohttp's connection errors are OSErrors
         raise fail(
             f"cannot reach the hub at {config().url} ({exc.__class__.__name__}); "
             "is it running? start it with `hub start`"
@@ -82,6 +83,8 @@ def run(coro: Awaitable[T]) -> T:
 
 
 def client(cfg: Config, *, receive: bool) -> MeshClient:
+    from meshhub.client import MeshClient
+
     key = load_signing_key(cfg.home)
     return MeshClient(cfg.url, key, name=cfg.name or default_name(), kind="human",
                       connector="cli", receive=receive)
@@ -133,6 +136,8 @@ def _pid(cfg: Config) -> int | None:
 
 
 async def _health(url: str, timeout: float = 2.0) -> dict[str, Any] | None:
+    import aiohttp
+
     try:
         async with aiohttp.ClientSession() as session, session.get(
             url + "/health", timeout=aiohttp.ClientTimeout(total=timeout)
@@ -364,6 +369,8 @@ def peers(as_json: JsonOpt = False) -> None:
 def watch(as_json: JsonOpt = False) -> None:
     """Stream arriving messages and presence changes until Ctrl-C."""
 
+    from meshhub.client import MeshClient
+
     async def go() -> None:
         c = MeshClient(config().url, load_signing_key(config().home),
                        name=config().name or default_name(), kind="human", connector="cli",
@@ -434,6 +441,8 @@ def list_actions(as_json: JsonOpt = False) -> None:
 @plugins_app.command("list")
 def plugins_list(as_json: JsonOpt = False) -> None:
     """The plugins, from the running hub if there is one, else as this install loads them."""
+    import aiohttp
+
     cfg = config()
     rows: list[dict[str, Any]]
     source = "hub"
@@ -484,7 +493,8 @@ def token_revoke(
 def _add_plugin_commands() -> None:
     from meshhub.plugins import build_plugin_host
 
-    host = build_plugin_host(load_config(home_dir()).disabled_plugins)
+    # only entry-point plugins add commands: skip the built-ins' imports (CLI start-up time)
+    host = build_plugin_host(load_config(home_dir()).disabled_plugins, builtins=False)
 
     def add(sub: typer.Typer, name: str, plugin: str) -> str:
         app.add_typer(sub, name=name)

@@ -228,6 +228,21 @@ async def _hook_call(event: str, payload: dict[str, Any]) -> dict[str, Any] | No
     return {"hookSpecificOutput": {"hookEventName": "PostToolUse", "additionalContext": line}}
 
 
+def _hub_listening(timeout: float = 0.25) -> bool:
+    """A bare TCP probe of the hub's port (stdlib only, so it costs no import time)."""
+    import socket
+    from urllib.parse import urlsplit
+
+    from meshhub.config import home_dir, load_config
+
+    try:
+        url = urlsplit(load_config(home_dir()).url)
+        with socket.create_connection((url.hostname or "127.0.0.1", url.port or 80), timeout):
+            return True
+    except (OSError, ValueError):
+        return False
+
+
 def run_hook(event: str, stdin_text: str) -> str:
     """What ``hub hook <event>`` prints; never raises, returns within ~``HOOK_BUDGET`` s."""
     try:
@@ -236,6 +251,8 @@ def run_hook(event: str, stdin_text: str) -> str:
         payload = {}
     if not isinstance(payload, dict):
         payload = {}
+    if not _hub_listening():
+        return ""  # the common "hub is down" case, without loading the client at all
     try:
         out = asyncio.run(asyncio.wait_for(_hook_call(event, payload), HOOK_BUDGET))
     except BaseException:  # the hub is down, slow or refused us: the session carries on
