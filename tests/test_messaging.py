@@ -137,3 +137,11 @@ async def test_idempotent_resend_and_read_receipts(hub, people):
         assert status["recipients"][0]["state"] == "read"
         stats = await a.call("hub_stats")
         assert stats["messages"] == 1
+        # check counts unread (per sender and thread) and can mark everything seen
+        await a.send("bob", "one")
+        await a.send("bob", "two", reply_to=first["id"])
+        counts = await b.call("check")
+        assert counts["total"] == 2 and counts["by_sender"] == {"ann": 2}
+        assert counts["by_thread"] == {first["id"]: 1}
+        assert (await b.call("check", mark_seen=True))["marked_seen"] == 2
+        assert (await b.call("check"))["total"] == 0

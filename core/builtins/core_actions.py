@@ -159,10 +159,19 @@ async def thread(
             "replies": [message_view(ctx, m) for m in messages[1:]]}
 
 
-@action(read_only=True)
-async def check(ctx: ActionContext) -> dict[str, Any]:
-    """Unread counts: total, mentions, per sender and per thread."""
+@action()
+async def check(
+    ctx: ActionContext,
+    mark_seen: Annotated[bool, "after counting, mark everything unread as read"] = False,
+) -> dict[str, Any]:
+    """Unread counts: total, mentions, per sender and per thread (optionally mark all seen)."""
     counts = await ctx.hub.store.unread_counts(ctx.peer.key)
+    if mark_seen and counts["total"]:
+        unread = await ctx.hub.store.inbox(ctx.peer.key, since=None, unread_only=True,
+                                           top_level_only=False, limit=counts["total"])
+        counts["marked_seen"] = await ctx.hub.store.advance(
+            [StateChange(i.message.id, ctx.peer.key, "read") for i in unread]
+        )
     peers = ctx.hub.directory.peers
     counts["by_sender"] = {
         (peers[k].name if k in peers else k): n for k, n in counts["by_sender"].items()
