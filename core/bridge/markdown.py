@@ -136,7 +136,8 @@ def split_html(text: str, limit: int = 4096) -> list[str]:
     current: list[str] = []
     length = 0
     stack: list[tuple[str, str]] = []  # (name, opening tag as written)
-    cut: tuple[int, list[tuple[str, str]], int] | None = None  # (index, stack, length) after a break
+    # (index, stack, length) just after the last line or word break
+    cut: tuple[int, list[tuple[str, str]], int] | None = None
 
     def close(tags: list[tuple[str, str]]) -> str:
         return "".join(f"</{name}>" for name, _ in reversed(tags))

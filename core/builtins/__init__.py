@@ -5,4 +5,7 @@ DEFAULT_PLUGINS: tuple[str, ...] = (
     "meshhub.builtins.core_actions",
     "meshhub.builtins.hello_auth",
     "meshhub.builtins.reactions",
+    "meshhub.builtins.approvals",
+    "meshhub.builtins.files_actions",
+    "meshhub.bridge.pairing",
 )

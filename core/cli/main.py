@@ -489,6 +489,21 @@ def token_revoke(
     typer.echo(f"revoked {result['revoked']} token(s)")
 
 
+@app.command("pair")
+def pair(
+    connector: Annotated[str, typer.Argument(help="the chat connector, e.g. telegram")]
+    = "telegram",
+    as_json: JsonOpt = False,
+) -> None:
+    """Create a one-time code that lets one person of a chat platform in (10 minutes)."""
+    result = run(with_client(False, lambda c: c.call("pair_create", connector=connector)))
+    if as_json:
+        emit_json(result)
+        return
+    typer.echo(result["code"])
+    typer.echo(f"  {result['how']} ({result['attempts']} attempts)")
+
+
 @functools.cache
 def _add_plugin_commands() -> None:
     from meshhub.plugins import build_plugin_host

@@ -1,0 +1,402 @@
+"""What a person typing in a chat app means, for every chat connector alike.
+
+A connector turns a platform update into a :class:`ChatEvent` (who, where, the text, which relayed
+mesh message it replies to) and shows the :class:`ChatOutcome`'s Markdown reply; everything in
+between (pairing, commands, targets, threads, linked groups, buttons) is here, so Telegram and
+Slack behave the same.
+
+In a private chat with the bot, for a paired person:
+
+- plain text goes to their **current target**: the last peer or conversation they addressed
+  (``#general`` at first);
+- ``@name text`` or ``/to name text`` sends a DM and makes ``name`` the target; ``#conv text``
+  posts to a conversation and makes it the target;
+- a platform reply to a relayed message replies in that message's thread;
+- commands: ``/peers /inbox /conv [#name] /join #name /leave #name /status [status] /approvals
+  /approve ID [reason] /deny ID [reason] /actions /call ACTION k=v... /help``, each served by
+  the action of the same purpose.
+
+Anyone not paired gets one short note on how to join; nothing they write is routed.
+
+In a group chat, ``/link #conv`` (by a paired person) links the group to a conversation. From
+then on what members write goes to the conversation (paired members as themselves, others
+through the group's own peer with their name in front), and the conversation's messages are
+posted in the group, except those that came from it (see :mod:`meshhub.bridge.loops`).
+"""
+
+from __future__ import annotations
+
+import json
+import shlex
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from meshhub.actions import ActionContext
+from meshhub.errors import InvalidRequest, MeshError, NotFound
+
+from .loops import origin
+from .pairing import PairingBook
+
+if TYPE_CHECKING:
+    from meshhub.hub import Hub
+    from meshhub.models import Message, Peer
+
+BUTTON_PREFIX = "ap:"
+
+
+@dataclass
+class ChatEvent:
+    connector: str
+    user_id: str  # the platform's stable user id
+    user_name: str  # their name on the platform (the display name when they pair)
+    chat_id: str
+    text: str = ""
+    is_group: bool = False
+    chat_title: str = ""
+    reply_to: str | None = None  # the mesh message id the platform reply points at
+    message_key: str | None = None  # unique per platform message (and edit): the idempotency key
+    edited: bool = False
+    attachments: list[dict[str, Any]] = field(default_factory=list)
+
+
+@dataclass
+class ChatOutcome:
+    reply: str | None = None  # Markdown to show in the chat, if anything
+    sent: dict[str, Any] | None = None  # the mesh send's result when something was sent
+
+
+HELP = """**meshhub** — you are `{name}`; plain text goes to **{target}**.
+• `@name text` or `/to name text` — message a peer (and keep talking to them)
+• `#conv text` — post to a conversation
+• reply to a message — answer in its thread
+• /peers — who is on the mesh
+• /inbox — unread messages
+• /conv — conversations; `/conv #name` — talk there
+• /join #name, /leave #name — membership
+• /status — you; `/status dnd` — set your status
+• /approvals — approvals waiting for you; /approve ID [reason], /deny ID [reason]
+• /actions — everything the hub can do; `/call ACTION key=value ...` runs one"""
+
+GROUP_HELP = """**meshhub** in a group: `/link #conv` links this chat to a conversation (paired \
+people only), `/unlink` undoes it. Linked, what is written here goes to the conversation and \
+its messages appear here."""
+
+
+def join_hint(connector: str) -> str:
+    return (
+        "This bot is a bridge to a meshhub. To join, ask the hub's owner for a code "
+        f"(`hub pair {connector}`) and send it here as `/pair CODE`."
+    )
+
+
+def parse_command(text: str) -> tuple[str, str] | None:
+    """``/cmd@bot args`` -> (``cmd``, ``args``); ``None`` when the text is not a command."""
+    if not text.startswith("/") or len(text) < 2:
+        return None
+    head, _, rest = text[1:].partition(" ")
+    if "\n" in head:
+        head, _, more = head.partition("\n")
+        rest = more + (" " + rest if rest else "")
+    name = head.split("@", 1)[0].lower()
+    return (name, rest.strip()) if name else None
+
+
+def split_address(text: str) -> tuple[str, str] | None:
+    """``@name rest`` / ``#conv rest`` at the start of a text -> (target, rest)."""
+    if text[:1] not in ("@", "#"):
+        return None
+    head, _, rest = text.partition(" ")
+    if len(head) < 2:
+        return None
+    target = head[1:] if head.startswith("@") else head
+    return target.rstrip(":,"), rest.strip()
+
+
+# -- rendering results ----------------------------------------------------------------------------
+def _peer_line(p: dict[str, Any]) -> str:
+    status = p["status"] if p.get("online") else "offline"
+    summary = f" — {p['summary']}" if p.get("summary") else ""
+    you = " (you)" if p.get("you") else ""
+    return f"• `{p['name']}`{you} {p['kind']} via {p['connector']}, {status}{summary}"
+
+
+def _message_line(m: dict[str, Any]) -> str:
+    where = "" if m["conversation"] == "dm" else f" in {m['conversation']}"
+    text = m["text"] if len(m["text"]) <= 300 else m["text"][:300] + "…"
+    return f"• `{m['from']}`{where}: {text}"
+
+
+def render(value: Any) -> str:
+    """A generic action result as Markdown (a JSON block), for ``/call``."""
+    return "```\n" + json.dumps(value, indent=2, default=str)[:3500] + "\n```"
+
+
+def describe(hub: Hub, message: Message) -> str:
+    """The one-line header a chat shows above a relayed message: who, where, what kind."""
+    peers = hub.directory.peers
+    sender = peers[message.sender].name if message.sender in peers else message.sender
+    where = "" if message.conversation in ("dm", "multi") else f" in {message.conversation}"
+    if message.kind == "approval":
+        return f"{sender} asks for your approval"
+    if message.kind == "approval_answer":
+        return f"{sender} answered your approval request"
+    thread = " (in a thread)" if message.reply_to else ""
+    return f"{sender}{where}{thread}"
+
+
+def buttons(message: Message) -> list[tuple[str, str]]:
+    """(label, token) pairs to show as buttons under ``message``; tokens fit in 64 bytes."""
+    if message.kind != "approval" or not isinstance(message.data, dict):
+        return []
+    approval_id = str(message.data.get("approval_id", ""))
+    options = message.data.get("options") or []
+    return [(str(opt).capitalize(), f"{BUTTON_PREFIX}{approval_id}:{i}")
+            for i, opt in enumerate(options)]
+
+
+# -- handling -------------------------------------------------------------------------------------
+class ChatHandler:
+    """Interprets :class:`ChatEvent` s for one hub."""
+
+    def __init__(self, hub: Hub) -> None:
+        self.hub = hub
+
+    @property
+    def book(self) -> PairingBook:
+        return PairingBook.of(self.hub)
+
+    def ctx(self, peer: Peer, surface: str) -> ActionContext:
+        return ActionContext(hub=self.hub, peer=peer, surface=surface)
+
+    async def call(self, peer: Peer, surface: str, action_name: str, /, **params: Any) -> Any:
+        return await self.hub.actions.call(self.ctx(peer, surface), action_name, params)
+
+    def paired_peer(self, connector: str, user_id: str) -> Peer | None:
+        return self.book.peer_for(f"{connector}:{user_id}")
+
+    async def handle(self, event: ChatEvent) -> ChatOutcome:
+        try:
+            if event.is_group:
+                return await self._group(event)
+            return await self._private(event)
+        except MeshError as exc:
+            return ChatOutcome(reply=f"⚠️ {exc.message}")
+
+    async def _private(self, event: ChatEvent) -> ChatOutcome:
+        command = parse_command(event.text) if not event.edited else None
+        peer = self.paired_peer(event.connector, event.user_id)
+        if command and command[0] == "pair":
+            if not command[1]:
+                return ChatOutcome(reply="Send the code with the command: `/pair CODE`.")
+            peer = await self.book.redeem(event.connector, event.user_id, command[1],
+                                          event.user_name)
+            return ChatOutcome(reply=(
+                f"Paired: you are `{peer.name}` on the mesh. Plain text goes to "
+                f"**{self.book.target(peer)}**; /help shows the rest."))
+        if peer is None:
+            return ChatOutcome(reply=join_hint(event.connector))
+        if command:
+            return await self._command(peer, event, *command)
+        return await self._send_text(peer, event, event.text)
+
+    async def _send_text(self, peer: Peer, event: ChatEvent, text: str) -> ChatOutcome:
+        body = f"(edited) {text}" if event.edited else text
+        if event.reply_to is not None:
+            return ChatOutcome(sent=await self._send(peer, event, None, body, event.reply_to))
+        address = split_address(text) if not event.edited else None
+        if address is not None:
+            target, rest = address
+            await self._check_target(peer, target)
+            await self.book.set_target(peer, target)
+            if not rest and not event.attachments:
+                return ChatOutcome(reply=f"Now talking to **{target}**.")
+            return ChatOutcome(sent=await self._send(peer, event, target, rest))
+        return ChatOutcome(sent=await self._send(peer, event, self.book.target(peer), body))
+
+    async def _check_target(self, peer: Peer, target: str) -> None:
+        if target.startswith("#"):
+            self.hub.directory.conversation(target)
+        elif self.hub.directory.find(target) is None:
+            close = ", ".join(self.hub.directory.closest_names(target))
+            raise NotFound(f"no peer named {target!r}; closest known: {close or 'none'}")
+
+    async def _send(self, peer: Peer, event: ChatEvent, to: str | None, body: str,
+                    reply_to: str | None = None, *, data: dict[str, Any] | None = None
+                    ) -> dict[str, Any]:
+        if reply_to is not None:
+            root = await self.hub.store.get_message(reply_to)
+            if root is not None and root.reply_to is not None:
+                reply_to = root.reply_to  # threads are flat: answer the root
+        client_id = f"{event.connector}:{event.message_key}" if event.message_key else None
+        return await self.hub.send(
+            peer, to, body, reply_to=reply_to, client_id=client_id, data=data,
+            attachments=event.attachments or None,
+        )
+
+    async def _command(self, peer: Peer, event: ChatEvent, name: str, args: str) -> ChatOutcome:
+        surface = event.connector
+        book = self.book
+        if name in ("help", "start"):
+            return ChatOutcome(reply=HELP.format(name=peer.name, target=book.target(peer)))
+        if name == "to":
+            target, _, rest = args.partition(" ")
+            if not target:
+                return ChatOutcome(reply="Say who: `/to name text`.")
+            return await self._send_text(peer, event, f"@{target.lstrip('@')} {rest}".strip()
+                                         if not target.startswith("#") else f"{target} {rest}")
+        if name == "peers":
+            listed = await self.call(peer, surface, "peers")
+            return ChatOutcome(reply="**Peers**\n" + "\n".join(_peer_line(p) for p in listed))
+        if name == "inbox":
+            result = await self.call(peer, surface, "inbox", limit=20)
+            if not result["messages"]:
+                return ChatOutcome(reply="No unread messages.")
+            more = "\n… more: /inbox again" if result["more"] else ""
+            return ChatOutcome(reply="**Unread**\n" + "\n".join(
+                _message_line(m) for m in result["messages"]) + more)
+        if name == "conv":
+            if args:
+                conv = self.hub.directory.conversation(args)
+                await self.call(peer, surface, "conversation_join", name=conv.name)
+                await book.set_target(peer, "#" + conv.name)
+                return ChatOutcome(reply=f"Now talking in **#{conv.name}**.")
+            convs = await self.call(peer, surface, "conversations")
+            lines = [f"• #{c['name'].lstrip('#')}{' (joined)' if c['joined'] else ''}"
+                     f"{' — ' + c['topic'] if c['topic'] else ''}" for c in convs]
+            return ChatOutcome(reply=f"**Conversations** (you talk to {book.target(peer)})\n"
+                               + "\n".join(lines))
+        if name in ("join", "leave"):
+            if not args:
+                return ChatOutcome(reply=f"Say which: `/{name} #name`.")
+            action = "conversation_join" if name == "join" else "conversation_leave"
+            conv = await self.call(peer, surface, action, name=args)
+            if name == "join":
+                await book.set_target(peer, conv["name"])
+                return ChatOutcome(reply=f"Joined **{conv['name']}**; you now talk there.")
+            if book.target(peer) == conv["name"]:
+                await book.set_target(peer, "#general")
+            return ChatOutcome(reply=f"Left **{conv['name']}**.")
+        if name == "status":
+            me = (await self.call(peer, surface, "set_status", status=args) if args
+                  else await self.call(peer, surface, "whoami"))
+            groups = ", ".join("@" + g for g in me["groups"]) or "none"
+            return ChatOutcome(reply=(
+                f"You are `{me['name']}` ({me['key']}), status **{me['status']}**, groups "
+                f"{groups}; plain text goes to **{book.target(peer)}**."))
+        if name == "approvals":
+            items = await self.call(peer, surface, "approvals", role="approver")
+            if not items:
+                return ChatOutcome(reply="No approvals are waiting for you.")
+            return ChatOutcome(reply="**Waiting for you**\n" + "\n".join(
+                f"• `{a['id']}` from `{a['asker']}`: {a['question']}" for a in items))
+        if name in ("approve", "deny"):
+            approval_id, _, reason = args.partition(" ")
+            if not approval_id:
+                return ChatOutcome(reply=f"Say which: `/{name} ID [reason]`.")
+            result = await self.call(peer, surface, "approval_answer", id=approval_id,
+                                     answer=name, reason=reason or None)
+            return ChatOutcome(reply=f"Answered **{result['answer']}**.")
+        if name == "actions":
+            return ChatOutcome(reply="**Actions** (run with `/call NAME key=value`)\n" + "\n".join(
+                f"• `{a['name']}` — {a['summary']}" for a in self.hub.actions.describe()))
+        if name == "call":
+            action_name, params = parse_call(args)
+            return ChatOutcome(reply=render(await self.call(peer, surface, action_name,
+                                                            **params)))
+        if name in ("link", "unlink"):
+            return ChatOutcome(reply="Use this command in the group chat you want to link.")
+        return ChatOutcome(reply=f"Unknown command /{name}; /help lists them.")
+
+    async def _group(self, event: ChatEvent) -> ChatOutcome:
+        command = parse_command(event.text) if not event.edited else None
+        peer = self.paired_peer(event.connector, event.user_id)
+        chat_identity = f"{event.connector}:chat:{event.chat_id}"
+        link = self.book.link_for(chat_identity)
+        if command is not None:
+            name, args = command
+            if name == "help":
+                return ChatOutcome(reply=GROUP_HELP)
+            if name in ("link", "unlink"):
+                if peer is None:
+                    return ChatOutcome(reply=join_hint(event.connector)
+                                       + " Then /link this chat again.")
+                if name == "unlink":
+                    old = await self.book.unlink(chat_identity)
+                    return ChatOutcome(reply=f"Unlinked from #{old.conversation}.")
+                if not args:
+                    return ChatOutcome(reply="Say which conversation: `/link #name`.")
+                made = await self.book.link(event.connector, event.chat_id,
+                                            event.chat_title or "group", args, peer)
+                return ChatOutcome(reply=f"Linked to **#{made.conversation}**: messages go "
+                                   "both ways from now on.")
+            return ChatOutcome()  # other commands are for private chats
+        if link is None:
+            return ChatOutcome()  # an unlinked group: stay quiet
+        data = origin(event.connector, event.chat_id)
+        body = f"(edited) {event.text}" if event.edited else event.text
+        group_peer = self.hub.directory.peers.get(link.peer)
+        if group_peer is None:
+            return ChatOutcome()
+        sender, text = peer, body
+        reply_to = event.reply_to
+        if peer is not None and reply_to is not None:
+            root = await self.hub.store.get_message(reply_to)
+            visible = root is not None and (root.sender == peer.key
+                                            or peer.key in root.recipients)
+            if not visible:
+                sender = None  # not in that thread: the group's peer answers in it for them
+        if sender is None:
+            sender, text = group_peer, f"**{event.user_name}**: {body}"
+        to = None if reply_to is not None else "#" + link.conversation
+        return ChatOutcome(sent=await self._send(sender, event, to, text, reply_to, data=data))
+
+    async def press(self, connector: str, user_id: str, token: str) -> tuple[str, str | None]:
+        """A button was pressed: (short text to flash to the presser, the line to add under
+        the message when it is settled, or ``None``)."""
+        peer = self.paired_peer(connector, user_id)
+        if peer is None:
+            return "You are not paired with this hub.", None
+        if not token.startswith(BUTTON_PREFIX):
+            return "This button is no longer supported.", None
+        approval_id, _, index = token[len(BUTTON_PREFIX):].rpartition(":")
+        try:
+            approval = await self.call(peer, connector, "approval_get", id=approval_id)
+            if approval["state"] != "pending":
+                return (f"Already answered: {approval['answer']}",
+                        f"→ {approval['answer']}")
+            answer = approval["options"][int(index)]
+            result = await self.call(peer, connector, "approval_answer", id=approval_id,
+                                     answer=answer)
+        except MeshError as exc:
+            return exc.message, None
+        except (ValueError, IndexError):
+            return "That button is broken.", None
+        return f"Answered: {result['answer']}", f"→ {result['answer']} by {peer.name}"
+
+
+async def give_up(hub: Hub, peer: Peer, message: Message, reason: str) -> None:
+    """Mark a delivery ``dead`` with ``reason`` (a refusal that retrying cannot fix); the sender
+    sees it in ``message_status``."""
+    from meshhub.store import StateChange
+
+    await hub.store.change_states([StateChange(message.id, peer.key, "dead", reason=reason)])
+
+
+def parse_call(args: str) -> tuple[str, dict[str, Any]]:
+    """``ACTION k=v k2="a b"`` -> (action, params); values are JSON when they parse as JSON."""
+    try:
+        words = shlex.split(args)
+    except ValueError as exc:
+        raise InvalidRequest(f"cannot read the parameters: {exc}") from None
+    if not words:
+        raise InvalidRequest("say which action: `/call ACTION key=value ...` (see /actions)")
+    params: dict[str, Any] = {}
+    for word in words[1:]:
+        key, sep, value = word.partition("=")
+        if not sep:
+            raise InvalidRequest(f"parameters are key=value, got {word!r}")
+        try:
+            params[key] = json.loads(value)
+        except json.JSONDecodeError:
+            params[key] = value
+    return words[0], params

@@ -1,0 +1,359 @@
+"""Who a bridge lets in: one-time pairing codes, paired identities, linked group chats, and each
+bridged person's current target. A built-in plugin (``pairing``) with its own tables.
+
+Pairing: the hub's owner runs ``hub pair telegram`` (action ``pair_create``) and gets a code such
+as ``K7MX-4QPA``, valid for 10 minutes. Whoever sends it to the bot (``/pair K7MX-4QPA``) becomes
+the peer ``telegram:<user id>``, a human named after their platform name (made unique). Every
+wrong code spends one of the 5 attempts of every live code of that connector, so guessing is
+bounded by 5 tries per issued code. Codes are stored hashed. ``pair_revoke`` shuts a paired
+identity out again: its input is refused and what is still queued for it goes ``dead``.
+
+The state is per hub (:meth:`PairingBook.of`), loaded at start-up and written through.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+import sqlite3
+import time
+import weakref
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Annotated, Any
+
+from sqlite_utils import Database
+from sqlite_utils.migrations import Migrations
+
+from meshhub import hookimpl
+from meshhub.actions import Action, ActionContext, action
+from meshhub.errors import InvalidRequest, NotFound
+
+if TYPE_CHECKING:
+    from meshhub.hub import Hub
+    from meshhub.models import Peer
+
+CODE_ALPHABET = "ABCDEFGHJKLMNPQRSTUVWXYZ23456789"  # no 0/O, 1/I
+CODE_LENGTH = 8
+CODE_TTL = 600.0
+CODE_ATTEMPTS = 5
+DEFAULT_TARGET = "#general"
+
+migrations = Migrations("meshhub.bridge")
+
+
+@migrations()
+def m001_create_pairing(db: Database) -> None:
+    db.execute(
+        """
+        CREATE TABLE bridge_codes (
+            code_hash TEXT PRIMARY KEY,
+            connector TEXT NOT NULL,
+            created_by TEXT NOT NULL,
+            created_at REAL NOT NULL,
+            expires_at REAL NOT NULL,
+            attempts_left INTEGER NOT NULL,
+            used_by TEXT
+        )
+        """
+    )
+    db.execute(
+        """
+        CREATE TABLE bridge_pairings (
+            identity TEXT PRIMARY KEY,
+            connector TEXT NOT NULL,
+            peer TEXT NOT NULL,
+            paired_at REAL NOT NULL,
+            revoked_at REAL
+        )
+        """
+    )
+    db.execute(
+        """
+        CREATE TABLE bridge_targets (
+            peer TEXT PRIMARY KEY,
+            target TEXT NOT NULL,
+            updated_at REAL NOT NULL
+        )
+        """
+    )
+    db.execute(
+        """
+        CREATE TABLE bridge_links (
+            identity TEXT PRIMARY KEY,
+            connector TEXT NOT NULL,
+            peer TEXT NOT NULL,
+            conversation TEXT NOT NULL,
+            linked_by TEXT NOT NULL,
+            linked_at REAL NOT NULL
+        )
+        """
+    )
+
+
+def _hash(code: str) -> str:
+    return hashlib.sha256(code.encode()).hexdigest()
+
+
+def normalize_code(text: str) -> str:
+    return "".join(c for c in text.upper() if c.isalnum())
+
+
+def new_code() -> str:
+    return "".join(secrets.choice(CODE_ALPHABET) for _ in range(CODE_LENGTH))
+
+
+def show_code(code: str) -> str:
+    return f"{code[:4]}-{code[4:]}"
+
+
+@dataclass
+class Link:
+    identity: str  # the chat's identity, e.g. telegram:chat:-100123
+    peer: str  # the service peer standing for the chat
+    conversation: str  # without '#'
+
+
+class PairingBook:
+    """A hub's pairings, links and targets: in memory, written through to the store."""
+
+    _books: weakref.WeakKeyDictionary[Hub, PairingBook] = weakref.WeakKeyDictionary()
+
+    def __init__(self, hub: Hub) -> None:
+        self.hub = hub
+        self.paired: dict[str, str] = {}  # identity -> peer key (active pairings only)
+        self.targets: dict[str, str] = {}  # peer key -> current target
+        self.links: dict[str, Link] = {}  # chat identity -> link
+        self.loaded = False
+
+    @classmethod
+    def of(cls, hub: Hub) -> PairingBook:
+        book = cls._books.get(hub)
+        if book is None:
+            book = cls._books[hub] = cls(hub)
+        return book
+
+    async def load(self) -> None:
+        def run(conn: sqlite3.Connection) -> tuple[list[Any], list[Any], list[Any]]:
+            return (
+                conn.execute("SELECT identity, peer FROM bridge_pairings "
+                             "WHERE revoked_at IS NULL").fetchall(),
+                conn.execute("SELECT peer, target FROM bridge_targets").fetchall(),
+                conn.execute("SELECT identity, peer, conversation FROM bridge_links").fetchall(),
+            )
+
+        pairings, targets, links = await self.hub.store.transact(run)
+        self.paired = {identity: peer for identity, peer in pairings}
+        self.targets = {peer: target for peer, target in targets}
+        self.links = {i: Link(i, p, c) for i, p, c in links}
+        self.loaded = True
+
+    # -- codes -------------------------------------------------------------------------------
+    async def create_code(self, connector: str, created_by: str) -> dict[str, Any]:
+        code = new_code()
+        now = time.time()
+
+        def run(conn: sqlite3.Connection) -> None:
+            conn.execute("DELETE FROM bridge_codes WHERE expires_at < ?", (now - 86400,))
+            conn.execute(
+                "INSERT INTO bridge_codes (code_hash, connector, created_by, created_at, "
+                "expires_at, attempts_left) VALUES (?,?,?,?,?,?)",
+                (_hash(code), connector, created_by, now, now + CODE_TTL, CODE_ATTEMPTS),
+            )
+
+        await self.hub.store.transact(run)
+        return {"code": show_code(code), "connector": connector, "expires_at": now + CODE_TTL,
+                "expires_in": int(CODE_TTL), "attempts": CODE_ATTEMPTS}
+
+    async def redeem(self, connector: str, external_id: str, code: str, name: str) -> Peer:
+        """Pair ``connector:external_id`` with a valid code; a wrong code costs an attempt."""
+        identity = f"{connector}:{external_id}"
+        existing = self.peer_for(identity)
+        if existing is not None:
+            return existing
+        wanted = _hash(normalize_code(code))
+        now = time.time()
+
+        def run(conn: sqlite3.Connection) -> bool:
+            cur = conn.execute(
+                "UPDATE bridge_codes SET used_by=? WHERE code_hash=? AND connector=? "
+                "AND used_by IS NULL AND expires_at > ? AND attempts_left > 0",
+                (identity, wanted, connector, now),
+            )
+            if cur.rowcount:
+                return True
+            conn.execute(
+                "UPDATE bridge_codes SET attempts_left = attempts_left - 1 WHERE connector=? "
+                "AND used_by IS NULL AND expires_at > ? AND attempts_left > 0",
+                (connector, now),
+            )
+            return False
+
+        if not await self.hub.store.transact(run):
+            raise InvalidRequest(
+                "that pairing code is wrong, used or expired; ask the hub's owner for a new "
+                f"one (`hub pair {connector}`)"
+            )
+        peer, _created = await self.hub.directory.register(
+            identity=identity, name=name, kind="human", connector=connector
+        )
+
+        def save(conn: sqlite3.Connection) -> None:
+            conn.execute(
+                "INSERT INTO bridge_pairings (identity, connector, peer, paired_at) "
+                "VALUES (?,?,?,?) ON CONFLICT(identity) DO UPDATE SET peer=excluded.peer, "
+                "paired_at=excluded.paired_at, revoked_at=NULL",
+                (identity, connector, peer.key, now),
+            )
+
+        await self.hub.store.transact(save)
+        self.paired[identity] = peer.key
+        return peer
+
+    # -- pairings ----------------------------------------------------------------------------
+    def peer_for(self, identity: str) -> Peer | None:
+        """The peer of a paired (not revoked) identity."""
+        key = self.paired.get(identity)
+        return self.hub.directory.peers.get(key) if key else None
+
+    def is_paired(self, peer: Peer) -> bool:
+        return self.paired.get(peer.identity) == peer.key
+
+    async def listing(self, connector: str | None = None) -> list[dict[str, Any]]:
+        def run(conn: sqlite3.Connection) -> list[Any]:
+            sql = "SELECT identity, connector, peer, paired_at, revoked_at FROM bridge_pairings"
+            if connector:
+                return conn.execute(sql + " WHERE connector=? ORDER BY paired_at",
+                                    (connector,)).fetchall()
+            return conn.execute(sql + " ORDER BY paired_at").fetchall()
+
+        peers = self.hub.directory.peers
+        rows = await self.hub.store.transact(run)
+        return [
+            {"identity": identity, "connector": conn_name,
+             "name": peers[key].name if key in peers else None, "key": key,
+             "paired_at": paired_at, "revoked": revoked_at is not None}
+            for identity, conn_name, key, paired_at, revoked_at in rows
+        ]
+
+    async def revoke(self, who: str) -> dict[str, Any]:
+        identity = who if who in self.paired else None
+        if identity is None:
+            peer = self.hub.directory.find(who)
+            identity = peer.identity if peer is not None and peer.identity in self.paired else None
+        if identity is None:
+            raise NotFound(f"no paired identity or peer {who!r}; see `hub call pairings`")
+        key = self.paired.pop(identity)
+        now = time.time()
+        await self.hub.store.transact(lambda conn: conn.execute(
+            "UPDATE bridge_pairings SET revoked_at=? WHERE identity=?", (now, identity)))
+        name = self.hub.directory.peers[key].name if key in self.hub.directory.peers else key
+        return {"identity": identity, "name": name, "revoked": True}
+
+    # -- current targets ---------------------------------------------------------------------
+    def target(self, peer: Peer) -> str:
+        return self.targets.get(peer.key, DEFAULT_TARGET)
+
+    async def set_target(self, peer: Peer, target: str) -> None:
+        if self.targets.get(peer.key) == target:
+            return
+        self.targets[peer.key] = target
+        now = time.time()
+        await self.hub.store.transact(lambda conn: conn.execute(
+            "INSERT INTO bridge_targets (peer, target, updated_at) VALUES (?,?,?) "
+            "ON CONFLICT(peer) DO UPDATE SET target=excluded.target, "
+            "updated_at=excluded.updated_at", (peer.key, target, now)))
+
+    # -- linked group chats ------------------------------------------------------------------
+    def link_for(self, identity: str) -> Link | None:
+        return self.links.get(identity)
+
+    async def link(self, connector: str, chat: str, title: str, conversation: str,
+                   by: Peer) -> Link:
+        """Link a group chat to a #conversation: a service peer stands for the chat."""
+        conv = self.hub.directory.conversation(conversation)
+        identity = f"{connector}:chat:{chat}"
+        peer, _ = await self.hub.directory.register(
+            identity=identity, name=title or f"{connector}-group", kind="service",
+            connector=connector,
+        )
+        old = self.links.get(identity)
+        if old is not None and old.conversation != conv.name:
+            old_conv = self.hub.directory.conversations.get(old.conversation)
+            if old_conv is not None:
+                await self.hub.directory.leave(old_conv, peer.key)
+        await self.hub.directory.join(conv, peer.key)
+        link = Link(identity, peer.key, conv.name)
+        now = time.time()
+        await self.hub.store.transact(lambda conn: conn.execute(
+            "INSERT INTO bridge_links (identity, connector, peer, conversation, linked_by, "
+            "linked_at) VALUES (?,?,?,?,?,?) ON CONFLICT(identity) DO UPDATE SET "
+            "conversation=excluded.conversation, linked_by=excluded.linked_by, "
+            "linked_at=excluded.linked_at",
+            (identity, connector, peer.key, conv.name, by.key, now)))
+        self.links[identity] = link
+        return link
+
+    async def unlink(self, identity: str) -> Link:
+        link = self.links.pop(identity, None)
+        if link is None:
+            raise NotFound("this chat is not linked to a conversation")
+        conv = self.hub.directory.conversations.get(link.conversation)
+        if conv is not None:
+            await self.hub.directory.leave(conv, link.peer)
+        await self.hub.store.transact(lambda conn: conn.execute(
+            "DELETE FROM bridge_links WHERE identity=?", (identity,)))
+        return link
+
+
+# -- actions --------------------------------------------------------------------------------------
+@action("pair_create", admin=True)
+async def pair_create(
+    ctx: ActionContext,
+    connector: Annotated[str, "the connector to pair with, e.g. telegram"] = "telegram",
+) -> dict[str, Any]:
+    """Create a one-time pairing code (10 minutes, 5 attempts) that lets one person of a chat
+    platform in: they send ``/pair CODE`` to the bot."""
+    if connector not in ctx.hub.connectors:
+        known = ", ".join(sorted(ctx.hub.connectors)) or "none"
+        raise NotFound(f"no connector {connector!r} on this hub; registered: {known}")
+    result = await PairingBook.of(ctx.hub).create_code(connector, ctx.peer.key)
+    result["how"] = f"send /pair {result['code']} to the {connector} bot within 10 minutes"
+    return result
+
+
+@action("pairings", admin=True, read_only=True)
+async def pairings(
+    ctx: ActionContext,
+    connector: Annotated[str | None, "only this connector's identities"] = None,
+) -> list[dict[str, Any]]:
+    """Paired identities (``telegram:12345``...) with their peer, and whether revoked."""
+    return await PairingBook.of(ctx.hub).listing(connector)
+
+
+@action("pair_revoke", admin=True)
+async def pair_revoke(
+    ctx: ActionContext,
+    who: Annotated[str, "a paired identity (telegram:12345) or its peer's name"],
+) -> dict[str, Any]:
+    """Revoke a pairing: that person's messages are refused and nothing more is delivered."""
+    return await PairingBook.of(ctx.hub).revoke(who)
+
+
+ALL: list[Action] = [pair_create, pairings, pair_revoke]
+
+
+@hookimpl
+def meshhub_register_migrations(register: Callable[[Migrations], None]) -> None:
+    register(migrations)
+
+
+@hookimpl
+def meshhub_register_actions(register: Callable[[Action], None]) -> None:
+    for item in ALL:
+        register(item)
+
+
+@hookimpl
+async def meshhub_startup(hub: Hub) -> None:
+    await PairingBook.of(hub).load()

@@ -1,0 +1,166 @@
+"""Files on the mesh: ``file_put`` (base64 content, optionally sent at once), ``file_get`` and
+``files``. Blobs live in :class:`meshhub.files.FileStore`; this plugin keeps who uploaded what and
+who may read it (migration set ``meshhub.files``).
+
+A peer may read a file it uploaded or that came to it as an attachment of a message it sent or
+received; the hub's owner may read any. Requests travel as one WebSocket frame or HTTP body, so
+``file_put`` through them is bounded by the frame limit too; connectors inside the hub use the
+store directly.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import sqlite3
+import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Annotated, Any
+
+from sqlite_utils import Database
+from sqlite_utils.migrations import Migrations
+
+from meshhub import hookimpl
+from meshhub.actions import Action, ActionContext, action
+from meshhub.errors import InvalidRequest, NotFound
+from meshhub.files import FileStore
+
+if TYPE_CHECKING:
+    from meshhub.hub import Hub
+    from meshhub.models import Message
+
+migrations = Migrations("meshhub.files")
+
+
+@migrations()
+def m001_create_files(db: Database) -> None:
+    db.execute(
+        """
+        CREATE TABLE files (
+            file TEXT NOT NULL,
+            peer TEXT NOT NULL,
+            name TEXT NOT NULL,
+            size INTEGER NOT NULL,
+            mime TEXT NOT NULL,
+            uploaded INTEGER NOT NULL DEFAULT 0,
+            created_at REAL NOT NULL,
+            PRIMARY KEY (file, peer)
+        ) WITHOUT ROWID
+        """
+    )
+    db.execute("CREATE INDEX files_peer ON files (peer, created_at)")
+
+
+def store_for(hub: Hub) -> FileStore:
+    return FileStore.for_config(hub.config)
+
+
+async def grant(hub: Hub, file: dict[str, Any], peers: list[str], uploader: str | None) -> None:
+    """Record that ``peers`` may read ``file`` (an attachment dict)."""
+    now = time.time()
+
+    def run(conn: sqlite3.Connection) -> None:
+        conn.executemany(
+            "INSERT INTO files (file, peer, name, size, mime, uploaded, created_at) "
+            "VALUES (?,?,?,?,?,?,?) ON CONFLICT(file, peer) DO UPDATE SET "
+            "uploaded = MAX(uploaded, excluded.uploaded)",
+            [(file["file"], p, file.get("name", "file"), int(file.get("size", 0)),
+              file.get("mime", "application/octet-stream"), int(p == uploader), now)
+             for p in peers],
+        )
+
+    await hub.store.transact(run)
+
+
+async def may_read(hub: Hub, peer_key: str, sha256: str) -> bool:
+    def run(conn: sqlite3.Connection) -> bool:
+        if conn.execute("SELECT 1 FROM files WHERE file=? AND peer=?",
+                        (sha256, peer_key)).fetchone():
+            return True
+        # the grant of a just-sent attachment may not be written yet: ask the messages
+        pattern = f'%"{sha256}"%'
+        return conn.execute(
+            "SELECT 1 FROM messages m WHERE m.attachments_json LIKE ? AND (m.sender=? OR "
+            "EXISTS (SELECT 1 FROM deliveries d WHERE d.message_id=m.id AND d.recipient=?)) "
+            "LIMIT 1", (pattern, peer_key, peer_key)).fetchone() is not None
+
+    return await hub.store.transact(run)
+
+
+@action()
+async def file_put(
+    ctx: ActionContext,
+    content: Annotated[str, "the file's bytes, base64-encoded"],
+    name: Annotated[str, "the file name to show (made safe)"],
+    mime: Annotated[str | None, "media type; guessed from the name when left out"] = None,
+    to: Annotated[str | list[str] | None, "also send it at once to these targets"] = None,
+    text: Annotated[str, "the message to send with it (with ``to``)"] = "",
+    reply_to: Annotated[str | None, "send it as a reply in this thread"] = None,
+) -> dict[str, Any]:
+    """Store a file on the hub; with ``to`` (or ``reply_to``) also send it as an attachment."""
+    try:
+        data = base64.b64decode(content, validate=True)
+    except (binascii.Error, ValueError):
+        raise InvalidRequest("content must be base64") from None
+    stored = store_for(ctx.hub).put(data, name, mime).attachment()
+    await grant(ctx.hub, stored, [ctx.peer.key], ctx.peer.key)
+    result: dict[str, Any] = dict(stored)
+    if to is not None or reply_to is not None:
+        result["sent"] = await ctx.hub.send(ctx.peer, to, text, reply_to=reply_to,
+                                            attachments=[stored])
+    return result
+
+
+@action(read_only=True)
+async def file_get(
+    ctx: ActionContext, id: Annotated[str, "the file's id (its sha256)"]
+) -> dict[str, Any]:
+    """A file you uploaded or received: its name, size, type and base64 content."""
+    if not ctx.is_admin and not await may_read(ctx.hub, ctx.peer.key, id):
+        raise NotFound(f"no file {id} that you uploaded or received")
+    data = store_for(ctx.hub).get(id)
+    row = await ctx.hub.store.transact(lambda conn: conn.execute(
+        "SELECT name, mime FROM files WHERE file=? ORDER BY uploaded DESC LIMIT 1",
+        (id,)).fetchone())
+    name, mime = row if row else ("file", "application/octet-stream")
+    return {"file": id, "name": name, "size": len(data), "mime": mime,
+            "content": base64.b64encode(data).decode()}
+
+
+@action(read_only=True)
+async def files(
+    ctx: ActionContext,
+    limit: Annotated[int, "at most this many (1-500), newest first"] = 50,
+) -> list[dict[str, Any]]:
+    """Files you uploaded or received."""
+    if not 1 <= limit <= 500:
+        raise InvalidRequest("limit must be between 1 and 500")
+    rows = await ctx.hub.store.transact(lambda conn: conn.execute(
+        "SELECT file, name, size, mime, uploaded, created_at FROM files WHERE peer=? "
+        "ORDER BY created_at DESC LIMIT ?", (ctx.peer.key, limit)).fetchall())
+    return [{"file": r[0], "name": r[1], "size": r[2], "mime": r[3], "uploaded": bool(r[4]),
+             "created_at": r[5]} for r in rows]
+
+
+ALL: list[Action] = [file_put, file_get, files]
+
+
+@hookimpl
+def meshhub_register_migrations(register: Callable[[Migrations], None]) -> None:
+    register(migrations)
+
+
+@hookimpl
+def meshhub_register_actions(register: Callable[[Action], None]) -> None:
+    for item in ALL:
+        register(item)
+
+
+@hookimpl
+async def meshhub_message_accepted(hub: Hub, message: Message) -> None:
+    """Whoever sent or received an attachment may read it."""
+    for attachment in message.attachments:
+        if isinstance(attachment, dict) and isinstance(attachment.get("file"), str):
+            if not store_for(hub).exists(attachment["file"]):
+                raise NotFound(f"message {message.id} names a file the store does not have")
+            await grant(hub, attachment, [message.sender, *message.recipients], None)

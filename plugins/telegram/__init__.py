@@ -1,0 +1,121 @@
+"""meshhub's Telegram connector (python-telegram-bot), registered through the ``meshhub``
+entry-point group like any third-party plugin.
+
+People on Telegram become human peers once paired (``hub pair telegram``, then ``/pair CODE`` to
+the bot); groups can be linked to conversations. The chat logic is the core's
+(:mod:`meshhub.bridge`); this package only translates (:mod:`.adapter`) and talks to the Bot API
+(:mod:`.connector`). See docs/telegram.md.
+
+Importing this package does not import python-telegram-bot: without a token the connector stays
+idle and the library is never loaded (CLI start-up time).
+"""
+
+from __future__ import annotations
+
+import logging
+import weakref
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from meshhub import hookimpl
+
+from .settings import TelegramSettings
+from .state import migrations
+
+if TYPE_CHECKING:
+    from aiohttp import web
+    from sqlite_utils.migrations import Migrations
+
+    from meshhub.hub import Hub
+    from meshhub.models import Message, Peer
+
+    from .connector import TelegramConnector
+
+log = logging.getLogger(__name__)
+NAME = "telegram"
+
+
+class Telegram:
+    """The registered connector: starts a :class:`TelegramConnector` per hub when configured."""
+
+    def __init__(self) -> None:
+        self.running: weakref.WeakKeyDictionary[Hub, TelegramConnector] = (
+            weakref.WeakKeyDictionary())
+        self.last: TelegramConnector | None = None
+
+    @property
+    def state(self) -> str:
+        return self.last.state if self.last is not None else "idle"
+
+    async def start(self, hub: Hub) -> None:
+        settings = TelegramSettings.load(hub.config)
+        self.last = None
+        if not settings.enabled:
+            log.info("telegram: no token set (MESHHUB_TELEGRAM_TOKEN or [telegram] token): "
+                     "the connector is idle")
+            return
+        try:
+            from .connector import TelegramConnector
+        except ImportError as exc:
+            raise RuntimeError(
+                f"python-telegram-bot is not installed ({exc}); "
+                "reinstall meshhub (pip install meshhub), which depends on it") from None
+        connector = TelegramConnector()
+        await connector.start(hub)
+        self.running[hub] = connector
+        self.last = connector
+
+    async def stop(self) -> None:
+        for connector in list(self.running.values()):
+            await connector.stop()
+        self.running = weakref.WeakKeyDictionary()
+
+    def for_hub(self, hub: Hub) -> TelegramConnector | None:
+        return self.running.get(hub)
+
+
+CONNECTOR = Telegram()
+
+
+@hookimpl
+def meshhub_register_connectors(register: Callable[[str, Any], None]) -> None:
+    register(NAME, CONNECTOR)
+
+
+@hookimpl
+def meshhub_register_migrations(register: Callable[[Migrations], None]) -> None:
+    register(migrations)
+
+
+async def _webhook(request: web.Request) -> web.StreamResponse:
+    from aiohttp import web
+
+    from meshhub.server import HUB_KEY
+
+    connector = CONNECTOR.for_hub(request.app[HUB_KEY])
+    if connector is None:
+        raise web.HTTPNotFound(text="the Telegram connector is not running on this hub")
+    return await connector.webhook(request)
+
+
+@hookimpl
+def meshhub_register_routes(register: Callable[..., None]) -> None:
+    # the webhook's exact path comes from the config, known only at start: serve the prefix
+    register("POST", "/telegram/{path:.*}", _webhook)
+
+
+@hookimpl
+async def meshhub_deliver(hub: Hub, peer: Peer, message: Message) -> bool | None:
+    if peer.connector != NAME:
+        return None
+    connector = CONNECTOR.for_hub(hub)
+    if connector is None:
+        return False  # configured but not running: the lease retries it
+    return await connector.deliver(hub, peer, message)
+
+
+@hookimpl
+def meshhub_describe_peer(hub: Hub, peer: Peer) -> dict[str, Any] | None:
+    if peer.connector != NAME:
+        return None
+    return {"telegram": "group" if peer.identity.startswith("telegram:chat:") else "user"}

@@ -1,0 +1,441 @@
+"""The Telegram connector: owns the python-telegram-bot ``Bot``, takes updates (long polling or
+the hub-served webhook) and posts what the mesh delivers to Telegram peers.
+
+Reliability:
+
+- an update's offset is stored (``meshhub.telegram``) after the update was handled, and every
+  mesh send carries the Telegram message as its ``client_id``, so a crash between the two
+  replays the update without storing anything twice; webhook updates are deduplicated by id;
+- a delivery is acked only once Telegram answered every part with success; parts already
+  posted are remembered, so a retry after a failure posts only what is missing;
+- ``429 retry_after`` is waited out (and pauses that chat), network errors and 5xx are retried
+  with backoff, permanent refusals (blocked bot, bad request) make the delivery ``dead`` with
+  Telegram's reason instead of retrying forever.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hmac
+import logging
+import secrets
+import warnings
+from datetime import timedelta
+from typing import TYPE_CHECKING, Any
+
+from aiohttp import web
+
+from meshhub.bridge.chat import ChatHandler, buttons, describe, give_up
+from meshhub.bridge.loops import LoopGuard, is_echo
+from meshhub.bridge.markdown import markdown_to_html
+from meshhub.bridge.pairing import PairingBook
+from meshhub.bridge.retry import (
+    ErrorKinds,
+    GiveUp,
+    RateLimiter,
+    RetryPolicy,
+    call_with_retries,
+)
+from meshhub.errors import MeshError, TooLarge
+from meshhub.files import FileStore
+from telegram import Bot, CallbackQuery, InputFile, Update
+from telegram import Message as TgMessage
+from telegram.constants import ParseMode
+from telegram.error import BadRequest, Conflict, Forbidden, InvalidToken, NetworkError, RetryAfter
+from telegram.request import HTTPXRequest
+
+from . import adapter
+from .settings import TelegramSettings
+from .state import TelegramState
+
+if TYPE_CHECKING:
+    from meshhub.hub import Hub
+    from meshhub.models import Message, Peer
+
+log = logging.getLogger(__name__)
+
+ALLOWED_UPDATES = ["message", "edited_message", "callback_query"]
+SECRET_HEADER = "X-Telegram-Bot-Api-Secret-Token"
+
+
+def _retry_after(exc: BaseException) -> float | None:
+    if not isinstance(exc, RetryAfter):
+        return None
+    with warnings.catch_warnings():  # PTB 22 warns that the type becomes timedelta in 23
+        warnings.simplefilter("ignore")
+        value: Any = exc.retry_after
+    return value.total_seconds() if isinstance(value, timedelta) else float(value)
+
+
+def _transient(exc: BaseException) -> bool:
+    return isinstance(exc, NetworkError) and not isinstance(exc, BadRequest)
+
+
+TELEGRAM_ERRORS = ErrorKinds(retry_after=_retry_after, transient=_transient)
+
+
+class TelegramConnector:
+    """Registered as connector ``telegram``; idle until a token is configured."""
+
+    def __init__(self) -> None:
+        self.state = "idle"  # idle | starting | polling | webhook | failed | stopped
+        self.error: str | None = None
+        self.hub: Hub | None = None
+        self.settings = TelegramSettings()
+        self.bot: Bot | None = None
+        self.tg_state: TelegramState | None = None
+        self.chat: ChatHandler | None = None
+        self.files: FileStore | None = None
+        self.guard = LoopGuard()
+        self.limiter = RateLimiter()
+        self.webhook_secret: str | None = None
+        self.ready = asyncio.Event()
+        self._tasks: list[asyncio.Task[None]] = []
+        self._handled = 0
+
+    # -- lifecycle -----------------------------------------------------------------------------
+    async def start(self, hub: Hub) -> None:
+        self.hub = hub
+        self.settings = TelegramSettings.load(hub.config)
+        if not self.settings.enabled:
+            log.info("telegram: no token (MESHHUB_TELEGRAM_TOKEN or [telegram] token): idle")
+            return
+        self.state = "starting"
+        self.tg_state = TelegramState(hub.store)
+        self.chat = ChatHandler(hub)
+        max_bytes = min(self.settings.max_file_bytes, FileStore.for_config(hub.config).max_bytes)
+        self.files = FileStore(hub.config.home / "files", max_bytes)
+        self.bot = Bot(
+            self.settings.token or "",
+            base_url=self.settings.base_url,
+            base_file_url=self.settings.base_file_url,
+            request=HTTPXRequest(connection_pool_size=16, read_timeout=20.0,
+                                 httpx_kwargs={"trust_env": False}),
+            get_updates_request=HTTPXRequest(
+                connection_pool_size=1, read_timeout=self.settings.poll_timeout + 10.0,
+                httpx_kwargs={"trust_env": False}),
+        )
+        self._tasks.append(asyncio.create_task(self._run(), name="telegram"))
+
+    async def stop(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        self._tasks.clear()
+        if self.bot is not None:
+            with contextlib.suppress(Exception):
+                await self.bot.shutdown()
+        if self.state != "idle":
+            self.state = "stopped"
+
+    async def _run(self) -> None:
+        assert self.bot is not None and self.tg_state is not None
+        delay = 0.2
+        while True:  # connect: getMe, then set the webhook or clear it for polling
+            try:
+                await self.bot.initialize()
+                if self.settings.mode == "webhook":
+                    await self._set_webhook()
+                else:
+                    await self.bot.delete_webhook()
+                break
+            except (InvalidToken, Forbidden) as exc:
+                self.state, self.error = "failed", f"Telegram refused the token: {exc}"
+                log.error("telegram: %s", self.error)
+                return
+            except Exception as exc:  # the network, Telegram down: keep trying
+                wait = _retry_after(exc) or delay
+                log.warning("telegram: cannot reach the Bot API (%s); retrying in %.1f s",
+                            exc, wait)
+                await asyncio.sleep(wait)
+                delay = min(delay * 2, 30.0)
+        log.info("telegram: connected as @%s (%s)", self.bot.username, self.settings.mode)
+        self.ready.set()
+        if self.settings.mode == "webhook":
+            self.state = "webhook"
+            return
+        self.state = "polling"
+        await self._poll()
+
+    async def _set_webhook(self) -> None:
+        assert self.bot is not None and self.tg_state is not None
+        secret = self.settings.webhook_secret or await self.tg_state.get("webhook_secret")
+        if secret is None:
+            secret = secrets.token_urlsafe(32)
+            await self.tg_state.put("webhook_secret", secret)
+        self.webhook_secret = secret
+        await self.bot.set_webhook(url=self.settings.webhook_url or "", secret_token=secret,
+                                   allowed_updates=ALLOWED_UPDATES)
+
+    # -- taking updates ------------------------------------------------------------------------
+    async def _poll(self) -> None:
+        assert self.bot is not None and self.tg_state is not None
+        offset = await self.tg_state.offset()
+        saving: asyncio.Task[None] | None = None
+        delay = 0.2
+        while True:
+            try:
+                updates = await self.bot.get_updates(
+                    offset=offset, timeout=int(self.settings.poll_timeout),
+                    allowed_updates=ALLOWED_UPDATES)
+                delay = 0.2
+            except RetryAfter as exc:
+                await asyncio.sleep(_retry_after(exc) or 1.0)
+                continue
+            except Conflict:  # a webhook is set (or another poller runs): clear ours
+                log.warning("telegram: getUpdates conflict; deleting the webhook")
+                with contextlib.suppress(Exception):
+                    await self.bot.delete_webhook()
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 30.0)
+                continue
+            except (InvalidToken, Forbidden) as exc:
+                self.state, self.error = "failed", f"Telegram refused the token: {exc}"
+                log.error("telegram: %s", self.error)
+                return
+            except NetworkError as exc:
+                log.warning("telegram: getUpdates failed (%s); retrying in %.1f s", exc, delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 30.0)
+                continue
+            for update in updates:
+                await self.handle_update(update)
+                offset = update.update_id + 1
+                # queued behind the update's own writes (the store's writer is FIFO) and not
+                # awaited: the next getUpdates confirms the update to Telegram anyway, and a
+                # replay after a crash in between is a no-op thanks to the client_id
+                saving = self._save_offset(offset, saving)
+
+    def _save_offset(self, offset: int, previous: asyncio.Task[None] | None
+                     ) -> asyncio.Task[None]:
+        assert self.tg_state is not None
+        tg_state = self.tg_state
+
+        async def save() -> None:
+            if previous is not None:
+                with contextlib.suppress(Exception):
+                    await previous  # in order: an older offset never overwrites a newer one
+            try:
+                await tg_state.save_offset(offset)
+            except Exception:
+                log.exception("telegram: could not store the update offset %s", offset)
+
+        return asyncio.create_task(save())
+
+    async def handle_update(self, update: Update) -> None:
+        """One update, whichever way it came; a failure is logged and does not stop the rest."""
+        try:
+            if update.callback_query is not None:
+                await self._on_button(update.callback_query)
+            elif update.message is not None:
+                await self._on_message(update.message, edited=False)
+            elif update.edited_message is not None:
+                await self._on_message(update.edited_message, edited=True)
+        except Exception:
+            log.exception("telegram: update %s failed", update.update_id)
+        self._handled += 1
+
+    async def _on_message(self, message: TgMessage, *, edited: bool) -> None:
+        assert self.bot is not None and self.chat is not None and self.tg_state is not None
+        chat_id = str(message.chat.id)
+        if self.guard.is_own(f"{chat_id}:{message.message_id}") or (
+                message.from_user is not None and message.from_user.id == self.bot.id):
+            return  # our own post coming back: never relay it
+        event = adapter.event_from_message(message, edited=edited)
+        if event is None:
+            return
+        replied = message.reply_to_message
+        if replied is not None:
+            event.reply_to = await self.tg_state.mesh_id(chat_id, replied.message_id)
+        ref = adapter.file_of(message)
+        if ref is not None:
+            if self.chat.paired_peer(adapter.CONNECTOR, event.user_id) is None and not (
+                    event.is_group and self._linked(chat_id)):
+                ref = None  # a stranger's file is not downloaded
+        if ref is not None:
+            try:
+                event.attachments = [await self._download(ref)]
+            except MeshError as exc:
+                await self._reply(chat_id, f"⚠️ {exc.message}", message.message_id)
+                return
+        if not event.text and not event.attachments:
+            return
+        outcome = await self.chat.handle(event)
+        log.debug("telegram: update from %s handled: %s", event.user_id, outcome)
+        if outcome.sent is not None and not outcome.sent.get("duplicate"):
+            # for threads: a reply to this Telegram message is a reply to that mesh message
+            assert self.hub is not None
+            self.hub.spawn(self.tg_state.map_message(chat_id, message.message_id,
+                                                     outcome.sent["id"], outgoing=False))
+        if outcome.reply:
+            await self._reply(chat_id, outcome.reply, message.message_id)
+
+    def _linked(self, chat_id: str) -> bool:
+        assert self.hub is not None
+        return PairingBook.of(self.hub).link_for(f"{adapter.CONNECTOR}:chat:{chat_id}") is not None
+
+    async def _download(self, ref: adapter.FileRef) -> dict[str, Any]:
+        assert self.bot is not None and self.files is not None
+        if ref.size is not None:
+            self.files.check_size(ref.size)
+        bot = self.bot
+        tg_file = await self._call(adapter.CONNECTOR, lambda: bot.get_file(ref.file_id))
+        data = bytes(await tg_file.download_as_bytearray())
+        if len(data) > self.files.max_bytes:
+            raise TooLarge(f"the file is {len(data)} bytes; the limit is {self.files.max_bytes}")
+        return self.files.put(data, ref.name, ref.mime).attachment()
+
+    async def _reply(self, chat_id: str, markdown: str, reply_to: int | None = None) -> None:
+        bot = self.bot
+        assert bot is not None
+        for chunk in adapter.split_html(markdown_to_html(markdown), adapter.TEXT_LIMIT):
+            sent = await self._call(chat_id, lambda c=chunk: bot.send_message(
+                chat_id, c, parse_mode=ParseMode.HTML, reply_to_message_id=reply_to,
+                allow_sending_without_reply=True))
+            self.guard.posted(f"{chat_id}:{sent.message_id}")
+
+    async def _on_button(self, query: CallbackQuery) -> None:
+        hub, bot = self.hub, self.bot
+        assert hub is not None and bot is not None
+        assert self.chat is not None and self.tg_state is not None
+        flash, settled = await self.chat.press(adapter.CONNECTOR, str(query.from_user.id),
+                                               query.data or "")
+        await self._call(adapter.CONNECTOR, lambda: query.answer(flash[:200]))
+        message = query.message
+        if settled is None or not isinstance(message, TgMessage):
+            return
+        chat_id = str(message.chat.id)
+        mesh_id = await self.tg_state.mesh_id(chat_id, message.message_id)
+        original = await hub.store.get_message(mesh_id) if mesh_id else None
+        if original is None:
+            return
+        chunks = adapter.render(describe(hub, original), original.body, footer=settled)
+        await self._call(chat_id, lambda: bot.edit_message_text(
+            chunks[-1], chat_id=chat_id, message_id=message.message_id,
+            parse_mode=ParseMode.HTML))
+
+    # -- webhook -------------------------------------------------------------------------------
+    async def webhook(self, request: web.Request) -> web.Response:
+        """``POST`` of an update by Telegram (or a test); answered 200 once handled."""
+        if self.state != "webhook" or request.path != self.settings.webhook_path:
+            raise web.HTTPNotFound()
+        given = request.headers.get(SECRET_HEADER, "")
+        if not self.webhook_secret or not hmac.compare_digest(given, self.webhook_secret):
+            raise web.HTTPUnauthorized(text="wrong or missing secret token")
+        try:
+            data = await request.json()
+            update = Update.de_json(data, self.bot)
+        except Exception:
+            raise web.HTTPBadRequest(text="not a Telegram update") from None
+        assert self.tg_state is not None
+        if not await self.tg_state.claim_update(update.update_id):
+            return web.json_response({"ok": True, "duplicate": True})
+        try:
+            await self.handle_update(update)
+        except Exception:
+            await self.tg_state.forget_update(update.update_id)  # let Telegram retry it
+            raise
+        return web.json_response({"ok": True})
+
+    # -- delivering ----------------------------------------------------------------------------
+    async def _call(self, chat_id: str, fn: Any) -> Any:
+        """One Bot API call: rate-limited per chat, retried on 429 / network errors / 5xx."""
+        assert self.hub is not None
+        budget = max(1.0, min(60.0, self.hub.config.lease_seconds * 0.8))
+
+        async def attempt() -> Any:
+            await self.limiter.acquire(chat_id)
+            return await fn()
+
+        return await call_with_retries(
+            attempt, TELEGRAM_ERRORS, RetryPolicy(budget=budget, max_retry_after=budget),
+            on_retry_after=lambda s: self.limiter.pause(chat_id, s))
+
+    async def deliver(self, hub: Hub, peer: Peer, message: Message) -> bool:
+        """Post ``message`` to ``peer``'s chat; ``True`` only once Telegram took every part."""
+        chat_id = adapter.chat_of(peer.identity)
+        if chat_id is None:
+            return False
+        book = PairingBook.of(hub)
+        if adapter.is_group_identity(peer.identity):
+            if book.link_for(peer.identity) is None:
+                await give_up(hub, peer, message, "the Telegram group is no longer linked")
+                return False
+            if is_echo(message, adapter.CONNECTOR, chat_id):
+                return True  # it came from this group: the group already shows it
+        elif not book.is_paired(peer):
+            await give_up(hub, peer, message, "the Telegram pairing was revoked")
+            return False
+        if not self.ready.is_set() or self.bot is None or self.tg_state is None:
+            return False  # not connected yet: the lease retries it
+        bot = self.bot
+        done = await self.tg_state.sent_parts(message.id, chat_id)
+        reply_to = None
+        if message.reply_to is not None:
+            parts = await self.tg_state.sent_parts(message.reply_to, chat_id)
+            reply_to = parts.get(0)
+        chunks = adapter.render(describe(hub, message), message.body)
+        markup = adapter.keyboard(buttons(message))
+        try:
+            for part, chunk in enumerate(chunks):
+                if part in done:
+                    continue
+                last = part == len(chunks) - 1
+                sent = await self._send_text(bot, chat_id, chunk, reply_to,
+                                             markup if last else None)
+                await self._posted(chat_id, sent.message_id, message.id, part)
+            for index, attachment in enumerate(message.attachments):
+                part = len(chunks) + index
+                if part in done or not isinstance(attachment, dict):
+                    continue
+                sent = await self._send_file(bot, chat_id, attachment)
+                await self._posted(chat_id, sent.message_id, message.id, part)
+        except (Forbidden, BadRequest, InvalidToken) as exc:
+            await give_up(hub, peer, message, f"Telegram refused it: {exc}")
+            return False
+        except (GiveUp, MeshError) as exc:
+            log.warning("telegram: delivery of %s to %s postponed: %s", message.id, peer.name, exc)
+            return False
+        return True
+
+    async def _send_text(self, bot: Bot, chat_id: str, html: str, reply_to: int | None,
+                         markup: Any) -> TgMessage:
+        try:
+            result: TgMessage = await self._call(chat_id, lambda: bot.send_message(
+                chat_id, html, parse_mode=ParseMode.HTML, reply_markup=markup,
+                reply_to_message_id=reply_to, allow_sending_without_reply=True))
+        except BadRequest as exc:
+            if "parse" not in str(exc).lower():
+                raise
+            # our HTML should always parse; if Telegram disagrees, plain text still arrives
+            log.warning("telegram: HTML refused (%s); sending plain text", exc)
+            from html import unescape
+            from re import sub
+
+            plain = unescape(sub(r"<[^>]*>", "", html))
+            result = await self._call(chat_id, lambda: bot.send_message(
+                chat_id, plain, reply_markup=markup, reply_to_message_id=reply_to,
+                allow_sending_without_reply=True))
+        return result
+
+    async def _send_file(self, bot: Bot, chat_id: str, attachment: dict[str, Any]) -> TgMessage:
+        assert self.files is not None
+        data = self.files.get(str(attachment.get("file", "")))
+        name = str(attachment.get("name") or "file")
+        result: TgMessage = await self._call(chat_id, lambda: bot.send_document(
+            chat_id, InputFile(data, filename=name)))
+        return result
+
+    async def _posted(self, chat_id: str, tg_id: int, mesh_id: str, part: int) -> None:
+        assert self.tg_state is not None
+        self.guard.posted(f"{chat_id}:{tg_id}")
+        await self.tg_state.map_message(chat_id, tg_id, mesh_id, part=part, outgoing=True)
+
+    def describe_state(self) -> dict[str, Any]:
+        return {"state": self.state, "error": self.error, "mode": self.settings.mode,
+                "updates_handled": self._handled,
+                "bot": self.bot.username if self.bot is not None and self.ready.is_set()
+                else None}

@@ -1,0 +1,1 @@
+"""Fakes of third-party APIs, shared by the tests and the benchmarks."""
