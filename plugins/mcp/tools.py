@@ -13,10 +13,14 @@ actions plugins add later, is a tool named ``mesh_<action>``.
 
 from __future__ import annotations
 
+import asyncio
 import json
+import logging
 import os
 from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
+
+log = logging.getLogger(__name__)
 
 TOOL_PREFIX = "mesh_"
 HUB_ADMIN_ACTIONS = frozenset({"actions", "plugins_list", "hub_stats"})
@@ -173,19 +177,32 @@ def shape(action: str, result: Any, limit: int | None = None) -> dict[str, Any]:
     }
 
 
+_marking: set[asyncio.Future[Any]] = set()
+
+
+def _marked(task: asyncio.Future[Any]) -> None:
+    _marking.discard(task)
+    if not task.cancelled() and task.exception() is not None:
+        log.warning("marking messages read failed: %s", task.exception())
+
+
 async def run_tool(invoke: Invoke, action: str, args: dict[str, Any],
                    limit: int | None = None) -> dict[str, Any]:
     """Call ``action`` through ``invoke`` and shape its result.
 
     ``inbox`` marks only what is shown as read: it is fetched unmarked, cut to fit, and then the
-    shown ids are marked, so a cut never loses a message.
+    shown ids are marked, so a cut never loses a message. The marking is not waited for (the
+    model has its answer one round trip sooner); the hub applies it before any later call of
+    the same session, which comes after it on the same connection.
     """
     if action == "inbox" and args.get("mark_read", True):
         result = await invoke("inbox", {**args, "mark_read": False})
         shaped = shape(action, result, limit)
         ids = [m["id"] for m in shaped["result"].get("messages", [])]
         if ids:
-            await invoke("mark_read", {"ids": ids})
+            task = asyncio.ensure_future(invoke("mark_read", {"ids": ids}))
+            _marking.add(task)
+            task.add_done_callback(_marked)
         return shaped
     return shape(action, await invoke(action, args), limit)
 
