@@ -13,7 +13,7 @@ import contextlib
 import inspect
 import logging
 import time
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from typing import Any
 
@@ -46,18 +46,59 @@ class PendingSend:
 
     async def wait(self) -> dict[str, Any]:
         message_id, created = await self.insert
-        message, queued = self.message, self.leased
         if created:
-            self.hub.dispatcher.push_accepted(message, self.leased)
-            if self.hub.plugins.has_impls("meshhub_message_accepted"):
-                self.hub.spawn(self.hub.plugins.each(
-                    "meshhub_message_accepted", hub=self.hub, message=message
-                ))
-            queued = {k for k in message.recipients if k not in self.leased}
-        else:  # a resend: answer with the first send's facts
-            message = await self.hub.store.get_message(message_id) or message
-            queued = {d.recipient for d in await self.hub.store.deliveries_of(message_id)
-                      if d.state == "queued"}
+            return self._accepted()
+        return await self._resent(message_id)
+
+    def when_done(self, callback: Callable[[dict[str, Any] | None, BaseException | None],
+                                           None]) -> None:
+        """Call ``callback(result, error)`` once the write settles, without a task per send
+        (the WebSocket hot path)."""
+
+        def settled(future: asyncio.Future[tuple[str, bool]]) -> None:
+            if future.cancelled():
+                callback(None, asyncio.CancelledError())
+                return
+            error = future.exception()
+            if error is not None:
+                callback(None, error)
+                return
+            message_id, created = future.result()
+            if created:
+                try:
+                    result = self._accepted()
+                except Exception as exc:
+                    callback(None, exc)
+                    return
+                callback(result, None)
+                return
+            task = self.hub.spawn(self._resent(message_id))
+            task.add_done_callback(
+                lambda t: callback(None, t.exception()) if t.exception() else
+                callback(t.result(), None)
+            )
+
+        self.insert.add_done_callback(settled)
+
+    def _accepted(self) -> dict[str, Any]:
+        message = self.message
+        self.hub.dispatcher.push_accepted(message, self.leased)
+        if self.hub.plugins.has_impls("meshhub_message_accepted"):
+            self.hub.spawn(self.hub.plugins.each(
+                "meshhub_message_accepted", hub=self.hub, message=message
+            ))
+        return self._result(message, message.id, created=True,
+                            queued={k for k in message.recipients if k not in self.leased})
+
+    async def _resent(self, message_id: str) -> dict[str, Any]:
+        """A resend: answer with the first send's facts."""
+        message = await self.hub.store.get_message(message_id) or self.message
+        queued = {d.recipient for d in await self.hub.store.deliveries_of(message_id)
+                  if d.state == "queued"}
+        return self._result(message, message_id, created=False, queued=queued)
+
+    def _result(self, message: Message, message_id: str, *, created: bool,
+                queued: set[str]) -> dict[str, Any]:
         names = self.hub.directory.peers
         return {
             "id": message_id,
@@ -272,7 +313,7 @@ class Hub:
             created_at=time.time(),
         )
         leased = self.dispatcher.live_recipients(message)
-        insert = asyncio.ensure_future(self.store.insert_message(
+        insert = asyncio.ensure_future(self.store.insert_message(  # queued now, in call order
             message, route.mentioned, leased, time.time() + self.config.lease_seconds
         ))
         return PendingSend(message=message, insert=insert, leased=leased, hub=self)

@@ -132,17 +132,18 @@ def _parse(msg: Any) -> dict[str, Any]:
     return frame
 
 
-async def _finish_send(conn: Connection, call_id: Any, pending: Any) -> None:
-    try:
-        result = await pending.wait()
-    except MeshError as exc:
-        conn.send(error_frame(exc, call_id))
-    except Exception:
-        log.exception("send failed")
-        conn.send(error_frame(MeshError("the hub could not store the message; not sent",
-                                        code="internal"), call_id))
-    else:
-        conn.send({"type": "result", "id": call_id, "result": result})
+def _answer_send(conn: Connection, call_id: Any) -> Any:
+    def answer(result: dict[str, Any] | None, error: BaseException | None) -> None:
+        if error is None:
+            conn.send({"type": "result", "id": call_id, "result": result})
+        elif isinstance(error, MeshError):
+            conn.send(error_frame(error, call_id))
+        else:
+            log.error("send failed", exc_info=error)
+            conn.send(error_frame(MeshError("the hub could not store the message; not sent",
+                                            code="internal"), call_id))
+
+    return answer
 
 
 async def _handle_frame(hub: Hub, conn: Connection, frame: dict[str, Any]) -> None:
@@ -161,7 +162,7 @@ async def _handle_frame(hub: Hub, conn: Connection, frame: dict[str, Any]) -> No
             action = hub.actions.get("send")
             args = action.validate(params)
             pending = await hub.prepare_send(conn.peer, args.pop("to"), args.pop("text"), **args)
-            hub.spawn(_finish_send(conn, call_id, pending))
+            pending.when_done(_answer_send(conn, call_id))
             return
         result = await hub.actions.call(ctx, name, params)
         conn.send({"type": "result", "id": call_id, "result": result})

@@ -7,7 +7,7 @@ The core talks to storage only through :class:`Store`. The default engine is SQL
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
@@ -57,10 +57,14 @@ class Store(Protocol):
     async def set_membership(self, conversation: str, peer: str, member: bool) -> None: ...
 
     # messages and deliveries (the hot path)
-    async def insert_message(
+    def insert_message(
         self, message: Message, mentioned: set[str], leased: set[str], lease_until: float
-    ) -> tuple[str, bool]:
+    ) -> Awaitable[tuple[str, bool]]:
         """Store a message and one queued delivery per recipient in one transaction.
+
+        Not a coroutine: the write must be queued when this returns, so writes keep the order
+        of the calls (per-sender order) without a task per message. A coroutine is accepted
+        too; the hub then schedules it at once, which keeps the order as well.
 
         Rows of recipients in ``leased`` start as ``pushed`` with that lease (the hub pushes
         them right after the commit). Returns ``(id, created)``; when the sender already sent

@@ -185,13 +185,17 @@ class SQLiteStore:
         for loop, items in by_loop.items():  # one wake-up of each loop per batch
             loop.call_soon_threadsafe(_resolve_all, items)
 
-    async def _call(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+    def _submit(self, fn: Callable[[sqlite3.Connection], T]) -> asyncio.Future[T]:
+        """Queue ``fn`` now (so call order is write order) and return its future."""
         if self._thread is None:
             raise RuntimeError("the store is not open")
         loop = asyncio.get_running_loop()
         future: asyncio.Future[T] = loop.create_future()
         self._queue.put(_Op(fn, future, loop))
-        return await future
+        return future
+
+    async def _call(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        return await self._submit(fn)
 
     # -- peers and conversations -------------------------------------------------------------
     async def load_peers(self) -> list[Peer]:
@@ -278,10 +282,11 @@ class SQLiteStore:
         await self._call(run)
 
     # -- messages ----------------------------------------------------------------------------
-    async def insert_message(
+    def insert_message(
         self, message: Message, mentioned: set[str], leased: set[str], lease_until: float
-    ) -> tuple[str, bool]:
+    ) -> asyncio.Future[tuple[str, bool]]:
         m = message
+        empty = "[]"  # most messages have no mentions, whispers or attachments
 
         def run(conn: sqlite3.Connection) -> tuple[str, bool]:
             if m.client_id is not None:
@@ -295,8 +300,9 @@ class SQLiteStore:
                 f"INSERT INTO messages ({_MESSAGE_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
                 (
                     m.id, m.sender, m.target, m.conversation, m.body, m.kind,
-                    json.dumps(m.recipients), json.dumps(m.mentions), json.dumps(m.whisper),
-                    m.reply_to, m.priority, json.dumps(m.attachments),
+                    json.dumps(m.recipients), json.dumps(m.mentions) if m.mentions else empty,
+                    json.dumps(m.whisper) if m.whisper else empty, m.reply_to, m.priority,
+                    json.dumps(m.attachments) if m.attachments else empty,
                     json.dumps(m.data) if m.data is not None else None, m.client_id,
                     m.created_at,
                 ),
@@ -314,7 +320,7 @@ class SQLiteStore:
             )
             return m.id, True
 
-        return await self._call(run)
+        return self._submit(run)
 
     async def change_states(self, changes: list[StateChange]) -> list[bool]:
         def run(conn: sqlite3.Connection) -> list[bool]:
