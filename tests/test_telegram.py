@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 
 from .fakes.telegram_api import TgUser
@@ -152,7 +154,11 @@ async def test_a_revoked_pairing_is_refused_again(tg_hub, tmp_path):
         await tg.wait_for("sendMessage", lambda m: m["chat_id"] == ANN.id
                           and "/pair CODE" in m["text"])
         assert not [m for m in tg.of("sendMessage") if "are you there" in m["text"]]
-        status = await owner.message_status(sent["id"])
+        for _ in range(100):  # the connector records the refusal in the background
+            status = await owner.message_status(sent["id"])
+            if status["recipients"][0]["state"] == "dead":
+                break
+            await asyncio.sleep(0.05)
         assert status["recipients"][0]["state"] == "dead"
         assert "revoked" in status["recipients"][0]["reason"]
 

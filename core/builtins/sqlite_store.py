@@ -97,6 +97,7 @@ class SQLiteStore:
         self._queue: queue.SimpleQueue[_Op | None] = queue.SimpleQueue()
         self._thread: threading.Thread | None = None
         self._conn: sqlite3.Connection | None = None
+        self._reader: sqlite3.Connection | None = None
         self.batches = 0
         self.operations = 0
 
@@ -126,8 +127,16 @@ class SQLiteStore:
         self._thread = threading.Thread(target=start, name="meshhub-sqlite", daemon=True)
         self._thread.start()
         await ready
+        # reads that need no ordering against queued writes run on their own connection in the
+        # caller's thread: WAL readers do not wait for the writer, and skip two thread hops
+        self._reader = sqlite3.connect(str(self.path), isolation_level=None,
+                                       check_same_thread=False)
+        self._reader.execute("PRAGMA query_only=ON")
 
     async def close(self) -> None:
+        if self._reader is not None:
+            self._reader.close()
+            self._reader = None
         if self._thread is None:
             return
         self._queue.put(None)
@@ -196,6 +205,14 @@ class SQLiteStore:
 
     async def _call(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         return await self._submit(fn)
+
+    def _read(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        """Run a read now on the read connection: it sees every write whose future has
+        resolved. Reads that must come after writes merely *queued* (the drain's final pass,
+        the lease sweep) go through :meth:`_call` instead, behind those writes."""
+        if self._reader is None:
+            raise RuntimeError("the store is not open")
+        return fn(self._reader)
 
     # -- peers and conversations -------------------------------------------------------------
     async def load_peers(self) -> list[Peer]:
@@ -378,7 +395,7 @@ class SQLiteStore:
             ).fetchone()
             return _message_from_row(row) if row else None
 
-        return await self._call(run)
+        return self._read(run)
 
     async def find_by_client_id(self, sender: str, client_id: str) -> Message | None:
         def run(conn: sqlite3.Connection) -> Message | None:
@@ -388,7 +405,7 @@ class SQLiteStore:
             ).fetchone()
             return _message_from_row(row) if row else None
 
-        return await self._call(run)
+        return self._read(run)
 
     async def pending_for(
         self, recipient: str, limit: int, after: str = "", include_pushed: bool = True
@@ -446,7 +463,7 @@ class SQLiteStore:
                 )
             ]
 
-        return await self._call(run)
+        return self._read(run)
 
     async def inbox(
         self,
@@ -472,21 +489,29 @@ class SQLiteStore:
                 where.append("m.reply_to IS NULL")
             args.append(limit)
             rows = conn.execute(
-                f"SELECT {cols}, d.state, d.mentioned, "
-                "(SELECT COUNT(*) FROM messages r WHERE r.reply_to = m.id) "
+                f"SELECT {cols}, d.state, d.mentioned "
                 "FROM deliveries d JOIN messages m ON m.id = d.message_id "
                 f"WHERE {' AND '.join(where)} ORDER BY d.message_id LIMIT ?",
                 args,
             ).fetchall()
+            # reply counts for the page only (a subquery in the select list above would run
+            # for every matching row before the sort)
+            replies: dict[str, int] = {}
+            if rows:
+                marks = ",".join("?" * len(rows))
+                replies = dict(conn.execute(
+                    f"SELECT reply_to, COUNT(*) FROM messages WHERE reply_to IN ({marks}) "
+                    "GROUP BY reply_to", [r[0] for r in rows],
+                ).fetchall())
             return [
                 InboxItem(
                     message=_message_from_row(r[:15]), state=r[15], mentioned=bool(r[16]),
-                    replies=r[17],
+                    replies=replies.get(r[0], 0),
                 )
                 for r in rows
             ]
 
-        return await self._call(run)
+        return self._read(run)
 
     async def thread(self, root_id: str, viewer: str) -> list[Message]:
         def run(conn: sqlite3.Connection) -> list[Message]:
@@ -498,7 +523,7 @@ class SQLiteStore:
             ).fetchall()
             return [_message_from_row(r) for r in rows]
 
-        return await self._call(run)
+        return self._read(run)
 
     async def unread_counts(self, recipient: str) -> dict[str, Any]:
         def run(conn: sqlite3.Connection) -> dict[str, Any]:
@@ -523,7 +548,7 @@ class SQLiteStore:
                 "by_thread": by_thread,
             }
 
-        return await self._call(run)
+        return self._read(run)
 
     # -- tokens ------------------------------------------------------------------------------
     async def save_token(self, token_hash: str, peer: str, label: str) -> None:
@@ -542,7 +567,7 @@ class SQLiteStore:
             ).fetchone()
             return row[0] if row else None
 
-        return await self._call(run)
+        return self._read(run)
 
     async def revoke_tokens(self, peer: str, label: str | None) -> int:
         def run(conn: sqlite3.Connection) -> int:
@@ -571,7 +596,7 @@ class SQLiteStore:
                     "deliveries": states, "batches": self.batches,
                     "operations": self.operations}
 
-        return await self._call(run)
+        return self._read(run)
 
 
 @hookimpl
