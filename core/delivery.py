@@ -133,8 +133,9 @@ class Dispatcher:
                     break
                 conn.live = True  # new messages go straight to it from here on
                 final = True
-                # a send that saw us not live yet has its insert task scheduled but maybe not
-                # queued in the store: let it queue before the final read, or it is missed
+                # a send that saw us not live yet has queued its insert before this point; with
+                # a store whose insert is a coroutine it is only scheduled: let it run one step
+                # (to its queue) before the final read, or it would be missed
                 await asyncio.sleep(0)
                 continue
             cursor = batch[-1].id
