@@ -35,3 +35,7 @@ def people(tmp_path: Path):  # type: ignore[no-untyped-def]
         return [make_identity(tmp_path / "people", n) for n in names]
 
     return make
+
+
+# the Telegram fixtures (a fake Bot API, a hub wired to it) live beside the fake
+from .telegram_support import telegram, tg_hub  # noqa: E402, F401

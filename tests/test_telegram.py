@@ -11,8 +11,6 @@ from .fakes.telegram_api import TgUser
 from .helpers import collect, make_identity, no_message
 from .telegram_support import eventually, state_of
 
-pytest_plugins = ["tests.telegram_support"]
-
 ANN = TgUser(5001, "Ann", "Smith", username="ann_s")
 
 

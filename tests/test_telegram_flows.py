@@ -12,8 +12,6 @@ from .fakes.telegram_api import FakeTelegram, TgUser
 from .helpers import Identity, collect, make_identity, no_message
 from .telegram_support import eventually, state_of
 
-pytest_plugins = ["tests.telegram_support"]
-
 ANN = TgUser(5001, "Ann", "Smith")
 DAVE = TgUser(5004, "Dave")
 GROUP = {"id": -100777, "type": "supergroup", "title": "Ops Room"}
