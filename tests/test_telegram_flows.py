@@ -191,3 +191,19 @@ async def _is(client, message_id, state):
 class _Done:
     async def cleanup(self) -> None:
         return None
+
+
+async def test_an_update_that_fails_midway_is_offered_again_not_lost(tg_hub, tmp_path):
+    served = await tg_hub()
+    tg = served.tg
+    await served.pair(ANN)
+    carl = make_identity(tmp_path, "carl")
+    async with carl.client(served.url) as c:
+        await tg.send_text(ANN, "@carl")
+        await tg.wait_for("sendMessage", lambda m: "Now talking to" in m["text"])
+        tg.fail_next("download", 502)  # the file download breaks once: the update is not taken
+        await tg.send_document(ANN, b"quarterly numbers", "numbers.csv", caption="numbers")
+        got = await collect(c, 1, timeout=15)
+        assert got[0]["body"] == "numbers"
+        assert got[0]["attachments"][0]["size"] == len(b"quarterly numbers")
+        assert await no_message(c, 1.0)  # once, not twice

@@ -57,6 +57,7 @@ log = logging.getLogger(__name__)
 
 ALLOWED_UPDATES = ["message", "edited_message", "callback_query"]
 SECRET_HEADER = "X-Telegram-Bot-Api-Secret-Token"
+MAX_UPDATE_ATTEMPTS = 5  # then a poison update is skipped (logged) so the rest flow again
 
 
 def _retry_after(exc: BaseException) -> float | None:
@@ -93,6 +94,7 @@ class TelegramConnector:
         self.ready = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
         self._handled = 0
+        self._failures: dict[int, int] = {}  # update id -> failed attempts (polling)
 
     # -- lifecycle -----------------------------------------------------------------------------
     async def start(self, hub: Hub) -> None:
@@ -196,13 +198,27 @@ class TelegramConnector:
                 self.state, self.error = "failed", f"Telegram refused the token: {exc}"
                 log.error("telegram: %s", self.error)
                 return
-            except NetworkError as exc:
+            except Exception as exc:  # network, 5xx, a bad answer: keep polling, slower
                 log.warning("telegram: getUpdates failed (%s); retrying in %.1f s", exc, delay)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 30.0)
                 continue
             for update in updates:
-                await self.handle_update(update)
+                try:
+                    await self.handle_update(update)
+                except Exception as exc:
+                    # not taken: leave the offset here so Telegram offers the update again
+                    failures = self._failures.get(update.update_id, 0) + 1
+                    self._failures[update.update_id] = failures
+                    if failures < MAX_UPDATE_ATTEMPTS:
+                        log.warning("telegram: update %s failed (%s); retrying in %.1f s",
+                                    update.update_id, exc, delay)
+                        await asyncio.sleep(delay)
+                        delay = min(delay * 2, 30.0)
+                        break
+                    log.error("telegram: update %s failed %d times; skipping it: %s",
+                              update.update_id, failures, exc)
+                self._failures.pop(update.update_id, None)
                 offset = update.update_id + 1
                 # queued behind the update's own writes (the store's writer is FIFO) and not
                 # awaited: the next getUpdates confirms the update to Telegram anyway, and a
@@ -226,7 +242,12 @@ class TelegramConnector:
         return asyncio.create_task(save())
 
     async def handle_update(self, update: Update) -> None:
-        """One update, whichever way it came; a failure is logged and does not stop the rest."""
+        """One update, whichever way it came.
+
+        A user's mistake (a mesh error) or Telegram refusing an answer is logged and the update
+        counts as handled. Anything else (the network, the store) is raised, so the update is
+        not lost: polling offers it again, a webhook answers 500 and Telegram retries.
+        """
         try:
             if update.callback_query is not None:
                 await self._on_button(update.callback_query)
@@ -234,8 +255,8 @@ class TelegramConnector:
                 await self._on_message(update.message, edited=False)
             elif update.edited_message is not None:
                 await self._on_message(update.edited_message, edited=True)
-        except Exception:
-            log.exception("telegram: update %s failed", update.update_id)
+        except (MeshError, BadRequest, Forbidden) as exc:
+            log.warning("telegram: update %s not relayed: %s", update.update_id, exc)
         self._handled += 1
 
     async def _on_message(self, message: TgMessage, *, edited: bool) -> None:
@@ -323,7 +344,8 @@ class TelegramConnector:
         if self.state != "webhook" or request.path != self.settings.webhook_path:
             raise web.HTTPNotFound()
         given = request.headers.get(SECRET_HEADER, "")
-        if not self.webhook_secret or not hmac.compare_digest(given, self.webhook_secret):
+        if not self.webhook_secret or not hmac.compare_digest(
+                given.encode(), self.webhook_secret.encode()):
             raise web.HTTPUnauthorized(text="wrong or missing secret token")
         try:
             data = await request.json()

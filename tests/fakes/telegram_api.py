@@ -461,6 +461,12 @@ class FakeTelegram:
 
     async def _download(self, request: web.Request) -> web.Response:
         path = request.match_info["path"]
+        queued = self._failures.get("download")  # fail_next("download", 502)
+        if queued:
+            failure = queued.pop(0)
+            return web.Response(status=failure.status, text=failure.description)
+        if request.match_info["token"] != self.token:
+            return web.Response(status=404)
         for stored_path, data in self.files.values():
             if stored_path == path:
                 return web.Response(body=data)
