@@ -1,11 +1,20 @@
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from .helpers import HubProcess, Identity, base_env, free_port, make_identity
+
+
+@pytest.fixture(autouse=True)
+def _no_meshhub_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A developer's own MESHHUB_* settings (a real bot token, say) never reach a test."""
+    for name in list(os.environ):
+        if name.startswith("MESHHUB_"):
+            monkeypatch.delenv(name)
 
 
 @pytest.fixture

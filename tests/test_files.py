@@ -56,5 +56,10 @@ async def test_put_send_get_and_who_may_read(hub, people):
             await c.call("file_get", id=put["file"])  # carl neither uploaded nor received it
         assert [f["file"] for f in await a.call("files")] == [put["file"]]
         assert [f["uploaded"] for f in await b.call("files")] == [False]
+        # knowing the digest is not enough: not even by naming a file of one's own after it
+        await c.call("file_put", content=base64.b64encode(b"decoy").decode(),
+                     name=put["file"], to="bob", text="decoy")
+        with pytest.raises(NotFound):
+            await c.call("file_get", id=put["file"])
         with pytest.raises(InvalidRequest, match="base64"):
             await a.call("file_put", content="not base64!", name="x")

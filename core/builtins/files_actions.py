@@ -77,12 +77,15 @@ async def may_read(hub: Hub, peer_key: str, sha256: str) -> bool:
         if conn.execute("SELECT 1 FROM files WHERE file=? AND peer=?",
                         (sha256, peer_key)).fetchone():
             return True
-        # the grant of a just-sent attachment may not be written yet: ask the messages
-        pattern = f'%"{sha256}"%'
+        # the grant of a just-sent attachment may not be written yet: ask the messages this
+        # peer sent or received, matching the attachment's ``file`` field exactly (a file name
+        # that happens to be a digest must not open the file)
         return conn.execute(
-            "SELECT 1 FROM messages m WHERE m.attachments_json LIKE ? AND (m.sender=? OR "
+            "SELECT 1 FROM messages m WHERE m.attachments_json != '[]' AND (m.sender=? OR "
             "EXISTS (SELECT 1 FROM deliveries d WHERE d.message_id=m.id AND d.recipient=?)) "
-            "LIMIT 1", (pattern, peer_key, peer_key)).fetchone() is not None
+            "AND EXISTS (SELECT 1 FROM json_each(m.attachments_json) a "
+            "WHERE json_extract(a.value, '$.file') = ?) LIMIT 1",
+            (peer_key, peer_key, sha256)).fetchone() is not None
 
     return await hub.store.transact(run)
 
