@@ -183,6 +183,8 @@ class ChatHandler:
             return ChatOutcome(reply=f"⚠️ {exc.message}")
 
     async def _private(self, event: ChatEvent) -> ChatOutcome:
+        if event.edited and event.text.lstrip().startswith("/"):
+            return ChatOutcome()  # an edited command is not run again, nor relayed as text
         command = parse_command(event.text) if not event.edited else None
         peer = self.paired_peer(event.connector, event.user_id)
         if command and command[0] == "pair":
@@ -308,6 +310,8 @@ class ChatHandler:
         return ChatOutcome(reply=f"Unknown command /{name}; /help lists them.")
 
     async def _group(self, event: ChatEvent) -> ChatOutcome:
+        if event.edited and event.text.lstrip().startswith("/"):
+            return ChatOutcome()  # an edited command is not run again, nor relayed as text
         command = parse_command(event.text) if not event.edited else None
         peer = self.paired_peer(event.connector, event.user_id)
         chat_identity = f"{event.connector}:chat:{event.chat_id}"

@@ -22,7 +22,7 @@ from sqlite_utils.migrations import Migrations
 
 from meshhub import hookimpl
 from meshhub.actions import Action, ActionContext, action
-from meshhub.errors import InvalidRequest, NotFound
+from meshhub.errors import InvalidRequest, NotFound, TooLarge
 from meshhub.ids import new_id
 
 DEFAULT_OPTIONS = ["approve", "deny"]
@@ -106,13 +106,16 @@ async def approval_request(
             f"options are 1 to {MAX_OPTIONS} answers of 1 to {MAX_OPTION_LENGTH} characters")
     if len({o.lower() for o in choices}) != len(choices):
         raise InvalidRequest("options must differ from one another")
+    body = f"Approval requested: {question}\n(answer: {' / '.join(choices)})"
+    if len(body.encode()) > ctx.hub.config.max_body_bytes:  # checked before anything is stored
+        raise TooLarge(f"the question is too long; the limit is "
+                       f"{ctx.hub.config.max_body_bytes} bytes")
     approval_id = new_id()
     now = time.time()
     await ctx.hub.store.transact(lambda conn: conn.execute(
         "INSERT INTO approvals (id, asker, approver, question, options_json, created_at) "
         "VALUES (?,?,?,?,?,?)",
         (approval_id, ctx.peer.key, approver.key, question, json.dumps(choices), now)))
-    body = f"Approval requested: {question}\n(answer: {' / '.join(choices)})"
     sent = await ctx.hub.send(
         ctx.peer, approver.key, body, kind="approval", priority="now",
         data={"approval_id": approval_id, "question": question, "options": choices},

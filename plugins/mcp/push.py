@@ -52,14 +52,16 @@ class Pusher:
                 self._count_task = asyncio.create_task(self._notify_count())
 
     async def _notify_count(self) -> None:
-        await asyncio.sleep(COUNT_DEBOUNCE)
-        ids, self._uncounted = self._uncounted, []
-        try:
-            text, meta = unread_content(await self._counts())
-            await self._send(text, meta)
-            await self._ack(ids, "delivered")
-        except Exception as exc:  # the lease runs out and the hub pushes them again
-            log.warning("unread count notification failed: %s", exc)
+        # arrivals during a notification are picked up by the next round of this loop
+        while self._uncounted:
+            await asyncio.sleep(COUNT_DEBOUNCE)
+            ids, self._uncounted = self._uncounted, []
+            try:
+                text, meta = unread_content(await self._counts())
+                await self._send(text, meta)
+                await self._ack(ids, "delivered")
+            except Exception as exc:  # the lease runs out and the hub pushes them again
+                log.warning("unread count notification failed: %s", exc)
 
     async def close(self) -> None:
         if self._count_task is not None:

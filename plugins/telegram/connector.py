@@ -37,7 +37,7 @@ from meshhub.bridge.retry import (
     RetryPolicy,
     call_with_retries,
 )
-from meshhub.errors import MeshError, TooLarge
+from meshhub.errors import InvalidRequest, MeshError, NotFound, TooLarge
 from meshhub.files import FileStore
 from telegram import Bot, CallbackQuery, InputFile, Update
 from telegram import Message as TgMessage
@@ -417,6 +417,9 @@ class TelegramConnector:
                 await self._posted(chat_id, sent.message_id, message.id, part)
         except (Forbidden, BadRequest, InvalidToken) as exc:
             await give_up(hub, peer, message, f"Telegram refused it: {exc}")
+            return False
+        except (NotFound, InvalidRequest) as exc:  # an attachment the file store cannot give
+            await give_up(hub, peer, message, f"an attachment cannot be sent: {exc.message}")
             return False
         except (GiveUp, MeshError) as exc:
             log.warning("telegram: delivery of %s to %s postponed: %s", message.id, peer.name, exc)
