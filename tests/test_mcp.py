@@ -229,6 +229,17 @@ async def test_http_endpoint_with_token(hub, people):
         assert me["name"] == "ann"  # the token's peer
         await h.call("mesh_join_group", group="team")
         await exchange(h, b, "ann", "bob-s")
+        # a revoked token stops at once: no more pushes on the open stream
+        control = await b.call("mesh_send", to="ann", text="before the revocation")
+        with anyio.fail_after(5):
+            while control["id"] not in {p.meta["message_id"] for p in h.pushes.items}:
+                await h.pushes.wait(len(h.pushes.items) + 1)
+        ann.cli(hub.url, "token", "revoke")
+        sent = await b.call("mesh_send", to="ann", text="after the revocation")
+        await anyio.sleep(1.5)
+        assert sent["id"] not in {p.meta["message_id"] for p in h.pushes.items}
+        async with ann.client(hub.url, receive=False) as a:
+            assert (await a.call("inbox", mark_read=False))["messages"][-1]["id"] == sent["id"]
 
 
 @pytest.mark.parametrize("auth", [None, "Bearer wrong-token", "Basic abc"])

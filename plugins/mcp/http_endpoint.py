@@ -21,6 +21,7 @@ import json
 import logging
 import time
 import weakref
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
@@ -59,8 +60,10 @@ class ChannelSocket:
     ``ConnectionError``, which ends the connection's writer; the unacked rows stay leased.
     """
 
-    def __init__(self, pusher: Pusher) -> None:
+    def __init__(self, pusher: Pusher,
+                 token_valid: Callable[[], Awaitable[bool]] | None = None) -> None:
         self.pusher = pusher
+        self.token_valid = token_valid
         self.closed = False
         self.conn: Connection | None = None
         self.done = asyncio.Event()
@@ -69,6 +72,9 @@ class ChannelSocket:
         frame = json.loads(text)
         if frame.get("type") != "message":
             return
+        if self.token_valid is not None and not await self.token_valid():
+            await self.close()  # revoked: the message stays leased for the peer's next session
+            raise ConnectionError("the stream's token was revoked")
         try:
             await self.pusher.deliver(frame["message"])
         except ConnectionError:
@@ -139,7 +145,8 @@ class McpEndpoint:
             return await hub.actions.call(ctx, "check", {})
 
         pusher = Pusher(mode, sender.send_channel, ack, counts)
-        sock = ChannelSocket(pusher)
+        token = caller.token or ""
+        sock = ChannelSocket(pusher, lambda: self.check_token(token))
         conn = Connection(sock, peer, receive=True)  # type: ignore[arg-type]
         sock.conn = conn
         await hub.presence.attach(conn)
