@@ -307,7 +307,9 @@ class TelegramConnector:
         data = bytes(await tg_file.download_as_bytearray())
         if len(data) > self.files.max_bytes:
             raise TooLarge(f"the file is {len(data)} bytes; the limit is {self.files.max_bytes}")
-        return self.files.put(data, ref.name, ref.mime).attachment()
+        # up to 20 MB written and fsync'd: off the event loop
+        stored = await asyncio.to_thread(self.files.put, data, ref.name, ref.mime)
+        return stored.attachment()
 
     async def _reply(self, chat_id: str, markdown: str, reply_to: int | None = None) -> None:
         bot = self.bot
@@ -448,7 +450,7 @@ class TelegramConnector:
 
     async def _send_file(self, bot: Bot, chat_id: str, attachment: dict[str, Any]) -> TgMessage:
         assert self.files is not None
-        data = self.files.get(str(attachment.get("file", "")))
+        data = await asyncio.to_thread(self.files.get, str(attachment.get("file", "")))
         name = str(attachment.get("name") or "file")
         result: TgMessage = await self._call(chat_id, lambda: bot.send_document(
             chat_id, InputFile(data, filename=name)))
