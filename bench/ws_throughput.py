@@ -160,9 +160,14 @@ async def client_main(args: argparse.Namespace) -> dict[str, Any]:
 
     async def connect(i: int) -> None:
         key = SigningKey.generate()
+        # enrol the key through the hub's local socket (the hub's own OS user), then measure
+        # over TCP like the relay, so both servers are driven through the same transport
+        async with connect_sem, MeshClient(args.url, key, name=names[i], kind="agent",
+                                           connector="bench", receive=False):
+            pass
         for attempt in range(3):
             client = MeshClient(args.url, key, name=names[i], kind="agent",
-                                connector="bench", dedupe=False)
+                                connector="bench", dedupe=False, local=False)
             try:
                 async with connect_sem:
                     await asyncio.wait_for(client.connect(), 30)

@@ -33,6 +33,7 @@ class ActionContext:
     peer: Peer
     surface: str  # ws | http | mcp | cli | telegram | slack | email | web
     connection: Any = None
+    cap: str = "admin"  # the most this call may do: a token's cap; a member's key holds all
 
     @property
     def is_admin(self) -> bool:
@@ -47,6 +48,7 @@ class Action:
     params: type[BaseModel]
     admin: bool = False
     read_only: bool = False
+    cap: str = "send"  # the token capability it needs: read, send or admin
     plugin: str = ""
     tags: list[str] = field(default_factory=list)
 
@@ -79,6 +81,7 @@ class Action:
             "input_schema": self.input_schema(),
             "admin": self.admin,
             "read_only": self.read_only,
+            "cap": self.cap,
             "plugin": self.plugin,
         }
 
@@ -107,9 +110,14 @@ def _params_model(name: str, fn: Handler) -> type[BaseModel]:
 
 
 def action(
-    name: str | None = None, *, admin: bool = False, read_only: bool = False
+    name: str | None = None, *, admin: bool = False, read_only: bool = False,
+    cap: str | None = None,
 ) -> Callable[[Handler], Action]:
-    """Turn ``async def handler(ctx, ...)`` into an :class:`Action`."""
+    """Turn ``async def handler(ctx, ...)`` into an :class:`Action`.
+
+    ``cap`` is the bearer-token capability the action needs; by default ``admin`` for admin
+    actions, ``read`` for read-only ones and ``send`` for the rest.
+    """
 
     def wrap(fn: Handler) -> Action:
         action_name = name or fn.__name__
@@ -120,9 +128,23 @@ def action(
             params=_params_model(action_name, fn),
             admin=admin,
             read_only=read_only,
+            cap=cap or ("admin" if admin else "read" if read_only else "send"),
         )
 
     return wrap
+
+
+def check_allowed(ctx: ActionContext, item: Action) -> None:
+    """Refuse an action its caller may not run: owner-only actions, and anything beyond the
+    capability of the token it came with."""
+    from .errors import Forbidden
+    from .store import CAPS
+
+    if item.admin and not ctx.is_admin:
+        raise Forbidden(f"{item.name} is for the hub's owner only")
+    if CAPS.index(ctx.cap) < CAPS.index(item.cap):
+        raise Forbidden(f"{item.name} needs a token with cap {item.cap!r}; this one has "
+                        f"{ctx.cap!r}")
 
 
 class ActionRegistry:
@@ -151,10 +173,7 @@ class ActionRegistry:
 
     async def call(self, ctx: ActionContext, name: str, params: dict[str, Any] | None) -> Any:
         item = self.get(name)
-        if item.admin and not ctx.is_admin:
-            from .errors import Forbidden
-
-            raise Forbidden(f"{name} is for the hub's owner only")
+        check_allowed(ctx, item)
         return await item.handler(ctx, **item.validate(params))
 
     def describe(self) -> list[dict[str, Any]]:

@@ -24,7 +24,8 @@ from typing import Any
 import aiohttp
 from nacl.signing import SigningKey
 
-from .builtins.hello_auth import sign_hello
+from .admission import local_socket_for
+from .builtins.hello_auth import attest_session, sign_hello
 from .errors import (
     AuthFailed,
     Forbidden,
@@ -47,7 +48,12 @@ _ERRORS: dict[str, type[MeshError]] = {
     "bad_signature": AuthFailed,
     "stale": AuthFailed,
     "replayed": AuthFailed,
+    "not_enrolled": AuthFailed,
+    "removed": AuthFailed,
+    "bad_invite": AuthFailed,
+    "invite_refused": AuthFailed,
 }
+SESSION_SECONDS = 86400  # a session key's attestation; renewed on each reconnect when needed
 SEEN_LIMIT = 100_000
 
 
@@ -78,14 +84,25 @@ class MeshClient:
         receive: bool = True,
         reconnect: bool = False,
         dedupe: bool = True,
+        local: bool = True,
+        invite: str | None = None,
     ) -> None:
+        """``session``: a session of the member whose key is ``key``; it signs with a key of
+        its own, attested by ``key``. ``local``: use the hub's local socket when the hub runs
+        on this machine (how the hub's own OS user gets in without an invite). ``invite``: a
+        code that enrolls ``key`` as a member (``hub join``)."""
         self.url = ws_url(url)
         self.key = key
+        self.local = local
+        self.session_key = SigningKey.generate() if session else None
+        self._attestation: dict[str, Any] = {}
         self.hello_fields: dict[str, Any] = {
             "name": name, "kind": kind, "connector": connector, "receive": receive,
         }
         if session:
             self.hello_fields["session"] = session
+        if invite:
+            self.hello_fields["invite"] = invite
         if role is not None:
             self.hello_fields["role"] = role
         if groups is not None:
@@ -108,14 +125,24 @@ class MeshClient:
 
     # -- connection --------------------------------------------------------------------------
     async def connect(self) -> dict[str, Any]:
-        self._session = aiohttp.ClientSession()
+        socket = local_socket_for(self.url) if self.local else None
+        try:
+            await self._connect_via(socket)
+        except (OSError, aiohttp.ClientConnectionError):
+            if socket is None:
+                raise
+            await self._connect_via(None)  # a socket left by a hub that was killed: use TCP
+        self._reader = asyncio.create_task(self._read_loop(), name="mesh-client-reader")
+        return self.welcome
+
+    async def _connect_via(self, socket: Any) -> None:
+        self._session = aiohttp.ClientSession(
+            connector=aiohttp.UnixConnector(path=str(socket)) if socket else None)
         try:
             await self._open()
         except BaseException:
             await self._session.close()
             raise
-        self._reader = asyncio.create_task(self._read_loop(), name="mesh-client-reader")
-        return self.welcome
 
     async def _open(self) -> None:
         assert self._session is not None
@@ -125,10 +152,13 @@ class MeshClient:
             challenge = await ws.receive_json(timeout=10)
             if challenge.get("type") != "challenge":
                 raise MeshError(f"expected a challenge, got {challenge.get('type')}")
-            hello = sign_hello(self.key, {
-                "type": "hello", "v": 1, "nonce": challenge["nonce"], "ts": time.time(),
-                **self.hello_fields,
-            })
+            fields = {"type": "hello", "v": 1, "nonce": challenge["nonce"],
+                      "ts": int(time.time()), **self.hello_fields}
+            signer = self.key
+            if self.session_key is not None:
+                signer = self.session_key
+                fields.update(self._session_attestation())
+            hello = sign_hello(signer, fields)
             await ws.send_json(hello)
             answer = await ws.receive_json(timeout=10)
             early: list[dict[str, Any]] = []
@@ -148,6 +178,15 @@ class MeshClient:
         self.welcome = answer
         self.peer = answer["peer"]
         self.connected.set()
+
+    def _session_attestation(self) -> dict[str, Any]:
+        """The member key's attestation of this session's key, renewed when half used."""
+        assert self.session_key is not None
+        expires = self._attestation.get("attestation", {}).get("expires", 0)
+        if expires - time.time() < SESSION_SECONDS / 2:
+            self._attestation = attest_session(self.key, self.session_key,
+                                               int(time.time()) + SESSION_SECONDS)
+        return self._attestation
 
     async def close(self) -> None:
         self._closing = True

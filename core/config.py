@@ -52,6 +52,8 @@ class Config:
     max_body_bytes: int = 64 * 1024
     sqlite_synchronous: str = "FULL"
     disabled_plugins: list[str] = field(default_factory=list)
+    allowed_hosts: list[str] = field(default_factory=list)  # Host names of a public deployment
+    allowed_origins: list[str] = field(default_factory=list)  # web origins allowed besides its own
     raw: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -111,6 +113,8 @@ def load_config(home: Path | None = None) -> Config:
         max_body_bytes=int(hub.get("max_body_bytes", 64 * 1024)),
         sqlite_synchronous=str(hub.get("sqlite_synchronous", "FULL")).upper(),
         disabled_plugins=list(raw.get("plugins", {}).get("disabled", [])),
+        allowed_hosts=[str(h) for h in hub.get("allowed_hosts", [])],
+        allowed_origins=[str(o) for o in hub.get("allowed_origins", [])],
         raw=raw,
     )
     for var, (attr, kind) in _ENV_NUMBERS.items():
@@ -120,6 +124,10 @@ def load_config(home: Path | None = None) -> Config:
         cfg.host = os.environ["MESHHUB_HOST"]
     if os.environ.get("MESHHUB_URL"):
         cfg.hub_url = os.environ["MESHHUB_URL"]
+    for var, attr in (("MESHHUB_ALLOWED_HOSTS", "allowed_hosts"),
+                      ("MESHHUB_ALLOWED_ORIGINS", "allowed_origins")):
+        if os.environ.get(var):
+            setattr(cfg, attr, [v.strip() for v in os.environ[var].split(",") if v.strip()])
     if os.environ.get("MESHHUB_DISABLE_PLUGINS"):
         cfg.disabled_plugins += [
             p.strip() for p in os.environ["MESHHUB_DISABLE_PLUGINS"].split(",") if p.strip()

@@ -10,14 +10,17 @@ import re
 import time
 from typing import TYPE_CHECKING
 
-from .errors import InvalidRequest, NotFound
+from .errors import InvalidRequest, MeshError, NotFound
 from .ids import peer_key_for
-from .models import Conversation, Peer
+from .models import Conversation, Invite, Member, Peer
 
 if TYPE_CHECKING:
     from .store import Store
 
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,39}$")
+KEYLIKE_RE = re.compile(r"^[0-9A-Fa-f]{8}$")
+NAME_RULE = ("1 to 40 letters, digits, '_', '.' or '-', starting with a letter or digit, and "
+             "not 8 hex digits (that reads as a peer key)")
 GROUP_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,39}(/[A-Za-z0-9][A-Za-z0-9_.-]{0,39})*$")
 DEFAULT_CONVERSATION = "general"
 
@@ -26,6 +29,20 @@ def clean_name(name: str) -> str:
     """A display name usable as a target: letters, digits, ``_.-``; at most 40 characters."""
     cleaned = re.sub(r"[^A-Za-z0-9_.-]+", "-", name.strip()).strip("-.")[:40]
     return cleaned or "peer"
+
+
+class NameTaken(MeshError):
+    code = "name_taken"
+    http_status = 409
+
+
+def check_name(name: object) -> str:
+    """A name as chosen (``hub init``, ``hub join``, a hello): refused, never rewritten, when it
+    could not be used as a target or could read as something else."""
+    if not isinstance(name, str) or not NAME_RE.match(name) or KEYLIKE_RE.match(name):
+        raise InvalidRequest(f"bad name {str(name)[:60]!r}: a name is {NAME_RULE}",
+                             code="bad_name")
+    return name
 
 
 def check_group(group: str) -> str:
@@ -37,6 +54,18 @@ def check_group(group: str) -> str:
     return group
 
 
+def parse_groups(text: str | None) -> dict[str, str] | None:
+    """``g1:lead,g2`` -> ``{"g1": "lead", "g2": "member"}`` (the CLI's and env vars' form)."""
+    if not text:
+        return None
+    groups: dict[str, str] = {}
+    for item in text.split(","):
+        name, _, role = item.strip().partition(":")
+        if name.strip():
+            groups[name.strip().lstrip("@")] = role.strip() or "member"
+    return groups
+
+
 class Directory:
     def __init__(self, store: Store) -> None:
         self.store = store
@@ -44,8 +73,14 @@ class Directory:
         self.by_name: dict[str, str] = {}
         self.by_identity: dict[str, str] = {}
         self.conversations: dict[str, Conversation] = {}
+        self.members: dict[str, Member] = {}  # member key -> member, removed ones included
+        self.invites: dict[str, Invite] = {}  # code hash -> invite
 
     async def load(self) -> None:
+        for member in await self.store.load_members():
+            self.members[member.key] = member
+        for invite in await self.store.load_invites():
+            self.invites[invite.code_hash] = invite
         for peer in await self.store.load_peers():
             peer.status = "offline"
             self._index(peer)
@@ -81,13 +116,79 @@ class Directory:
         close = difflib.get_close_matches(text.lower(), list(by_lower), n=n, cutoff=0.4)
         return [by_lower[c] for c in close] or sorted(names)[:n]
 
-    def unique_name(self, wanted: str, owner: str | None = None) -> str:
+    def unique_name(self, wanted: str, owner: str | None = None,
+                    member_key: str | None = None) -> str:
+        """``wanted``, or ``wanted-2``, ``-3``... when another peer or member holds it (for
+        peers named after a platform's display name, and a member's own sessions)."""
         base = clean_name(wanted)
+        if KEYLIKE_RE.match(base):
+            base = f"{base}-peer"
         candidate, n = base, 1
-        while (key := self.by_name.get(candidate.lower())) is not None and key != owner:
+        while not self.name_free(candidate, member_key, owner):
             n += 1
             candidate = f"{base}-{n}"
         return candidate
+
+    def name_holder(self, name: str) -> str | None:
+        """The member key that owns ``name`` (through its member name or one of its peers),
+        ``""`` for a peer with no member (a bridged person), ``None`` when nobody holds it."""
+        key = self.by_name.get(name.lower())
+        if key is not None:
+            return self.peers[key].member_key or ""
+        for member in self.members.values():
+            if member.removed_at is None and member.name.lower() == name.lower():
+                return member.key
+        return None
+
+    def name_free(self, name: str, member_key: str | None, owner: str | None = None) -> bool:
+        """Nobody holds ``name``, or only ``owner`` (the peer asking) does."""
+        key = self.by_name.get(name.lower())
+        if key is not None:
+            return key == owner
+        holder = self.name_holder(name)
+        return holder is None or (member_key is not None and holder == member_key)
+
+    def claim_name(self, name: str, member_key: str | None, owner: str | None = None) -> str:
+        """The name a key-holding peer asked for, or a clear refusal when another member holds
+        it. A member's own peers share its names: a second session named like the first is
+        numbered (``ann-2``)."""
+        check_name(name)
+        holder = self.name_holder(name)
+        if holder is not None and holder != member_key:
+            key = self.by_name.get(name.lower())
+            if key is None or key != owner:
+                raise NameTaken(f"the name {name!r} belongs to another member of this hub; "
+                                "choose another", name=name)
+        return self.unique_name(name, owner=owner, member_key=member_key)
+
+    # -- members and invites ------------------------------------------------------------------
+    def member(self, key: str | None) -> Member | None:
+        """The enrolled (not removed) member with this key."""
+        member = self.members.get(key) if key else None
+        return member if member is not None and member.removed_at is None else None
+
+    async def enroll(self, member: Member) -> Member:
+        self.members[member.key] = member
+        await self.store.save_member(member)
+        return member
+
+    async def save_invite(self, invite: Invite) -> None:
+        self.invites[invite.code_hash] = invite
+        await self.store.save_invite(invite)
+
+    def peers_of(self, member_key: str) -> list[Peer]:
+        return [p for p in self.peers.values() if p.member_key == member_key]
+
+    async def forget(self, peer: Peer) -> None:
+        """Take a peer out of the mesh (its member was removed): its name is free again, its
+        conversation seats are given up; messages it sent keep its key as sender."""
+        for conv in self.conversations.values():
+            await self.leave(conv, peer.key)
+        self.peers.pop(peer.key, None)
+        if self.by_name.get(peer.name.lower()) == peer.key:
+            del self.by_name[peer.name.lower()]
+        self.by_identity.pop(peer.identity, None)
+        await self.store.delete_peer(peer.key)
 
     def new_key(self, identity: str) -> str:
         attempt = 0
@@ -107,12 +208,20 @@ class Directory:
         role: str | None = None,
         groups: dict[str, str] | None = None,
     ) -> tuple[Peer, bool]:
-        """The peer for ``identity``, created on first sight; returns (peer, created)."""
+        """The peer for ``identity``, created on first sight; returns (peer, created).
+
+        A peer with a ``member_key`` asked for its name and gets it or a :class:`NameTaken`
+        refusal (:meth:`claim_name`); a bridged peer (no member key) is named after its platform
+        name, numbered when that is taken. Everything is checked before anything changes.
+        """
         now = time.time()
         key = self.by_identity.get(identity)
+        checked_groups = {check_group(g): r for g, r in (groups or {}).items()}
         if key is not None:
             peer = self.peers[key]
-            if clean_name(name).lower() != peer.name.lower():
+            if member_key is not None and name.lower() != peer.name.lower():
+                self.rename(peer, self.claim_name(name, member_key, owner=peer.key))
+            elif member_key is None and clean_name(name).lower() != peer.name.lower():
                 self.rename(peer, self.unique_name(name, owner=peer.key))
             peer.kind, peer.connector, peer.last_seen = kind, connector, now
             peer.public_key = public_key or peer.public_key
@@ -120,17 +229,18 @@ class Directory:
             if role is not None:
                 peer.role = role
             if groups is not None:
-                peer.groups = {check_group(g): r for g, r in groups.items()}
+                peer.groups = checked_groups
             await self.store.save_peer(peer)
             return peer, False
         peer = Peer(
             key=self.new_key(identity),
-            name=self.unique_name(name),
+            name=(self.claim_name(name, member_key) if member_key is not None
+                  else self.unique_name(name)),
             identity=identity,
             kind=kind,
             connector=connector,
             role=role or "",
-            groups={check_group(g): r for g, r in (groups or {}).items()},
+            groups=checked_groups,
             public_key=public_key,
             member_key=member_key,
             created_at=now,
@@ -172,10 +282,10 @@ class Directory:
         return conv
 
     async def save_conversation(self, conv: Conversation) -> None:
+        """Write the conversation's row (name, topic, archive flag); members go through
+        :meth:`join` and :meth:`leave`."""
         self.conversations[conv.name] = conv
         await self.store.save_conversation(conv)
-        for member in conv.members:
-            await self.store.set_membership(conv.name, member, True)
 
     async def join(self, conv: Conversation, peer_key: str) -> bool:
         if peer_key in conv.members:

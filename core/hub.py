@@ -17,11 +17,9 @@ from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from typing import Any
 
-from aiohttp import web
-
 from . import routing
 from .actions import ActionRegistry
-from .config import Config, load_signing_key
+from .config import Config, default_name, load_signing_key
 from .delivery import Dispatcher
 from .directory import Directory
 from .errors import InvalidRequest, MeshError, NotFound, TooLarge
@@ -122,6 +120,7 @@ class Hub:
         self.dispatcher = Dispatcher(self)
         self.started_at = time.time()
         self.owner_key: str | None = None
+        self.extra_hosts: set[str] = set()  # Host names plugins serve under (a webhook's host)
         self._tasks: set[asyncio.Task[Any]] = set()
         self._collected = False
 
@@ -168,13 +167,17 @@ class Hub:
         await self.directory.load()
         with contextlib.suppress(FileNotFoundError):
             self.owner_key = load_signing_key(self.config.home).verify_key.encode().hex()
+        if self.owner_key is not None:
+            from .members import enroll_owner
+
+            await enroll_owner(self, self.owner_key, self.config.name or default_name())
         self.presence.start()
         self.dispatcher.start()
         await self._start_plugins()
         self.spawn(self.dispatcher.resume_bridged())
 
     async def _start_plugins(self) -> None:
-        for impl in list(self.plugins._impls("meshhub_startup")):
+        for impl in self.plugins.implementations("meshhub_startup"):
             try:
                 value = impl.function(hub=self)
                 if inspect.isawaitable(value):
@@ -323,10 +326,3 @@ class Hub:
         pending = await self.prepare_send(sender, to, body, **options)
         return await pending.wait()
 
-
-def build_app_hub(config: Config) -> tuple[Hub, web.Application]:
-    """A hub and its aiohttp application, not yet started (see :mod:`meshhub.server`)."""
-    from .server import build_app
-
-    hub = Hub(config)
-    return hub, build_app(hub)

@@ -103,3 +103,57 @@ class Delivery:
     attempts: int = 0
     reason: str | None = None
     updated_at: float = 0.0
+
+
+@dataclass
+class Member:
+    """A person or team account allowed into the hub: an enrolled ed25519 member key.
+
+    ``via`` says how it got in: ``owner`` (the hub's own key), ``local`` (a process of the hub's
+    OS user on the hub's machine), ``invite`` (``hub join`` with a code) or ``existing`` (a key
+    that already had peers when admission arrived). A member's ``name`` is reserved for it.
+    """
+
+    key: str
+    name: str
+    via: str = "invite"
+    role: str = ""
+    groups: dict[str, str] = field(default_factory=dict)
+    invite: str | None = None  # the id of the invite it joined with
+    created_at: float = 0.0
+    removed_at: float | None = None
+
+    def public(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
+class Invite:
+    """A code that enrolls up to ``uses`` new members until ``expires_at``; only its hash is
+    kept."""
+
+    id: str
+    code_hash: str
+    created_by: str  # peer key
+    uses: int = 1
+    used: int = 0
+    role: str = ""
+    groups: dict[str, str] = field(default_factory=dict)
+    expires_at: float | None = None
+    revoked_at: float | None = None
+    created_at: float = 0.0
+
+    def problem(self, now: float) -> str | None:
+        """Why this invite cannot be used now, or ``None``."""
+        if self.revoked_at is not None:
+            return "this invite was revoked"
+        if self.expires_at is not None and now >= self.expires_at:
+            return "this invite has expired"
+        if self.used >= self.uses:
+            return f"this invite was already used {self.used} time(s), its limit"
+        return None
+
+    def public(self) -> dict[str, Any]:
+        data = asdict(self)
+        data.pop("code_hash")
+        return data

@@ -133,6 +133,10 @@ class PluginHost:
         # pluggy calls the last registered first; keep that order (tryfirst/trylast honoured)
         yield from reversed(caller.get_hookimpls())
 
+    def implementations(self, hook_name: str) -> list[pluggy.HookImpl]:
+        """The implementations of a hook in call order (last registered first)."""
+        return list(self._impls(hook_name))
+
     def has_impls(self, hook_name: str) -> bool:
         return bool(getattr(self.pm.hook, hook_name).get_hookimpls())
 

@@ -39,6 +39,8 @@ class Connection:
         self.ws = ws
         self.peer = peer
         self.receive = receive
+        self.token_hash: str | None = None  # set when it came in with a bearer token
+        self.cap = "admin"  # the most its calls may do (a token's cap; else the member's own)
         self.live = False  # set once the backlog is drained, so live pushes keep order
         self.drain_lock = asyncio.Lock()
         self.last_seen = time.monotonic()
@@ -163,7 +165,8 @@ class Presence:
     async def announce(self, peer: Peer, change: str) -> None:
         """Tell every other connected peer, and the plugins, that ``peer`` changed."""
         peer.last_seen = time.time()
-        await self.hub.directory.save_peer(peer)
+        if peer.key in self.hub.directory.peers:  # not for a peer whose member was removed
+            await self.hub.directory.save_peer(peer)
         frame = json.dumps(
             {"type": "event", "event": "presence", "change": change, "peer": peer.public()},
             separators=(",", ":"),

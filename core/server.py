@@ -5,20 +5,23 @@
 from __future__ import annotations
 
 import asyncio
-import hashlib
+import contextlib
 import json
 import logging
+import os
 import secrets
 import time
 from typing import Any
 
 from aiohttp import WSMsgType, web
 
-from . import __version__
-from .actions import ActionContext
+from . import __version__, members
+from .actions import ActionContext, check_allowed
+from .admission import is_local_same_user, prepare_socket, request_guard
+from .directory import check_group, check_name
 from .errors import AuthFailed, InvalidRequest, MeshError, Unauthorized
 from .hub import WS_CONNECTORS, Hub
-from .models import PEER_KINDS
+from .models import PEER_KINDS, Peer
 from .openapi import openapi_document
 from .presence import Connection
 
@@ -26,12 +29,10 @@ log = logging.getLogger(__name__)
 
 HELLO_TIMEOUT = 15.0
 MAX_HELLO_ATTEMPTS = 3
-LOOPBACK = ("127.", "::1", "localhost")
+MAX_ROLE = 100
+MAX_GROUPS = 50
 HUB_KEY: web.AppKey[Hub] = web.AppKey("hub", Hub)
-
-
-def is_loopback(host: str) -> bool:
-    return host.startswith(LOOPBACK)
+LOCAL_KEY: web.AppKey[bool] = web.AppKey("local", bool)
 
 
 def error_frame(exc: MeshError, call_id: Any = None) -> dict[str, Any]:
@@ -41,12 +42,68 @@ def error_frame(exc: MeshError, call_id: Any = None) -> dict[str, Any]:
     return frame
 
 
-def hash_token(token: str) -> str:
-    return hashlib.sha256(token.encode()).hexdigest()
-
-
 # -- WebSocket peer protocol ---------------------------------------------------------------------
-async def _authenticate(hub: Hub, ws: web.WebSocketResponse, nonce: str) -> Connection | None:
+def _check_hello_fields(hub: Hub, hello: dict[str, Any]) -> dict[str, Any]:
+    """The peer fields of a hello, checked before anything is registered."""
+    kind = hello.get("kind") or "agent"
+    if kind not in PEER_KINDS:
+        raise InvalidRequest(f"kind must be one of {', '.join(PEER_KINDS)}", code="malformed")
+    connector = hello.get("connector") or "cli"
+    if not isinstance(connector, str) or len(connector) > 40:
+        raise InvalidRequest("connector is a short name (cli, mcp...)", code="malformed")
+    if connector in hub.connectors and connector not in WS_CONNECTORS:
+        raise AuthFailed(
+            f"{connector} peers are bridged by the hub's {connector} connector; "
+            "a WebSocket peer cannot claim that surface", code="unauthorized",
+        )
+    role = hello.get("role")
+    if role is not None and (not isinstance(role, str) or len(role) > MAX_ROLE):
+        raise InvalidRequest(f"role is text of at most {MAX_ROLE} characters", code="malformed")
+    groups = hello.get("groups")
+    if groups is not None:
+        if not isinstance(groups, dict) or len(groups) > MAX_GROUPS or not all(
+            isinstance(r, str) and len(r) <= MAX_ROLE for r in groups.values()
+        ):
+            raise InvalidRequest(f"groups is an object of at most {MAX_GROUPS} group names to "
+                                 "roles (text)", code="malformed")
+        groups = {check_group(g): r for g, r in groups.items()}
+    return {"name": check_name(hello.get("name")), "kind": kind, "connector": connector,
+            "role": role, "groups": groups}
+
+
+async def _admit_hello(hub: Hub, hello: dict[str, Any], nonce: str,
+                       local: bool) -> tuple[Peer, bool, str | None, str]:
+    """(peer, created, token hash, cap) for an admitted hello; raises before storing anything
+    when it is not admitted."""
+    token = hello.get("token")
+    if token is not None:  # a bearer token of an enrolled member (a browser, a script)
+        if not isinstance(token, str):
+            raise InvalidRequest("token is a string", code="malformed")
+        peer, cap, token_hash = await members.token_peer(hub, token)
+        return peer, False, token_hash, cap
+    proof = await hub.plugins.first("meshhub_authenticate_hello", hub=hub, hello=hello,
+                                    nonce=nonce)
+    if proof is None:
+        raise AuthFailed("no plugin accepts this kind of hello", code="unauthorized")
+    # a plugin may bind the identity to an existing peer (a linked device, say)
+    peer = await hub.plugins.first("meshhub_resolve_identity", hub=hub,
+                                   identity=proof["identity"])
+    if peer is not None:
+        return peer, False, None, members.member_cap(hub, peer)
+    fields = _check_hello_fields(hub, hello)
+    member = await members.admit(hub, proof, hello, local=local)
+    if member is not None and proof["identity"] not in hub.directory.by_identity:
+        fields["role"] = fields["role"] if fields["role"] is not None else member.role
+        fields["groups"] = fields["groups"] if fields["groups"] is not None else member.groups
+    peer, created = await hub.directory.register(
+        identity=proof["identity"], public_key=proof.get("public_key"),
+        member_key=proof.get("member_key"), **fields,
+    )
+    return peer, created, None, members.member_cap(hub, peer)
+
+
+async def _authenticate(hub: Hub, ws: web.WebSocketResponse, nonce: str,
+                        local: bool) -> Connection | None:
     for _attempt in range(MAX_HELLO_ATTEMPTS):
         try:
             msg = await ws.receive(timeout=HELLO_TIMEOUT)
@@ -63,49 +120,12 @@ async def _authenticate(hub: Hub, ws: web.WebSocketResponse, nonce: str) -> Conn
             if hello.get("type") != "hello":
                 raise InvalidRequest("say hello first: the first frame must be a signed hello",
                                      code="no_hello")
-            proof = await hub.plugins.first("meshhub_authenticate_hello", hub=hub, hello=hello,
-                                            nonce=nonce)
-            if proof is None:
-                raise AuthFailed("no plugin accepts this kind of hello", code="unauthorized")
-            # a plugin may bind the identity to an existing peer (a linked device, say)
-            peer = await hub.plugins.first("meshhub_resolve_identity", hub=hub,
-                                           identity=proof["identity"])
-            created = False
-            if peer is None:
-                if (proof["identity"] not in hub.directory.by_identity
-                        and not is_loopback(hub.config.host)):
-                    raise AuthFailed(
-                        "this hub is not bound to loopback: only known peers may join",
-                        code="unauthorized",
-                    )
-                kind = str(hello.get("kind") or "agent")
-                if kind not in PEER_KINDS:
-                    raise InvalidRequest(f"kind must be one of {', '.join(PEER_KINDS)}",
-                                         code="malformed")
-                connector = str(hello.get("connector") or "cli")
-                if connector in hub.connectors and connector not in WS_CONNECTORS:
-                    raise AuthFailed(
-                        f"{connector} peers are bridged by the hub's {connector} connector; "
-                        "a WebSocket peer cannot claim that surface", code="unauthorized",
-                    )
-                groups = hello.get("groups")
-                if groups is not None and not isinstance(groups, dict):
-                    raise InvalidRequest("groups is an object of group name to role",
-                                         code="malformed")
-                peer, created = await hub.directory.register(
-                    identity=proof["identity"],
-                    name=str(hello.get("name") or "peer"),
-                    kind=kind,
-                    connector=connector,
-                    public_key=proof.get("public_key"),
-                    member_key=proof.get("member_key"),
-                    role=hello.get("role"),
-                    groups=groups,
-                )
+            peer, created, token_hash, cap = await _admit_hello(hub, hello, nonce, local)
         except MeshError as exc:
             await ws.send_json(error_frame(exc))
             continue
-        conn = Connection(ws, peer, receive=bool(hello.get("receive", True)))
+        conn = Connection(ws, peer, receive=hello.get("receive", True) is not False)
+        conn.token_hash, conn.cap = token_hash, cap
         conn.send({
             "type": "welcome",
             "peer": dict(hub.peer_view(peer), online=True),
@@ -156,10 +176,12 @@ async def _handle_frame(hub: Hub, conn: Connection, frame: dict[str, Any]) -> No
         params = frame.get("params") or {}
         if not isinstance(params, dict):
             raise InvalidRequest("'params' must be an object", code="malformed")
-        ctx = ActionContext(hub=hub, peer=conn.peer, surface="ws", connection=conn)
+        ctx = ActionContext(hub=hub, peer=conn.peer, surface="ws", connection=conn,
+                            cap=conn.cap)
         if name == "send":
             # pipelined: route and queue now, in frame order; reply when the write commits
             action = hub.actions.get("send")
+            check_allowed(ctx, action)
             args = action.validate(params)
             pending = await hub.prepare_send(conn.peer, args.pop("to"), args.pop("text"), **args)
             pending.when_done(_answer_send(conn, call_id))
@@ -186,7 +208,8 @@ async def websocket_handler(request: web.Request) -> web.WebSocketResponse:
     await ws.prepare(request)
     nonce = secrets.token_hex(16)
     await ws.send_json({"type": "challenge", "nonce": nonce, "hub": {"version": __version__}})
-    conn = await _authenticate(hub, ws, nonce)
+    conn = await _authenticate(hub, ws, nonce, request.app[LOCAL_KEY] and
+                               is_local_same_user(request))
     if conn is None:
         return ws
     if conn.receive:
@@ -219,14 +242,12 @@ async def websocket_handler(request: web.Request) -> web.WebSocketResponse:
 
 
 # -- HTTP API ------------------------------------------------------------------------------------
-async def _peer_for_request(hub: Hub, request: web.Request) -> Any:
+async def _peer_for_request(hub: Hub, request: web.Request) -> tuple[Peer, str]:
     header = request.headers.get("Authorization", "")
     if not header.startswith("Bearer "):
         raise Unauthorized("send 'Authorization: Bearer <token>' (create one: hub token create)")
-    peer_key = await hub.store.peer_for_token(hash_token(header[7:].strip()))
-    if peer_key is None or peer_key not in hub.directory.peers:
-        raise Unauthorized("unknown or revoked token")
-    return hub.directory.peers[peer_key]
+    peer, cap, _hash = await members.token_peer(hub, header[7:])
+    return peer, cap
 
 
 def json_error(exc: MeshError) -> web.Response:
@@ -236,7 +257,7 @@ def json_error(exc: MeshError) -> web.Response:
 async def api_call(request: web.Request) -> web.Response:
     hub = request.app[HUB_KEY]
     try:
-        peer = await _peer_for_request(hub, request)
+        peer, cap = await _peer_for_request(hub, request)
         action = hub.actions.get(request.match_info["action"])
         if request.can_read_body:
             try:
@@ -247,7 +268,7 @@ async def api_call(request: web.Request) -> web.Response:
             params = {}
         if not isinstance(params, dict):
             raise InvalidRequest("the body must be a JSON object", code="malformed")
-        ctx = ActionContext(hub=hub, peer=peer, surface="http")
+        ctx = ActionContext(hub=hub, peer=peer, surface="http", cap=cap)
         result = await hub.actions.call(ctx, action.name, params)
     except MeshError as exc:
         return json_error(exc)
@@ -274,9 +295,13 @@ async def openapi(request: web.Request) -> web.Response:
     return web.json_response(openapi_document(request.app[HUB_KEY]))
 
 
-def build_app(hub: Hub) -> web.Application:
-    app = web.Application(client_max_size=max(1 << 20, 4 * hub.config.max_body_bytes))
+def build_app(hub: Hub, *, local: bool = True) -> web.Application:
+    """The hub's application; ``local`` lets the local socket admit its own OS user (see
+    :mod:`meshhub.admission`)."""
+    app = web.Application(client_max_size=max(1 << 20, 4 * hub.config.max_body_bytes),
+                          middlewares=[request_guard])
     app[HUB_KEY] = hub
+    app[LOCAL_KEY] = local
     app.router.add_get("/health", health)
     app.router.add_get("/openapi.json", openapi)
     app.router.add_get("/ws", websocket_handler)
@@ -302,8 +327,17 @@ def build_app(hub: Hub) -> web.Application:
 
 
 async def serve(hub: Hub, host: str, port: int) -> tuple[web.AppRunner, int]:
-    """Start serving; returns the runner (stop it with ``await runner.cleanup()``) and the port."""
+    """Start serving on ``host:port`` and on the local socket for that port; returns the runner
+    (stop it with ``await runner.cleanup()``, which removes the socket too) and the port."""
     app = build_app(hub)
+    sockets: list[str] = []
+
+    async def remove_socket(app: web.Application) -> None:
+        for path in sockets:
+            with contextlib.suppress(OSError):
+                os.unlink(path)
+
+    app.on_cleanup.append(remove_socket)
     runner = web.AppRunner(app, handle_signals=False, access_log=None, shutdown_timeout=5.0)
     await runner.setup()
     site = web.TCPSite(runner, host, port, reuse_address=True)
@@ -312,6 +346,14 @@ async def serve(hub: Hub, host: str, port: int) -> tuple[web.AppRunner, int]:
     for address in runner.addresses:  # the real port when 0 was asked for
         actual = int(address[1])
         break
+    path = prepare_socket(actual)
+    if path is not None:
+        old = os.umask(0o077)
+        try:
+            await web.UnixSite(runner, str(path)).start()
+        finally:
+            os.umask(old)
+        sockets.append(str(path))
     return runner, actual
 
 

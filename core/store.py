@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 if TYPE_CHECKING:
     from sqlite_utils.migrations import Migrations
 
-    from .models import Conversation, Delivery, Message, Peer
+    from .models import Conversation, Delivery, Invite, Member, Message, Peer
 
 T = TypeVar("T")
 
@@ -28,6 +28,28 @@ class StateChange:
     state: str
     lease_until: float | None = None
     reason: str | None = None
+
+
+CAPS: tuple[str, ...] = ("read", "send", "admin")  # each includes the ones before it
+
+
+@dataclass
+class TokenInfo:
+    """A bearer token as stored (its hash only). ``cap`` is the most it may do: ``read``
+    (read-only actions), ``send`` (everything a member does) or ``admin`` (also the owner's
+    actions, when its member is the owner)."""
+
+    id: str
+    peer: str
+    label: str
+    cap: str = "send"
+    created_at: float = 0.0
+    expires_at: float | None = None
+    token_hash: str = ""
+
+    def public(self) -> dict[str, Any]:
+        return {"id": self.id, "label": self.label, "cap": self.cap,
+                "created_at": self.created_at, "expires_at": self.expires_at}
 
 
 @dataclass
@@ -55,6 +77,19 @@ class Store(Protocol):
     async def save_conversation(self, conversation: Conversation) -> None: ...
 
     async def set_membership(self, conversation: str, peer: str, member: bool) -> None: ...
+
+    async def delete_peer(self, peer: str) -> None:
+        """Remove a peer's row (its member was removed); its messages stay."""
+        ...
+
+    # members and invites (small; the hub keeps them in memory and writes through)
+    async def load_members(self) -> list[Member]: ...
+
+    async def save_member(self, member: Member) -> None: ...
+
+    async def load_invites(self) -> list[Invite]: ...
+
+    async def save_invite(self, invite: Invite) -> None: ...
 
     # messages and deliveries (the hot path)
     def insert_message(
@@ -123,12 +158,22 @@ class Store(Protocol):
 
     async def unread_counts(self, recipient: str) -> dict[str, Any]: ...
 
-    # bearer tokens for the HTTP API
-    async def save_token(self, token_hash: str, peer: str, label: str) -> None: ...
+    # bearer tokens for the HTTP API and /mcp (only their SHA-256 hashes are kept)
+    async def save_token(self, token: TokenInfo) -> None: ...
 
-    async def peer_for_token(self, token_hash: str) -> str | None: ...
+    async def token_info(self, token_hash: str, now: float) -> TokenInfo | None:
+        """The token with this hash if it is neither revoked nor expired at ``now``."""
+        ...
 
-    async def revoke_tokens(self, peer: str, label: str | None) -> int: ...
+    async def list_tokens(self, peers: list[str], now: float) -> list[TokenInfo]:
+        """The live tokens of these peers, oldest first."""
+        ...
+
+    async def revoke_tokens(self, peer: str, *, label: str | None = None,
+                            token_id: str | None = None) -> list[str]:
+        """Revoke the peer's tokens (all, or those with this label or id); returns the hashes
+        of the tokens revoked, so their open connections can be closed."""
+        ...
 
     async def stats(self) -> dict[str, Any]: ...
 

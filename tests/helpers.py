@@ -109,9 +109,9 @@ class Identity:
         options.setdefault("name", self.name)
         return MeshClient(hub_url, self.key, **options)
 
-    def cli(self, hub_url: str, *args: str, check: bool = True,
-            timeout: float = 30) -> subprocess.CompletedProcess[str]:
-        env = base_env(self.home, MESHHUB_URL=hub_url)
+    def cli(self, hub_url: str, *args: str, check: bool = True, timeout: float = 30,
+            **env_vars: str) -> subprocess.CompletedProcess[str]:
+        env = base_env(self.home, MESHHUB_URL=hub_url, **env_vars)
         result = subprocess.run([HUB_BIN, *args], env=env, capture_output=True, text=True,
                                 timeout=timeout)
         if check and result.returncode != 0:

@@ -3,6 +3,7 @@
 DEFAULT_PLUGINS: tuple[str, ...] = (
     "meshhub.builtins.sqlite_store",
     "meshhub.builtins.core_actions",
+    "meshhub.builtins.admission_actions",
     "meshhub.builtins.hello_auth",
     "meshhub.builtins.reactions",
     "meshhub.builtins.approvals",

@@ -192,9 +192,8 @@ async def approvals(
     if not 1 <= limit <= 500:
         raise InvalidRequest("limit must be between 1 and 500")
     me = ctx.peer.key
-    where = {"any": "(asker=? OR approver=?)", "asker": "asker=? AND ?=?",
-             "approver": "approver=? AND ?=?"}[role]
-    args: list[Any] = [me, me] if role == "any" else [me, 1, 1]
+    where = {"any": "(asker=? OR approver=?)", "asker": "asker=?", "approver": "approver=?"}[role]
+    args: list[Any] = [me, me] if role == "any" else [me]
     if state != "all":
         where += " AND state=?"
         args.append(state)

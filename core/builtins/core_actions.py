@@ -1,11 +1,10 @@
-"""The core actions: messaging, presence, groups, conversations, tokens and introspection.
+"""The core actions: messaging, presence, groups, conversations and introspection.
 
 Each is defined once here and served on every surface (WebSocket, HTTP, MCP, CLI).
 """
 
 from __future__ import annotations
 
-import secrets
 import time
 from collections.abc import Callable
 from typing import Annotated, Any, Literal
@@ -104,7 +103,7 @@ async def send(
     )
 
 
-@action()
+@action(cap="read")
 async def inbox(
     ctx: ActionContext,
     since: Annotated[str | None, "only messages after this message id"] = None,
@@ -138,7 +137,7 @@ async def inbox(
     }
 
 
-@action()
+@action(cap="read")
 async def mark_read(
     ctx: ActionContext, ids: Annotated[list[str], "message ids to mark as read"]
 ) -> dict[str, Any]:
@@ -159,7 +158,7 @@ async def thread(
             "replies": [message_view(ctx, m) for m in messages[1:]]}
 
 
-@action()
+@action(cap="read")
 async def check(
     ctx: ActionContext,
     mark_seen: Annotated[bool, "after counting, mark everything unread as read"] = False,
@@ -278,9 +277,9 @@ async def conversation_create(
     check_group(bare)
     if bare in ctx.hub.directory.conversations:
         raise InvalidRequest(f"#{bare} already exists; join it instead", code="exists")
-    conv = Conversation(name=bare, topic=topic, created_by=ctx.peer.key, created_at=time.time(),
-                        members={ctx.peer.key})
+    conv = Conversation(name=bare, topic=topic, created_by=ctx.peer.key, created_at=time.time())
     await ctx.hub.directory.save_conversation(conv)
+    await ctx.hub.directory.join(conv, ctx.peer.key)
     return conv.public()
 
 
@@ -320,26 +319,6 @@ async def conversation_topic(
     return conv.public()
 
 
-@action()
-async def token_create(
-    ctx: ActionContext, label: Annotated[str, "what the token is for"] = "default"
-) -> dict[str, Any]:
-    """Create a bearer token that acts as you on the HTTP API and /mcp. Shown once."""
-    from meshhub.server import hash_token
-
-    token = "mh_" + secrets.token_urlsafe(32)
-    await ctx.hub.store.save_token(hash_token(token), ctx.peer.key, label)
-    return {"token": token, "label": label, "peer": ctx.peer.name}
-
-
-@action()
-async def token_revoke(
-    ctx: ActionContext, label: Annotated[str | None, "revoke only this label"] = None
-) -> dict[str, Any]:
-    """Revoke your bearer tokens (all, or those with ``label``)."""
-    return {"revoked": await ctx.hub.store.revoke_tokens(ctx.peer.key, label)}
-
-
 @action(read_only=True)
 async def plugins_list(ctx: ActionContext) -> list[dict[str, Any]]:
     """The hub's plugins: version, source, hooks, what they registered, status and error."""
@@ -365,8 +344,7 @@ async def hub_stats(ctx: ActionContext) -> dict[str, Any]:
 ALL: list[Action] = [
     whoami, peers, send, inbox, mark_read, thread, check, message_status, set_status,
     set_summary, join_group, leave_group, conversations, conversation_create, conversation_join,
-    conversation_leave, conversation_topic, token_create, token_revoke, plugins_list, actions,
-    hub_stats,
+    conversation_leave, conversation_topic, plugins_list, actions, hub_stats,
 ]
 
 

@@ -1,9 +1,17 @@
 """Ed25519 proof of key for WebSocket hellos (the built-in ``meshhub_authenticate_hello``).
 
-A hello is signed over its canonical JSON (every field but ``sig``, keys sorted, no spaces). It
-is bound either to the nonce of the ``challenge`` frame the hub sent on this connection, or to a
-timestamp within +-60 s of the hub's clock. A nonce is good for one hello on one connection; a
-timestamped signature is remembered until it is too old to pass anyway, so a replay is refused.
+A hello is signed over its canonical JSON (every field but ``sig``, keys sorted, no spaces) and
+bound to the nonce of the ``challenge`` frame the hub sent on this connection, so it is good for
+one connection only and cannot be replayed, even after a restart. (Hellos bound only to a
+timestamp are refused.) ``ts``, when present, must be a whole number of unix seconds.
+
+Two kinds of key may sign:
+
+* a member key itself (the CLI): the proof's ``member_key`` is that key;
+* a session key, attested by its member key (``hub mcp``): the hello carries ``member_key`` and
+  ``attestation: {"expires": <unix seconds>, "sig": <hex>}``, the member key's signature over
+  :func:`attestation_payload`. Each session has its own key that ends at ``expires``; the member
+  behind it is who is admitted (see :mod:`meshhub.server`).
 """
 
 from __future__ import annotations
@@ -18,7 +26,7 @@ from nacl.signing import SigningKey, VerifyKey
 from meshhub import hookimpl
 from meshhub.errors import AuthFailed
 
-SKEW_SECONDS = 60.0
+MAX_ATTESTATION_SECONDS = 30 * 86400
 
 
 def canonical(hello: dict[str, Any]) -> bytes:
@@ -33,20 +41,48 @@ def sign_hello(key: SigningKey, hello: dict[str, Any]) -> dict[str, Any]:
     return signed
 
 
-class ReplayGuard:
-    def __init__(self) -> None:
-        self._seen: dict[str, float] = {}
-
-    def check(self, sig: str, now: float) -> None:
-        if len(self._seen) > 10_000:
-            cutoff = now - 2 * SKEW_SECONDS
-            self._seen = {s: t for s, t in self._seen.items() if t > cutoff}
-        if sig in self._seen:
-            raise AuthFailed("this hello was already used; sign a new one", code="replayed")
-        self._seen[sig] = now
+def attestation_payload(member_key: str, session_key: str, expires: int) -> bytes:
+    return json.dumps({"expires": expires, "member_key": member_key, "purpose": "meshhub-session",
+                       "session_key": session_key}, sort_keys=True, separators=(",", ":")).encode()
 
 
-_guard = ReplayGuard()
+def attest_session(member: SigningKey, session: SigningKey, expires: int) -> dict[str, Any]:
+    """The hello fields that let ``session`` sign for ``member`` until ``expires``."""
+    member_key = member.verify_key.encode().hex()
+    payload = attestation_payload(member_key, session.verify_key.encode().hex(), expires)
+    return {"member_key": member_key,
+            "attestation": {"expires": expires, "sig": member.sign(payload).signature.hex()}}
+
+
+def _verify_key(hex_key: object, what: str) -> VerifyKey:
+    try:
+        return VerifyKey(bytes.fromhex(hex_key))  # type: ignore[arg-type]
+    except (ValueError, TypeError):
+        raise AuthFailed(f"{what} must be the hex of an ed25519 public key",
+                         code="malformed") from None
+
+
+def _check_attestation(hello: dict[str, Any], session_key: str, now: float) -> str:
+    member_key, attestation = hello.get("member_key"), hello.get("attestation")
+    if not isinstance(attestation, dict) or not isinstance(member_key, str):
+        raise AuthFailed("a session hello carries member_key and attestation {expires, sig}",
+                         code="malformed")
+    expires, sig = attestation.get("expires"), attestation.get("sig")
+    if type(expires) is not int or not isinstance(sig, str):
+        raise AuthFailed("attestation.expires is whole unix seconds and attestation.sig hex",
+                         code="malformed")
+    if expires <= now:
+        raise AuthFailed("the session's attestation has expired; start the session again",
+                         code="stale")
+    if expires > now + MAX_ATTESTATION_SECONDS:
+        raise AuthFailed("a session attestation may last at most 30 days", code="malformed")
+    try:
+        _verify_key(member_key, "member_key").verify(
+            attestation_payload(member_key, session_key, expires), bytes.fromhex(sig))
+    except (BadSignatureError, ValueError):
+        raise AuthFailed("the session's attestation is not signed by its member key",
+                         code="bad_signature") from None
+    return member_key
 
 
 def verify_hello(hello: dict[str, Any], nonce: str, now: float | None = None) -> dict[str, Any]:
@@ -54,38 +90,34 @@ def verify_hello(hello: dict[str, Any], nonce: str, now: float | None = None) ->
     public_key, sig = hello.get("public_key"), hello.get("sig")
     if not isinstance(public_key, str) or not isinstance(sig, str):
         raise AuthFailed("hello needs public_key and sig (hex)", code="malformed")
+    verify_key = _verify_key(public_key, "public_key")
     try:
-        verify_key = VerifyKey(bytes.fromhex(public_key))
         signature = bytes.fromhex(sig)
-    except (ValueError, TypeError):
-        raise AuthFailed("public_key and sig must be hex of an ed25519 key and signature",
-                         code="malformed") from None
+    except ValueError:
+        raise AuthFailed("sig must be the hex of an ed25519 signature", code="malformed") from None
     try:
         verify_key.verify(canonical(hello), signature)
     except BadSignatureError:
         raise AuthFailed("the hello's signature does not match its public key",
                          code="bad_signature") from None
-    if hello.get("nonce") is not None:
-        if hello["nonce"] != nonce:
-            raise AuthFailed(
-                "the hello is bound to another connection's nonce; sign this connection's "
-                "challenge", code="replayed",
-            )
-    else:
-        ts = hello.get("ts")
-        if not isinstance(ts, int | float):
-            raise AuthFailed("hello needs the challenge nonce or a ts (unix seconds)",
-                             code="malformed")
-        if abs(now - ts) > SKEW_SECONDS:
-            raise AuthFailed(
-                f"the hello's timestamp is {now - ts:+.0f} s off the hub's clock "
-                f"(at most +-{SKEW_SECONDS:.0f} s)", code="stale",
-            )
-        _guard.check(sig, now)
+    ts = hello.get("ts")
+    if ts is not None and type(ts) is not int:
+        raise AuthFailed("ts is whole unix seconds (an integer)", code="malformed")
+    if hello.get("nonce") is None:
+        raise AuthFailed("sign the challenge's nonce: a hello must carry this connection's "
+                         "nonce", code="malformed")
+    if hello["nonce"] != nonce:
+        raise AuthFailed(
+            "the hello is bound to another connection's nonce; sign this connection's "
+            "challenge", code="replayed",
+        )
+    member_key = public_key
+    if "attestation" in hello or "member_key" in hello:
+        member_key = _check_attestation(hello, public_key, now)
     connector = str(hello.get("connector") or "cli")
     session = hello.get("session")
-    identity = f"{connector}:{public_key}" + (f"/{session}" if session else "")
-    return {"identity": identity, "public_key": public_key, "member_key": public_key}
+    identity = f"{connector}:{member_key}" + (f"/{session}" if session else "")
+    return {"identity": identity, "public_key": public_key, "member_key": member_key}
 
 
 @hookimpl(trylast=True)

@@ -123,3 +123,55 @@ def m005_create_tokens(db: Database) -> None:
         )
         """
     )
+
+
+@core_migrations()
+def m006_create_members_and_invites(db: Database) -> None:
+    db.execute(
+        """
+        CREATE TABLE members (
+            key TEXT PRIMARY KEY,
+            name TEXT NOT NULL,
+            via TEXT NOT NULL,
+            role TEXT NOT NULL DEFAULT '',
+            groups_json TEXT NOT NULL DEFAULT '{}',
+            invite TEXT,
+            created_at REAL NOT NULL,
+            removed_at REAL
+        )
+        """
+    )
+    db.execute(
+        """
+        CREATE TABLE invites (
+            id TEXT PRIMARY KEY,
+            code_hash TEXT NOT NULL UNIQUE,
+            created_by TEXT NOT NULL,
+            uses INTEGER NOT NULL,
+            used INTEGER NOT NULL DEFAULT 0,
+            role TEXT NOT NULL DEFAULT '',
+            groups_json TEXT NOT NULL DEFAULT '{}',
+            expires_at REAL,
+            revoked_at REAL,
+            created_at REAL NOT NULL
+        )
+        """
+    )
+    # keys that already had key-holding peers before admission existed stay members (the owner
+    # sees them in `hub members list` and can remove them)
+    db.execute(
+        """
+        INSERT INTO members (key, name, via, created_at)
+        SELECT member_key, MIN(name), 'existing', MIN(created_at) FROM peers
+        WHERE member_key IS NOT NULL GROUP BY member_key
+        """
+    )
+
+
+@core_migrations()
+def m007_token_capabilities(db: Database) -> None:
+    db.execute("ALTER TABLE tokens ADD COLUMN token_id TEXT")
+    # tokens made before capabilities could do everything their peer could
+    db.execute("ALTER TABLE tokens ADD COLUMN cap TEXT NOT NULL DEFAULT 'admin'")
+    db.execute("ALTER TABLE tokens ADD COLUMN expires_at REAL")
+    db.execute("CREATE INDEX tokens_peer ON tokens (peer, revoked)")

@@ -28,6 +28,7 @@ from meshhub.models import Conversation, Delivery, Message, Peer
 from meshhub.store import InboxItem, StateChange
 
 from .migrations import core_migrations
+from .sqlite_members import MemberTables
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -88,7 +89,7 @@ def _resolve_all(items: list[tuple[_Op, bool, Any]]) -> None:
         _resolve(op.future, ok, value)
 
 
-class SQLiteStore:
+class SQLiteStore(MemberTables):
     """SQLite engine for :class:`meshhub.store.Store`."""
 
     def __init__(self, path: Path, *, synchronous: str = "FULL") -> None:
@@ -549,37 +550,6 @@ class SQLiteStore:
             }
 
         return self._read(run)
-
-    # -- tokens ------------------------------------------------------------------------------
-    async def save_token(self, token_hash: str, peer: str, label: str) -> None:
-        def run(conn: sqlite3.Connection) -> None:
-            conn.execute(
-                "INSERT INTO tokens (token_hash, peer, label, created_at) VALUES (?,?,?,?)",
-                (token_hash, peer, label, time.time()),
-            )
-
-        await self._call(run)
-
-    async def peer_for_token(self, token_hash: str) -> str | None:
-        def run(conn: sqlite3.Connection) -> str | None:
-            row = conn.execute(
-                "SELECT peer FROM tokens WHERE token_hash=? AND revoked=0", (token_hash,)
-            ).fetchone()
-            return row[0] if row else None
-
-        return self._read(run)
-
-    async def revoke_tokens(self, peer: str, label: str | None) -> int:
-        def run(conn: sqlite3.Connection) -> int:
-            if label is None:
-                cur = conn.execute("UPDATE tokens SET revoked=1 WHERE peer=?", (peer,))
-            else:
-                cur = conn.execute(
-                    "UPDATE tokens SET revoked=1 WHERE peer=? AND label=?", (peer, label)
-                )
-            return cur.rowcount
-
-        return await self._call(run)
 
     async def transact(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         """Run ``fn(conn)`` in the writer thread, in this batch's transaction (its own

@@ -41,9 +41,7 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 plugins_app = typer.Typer(help="Inspect the hub's plugins.", no_args_is_help=True)
-token_app = typer.Typer(help="Bearer tokens for the HTTP API and /mcp.", no_args_is_help=True)
 app.add_typer(plugins_app, name="plugins")
-app.add_typer(token_app, name="token")
 
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON instead of text.")]
 
@@ -58,6 +56,15 @@ state = State()
 def fail(message: str) -> typer.Exit:
     typer.echo(f"error: {message}", err=True)
     return typer.Exit(1)
+
+
+def check_name_or_fail(name: str) -> None:
+    from meshhub.directory import check_name
+
+    try:
+        check_name(name)
+    except MeshError as exc:
+        raise fail(exc.message) from None
 
 
 def config() -> Config:
@@ -115,6 +122,7 @@ def init(
     = None,
 ) -> None:
     """Create your identity key and config under MESHHUB_HOME (mode 0600)."""
+    check_name_or_fail(name)
     cfg, created = init_home(home_dir(), name, hub_url=hub_url)
     key = load_signing_key(cfg.home).verify_key.encode().hex()
     word = "created" if created else "kept the existing"
@@ -196,6 +204,7 @@ def _start_background(cfg: Config, log_level: str) -> None:
 
 
 def _serve_foreground(cfg: Config, log_level: str) -> None:
+    from meshhub.admission import is_loopback, local_socket_for
     from meshhub.hub import Hub
     from meshhub.server import serve
 
@@ -219,6 +228,12 @@ def _serve_foreground(cfg: Config, log_level: str) -> None:
             typer.echo(f"  MCP (HTTP):      {url}/mcp   (token: hub token create)")
         typer.echo("  Claude Code:     hub install claude-code")
         typer.echo(f"  data:            {cfg.home}")
+        socket = local_socket_for(url)
+        typer.echo(f"  local socket:    {socket}   (your own OS user gets in through it)"
+                   if socket else "  local socket:    none (see the log); local peers need invites")
+        if not is_loopback(cfg.host):
+            typer.echo(f"  reachable from other machines on {cfg.host}: only members get in "
+                       "(hub invite); put TLS in front (docs/operations.md, docs/security.md)")
         if failed:
             typer.echo(f"  failed plugins:  {', '.join(failed)} (see hub plugins list)")
         sys.stdout.flush()
@@ -437,7 +452,7 @@ def list_actions(as_json: JsonOpt = False) -> None:
     typer.echo(table([[a["name"], a["summary"]] for a in described], ["action", "summary"]))
 
 
-# -- plugins and tokens ---------------------------------------------------------------------------
+# -- plugins ---------------------------------------------------------------------------------
 @plugins_app.command("list")
 def plugins_list(as_json: JsonOpt = False) -> None:
     """The plugins, from the running hub if there is one, else as this install loads them."""
@@ -465,28 +480,6 @@ def plugins_list(as_json: JsonOpt = False) -> None:
          for r in rows],
         ["name", "version", "source", "status", "hooks"],
     ))
-
-
-@token_app.command("create")
-def token_create(
-    label: Annotated[str, typer.Option(help="What the token is for.")] = "default",
-    as_json: JsonOpt = False,
-) -> None:
-    """Create a bearer token acting as you (shown once)."""
-    result = run(with_client(False, lambda c: c.call("token_create", label=label)))
-    if as_json:
-        emit_json(result)
-    else:
-        typer.echo(result["token"])
-
-
-@token_app.command("revoke")
-def token_revoke(
-    label: Annotated[str | None, typer.Option(help="Only tokens with this label.")] = None,
-) -> None:
-    """Revoke your bearer tokens."""
-    result = run(with_client(False, lambda c: c.call("token_revoke", label=label)))
-    typer.echo(f"revoked {result['revoked']} token(s)")
 
 
 @app.command("pair")
@@ -519,6 +512,9 @@ def _add_plugin_commands() -> None:
 
 
 def main() -> None:
+    from . import admin
+
+    admin.register(app)
     with contextlib.suppress(Exception):
         _add_plugin_commands()
     app()

@@ -28,8 +28,10 @@ from aiohttp import web
 
 from meshhub import __version__
 from meshhub.actions import ActionContext
+from meshhub.errors import Unauthorized
+from meshhub.members import token_peer
 from meshhub.presence import Connection
-from meshhub.server import HUB_KEY, hash_token
+from meshhub.server import HUB_KEY
 
 from .push import Pusher
 from .sdk import (
@@ -94,24 +96,27 @@ class ChannelSocket:
 class McpEndpoint:
     def __init__(self, hub: Hub) -> None:
         self.hub = hub
-        self.tokens: dict[str, str] = {}  # token -> peer key, refreshed by every request
+        # token -> (peer key, cap, token hash), refreshed by every request
+        self.tokens: dict[str, tuple[str, str, str]] = {}
         server = build_server("meshhub", __version__, INSTRUCTIONS, self.list_tools,
                               self.call_tool, {CHANNEL_CAPABILITY: {}})
         self.http = HttpEndpoint(server, self.check_token, self.on_stream)
 
     async def check_token(self, token: str) -> bool:
-        key = await self.hub.store.peer_for_token(hash_token(token))
-        if key is None or key not in self.hub.directory.peers:
+        try:
+            peer, cap, token_hash = await token_peer(self.hub, token)
+        except Unauthorized:
             self.tokens.pop(token, None)
             return False
-        self.tokens[token] = key
+        self.tokens[token] = (peer.key, cap, token_hash)
         return True
 
-    def peer_for(self, caller: Caller) -> Peer:
-        key = self.tokens.get(caller.token or "")
-        if key is None or key not in self.hub.directory.peers:
+    def peer_for(self, caller: Caller) -> tuple[Peer, str, str]:
+        """(peer, cap, token hash) of the caller's token, as the request's check found it."""
+        found = self.tokens.get(caller.token or "")
+        if found is None or found[0] not in self.hub.directory.peers:
             raise PermissionError("unknown or revoked token")
-        return self.hub.directory.peers[key]
+        return self.hub.directory.peers[found[0]], found[1], found[2]
 
     def list_tools(self) -> list[ToolSpec]:
         return [ToolSpec(*spec) for spec in tool_specs(self.hub.actions.describe())]
@@ -122,7 +127,8 @@ class McpEndpoint:
             self.hub.actions.actions[action].describe()
         ):
             raise ValueError(f"unknown tool {name!r}")
-        ctx = ActionContext(hub=self.hub, peer=self.peer_for(current_caller()), surface="mcp")
+        peer, cap, _hash = self.peer_for(current_caller())
+        ctx = ActionContext(hub=self.hub, peer=peer, surface="mcp", cap=cap)
 
         async def invoke(act: str, params: dict[str, Any]) -> Any:
             return await self.hub.actions.call(ctx, act, params)
@@ -131,12 +137,12 @@ class McpEndpoint:
 
     async def on_stream(self, sender: ChannelSender, caller: Caller) -> None:
         """While a session's GET stream is open, it is one receiving connection of its peer."""
-        peer = self.peer_for(caller)
+        peer, cap, token_hash = self.peer_for(caller)
         mode = caller.query.get("mode", "push")
         if mode not in MODES or mode == "off":
             return
         hub = self.hub
-        ctx = ActionContext(hub=hub, peer=peer, surface="mcp")
+        ctx = ActionContext(hub=hub, peer=peer, surface="mcp", cap=cap)
 
         async def ack(ids: list[str], state: str) -> None:
             hub.dispatcher.ack(peer, ids, state)
@@ -148,6 +154,7 @@ class McpEndpoint:
         token = caller.token or ""
         sock = ChannelSocket(pusher, lambda: self.check_token(token))
         conn = Connection(sock, peer, receive=True)  # type: ignore[arg-type]
+        conn.token_hash, conn.cap = token_hash, cap  # revoking the token closes this stream
         sock.conn = conn
         await hub.presence.attach(conn)
         try:

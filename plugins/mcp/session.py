@@ -12,8 +12,9 @@ from pathlib import Path
 
 from meshhub.client import MeshClient
 from meshhub.config import default_name, home_dir, load_config, load_signing_key
+from meshhub.directory import parse_groups
 
-from .tools import MODES, parse_groups
+from .tools import MODES
 
 
 @dataclass

@@ -63,25 +63,13 @@ def max_chars() -> int:
     return max(1000, tokens * CHARS_PER_TOKEN)
 
 
-def parse_groups(text: str | None) -> dict[str, str] | None:
-    """``g1:lead,g2`` -> ``{"g1": "lead", "g2": "member"}``."""
-    if not text:
-        return None
-    groups: dict[str, str] = {}
-    for item in text.split(","):
-        name, _, role = item.strip().partition(":")
-        if name.strip():
-            groups[name.strip().lstrip("@")] = role.strip() or "member"
-    return groups
-
-
 # -- results ------------------------------------------------------------------------------------
 def _dumps(value: Any) -> str:
     return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
 
 
-def _plural(n: int, word: str) -> str:
-    return f"{n} {word}" + ("" if n == 1 else "s")
+def _plural(n: int, word: str, plural: str | None = None) -> str:
+    return f"{n} {word if n == 1 else plural or word + 's'}"
 
 
 def summarize(action: str, result: Any) -> str:
@@ -111,7 +99,7 @@ def summarize(action: str, result: Any) -> str:
                 + (f" (from {senders})" if senders else ""))
     if action == "thread":
         return f"thread {result.get('root', {}).get('id')}: " + _plural(
-            len(result.get("replies", [])), "reply").replace("replys", "replies")
+            len(result.get("replies", [])), "reply", "replies")
     if action == "whoami":
         return f"you are {result.get('name')} ({result.get('key')})"
     return f"{action}: ok"

@@ -25,6 +25,7 @@ from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
+from yarl import URL
 
 from meshhub.bridge.chat import ChatHandler, buttons, describe, give_up
 from meshhub.bridge.loops import LoopGuard, is_echo
@@ -118,6 +119,11 @@ class TelegramConnector:
                 connection_pool_size=1, read_timeout=self.settings.poll_timeout + 10.0,
                 httpx_kwargs={"trust_env": False}),
         )
+        if self.settings.mode == "webhook" and self.settings.webhook_url:
+            # Telegram posts with the webhook URL's Host: let the hub's Host check accept it
+            host = URL(self.settings.webhook_url).host
+            if host:
+                hub.extra_hosts.add(host.lower())
         self._tasks.append(asyncio.create_task(self._run(), name="telegram"))
 
     async def stop(self) -> None:
