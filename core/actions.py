@@ -34,10 +34,12 @@ class ActionContext:
     surface: str  # ws | http | mcp | cli | telegram | slack | email | web
     connection: Any = None
     cap: str = "admin"  # the most this call may do: a token's cap; a member's key holds all
+    token: str | None = None  # the hash of the bearer token the call came with, if any
 
     @property
     def is_admin(self) -> bool:
-        return self.hub.is_admin(self.peer)
+        """The owner's powers: the owner's peer, not limited by a token's cap."""
+        return self.cap == "admin" and self.hub.is_admin(self.peer)
 
 
 @dataclass

@@ -14,6 +14,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import hashlib
 import ipaddress
 import logging
@@ -22,6 +24,7 @@ import secrets
 import socket
 import stat
 import struct
+import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -29,14 +32,14 @@ from typing import TYPE_CHECKING
 from aiohttp import web
 from yarl import URL
 
-from .errors import Forbidden
+from .errors import AuthFailed, Forbidden
 
 if TYPE_CHECKING:
+    from .config import Config
     from .hub import Hub
 
 log = logging.getLogger(__name__)
 
-LOOPBACK_NAMES = frozenset({"localhost", "127.0.0.1", "::1"})
 WILDCARD_HOSTS = frozenset({"", "0.0.0.0", "::"})
 OPEN_PATHS = frozenset({"/health"})
 CODE_ALPHABET = "23456789ABCDEFGHJKLMNPQRSTUVWXYZ"  # no 0/O, 1/I: read aloud, typed by hand
@@ -44,14 +47,23 @@ TOKEN_PREFIX = "mh_"
 
 
 # -- Host and Origin ----------------------------------------------------------------------------
-def host_name(value: str) -> str:
-    """The host part of a ``Host`` header or netloc, lower-case, without port or brackets."""
+def split_host(value: str) -> tuple[str, int | None]:
+    """``(host, port)`` of a ``Host`` header or ``host:port``, the host lower-case without
+    brackets; the port is ``None`` when absent or not a number."""
     value = value.strip().lower()
     if value.startswith("["):
-        return value[1:].split("]", 1)[0]
-    if value.count(":") == 1:
-        return value.split(":", 1)[0]
-    return value  # a bare IPv6 address, or a name without a port
+        host, _, rest = value[1:].partition("]")
+        port = rest[1:] if rest.startswith(":") else ""
+    elif value.count(":") == 1:
+        host, port = value.split(":", 1)
+    else:
+        host, port = value, ""  # a bare IPv6 address, or a name without a port
+    return host, int(port) if port.isdigit() else None
+
+
+def host_name(value: str) -> str:
+    """The host part of a ``Host`` header or netloc, lower-case, without port or brackets."""
+    return split_host(value)[0]
 
 
 def is_loopback(host: str) -> bool:
@@ -64,44 +76,87 @@ def is_loopback(host: str) -> bool:
         return False
 
 
-def _is_ip(host: str) -> bool:
-    try:
-        ipaddress.ip_address(host)
-    except ValueError:
-        return False
-    return True
+_addresses: tuple[float, frozenset[str]] = (0.0, frozenset())
+
+
+def own_addresses() -> frozenset[str]:
+    """The machine's own IP addresses (re-read at most once a minute)."""
+    global _addresses
+    if time.monotonic() - _addresses[0] > 60:
+        import psutil
+
+        found = {a.address.split("%", 1)[0].lower()
+                 for addrs in psutil.net_if_addrs().values() for a in addrs
+                 if a.family in (socket.AF_INET, socket.AF_INET6)}
+        _addresses = (time.monotonic(), frozenset(found))
+    return _addresses[1]
 
 
 def origin_of(url: str) -> str:
     """``scheme://host[:port]`` of a URL, the way browsers write ``Origin``."""
-    parsed = URL(url.strip())
-    if not parsed.scheme or not parsed.host:
-        raise ValueError(f"{url!r} is not an origin (write it as https://name[:port])")
-    origin = f"{parsed.scheme}://{parsed.host}"
+    try:
+        parsed = URL(url.strip())
+        host, scheme = parsed.host, parsed.scheme
+    except (ValueError, TypeError):
+        host = scheme = None
+    if not scheme or not host:
+        raise ValueError(f"{url!r} is not an origin: write it as https://name[:port]")
+    origin = f"{scheme}://{host}"
     if not parsed.is_default_port():
         origin += f":{parsed.port}"
     return origin.lower()
 
 
-def allowed_hosts(hub: Hub) -> set[str]:
+def check_settings(cfg: Config) -> None:
+    """Refuse settings the checks cannot use, with one line saying which (at start-up)."""
+    for origin in cfg.allowed_origins:
+        try:
+            origin_of(origin)
+        except ValueError as exc:
+            raise ValueError(f"[hub] allowed_origins / MESHHUB_ALLOWED_ORIGINS: {exc}") from None
+    for host in cfg.allowed_hosts:
+        if not host_name(host) or "/" in host:
+            raise ValueError(f"[hub] allowed_hosts / MESHHUB_ALLOWED_HOSTS: {host!r} is not a "
+                             "host name (write hub.example.com, without a scheme)")
+
+
+@functools.lru_cache(maxsize=8)
+def _origins(configured: tuple[str, ...]) -> frozenset[str]:
+    out = set()
+    for origin in configured:
+        with contextlib.suppress(ValueError):  # refused at start-up by check_settings
+            out.add(origin_of(origin))
+    return frozenset(out)
+
+
+def public_names(hub: Hub) -> set[str]:
+    """Names the hub is served under beyond this machine: configured, or added by plugins."""
     cfg = hub.config
-    names = set(LOOPBACK_NAMES) | {host_name(h) for h in cfg.allowed_hosts}
-    if cfg.host not in WILDCARD_HOSTS:
-        names.add(host_name(cfg.host))
+    names = {host_name(h) for h in cfg.allowed_hosts} | hub.extra_hosts
     if cfg.hub_url:
         names.add(host_name(URL(cfg.hub_url).host or ""))
-    return names | hub.extra_hosts
+    return names
+
+
+def is_local_name(hub: Hub, host: str) -> bool:
+    """A name of this machine the hub listens on: loopback, its bound address, or (when bound
+    to every address) one of the machine's own addresses."""
+    bound = hub.config.host
+    if is_loopback(host) or host == host_name(bound):
+        return True
+    return bound in WILDCARD_HOSTS and host in own_addresses()
+
+
+def is_hub_name(hub: Hub, host: str) -> bool:
+    return host in public_names(hub) or is_local_name(hub, host)
 
 
 def check_request(hub: Hub, request: web.Request) -> Forbidden | None:
     """Why this request may not reach a handler, or ``None`` when it may."""
     raw_host = request.headers.get("Host", "")
-    host = host_name(raw_host)
-    if host not in allowed_hosts(hub) and not (
-        hub.config.host in WILDCARD_HOSTS and _is_ip(host)
-    ):
+    if not is_hub_name(hub, host_name(raw_host)):
         return Forbidden(
-            f"Host {raw_host!r} is not a name of this hub; add it to [hub] allowed_hosts "
+            f"Host {raw_host[:100]!r} is not a name of this hub; add it to [hub] allowed_hosts "
             "(MESHHUB_ALLOWED_HOSTS) if the hub is served under that name",
             code="forbidden_host")
     origin = request.headers.get("Origin")
@@ -110,17 +165,32 @@ def check_request(hub: Hub, request: web.Request) -> Forbidden | None:
     try:
         normalized = origin_of(origin)
     except ValueError:
-        return Forbidden(f"Origin {origin!r} may not use this hub", code="forbidden_origin")
+        return Forbidden(f"Origin {origin[:100]!r} may not use this hub",
+                         code="forbidden_origin")
     own = URL(normalized)
     if own.raw_authority == raw_host.strip().lower() or (
         own.is_default_port() and own.host == raw_host.strip().lower()
     ):
         return None  # same origin: the hub's own page
-    if normalized in {origin_of(o) for o in hub.config.allowed_origins}:
+    if normalized in _origins(tuple(hub.config.allowed_origins)):
         return None
-    return Forbidden(f"Origin {origin!r} may not use this hub; only the hub's own pages and "
-                     "[hub] allowed_origins (MESHHUB_ALLOWED_ORIGINS) may",
+    return Forbidden(f"Origin {origin[:100]!r} may not use this hub; only the hub's own pages "
+                     "and [hub] allowed_origins (MESHHUB_ALLOWED_ORIGINS) may",
                      code="forbidden_origin")
+
+
+def check_audience(hub: Hub, audience: object) -> None:
+    """A signed hello names the hub it is meant for (``host:port`` as the client dialled it),
+    so a hello given to another hub cannot be relayed here. A public name matches on any port
+    (a proxy sits in between); a name of this machine only with the hub's own port."""
+    if not isinstance(audience, str) or not audience:
+        raise AuthFailed("a signed hello names its hub: audience is the host:port you dialled",
+                         code="malformed")
+    host, port = split_host(audience)
+    if host in public_names(hub) or (is_local_name(hub, host) and port == hub.port):
+        return
+    raise AuthFailed(f"this hello was signed for {audience[:100]!r}, not for this hub",
+                     code="wrong_hub")
 
 
 @web.middleware
@@ -177,8 +247,12 @@ def prepare_socket(port: int) -> Path | None:
         log.warning("no local socket: %s is not a private directory of this user (mode 0700)",
                     directory)
         return None
-    if path.is_socket() or path.exists():
-        path.unlink()  # left by a hub that was killed; only our own user can write here
+    try:
+        if path.is_socket():
+            path.unlink()  # left by a hub that was killed; only our own user can write here
+    except OSError as exc:
+        log.warning("no local socket: cannot clear %s (%s)", path, exc.strerror)
+        return None
     return path
 
 

@@ -22,6 +22,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import aiohttp
+import yarl
 from nacl.signing import SigningKey
 
 from .admission import local_socket_for
@@ -52,7 +53,10 @@ _ERRORS: dict[str, type[MeshError]] = {
     "removed": AuthFailed,
     "bad_invite": AuthFailed,
     "invite_refused": AuthFailed,
+    "wrong_hub": AuthFailed,
 }
+SHUT_OUT_CODES = frozenset({"not_enrolled", "removed", "wrong_hub"})
+SHUT_OUT_CLOSES = {4001: "its token was revoked", 4003: "this member was removed from the hub"}
 SESSION_SECONDS = 86400  # a session key's attestation; renewed on each reconnect when needed
 SEEN_LIMIT = 100_000
 
@@ -60,6 +64,13 @@ SEEN_LIMIT = 100_000
 def error_from(frame: dict[str, Any]) -> MeshError:
     cls = _ERRORS.get(frame.get("code", ""), InvalidRequest)
     return cls(frame.get("message", "error"), code=frame.get("code"), **frame.get("details", {}))
+
+
+def audience(url: str) -> str:
+    """``host:port`` of the hub as dialled: what a signed hello is meant for."""
+    parsed = yarl.URL(url)
+    host = parsed.host or ""
+    return f"[{host}]:{parsed.port}" if ":" in host else f"{host}:{parsed.port}"
 
 
 def ws_url(url: str) -> str:
@@ -86,11 +97,13 @@ class MeshClient:
         dedupe: bool = True,
         local: bool = True,
         invite: str | None = None,
+        member_name: str | None = None,
     ) -> None:
         """``session``: a session of the member whose key is ``key``; it signs with a key of
         its own, attested by ``key``. ``local``: use the hub's local socket when the hub runs
         on this machine (how the hub's own OS user gets in without an invite). ``invite``: a
-        code that enrolls ``key`` as a member (``hub join``)."""
+        code that enrolls ``key`` as a member (``hub join``). ``member_name``: the member's own
+        name, used if this hello is the one that enrolls ``key``."""
         self.url = ws_url(url)
         self.key = key
         self.local = local
@@ -103,6 +116,8 @@ class MeshClient:
             self.hello_fields["session"] = session
         if invite:
             self.hello_fields["invite"] = invite
+        if member_name and member_name != name:
+            self.hello_fields["member_name"] = member_name
         if role is not None:
             self.hello_fields["role"] = role
         if groups is not None:
@@ -122,6 +137,7 @@ class MeshClient:
         self._reader: asyncio.Task[None] | None = None
         self._closing = False
         self.connected = asyncio.Event()
+        self.shut_out: str | None = None  # why the hub will not take this client back
 
     # -- connection --------------------------------------------------------------------------
     async def connect(self) -> dict[str, Any]:
@@ -153,7 +169,8 @@ class MeshClient:
             if challenge.get("type") != "challenge":
                 raise MeshError(f"expected a challenge, got {challenge.get('type')}")
             fields = {"type": "hello", "v": 1, "nonce": challenge["nonce"],
-                      "ts": int(time.time()), **self.hello_fields}
+                      "ts": int(time.time()), "audience": audience(self.url),
+                      **self.hello_fields}
             signer = self.key
             if self.session_key is not None:
                 signer = self.session_key
@@ -224,7 +241,9 @@ class MeshClient:
                 self._dispatch(msg.json())
             self.connected.clear()
             self._fail_pending(ConnectionError("connection to the hub lost"))
-            if self._closing or not self.reconnect:
+            if ws.close_code in SHUT_OUT_CLOSES:
+                self.shut_out = f"the hub closed the connection: {SHUT_OUT_CLOSES[ws.close_code]}"
+            if self._closing or not self.reconnect or self.shut_out:
                 self._inbox.put_nowait(None)
                 return
             delay = 0.1
@@ -233,6 +252,12 @@ class MeshClient:
                 try:
                     await self._open()
                     break
+                except AuthFailed as exc:
+                    if exc.code in SHUT_OUT_CODES:  # retrying cannot help: say why and stop
+                        self.shut_out = exc.message
+                        self._inbox.put_nowait(None)
+                        return
+                    delay = min(delay * 2, 5.0)
                 except (TimeoutError, OSError, aiohttp.ClientError, MeshError):
                     delay = min(delay * 2, 5.0)
 
@@ -276,7 +301,7 @@ class MeshClient:
     async def call_nowait(self, action: str, **params: Any) -> asyncio.Future[Any]:
         """Send a call and return the future of its result without waiting (pipelining)."""
         if self._ws is None or not self.connected.is_set():
-            raise ConnectionError("not connected to the hub")
+            raise ConnectionError(self.shut_out or "not connected to the hub")
         call_id = next(self._ids)
         future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         self._pending[call_id] = future

@@ -113,8 +113,8 @@ def load_config(home: Path | None = None) -> Config:
         max_body_bytes=int(hub.get("max_body_bytes", 64 * 1024)),
         sqlite_synchronous=str(hub.get("sqlite_synchronous", "FULL")).upper(),
         disabled_plugins=list(raw.get("plugins", {}).get("disabled", [])),
-        allowed_hosts=[str(h) for h in hub.get("allowed_hosts", [])],
-        allowed_origins=[str(o) for o in hub.get("allowed_origins", [])],
+        allowed_hosts=_names(hub.get("allowed_hosts", [])),
+        allowed_origins=_names(hub.get("allowed_origins", [])),
         raw=raw,
     )
     for var, (attr, kind) in _ENV_NUMBERS.items():
@@ -127,7 +127,7 @@ def load_config(home: Path | None = None) -> Config:
     for var, attr in (("MESHHUB_ALLOWED_HOSTS", "allowed_hosts"),
                       ("MESHHUB_ALLOWED_ORIGINS", "allowed_origins")):
         if os.environ.get(var):
-            setattr(cfg, attr, [v.strip() for v in os.environ[var].split(",") if v.strip()])
+            setattr(cfg, attr, _names(os.environ[var]))
     if os.environ.get("MESHHUB_DISABLE_PLUGINS"):
         cfg.disabled_plugins += [
             p.strip() for p in os.environ["MESHHUB_DISABLE_PLUGINS"].split(",") if p.strip()
@@ -135,12 +135,19 @@ def load_config(home: Path | None = None) -> Config:
     return cfg
 
 
+def _names(value: Any) -> list[str]:
+    """A list setting, written as a TOML list or as one comma-separated string."""
+    items = value.split(",") if isinstance(value, str) else value
+    return [str(item).strip() for item in items or [] if str(item).strip()]
+
+
 def default_name() -> str:
     try:
         user = getpass.getuser()
     except Exception:  # no user database entry (containers)
         user = "me"
-    return re.sub(r"[^A-Za-z0-9_.-]", "-", user) or "me"
+    name = re.sub(r"[^A-Za-z0-9_.-]+", "-", user).strip("-._")[:40] or "me"
+    return f"{name[:36]}-me" if re.fullmatch(r"[0-9A-Fa-f]{8}", name) else name
 
 
 def write_private(path: Path, data: bytes) -> None:

@@ -8,7 +8,7 @@ from __future__ import annotations
 import difflib
 import re
 import time
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeGuard
 
 from .errors import InvalidRequest, MeshError, NotFound
 from .ids import peer_key_for
@@ -39,10 +39,14 @@ class NameTaken(MeshError):
 def check_name(name: object) -> str:
     """A name as chosen (``hub init``, ``hub join``, a hello): refused, never rewritten, when it
     could not be used as a target or could read as something else."""
-    if not isinstance(name, str) or not NAME_RE.match(name) or KEYLIKE_RE.match(name):
+    if not is_valid_name(name):
         raise InvalidRequest(f"bad name {str(name)[:60]!r}: a name is {NAME_RULE}",
                              code="bad_name")
     return name
+
+
+def is_valid_name(name: object) -> TypeGuard[str]:
+    return isinstance(name, str) and bool(NAME_RE.match(name)) and not KEYLIKE_RE.match(name)
 
 
 def check_group(group: str) -> str:
@@ -159,7 +163,32 @@ class Directory:
             if key is None or key != owner:
                 raise NameTaken(f"the name {name!r} belongs to another member of this hub; "
                                 "choose another", name=name)
+        prefixed = self.prefix_holder(name)
+        if prefixed is not None and prefixed.key != member_key:
+            raise NameTaken(f"names that start with '{prefixed.name}-' belong to the member "
+                            f"{prefixed.name} (for its sessions); choose another", name=name)
         return self.unique_name(name, owner=owner, member_key=member_key)
+
+    def prefix_holder(self, name: str) -> Member | None:
+        """The member whose sessions' names ``name`` reads as (``ann-api`` for ``ann``)."""
+        lowered = name.lower()
+        for member in self.members.values():
+            if member.removed_at is None and lowered.startswith(member.name.lower() + "-"):
+                return member
+        return None
+
+    async def give_up_name(self, name: str, keep: str) -> None:
+        """Rename whoever but the member ``keep`` holds ``name`` (the owner's own name, when an
+        upgrade finds it taken): a member becomes ``name-<key>``, a peer is numbered."""
+        for member in self.members.values():
+            if member.key != keep and member.name.lower() == name.lower():
+                member.name = f"{clean_name(name)[:31]}-{member.key[:8]}"
+                await self.store.save_member(member)
+        key = self.by_name.get(name.lower())
+        if key is not None and self.peers[key].member_key != keep:
+            peer = self.peers[key]
+            self.rename(peer, self.unique_name(f"{clean_name(name)[:31]}-{key}"))
+            await self.store.save_peer(peer)
 
     # -- members and invites ------------------------------------------------------------------
     def member(self, key: str | None) -> Member | None:
@@ -259,7 +288,8 @@ class Directory:
         self.by_name[new_name.lower()] = peer.key
 
     async def save_peer(self, peer: Peer) -> None:
-        await self.store.save_peer(peer)
+        if peer.key in self.peers:  # never write back a peer that was taken out (removed)
+            await self.store.save_peer(peer)
 
     def groups(self) -> dict[str, list[str]]:
         out: dict[str, list[str]] = {}

@@ -121,6 +121,7 @@ class Hub:
         self.started_at = time.time()
         self.owner_key: str | None = None
         self.extra_hosts: set[str] = set()  # Host names plugins serve under (a webhook's host)
+        self.port: int = config.port  # the port it listens on, once serving
         self._tasks: set[asyncio.Task[Any]] = set()
         self._collected = False
 
@@ -150,6 +151,9 @@ class Hub:
         self.plugins.collect("meshhub_register_routes", "routes", add_route)
 
     async def start(self) -> None:
+        from .admission import check_settings
+
+        check_settings(self.config)
         self.collect_contributions()
         migrations: list[Any] = []
 

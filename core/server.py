@@ -18,7 +18,7 @@ from aiohttp import WSMsgType, web
 from . import __version__, members
 from .actions import ActionContext, check_allowed
 from .admission import is_local_same_user, prepare_socket, request_guard
-from .directory import check_group, check_name
+from .directory import check_group, check_name, is_valid_name
 from .errors import AuthFailed, InvalidRequest, MeshError, Unauthorized
 from .hub import WS_CONNECTORS, Hub
 from .models import PEER_KINDS, Peer
@@ -32,7 +32,6 @@ MAX_HELLO_ATTEMPTS = 3
 MAX_ROLE = 100
 MAX_GROUPS = 50
 HUB_KEY: web.AppKey[Hub] = web.AppKey("hub", Hub)
-LOCAL_KEY: web.AppKey[bool] = web.AppKey("local", bool)
 
 
 def error_frame(exc: MeshError, call_id: Any = None) -> dict[str, Any]:
@@ -90,6 +89,10 @@ async def _admit_hello(hub: Hub, hello: dict[str, Any], nonce: str,
                                    identity=proof["identity"])
     if peer is not None:
         return peer, False, None, members.member_cap(hub, peer)
+    known = hub.directory.by_identity.get(proof["identity"])
+    if known is not None and not is_valid_name(hello.get("name")):
+        # a name from before names were checked ("Ann Smith"): keep the peer's cleaned one
+        hello = dict(hello, name=hub.directory.peers[known].name)
     fields = _check_hello_fields(hub, hello)
     member = await members.admit(hub, proof, hello, local=local)
     if member is not None and proof["identity"] not in hub.directory.by_identity:
@@ -177,7 +180,7 @@ async def _handle_frame(hub: Hub, conn: Connection, frame: dict[str, Any]) -> No
         if not isinstance(params, dict):
             raise InvalidRequest("'params' must be an object", code="malformed")
         ctx = ActionContext(hub=hub, peer=conn.peer, surface="ws", connection=conn,
-                            cap=conn.cap)
+                            cap=conn.cap, token=conn.token_hash)
         if name == "send":
             # pipelined: route and queue now, in frame order; reply when the write commits
             action = hub.actions.get("send")
@@ -208,8 +211,7 @@ async def websocket_handler(request: web.Request) -> web.WebSocketResponse:
     await ws.prepare(request)
     nonce = secrets.token_hex(16)
     await ws.send_json({"type": "challenge", "nonce": nonce, "hub": {"version": __version__}})
-    conn = await _authenticate(hub, ws, nonce, request.app[LOCAL_KEY] and
-                               is_local_same_user(request))
+    conn = await _authenticate(hub, ws, nonce, is_local_same_user(request))
     if conn is None:
         return ws
     if conn.receive:
@@ -242,12 +244,11 @@ async def websocket_handler(request: web.Request) -> web.WebSocketResponse:
 
 
 # -- HTTP API ------------------------------------------------------------------------------------
-async def _peer_for_request(hub: Hub, request: web.Request) -> tuple[Peer, str]:
+async def _peer_for_request(hub: Hub, request: web.Request) -> tuple[Peer, str, str]:
     header = request.headers.get("Authorization", "")
     if not header.startswith("Bearer "):
         raise Unauthorized("send 'Authorization: Bearer <token>' (create one: hub token create)")
-    peer, cap, _hash = await members.token_peer(hub, header[7:])
-    return peer, cap
+    return await members.token_peer(hub, header[7:])
 
 
 def json_error(exc: MeshError) -> web.Response:
@@ -257,7 +258,7 @@ def json_error(exc: MeshError) -> web.Response:
 async def api_call(request: web.Request) -> web.Response:
     hub = request.app[HUB_KEY]
     try:
-        peer, cap = await _peer_for_request(hub, request)
+        peer, cap, token_hash = await _peer_for_request(hub, request)
         action = hub.actions.get(request.match_info["action"])
         if request.can_read_body:
             try:
@@ -268,7 +269,7 @@ async def api_call(request: web.Request) -> web.Response:
             params = {}
         if not isinstance(params, dict):
             raise InvalidRequest("the body must be a JSON object", code="malformed")
-        ctx = ActionContext(hub=hub, peer=peer, surface="http", cap=cap)
+        ctx = ActionContext(hub=hub, peer=peer, surface="http", cap=cap, token=token_hash)
         result = await hub.actions.call(ctx, action.name, params)
     except MeshError as exc:
         return json_error(exc)
@@ -295,13 +296,12 @@ async def openapi(request: web.Request) -> web.Response:
     return web.json_response(openapi_document(request.app[HUB_KEY]))
 
 
-def build_app(hub: Hub, *, local: bool = True) -> web.Application:
-    """The hub's application; ``local`` lets the local socket admit its own OS user (see
+def build_app(hub: Hub) -> web.Application:
+    """The hub's application: every route behind the Host and Origin checks (see
     :mod:`meshhub.admission`)."""
     app = web.Application(client_max_size=max(1 << 20, 4 * hub.config.max_body_bytes),
                           middlewares=[request_guard])
     app[HUB_KEY] = hub
-    app[LOCAL_KEY] = local
     app.router.add_get("/health", health)
     app.router.add_get("/openapi.json", openapi)
     app.router.add_get("/ws", websocket_handler)
@@ -346,14 +346,16 @@ async def serve(hub: Hub, host: str, port: int) -> tuple[web.AppRunner, int]:
     for address in runner.addresses:  # the real port when 0 was asked for
         actual = int(address[1])
         break
+    hub.port = actual
     path = prepare_socket(actual)
     if path is not None:
-        old = os.umask(0o077)
         try:
             await web.UnixSite(runner, str(path)).start()
-        finally:
-            os.umask(old)
-        sockets.append(str(path))
+            os.chmod(path, 0o600)  # the directory is 0700 already; the socket is closed too
+            sockets.append(str(path))
+        except OSError as exc:  # a path too long for a socket, say: serve TCP only
+            log.warning("no local socket at %s: %s; processes of this user need invites",
+                        path, exc.strerror or exc)
     return runner, actual
 
 

@@ -6,15 +6,26 @@ from pathlib import Path
 
 import pytest
 
+from meshhub.config import init_home
+
 from .helpers import HubProcess, Identity, base_env, free_port, make_identity
 
 
+@pytest.fixture(scope="session")
+def _socket_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("sockets")
+    path.chmod(0o700)
+    return path
+
+
 @pytest.fixture(autouse=True)
-def _no_meshhub_environment(monkeypatch: pytest.MonkeyPatch) -> None:
-    """A developer's own MESHHUB_* settings (a real bot token, say) never reach a test."""
+def _no_meshhub_environment(monkeypatch: pytest.MonkeyPatch, _socket_dir: Path) -> None:
+    """A developer's own MESHHUB_* settings (a real bot token, say) never reach a test, and
+    the hubs of the tests keep their local sockets in a directory of the test run."""
     for name in list(os.environ):
         if name.startswith("MESHHUB_"):
             monkeypatch.delenv(name)
+    monkeypatch.setenv("MESHHUB_SOCKET_DIR", str(_socket_dir))
 
 
 @pytest.fixture
@@ -24,6 +35,8 @@ def hub_factory(tmp_path: Path) -> Iterator[object]:
 
     def make(name: str = "hub", port: int | None = None, **env: str) -> HubProcess:
         home = tmp_path / name
+        if not (home / "identity.key").exists():
+            init_home(home, "owner")  # not the OS user's name, which a test may use
         hub = HubProcess(home=home, port=port or free_port(), env=base_env(home, **env))
         started.append(hub)
         return hub.start()

@@ -87,7 +87,8 @@ class HubProcess:
 
 
 def base_env(home: Path, **extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("MESHHUB_")}
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith("MESHHUB_") or k == "MESHHUB_SOCKET_DIR"}
     env["MESHHUB_HOME"] = str(home)
     env.update(extra)
     return env

@@ -18,7 +18,7 @@ import pytest
 from nacl.signing import SigningKey
 
 from meshhub.builtins.hello_auth import attest_session, sign_hello
-from meshhub.client import MeshClient, ws_url
+from meshhub.client import MeshClient, audience, ws_url
 from meshhub.config import init_home
 from meshhub.errors import MeshError
 
@@ -141,6 +141,15 @@ async def test_a_bad_hello_registers_nothing(hub, people):
             await ann.client(hub.url, **options).connect()
         assert refused.value.code == code, options
     assert {t: rows(hub, t) for t in before} == before
+    assert hub.health()["peers"] == 0  # nothing in memory either
+    owner = owner_of(hub)
+    invite = json.loads(owner.cli(hub.url, "invite", "--json").stdout)
+    stranger = MeshClient(hub.url, SigningKey.generate(), name="eve", local=False,
+                          invite=invite["code"], role="r" * 500)
+    with pytest.raises(MeshError):
+        await stranger.connect()
+    listed = json.loads(owner.cli(hub.url, "invites", "list", "--json").stdout)
+    assert [i["used"] for i in listed if i["id"] == invite["id"]] == [0]
 
 
 def test_invite_join_reuse_expiry_revocation_and_removal(hub_factory, tmp_path):
@@ -187,8 +196,16 @@ def test_invite_join_reuse_expiry_revocation_and_removal(hub_factory, tmp_path):
 
     async def removal() -> None:
         token = json.loads(bob.cli(hub.url, "token", "create", "--json", **remote).stdout)
-        watcher = MeshClient(hub.url, bob.key, name="bob", local=False)
+        watcher = MeshClient(hub.url, bob.key, name="bob", local=False, reconnect=True)
         await watcher.connect()
+        session = MeshClient(hub.url, bob.key, name="bob-agent", session="bob-agent",
+                             connector="mcp", kind="agent", local=False)
+        await session.connect()
+        http = aiohttp.ClientSession()
+        by_token = await http.ws_connect(ws_url(hub.url))
+        await by_token.receive_json()
+        await by_token.send_json({"type": "hello", "token": token["token"]})
+        assert (await by_token.receive_json())["type"] == "welcome"
         removed = await asyncio.create_subprocess_exec(
             HUB_BIN, "members", "remove", "bob", env=base_env(owner.home, MESHHUB_URL=hub.url),
             stdout=asyncio.subprocess.PIPE)
@@ -196,9 +213,16 @@ def test_invite_join_reuse_expiry_revocation_and_removal(hub_factory, tmp_path):
         assert b"removed bob" in out
         started = time.monotonic()
         with pytest.raises(ConnectionError):
-            await watcher.next_message(timeout=30)  # the open connection is closed
+            await watcher.next_message(timeout=30)  # the open connection is closed...
+        assert "removed" in (watcher.shut_out or "")  # ...and it does not try again
+        with pytest.raises(ConnectionError):
+            await session.next_message(timeout=30)
+        closed = await by_token.receive(timeout=30)
+        assert closed.type in (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSED)
         assert time.monotonic() - started < 30
         await watcher.close()
+        await session.close()
+        await http.close()
         with pytest.raises(MeshError) as refused:
             await MeshClient(hub.url, bob.key, name="bob", local=False).connect()
         assert refused.value.code == "removed"
@@ -212,7 +236,7 @@ def test_invite_join_reuse_expiry_revocation_and_removal(hub_factory, tmp_path):
     assert "bob" not in after
     time.sleep(0.5)  # past the grace window: leaving does not write the removed peer back
     with sqlite3.connect(hub.home / "meshhub.db") as db:
-        assert db.execute("SELECT COUNT(*) FROM peers WHERE name='bob'").fetchone()[0] == 0
+        assert db.execute("SELECT COUNT(*) FROM peers WHERE name LIKE 'bob%'").fetchone()[0] == 0
         assert db.execute("SELECT removed_at FROM members WHERE name='bob'").fetchone()[0]
 
 
@@ -241,9 +265,10 @@ async def test_sessions_sign_with_their_own_attested_keys(hub, people):
 
     session = SigningKey.generate()
 
-    def hello(nonce: str, attested: dict) -> dict:
+    def hello(nonce: str, attested: dict, aud: str = audience(hub.url)) -> dict:
         return sign_hello(session, {"type": "hello", "nonce": nonce, "name": "ann-x",
-                                    "connector": "mcp", "session": "ann-x", **attested})
+                                    "connector": "mcp", "session": "ann-x", "audience": aud,
+                                    **attested})
 
     forged = attest_session(SigningKey.generate(), session, int(time.time()) + 600)
     forged["member_key"] = member_hex  # claims ann without ann's signature
@@ -257,6 +282,10 @@ async def test_sessions_sign_with_their_own_attested_keys(hub, people):
         n, attest_session(stranger, session, int(time.time()) + 600)))
     assert answer["code"] == "not_enrolled"
     good = attest_session(member, session, int(time.time()) + 600)
+    # signed for another hub (one ann joined, which relays her hello here): refused
+    for elsewhere in ("evil.example:443", f"127.0.0.1:{hub.port + 1}"):
+        answer = await _session_hello(hub.url, lambda n, aud=elsewhere: hello(n, good, aud))
+        assert answer["code"] == "wrong_hub", elsewhere
     answer = await _session_hello(hub.url, lambda n: hello(n, good))
     assert answer["type"] == "welcome" and answer["peer"]["member_key"] == member_hex
 
@@ -279,6 +308,9 @@ async def test_a_taken_name_is_refused_and_the_approval_reaches_only_its_owner(
         await MeshClient(hub.url, mallory.key, name="ops-lead", local=False,
                          session="x").connect()
     assert taken.value.code == "name_taken"
+    with pytest.raises(MeshError) as prefixed:  # nor a name that reads as the owner's session
+        await MeshClient(hub.url, mallory.key, name="ops-lead-work", local=False).connect()
+    assert prefixed.value.code == "name_taken" and "ops-lead-" in prefixed.value.message
     agent = make_identity(tmp_path / "agents", "builder")
     async with owner.client(hub.url, name="ops-lead") as lead, \
             MeshClient(hub.url, mallory.key, name="mallory", local=False) as m, \
@@ -382,3 +414,87 @@ def test_readme_quick_start_needs_no_extra_step(tmp_path):
         watch.kill()
         watch.wait(10)
         run(ann, "stop")
+
+
+async def test_tokens_cannot_make_or_wipe_tokens_and_cap_the_owners_powers(hub, people):
+    owner, (ann,) = owner_of(hub), people("ann")
+    async with owner.client(hub.url, name="owner") as o, ann.client(hub.url) as a:
+        token = (await o.call("token_create", cap="send"))["token"]
+        sent = await a.send("ann", "a note to myself")
+        assert (await o.message_status(sent["id"]))["id"] == sent["id"]  # the owner's key can
+    auth = {"Authorization": f"Bearer {token}"}
+    async with aiohttp.ClientSession() as http:
+        for action, body in (("token_create", {"expires": "never"}), ("token_revoke", {})):
+            async with http.post(f"{hub.url}/api/{action}", headers=auth, json=body) as resp:
+                assert resp.status == 403, action
+        async with http.post(hub.url + "/api/message_status", headers=auth,
+                             json={"id": sent["id"]}) as resp:
+            assert resp.status == 404  # a send-cap token of the owner has no owner powers
+        async with http.post(hub.url + "/api/whoami", headers=auth) as resp:
+            assert resp.status == 200  # and the token survived the attempt to wipe it
+
+
+async def test_a_stale_socket_falls_back_to_tcp_and_an_open_directory_is_not_used(
+        hub, tmp_path, monkeypatch):
+    import socket as sockets
+
+    from meshhub.admission import local_socket_for, prepare_socket
+
+    key = SigningKey.generate()
+    async with MeshClient(hub.url, key, name="ann"):  # enrolled through the real socket
+        pass
+    stale_dir = tmp_path / "stale"
+    stale_dir.mkdir(mode=0o700)
+    with sockets.socket(sockets.AF_UNIX) as left:  # a socket nobody listens on any more
+        left.bind(str(stale_dir / f"hub-{hub.port}.sock"))
+    monkeypatch.setenv("MESHHUB_SOCKET_DIR", str(stale_dir))
+    assert local_socket_for(hub.url) is not None
+    async with MeshClient(hub.url, key, name="ann") as again:  # over TCP, as a member
+        assert again.peer["name"] == "ann"
+    with pytest.raises(MeshError) as refused:  # and a stranger over TCP is still a stranger
+        await MeshClient(hub.url, SigningKey.generate(), name="eve").connect()
+    assert refused.value.code == "not_enrolled"
+    open_dir = tmp_path / "open"
+    open_dir.mkdir()
+    open_dir.chmod(0o755)
+    monkeypatch.setenv("MESHHUB_SOCKET_DIR", str(open_dir))
+    assert prepare_socket(hub.port) is None  # a directory others may enter is never used
+    assert local_socket_for(hub.url) is None
+
+
+async def test_the_owner_gets_its_name_back_from_a_squatter_on_upgrade(hub_factory, tmp_path):
+    home = tmp_path / "hub"
+    init_home(home, "ops-lead")
+    hub = hub_factory("hub")
+    hub.stop()
+    squatter = SigningKey.generate().verify_key.encode().hex()
+    with sqlite3.connect(home / "meshhub.db") as db:  # what the upgrade of an open hub finds
+        db.execute("DELETE FROM members WHERE via='owner'")
+        db.execute("INSERT INTO members (key, name, via, created_at) VALUES (?, ?, ?, 0)",
+                   (squatter, "ops-lead", "existing"))
+        db.execute("INSERT INTO peers (key, name, name_lower, identity, kind, connector, "
+                   "member_key, created_at, last_seen) VALUES "
+                   "('5ca77e55', 'ops-lead', 'ops-lead', ?, 'human', 'cli', ?, 0, 0)",
+                   (f"cli:{squatter}", squatter))
+    hub.start()
+    async with Identity(home, "ops-lead").client(hub.url, name="ops-lead") as lead:
+        assert lead.peer["name"] == "ops-lead"
+        names = {p["key"]: p["name"] for p in await lead.peers()}
+        assert names["5ca77e55"].startswith("ops-lead-")
+
+
+async def test_a_name_from_before_the_rules_keeps_working(hub, people):
+    (ann,) = people("ann")
+    async with ann.client(hub.url, name="ann"):
+        pass
+    async with ann.client(hub.url, name="Ann Smith") as again:  # an old config's name
+        assert again.peer["name"] == "ann"
+
+
+def test_start_refuses_an_origin_it_cannot_use(tmp_path):
+    env = base_env(tmp_path / "hub", MESHHUB_ALLOWED_ORIGINS="app.example.com")
+    out = subprocess.run([HUB_BIN, "start", "--port", str(free_port())], env=env,
+                         capture_output=True, text=True, timeout=60)
+    assert out.returncode == 1
+    assert out.stderr.startswith("error: [hub] allowed_origins") and "https://" in out.stderr
+    assert len(out.stderr.strip().splitlines()) == 1

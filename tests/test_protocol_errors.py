@@ -10,7 +10,7 @@ import pytest
 from nacl.signing import SigningKey
 
 from meshhub.builtins.hello_auth import sign_hello
-from meshhub.client import MeshClient, ws_url
+from meshhub.client import MeshClient, audience, ws_url
 from meshhub.errors import MeshError
 
 from .helpers import collect
@@ -80,7 +80,8 @@ async def test_bad_signature_is_refused(hub):
     key = SigningKey.generate()
 
     def forged(nonce: str) -> dict:
-        hello = sign_hello(key, {"type": "hello", "name": "mallory", "nonce": nonce})
+        hello = sign_hello(key, {"type": "hello", "name": "mallory", "nonce": nonce,
+                                 "audience": audience(hub.url)})
         hello["name"] = "admin"  # changed after signing
         return hello
 
@@ -90,7 +91,8 @@ async def test_bad_signature_is_refused(hub):
     await session.close()
 
     def other_key(nonce: str) -> dict:
-        hello = sign_hello(key, {"type": "hello", "name": "mallory", "nonce": nonce})
+        hello = sign_hello(key, {"type": "hello", "name": "mallory", "nonce": nonce,
+                                 "audience": audience(hub.url)})
         hello["public_key"] = SigningKey.generate().verify_key.encode().hex()
         return hello
 
@@ -108,7 +110,8 @@ async def test_replayed_and_timestamp_only_hellos_are_refused(hub):
     captured: dict = {}
 
     def first(nonce: str) -> dict:
-        captured["hello"] = sign_hello(key, {"type": "hello", "name": "ann", "nonce": nonce})
+        captured["hello"] = sign_hello(key, {"type": "hello", "name": "ann", "nonce": nonce,
+                                                        "audience": audience(hub.url)})
         return captured["hello"]
 
     answer, ws, session = await _raw_hello(hub.url, first)  # over TCP: a member's key
@@ -122,14 +125,16 @@ async def test_replayed_and_timestamp_only_hellos_are_refused(hub):
     await session.close()
 
     # a hello bound only to a timestamp could be replayed after a restart: refused
-    stamped = sign_hello(key, {"type": "hello", "name": "ann", "ts": int(time.time())})
+    stamped = sign_hello(key, {"type": "hello", "name": "ann", "ts": int(time.time()),
+                               "audience": audience(hub.url)})
     answer, ws, session = await _raw_hello(hub.url, lambda nonce: stamped)
     assert answer["code"] == "malformed" and "nonce" in answer["message"]
     await ws.close()
     await session.close()
     for ts in (time.time(), "123", True):  # ts is whole seconds when present
         answer, ws, session = await _raw_hello(hub.url, lambda nonce, ts=ts: sign_hello(
-            key, {"type": "hello", "name": "ann", "nonce": nonce, "ts": ts}))
+            key, {"type": "hello", "name": "ann", "nonce": nonce, "ts": ts,
+                  "audience": audience(hub.url)}))
         assert answer["code"] == "malformed" and "ts" in answer["message"]
         await ws.close()
         await session.close()

@@ -9,9 +9,17 @@ from typing import Annotated, Any, Literal
 
 from meshhub import hookimpl, members
 from meshhub.actions import Action, ActionContext, action
-from meshhub.errors import InvalidRequest
+from meshhub.errors import Forbidden, InvalidRequest
 
 Duration = Annotated[str | None, "how long it lasts: 30d, 24h, 90m, 45s, or never"]
+
+
+def _not_with_a_token(ctx: ActionContext) -> None:
+    """Tokens are managed with the member's key (`hub token ...`), never with a token: a token
+    cannot outlive itself through a child, nor wipe out its member's other tokens."""
+    if ctx.token is not None:
+        raise Forbidden("tokens are created and revoked with your key (hub token ...), not "
+                        "with a token")
 
 
 @action(admin=True)
@@ -102,6 +110,7 @@ async def token_create(
 ) -> dict[str, Any]:
     """Create a bearer token that acts as you on the HTTP API and /mcp. Shown once; only its
     hash is kept."""
+    _not_with_a_token(ctx)
     if len(label) > 100:
         raise InvalidRequest("a label is at most 100 characters")
     token, info = await members.create_token(
@@ -125,6 +134,7 @@ async def token_revoke(
 ) -> dict[str, Any]:
     """Revoke your bearer tokens (all, or by label or id); connections that use them close at
     once."""
+    _not_with_a_token(ctx)
     return {"revoked": await members.revoke_tokens(ctx.hub, ctx.peer, label=label,
                                                    token_id=id)}
 

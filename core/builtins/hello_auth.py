@@ -3,7 +3,10 @@
 A hello is signed over its canonical JSON (every field but ``sig``, keys sorted, no spaces) and
 bound to the nonce of the ``challenge`` frame the hub sent on this connection, so it is good for
 one connection only and cannot be replayed, even after a restart. (Hellos bound only to a
-timestamp are refused.) ``ts``, when present, must be a whole number of unix seconds.
+timestamp are refused.) ``ts``, when present, must be a whole number of unix seconds. Its
+``audience`` names the hub it is meant for (``host:port`` as the client dialled it), so a hub
+that a member connects to cannot relay that member's hello to another hub
+(:func:`meshhub.admission.check_audience`).
 
 Two kinds of key may sign:
 
@@ -24,6 +27,7 @@ from nacl.exceptions import BadSignatureError
 from nacl.signing import SigningKey, VerifyKey
 
 from meshhub import hookimpl
+from meshhub.admission import check_audience
 from meshhub.errors import AuthFailed
 
 MAX_ATTESTATION_SECONDS = 30 * 86400
@@ -123,4 +127,6 @@ def verify_hello(hello: dict[str, Any], nonce: str, now: float | None = None) ->
 @hookimpl(trylast=True)
 def meshhub_authenticate_hello(hub: Any, hello: dict[str, Any], nonce: str) -> dict[str, Any]:
     """Ed25519-signed hellos; the fallback for every hello no other plugin claims."""
-    return verify_hello(hello, nonce)
+    proof = verify_hello(hello, nonce)
+    check_audience(hub, hello.get("audience"))
+    return proof

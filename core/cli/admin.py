@@ -8,7 +8,7 @@ from typing import Annotated, Any
 
 import typer
 
-from meshhub.config import home_dir, init_home, load_signing_key
+from meshhub.config import home_dir, init_home, load_config, load_signing_key
 from meshhub.directory import parse_groups
 
 from . import main as cli
@@ -97,6 +97,7 @@ def join(
     home = home_dir()
     if not (home / "identity.key").exists():
         init_home(home, name)
+    before = load_config(home)
     key = load_signing_key(home)
 
     async def go() -> dict[str, Any]:
@@ -107,6 +108,9 @@ def join(
     cli.state.hub_url = hub  # so an error names the hub being joined
     peer = cli.run(go())
     init_home(home, name, hub_url=hub)
+    for what, old, new in (("name", before.name, name), ("hub", before.hub_url, hub)):
+        if old and old != new:
+            typer.echo(f"note: this identity's {what} was {old}; it is now {new}", err=True)
     typer.echo(f"joined {hub} as {peer['name']} ({peer['key']}); try: hub peers")
 
 

@@ -177,6 +177,12 @@ def start(
         cfg.port = port
     if (pid := _pid(cfg)) is not None:
         raise fail(f"a hub is already running from {cfg.home} (pid {pid}); `hub stop` first")
+    from meshhub.admission import check_settings
+
+    try:
+        check_settings(cfg)
+    except ValueError as exc:
+        raise fail(str(exc)) from None
     if background:
         _start_background(cfg, log_level)
         return

@@ -127,8 +127,8 @@ class McpEndpoint:
             self.hub.actions.actions[action].describe()
         ):
             raise ValueError(f"unknown tool {name!r}")
-        peer, cap, _hash = self.peer_for(current_caller())
-        ctx = ActionContext(hub=self.hub, peer=peer, surface="mcp", cap=cap)
+        peer, cap, token_hash = self.peer_for(current_caller())
+        ctx = ActionContext(hub=self.hub, peer=peer, surface="mcp", cap=cap, token=token_hash)
 
         async def invoke(act: str, params: dict[str, Any]) -> Any:
             return await self.hub.actions.call(ctx, act, params)
@@ -142,7 +142,7 @@ class McpEndpoint:
         if mode not in MODES or mode == "off":
             return
         hub = self.hub
-        ctx = ActionContext(hub=hub, peer=peer, surface="mcp", cap=cap)
+        ctx = ActionContext(hub=hub, peer=peer, surface="mcp", cap=cap, token=token_hash)
 
         async def ack(ids: list[str], state: str) -> None:
             hub.dispatcher.ack(peer, ids, state)

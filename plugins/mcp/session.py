@@ -19,6 +19,7 @@ from .tools import MODES
 
 @dataclass
 class SessionOptions:
+    member: str  # the member's own name (config), for a first connection that enrolls it
     name: str
     role: str | None
     groups: dict[str, str] | None
@@ -43,6 +44,7 @@ def session_options(name: str | None = None, role: str | None = None,
     if mode not in MODES:
         raise ValueError(f"mode must be one of {', '.join(MODES)}, not {mode!r}")
     return SessionOptions(
+        member=cfg.name or default_name(),
         name=name or env.get("MESHHUB_SESSION_NAME")
         or default_session_name(cfg.name or default_name()),
         role=role if role is not None else env.get("MESHHUB_ROLE"),
@@ -57,5 +59,5 @@ def session_client(opts: SessionOptions, *, receive: bool, reconnect: bool) -> M
     return MeshClient(
         opts.url, load_signing_key(opts.home), name=opts.name, kind="agent", connector="mcp",
         session=opts.name, role=opts.role, groups=opts.groups, receive=receive,
-        reconnect=reconnect,
+        reconnect=reconnect, member_name=opts.member,
     )
