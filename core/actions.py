@@ -121,6 +121,11 @@ def action(
     actions, ``read`` for read-only ones and ``send`` for the rest.
     """
 
+    from .store import CAPS
+
+    if cap is not None and cap not in CAPS:
+        raise ValueError(f"cap must be one of {', '.join(CAPS)}, not {cap!r}")
+
     def wrap(fn: Handler) -> Action:
         action_name = name or fn.__name__
         return Action(

@@ -1,10 +1,12 @@
 """Who may reach the hub, before any handler runs, and the secrets that let people in.
 
-* :func:`request_guard`: an aiohttp middleware that checks ``Host`` and ``Origin`` on every request
-  but ``/health``. ``Host`` must be a loopback name, the bound address, or a name configured for a
-  public deployment (``[hub] allowed_hosts``); this stops DNS rebinding. ``Origin`` must be absent
-  (programs), the hub's own origin, or one of ``[hub] allowed_origins``; this stops a web page the
-  user visits from talking to the hub. Anything else gets 403 with the reason.
+* :func:`check_request` (run by the server's middleware): ``Host`` and ``Origin`` on every
+  request but ``/health``. ``Host`` must be a name of the hub (loopback, the bound address, the
+  machine's addresses on a wildcard bind, or a name configured for a public deployment in
+  ``[hub] allowed_hosts``); this stops DNS rebinding. ``Origin`` must be absent (programs), the
+  hub's own origin, or one of ``[hub] allowed_origins``; this stops a web page the user visits
+  from talking to the hub. Anything else gets 403 with the reason.
+* :func:`check_audience`: a signed hello names the hub it is for, so it cannot be relayed.
 * The local socket: a Unix domain socket in a 0700 directory of the hub's OS user, one per port.
   The CLI and ``hub mcp`` use it whenever the hub is on this machine; the hub admits a process
   that connects through it (and whose peer credentials show the same user) without an invite.
@@ -25,16 +27,16 @@ import socket
 import stat
 import struct
 import time
-from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from aiohttp import web
 from yarl import URL
 
 from .errors import AuthFailed, Forbidden
 
 if TYPE_CHECKING:
+    from aiohttp import web
+
     from .config import Config
     from .hub import Hub
 
@@ -193,28 +195,24 @@ def check_audience(hub: Hub, audience: object) -> None:
                      code="wrong_hub")
 
 
-@web.middleware
-async def request_guard(request: web.Request,
-                        handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
-                        ) -> web.StreamResponse:
-    if request.path not in OPEN_PATHS:
-        from .server import HUB_KEY
-
-        refused = check_request(request.app[HUB_KEY], request)
-        if refused is not None:
-            return web.json_response({"error": refused.to_dict()}, status=refused.http_status)
-    return await handler(request)
-
-
 # -- the local socket ---------------------------------------------------------------------------
-def socket_dir() -> Path:
-    """Where the hubs of this OS user put their local sockets (one directory, mode 0700)."""
+def socket_dirs() -> list[Path]:
+    """Where the hubs of this OS user put their local sockets (mode 0700), first choice first:
+    ``MESHHUB_SOCKET_DIR`` alone when set, else ``$XDG_RUNTIME_DIR/meshhub`` and
+    ``/tmp/meshhub-<uid>`` (a client looks in both: a hub started from a desktop session and
+    a command run from cron see different environments)."""
     if os.environ.get("MESHHUB_SOCKET_DIR"):
-        return Path(os.environ["MESHHUB_SOCKET_DIR"])
+        return [Path(os.environ["MESHHUB_SOCKET_DIR"])]
+    dirs = []
     runtime = os.environ.get("XDG_RUNTIME_DIR")
     if runtime and Path(runtime).is_dir():
-        return Path(runtime) / "meshhub"
-    return Path("/tmp") / f"meshhub-{os.getuid()}"
+        dirs.append(Path(runtime) / "meshhub")
+    return [*dirs, Path("/tmp") / f"meshhub-{os.getuid()}"]
+
+
+def socket_dir() -> Path:
+    """The directory a hub started now puts its local socket in."""
+    return socket_dirs()[0]
 
 
 def socket_path(port: int) -> Path:
@@ -263,10 +261,11 @@ def local_socket_for(url: str) -> Path | None:
     parsed = URL(url)
     if not parsed.host or not is_loopback(parsed.host) or parsed.port is None:
         return None
-    path = socket_path(parsed.port)
-    if not _private_dir(path.parent) or not path.is_socket():
-        return None
-    return path
+    for directory in socket_dirs():
+        path = directory / f"hub-{parsed.port}.sock"
+        if _private_dir(directory) and path.is_socket():
+            return path
+    return None
 
 
 def is_local_same_user(request: web.Request) -> bool:

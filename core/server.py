@@ -11,13 +11,14 @@ import logging
 import os
 import secrets
 import time
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from aiohttp import WSMsgType, web
 
 from . import __version__, members
 from .actions import ActionContext, check_allowed
-from .admission import is_local_same_user, prepare_socket, request_guard
+from .admission import OPEN_PATHS, check_request, is_local_same_user, prepare_socket
 from .directory import check_group, check_name, is_valid_name
 from .errors import AuthFailed, InvalidRequest, MeshError, Unauthorized
 from .hub import WS_CONNECTORS, Hub
@@ -296,6 +297,18 @@ async def openapi(request: web.Request) -> web.Response:
     return web.json_response(openapi_document(request.app[HUB_KEY]))
 
 
+@web.middleware
+async def request_guard(request: web.Request,
+                        handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+                        ) -> web.StreamResponse:
+    """Host and Origin, before any handler (:func:`meshhub.admission.check_request`)."""
+    if request.path not in OPEN_PATHS:
+        refused = check_request(request.app[HUB_KEY], request)
+        if refused is not None:
+            return web.json_response({"error": refused.to_dict()}, status=refused.http_status)
+    return await handler(request)
+
+
 def build_app(hub: Hub) -> web.Application:
     """The hub's application: every route behind the Host and Origin checks (see
     :mod:`meshhub.admission`)."""
@@ -330,12 +343,13 @@ async def serve(hub: Hub, host: str, port: int) -> tuple[web.AppRunner, int]:
     """Start serving on ``host:port`` and on the local socket for that port; returns the runner
     (stop it with ``await runner.cleanup()``, which removes the socket too) and the port."""
     app = build_app(hub)
-    sockets: list[str] = []
+    sockets: list[tuple[str, int]] = []  # (path, inode) of the local socket
 
     async def remove_socket(app: web.Application) -> None:
-        for path in sockets:
+        for path, inode in sockets:
             with contextlib.suppress(OSError):
-                os.unlink(path)
+                if os.stat(path).st_ino == inode:  # not another hub's socket that replaced it
+                    os.unlink(path)
 
     app.on_cleanup.append(remove_socket)
     runner = web.AppRunner(app, handle_signals=False, access_log=None, shutdown_timeout=5.0)
@@ -352,7 +366,7 @@ async def serve(hub: Hub, host: str, port: int) -> tuple[web.AppRunner, int]:
         try:
             await web.UnixSite(runner, str(path)).start()
             os.chmod(path, 0o600)  # the directory is 0700 already; the socket is closed too
-            sockets.append(str(path))
+            sockets.append((str(path), path.stat().st_ino))
         except OSError as exc:  # a path too long for a socket, say: serve TCP only
             log.warning("no local socket at %s: %s; processes of this user need invites",
                         path, exc.strerror or exc)
