@@ -183,13 +183,14 @@ def check_request(hub: Hub, request: web.Request) -> Forbidden | None:
 
 def check_audience(hub: Hub, audience: object) -> None:
     """A signed hello names the hub it is meant for (``host:port`` as the client dialled it),
-    so a hello given to another hub cannot be relayed here. A public name matches on any port
-    (a proxy sits in between); a name of this machine only with the hub's own port."""
+    so a hello given to another hub (one the member joined) cannot be relayed here. The host
+    must be a name of this hub, like ``Host``; the port is not compared, since proxies and SSH
+    tunnels put the hub on other ports (so a hub on this same machine could still relay to
+    another: run hubs of different people as different OS users on different machines)."""
     if not isinstance(audience, str) or not audience:
         raise AuthFailed("a signed hello names its hub: audience is the host:port you dialled",
                          code="malformed")
-    host, port = split_host(audience)
-    if host in public_names(hub) or (is_local_name(hub, host) and port == hub.port):
+    if is_hub_name(hub, host_name(audience)):
         return
     raise AuthFailed(f"this hello was signed for {audience[:100]!r}, not for this hub",
                      code="wrong_hub")

@@ -56,7 +56,7 @@ _ERRORS: dict[str, type[MeshError]] = {
     "wrong_hub": AuthFailed,
 }
 SHUT_OUT_CODES = frozenset({"not_enrolled", "removed", "wrong_hub"})
-SHUT_OUT_CLOSES = {4001: "its token was revoked", 4003: "this member was removed from the hub"}
+SHUT_OUT_CLOSES = {4003: "this member was removed from the hub"}
 SESSION_SECONDS = 86400  # a session key's attestation; renewed on each reconnect when needed
 SEEN_LIMIT = 100_000
 

@@ -179,15 +179,16 @@ class Directory:
 
     async def give_up_name(self, name: str, keep: str) -> None:
         """Rename whoever but the member ``keep`` holds ``name`` (the owner's own name, when an
-        upgrade finds it taken): a member becomes ``name-<key>``, a peer is numbered."""
+        upgrade finds it taken): a member becomes ``member-<key>``, a peer ``peer-<key>``, names
+        that read as nobody in particular."""
         for member in self.members.values():
             if member.key != keep and member.name.lower() == name.lower():
-                member.name = f"{clean_name(name)[:31]}-{member.key[:8]}"
+                member.name = f"member-{member.key[:8]}"
                 await self.store.save_member(member)
         key = self.by_name.get(name.lower())
         if key is not None and self.peers[key].member_key != keep:
             peer = self.peers[key]
-            self.rename(peer, self.unique_name(f"{clean_name(name)[:31]}-{key}"))
+            self.rename(peer, self.unique_name(f"peer-{key}"))
             await self.store.save_peer(peer)
 
     # -- members and invites ------------------------------------------------------------------

@@ -15,6 +15,7 @@ Everything else is refused with ``not_enrolled`` and nothing about it is stored.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import secrets
@@ -180,8 +181,10 @@ async def remove_member(hub: Hub, member: Member) -> dict[str, Any]:
     tokens = 0
     for peer in peers:
         tokens += len(await hub.store.revoke_tokens(peer.key))
-        for conn in list(hub.presence.connections.get(peer.key, ())):
-            await conn.close(code=CLOSE_REMOVED, message="removed from the hub")
+    keys = {p.key for p in peers}
+    # all at once: a peer that stopped reading must not hold up the others' close handshakes
+    await asyncio.gather(*(conn.close(code=CLOSE_REMOVED, message="removed from the hub")
+                           for conn in hub.presence.all_connections() if conn.peer.key in keys))
     for peer in peers:
         await hub.directory.forget(peer)
     return {"member": member.name, "key": member.key, "peers": [p.name for p in peers],
@@ -226,10 +229,9 @@ async def revoke_tokens(hub: Hub, peer: Peer, *, label: str | None = None,
                         token_id: str | None = None) -> int:
     """Revoke tokens and close every connection that came in with one of them."""
     hashes = set(await hub.store.revoke_tokens(peer.key, label=label, token_id=token_id))
-    if hashes:
-        for conn in hub.presence.all_connections():
-            if conn.token_hash in hashes:
-                await conn.close(code=CLOSE_REVOKED, message="token revoked")
+    await asyncio.gather(*(conn.close(code=CLOSE_REVOKED, message="token revoked")
+                           for conn in hub.presence.all_connections()
+                           if conn.token_hash in hashes))
     return len(hashes)
 
 
