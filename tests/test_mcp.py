@@ -329,3 +329,23 @@ async def test_react_notifies_the_sender(hub, people):
         assert gone["reactions"] == {}
         assert "no message" in await b.error("mesh_react", id="nope", emoji="👍")
         assert await a.pushes.none(0.3) and len(a.pushes.items) == 1
+
+
+async def test_revoking_a_token_closes_its_open_mcp_stream_at_once(hub_factory, people):
+    hub = hub_factory(MESHHUB_GRACE_SECONDS="0.2")
+    ann, bob = people("ann", "bob")
+    token = json.loads(ann.cli(hub.url, "token", "create", "--json").stdout)["token"]
+
+    async def ann_online(b: Any) -> bool:
+        return any(p["name"] == "ann" and p["online"] for p in await b.peers())
+
+    async with http_session(hub.url + "/mcp", token) as h, \
+            bob.client(hub.url, receive=False) as b:
+        assert (await h.call("mesh_whoami"))["name"] == "ann"
+        with anyio.fail_after(10):
+            while not await ann_online(b):  # the session's GET stream is ann's connection
+                await anyio.sleep(0.05)
+        ann.cli(hub.url, "token", "revoke")
+        with anyio.fail_after(5):  # closed by the revocation, not at the next push
+            while await ann_online(b):
+                await anyio.sleep(0.05)
