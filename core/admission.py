@@ -49,23 +49,15 @@ TOKEN_PREFIX = "mh_"
 
 
 # -- Host and Origin ----------------------------------------------------------------------------
-def split_host(value: str) -> tuple[str, int | None]:
-    """``(host, port)`` of a ``Host`` header or ``host:port``, the host lower-case without
-    brackets; the port is ``None`` when absent or not a number."""
+def host_name(value: str) -> str:
+    """The host part of a ``Host`` header or ``host:port``, lower-case, without the port or
+    IPv6 brackets (the port is never compared)."""
     value = value.strip().lower()
     if value.startswith("["):
-        host, _, rest = value[1:].partition("]")
-        port = rest[1:] if rest.startswith(":") else ""
-    elif value.count(":") == 1:
-        host, port = value.split(":", 1)
-    else:
-        host, port = value, ""  # a bare IPv6 address, or a name without a port
-    return host, int(port) if port.isdigit() else None
-
-
-def host_name(value: str) -> str:
-    """The host part of a ``Host`` header or netloc, lower-case, without port or brackets."""
-    return split_host(value)[0]
+        return value[1:].partition("]")[0]
+    if value.count(":") == 1:
+        return value.partition(":")[0]
+    return value  # a bare IPv6 address, or a name without a port
 
 
 def is_loopback(host: str) -> bool:
@@ -132,12 +124,10 @@ def _origins(configured: tuple[str, ...]) -> frozenset[str]:
 
 
 def public_names(hub: Hub) -> set[str]:
-    """Names the hub is served under beyond this machine: configured, or added by plugins."""
-    cfg = hub.config
-    names = {host_name(h) for h in cfg.allowed_hosts} | hub.extra_hosts
-    if cfg.hub_url:
-        names.add(host_name(URL(cfg.hub_url).host or ""))
-    return names
+    """Names the hub is served under beyond this machine: configured (``allowed_hosts``), or
+    added by plugins. (Not ``[hub] url``: that is where this home's CLI finds a hub, which may
+    be another one.)"""
+    return {host_name(h) for h in hub.config.allowed_hosts} | hub.extra_hosts
 
 
 def is_local_name(hub: Hub, host: str) -> bool:
@@ -181,18 +171,36 @@ def check_request(hub: Hub, request: web.Request) -> Forbidden | None:
                      code="forbidden_origin")
 
 
-def check_audience(hub: Hub, audience: object) -> None:
+def arrived_directly(request: web.Request) -> bool:
+    """The connection came from this machine itself (the local socket, or a loopback peer
+    address) and not through a proxy (no ``Forwarded``/``X-Forwarded-For``)."""
+    if "Forwarded" in request.headers or "X-Forwarded-For" in request.headers:
+        return False
+    transport = request.transport
+    sock = transport.get_extra_info("socket") if transport is not None else None
+    if sock is not None and sock.family == getattr(socket, "AF_UNIX", None):
+        return True
+    return is_loopback(request.remote or "")
+
+
+def check_audience(hub: Hub, audience: object, *, direct: bool) -> None:
     """A signed hello names the hub it is meant for (``host:port`` as the client dialled it),
-    so a hello given to another hub (one the member joined) cannot be relayed here. The host
-    must be a name of this hub, like ``Host``; the port is not compared, since proxies and SSH
-    tunnels put the hub on other ports (so a hub on this same machine could still relay to
-    another: run hubs of different people as different OS users on different machines)."""
+    so a hello given to another hub (one the member joined) cannot be relayed here.
+
+    The host must be a name of this hub, like ``Host``; the port is not compared, since proxies
+    and SSH tunnels put the hub on other ports. A loopback name only counts for a connection
+    that arrived directly from this machine (``direct``, see :func:`arrived_directly`): a
+    member who reaches a hostile hub through ``localhost`` (a tunnel) signs for a loopback
+    name, which that hub must not be able to replay to this one over the network."""
     if not isinstance(audience, str) or not audience:
         raise AuthFailed("a signed hello names its hub: audience is the host:port you dialled",
                          code="malformed")
-    if is_hub_name(hub, host_name(audience)):
+    host = host_name(audience)
+    if host in public_names(hub) or (is_local_name(hub, host) and (direct or not
+                                                                    is_loopback(host))):
         return
-    raise AuthFailed(f"this hello was signed for {audience[:100]!r}, not for this hub",
+    raise AuthFailed(f"this hello was signed for {audience[:100]!r}, not for this hub (if the "
+                     "hub is served under that name, add it to [hub] allowed_hosts)",
                      code="wrong_hub")
 
 
@@ -208,12 +216,17 @@ def socket_dirs() -> list[Path]:
     runtime = os.environ.get("XDG_RUNTIME_DIR")
     if runtime and Path(runtime).is_dir():
         dirs.append(Path(runtime) / "meshhub")
+    usual = Path("/run/user") / str(os.getuid()) / "meshhub"  # XDG_RUNTIME_DIR's usual value
+    if usual not in dirs:
+        dirs.append(usual)
     return [*dirs, Path("/tmp") / f"meshhub-{os.getuid()}"]
 
 
 def socket_dir() -> Path:
-    """The directory a hub started now puts its local socket in."""
-    return socket_dirs()[0]
+    """The directory a hub started now puts its local socket in: the first of
+    :func:`socket_dirs` whose parent exists (the runtime directory, else ``/tmp``)."""
+    dirs = socket_dirs()
+    return next((d for d in dirs if d.parent.is_dir()), dirs[0])
 
 
 def socket_path(port: int) -> Path:
@@ -246,6 +259,10 @@ def prepare_socket(port: int) -> Path | None:
         log.warning("no local socket: %s is not a private directory of this user (mode 0700)",
                     directory)
         return None
+    if path.is_socket() and _answers(path):
+        log.warning("no local socket: another hub of this user serves %s (same port on "
+                    "another address?)", path)
+        return None
     try:
         if path.is_socket():
             path.unlink()  # left by a hub that was killed; only our own user can write here
@@ -253,6 +270,16 @@ def prepare_socket(port: int) -> Path | None:
         log.warning("no local socket: cannot clear %s (%s)", path, exc.strerror)
         return None
     return path
+
+
+def _answers(path: Path) -> bool:
+    with socket.socket(socket.AF_UNIX) as probe:
+        probe.settimeout(0.5)
+        try:
+            probe.connect(str(path))
+        except OSError:
+            return False
+    return True
 
 
 def local_socket_for(url: str) -> Path | None:

@@ -141,6 +141,13 @@ class MeshClient:
 
     # -- connection --------------------------------------------------------------------------
     async def connect(self) -> dict[str, Any]:
+        await self._dial()
+        self._reader = asyncio.create_task(self._read_loop(), name="mesh-client-reader")
+        return self.welcome
+
+    async def _dial(self) -> None:
+        """Open the connection: through the hub's local socket when there is one (looked up
+        anew each time: a restarted hub may have none), else, or if it does not answer, TCP."""
         socket = local_socket_for(self.url) if self.local else None
         try:
             await self._connect_via(socket)
@@ -148,10 +155,10 @@ class MeshClient:
             if socket is None:
                 raise
             await self._connect_via(None)  # a socket left by a hub that was killed: use TCP
-        self._reader = asyncio.create_task(self._read_loop(), name="mesh-client-reader")
-        return self.welcome
 
     async def _connect_via(self, socket: Any) -> None:
+        if self._session is not None:
+            await self._session.close()
         self._session = aiohttp.ClientSession(
             connector=aiohttp.UnixConnector(path=str(socket)) if socket else None)
         try:
@@ -250,7 +257,7 @@ class MeshClient:
             while not self._closing:
                 await asyncio.sleep(delay)
                 try:
-                    await self._open()
+                    await self._dial()
                     break
                 except AuthFailed as exc:
                     if exc.code in SHUT_OUT_CODES:  # retrying cannot help: say why and stop

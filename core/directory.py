@@ -170,12 +170,23 @@ class Directory:
         return self.unique_name(name, owner=owner, member_key=member_key)
 
     def prefix_holder(self, name: str) -> Member | None:
-        """The member whose sessions' names ``name`` reads as (``ann-api`` for ``ann``)."""
+        """The member whose sessions' names ``name`` reads as (``ann-api`` for ``ann``; the
+        longest such member name wins: ``ann-b-x`` is ``ann-b``'s)."""
         lowered = name.lower()
-        for member in self.members.values():
-            if member.removed_at is None and lowered.startswith(member.name.lower() + "-"):
-                return member
-        return None
+        found = [m for m in self.members.values()
+                 if m.removed_at is None and lowered.startswith(m.name.lower() + "-")]
+        return max(found, key=lambda m: len(m.name), default=None)
+
+    def bridged_name(self, wanted: str, connector: str) -> str:
+        """A name for a peer a connector bridges (no member key), from its platform name: never
+        one that reads as a member's name or session (``ops-lead phone`` on Telegram becomes
+        ``telegram-ops-lead-phone``)."""
+        base = clean_name(wanted)
+        if self.prefix_holder(base) is not None or any(
+                m.removed_at is None and m.name.lower() == base.lower()
+                for m in self.members.values()):
+            base = clean_name(f"{connector}-{base}")
+        return base
 
     async def give_up_name(self, name: str, keep: str) -> None:
         """Rename whoever but the member ``keep`` holds ``name`` (the owner's own name, when an
@@ -251,8 +262,9 @@ class Directory:
             peer = self.peers[key]
             if member_key is not None and name.lower() != peer.name.lower():
                 self.rename(peer, self.claim_name(name, member_key, owner=peer.key))
-            elif member_key is None and clean_name(name).lower() != peer.name.lower():
-                self.rename(peer, self.unique_name(name, owner=peer.key))
+            elif member_key is None and (
+                    new := self.bridged_name(name, connector)).lower() != peer.name.lower():
+                self.rename(peer, self.unique_name(new, owner=peer.key))
             peer.kind, peer.connector, peer.last_seen = kind, connector, now
             peer.public_key = public_key or peer.public_key
             peer.member_key = member_key or peer.member_key
@@ -265,7 +277,7 @@ class Directory:
         peer = Peer(
             key=self.new_key(identity),
             name=(self.claim_name(name, member_key) if member_key is not None
-                  else self.unique_name(name)),
+                  else self.unique_name(self.bridged_name(name, connector))),
             identity=identity,
             kind=kind,
             connector=connector,
@@ -289,7 +301,7 @@ class Directory:
         self.by_name[new_name.lower()] = peer.key
 
     async def save_peer(self, peer: Peer) -> None:
-        if peer.key in self.peers:  # never write back a peer that was taken out (removed)
+        if self.peers.get(peer.key) is peer:  # never write back a peer taken out (removed)
             await self.store.save_peer(peer)
 
     def groups(self) -> dict[str, list[str]]:

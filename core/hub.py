@@ -121,7 +121,6 @@ class Hub:
         self.started_at = time.time()
         self.owner_key: str | None = None
         self.extra_hosts: set[str] = set()  # Host names plugins serve under (a webhook's host)
-        self.port: int = config.port  # the port it listens on, once serving
         self._tasks: set[asyncio.Task[Any]] = set()
         self._collected = False
 

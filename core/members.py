@@ -63,32 +63,45 @@ async def admit(hub: Hub, proof: dict[str, Any], hello: dict[str, Any], *,
     member = directory.member(member_key)
     if member is not None:
         return member
-    name = check_name(hello.get("name"))
+    code = hello.get("invite")
+    invited = isinstance(code, str) and bool(code)
+    if invited:
+        usable_invite(hub, str(code))  # a bad code is told so before anything about names
+    else:
+        known = directory.members.get(member_key)
+        if known is not None and known.removed_at is not None:
+            raise AuthFailed("this key was removed from the hub; only a new invite lets it "
+                             "back in", code="removed")
+        if not local:
+            raise AuthFailed(NOT_ENROLLED, code="not_enrolled")
+    # it is going to be enrolled: its names must be possible before anything is stored
+    peer_name = name = check_name(hello.get("name"))
     wanted = hello.get("member_name")  # a session's hello names its member too
     if isinstance(wanted, str) and wanted != name:
         with contextlib.suppress(MeshError):
             _check_free(hub, check_name(wanted), member_key)
             name = wanted
-    code = hello.get("invite")
-    if isinstance(code, str) and code:
-        return await redeem_invite(hub, code, member_key, name)
-    known = directory.members.get(member_key)
-    if known is not None and known.removed_at is not None:
-        raise AuthFailed("this key was removed from the hub; only a new invite lets it back in",
-                         code="removed")
-    if local:
-        _check_free(hub, name, member_key)
-        return await directory.enroll(Member(key=member_key, name=name, via="local",
-                                             created_at=time.time()))
-    raise AuthFailed(NOT_ENROLLED, code="not_enrolled")
+    directory.claim_name(peer_name, member_key)  # the peer this hello goes on to register
+    if invited:
+        return await redeem_invite(hub, str(code), member_key, name)
+    _check_free(hub, name, member_key)
+    return await directory.enroll(Member(key=member_key, name=name, via="local",
+                                         created_at=time.time()))
 
 
 def _check_free(hub: Hub, name: str, member_key: str) -> None:
-    """The name a new member asks for is free (and reads as nobody else's session)."""
-    if not hub.directory.name_free(name, member_key):
+    """The name a new member asks for is free, reads as nobody else's session, and no other
+    member's peer already reads as one of its sessions (``ann`` after ``ann-b`` exists)."""
+    directory = hub.directory
+    if not directory.name_free(name, member_key):
         raise NameTaken(f"the name {name!r} belongs to another member of this hub; choose "
                         "another with --name", name=name)
-    hub.directory.claim_name(name, member_key)
+    directory.claim_name(name, member_key)
+    prefix = name.lower() + "-"
+    if any(p.name.lower().startswith(prefix) and p.member_key != member_key
+           for p in directory.peers.values()):
+        raise NameTaken(f"another member's peer is named {name}-...; a member named {name!r} "
+                        "would seem to own it: choose another with --name", name=name)
 
 
 async def enroll_owner(hub: Hub, key: str, name: str) -> None:
@@ -96,14 +109,18 @@ async def enroll_owner(hub: Hub, key: str, name: str) -> None:
     that name is held by someone else (a hub from before admission, where a stranger took it),
     the owner gets it back and the other holder is renamed, with a warning."""
     directory = hub.directory
-    if directory.member(key) is not None:
+    known = directory.members.get(key)
+    if known is not None and known.via == "owner":
         return
+    # first start as the owner: a new hub, or one upgraded from before admission (where the
+    # owner may have been enrolled as an existing key under a numbered name)
     if not directory.name_free(name, key):
         log.warning("the owner's name %r was held by another member or peer; it is the "
                     "owner's again and the other holder was renamed (see hub members list)",
                     name)
         await directory.give_up_name(name, keep=key)
-    await directory.enroll(Member(key=key, name=name, via="owner", created_at=time.time()))
+    await directory.enroll(Member(key=key, name=name, via="owner",
+                                  created_at=known.created_at if known else time.time()))
 
 
 # -- invites ------------------------------------------------------------------------------------
@@ -123,15 +140,21 @@ async def create_invite(hub: Hub, creator: Peer, *, uses: int, expires_in: float
     return invite, code
 
 
-async def redeem_invite(hub: Hub, code: str, member_key: str, name: str) -> Member:
-    directory = hub.directory
-    invite = directory.invites.get(invite_hash(code))
+def usable_invite(hub: Hub, code: str) -> Invite:
+    """The invite with this code, if it can still be used; else why not."""
+    invite = hub.directory.invites.get(invite_hash(code))
     if invite is None:
         raise AuthFailed("no invite has this code; check it with the person who gave it",
                          code="bad_invite")
     problem = invite.problem(time.time())
     if problem is not None:
         raise AuthFailed(f"{problem}; ask for a new one", code="invite_refused")
+    return invite
+
+
+async def redeem_invite(hub: Hub, code: str, member_key: str, name: str) -> Member:
+    directory = hub.directory
+    invite = usable_invite(hub, code)
     _check_free(hub, name, member_key)
     invite.used += 1  # counted before the first await: two joins cannot share the last use
     member = Member(key=member_key, name=name, via="invite", role=invite.role,

@@ -18,7 +18,14 @@ from aiohttp import WSMsgType, web
 
 from . import __version__, members
 from .actions import ActionContext, check_allowed
-from .admission import OPEN_PATHS, check_request, is_local_same_user, prepare_socket
+from .admission import (
+    OPEN_PATHS,
+    arrived_directly,
+    check_audience,
+    check_request,
+    is_local_same_user,
+    prepare_socket,
+)
 from .directory import check_group, check_name, is_valid_name
 from .errors import AuthFailed, InvalidRequest, MeshError, Unauthorized
 from .hub import WS_CONNECTORS, Hub
@@ -71,10 +78,11 @@ def _check_hello_fields(hub: Hub, hello: dict[str, Any]) -> dict[str, Any]:
             "role": role, "groups": groups}
 
 
-async def _admit_hello(hub: Hub, hello: dict[str, Any], nonce: str,
-                       local: bool) -> tuple[Peer, bool, str | None, str]:
+async def _admit_hello(hub: Hub, hello: dict[str, Any], nonce: str, *, local: bool,
+                       direct: bool) -> tuple[Peer, bool, str | None, str]:
     """(peer, created, token hash, cap) for an admitted hello; raises before storing anything
-    when it is not admitted."""
+    when it is not admitted. ``local``: it came through the local socket from the hub's own OS
+    user; ``direct``: from this machine, not through a proxy (for the audience check)."""
     token = hello.get("token")
     if token is not None:  # a bearer token of an enrolled member (a browser, a script)
         if not isinstance(token, str):
@@ -85,6 +93,8 @@ async def _admit_hello(hub: Hub, hello: dict[str, Any], nonce: str,
                                     nonce=nonce)
     if proof is None:
         raise AuthFailed("no plugin accepts this kind of hello", code="unauthorized")
+    if proof.get("member_key") is not None:  # a key's signature: meant for this hub?
+        check_audience(hub, hello.get("audience"), direct=direct)
     # a plugin may bind the identity to an existing peer (a linked device, say)
     peer = await hub.plugins.first("meshhub_resolve_identity", hub=hub,
                                    identity=proof["identity"])
@@ -106,8 +116,8 @@ async def _admit_hello(hub: Hub, hello: dict[str, Any], nonce: str,
     return peer, created, None, members.member_cap(hub, peer)
 
 
-async def _authenticate(hub: Hub, ws: web.WebSocketResponse, nonce: str,
-                        local: bool) -> Connection | None:
+async def _authenticate(hub: Hub, ws: web.WebSocketResponse, nonce: str, *, local: bool,
+                        direct: bool) -> Connection | None:
     for _attempt in range(MAX_HELLO_ATTEMPTS):
         try:
             msg = await ws.receive(timeout=HELLO_TIMEOUT)
@@ -124,9 +134,20 @@ async def _authenticate(hub: Hub, ws: web.WebSocketResponse, nonce: str,
             if hello.get("type") != "hello":
                 raise InvalidRequest("say hello first: the first frame must be a signed hello",
                                      code="no_hello")
-            peer, created, token_hash, cap = await _admit_hello(hub, hello, nonce, local)
+            peer, created, token_hash, cap = await _admit_hello(hub, hello, nonce, local=local,
+                                                                direct=direct)
+            if peer.key not in hub.directory.peers or (
+                    peer.member_key is not None
+                    and hub.directory.member(peer.member_key) is None):
+                # removed while this hello was being stored: no await from here to attach
+                raise AuthFailed("this key was removed from the hub", code="removed")
         except MeshError as exc:
             await ws.send_json(error_frame(exc))
+            continue
+        except Exception:
+            log.exception("a hello failed")
+            await ws.send_json(error_frame(MeshError("the hub failed on this hello; nothing was "
+                                                     "stored", code="internal")))
             continue
         conn = Connection(ws, peer, receive=hello.get("receive", True) is not False)
         conn.token_hash, conn.cap = token_hash, cap
@@ -212,7 +233,8 @@ async def websocket_handler(request: web.Request) -> web.WebSocketResponse:
     await ws.prepare(request)
     nonce = secrets.token_hex(16)
     await ws.send_json({"type": "challenge", "nonce": nonce, "hub": {"version": __version__}})
-    conn = await _authenticate(hub, ws, nonce, is_local_same_user(request))
+    conn = await _authenticate(hub, ws, nonce, local=is_local_same_user(request),
+                               direct=arrived_directly(request))
     if conn is None:
         return ws
     if conn.receive:
@@ -360,13 +382,12 @@ async def serve(hub: Hub, host: str, port: int) -> tuple[web.AppRunner, int]:
     for address in runner.addresses:  # the real port when 0 was asked for
         actual = int(address[1])
         break
-    hub.port = actual
     path = prepare_socket(actual)
     if path is not None:
         try:
             await web.UnixSite(runner, str(path)).start()
-            os.chmod(path, 0o600)  # the directory is 0700 already; the socket is closed too
             sockets.append((str(path), path.stat().st_ino))
+            os.chmod(path, 0o600)  # the directory is 0700 already; the socket is closed too
         except OSError as exc:  # a path too long for a socket, say: serve TCP only
             log.warning("no local socket at %s: %s; processes of this user need invites",
                         path, exc.strerror or exc)
