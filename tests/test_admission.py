@@ -17,7 +17,7 @@ import aiohttp
 import pytest
 from nacl.signing import SigningKey
 
-from meshhub.builtins.hello_auth import attest_session, sign_hello
+from meshhub.builtins.hello_auth import attest_session, canonical, sign_hello
 from meshhub.client import MeshClient, audience, ws_url
 from meshhub.config import init_home
 from meshhub.errors import MeshError
@@ -128,6 +128,15 @@ async def test_a_fresh_key_over_tcp_is_not_enrolled_and_nothing_is_stored(hub):
         pass
     async with MeshClient(hub.url, key, name="mallory", local=False) as again:
         assert again.peer["name"] == "mallory"
+        first = again.peer["key"]
+
+    def upper(nonce: str) -> dict:  # the same key spelled in capitals is the same member
+        hello = {"type": "hello", "nonce": nonce, "name": "mallory", "audience":
+                 audience(hub.url), "public_key": key.verify_key.encode().hex().upper()}
+        return dict(hello, sig=key.sign(canonical(hello)).signature.hex())
+
+    answer = await _session_hello(hub.url, upper)
+    assert answer["type"] == "welcome" and answer["peer"]["key"] == first
 
 
 async def test_a_bad_hello_registers_nothing(hub, people):

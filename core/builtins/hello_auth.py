@@ -79,13 +79,13 @@ def _check_attestation(hello: dict[str, Any], session_key: str, now: float) -> s
                          code="stale")
     if expires > now + MAX_ATTESTATION_SECONDS:
         raise AuthFailed("a session attestation may last at most 30 days", code="malformed")
+    member = _verify_key(member_key, "member_key")
     try:
-        _verify_key(member_key, "member_key").verify(
-            attestation_payload(member_key, session_key, expires), bytes.fromhex(sig))
+        member.verify(attestation_payload(member_key, session_key, expires), bytes.fromhex(sig))
     except (BadSignatureError, ValueError):
         raise AuthFailed("the session's attestation is not signed by its member key",
                          code="bad_signature") from None
-    return member_key
+    return member.encode().hex()  # one spelling of a key (lower-case hex) everywhere
 
 
 def verify_hello(hello: dict[str, Any], nonce: str, now: float | None = None) -> dict[str, Any]:
@@ -114,11 +114,14 @@ def verify_hello(hello: dict[str, Any], nonce: str, now: float | None = None) ->
             "the hello is bound to another connection's nonce; sign this connection's "
             "challenge", code="replayed",
         )
+    session = hello.get("session")
+    if session is not None and (not isinstance(session, str) or len(session) > 100):
+        raise AuthFailed("session is a short label (text)", code="malformed")
+    public_key = verify_key.encode().hex()  # one spelling of a key (lower-case hex) everywhere
     member_key = public_key
     if "attestation" in hello or "member_key" in hello:
-        member_key = _check_attestation(hello, public_key, now)
+        member_key = _check_attestation(hello, hello["public_key"], now)
     connector = str(hello.get("connector") or "cli")
-    session = hello.get("session")
     identity = f"{connector}:{member_key}" + (f"/{session}" if session else "")
     return {"identity": identity, "public_key": public_key, "member_key": member_key}
 
