@@ -264,6 +264,9 @@ async def test_killed_session_gets_queued_messages_once_after_restart(hub, peopl
     params = mcp_params(bob, hub.url, "--name", "bob-session")
     async with ann.client(hub.url, receive=False) as a:
         async with stdio_session(params) as s:  # first life
+            with anyio.fail_after(10):  # `hub mcp` joins the mesh in the background
+                while not any(p["name"] == "bob-session" for p in await a.peers()):
+                    await anyio.sleep(0.05)
             first = await a.send("bob-session", "before the crash")
             assert (await s.pushes.wait(1))[0].meta["message_id"] == first["id"]
             burst = [await a.send("bob-session", f"in flight {i}") for i in range(5)]
