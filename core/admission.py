@@ -176,11 +176,7 @@ def arrived_directly(request: web.Request) -> bool:
     address) and not through a proxy (no ``Forwarded``/``X-Forwarded-For``)."""
     if "Forwarded" in request.headers or "X-Forwarded-For" in request.headers:
         return False
-    transport = request.transport
-    sock = transport.get_extra_info("socket") if transport is not None else None
-    if sock is not None and sock.family == getattr(socket, "AF_UNIX", None):
-        return True
-    return is_loopback(request.remote or "")
+    return _unix_socket(request) is not None or is_loopback(request.remote or "")
 
 
 def check_audience(hub: Hub, audience: object, *, direct: bool) -> None:
@@ -296,11 +292,17 @@ def local_socket_for(url: str) -> Path | None:
     return None
 
 
-def is_local_same_user(request: web.Request) -> bool:
-    """The request came through the local socket from a process of the hub's own OS user."""
+def _unix_socket(request: web.Request) -> socket.socket | None:
+    """The request's socket when it came through a Unix socket (the local socket)."""
     transport = request.transport
     sock = transport.get_extra_info("socket") if transport is not None else None
-    if sock is None or sock.family != getattr(socket, "AF_UNIX", None):
+    return sock if sock is not None and sock.family == getattr(socket, "AF_UNIX", None) else None
+
+
+def is_local_same_user(request: web.Request) -> bool:
+    """The request came through the local socket from a process of the hub's own OS user."""
+    sock = _unix_socket(request)
+    if sock is None:
         return False
     if not hasattr(socket, "SO_PEERCRED"):
         return True  # no peer credentials here (macOS): the 0700 directory is the guard

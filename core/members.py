@@ -93,10 +93,7 @@ def _check_free(hub: Hub, name: str, member_key: str) -> None:
     """The name a new member asks for is free, reads as nobody else's session, and no other
     member's peer already reads as one of its sessions (``ann`` after ``ann-b`` exists)."""
     directory = hub.directory
-    if not directory.name_free(name, member_key):
-        raise NameTaken(f"the name {name!r} belongs to another member of this hub; choose "
-                        "another with --name", name=name)
-    directory.claim_name(name, member_key)
+    directory.claim_name(name, member_key)  # refuses a name another member or peer holds
     prefix = name.lower() + "-"
     if any(p.name.lower().startswith(prefix) and p.member_key != member_key
            for p in directory.peers.values()):
