@@ -11,10 +11,9 @@ import typer
 from meshhub.config import home_dir, init_home, load_config, load_signing_key
 from meshhub.directory import parse_groups
 
-from . import main as cli
+from . import common as cli
+from .common import JsonOpt
 from .output import emit_json, table
-
-JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON instead of text.")]
 
 invites_app = typer.Typer(help="The hub's invites (owner only).", no_args_is_help=True)
 members_app = typer.Typer(help="The hub's members.", no_args_is_help=True)

@@ -1,0 +1,153 @@
+"""``hub send``, ``inbox``, ``peers``, ``watch``, ``call`` and ``actions``: talking on the mesh."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import sys
+from typing import TYPE_CHECKING, Annotated, Any
+
+import typer
+
+from meshhub.config import default_name, load_signing_key
+
+from .common import JsonOpt, config, fail, run, with_client
+from .output import emit_json, message_line, table
+
+if TYPE_CHECKING:
+    from meshhub.client import MeshClient
+
+
+def send(
+    target: Annotated[str, typer.Argument(help="name, key, @group, #conversation, * or a list")],
+    text: Annotated[str, typer.Argument(help="the message")],
+    reply_to: Annotated[str | None, typer.Option("--reply-to", help="root message id")] = None,
+    priority: Annotated[str, typer.Option(help="now, next or low")] = "next",
+    client_id: Annotated[str | None, typer.Option("--client-id", help="idempotency key")]
+    = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Send a message."""
+
+    async def go(c: MeshClient) -> dict[str, Any]:
+        return await c.send(target, text, reply_to=reply_to, priority=priority,
+                            client_id=client_id)
+
+    result = run(with_client(False, go))
+    if as_json:
+        emit_json(result)
+        return
+    note = " (already sent earlier)" if result["duplicate"] else ""
+    queued = f"; queued for {', '.join(result['queued'])}" if result["queued"] else ""
+    typer.echo(f"sent {result['id']} to {', '.join(result['recipients'])}{note}{queued}")
+
+
+def inbox(
+    show_all: Annotated[bool, typer.Option("--all", help="Include messages already read.")]
+    = False,
+    limit: Annotated[int, typer.Option(help="At most this many.")] = 50,
+    as_json: JsonOpt = False,
+) -> None:
+    """Show messages addressed to you (and mark them read)."""
+    result = run(with_client(False, lambda c: c.inbox(unread_only=not show_all, limit=limit)))
+    if as_json:
+        emit_json(result)
+        return
+    if not result["messages"]:
+        typer.echo("no unread messages" if not show_all else "no messages")
+    for m in result["messages"]:
+        typer.echo(message_line(m))
+    if result["more"]:
+        typer.echo(f"... more: hub inbox --limit {limit * 2}")
+
+
+def peers(as_json: JsonOpt = False) -> None:
+    """List the peers of the mesh."""
+    result = run(with_client(False, lambda c: c.peers()))
+    if as_json:
+        emit_json(result)
+        return
+    rows = [
+        [("* " if p["you"] else "  ") + p["name"], p["key"], p["kind"], p["connector"],
+         p["status"] if p["online"] else "offline", ",".join("@" + g for g in p["groups"]),
+         p["summary"]]
+        for p in result
+    ]
+    typer.echo(table(rows, ["name", "key", "kind", "via", "status", "groups", "summary"]))
+
+
+def watch(as_json: JsonOpt = False) -> None:
+    """Stream arriving messages and presence changes until Ctrl-C."""
+
+    from meshhub.client import MeshClient
+
+    async def go() -> None:
+        c = MeshClient(config().url, load_signing_key(config().home),
+                       name=config().name or default_name(), kind="human", connector="cli",
+                       receive=True, reconnect=True)
+        async with c:
+            if not as_json:
+                typer.echo(f"watching as {c.peer['name']} ({c.peer['key']}); Ctrl-C to stop")
+
+            async def events() -> None:
+                while True:
+                    event = await c.events.get()
+                    if as_json:
+                        typer.echo(json.dumps(event))
+                    else:
+                        peer = event.get("peer", {})
+                        typer.echo(f"-- {peer.get('name')} {event.get('change')} "
+                                   f"({peer.get('status')})")
+
+            task = asyncio.create_task(events())
+            try:
+                async for m in c.messages():
+                    typer.echo(json.dumps(m) if as_json else message_line(m))
+                    sys.stdout.flush()
+                    await c.ack(m["id"])
+            finally:
+                task.cancel()
+
+    with contextlib.suppress(KeyboardInterrupt):
+        run(go())
+
+
+def _param(text: str) -> tuple[str, Any]:
+    name, sep, value = text.partition("=")
+    if not sep or not name:
+        raise fail(f"parameters are name=value, got {text!r}")
+    try:
+        return name, json.loads(value)
+    except json.JSONDecodeError:
+        return name, value
+
+
+def call_action(
+    action: Annotated[str, typer.Argument(help="an action name (see `hub actions`)")],
+    params: Annotated[list[str] | None, typer.Argument(help="name=value (JSON values allowed)")]
+    = None,
+) -> None:
+    """Run any action on the hub, e.g. `hub call join_group group=backend`; prints JSON."""
+    args = dict(_param(p) for p in params or [])
+    emit_json(run(with_client(False, lambda c: c.call(action, **args))))
+
+
+def list_actions(as_json: JsonOpt = False) -> None:
+    """List the actions this install serves (each is also an HTTP endpoint and MCP tool)."""
+    from meshhub.hub import Hub
+
+    hub = Hub(config())
+    hub.collect_contributions()
+    described = hub.actions.describe()
+    if as_json:
+        emit_json(described)
+        return
+    typer.echo(table([[a["name"], a["summary"]] for a in described], ["action", "summary"]))
+
+
+def register(app: typer.Typer) -> None:
+    for command in (send, inbox, peers, watch):
+        app.command()(command)
+    app.command("call")(call_action)
+    app.command("actions")(list_actions)

@@ -1,0 +1,77 @@
+"""``hub plugins list``, ``hub pair`` and the commands plugins add."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Annotated, Any
+
+import typer
+
+from meshhub.config import home_dir, load_config
+from meshhub.errors import MeshError
+
+from .common import JsonOpt, config, run, with_client
+from .output import emit_json, table
+
+plugins_app = typer.Typer(help="Inspect the hub's plugins.", no_args_is_help=True)
+
+
+@plugins_app.command("list")
+def plugins_list(as_json: JsonOpt = False) -> None:
+    """The plugins, from the running hub if there is one, else as this install loads them."""
+    import aiohttp
+
+    cfg = config()
+    rows: list[dict[str, Any]]
+    source = "hub"
+    try:
+        rows = asyncio.run(with_client(False, lambda c: c.call("plugins_list")))
+    except (OSError, ConnectionError, aiohttp.ClientError, MeshError, FileNotFoundError):
+        from meshhub.plugins import build_plugin_host
+
+        rows = build_plugin_host(cfg.disabled_plugins).table()
+        source = "local"
+    if as_json:
+        emit_json(rows)
+        return
+    if source == "local":
+        typer.echo(f"(no hub at {cfg.url}: showing what this install loads)")
+    typer.echo(table(
+        [[r["name"], r["version"], r["source"],
+          r["status"] + (f": {r['error']}" if r["error"] else ""),
+          ", ".join(h.removeprefix("meshhub_") for h in r["hooks"])]
+         for r in rows],
+        ["name", "version", "source", "status", "hooks"],
+    ))
+
+
+def pair(
+    connector: Annotated[str, typer.Argument(help="the chat connector, e.g. telegram")]
+    = "telegram",
+    as_json: JsonOpt = False,
+) -> None:
+    """Create a one-time code that lets one person of a chat platform in (10 minutes)."""
+    result = run(with_client(False, lambda c: c.call("pair_create", connector=connector)))
+    if as_json:
+        emit_json(result)
+        return
+    typer.echo(result["code"])
+    typer.echo(f"  {result['how']} ({result['attempts']} attempts)")
+
+
+def add_plugin_commands(app: typer.Typer) -> None:
+    from meshhub.plugins import build_plugin_host
+
+    # only entry-point plugins add commands: skip the built-ins' imports (CLI start-up time)
+    host = build_plugin_host(load_config(home_dir()).disabled_plugins, builtins=False)
+
+    def add(sub: typer.Typer, name: str, plugin: str) -> str:
+        app.add_typer(sub, name=name)
+        return name
+
+    host.collect("meshhub_register_commands", "commands", add)
+
+
+def register(app: typer.Typer) -> None:
+    app.add_typer(plugins_app, name="plugins")
+    app.command("pair")(pair)
