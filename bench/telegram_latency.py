@@ -134,7 +134,7 @@ async def measure_hub(tg: FakeTelegram, root: Path, n: int,
                 message = await carl.next_message(10)
                 elapsed = time.perf_counter() - started
                 await carl.ack(message["id"])
-                if message["body"] != f"update {i}":
+                if message["text"] != f"update {i}":
                     raise RuntimeError(f"out of order: {message['body']!r} for update {i}")
                 if i >= WARMUP:
                     latencies.append(elapsed)

@@ -129,7 +129,7 @@ async def receiver_loop(client: Any, expected: int, st: PeerStats, done: asyncio
         now = time.time()
         await client.ack(message["id"])
         try:
-            sender, seq, ts = parse_body(message["body"])
+            sender, seq, ts = parse_body(message["text"])
         except (ValueError, KeyError):
             continue
         if (sender, seq) in st.seen:
@@ -280,7 +280,7 @@ async def relay_main(port: int) -> None:
                     if target is not None and not target.closed:
                         await target.send_str(json.dumps(
                             {"type": "message", "message": {
-                                "id": mid, "sender_name": name, "body": params.get("text"),
+                                "id": mid, "from": name, "text": params.get("text"),
                             }}, separators=(",", ":")))
                     await ws.send_str(json.dumps(
                         {"type": "result", "id": frame.get("id"), "result": {"id": mid}},

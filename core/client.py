@@ -4,7 +4,7 @@ and the MCP plugin.
     async with MeshClient(url, key, name="ann") as client:
         await client.send("bob", "hello")
         async for message in client.messages():
-            print(message["sender_name"], message["body"])
+            print(message["from"], message["text"])
             await client.ack(message["id"])
 
 Messages are deduplicated by id (a redelivery after a lost ack is not shown twice) and come out

@@ -49,10 +49,8 @@ class Dispatcher:
 
     # -- frames ------------------------------------------------------------------------------
     def frame(self, message: Message) -> str:
-        sender = self.hub.directory.peers.get(message.sender)
-        data = message.public()
-        data["sender_name"] = sender.name if sender else message.sender
-        return json.dumps({"type": "message", "message": data}, separators=(",", ":"))
+        return json.dumps({"type": "message", "message": self.hub.message_view(message)},
+                          separators=(",", ":"))
 
     # -- pushing -----------------------------------------------------------------------------
     def live_recipients(self, message: Message) -> set[str]:

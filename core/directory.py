@@ -8,6 +8,7 @@ from __future__ import annotations
 import difflib
 import re
 import time
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, TypeGuard
 
 from .errors import InvalidRequest, MeshError, NotFound
@@ -79,6 +80,8 @@ class Directory:
         self.conversations: dict[str, Conversation] = {}
         self.members: dict[str, Member] = {}  # member key -> member, removed ones included
         self.invites: dict[str, Invite] = {}  # code hash -> invite
+        # told about every peer seen for the first time (the hub announces it as ``joined``)
+        self.on_created: Callable[[Peer], Awaitable[None]] | None = None
 
     async def load(self) -> None:
         for member in await self.store.load_members():
@@ -293,6 +296,8 @@ class Directory:
         general = self.conversations.get(DEFAULT_CONVERSATION)
         if general is not None:
             await self.join(general, peer.key)
+        if self.on_created is not None:
+            await self.on_created(peer)
         return peer, True
 
     def rename(self, peer: Peer, new_name: str) -> None:

@@ -88,9 +88,11 @@ def meshhub_message_accepted(hub: Hub, message: Message) -> None | Awaitable[Non
 def meshhub_presence_changed(
     hub: Hub, peer: Peer, event: str
 ) -> None | Awaitable[None]:
-    """After a peer ``joined``, ``left`` or changed its ``status``, ``summary`` or ``groups``.
+    """After a peer changed: ``joined`` (seen for the first time: it joined the mesh),
+    ``online`` (its first receiving connection), ``offline`` (its last one went and the grace
+    window passed), or a new ``status``, ``summary`` or ``groups``.
 
-    A reconnect within the grace window is silent: no ``left``/``joined`` pair is emitted.
+    A reconnect within the grace window is silent: no ``offline``/``online`` pair is emitted.
     """
 
 

@@ -17,7 +17,7 @@ from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from typing import Any
 
-from . import routing
+from . import routing, views
 from .actions import ActionRegistry
 from .config import Config, default_name, load_signing_key
 from .delivery import Dispatcher
@@ -167,6 +167,7 @@ class Hub:
         self.store = store
         await store.open(migrations)
         self.directory = Directory(store)
+        self.directory.on_created = lambda peer: self.presence.announce(peer, "joined")
         await self.directory.load()
         with contextlib.suppress(FileNotFoundError):
             self.owner_key = load_signing_key(self.config.home).verify_key.encode().hex()
@@ -243,10 +244,16 @@ class Hub:
         """A peer whose connector delivers for it inside the hub (no WebSocket of its own)."""
         return peer.connector not in WS_CONNECTORS and peer.connector in self.connectors
 
-    def peer_view(self, peer: Peer) -> dict[str, Any]:
-        data = peer.public()
-        data["online"] = self.presence.is_online(peer.key)
-        return data
+    def peer_view(self, peer: Peer, viewer: Peer | None = None) -> dict[str, Any]:
+        """``peer`` in the one public peer shape (:mod:`meshhub.views`), as ``viewer`` sees it."""
+        reach = ("live" if self.presence.is_receiving(peer.key)
+                 else "connector" if self.is_bridged(peer) else "inbox")
+        return views.peer_view(peer, online=self.presence.is_online(peer.key), reach=reach,
+                               you=viewer is not None and viewer.key == peer.key)
+
+    def message_view(self, message: Message) -> dict[str, Any]:
+        """``message`` in the one public message shape (:mod:`meshhub.views`)."""
+        return views.message_view(message, self.directory.peers)
 
     # -- sending ---------------------------------------------------------------------------
     async def prepare_send(

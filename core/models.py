@@ -17,7 +17,10 @@ PRIORITIES: tuple[str, ...] = ("now", "next", "low")
 
 @dataclass
 class Peer:
-    """Anything that can send and receive. ``key`` is the stable 8-hex address agents use."""
+    """Anything that can send and receive. ``key`` is the stable 8-hex address agents use.
+
+    Its public JSON shape is :func:`meshhub.views.peer_view`'s (``identity`` is never shown).
+    """
 
     key: str
     name: str
@@ -32,11 +35,6 @@ class Peer:
     member_key: str | None = None  # the ed25519 key of the person or machine behind a session
     created_at: float = 0.0
     last_seen: float = 0.0
-
-    def public(self) -> dict[str, Any]:
-        data = asdict(self)
-        data.pop("identity", None)
-        return data
 
     def in_group(self, group: str) -> bool:
         """Hierarchical match: a peer in ``backend/db`` is reached by ``@backend``."""
@@ -65,6 +63,8 @@ class Conversation:
 
 @dataclass
 class Message:
+    """Its public JSON shape is :func:`meshhub.views.message_view`'s, on every surface."""
+
     id: str
     sender: str  # peer key
     target: str  # the target spec as written
@@ -80,18 +80,6 @@ class Message:
     data: dict[str, Any] | None = None
     client_id: str | None = None
     created_at: float = 0.0
-
-    def public(self) -> dict[str, Any]:
-        # by hand: dataclasses.asdict deep-copies and is ~15x slower on the push path
-        return {
-            "id": self.id, "sender": self.sender, "target": self.target,
-            "conversation": self.conversation, "body": self.body,
-            "recipients": list(self.recipients), "kind": self.kind,
-            "mentions": list(self.mentions), "whisper": list(self.whisper),
-            "reply_to": self.reply_to, "priority": self.priority,
-            "attachments": list(self.attachments), "data": self.data,
-            "client_id": self.client_id, "created_at": self.created_at,
-        }
 
 
 @dataclass

@@ -3,9 +3,10 @@
 A peer is online while it has at least one receiving WebSocket connection (a send-only
 connection, such as one ``hub send``, changes no presence). When its last one goes,
 the peer stays "online" for a grace window (90 s by default): a reconnect inside it is silent (no
-``left``/``joined`` pair for others) and drains the queue. Liveness is judged by pings alone (no
-process-id checks): the hub pings every 30 s and closes a connection whose last sign of life is
-75 s old.
+``offline``/``online`` pair for others) and drains the queue. A peer seen for the first time is
+announced as ``joined`` (it joined the mesh), whether or not it stays connected. Liveness is
+judged by pings alone (no process-id checks): the hub pings every 30 s and closes a connection
+whose last sign of life is 75 s old.
 """
 
 from __future__ import annotations
@@ -106,6 +107,10 @@ class Presence:
     def is_live(self, peer_key: str) -> bool:
         return any(c.receive and c.live for c in self.connections.get(peer_key, ()))
 
+    def is_receiving(self, peer_key: str) -> bool:
+        """It has a receiving connection now (pushes reach it, once its backlog is drained)."""
+        return self._receiving(peer_key)
+
     def is_online(self, peer_key: str) -> bool:
         return self._receiving(peer_key) or peer_key in self._leaving
 
@@ -132,6 +137,7 @@ class Presence:
         first = not self._receiving(peer.key)
         self.connections.setdefault(peer.key, []).append(conn)
         if not conn.receive:
+            peer.last_seen = time.time()  # a send-only command (`hub send`) is a sign of life
             return False
         timer = self._leaving.pop(peer.key, None)
         if timer is not None:
@@ -140,7 +146,7 @@ class Presence:
         if first:
             if peer.status == "offline":
                 peer.status = "online"
-            await self.announce(peer, "joined")
+            await self.announce(peer, "online")
         return False
 
     def detach(self, conn: Connection) -> None:
@@ -160,14 +166,15 @@ class Presence:
         if self._receiving(peer.key):
             return
         peer.status = "offline"
-        self.hub.spawn(self.announce(peer, "left"))
+        self.hub.spawn(self.announce(peer, "offline"))
 
     async def announce(self, peer: Peer, change: str) -> None:
         """Tell every other connected peer, and the plugins, that ``peer`` changed."""
         peer.last_seen = time.time()
         await self.hub.directory.save_peer(peer)  # skipped for a peer taken out of the mesh
         frame = json.dumps(
-            {"type": "event", "event": "presence", "change": change, "peer": peer.public()},
+            {"type": "event", "event": "presence", "change": change,
+             "peer": self.hub.peer_view(peer)},
             separators=(",", ":"),
         )
         for conn in self.all_connections():

@@ -153,7 +153,7 @@ async def _authenticate(hub: Hub, ws: web.WebSocketResponse, nonce: str, *, loca
         conn.token_hash, conn.cap = token_hash, cap
         conn.send({
             "type": "welcome",
-            "peer": dict(hub.peer_view(peer), online=True),
+            "peer": _welcome_view(hub, conn),
             "connection": conn.id,
             "created": created,
             "resumed": hub.presence.will_resume(conn),
@@ -163,6 +163,15 @@ async def _authenticate(hub: Hub, ws: web.WebSocketResponse, nonce: str, *, loca
         return conn
     await ws.close(code=1008, message=b"too many bad hellos")
     return None
+
+
+def _welcome_view(hub: Hub, conn: Connection) -> dict[str, Any]:
+    """The peer as it will be once ``conn`` is attached (the welcome is queued just before)."""
+    view = hub.peer_view(conn.peer, conn.peer)
+    if conn.receive:
+        view.update(online=True, reach="live",
+                    status=conn.peer.status if conn.peer.status != "offline" else "online")
+    return view
 
 
 def _parse(msg: Any) -> dict[str, Any]:

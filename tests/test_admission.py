@@ -283,7 +283,7 @@ async def test_sessions_sign_with_their_own_attested_keys(hub, people):
         assert len(keys) == 2 and member_hex not in keys  # each session has its own key
         assert api.peer["member_key"] == web.peer["member_key"] == member_hex
         await api.send("ann-web", "from one session of ann to another")
-        assert (await collect(web, 1))[0]["body"].startswith("from one session")
+        assert (await collect(web, 1))[0]["text"].startswith("from one session")
 
     session = SigningKey.generate()
 

@@ -28,7 +28,7 @@ async def test_request_answer_and_the_asker_is_notified(hub, people):
         told = (await collect(a, 1))[0]
         assert told["kind"] == "approval_answer" and told["reply_to"] == request["id"]
         assert told["data"]["answer"] == "deny" and told["data"]["reason"] == "tests are red"
-        assert "tests are red" in told["body"]
+        assert "tests are red" in told["text"]
 
         with pytest.raises(InvalidRequest, match="already answered"):
             await b.call("approval_answer", id=asked["id"], answer="approve")

@@ -102,7 +102,8 @@ async def test_fan_out_hooks_startup_presence_accepted_describe_shutdown(inproc,
     kinds = [c[0] for c in recorder.calls]
     assert kinds[0] == "startup" and kinds[-1] == "shutdown"
     assert ("accepted", "observed") in recorder.calls
-    assert ("presence", ("bob", "joined")) in recorder.calls
+    assert ("presence", ("bob", "joined")) in recorder.calls  # new on the mesh
+    assert ("presence", ("bob", "online")) in recorder.calls  # and connected
     assert ("presence", ("ann", "status")) in recorder.calls
 
 
@@ -121,7 +122,7 @@ async def test_resolve_target_adds_a_target_kind(inproc, tmp_path):
     async with ann.client(served.url) as a, bob.client(served.url, role="reviewer") as b:
         result = await a.send("role:reviewer", "please review")
         assert result["recipients"] == ["bob"]
-        assert (await collect(b, 1))[0]["body"] == "please review"
+        assert (await collect(b, 1))[0]["text"] == "please review"
 
 
 class FakeChat:

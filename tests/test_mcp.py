@@ -23,7 +23,7 @@ from meshhub_mcp.tools import HUB_ADMIN_ACTIONS
 
 from .helpers import HUB_BIN, Identity, base_env
 
-META_KEYS = {"sender", "sender_key", "conversation", "message_id", "reply_to", "priority"}
+META_KEYS = {"id", "from", "from_key", "conversation", "reply_to", "priority", "kind"}
 
 
 class Channel(BaseModel):
@@ -125,7 +125,7 @@ async def wait_for_peer(s: Session, name: str, timeout: float = 10,
 def check_push(push: Channel, *, sender: str, text: str, conversation: str) -> None:
     assert set(push.meta) == META_KEYS
     assert all("-" not in k and isinstance(v, str) for k, v in push.meta.items())
-    assert push.meta["sender"] == sender and push.meta["conversation"] == conversation
+    assert push.meta["from"] == sender and push.meta["conversation"] == conversation
     assert text in push.content and sender in push.content
 
 
@@ -147,7 +147,7 @@ async def exchange(a: Session, b: Session, a_name: str, b_name: str) -> None:
     assert sent["recipients"] == [b_name] and a.last_summary.startswith("sent ")
     push = (await b.pushes.wait(1))[0]
     check_push(push, sender=a_name, text="hello b, DM", conversation="dm")
-    assert push.meta["message_id"] == sent["id"] and push.meta["reply_to"] == ""
+    assert push.meta["id"] == sent["id"] and push.meta["reply_to"] == ""
 
     group = await a.call("mesh_send", to="@team", text="to the team")
     push = (await b.pushes.wait(2))[1]
@@ -162,10 +162,10 @@ async def exchange(a: Session, b: Session, a_name: str, b_name: str) -> None:
     # also readable through the inbox tool: pushed means delivered, not yet read
     inbox = await b.call("mesh_inbox")
     assert [m["text"] for m in inbox["messages"]] == ["hello b, DM", "to the team"]
-    assert [m["state"] for m in inbox["messages"]] == ["delivered", "delivered"]
+    assert inbox["unread"] == [m["id"] for m in inbox["messages"]]
     assert (await b.call("mesh_inbox"))["messages"] == []  # reading marked them read
     everything = await b.call("mesh_inbox", unread_only=False)
-    assert [m["state"] for m in everything["messages"]] == ["read", "read"]
+    assert len(everything["messages"]) == 2 and everything["unread"] == []
     thread = await a.call("mesh_thread", root=group["id"])
     assert [m["text"] for m in thread["replies"]] == ["team reply in thread"]
     assert await a.pushes.none(0.2) and len(b.pushes.items) == 2  # each arrival once
@@ -232,12 +232,12 @@ async def test_http_endpoint_with_token(hub, people):
         # a revoked token stops at once: no more pushes on the open stream
         control = await b.call("mesh_send", to="ann", text="before the revocation")
         with anyio.fail_after(5):
-            while control["id"] not in {p.meta["message_id"] for p in h.pushes.items}:
+            while control["id"] not in {p.meta["id"] for p in h.pushes.items}:
                 await h.pushes.wait(len(h.pushes.items) + 1)
         ann.cli(hub.url, "token", "revoke")
         sent = await b.call("mesh_send", to="ann", text="after the revocation")
         await anyio.sleep(1.5)
-        assert sent["id"] not in {p.meta["message_id"] for p in h.pushes.items}
+        assert sent["id"] not in {p.meta["id"] for p in h.pushes.items}
         async with ann.client(hub.url, receive=False) as a:
             assert (await a.call("inbox", mark_read=False))["messages"][-1]["id"] == sent["id"]
 
@@ -268,7 +268,7 @@ async def test_killed_session_gets_queued_messages_once_after_restart(hub, peopl
                 while not any(p["name"] == "bob-session" for p in await a.peers()):
                     await anyio.sleep(0.05)
             first = await a.send("bob-session", "before the crash")
-            assert (await s.pushes.wait(1))[0].meta["message_id"] == first["id"]
+            assert (await s.pushes.wait(1))[0].meta["id"] == first["id"]
             burst = [await a.send("bob-session", f"in flight {i}") for i in range(5)]
             os.kill(_server_pid("bob-session"), signal.SIGKILL)  # messages in flight
             await anyio.sleep(0.3)
@@ -281,17 +281,17 @@ async def test_killed_session_gets_queued_messages_once_after_restart(hub, peopl
                     acked.add(m["id"])
             # the notifications it wrote are still in the pipe: let the client read them all
             with anyio.fail_after(10):
-                while not acked <= {p.meta["message_id"] for p in s.pushes.items}:
+                while not acked <= {p.meta["id"] for p in s.pushes.items}:
                     await anyio.sleep(0.05)
         async with stdio_session(params) as s2:  # second life, same name: same peer
             assert (await s2.call("mesh_whoami"))["name"] == "bob-session"
             expected = [m["id"] for m in burst if m["id"] not in acked]
             assert expected  # the ones sent while it was dead at least
             with anyio.fail_after(20):
-                while not set(expected) <= {p.meta["message_id"] for p in s2.pushes.items}:
+                while not set(expected) <= {p.meta["id"] for p in s2.pushes.items}:
                     await s2.pushes.wait(len(s2.pushes.items) + 1)
             await anyio.sleep(0.5)  # nothing more comes
-            ids = [p.meta["message_id"] for p in s2.pushes.items]
+            ids = [p.meta["id"] for p in s2.pushes.items]
             assert len(ids) == len(set(ids)), "a message was pushed twice"
             assert ids == expected  # what was not acked, in order, exactly once; nothing else
             with anyio.fail_after(5):

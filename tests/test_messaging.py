@@ -31,13 +31,12 @@ async def test_cli_identities_exchange_dm_group_and_broadcast(hub, people):
             line = watch.stdout.readline()
             assert line, watch.stderr.read() if watch.stderr else "watch ended"
             frame = json.loads(line)
-            if frame.get("type") == "event":
-                continue
-            seen.append(frame)
+            if frame["type"] == "message":  # every line is a frame: messages and events
+                seen.append(frame["message"])
         assert [m["id"] for m in seen] == sent  # each once, in order
-        assert [m["body"] for m in seen] == ["dm one", "group two", "broadcast three",
+        assert [m["text"] for m in seen] == ["dm one", "group two", "broadcast three",
                                              "dm four"]
-        assert {m["sender_name"] for m in seen} == {"ann"}
+        assert {m["from"] for m in seen} == {"ann"}
         assert [m["conversation"] for m in seen] == ["dm", "@ops", "*", "dm"]
     finally:
         watch.terminate()
@@ -48,9 +47,30 @@ async def test_cli_identities_exchange_dm_group_and_broadcast(hub, people):
     inbox = json.loads(ann.cli(hub.url, "inbox", "--json").stdout)
     assert [m["text"] for m in inbox["messages"]] == ["reply to you"]
     assert json.loads(ann.cli(hub.url, "inbox", "--json").stdout)["messages"] == []
-    # watched messages were acked: bob's unread holds only what watch did not ack
+    # what watch showed counts as read: it is not unread in bob's inbox, and ann sees it read
     status = json.loads(ann.cli(hub.url, "call", "message_status", f"id={sent[0]}").stdout)
-    assert [r["state"] for r in status["recipients"]] == ["delivered"]
+    assert [r["state"] for r in status["recipients"]] == ["read"]
+    assert json.loads(bob.cli(hub.url, "inbox", "--json").stdout)["messages"] == []
+    shown = json.loads(bob.cli(hub.url, "inbox", "--all", "--json").stdout)
+    assert [m["id"] for m in shown["messages"]] == sent and shown["unread"] == []
+
+
+async def test_watch_no_read_leaves_messages_unread(hub, people):
+    ann, bob = people("ann", "bob")
+    bob.cli(hub.url, "peers")  # bob joins the mesh
+    watch = subprocess.Popen([HUB_BIN, "watch", "--no-read"],
+                             env=base_env(bob.home, MESHHUB_URL=hub.url),
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert watch.stdout is not None and "watching as bob" in watch.stdout.readline()
+        sent = json.loads(ann.cli(hub.url, "send", "bob", "keep me unread", "--json").stdout)
+        while "keep me unread" not in (line := watch.stdout.readline()):
+            assert line, "hub watch ended"
+    finally:
+        watch.terminate()
+        watch.wait(10)
+    inbox = bob.cli(hub.url, "inbox").stdout
+    assert "ann: keep me unread" in inbox and sent["id"] in inbox
 
 
 async def test_group_broadcast_skip_sender_and_dm_to_own_other_session(hub, people):
@@ -67,13 +87,13 @@ async def test_group_broadcast_skip_sender_and_dm_to_own_other_session(hub, peop
         r = await a.send("ann-laptop", "note to my other session")
         assert r["recipients"] == ["ann-laptop"]
         got = await collect(a2, 2)
-        assert [m["body"] for m in got] == ["to everyone", "note to my other session"]
-        assert [m["body"] for m in await collect(b, 2)] == ["to the team", "to everyone"]
-        assert [m["body"] for m in await collect(c, 1)] == ["to everyone"]
+        assert [m["text"] for m in got] == ["to everyone", "note to my other session"]
+        assert [m["text"] for m in await collect(b, 2)] == ["to the team", "to everyone"]
+        assert [m["text"] for m in await collect(c, 1)] == ["to everyone"]
         # a list of targets is deduplicated
         r = await a.send(["bob", "@team", b.peer["key"]], "once only")
         assert r["recipients"] == ["bob"]
-        assert [m["body"] for m in await collect(b, 1)] == ["once only"]
+        assert [m["text"] for m in await collect(b, 1)] == ["once only"]
         assert await no_message(b)
         assert await no_message(a, 0.2)
 
@@ -87,7 +107,7 @@ async def test_threads_mentions_whispers_and_priorities(hub, people):
         root = await a.send("#design", "what do we think, @cat?")
         got_b, got_c = (await collect(b, 1))[0], (await collect(c, 1))[0]
         assert got_b["conversation"] == "#design"
-        assert got_c["mentions"] == [c.peer["key"]] and got_b["mentions"] == [c.peer["key"]]
+        assert got_c["mentions"] == ["cat"] and got_b["mentions"] == ["cat"]
         # a reply with no target goes to the thread's participants
         reply = await b.send(None, "looks good", reply_to=root["id"])
         assert sorted(reply["recipients"]) == ["ann", "cat"]
@@ -105,16 +125,16 @@ async def test_threads_mentions_whispers_and_priorities(hub, people):
         # a whisper reaches only the named recipients
         w = await a.send("#design", "just for bob", whisper=["bob"])
         assert w["recipients"] == ["bob"]
-        assert (await collect(b, 1))[0]["whisper"] == [b.peer["key"]]
+        assert (await collect(b, 1))[0]["whisper"] == ["bob"]
         assert await no_message(c, 0.3)
         # dnd holds `next` but not `now`; the held message arrives when dnd ends
         await c.set_status("dnd")
         await a.send("cat", "later is fine")
         await a.send("cat", "urgent", priority="now")
-        assert [m["body"] for m in await collect(c, 1)] == ["urgent"]
+        assert [m["text"] for m in await collect(c, 1)] == ["urgent"]
         assert await no_message(c, 0.3)
         await c.set_status("idle")
-        assert [m["body"] for m in await collect(c, 1)] == ["later is fine"]
+        assert [m["text"] for m in await collect(c, 1)] == ["later is fine"]
 
 
 async def test_idempotent_resend_and_read_receipts(hub, people):

@@ -63,7 +63,7 @@ async def test_malformed_and_unknown_frames_get_errors_and_connection_survives(h
         assert (await _stats(a))["messages"] == 0
         # still usable
         await a.send("bob", "still here")
-        assert (await collect(b, 1))[0]["body"] == "still here"
+        assert (await collect(b, 1))[0]["text"] == "still here"
 
 
 async def _raw_hello(url: str, build) -> tuple[dict, aiohttp.ClientWebSocketResponse, object]:

@@ -89,7 +89,7 @@ async def test_sigkill_loses_nothing_acknowledged_and_duplicates_nothing(hub_fac
         # every message the hub acknowledged arrived
         assert set(acked.values()) <= set(ids)
         # in order: message i before message j for i < j
-        numbers = [int(m["body"].split()[1]) for m in received]
+        numbers = [int(m["text"].split()[1]) for m in received]
         assert numbers == sorted(numbers)
         # a message that was never acknowledged may have been stored (killed between commit
         # and ack); the sender resends those with their client ids: still exactly once
@@ -126,14 +126,17 @@ async def test_reconnect_within_grace_is_silent(hub_factory, people):
     async with ann.client(hub.url) as a:
         b = bob.client(hub.url)
         await b.connect()
-        joined = await asyncio.wait_for(a.events.get(), 5)
+        joined = await asyncio.wait_for(a.events.get(), 5)  # new on the mesh...
         assert (joined["change"], joined["peer"]["name"]) == ("joined", "bob")
+        online = await asyncio.wait_for(a.events.get(), 5)  # ...and connected
+        assert (online["change"], online["peer"]["name"], online["peer"]["reach"]) == (
+            "online", "bob", "live")
         await b.close()
         await a.send("bob", "while you were away")
         await asyncio.sleep(0.5)
         async with bob.client(hub.url) as b2:
             assert b2.welcome["resumed"] is True
-            assert (await collect(b2, 1))[0]["body"] == "while you were away"
+            assert (await collect(b2, 1))[0]["text"] == "while you were away"
         await asyncio.sleep(0.5)
         assert a.events.empty(), f"others saw presence events: {a.events.get_nowait()}"
         peers = {p["name"]: p for p in await a.peers()}
@@ -145,10 +148,12 @@ async def test_leaving_for_longer_than_grace_is_announced(hub_factory, people):
     hub = hub_factory(MESHHUB_GRACE_SECONDS="0.5")
     async with ann.client(hub.url) as a:
         async with bob.client(hub.url):
-            await asyncio.wait_for(a.events.get(), 5)  # joined
+            for change in ("joined", "online"):
+                assert (await asyncio.wait_for(a.events.get(), 5))["change"] == change
         left = await asyncio.wait_for(a.events.get(), 5)
         assert (left["change"], left["peer"]["name"], left["peer"]["status"]) == (
-            "left", "bob", "offline")
+            "offline", "bob", "offline")
+        assert (left["peer"]["online"], left["peer"]["reach"]) == (False, "inbox")
 
 
 async def test_stale_connection_is_closed_after_pong_timeout(hub_factory, people):

@@ -47,11 +47,11 @@ async def test_pair_then_dm_a_peer_both_ways_and_reply_in_a_thread(tg_hub, tmp_p
         # @name text: a DM, and carl becomes Ann's current target
         await tg.send_text(ANN, "@carl hi carl, *can* you <review> PR #12 & merge?")
         got = (await collect(c, 1))[0]
-        assert got["body"] == "hi carl, *can* you <review> PR #12 & merge?"
-        assert got["sender_name"] == "Ann-Smith" and got["conversation"] == "dm"
+        assert got["text"] == "hi carl, *can* you <review> PR #12 & merge?"
+        assert got["from"] == "Ann-Smith" and got["conversation"] == "dm"
         # plain text now goes to carl too
         await tg.send_text(ANN, "second line")
-        assert (await collect(c, 1))[0]["body"] == "second line"
+        assert (await collect(c, 1))[0]["text"] == "second line"
 
         # carl answers; it reaches Ann's chat, escaped and formatted
         sent = await c.send("Ann-Smith", "sure: **done** <b>not html</b> & `x<y`")
@@ -68,7 +68,7 @@ async def test_pair_then_dm_a_peer_both_ways_and_reply_in_a_thread(tg_hub, tmp_p
         await tg.send_text(ANN, "replying in the thread", reply_to=relayed_id)
         reply = (await collect(c, 1))[0]
         assert reply["reply_to"] == sent["id"]
-        assert reply["body"] == "replying in the thread"
+        assert reply["text"] == "replying in the thread"
 
         # carl's reply in the thread arrives as a Telegram reply to the relayed message
         await c.send(None, "thread answer", reply_to=sent["id"])
@@ -97,7 +97,7 @@ async def test_commands_are_served_from_the_actions(tg_hub, tmp_path):
         await tg.wait_for("sendMessage", lambda m: "Joined" in m["text"])
         await tg.send_text(ANN, "to everyone")
         got = (await collect(c, 1))[0]
-        assert got["conversation"] == "#general" and got["body"] == "to everyone"
+        assert got["conversation"] == "#general" and got["text"] == "to everyone"
         await tg.send_text(ANN, "/status dnd")
         status = await tg.wait_for("sendMessage", lambda m: "status" in m["text"]
                                    and "dnd" in m["text"])
@@ -130,12 +130,12 @@ async def test_edits_and_duplicate_updates_are_not_relayed_twice(tg_hub, tmp_pat
     carl = make_identity(tmp_path, "carl")
     async with carl.client(served.url) as c:
         original = await tg.send_text(ANN, "@carl first version")
-        assert (await collect(c, 1))[0]["body"] == "first version"
+        assert (await collect(c, 1))[0]["text"] == "first version"
         # the same Telegram message again (a replay): the client_id makes it a no-op
         await tg.push(message=original)
         await tg.edit_text(original, "@carl second version")
         edited = (await collect(c, 1))[0]
-        assert edited["body"] == "(edited) @carl second version"
+        assert edited["text"] == "(edited) @carl second version"
         assert await no_message(c, 0.3)
 
 
@@ -181,7 +181,7 @@ async def test_files_both_ways(tg_hub, tmp_path, kind):
         attachment = got["attachments"][0]
         assert attachment["size"] == len(payload)
         if kind == "document":
-            assert attachment["name"] == "report.pdf" and got["body"] == "the report"
+            assert attachment["name"] == "report.pdf" and got["text"] == "the report"
         fetched = await c.call("file_get", id=attachment["file"])
         assert base64.b64decode(fetched["content"]) == payload
 

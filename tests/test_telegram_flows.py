@@ -54,7 +54,7 @@ async def test_the_offset_is_persisted_so_no_update_is_handled_twice(tg_hub, tmp
     carl = make_identity(tmp_path, "carl")
     async with carl.client(served.url) as c:
         await tg.send_text(ANN, "@carl once")
-        assert (await collect(c, 1))[0]["body"] == "once"
+        assert (await collect(c, 1))[0]["text"] == "once"
     await served.runner.cleanup()
     served.runner = _Done()
     replies_before = len(tg.of("sendMessage"))
@@ -63,7 +63,7 @@ async def test_the_offset_is_persisted_so_no_update_is_handled_twice(tg_hub, tmp
     async with carl.client(again.url) as c:
         await tg.send_text(ANN, "@carl after the restart")
         got = (await collect(c, 1))[0]
-        assert got["body"] == "after the restart"  # not "once" again
+        assert got["text"] == "after the restart"  # not "once" again
         assert await no_message(c, 0.3)
     polls = [m for m in tg.of("getUpdates")]
     assert polls[-1]["offset"] > len(tg.history) - 1
@@ -117,10 +117,10 @@ async def test_a_linked_group_bridges_both_ways_without_echo(tg_hub, tmp_path):
 
         await tg.send_text(ANN, "hello from the group", chat=GROUP)
         got = (await collect(c, 1))[0]
-        assert (got["conversation"], got["sender_name"]) == ("#ops", "Ann-Smith")
+        assert (got["conversation"], got["from"]) == ("#ops", "Ann-Smith")
         await tg.send_text(DAVE, "i am dave", chat=GROUP)
         got = (await collect(c, 1))[0]
-        assert got["body"] == "**Dave**: i am dave" and got["sender_name"] == "Ops-Room"
+        assert got["text"] == "**Dave**: i am dave" and got["from"] == "Ops-Room"
 
         sent = await c.send("#ops", "hi group")
         posted = await tg.wait_for("sendMessage", lambda m: m["chat_id"] == GROUP["id"]
@@ -132,7 +132,7 @@ async def test_a_linked_group_bridges_both_ways_without_echo(tg_hub, tmp_path):
         # a reply in the group to the relayed message lands in its thread
         await tg.send_text(DAVE, "on it", chat=GROUP, reply_to=posted["result"]["message_id"])
         threaded = (await collect(c, 1))[0]
-        assert threaded["reply_to"] == sent["id"] and threaded["body"] == "**Dave**: on it"
+        assert threaded["reply_to"] == sent["id"] and threaded["text"] == "**Dave**: on it"
         assert await no_message(c, 0.3)
     group_posts = [m["text"] for m in tg.of("sendMessage") if m["chat_id"] == GROUP["id"]]
     assert not [t for t in group_posts if "hello from the group" in t or "dave" in t.lower()]
@@ -148,7 +148,7 @@ async def test_webhook_mode_with_the_secret_header(tg_hub, tmp_path):
     carl = make_identity(tmp_path, "carl")
     async with carl.client(served.url) as c:
         await tg.send_text(ANN, "@carl via webhook")
-        assert (await collect(c, 1))[0]["body"] == "via webhook"
+        assert (await collect(c, 1))[0]["text"] == "via webhook"
         sent = await c.send("Ann-Smith", "back by API")
         await tg.wait_for("sendMessage", lambda m: "back by API" in m["text"])
         assert await eventually(lambda: _is(c, sent["id"], "delivered"))
@@ -178,7 +178,7 @@ async def test_a_real_hub_process_configured_by_environment(hub_factory, tmp_pat
         carl = make_identity(tmp_path, "carl")
         async with carl.client(hub.url) as c:
             await tg.send_text(ANN, "@carl from a real process")
-            assert (await collect(c, 1))[0]["body"] == "from a real process"
+            assert (await collect(c, 1))[0]["text"] == "from a real process"
             await c.send("Ann-Smith", "and back")
             await tg.wait_for("sendMessage", lambda m: "and back" in m["text"])
         await asyncio.to_thread(hub.stop)
@@ -204,6 +204,6 @@ async def test_an_update_that_fails_midway_is_offered_again_not_lost(tg_hub, tmp
         tg.fail_next("download", 502)  # the file download breaks once: the update is not taken
         await tg.send_document(ANN, b"quarterly numbers", "numbers.csv", caption="numbers")
         got = await collect(c, 1, timeout=15)
-        assert got[0]["body"] == "numbers"
+        assert got[0]["text"] == "numbers"
         assert got[0]["attachments"][0]["size"] == len(b"quarterly numbers")
         assert await no_message(c, 1.0)  # once, not twice

@@ -33,6 +33,7 @@ from typing import TYPE_CHECKING, Any
 
 from meshhub.actions import ActionContext
 from meshhub.errors import InvalidRequest, MeshError, NotFound
+from meshhub.views import presence_text
 
 from .loops import origin
 from .pairing import PairingBook
@@ -114,7 +115,10 @@ def split_address(text: str) -> tuple[str, str] | None:
 
 # -- rendering results ----------------------------------------------------------------------------
 def _peer_line(p: dict[str, Any]) -> str:
-    status = p["status"] if p.get("online") else "offline"
+    if p["reach"] == "connector":  # "via telegram" is said already
+        status = "reachable" if p["status"] in ("online", "offline") else p["status"]
+    else:
+        status = presence_text(p)
     summary = f" — {p['summary']}" if p.get("summary") else ""
     you = " (you)" if p.get("you") else ""
     return f"• `{p['name']}`{you} {p['kind']} via {p['connector']}, {status}{summary}"

@@ -13,7 +13,7 @@ from meshhub import hookimpl
 from meshhub.actions import Action, ActionContext, action
 from meshhub.directory import check_group
 from meshhub.errors import Forbidden, InvalidRequest, NotFound
-from meshhub.models import STATUSES, Conversation, Message
+from meshhub.models import STATUSES, Conversation
 from meshhub.store import StateChange
 
 Target = Annotated[
@@ -23,37 +23,10 @@ Target = Annotated[
 ]
 
 
-def message_view(ctx: ActionContext, message: Message, **extra: Any) -> dict[str, Any]:
-    peers = ctx.hub.directory.peers
-    sender = peers.get(message.sender)
-    data: dict[str, Any] = {
-        "id": message.id,
-        "from": sender.name if sender else message.sender,
-        "from_key": message.sender,
-        "conversation": message.conversation,
-        "text": message.body,
-        "reply_to": message.reply_to,
-        "priority": message.priority,
-        "created_at": message.created_at,
-    }
-    if message.kind != "text":
-        data["kind"] = message.kind
-    if message.data is not None:
-        data["data"] = message.data
-    if message.mentions:
-        data["mentions"] = [peers[k].name for k in message.mentions if k in peers]
-    if message.whisper:
-        data["whisper"] = [peers[k].name for k in message.whisper if k in peers]
-    if message.attachments:
-        data["attachments"] = message.attachments
-    data.update(extra)
-    return data
-
-
 @action(read_only=True)
 async def whoami(ctx: ActionContext) -> dict[str, Any]:
     """Your own peer: key, name, role, groups, status and summary."""
-    return ctx.hub.peer_view(ctx.peer)
+    return ctx.hub.peer_view(ctx.peer, ctx.peer)
 
 
 @action(read_only=True)
@@ -67,7 +40,7 @@ async def peers(
     """List the peers of the mesh, yourself included (marked ``you``)."""
     out = []
     for peer in sorted(ctx.hub.directory.peers.values(), key=lambda p: p.name.lower()):
-        view = ctx.hub.peer_view(peer)
+        view = ctx.hub.peer_view(peer, ctx.peer)
         if group and not peer.in_group(group.lstrip("@")):
             continue
         if status and peer.status != status:
@@ -76,7 +49,6 @@ async def peers(
             continue
         if online_only and not view["online"]:
             continue
-        view["you"] = peer.key == ctx.peer.key
         for extra in await ctx.hub.plugins.each("meshhub_describe_peer", hub=ctx.hub, peer=peer):
             view.update(extra)
         out.append(view)
@@ -113,7 +85,11 @@ async def inbox(
     limit: Annotated[int, "at most this many (1-500)"] = 50,
     mark_read: Annotated[bool, "mark what is returned as read"] = True,
 ) -> dict[str, Any]:
-    """Read messages addressed to you, oldest first."""
+    """Read messages addressed to you, oldest first.
+
+    Beside ``messages``: ``unread`` (the ids that were unread before this call), ``mentioned``
+    (the ids that mention you) and ``replies`` (reply counts of the thread roots among them).
+    """
     if not 1 <= limit <= 500:
         raise InvalidRequest("limit must be between 1 and 500")
     items = await ctx.hub.store.inbox(
@@ -126,14 +102,15 @@ async def inbox(
         await ctx.hub.store.advance(
             [StateChange(i.message.id, ctx.peer.key, "read") for i in items]
         )
-    messages = [
-        message_view(ctx, i.message, state=i.state, mentioned=i.mentioned, replies=i.replies)
-        for i in items
-    ]
+    messages = [ctx.hub.message_view(i.message) for i in items]
     return {
         "messages": messages,
         "more": more,
         "next_since": messages[-1]["id"] if more else None,
+        # what is yours alone rides beside the messages, so a message has one shape everywhere
+        "unread": [i.message.id for i in items if i.state != "read"],
+        "mentioned": [i.message.id for i in items if i.mentioned],
+        "replies": {i.message.id: i.replies for i in items if i.replies},
     }
 
 
@@ -154,8 +131,8 @@ async def thread(
     messages = await ctx.hub.store.thread(root, ctx.peer.key)
     if not messages or messages[0].id != root:
         raise NotFound(f"no thread {root} that you can see")
-    return {"root": message_view(ctx, messages[0]),
-            "replies": [message_view(ctx, m) for m in messages[1:]]}
+    return {"root": ctx.hub.message_view(messages[0]),
+            "replies": [ctx.hub.message_view(m) for m in messages[1:]]}
 
 
 @action(cap="read")
@@ -207,7 +184,7 @@ async def _changed(ctx: ActionContext, change: str) -> dict[str, Any]:
     await ctx.hub.presence.announce(ctx.peer, change)
     if change == "status":
         await ctx.hub.dispatcher.redrain(ctx.peer.key)
-    return ctx.hub.peer_view(ctx.peer)
+    return ctx.hub.peer_view(ctx.peer, ctx.peer)
 
 
 @action()

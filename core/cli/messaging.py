@@ -11,9 +11,10 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 from meshhub.config import default_name, load_signing_key
+from meshhub.views import presence_text
 
 from .common import JsonOpt, config, fail, run, with_client
-from .output import emit_json, message_line, table
+from .output import emit_json, event_line, message_line, table
 
 if TYPE_CHECKING:
     from meshhub.client import MeshClient
@@ -44,7 +45,8 @@ def send(
 
 
 def inbox(
-    show_all: Annotated[bool, typer.Option("--all", help="Include messages already read.")]
+    show_all: Annotated[bool, typer.Option(
+        "--all", help="Include messages already read (the unread ones are marked *).")]
     = False,
     limit: Annotated[int, typer.Option(help="At most this many.")] = 50,
     as_json: JsonOpt = False,
@@ -56,36 +58,44 @@ def inbox(
         return
     if not result["messages"]:
         typer.echo("no unread messages" if not show_all else "no messages")
+    unread = set(result["unread"]) if show_all else set()
     for m in result["messages"]:
-        typer.echo(message_line(m))
+        typer.echo(("* " if m["id"] in unread else "") + message_line(m))
     if result["more"]:
         typer.echo(f"... more: hub inbox --limit {limit * 2}")
 
 
 def peers(as_json: JsonOpt = False) -> None:
-    """List the peers of the mesh."""
+    """List the peers of the mesh, and how a message to each arrives now."""
     result = run(with_client(False, lambda c: c.peers()))
     if as_json:
         emit_json(result)
         return
     rows = [
         [("* " if p["you"] else "  ") + p["name"], p["key"], p["kind"], p["connector"],
-         p["status"] if p["online"] else "offline", ",".join("@" + g for g in p["groups"]),
-         p["summary"]]
+         presence_text(p), ",".join("@" + g for g in p["groups"]), p["summary"]]
         for p in result
     ]
-    typer.echo(table(rows, ["name", "key", "kind", "via", "status", "groups", "summary"]))
+    typer.echo(table(rows, ["name", "key", "kind", "via", "presence", "groups", "summary"]))
 
 
-def watch(as_json: JsonOpt = False) -> None:
-    """Stream arriving messages and presence changes until Ctrl-C."""
+def watch(
+    as_json: JsonOpt = False,
+    no_read: Annotated[bool, typer.Option(
+        "--no-read", help="Leave shown messages unread (for `hub inbox`).")] = False,
+) -> None:
+    """Stream arriving messages and who joins, comes and goes until Ctrl-C.
+
+    A message shown here counts as read (unless --no-read). With --json, every line is one of
+    the hub's frames (a message or an event) as docs/protocol.md describes them.
+    """
 
     from meshhub.client import MeshClient
 
     async def go() -> None:
-        c = MeshClient(config().url, load_signing_key(config().home),
-                       name=config().name or default_name(), kind="human", connector="cli",
-                       receive=True, reconnect=True)
+        cfg = config()
+        c = MeshClient(cfg.url, load_signing_key(cfg.home), name=cfg.name or default_name(),
+                       kind="human", connector="cli", receive=True, reconnect=True)
         async with c:
             if not as_json:
                 typer.echo(f"watching as {c.peer['name']} ({c.peer['key']}); Ctrl-C to stop")
@@ -93,19 +103,18 @@ def watch(as_json: JsonOpt = False) -> None:
             async def events() -> None:
                 while True:
                     event = await c.events.get()
-                    if as_json:
-                        typer.echo(json.dumps(event))
-                    else:
-                        peer = event.get("peer", {})
-                        typer.echo(f"-- {peer.get('name')} {event.get('change')} "
-                                   f"({peer.get('status')})")
+                    typer.echo(json.dumps(event) if as_json else event_line(event))
+                    sys.stdout.flush()
 
             task = asyncio.create_task(events())
             try:
                 async for m in c.messages():
-                    typer.echo(json.dumps(m) if as_json else message_line(m))
+                    typer.echo(json.dumps({"type": "message", "message": m}) if as_json
+                               else message_line(m))
                     sys.stdout.flush()
                     await c.ack(m["id"])
+                    if not no_read:
+                        await c.call("mark_read", ids=[m["id"]])
             finally:
                 task.cancel()
 

@@ -28,10 +28,32 @@ def clock(ts: float) -> str:
 
 
 def message_line(m: dict[str, Any]) -> str:
-    sender = m.get("from") or m.get("sender_name") or m.get("sender")
-    text = m.get("text", m.get("body", ""))
-    where = m.get("conversation", "")
+    """One message as a terminal line (the shape of docs/protocol.md)."""
+    where = m["conversation"]
     where = "" if where == "dm" else f" in {where}"
     thread = f" (reply to {m['reply_to']})" if m.get("reply_to") else ""
     flag = " [now]" if m.get("priority") == "now" else ""
-    return f"{clock(m.get('created_at', 0))} {sender}{where}{thread}{flag}: {text}  [{m['id']}]"
+    return f"{clock(m['created_at'])} {m['from']}{where}{thread}{flag}: {m['text']}  [{m['id']}]"
+
+
+_CHANGES = {
+    "joined": "joined the mesh",
+    "online": "is online",
+    "offline": "went offline (messages wait in its inbox)",
+}
+
+
+def event_line(event: dict[str, Any]) -> str:
+    """A presence event as a terminal line: ``-- bob joined the mesh``."""
+    peer = event.get("peer", {})
+    name, change = peer.get("name", "?"), event.get("change", "")
+    if change == "status":
+        what = f"is now {peer.get('status')}"
+    elif change == "summary":
+        what = f"is working on: {peer.get('summary')}" if peer.get("summary") else \
+            "cleared its summary"
+    elif change == "groups":
+        what = "is in " + (", ".join("@" + g for g in peer.get("groups", {})) or "no groups")
+    else:
+        what = _CHANGES.get(change, change)
+    return f"-- {name} {what}"
