@@ -201,8 +201,8 @@ def test_hooks_set_status_and_name_unread_once(tmp_path, hub, people):
     assert [p["status"] for p in peers if p["name"] == "bob-work"] == ["idle"]
 
 
-def test_launch_runs_claude_with_channel_flag_and_identity(tmp_path):
-    home = tmp_path / "home"
+def fake_claude(tmp_path: Path) -> tuple[str, Path]:
+    """A `claude` on PATH that records how it was run: (PATH, the record file)."""
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
     record = tmp_path / "claude-run.json"
@@ -213,9 +213,15 @@ def test_launch_runs_claude_with_channel_flag_and_identity(tmp_path):
         f"if k.startswith('MESHHUB_')}}}}, open({str(record)!r}, 'w'))\n"
     )
     fake.chmod(0o755)
-    path = f"{bin_dir}{os.pathsep}{os.environ['PATH']}"
+    return f"{bin_dir}{os.pathsep}{os.environ['PATH']}", record
+
+
+def test_launch_runs_claude_with_channel_flag_and_identity(tmp_path):
+    home = tmp_path / "home"
+    path, record = fake_claude(tmp_path)
+    assert run_hub(home, "install", "claude-code", cwd=tmp_path).returncode == 0
     out = run_hub(home, "launch", "--name", "ann-api", "--role", "reviewer", "--groups",
-                  "backend:lead,ops", "--", "--model", "opus", PATH=path)
+                  "backend:lead,ops", "--", "--model", "opus", PATH=path, cwd=tmp_path)
     assert out.returncode == 0, out.stderr
     ran = json.loads(record.read_text())
     assert ran["argv"] == ["--dangerously-load-development-channels", "server:meshhub",
@@ -223,3 +229,28 @@ def test_launch_runs_claude_with_channel_flag_and_identity(tmp_path):
     assert ran["env"]["MESHHUB_SESSION_NAME"] == "ann-api"
     assert ran["env"]["MESHHUB_ROLE"] == "reviewer"
     assert ran["env"]["MESHHUB_GROUPS"] == "backend:lead,ops"
+
+
+def test_launch_without_the_server_installed_says_how_and_does_not_start_claude(tmp_path):
+    home, project, elsewhere = tmp_path / "home", tmp_path / "project", tmp_path / "elsewhere"
+    for d in (home, project / "src", elsewhere):
+        d.mkdir(parents=True)
+    path, record = fake_claude(tmp_path)
+    (home / ".claude.json").write_text(json.dumps(UNRELATED_USER))  # other servers only
+    for cwd in (project, elsewhere):
+        out = run_hub(home, "launch", "--name", "ann-api", PATH=path, cwd=cwd)
+        assert out.returncode == 1 and out.stdout == ""
+        assert out.stderr.startswith("error: ") and out.stderr.count("\n") == 1
+        assert "`hub install claude-code`" in out.stderr
+        assert not record.exists()  # claude was not started
+
+    # installed for the project only: launching in it (or below it) works, elsewhere not
+    assert run_hub(home, "install", "claude-code", "--scope", "project",
+                   cwd=project).returncode == 0
+    out = run_hub(home, "launch", "--name", "ann-api", PATH=path, cwd=project / "src")
+    assert out.returncode == 0, out.stderr
+    assert json.loads(record.read_text())["argv"][:2] == [
+        "--dangerously-load-development-channels", "server:meshhub"]
+    record.unlink()
+    out = run_hub(home, "launch", "--name", "ann-api", PATH=path, cwd=elsewhere)
+    assert out.returncode == 1 and not record.exists()

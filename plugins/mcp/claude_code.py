@@ -172,6 +172,27 @@ def uninstall(home: Path | None = None, project: Path | None = None) -> list[str
     return done or ["nothing to remove"]
 
 
+def installed(home: Path | None = None, project: Path | None = None) -> bool:
+    """Whether Claude Code started here would find our server: in ``~/.claude.json`` (user
+    scope, or local scope under ``projects``) or in a ``.mcp.json`` of this directory or one
+    above it (project scope)."""
+    home, project = home or Path.home(), (project or Path.cwd()).resolve()
+    try:
+        user = config_files.read(home / ".claude.json")[1]
+        if has_server(user):
+            return True
+        projects = user.get("projects")
+        if isinstance(projects, dict) and any(
+            isinstance(entry := projects.get(str(d)), dict) and has_server(entry)
+            for d in (project, *project.parents)
+        ):
+            return True
+        return any(has_server(config_files.read(d / ".mcp.json")[1])
+                   for d in (project, *project.parents))
+    except (OSError, ValueError):
+        return False
+
+
 # -- hooks --------------------------------------------------------------------------------------
 def _state_path(home: Path, session: str) -> Path:
     return home / "hook-state" / (re.sub(r"[^A-Za-z0-9_.-]", "_", session) + ".json")
