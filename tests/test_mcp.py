@@ -9,6 +9,7 @@ import os
 import signal
 import sys
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any, TextIO
 
 import anyio
@@ -19,11 +20,13 @@ from mcp.client import NotificationBinding
 from mcp.client.streamable_http import streamable_http_client
 from pydantic import BaseModel, ConfigDict
 
+from meshhub_mcp import tool_docs
 from meshhub_mcp.sdk import CHANNEL_METHOD
 from meshhub_mcp.tools import HUB_ADMIN_ACTIONS
 
 from .helpers import HUB_BIN, Identity, base_env, free_port
 
+MCP_DOC = Path(__file__).resolve().parent.parent / "docs" / "mcp.md"
 META_KEYS = {"sender", "sender_key", "conversation", "message_id", "reply_to", "priority"}
 
 
@@ -402,3 +405,21 @@ async def test_hub_down_at_start_lists_tools_then_works_once_the_hub_is_up(
     # one line per state change: not reachable once, then connected once
     assert stderr.count("is not reachable") == 1, stderr
     assert stderr.count("connected to the hub") == 1, stderr
+
+
+def test_the_tool_table_in_docs_is_generated_from_the_registry():
+    text = MCP_DOC.read_text()
+    described = tool_docs.project_actions()
+    assert {a["name"] for a in described} >= {"send", "inbox", "react", "actions"}
+    assert tool_docs.section(text) == tool_docs.table(described), (
+        f"docs/mcp.md's tool table is out of date: run `{tool_docs.COMMAND}`")
+
+
+async def test_hub_mcp_lists_the_documented_tools(people):
+    (ann,) = people("ann")
+    documented = tool_docs.documented_tools(MCP_DOC.read_text())
+    assert "mesh_send" in documented and len(documented) == len(set(documented))
+    no_hub = f"http://127.0.0.1:{free_port()}"  # this install's own list, as a fresh one has it
+    async with stdio_session(mcp_params(ann, no_hub)) as s:
+        assert await s.tool_names() == set(documented), (
+            f"docs/mcp.md lists other tools than tools/list: run `{tool_docs.COMMAND}`")
