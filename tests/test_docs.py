@@ -117,3 +117,14 @@ def test_readme_shows_setup_and_test_commands() -> None:
         "bash scripts/test-setup && .venv/bin/python -m pytest",
     ):
         assert f"```\n{line}\n```" in readme, f"README.md should show, in a code block: {line}"
+
+
+def test_every_test_file_named_in_the_docs_exists() -> None:
+    named: dict[str, str] = {}
+    for doc in sorted([*DOCS.glob("*.md"), ROOT / "README.md"]):
+        for name in re.findall(r"[\w./-]*\btest_\w+\.py\b", doc.read_text()):
+            named[name] = doc.name
+    assert named, "the scan found no test file named in the docs"
+    missing = [f"{name} (in {doc})" for name, doc in named.items()
+               if not ((ROOT / name).is_file() if "/" in name else (TESTS / name).is_file())]
+    assert not missing, f"the docs name test files that do not exist: {', '.join(missing)}"

@@ -7,8 +7,10 @@ import contextlib
 import json
 import os
 import signal
+import sys
 from collections.abc import AsyncIterator
-from typing import Any
+from pathlib import Path
+from typing import Any, TextIO
 
 import anyio
 import httpx2
@@ -18,11 +20,13 @@ from mcp.client import NotificationBinding
 from mcp.client.streamable_http import streamable_http_client
 from pydantic import BaseModel, ConfigDict
 
+from meshhub_mcp import tool_docs
 from meshhub_mcp.sdk import CHANNEL_METHOD
 from meshhub_mcp.tools import HUB_ADMIN_ACTIONS
 
-from .helpers import HUB_BIN, Identity, base_env
+from .helpers import HUB_BIN, Identity, base_env, free_port
 
+MCP_DOC = Path(__file__).resolve().parent.parent / "docs" / "mcp.md"
 META_KEYS = {"id", "from", "from_key", "conversation", "reply_to", "priority", "kind"}
 
 
@@ -61,8 +65,13 @@ class Pushes:
 
 
 class Session:
-    def __init__(self, session: ClientSession, pushes: Pushes, init: types.InitializeResult):
+    def __init__(self, session: ClientSession, pushes: Pushes, init: types.InitializeResult,
+                 tool_changes: list[types.ToolListChangedNotification]):
         self.session, self.pushes, self.init = session, pushes, init
+        self.tool_changes = tool_changes  # the notifications/tools/list_changed received
+
+    async def tool_names(self) -> set[str]:
+        return {t.name for t in (await self.session.list_tools()).tools}
 
     async def call(self, tool: str, **args: Any) -> dict[str, Any]:
         res = await self.session.call_tool(tool, args)
@@ -89,13 +98,20 @@ def mcp_params(who: Identity, hub_url: str, *args: str, **env: str) -> StdioServ
 
 
 @contextlib.asynccontextmanager
-async def stdio_session(params: StdioServerParameters) -> AsyncIterator[Session]:
+async def stdio_session(params: StdioServerParameters,
+                        errlog: TextIO | None = None) -> AsyncIterator[Session]:
     pushes = Pushes()
-    async with stdio_client(params) as (read, write), ClientSession(
-        read, write, notification_bindings=[pushes.binding()]
+    changes: list[types.ToolListChangedNotification] = []
+
+    async def on_message(message: Any) -> None:
+        if isinstance(message, types.ToolListChangedNotification):
+            changes.append(message)
+
+    async with stdio_client(params, errlog=errlog or sys.stderr) as (read, write), ClientSession(
+        read, write, notification_bindings=[pushes.binding()], message_handler=on_message
     ) as session:
         init = await session.initialize()
-        yield Session(session, pushes, init)
+        yield Session(session, pushes, init, changes)
 
 
 @contextlib.asynccontextmanager
@@ -108,7 +124,7 @@ async def http_session(url: str, token: str | None) -> AsyncIterator[Session]:
         read, write, notification_bindings=[pushes.binding()]
     ) as session:
         init = await session.initialize()
-        yield Session(session, pushes, init)
+        yield Session(session, pushes, init, [])
 
 
 async def wait_for_peer(s: Session, name: str, timeout: float = 10,
@@ -352,3 +368,58 @@ async def test_revoking_a_token_closes_its_open_mcp_stream_at_once(hub_factory, 
         with anyio.fail_after(5):  # closed by the revocation, not at the next push
             while await ann_online(b):
                 await anyio.sleep(0.05)
+
+
+async def test_hub_down_at_start_lists_tools_then_works_once_the_hub_is_up(
+        tmp_path, hub_factory, people):
+    (ann,) = people("ann")
+    port = free_port()  # nothing listens there yet
+    url = f"http://127.0.0.1:{port}"
+    # this install serves no reactions; the hub started below does: its list wins once reached
+    params = mcp_params(ann, url, "--name", "early", MESHHUB_DISABLE_PLUGINS="reactions")
+    with (tmp_path / "mcp-stderr.txt").open("w+") as errlog:
+        async with stdio_session(params, errlog) as s:
+            assert s.init.capabilities.tools is not None
+            assert s.init.capabilities.tools.list_changed is True
+            offline = await s.tool_names()
+            assert "mesh_send" in offline and "mesh_whoami" in offline
+            assert "mesh_react" not in offline
+            text = await s.error("mesh_send", to="ann", text="hello?")
+            assert text == f"the hub at {url} is not reachable; start it with `hub start`"
+            await anyio.sleep(1.0)  # a few quiet retries happen meanwhile
+
+            hub_factory(port=port)
+            with anyio.fail_after(30):  # the session reconnects by itself and says so
+                while not s.tool_changes:
+                    await anyio.sleep(0.05)
+            assert await s.tool_names() == offline | {"mesh_react"}
+            with anyio.fail_after(30):
+                while (await s.session.call_tool("mesh_whoami", {})).is_error:
+                    await anyio.sleep(0.1)
+            assert (await s.call("mesh_whoami"))["name"] == "early"
+            sent = await s.call("mesh_send", to="early", text="to myself")
+            assert sent["recipients"] == ["early"]
+        errlog.seek(0)
+        stderr = errlog.read()
+    assert "Traceback" not in stderr, stderr
+    # one line per state change: not reachable once, then connected once
+    assert stderr.count("is not reachable") == 1, stderr
+    assert stderr.count("connected to the hub") == 1, stderr
+
+
+def test_the_tool_table_in_docs_is_generated_from_the_registry():
+    text = MCP_DOC.read_text()
+    described = tool_docs.project_actions()
+    assert {a["name"] for a in described} >= {"send", "inbox", "react", "actions"}
+    assert tool_docs.section(text) == tool_docs.table(described), (
+        f"docs/mcp.md's tool table is out of date: run `{tool_docs.COMMAND}`")
+
+
+async def test_hub_mcp_lists_the_documented_tools(people):
+    (ann,) = people("ann")
+    documented = tool_docs.documented_tools(MCP_DOC.read_text())
+    assert "mesh_send" in documented and len(documented) == len(set(documented))
+    no_hub = f"http://127.0.0.1:{free_port()}"  # this install's own list, as a fresh one has it
+    async with stdio_session(mcp_params(ann, no_hub)) as s:
+        assert await s.tool_names() == set(documented), (
+            f"docs/mcp.md lists other tools than tools/list: run `{tool_docs.COMMAND}`")

@@ -71,7 +71,87 @@ def test_install_twice_then_uninstall_keeps_everything_else(tmp_path):
     assert out.returncode == 0, out.stderr
     assert (home / ".claude.json").read_text() == user_text  # byte-identical
     assert (home / ".claude" / "settings.json").read_text() == settings_text
-    assert json.loads((project / ".mcp.json").read_text()) == {"mcpServers": {}}
+    assert not (project / ".mcp.json").exists()  # install created it: gone again
+    assert files_under(home) == {".claude.json", ".claude", ".claude/settings.json"}  # no .bak
+
+
+def files_under(*roots: Path) -> set[str]:
+    return {str(p.relative_to(root)) for root in roots for p in root.rglob("*")}
+
+
+def test_install_then_uninstall_on_an_empty_home_leaves_nothing(tmp_path):
+    home, project = tmp_path / "home", tmp_path / "project"
+    home.mkdir()
+    project.mkdir()
+    for scope in ("user", "project"):
+        out = run_hub(home, "install", "claude-code", "--scope", scope, cwd=project)
+        assert out.returncode == 0, out.stderr
+    assert files_under(home, project) == {".claude.json", ".claude", ".claude/settings.json",
+                                          ".mcp.json"}
+    assert "meshhub" in json.loads((home / ".claude.json").read_text())["mcpServers"]
+    out = run_hub(home, "uninstall", "claude-code", cwd=project)
+    assert out.returncode == 0, out.stderr
+    assert files_under(home, project) == set(), out.stdout
+    assert "created it" in out.stdout
+    assert run_hub(home, "uninstall", "claude-code", cwd=project).stdout == "nothing to remove\n"
+
+
+# files as their owners wrote them: 4 spaces and no final newline, tabs, one compact line
+USER_TEXT = json.dumps({"numStartups": 7, "theme": "café",
+                        "mcpServers": {"other": {"command": "other-server"}}},
+                       indent=4, ensure_ascii=False)
+SETTINGS_TEXT = json.dumps(UNRELATED_SETTINGS, indent="\t") + "\n"
+PROJECT_TEXT = '{"mcpServers":{"other":{"command":"x"}}}\n'
+
+
+def test_install_keeps_the_formatting_and_uninstall_restores_the_bytes(tmp_path):
+    home, project = tmp_path / "home", tmp_path / "project"
+    (home / ".claude").mkdir(parents=True)
+    project.mkdir()
+    originals = {home / ".claude.json": USER_TEXT, home / ".claude" / "settings.json":
+                 SETTINGS_TEXT, project / ".mcp.json": PROJECT_TEXT}
+    for path, text in originals.items():
+        path.write_text(text)
+    for scope in ("user", "project"):
+        out = run_hub(home, "install", "claude-code", "--scope", scope, cwd=project)
+        assert out.returncode == 0, out.stderr
+    user = (home / ".claude.json").read_text()
+    assert user.startswith('{\n    "numStartups": 7,\n    "theme": "café",\n    "mcpServers"')
+    assert not user.endswith("\n") and '\n        "meshhub": {\n            "type"' in user
+    settings = (home / ".claude" / "settings.json").read_text()
+    assert settings.startswith('{\n\t"model": "opus",\n\t"hooks": {\n\t\t"Stop": [\n')
+    assert settings.endswith("\n}\n") and "  " not in settings
+    assert list(json.loads(settings)["hooks"]) == ["Stop", "PreToolUse", "UserPromptSubmit",
+                                                   "PostToolUse"]
+    mcp = (project / ".mcp.json").read_text()
+    assert mcp.startswith('{"mcpServers":{"other":{"command":"x"},"meshhub":{"type":"stdio"')
+    assert mcp.count("\n") == 1
+    for path, text in originals.items():  # the state before install, saved once
+        assert Path(f"{path}.meshhub.bak").read_text() == text
+
+    out = run_hub(home, "uninstall", "claude-code", cwd=project)
+    assert out.returncode == 0, out.stderr
+    for path, text in originals.items():
+        assert path.read_text() == text, path
+    assert files_under(home, project) == {".claude.json", ".claude", ".claude/settings.json",
+                                          ".mcp.json"}
+
+
+def test_uninstall_after_claude_code_changed_the_file_keeps_its_changes(tmp_path):
+    home = tmp_path / "home"
+    home.mkdir()
+    (home / ".claude.json").write_text(USER_TEXT)
+    assert run_hub(home, "install", "claude-code", cwd=tmp_path).returncode == 0
+    data = json.loads((home / ".claude.json").read_text())
+    data["numStartups"] = 8  # Claude Code rewrites its file all the time
+    (home / ".claude.json").write_text(json.dumps(data, indent=4, ensure_ascii=False))
+    out = run_hub(home, "uninstall", "claude-code", cwd=tmp_path)
+    assert out.returncode == 0, out.stderr
+    assert (home / ".claude.json").read_text() == USER_TEXT.replace('": 7', '": 8')
+    # the backup no longer matches what was restored: it stays, and the output says so
+    assert (home / ".claude.json.meshhub.bak").read_text() == USER_TEXT
+    assert "kept" in out.stdout and ".claude.json.meshhub.bak" in out.stdout
+    assert not (home / ".claude" / "settings.json").exists()
 
 
 def test_hook_with_no_hub_exits_0_fast(tmp_path):
@@ -121,8 +201,8 @@ def test_hooks_set_status_and_name_unread_once(tmp_path, hub, people):
     assert [p["status"] for p in peers if p["name"] == "bob-work"] == ["idle"]
 
 
-def test_launch_runs_claude_with_channel_flag_and_identity(tmp_path):
-    home = tmp_path / "home"
+def fake_claude(tmp_path: Path) -> tuple[str, Path]:
+    """A `claude` on PATH that records how it was run: (PATH, the record file)."""
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
     record = tmp_path / "claude-run.json"
@@ -133,9 +213,15 @@ def test_launch_runs_claude_with_channel_flag_and_identity(tmp_path):
         f"if k.startswith('MESHHUB_')}}}}, open({str(record)!r}, 'w'))\n"
     )
     fake.chmod(0o755)
-    path = f"{bin_dir}{os.pathsep}{os.environ['PATH']}"
+    return f"{bin_dir}{os.pathsep}{os.environ['PATH']}", record
+
+
+def test_launch_runs_claude_with_channel_flag_and_identity(tmp_path):
+    home = tmp_path / "home"
+    path, record = fake_claude(tmp_path)
+    assert run_hub(home, "install", "claude-code", cwd=tmp_path).returncode == 0
     out = run_hub(home, "launch", "--name", "ann-api", "--role", "reviewer", "--groups",
-                  "backend:lead,ops", "--", "--model", "opus", PATH=path)
+                  "backend:lead,ops", "--", "--model", "opus", PATH=path, cwd=tmp_path)
     assert out.returncode == 0, out.stderr
     ran = json.loads(record.read_text())
     assert ran["argv"] == ["--dangerously-load-development-channels", "server:meshhub",
@@ -143,3 +229,28 @@ def test_launch_runs_claude_with_channel_flag_and_identity(tmp_path):
     assert ran["env"]["MESHHUB_SESSION_NAME"] == "ann-api"
     assert ran["env"]["MESHHUB_ROLE"] == "reviewer"
     assert ran["env"]["MESHHUB_GROUPS"] == "backend:lead,ops"
+
+
+def test_launch_without_the_server_installed_says_how_and_does_not_start_claude(tmp_path):
+    home, project, elsewhere = tmp_path / "home", tmp_path / "project", tmp_path / "elsewhere"
+    for d in (home, project / "src", elsewhere):
+        d.mkdir(parents=True)
+    path, record = fake_claude(tmp_path)
+    (home / ".claude.json").write_text(json.dumps(UNRELATED_USER))  # other servers only
+    for cwd in (project, elsewhere):
+        out = run_hub(home, "launch", "--name", "ann-api", PATH=path, cwd=cwd)
+        assert out.returncode == 1 and out.stdout == ""
+        assert out.stderr.startswith("error: ") and out.stderr.count("\n") == 1
+        assert "`hub install claude-code`" in out.stderr
+        assert not record.exists()  # claude was not started
+
+    # installed for the project only: launching in it (or below it) works, elsewhere not
+    assert run_hub(home, "install", "claude-code", "--scope", "project",
+                   cwd=project).returncode == 0
+    out = run_hub(home, "launch", "--name", "ann-api", PATH=path, cwd=project / "src")
+    assert out.returncode == 0, out.stderr
+    assert json.loads(record.read_text())["argv"][:2] == [
+        "--dangerously-load-development-channels", "server:meshhub"]
+    record.unlink()
+    out = run_hub(home, "launch", "--name", "ann-api", PATH=path, cwd=elsewhere)
+    assert out.returncode == 1 and not record.exists()

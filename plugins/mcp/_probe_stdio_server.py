@@ -1,4 +1,4 @@
-"""Tiny stdio MCP server used by test_sdk_probe.py (run as a subprocess).
+"""Tiny stdio MCP server used by tests/test_mcp_sdk.py (run as a subprocess).
 
 Tools: ``echo`` (dict result), ``text`` (str result), ``fail`` (raises),
 ``push`` (asks the background task to send a channel notification and returns

@@ -12,8 +12,11 @@ to ``~/.claude/settings.json``:
   (a small state file per session under ``MESHHUB_HOME/hook-state``).
 
 Writes are idempotent (our entries are found by their ``hub hook``/``hub mcp`` commands and
-replaced), keep every unrelated entry and key order, go through a temporary file, and save the
-previous content to ``<file>.meshhub.bak`` first. ``uninstall`` removes exactly our entries.
+replaced), keep every unrelated entry, key order and the file's formatting, go through a
+temporary file, and save the file as it was before our first entry to ``<file>.meshhub.bak``.
+``uninstall`` removes exactly our entries and leaves nothing behind when it can: a file that is
+back to what the backup holds gets the backup's bytes and loses the backup, a file ``install``
+created is deleted (see :mod:`.config_files`).
 
 A hook always exits 0 and returns within about a second even when the hub is down.
 """
@@ -30,6 +33,8 @@ import sys
 import time
 from pathlib import Path
 from typing import Any
+
+from . import config_files
 
 SERVER_NAME = "meshhub"
 HOOK_EVENTS = {
@@ -51,33 +56,6 @@ def hub_command() -> str:
     return shutil.which("hub") or "hub"
 
 
-# -- JSON files ---------------------------------------------------------------------------------
-def read_json(path: Path) -> dict[str, Any]:
-    if not path.exists() or not path.read_text().strip():
-        return {}
-    data = json.loads(path.read_text())
-    if not isinstance(data, dict):
-        raise ValueError(f"{path} does not hold a JSON object")
-    return data
-
-
-def write_json(path: Path, data: dict[str, Any]) -> bool:
-    """Write ``data`` if it differs; back up the old file first. Returns whether it changed."""
-    text = json.dumps(data, indent=2, ensure_ascii=False) + "\n"
-    if path.exists():
-        old = path.read_text()
-        if old == text:
-            return False
-        shutil.copy2(path, path.with_name(path.name + ".meshhub.bak"))
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".meshhub.tmp")
-    tmp.write_text(text)
-    if path.exists():
-        os.chmod(tmp, path.stat().st_mode & 0o777)
-    os.replace(tmp, path)
-    return True
-
-
 # -- install ------------------------------------------------------------------------------------
 def server_entry(hub: str) -> dict[str, Any]:
     entry: dict[str, Any] = {"type": "stdio", "command": hub, "args": ["mcp"]}
@@ -85,6 +63,28 @@ def server_entry(hub: str) -> dict[str, Any]:
     if env:
         entry["env"] = env
     return entry
+
+
+def has_server(data: dict[str, Any]) -> bool:
+    servers = data.get("mcpServers")
+    return isinstance(servers, dict) and SERVER_NAME in servers
+
+
+def add_server(data: dict[str, Any], hub: str) -> None:
+    servers = data.setdefault("mcpServers", {})
+    if not isinstance(servers, dict):
+        raise ValueError("its mcpServers is not a JSON object; fix it first")
+    servers[SERVER_NAME] = server_entry(hub)
+
+
+def remove_server(data: dict[str, Any], before: dict[str, Any] | None) -> bool:
+    """Take our server out; drop ``mcpServers`` if that empties it and ``before`` had none."""
+    if not has_server(data):
+        return False
+    del data["mcpServers"][SERVER_NAME]
+    if not data["mcpServers"] and "mcpServers" not in (before or {}):
+        del data["mcpServers"]
+    return True
 
 
 def _is_ours(group: Any) -> bool:
@@ -96,8 +96,17 @@ def _is_ours(group: Any) -> bool:
     )
 
 
+def has_hooks(settings: dict[str, Any]) -> bool:
+    hooks = settings.get("hooks")
+    return isinstance(hooks, dict) and any(
+        isinstance(groups, list) and any(_is_ours(g) for g in groups) for groups in hooks.values()
+    )
+
+
 def add_hooks(settings: dict[str, Any], hub: str) -> dict[str, Any]:
     hooks = settings.setdefault("hooks", {})
+    if not isinstance(hooks, dict):
+        raise ValueError("its hooks is not a JSON object; fix it first")
     for event, arg in HOOK_EVENTS.items():
         groups = [g for g in hooks.get(event, []) if not _is_ours(g)]
         group: dict[str, Any] = {
@@ -109,21 +118,24 @@ def add_hooks(settings: dict[str, Any], hub: str) -> dict[str, Any]:
     return settings
 
 
-def remove_hooks(settings: dict[str, Any]) -> dict[str, Any]:
-    hooks = settings.get("hooks")
-    if not isinstance(hooks, dict):
-        return settings
+def remove_hooks(settings: dict[str, Any], before: dict[str, Any] | None) -> bool:
+    """Take our hooks out; drop an event list or ``hooks`` that this empties unless ``before``
+    had it."""
+    if not has_hooks(settings):
+        return False
+    hooks = settings["hooks"]
+    had = before.get("hooks") if before else None
+    had = had if isinstance(had, dict) else {}
     for event in list(hooks):
-        if not isinstance(hooks[event], list):
+        groups = hooks[event]
+        if not isinstance(groups, list) or not any(_is_ours(g) for g in groups):
             continue
-        kept = [g for g in hooks[event] if not _is_ours(g)]
-        if kept:
-            hooks[event] = kept
-        else:
+        hooks[event] = [g for g in groups if not _is_ours(g)]
+        if not hooks[event] and event not in had:
             del hooks[event]
-    if not hooks:
+    if not hooks and "hooks" not in (before or {}):
         del settings["hooks"]
-    return settings
+    return True
 
 
 def config_paths(scope: str, home: Path, project: Path) -> tuple[Path, Path]:
@@ -137,12 +149,10 @@ def install(scope: str = "user", home: Path | None = None,
     home, project = home or Path.home(), project or Path.cwd()
     hub = hub_command()
     servers_path, settings_path = config_paths(scope, home, project)
-    servers = read_json(servers_path)
-    servers.setdefault("mcpServers", {})[SERVER_NAME] = server_entry(hub)
-    done = [f"{'updated' if write_json(servers_path, servers) else 'kept'} {servers_path}"]
-    settings = add_hooks(read_json(settings_path), hub)
-    done.append(f"{'updated' if write_json(settings_path, settings) else 'kept'} "
-                f"{settings_path}")
+    changed = config_files.edit(servers_path, lambda data: add_server(data, hub), has_server)
+    done = [f"{'updated' if changed else 'kept'} {servers_path}"]
+    changed = config_files.edit(settings_path, lambda data: add_hooks(data, hub), has_hooks)
+    done.append(f"{'updated' if changed else 'kept'} {settings_path}")
     return done
 
 
@@ -151,19 +161,36 @@ def uninstall(home: Path | None = None, project: Path | None = None) -> list[str
     home, project = home or Path.home(), project or Path.cwd()
     done = []
     for path in (home / ".claude.json", project / ".mcp.json"):
-        if not path.exists():
-            continue
-        data = read_json(path)
-        servers = data.get("mcpServers")
-        if isinstance(servers, dict) and SERVER_NAME in servers:
-            del servers[SERVER_NAME]
-            write_json(path, data)
-            done.append(f"removed the meshhub server from {path}")
+        if (line := config_files.revert(path, remove_server)) is not None:
+            done.append(line)
     settings_path = home / ".claude" / "settings.json"
-    if settings_path.exists():
-        if write_json(settings_path, remove_hooks(read_json(settings_path))):
-            done.append(f"removed the meshhub hooks from {settings_path}")
+    if (line := config_files.revert(settings_path, remove_hooks)) is not None:
+        done.append(line)
+        if not settings_path.exists():  # the directory too, if install made it for the file
+            with contextlib.suppress(OSError):
+                settings_path.parent.rmdir()
     return done or ["nothing to remove"]
+
+
+def installed(home: Path | None = None, project: Path | None = None) -> bool:
+    """Whether Claude Code started here would find our server: in ``~/.claude.json`` (user
+    scope, or local scope under ``projects``) or in a ``.mcp.json`` of this directory or one
+    above it (project scope)."""
+    home, project = home or Path.home(), (project or Path.cwd()).resolve()
+    try:
+        user = config_files.read(home / ".claude.json")[1]
+        if has_server(user):
+            return True
+        projects = user.get("projects")
+        if isinstance(projects, dict) and any(
+            isinstance(entry := projects.get(str(d)), dict) and has_server(entry)
+            for d in (project, *project.parents)
+        ):
+            return True
+        return any(has_server(config_files.read(d / ".mcp.json")[1])
+                   for d in (project, *project.parents))
+    except (OSError, ValueError):
+        return False
 
 
 # -- hooks --------------------------------------------------------------------------------------

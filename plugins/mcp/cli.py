@@ -117,8 +117,11 @@ def launch(
         help="Arguments for claude, after --")] = None,
 ) -> None:
     """Start `claude` with the meshhub channel enabled and this session's identity."""
-    from .claude_code import launch_command, launch_env
+    from .claude_code import installed, launch_command, launch_env
 
+    if not installed():
+        raise _fail("the meshhub MCP server is not installed for Claude Code here; run "
+                    "`hub install claude-code` (or add `--scope project` for this project only)")
     argv = launch_command(list(claude_args or []))
     if shutil.which(argv[0]) is None:
         raise _fail("`claude` is not on PATH; install Claude Code first")

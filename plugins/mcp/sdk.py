@@ -1,7 +1,8 @@
 """The one small module that touches the ``mcp`` SDK (2.3.x); see docs/mcp-sdk-notes.md.
 
 * ``build_server``: low-level ``Server`` with tools from runtime specs, one async
-  ``call_tool`` callback, ``instructions`` and experimental capabilities.
+  ``call_tool`` callback, ``instructions`` and experimental capabilities; optionally it
+  advertises ``tools.listChanged`` (``send_tools_changed`` then tells the client).
 * ``run_stdio``: serve it over ``stdio_transport`` (our own, so that
   ``send_channel`` returns only after the bytes were flushed to stdout).
 * ``mount_http``: streamable HTTP inside aiohttp via ``asgi_bridge`` (bearer
@@ -9,6 +10,7 @@
   with a real write ack (the SDK's notify path has none and drops silently).
 
 Only public SDK names are used; the one override is ``Server.get_capabilities``.
+tests/test_mcp_sdk.py checks all of it against the real client library.
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ from .stdio_transport import stdio_streams
 
 CHANNEL_METHOD = "notifications/claude/channel"
 CHANNEL_CAPABILITY = "claude/channel"
+TOOLS_CHANGED_METHOD = "notifications/tools/list_changed"
 Ctx = ServerRequestContext[Any, Any]
 
 
@@ -78,6 +81,10 @@ class ChannelSender(Protocol):
         """Write one ``notifications/claude/channel``; return only once written."""
         ...
 
+    async def send_tools_changed(self) -> None:
+        """Write one ``notifications/tools/list_changed``; return only once written."""
+        ...
+
 
 ListTools = Callable[[], list[ToolSpec] | Awaitable[list[ToolSpec]]]
 CallTool = Callable[[str, dict[str, Any]], Awaitable[dict[str, Any] | str]]
@@ -101,7 +108,8 @@ def _caller_from(ctx: Ctx) -> Caller:
 
 
 class _HubServer(Server[Any]):
-    """``Server`` that always advertises ``hub_experimental``.
+    """``Server`` that always advertises ``hub_experimental`` (and ``tools.listChanged`` when
+    ``hub_tools_changed``).
 
     Why: the HTTP session manager builds init options with no ``experimental``
     argument; ``get_capabilities`` is the one place stdio, HTTP and
@@ -109,12 +117,19 @@ class _HubServer(Server[Any]):
     """
 
     hub_experimental: dict[str, dict[str, Any]]
+    hub_tools_changed: bool = False
 
     def get_capabilities(
         self, notification_options: NotificationOptions | None = None,
         experimental_capabilities: dict[str, dict[str, Any]] | None = None, *a: Any, **kw: Any,
     ) -> types.ServerCapabilities:
         merged = {**self.hub_experimental, **(experimental_capabilities or {})}
+        if self.hub_tools_changed:
+            given = notification_options or NotificationOptions()
+            notification_options = NotificationOptions(
+                prompts_changed=given.prompts_changed, resources_changed=given.resources_changed,
+                tools_changed=True,
+            )
         return super().get_capabilities(notification_options, merged or None, *a, **kw)
 
 
@@ -125,6 +140,8 @@ def build_server(
     list_tools: ListTools,
     call_tool: CallTool,
     experimental: dict[str, dict[str, Any]] | None = None,
+    *,
+    tools_change: bool = False,
 ) -> Server[Any]:
     """Low-level server whose tool list and dispatch are decided at runtime.
 
@@ -132,6 +149,8 @@ def build_server(
     only; an exception -> ``isError`` result with its message (session lives on).
     One server per transport: ``run_stdio`` registers a handler on it.
     ``list_tools`` may be sync or async (the stdio process asks the hub).
+    ``tools_change``: advertise ``tools.listChanged`` (the list may change during the session;
+    say when with ``ChannelSender.send_tools_changed``).
     """
 
     async def on_list_tools(
@@ -166,6 +185,7 @@ def build_server(
     server = _HubServer(name, version=version, instructions=instructions,
                         on_list_tools=on_list_tools, on_call_tool=on_call_tool)
     server.hub_experimental = dict(experimental or {})
+    server.hub_tools_changed = tools_change
     return server
 
 
@@ -177,6 +197,13 @@ class _Sender:
 
     async def send_channel(self, content: str, meta: dict[str, str]) -> None:
         note = _channel_json(content, meta)
+        try:
+            await self._write(note)
+        except ConnectionError as exc:
+            raise ChannelClosed(str(exc)) from exc
+
+    async def send_tools_changed(self) -> None:
+        note = types.JSONRPCNotification(jsonrpc="2.0", method=TOOLS_CHANGED_METHOD)
         try:
             await self._write(note)
         except ConnectionError as exc:

@@ -5,8 +5,13 @@ with the member's key (from ``hub init``) and a session name, so its identity is
 ``mcp:<member public key>/<session name>``. Two sessions of one member are two peers; a restarted
 session with the same name is the same peer again and gets its queued messages.
 
-Tools are the hub's actions (fetched with the ``actions`` action, see :mod:`.tools`); arriving
-messages are written as channel notifications (see :mod:`.push`) and acked only after that.
+Tools are the hub's actions (fetched with the ``actions`` action, see :mod:`.tools`). Until the
+hub is reached they are the actions this install serves itself, so a session started before the
+hub still has its tools; once the hub answers, its own list wins and the client is told with
+``notifications/tools/list_changed`` if that changed anything (the hub may run other plugins).
+The hub is retried in the background for as long as the session lives; a tool called while it is
+unreachable returns an error result saying so. Arriving messages are written as channel
+notifications (see :mod:`.push`) and acked only after that.
 """
 
 from __future__ import annotations
@@ -20,7 +25,8 @@ from typing import Any
 import aiohttp
 
 from meshhub import __version__
-from meshhub.errors import MeshError
+from meshhub.config import load_config
+from meshhub.errors import AuthFailed, MeshError
 
 from .push import Pusher
 from .sdk import CHANNEL_CAPABILITY, ChannelClosed, ChannelSender, ToolSpec, build_server, run_stdio
@@ -29,7 +35,23 @@ from .tools import INSTRUCTIONS, action_name, is_tool, run_tool, tool_specs
 
 log = logging.getLogger("meshhub_mcp")
 
-CONNECT_WAIT = 5.0  # how long a tool call waits for the hub before giving up
+CONNECT_WAIT = 5.0  # how long a tool call waits for the first connection attempt to finish
+RETRY_MAX = 5.0  # the longest pause between two attempts to reach the hub
+WATCH_EVERY = 0.5  # how often the session looks whether the hub connection dropped or came back
+
+
+def local_actions(opts: SessionOptions) -> list[dict[str, Any]]:
+    """The actions this install's plugins serve, as the hub's ``actions`` action describes them
+    (no hub needed: the plugins are loaded and asked, nothing is opened)."""
+    from meshhub.hub import Hub
+
+    try:
+        hub = Hub(load_config(opts.home))
+        hub.collect_contributions()
+        return hub.actions.describe()
+    except Exception as exc:  # a broken install: the tools appear once the hub is reached
+        log.warning("cannot list this install's actions (%s); waiting for the hub", exc)
+        return []
 
 
 class StdioSession:
@@ -37,43 +59,109 @@ class StdioSession:
         self.opts = opts
         self.client = session_client(opts, receive=opts.mode != "off", reconnect=True)
         self._described: list[dict[str, Any]] | None = None
-        self._tools: list[ToolSpec] | None = None
+        self._listed: list[ToolSpec] | None = None  # what the client saw since the last change
+        self._sender: ChannelSender | None = None
+        self._tried = asyncio.Event()  # the first attempt to reach the hub has finished
+        self._state = "starting"  # "up", "down" or "refused" once known
+        self._refusal = ""
 
-    async def connect_forever(self) -> None:
+    # -- the hub connection ----------------------------------------------------------------
+    def _note(self, state: str, detail: str = "") -> None:
+        """Record the hub connection's state; one log line per change."""
+        if state == self._state:
+            return
+        before, self._state = self._state, state
+        url = self.opts.url
+        if state == "up":
+            level = logging.WARNING if before in ("down", "refused") else logging.INFO
+            log.log(level, "connected to the hub at %s as %s", url, self.client.peer.get("name"))
+        elif state == "refused":
+            self._refusal = detail
+            log.warning("the hub at %s refused this session: %s", url, detail)
+        else:
+            log.warning("the hub at %s is not reachable (%s); retrying in the background",
+                        url, detail)
+
+    def unreachable(self) -> str:
+        """What a tool call says while the hub cannot be used."""
+        if self._state == "refused":
+            return f"the hub at {self.opts.url} refused this session: {self._refusal}"
+        return f"the hub at {self.opts.url} is not reachable; start it with `hub start`"
+
+    async def _connect_first(self) -> None:
+        """Dial until the hub answers; after that the client reconnects by itself."""
         delay = 0.1
         while True:
             try:
                 await self.client.connect()
-                log.info("connected to %s as %s", self.opts.url, self.client.peer.get("name"))
                 return
+            except AuthFailed as exc:
+                self._note("refused", exc.message)
             except (OSError, aiohttp.ClientError, TimeoutError, MeshError) as exc:
-                log.warning("cannot reach the hub at %s (%s); retrying", self.opts.url, exc)
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 5.0)
+                self._note("down", str(exc) or type(exc).__name__)
+            finally:
+                self._tried.set()
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, RETRY_MAX)
+
+    async def watch_hub(self) -> None:
+        """Connect, then follow the connection: fetch the hub's tools each time it is (re)made."""
+        await self._connect_first()
+        seen: dict[str, Any] | None = None
+        while not self.client.shut_out:
+            if self.client.connected.is_set():
+                if self.client.welcome is not seen:  # a new connection (the hub may have changed)
+                    seen = self.client.welcome
+                    self._note("up")
+                    await self._fetch_tools()
+            else:
+                self._note("down", "connection lost")
+            await asyncio.sleep(WATCH_EVERY)
+        self._note("refused", self.client.shut_out)
+
+    async def _fetch_tools(self) -> None:
+        try:
+            described = await self.client.call("actions")
+        except (ConnectionError, MeshError, TimeoutError) as exc:
+            log.info("could not fetch the hub's actions: %s", exc)
+            return
+        await self._use(described)
+
+    async def _use(self, described: list[dict[str, Any]]) -> None:
+        """Serve ``described`` from now on; tell the client if its tool list is now stale."""
+        self._described = described
+        if self._listed is None or self._sender is None:
+            return  # the client has not seen a list since the last change: nothing to say
+        if _specs(described) != self._listed:
+            self._listed = None
+            with contextlib.suppress(ChannelClosed):
+                await self._sender.send_tools_changed()
 
     async def connected(self) -> None:
-        try:
-            await asyncio.wait_for(self.client.connected.wait(), CONNECT_WAIT)
-        except TimeoutError:
-            raise ConnectionError(
-                f"not connected to the meshhub hub at {self.opts.url}; is it running? "
-                "(start it with `hub start`)"
-            ) from None
+        if self.client.connected.is_set():
+            return
+        if not self._tried.is_set():  # just started: give the first attempt its chance
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._tried.wait(), CONNECT_WAIT)
+        if not self.client.connected.is_set():
+            raise ConnectionError(self.unreachable())
 
-    async def described(self) -> list[dict[str, Any]]:
+    # -- MCP callbacks ---------------------------------------------------------------------
+    def described(self) -> list[dict[str, Any]]:
         if self._described is None:
-            await self.connected()
-            self._described = await self.client.call("actions")
+            self._described = local_actions(self.opts)
         return self._described
 
-    async def list_tools(self) -> list[ToolSpec]:
-        if self._tools is None:
-            self._tools = [ToolSpec(*spec) for spec in tool_specs(await self.described())]
-        return self._tools
+    def list_tools(self) -> list[ToolSpec]:
+        self._listed = _specs(self.described())
+        return self._listed
 
     async def call_tool(self, name: str, args: dict[str, Any]) -> dict[str, Any]:
         action = action_name(name)
-        known = {a["name"]: a for a in await self.described()}
+        known = {a["name"]: a for a in self.described()}
+        if action not in known and self.client.connected.is_set():
+            await self._fetch_tools()  # connected a moment ago: the hub may know it
+            known = {a["name"]: a for a in self.described()}
         if action not in known or not is_tool(known[action]):
             raise ValueError(f"unknown tool {name!r}")
         await self.connected()
@@ -92,6 +180,7 @@ class StdioSession:
 
     async def on_ready(self, sender: ChannelSender) -> None:
         """Runs once the MCP client is initialized: push arrivals until the session ends."""
+        self._sender = sender
         if self.opts.mode == "off":
             return
         pusher = Pusher(self.opts.mode, sender.send_channel, self._ack, self._counts)
@@ -107,18 +196,22 @@ class StdioSession:
             await pusher.close()
 
     async def serve(self) -> None:
-        connecting = asyncio.create_task(self.connect_forever())
+        watching = asyncio.create_task(self.watch_hub())
         server = build_server(
             "meshhub", __version__, INSTRUCTIONS, self.list_tools, self.call_tool,
-            {CHANNEL_CAPABILITY: {}},
+            {CHANNEL_CAPABILITY: {}}, tools_change=True,
         )
         try:
             await run_stdio(server, self.on_ready)
         finally:
-            connecting.cancel()
+            watching.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
-                await connecting
+                await watching
             await self.client.close()
+
+
+def _specs(described: list[dict[str, Any]]) -> list[ToolSpec]:
+    return [ToolSpec(*spec) for spec in tool_specs(described)]
 
 
 def main(opts: SessionOptions) -> None:
