@@ -119,7 +119,12 @@ def meshhub_register_actions(register: Callable[[Action], None]) -> None:
 @hookspec
 def meshhub_register_connectors(register: Callable[[str, Any], None]) -> None:
     """Register a connector under its name (``telegram``); the object may define async
-    ``start(hub)`` and ``stop()`` which the hub calls around its life."""
+    ``start(hub)`` and ``stop()`` which the hub calls around its life.
+
+    The hub keeps each connector's state (``starting``, ``running``, ``idle``, ``failed``,
+    ``stopped``; :mod:`meshhub.connectors`): it sets what it sees of ``start``, and the connector
+    reports the rest with ``hub.report_connector(name, state, detail)``.
+    """
 
 
 @hookspec

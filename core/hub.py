@@ -20,12 +20,13 @@ from typing import Any
 from . import routing, views
 from .actions import ActionRegistry
 from .config import Config, default_name, load_signing_key
+from .connectors import ConnectorState, ConnectorStates
 from .delivery import Dispatcher
 from .directory import Directory
 from .errors import InvalidRequest, MeshError, NotFound, TooLarge
 from .ids import new_id
 from .models import PRIORITIES, Message, Peer
-from .plugins import PluginHost, build_plugin_host
+from .plugins import PluginHost, build_plugin_host, short_error
 from .presence import Presence
 from .store import Store
 
@@ -112,7 +113,9 @@ class Hub:
         self.config = config
         self.plugins = plugins or build_plugin_host(config.disabled_plugins)
         self.actions = ActionRegistry()
-        self.connectors: dict[str, Any] = {}
+        self.connectors: dict[str, Any] = {}  # the started ones (a failed start drops it)
+        self.connector_names: set[str] = set()  # every name registered, started or not
+        self.connector_states = ConnectorStates()
         self.routes: list[tuple[str, str, Any]] = []
         self.store: Store = None  # type: ignore[assignment]  # set by start()
         self.directory: Directory = None  # type: ignore[assignment]
@@ -139,6 +142,7 @@ class Hub:
             if name in self.connectors:
                 raise ValueError(f"connector {name!r} is already registered")
             self.connectors[name] = connector
+            self.connector_names.add(name)
             return name
 
         self.plugins.collect("meshhub_register_connectors", "connectors", add_connector)
@@ -189,20 +193,30 @@ class Hub:
             except Exception as exc:
                 self.plugins.fail(impl.plugin_name, exc)
         for name, connector in list(self.connectors.items()):
-            start = getattr(connector, "start", None)
-            if start is None:
-                continue
-            try:
-                value = start(self)
-                if inspect.isawaitable(value):
-                    await value
-            except Exception as exc:
-                owner = next(
-                    (r.name for r in self.plugins.records.values()
-                     if name in r.registered.get("connectors", [])), name,
-                )
-                self.plugins.fail(owner, exc)
-                self.connectors.pop(name, None)
+            await self._start_connector(name, connector)
+
+    async def _start_connector(self, name: str, connector: Any) -> None:
+        """Start one connector; its state says how it went (see :mod:`meshhub.connectors`)."""
+        start = getattr(connector, "start", None)
+        if start is None:
+            self.report_connector(name, "running")
+            return
+        began = self.connector_states.report(name, "starting")
+        try:
+            value = start(self)
+            if inspect.isawaitable(value):
+                await value
+        except Exception as exc:
+            self.report_connector(name, "failed", short_error(exc))
+            owner = next(
+                (r.name for r in self.plugins.records.values()
+                 if name in r.registered.get("connectors", [])), name,
+            )
+            self.plugins.fail(owner, exc)
+            self.connectors.pop(name, None)
+            return
+        if self.connector_states.get(name) is began:  # it said nothing itself
+            self.report_connector(name, "running")
 
     async def stop(self) -> None:
         for name, connector in list(self.connectors.items()):
@@ -214,6 +228,9 @@ class Hub:
                         await value
                 except Exception:
                     log.exception("connector %s failed to stop", name)
+            current = self.connector_states.get(name)
+            if current is None or current.state != "failed":
+                self.report_connector(name, "stopped")
         await self.plugins.each("meshhub_shutdown", hub=self)
         await self.presence.stop()
         await self.dispatcher.stop()
@@ -235,6 +252,14 @@ class Hub:
         self._tasks.discard(task)
         if not task.cancelled() and task.exception() is not None:
             log.error("background task failed", exc_info=task.exception())
+
+    # -- connectors ------------------------------------------------------------------------
+    def report_connector(self, name: str, state: str, detail: str = "") -> ConnectorState:
+        """Record what connector ``name`` is doing: ``starting``, ``running``, ``idle``,
+        ``failed`` or ``stopped``, with a one-line ``detail`` for people (how it runs, why it is
+        idle, the error). Connectors call this as their state changes; see
+        :mod:`meshhub.connectors`. Never put a secret in ``detail``."""
+        return self.connector_states.report(name, state, detail)
 
     # -- questions -------------------------------------------------------------------------
     def is_admin(self, peer: Peer) -> bool:

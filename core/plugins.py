@@ -52,7 +52,8 @@ class PluginRecord:
         }
 
 
-def _short_error(exc: BaseException) -> str:
+def short_error(exc: BaseException) -> str:
+    """``ExceptionType: message``, the way failures are shown to people."""
     return f"{type(exc).__name__}: {exc}"
 
 
@@ -84,7 +85,7 @@ class PluginHost:
         if record is None:
             record = self.records[name] = PluginRecord(name=name, version="?", source="?")
         record.status = "failed"
-        record.error = _short_error(exc)
+        record.error = short_error(exc)
         plugin = self.pm.get_plugin(name)
         if plugin is not None:
             self.pm.unregister(plugin)

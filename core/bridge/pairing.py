@@ -313,12 +313,28 @@ async def pair_create(
     connector: Annotated[str, "the connector to pair with, e.g. telegram"] = "telegram",
 ) -> dict[str, Any]:
     """Create a one-time pairing code (10 minutes, 5 attempts) that lets one person of a chat
-    platform in: they send ``/pair CODE`` to the bot."""
-    if connector not in ctx.hub.connectors:
-        known = ", ".join(sorted(ctx.hub.connectors)) or "none"
-        raise NotFound(f"no connector {connector!r} on this hub; registered: {known}")
-    result = await PairingBook.of(ctx.hub).create_code(connector, ctx.peer.key)
+    platform in: they send ``/pair CODE`` to the bot.
+
+    If the connector is installed but not running (idle for want of a token, failed, still
+    connecting), the code is made all the same, since the bot may be started later, and the
+    result carries a ``warning`` saying so."""
+    hub = ctx.hub
+    if connector not in hub.connector_names:
+        known = ", ".join(sorted(hub.connector_names))
+        raise NotFound(
+            f"unknown connector {connector!r}; "
+            + (f"this hub's connectors: {known}" if known else "this hub has no connectors"),
+            code="unknown_connector",
+        )
+    result = await PairingBook.of(hub).create_code(connector, ctx.peer.key)
     result["how"] = f"send /pair {result['code']} to the {connector} bot within 10 minutes"
+    state = hub.connector_states.get(connector)
+    if state is None or not state.is_running:
+        why = "its state is unknown" if state is None else (
+            state.detail if state.state == "idle" and state.detail else state.summary())
+        yet = " yet" if state is not None and state.state == "starting" else ""
+        result["warning"] = (f"the {connector} bot is not running{yet} ({why}); the code works "
+                             "once it runs (within its 10 minutes)")
     return result
 
 

@@ -303,6 +303,15 @@ async def plugins_list(ctx: ActionContext) -> list[dict[str, Any]]:
 
 
 @action(read_only=True)
+async def connectors(ctx: ActionContext) -> list[dict[str, Any]]:
+    """The hub's chat connectors (telegram...) and what each is doing: running, idle (and
+    why), starting, failed or stopped; whether people on that platform can be reached now."""
+    # an error may name a path or a host: the owner (any of its tokens) sees it, others the state
+    full = ctx.hub.is_admin(ctx.peer)
+    return [state.view(full=full) for state in ctx.hub.connector_states.all()]
+
+
+@action(read_only=True)
 async def actions(ctx: ActionContext) -> list[dict[str, Any]]:
     """Every action this hub serves: name, description and JSON schema of its parameters."""
     return ctx.hub.actions.describe()
@@ -321,7 +330,7 @@ async def hub_stats(ctx: ActionContext) -> dict[str, Any]:
 ALL: list[Action] = [
     whoami, peers, send, inbox, mark_read, thread, check, message_status, set_status,
     set_summary, join_group, leave_group, conversations, conversation_create, conversation_join,
-    conversation_leave, conversation_topic, plugins_list, actions, hub_stats,
+    conversation_leave, conversation_topic, plugins_list, connectors, actions, hub_stats,
 ]
 
 

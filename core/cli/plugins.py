@@ -52,6 +52,8 @@ def pair(
 ) -> None:
     """Create a one-time code that lets one person of a chat platform in (10 minutes)."""
     result = run(with_client(False, lambda c: c.call("pair_create", connector=connector)))
+    if result.get("warning"):  # the code is made anyway: the bot may be started later
+        typer.echo(f"warning: {result['warning']}", err=True)
     if as_json:
         emit_json(result)
         return

@@ -167,14 +167,21 @@ def status(as_json: JsonOpt = False) -> None:
 
 
 def doctor(as_json: JsonOpt = False) -> None:
-    """Check the set-up: identity, file modes, hub reachability, plugins."""
-    from meshhub.plugins import build_plugin_host
+    """Check the set-up: identity, file modes, the hub, its plugins and each connector.
 
+    Each check has a level: ``ok``, ``warn`` (worth knowing, such as a connector idle for want
+    of a token) or ``fail``; only a failure makes the exit status 1. With ``--json`` every
+    check is ``{"check", "ok", "level", "detail"}`` (``ok`` is false only for a failure), and a
+    connector's check also has its ``state``.
+    """
     cfg = config()
     checks: list[dict[str, Any]] = []
 
-    def check(name: str, ok: bool, detail: str) -> None:
-        checks.append({"check": name, "ok": ok, "detail": detail})
+    def check(name: str, ok: bool, detail: str, *, level: str | None = None,
+              **extra: Any) -> None:
+        level = level or ("ok" if ok else "fail")
+        checks.append({"check": name, "ok": level != "fail", "level": level, "detail": detail,
+                       **extra})
 
     check("python", sys.version_info >= (3, 11), sys.version.split()[0])
     key = cfg.key_path
@@ -187,16 +194,51 @@ def doctor(as_json: JsonOpt = False) -> None:
         check("config mode", mode == 0o600, oct(mode))
     health = asyncio.run(_health(cfg.url))
     check("hub", health is not None, cfg.url if health else f"no answer at {cfg.url}")
-    host = build_plugin_host(cfg.disabled_plugins)
-    failed = [f"{r['name']}: {r['error']}" for r in host.table() if r["status"] == "failed"]
-    check("plugins", not failed, "; ".join(failed) or f"{len(host.table())} loaded")
+    live: tuple[list[dict[str, Any]], list[dict[str, Any]]] | str = (
+        "the hub is not running" if health is None
+        else _ask_hub(cfg) if key.exists() else "no identity to ask the hub with")
+    if isinstance(live, tuple):
+        plugin_rows, connectors = live
+    else:
+        from meshhub.plugins import build_plugin_host
+
+        plugin_rows, connectors = build_plugin_host(cfg.disabled_plugins).table(), []
+    failed = [f"{r['name']}: {r['error']}" for r in plugin_rows if r["status"] == "failed"]
+    check("plugins", not failed, "; ".join(failed) or f"{len(plugin_rows)} loaded")
+    if isinstance(live, str):
+        check("connectors", True, f"state unknown: {live}", level="warn")
+    for item in connectors:
+        state = item["state"]
+        level = {"running": "ok", "failed": "fail"}.get(state, "warn")
+        check(item["name"], level != "fail", item["summary"], level=level, state=state)
     if as_json:
         emit_json(checks)
     else:
+        labels = {"ok": "ok  ", "warn": "warn", "fail": "FAIL"}
         for c in checks:
-            typer.echo(f"{'ok  ' if c['ok'] else 'FAIL'}  {c['check']}: {c['detail']}")
+            typer.echo(f"{labels[c['level']]}  {c['check']}: {c['detail']}")
     if not all(c["ok"] for c in checks):
         raise typer.Exit(1)
+
+
+def _ask_hub(cfg: Config) -> tuple[list[dict[str, Any]], list[dict[str, Any]]] | str:
+    """The running hub's plugins and connector states, or why they could not be had."""
+    import aiohttp
+
+    from meshhub.errors import MeshError
+
+    from .common import client
+
+    async def ask() -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+        async with client(cfg, receive=False) as c:
+            return await c.call("plugins_list"), await c.call("connectors")
+
+    try:
+        return asyncio.run(ask())
+    except MeshError as exc:
+        return f"the hub answered: {exc.message}"
+    except (OSError, aiohttp.ClientError) as exc:
+        return f"cannot ask the hub ({type(exc).__name__})"
 
 
 def register(app: typer.Typer) -> None:

@@ -78,6 +78,9 @@ def summarize(action: str, result: Any) -> str:
         if action == "peers":
             online = sum(1 for p in result if p.get("online"))
             return f"{_plural(len(result), 'peer')}, {online} online"
+        if action == "connectors":  # the answer to "can Telegram people get this now?"
+            return "; ".join(f"{c.get('name')}: {c.get('summary')}" for c in result
+                             if isinstance(c, dict)) or "no connectors"
         return _plural(len(result), "item")
     if not isinstance(result, dict):
         return f"{action}: ok"

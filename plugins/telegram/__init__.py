@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 from meshhub import hookimpl
 
-from .settings import TelegramSettings
+from .settings import IDLE_REASON, TelegramSettings
 from .state import migrations
 
 if TYPE_CHECKING:
@@ -51,8 +51,8 @@ class Telegram:
         settings = TelegramSettings.load(hub.config)
         self.last = None
         if not settings.enabled:
-            log.info("telegram: no token set (MESHHUB_TELEGRAM_TOKEN or [telegram] token): "
-                     "the connector is idle")
+            log.info("telegram: %s; the connector is idle", IDLE_REASON)
+            hub.report_connector(NAME, "idle", IDLE_REASON)
             return
         try:
             from .connector import TelegramConnector

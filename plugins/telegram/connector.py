@@ -23,6 +23,7 @@ import secrets
 import warnings
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
+from urllib.parse import quote
 
 from aiohttp import web
 from yarl import URL
@@ -47,7 +48,7 @@ from telegram.error import BadRequest, Conflict, Forbidden, InvalidToken, Networ
 from telegram.request import HTTPXRequest
 
 from . import adapter
-from .settings import TelegramSettings
+from .settings import IDLE_REASON, TelegramSettings
 from .state import TelegramState
 
 if TYPE_CHECKING:
@@ -75,6 +76,31 @@ def _transient(exc: BaseException) -> bool:
 
 
 TELEGRAM_ERRORS = ErrorKinds(retry_after=_retry_after, transient=_transient)
+HTTP_LOGGERS = ("httpx",)  # logs each request's URL, which holds the token
+
+
+def scrub(text: str, token: str | None) -> str:
+    """``text`` without the bot token: it is part of every Bot API URL, and
+    python-telegram-bot quotes it in some errors."""
+    if token:
+        for form in {token, quote(token, safe="")}:
+            text = text.replace(form, "<token>")
+    return text
+
+
+class TokenFilter(logging.Filter):
+    """Keeps the bot token out of the hub's log (httpx logs each request's URL at INFO)."""
+
+    def __init__(self, token: str) -> None:
+        super().__init__()
+        self.token = token
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        cleaned = scrub(message, self.token)
+        if cleaned != message:
+            record.msg, record.args = cleaned, ()
+        return True
 
 
 class TelegramConnector:
@@ -96,15 +122,20 @@ class TelegramConnector:
         self._tasks: list[asyncio.Task[None]] = []
         self._handled = 0
         self._failures: dict[int, int] = {}  # update id -> failed attempts (polling)
+        self._log_filter: TokenFilter | None = None
 
     # -- lifecycle -----------------------------------------------------------------------------
     async def start(self, hub: Hub) -> None:
         self.hub = hub
         self.settings = TelegramSettings.load(hub.config)
         if not self.settings.enabled:
-            log.info("telegram: no token (MESHHUB_TELEGRAM_TOKEN or [telegram] token): idle")
+            log.info("telegram: %s; the connector is idle", IDLE_REASON)
+            self._enter("idle", IDLE_REASON)
             return
-        self.state = "starting"
+        self._log_filter = TokenFilter(self.settings.token or "")
+        for name in HTTP_LOGGERS:
+            logging.getLogger(name).addFilter(self._log_filter)
+        self._enter("starting", f"connecting to the Bot API ({self.settings.mode})")
         self.tg_state = TelegramState(hub.store)
         self.chat = ChatHandler(hub)
         max_bytes = min(self.settings.max_file_bytes, FileStore.for_config(hub.config).max_bytes)
@@ -137,9 +168,38 @@ class TelegramConnector:
             with contextlib.suppress(Exception):
                 await self.bot.shutdown()
         if self.state != "idle":
-            self.state = "stopped"
+            self._enter("stopped")
+        if self._log_filter is not None:
+            for name in HTTP_LOGGERS:
+                logging.getLogger(name).removeFilter(self._log_filter)
+
+    def _enter(self, state: str, detail: str = "") -> None:
+        """Take a new state and report it to the hub, where ``polling`` and ``webhook`` are
+        ``running`` (see :mod:`meshhub.connectors`). The bot token never reaches the detail."""
+        detail = self._scrub(detail)
+        self.state = state
+        if state == "failed":
+            self.error = detail
+        if self.hub is not None:
+            shown = "running" if state in ("polling", "webhook") else state
+            self.hub.report_connector(adapter.CONNECTOR, shown, detail)
+
+    def _scrub(self, text: str) -> str:
+        return scrub(text, self.settings.token)
+
+    def _refused(self, exc: Exception) -> None:
+        self._enter("failed", f"Telegram refused the bot token ({exc}); check "
+                              "MESHHUB_TELEGRAM_TOKEN or [telegram] token and restart the hub")
+        log.error("telegram: %s", self.error)
 
     async def _run(self) -> None:
+        try:
+            await self._connect_and_poll()
+        except Exception as exc:  # a bug or a broken store: say so instead of going quiet
+            self._enter("failed", f"stopped taking updates: {type(exc).__name__}: {exc}")
+            log.exception("telegram: %s", self.error)
+
+    async def _connect_and_poll(self) -> None:
         assert self.bot is not None and self.tg_state is not None
         delay = 0.2
         while True:  # connect: getMe, then set the webhook or clear it for polling
@@ -151,22 +211,27 @@ class TelegramConnector:
                     await self.bot.delete_webhook()
                 break
             except (InvalidToken, Forbidden) as exc:
-                self.state, self.error = "failed", f"Telegram refused the token: {exc}"
-                log.error("telegram: %s", self.error)
+                self._refused(exc)
                 return
             except Exception as exc:  # the network, Telegram down: keep trying
                 wait = _retry_after(exc) or delay
-                log.warning("telegram: cannot reach the Bot API (%s); retrying in %.1f s",
-                            exc, wait)
+                problem = self._scrub(f"cannot reach the Bot API ({exc}); retrying in "
+                                      f"{wait:.1f} s")
+                log.warning("telegram: %s", problem)
+                self._enter("starting", problem)
                 await asyncio.sleep(wait)
                 delay = min(delay * 2, 30.0)
         log.info("telegram: connected as @%s (%s)", self.bot.username, self.settings.mode)
         self.ready.set()
         if self.settings.mode == "webhook":
-            self.state = "webhook"
+            self._enter("webhook", self._running_detail())
             return
-        self.state = "polling"
+        self._enter("polling", self._running_detail())
         await self._poll()
+
+    def _running_detail(self) -> str:
+        bot = self.bot.username if self.bot is not None else None
+        return f"{self.settings.mode}, bot @{bot}" if bot else self.settings.mode
 
     async def _set_webhook(self) -> None:
         assert self.bot is not None and self.tg_state is not None
@@ -190,6 +255,8 @@ class TelegramConnector:
                     offset=offset, timeout=int(self.settings.poll_timeout),
                     allowed_updates=ALLOWED_UPDATES)
                 delay = 0.2
+                if self.state != "polling":  # back after an outage
+                    self._enter("polling", self._running_detail())
             except RetryAfter as exc:
                 await asyncio.sleep(_retry_after(exc) or 1.0)
                 continue
@@ -201,11 +268,12 @@ class TelegramConnector:
                 delay = min(delay * 2, 30.0)
                 continue
             except (InvalidToken, Forbidden) as exc:
-                self.state, self.error = "failed", f"Telegram refused the token: {exc}"
-                log.error("telegram: %s", self.error)
+                self._refused(exc)
                 return
             except Exception as exc:  # network, 5xx, a bad answer: keep polling, slower
-                log.warning("telegram: getUpdates failed (%s); retrying in %.1f s", exc, delay)
+                problem = self._scrub(f"getUpdates failed ({exc}); retrying in {delay:.1f} s")
+                log.warning("telegram: %s", problem)
+                self._enter("starting", problem)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 30.0)
                 continue

@@ -31,6 +31,7 @@ from urllib.parse import urlparse
 if TYPE_CHECKING:
     from meshhub.config import Config
 
+IDLE_REASON = "no bot token: set MESHHUB_TELEGRAM_TOKEN or [telegram] token"
 WEBHOOK_PREFIX = "/telegram/"
 DEFAULT_WEBHOOK_PATH = "/telegram/webhook"
 
