@@ -9,6 +9,7 @@ the CLI are generated from. Parameter help comes from ``Annotated[T, "help text"
 from __future__ import annotations
 
 import inspect
+import re
 import typing
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -56,7 +57,8 @@ class Action:
 
     @property
     def summary(self) -> str:
-        return self.description.strip().splitlines()[0] if self.description.strip() else ""
+        """The first sentence of the description, whole (it may span lines)."""
+        return first_sentence(self.description)
 
     def input_schema(self) -> dict[str, Any]:
         schema = self.params.model_json_schema()
@@ -86,6 +88,17 @@ class Action:
             "cap": self.cap,
             "plugin": self.plugin,
         }
+
+
+# a full stop that ends a sentence: followed by a space or the end, and not that of "e.g."
+_SENTENCE_END = re.compile(r"(?<!\be\.g)(?<!\bi\.e)(?<!\betc)(?<!\bcf)(?<!\bvs)[.!?](?=\s|$)")
+
+
+def first_sentence(text: str) -> str:
+    """The first sentence of a docstring's first paragraph, its lines joined."""
+    paragraph = " ".join(text.strip().split("\n\n", 1)[0].split())
+    end = _SENTENCE_END.search(paragraph)
+    return paragraph[:end.end()] if end else paragraph
 
 
 def _params_model(name: str, fn: Handler) -> type[BaseModel]:

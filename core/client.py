@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
+import json
 import time
 from collections import OrderedDict
 from collections.abc import AsyncIterator
@@ -57,6 +58,7 @@ _ERRORS: dict[str, type[MeshError]] = {
 }
 SHUT_OUT_CODES = frozenset({"not_enrolled", "removed", "wrong_hub"})
 SHUT_OUT_CLOSES = {4003: "this member was removed from the hub"}
+MESSAGE_TOO_BIG = 1009  # the WebSocket close code of a frame over the hub's limit
 SESSION_SECONDS = 86400  # a session key's attestation; renewed on each reconnect when needed
 SEEN_LIMIT = 100_000
 
@@ -238,6 +240,13 @@ class MeshClient:
                 future.set_exception(exc)
         self._pending.clear()
 
+    @property
+    def limits(self) -> dict[str, int]:
+        """The hub's limits from its welcome: ``max_body_bytes``, ``max_frame_bytes`` (empty
+        for a hub too old to say)."""
+        value = self.welcome.get("limits")
+        return value if isinstance(value, dict) else {}
+
     async def _read_loop(self) -> None:
         while True:
             ws = self._ws
@@ -247,7 +256,11 @@ class MeshClient:
                     continue
                 self._dispatch(msg.json())
             self.connected.clear()
-            self._fail_pending(ConnectionError("connection to the hub lost"))
+            lost = "connection to the hub lost"
+            if ws.close_code == MESSAGE_TOO_BIG:
+                lost = ("the hub closed the connection: a frame was over its limit of "
+                        f"{self.limits.get('max_frame_bytes', '?')} bytes")
+            self._fail_pending(ConnectionError(lost))
             if ws.close_code in SHUT_OUT_CLOSES:
                 self.shut_out = f"the hub closed the connection: {SHUT_OUT_CLOSES[ws.close_code]}"
             if self._closing or not self.reconnect or self.shut_out:
@@ -310,13 +323,23 @@ class MeshClient:
         if self._ws is None or not self.connected.is_set():
             raise ConnectionError(self.shut_out or "not connected to the hub")
         call_id = next(self._ids)
+        # ASCII JSON (ensure_ascii): its length is its size in bytes
+        frame = json.dumps({"type": "call", "id": call_id, "action": action, "params": params})
+        limit = self.limits.get("max_frame_bytes")
+        if limit is not None and len(frame) > limit:
+            raise TooLarge(f"the {action} call is {len(frame)} bytes as a frame; this hub "
+                           f"accepts frames of at most {limit} bytes")
         future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         self._pending[call_id] = future
-        await self._ws.send_json({"type": "call", "id": call_id, "action": action,
-                                  "params": params})
+        await self._ws.send_str(frame)
         return future
 
     async def send(self, to: str | list[str] | None, text: str, **options: Any) -> dict[str, Any]:
+        """Send a message; one over the hub's ``max_body_bytes`` is refused here, unsent."""
+        limit = self.limits.get("max_body_bytes")
+        if limit is not None and isinstance(text, str) and len(text.encode()) > limit:
+            raise TooLarge(f"the message is {len(text.encode())} bytes; this hub accepts at "
+                           f"most {limit}")
         params = {k: v for k, v in options.items() if v is not None}
         if to is not None:
             params["to"] = to

@@ -3,6 +3,9 @@
 ``MESHHUB_HOME`` defaults to ``~/.meshhub``. The same file serves the hub (where it listens, its
 timings, which plugins are off) and the CLI (who I am, where the hub is). A connector keeps its own
 table (``[telegram]``, ``[slack]``...) which it reads from :attr:`Config.raw`.
+
+A setting that cannot be used (a port that is not a number, a file that is not TOML, a hub URL
+that is not one) raises :class:`ConfigError`, whose message names where the setting came from.
 """
 
 from __future__ import annotations
@@ -21,16 +24,86 @@ from nacl.signing import SigningKey
 DEFAULT_PORT = 7420
 KEY_FILE = "identity.key"
 CONFIG_FILE = "config.toml"
+PID_FILE = "hub.pid"
 
-_ENV_NUMBERS = {
-    "MESHHUB_PORT": ("port", int),
-    "MESHHUB_LEASE_SECONDS": ("lease_seconds", float),
-    "MESHHUB_TTL_SECONDS": ("ttl_seconds", float),
-    "MESHHUB_PING_INTERVAL": ("ping_interval", float),
-    "MESHHUB_PONG_TIMEOUT": ("pong_timeout", float),
-    "MESHHUB_GRACE_SECONDS": ("grace_seconds", float),
-    "MESHHUB_MAX_BODY_BYTES": ("max_body_bytes", int),
+# [hub] setting -> (its environment variable, its type)
+_NUMBERS: dict[str, tuple[str, type[int] | type[float]]] = {
+    "port": ("MESHHUB_PORT", int),
+    "lease_seconds": ("MESHHUB_LEASE_SECONDS", float),
+    "ttl_seconds": ("MESHHUB_TTL_SECONDS", float),
+    "ping_interval": ("MESHHUB_PING_INTERVAL", float),
+    "pong_timeout": ("MESHHUB_PONG_TIMEOUT", float),
+    "grace_seconds": ("MESHHUB_GRACE_SECONDS", float),
+    "max_body_bytes": ("MESHHUB_MAX_BODY_BYTES", int),
 }
+HUB_URL_FORMS = "http://HOST:PORT, https://HOST[:PORT] or HOST:PORT"
+_URL_SCHEMES = {"http": "http", "https": "https", "ws": "http", "wss": "https"}
+
+
+class ConfigError(ValueError):
+    """A setting that cannot be used; the message says which one, where it came from, and
+    what it should be."""
+
+
+def normalize_hub_url(text: str) -> str:
+    """The one spelling of a hub URL: ``http(s)://host[:port][/path]``, without a trailing slash.
+
+    ``HOST:PORT`` without a scheme means ``http://HOST:PORT``; ``ws://`` and ``wss://`` are
+    taken as ``http://`` and ``https://`` (a trailing ``/ws`` is dropped). Anything else that
+    cannot name a hub (no host, no or a bad port, a path alone, another scheme, a query) raises
+    :class:`ConfigError`.
+    """
+    import yarl  # parsing URLs is yarl's job; it loads only when a URL is given
+
+    value = text.strip()
+    if not value or any(c.isspace() for c in value):
+        raise ConfigError(f"{text!r} is not a hub URL; expected {HUB_URL_FORMS}")
+    bare = "://" not in value
+    try:
+        url = yarl.URL("http://" + value if bare else value)
+    except ValueError as exc:
+        reason = str(exc).removeprefix("Invalid URL: ")
+        raise ConfigError(f"{text!r} is not a hub URL ({reason}); expected {HUB_URL_FORMS}"
+                          ) from None
+    scheme = _URL_SCHEMES.get(url.scheme.lower())
+    if scheme is None:
+        raise ConfigError(f"{text!r} is not a hub URL: it must start with http:// or https:// "
+                          f"(or be HOST:PORT); expected {HUB_URL_FORMS}")
+    if not url.host:
+        raise ConfigError(f"{text!r} is not a hub URL: it names no host; expected {HUB_URL_FORMS}")
+    if bare and url.explicit_port is None:
+        host = f"[{url.host}]" if ":" in url.host else url.host
+        raise ConfigError(f"{text!r} is not a hub URL: without a scheme it needs a port, e.g. "
+                          f"{host}:{DEFAULT_PORT}; expected {HUB_URL_FORMS}")
+    if url.explicit_port == 0:
+        raise ConfigError(f"{text!r} is not a hub URL: port 0 names no hub; ports are 1-65535")
+    if url.user is not None or url.password is not None or url.query_string or url.fragment:
+        raise ConfigError(f"{text!r} is not a hub URL: it has no user name, query or fragment; "
+                          f"expected {HUB_URL_FORMS}")
+    path = url.path.rstrip("/")
+    if url.scheme.lower() in ("ws", "wss"):
+        path = path.removesuffix("/ws")
+    return f"{scheme}://{url.raw_authority}{path}"
+
+
+def running_hub(home: Path) -> tuple[int, str | None] | None:
+    """``(pid, url)`` of the hub started from ``home``, from its ``hub.pid``, if that process is
+    alive; else None. ``url`` is None if the file's URL is not one."""
+    try:
+        fields = (home / PID_FILE).read_text().split()
+        pid = int(fields[0])
+    except (OSError, ValueError, IndexError):
+        return None
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return None
+    except PermissionError:  # alive, another user's
+        pass
+    try:
+        return pid, normalize_hub_url(fields[1])
+    except (ConfigError, IndexError):
+        return pid, None
 
 
 def home_dir() -> Path:
@@ -43,7 +116,8 @@ class Config:
     name: str = ""
     host: str = "127.0.0.1"
     port: int = DEFAULT_PORT
-    hub_url: str | None = None  # where the CLI finds the hub; defaults to host:port
+    hub_url: str | None = None  # [hub] url: where this home's CLI finds the hub
+    explicit_url: str | None = None  # --hub or MESHHUB_URL: wins over everything (see url)
     lease_seconds: float = 30.0
     ttl_seconds: float = 7 * 86400.0
     ping_interval: float = 30.0
@@ -70,7 +144,7 @@ class Config:
 
     @property
     def pid_path(self) -> Path:
-        return self.home / "hub.pid"
+        return self.home / PID_FILE
 
     @property
     def log_path(self) -> Path:
@@ -78,10 +152,23 @@ class Config:
 
     @property
     def url(self) -> str:
-        """The hub's HTTP base URL as clients should use it."""
+        """The hub's HTTP base URL as clients should use it, from the first that is set:
+        ``--hub`` or ``MESHHUB_URL`` (:attr:`explicit_url`), the hub this home started (while
+        it runs), ``[hub] url``, then ``http://<host>:<port>``."""
+        if self.explicit_url:
+            return normalize_hub_url(self.explicit_url)
+        running = running_hub(self.home)
+        if running is not None and running[1] is not None:
+            return running[1]
         if self.hub_url:
-            return self.hub_url.rstrip("/")
+            return normalize_hub_url(self.hub_url)
+        return self.listen_url
+
+    @property
+    def listen_url(self) -> str:
+        """``http://<host>:<port>`` of the settings, as a client on this machine dials it."""
         host = "127.0.0.1" if self.host in ("0.0.0.0", "::", "") else self.host
+        host = f"[{host}]" if ":" in host else host
         return f"http://{host}:{self.port}"
 
     def section(self, name: str) -> dict[str, Any]:
@@ -91,53 +178,89 @@ class Config:
 
 
 def load_config(home: Path | None = None) -> Config:
+    """The settings of ``home``: its ``config.toml``, then the ``MESHHUB_*`` variables."""
     home = home or home_dir()
-    raw: dict[str, Any] = {}
     path = home / CONFIG_FILE
-    if path.exists():
-        with path.open("rb") as fh:
-            raw = tomllib.load(fh)
-    hub = raw.get("hub", {})
-    identity = raw.get("identity", {})
+    raw = _read_toml(path)
+    hub = _table(raw, "hub", path)
+    identity = _table(raw, "identity", path)
+    plugins = _table(raw, "plugins", path)
     cfg = Config(
         home=home,
-        name=identity.get("name", ""),
-        host=hub.get("host", "127.0.0.1"),
-        port=int(hub.get("port", DEFAULT_PORT)),
-        hub_url=hub.get("url"),
-        lease_seconds=float(hub.get("lease_seconds", 30.0)),
-        ttl_seconds=float(hub.get("ttl_seconds", 7 * 86400.0)),
-        ping_interval=float(hub.get("ping_interval", 30.0)),
-        pong_timeout=float(hub.get("pong_timeout", 75.0)),
-        grace_seconds=float(hub.get("grace_seconds", 90.0)),
-        max_body_bytes=int(hub.get("max_body_bytes", 64 * 1024)),
+        name=str(identity.get("name", "")),
+        host=str(hub.get("host", "127.0.0.1")),
         sqlite_synchronous=str(hub.get("sqlite_synchronous", "FULL")).upper(),
-        disabled_plugins=list(raw.get("plugins", {}).get("disabled", [])),
+        disabled_plugins=_names(plugins.get("disabled", [])),
         allowed_hosts=_names(hub.get("allowed_hosts", [])),
         allowed_origins=_names(hub.get("allowed_origins", [])),
         raw=raw,
     )
-    for var, (attr, kind) in _ENV_NUMBERS.items():
+    for attr, (var, kind) in _NUMBERS.items():
+        if attr in hub:
+            setattr(cfg, attr, _number(attr, hub[attr], kind, f"{path}: [hub] {attr}"))
         if os.environ.get(var):
-            setattr(cfg, attr, kind(os.environ[var]))
+            setattr(cfg, attr, _number(attr, os.environ[var], kind, var))
+    if hub.get("url") is not None:
+        cfg.hub_url = _url(hub["url"], f"{path}: [hub] url")
+    if os.environ.get("MESHHUB_URL"):
+        cfg.explicit_url = _url(os.environ["MESHHUB_URL"], "MESHHUB_URL")
     if os.environ.get("MESHHUB_HOST"):
         cfg.host = os.environ["MESHHUB_HOST"]
-    if os.environ.get("MESHHUB_URL"):
-        cfg.hub_url = os.environ["MESHHUB_URL"]
     for var, attr in (("MESHHUB_ALLOWED_HOSTS", "allowed_hosts"),
                       ("MESHHUB_ALLOWED_ORIGINS", "allowed_origins")):
         if os.environ.get(var):
             setattr(cfg, attr, _names(os.environ[var]))
     if os.environ.get("MESHHUB_DISABLE_PLUGINS"):
-        cfg.disabled_plugins += [
-            p.strip() for p in os.environ["MESHHUB_DISABLE_PLUGINS"].split(",") if p.strip()
-        ]
+        cfg.disabled_plugins += _names(os.environ["MESHHUB_DISABLE_PLUGINS"])
     return cfg
+
+
+def _read_toml(path: Path) -> dict[str, Any]:
+    try:
+        with path.open("rb") as fh:
+            return tomllib.load(fh)
+    except FileNotFoundError:
+        return {}
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path} is not valid TOML: {exc}; fix or remove it") from None
+    except OSError as exc:
+        raise ConfigError(f"cannot read {path}: {exc.strerror or exc}") from None
+
+
+def _table(raw: dict[str, Any], name: str, path: Path) -> dict[str, Any]:
+    value = raw.get(name, {})
+    if not isinstance(value, dict):
+        raise ConfigError(f"{path}: [{name}] must be a table, not {value!r}")
+    return value
+
+
+def _number(attr: str, value: Any, kind: type[int] | type[float], where: str) -> int | float:
+    """A number setting, checked: ``where`` names its source in the error."""
+    try:
+        if isinstance(value, bool) or (kind is int and isinstance(value, float)):
+            raise ValueError(value)
+        number = kind(value)
+    except (TypeError, ValueError):
+        what = "a whole number" if kind is int else "a number"
+        raise ConfigError(f"{where} must be {what}, not {value!r}") from None
+    if attr == "port" and not 0 <= number <= 65535:
+        raise ConfigError(f"{where} must be a port, 0-65535 (0 picks a free one), not {value!r}")
+    return number
+
+
+def _url(value: Any, where: str) -> str:
+    if not isinstance(value, str):
+        raise ConfigError(f"{where} must be a hub URL ({HUB_URL_FORMS}), not {value!r}")
+    try:
+        return normalize_hub_url(value)
+    except ConfigError as exc:
+        raise ConfigError(f"{where}: {exc}") from None
 
 
 def _names(value: Any) -> list[str]:
     """A list setting, written as a TOML list or as one comma-separated string."""
     items = value.split(",") if isinstance(value, str) else value
+    items = items if isinstance(items, list) else [items]
     return [str(item).strip() for item in items or [] if str(item).strip()]
 
 
@@ -161,7 +284,14 @@ def write_private(path: Path, data: bytes) -> None:
 
 def init_home(home: Path, name: str, *, host: str | None = None, port: int | None = None,
               hub_url: str | None = None) -> tuple[Config, bool]:
-    """Create the identity key and config if missing; returns (config, created)."""
+    """Create the identity key and config if missing; returns (config, created). A bad
+    ``hub_url`` or an unreadable config raises :class:`ConfigError` before anything is
+    written."""
+    hub_url = normalize_hub_url(hub_url) if hub_url is not None else None
+    path = home / CONFIG_FILE
+    raw = _read_toml(path)
+    _table(raw, "identity", path)
+    _table(raw, "hub", path)
     home.mkdir(parents=True, exist_ok=True)
     os.chmod(home, 0o700)
     created = False
@@ -169,11 +299,6 @@ def init_home(home: Path, name: str, *, host: str | None = None, port: int | Non
     if not key_path.exists():
         write_private(key_path, SigningKey.generate().encode().hex().encode() + b"\n")
         created = True
-    path = home / CONFIG_FILE
-    raw: dict[str, Any] = {}
-    if path.exists():
-        with path.open("rb") as fh:
-            raw = tomllib.load(fh)
     raw.setdefault("identity", {})["name"] = name
     hub = raw.setdefault("hub", {})
     if host is not None:

@@ -19,7 +19,7 @@ from typing import Any
 
 from . import routing, views
 from .actions import ActionRegistry
-from .config import Config, default_name, load_signing_key
+from .config import Config, ConfigError, default_name, load_signing_key
 from .connectors import ConnectorState, ConnectorStates
 from .delivery import Dispatcher
 from .directory import Directory
@@ -167,7 +167,10 @@ class Hub:
         self.plugins.collect("meshhub_register_migrations", "migrations", add_migrations)
         store = await self.plugins.first("meshhub_provide_store", hub=self)
         if store is None:
-            raise RuntimeError("no plugin provides a store (is sqlite_store disabled?)")
+            raise ConfigError(
+                "no storage plugin is enabled, so the hub has nowhere to keep messages: take "
+                "sqlite_store out of MESHHUB_DISABLE_PLUGINS and [plugins] disabled in "
+                f"{self.config.path}, or install a plugin that provides a store")
         self.store = store
         await store.open(migrations)
         self.directory = Directory(store)
@@ -303,7 +306,8 @@ class Hub:
         size = len(body.encode())
         if size > self.config.max_body_bytes:
             raise TooLarge(
-                f"the message is {size} bytes; the limit is {self.config.max_body_bytes}"
+                f"the message is {size} bytes; this hub accepts at most "
+                f"{self.config.max_body_bytes}"
             )
         if client_id is not None and not 0 < len(client_id) <= MAX_CLIENT_ID:
             raise InvalidRequest(f"client_id must be 1 to {MAX_CLIENT_ID} characters")

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import json
 import logging
 import os
@@ -14,7 +15,7 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from aiohttp import WSMsgType, web
+from aiohttp import WSCloseCode, WSMsgType, web
 
 from . import __version__, members
 from .actions import ActionContext, check_allowed
@@ -27,7 +28,7 @@ from .admission import (
     prepare_socket,
 )
 from .directory import check_group, check_name, is_valid_name
-from .errors import AuthFailed, InvalidRequest, MeshError, Unauthorized
+from .errors import AuthFailed, InvalidRequest, MeshError, TooLarge, Unauthorized
 from .hub import WS_CONNECTORS, Hub
 from .models import PEER_KINDS, Peer
 from .openapi import openapi_document
@@ -40,6 +41,34 @@ MAX_HELLO_ATTEMPTS = 3
 MAX_ROLE = 100
 MAX_GROUPS = 50
 HUB_KEY: web.AppKey[Hub] = web.AppKey("hub", Hub)
+
+
+class ListenError(Exception):
+    """The hub cannot listen where it was asked to; the message says where and why."""
+
+    def __init__(self, host: str, port: int, exc: OSError) -> None:
+        where = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+        if exc.errno == errno.EADDRINUSE:
+            reason = "address already in use; is another hub running? pick another with --port"
+        else:
+            reason = exc.strerror or str(exc)
+        super().__init__(f"cannot listen on {where}: {reason}")
+
+
+def frame_limit(hub: Hub) -> int:
+    """The largest WebSocket frame and HTTP request body the hub reads, in bytes: room for a
+    message of ``max_body_bytes`` with its envelope (JSON escaping can double a body)."""
+    return max(1 << 20, 4 * hub.config.max_body_bytes)
+
+
+def limits(hub: Hub) -> dict[str, int]:
+    """What the welcome tells a client, so it can refuse an oversized message itself."""
+    return {"max_body_bytes": hub.config.max_body_bytes, "max_frame_bytes": frame_limit(hub)}
+
+
+def body_too_large(hub: Hub) -> TooLarge:
+    return TooLarge(f"the request body is over {frame_limit(hub)} bytes, the most this hub "
+                    f"reads; a message may be at most {hub.config.max_body_bytes} bytes")
 
 
 def error_frame(exc: MeshError, call_id: Any = None) -> dict[str, Any]:
@@ -158,6 +187,7 @@ async def _authenticate(hub: Hub, ws: web.WebSocketResponse, nonce: str, *, loca
             "created": created,
             "resumed": hub.presence.will_resume(conn),
             "hub": {"version": __version__},
+            "limits": limits(hub),
         })
         await hub.presence.attach(conn)
         return conn
@@ -237,8 +267,7 @@ async def _handle_frame(hub: Hub, conn: Connection, frame: dict[str, Any]) -> No
 
 async def websocket_handler(request: web.Request) -> web.WebSocketResponse:
     hub = request.app[HUB_KEY]
-    ws = web.WebSocketResponse(autoping=False, max_msg_size=max(1 << 20,
-                                                                4 * hub.config.max_body_bytes))
+    ws = web.WebSocketResponse(autoping=False, max_msg_size=frame_limit(hub))
     await ws.prepare(request)
     nonce = secrets.token_hex(16)
     await ws.send_json({"type": "challenge", "nonce": nonce, "hub": {"version": __version__}})
@@ -257,6 +286,10 @@ async def websocket_handler(request: web.Request) -> web.WebSocketResponse:
             if msg.type == WSMsgType.PONG:
                 continue
             if msg.type == WSMsgType.ERROR:
+                if getattr(msg.data, "code", None) == WSCloseCode.MESSAGE_TOO_BIG:
+                    # aiohttp has closed it with 1009, all a peer can be told mid-frame
+                    log.warning("closed the connection of %s: a frame over %d bytes",
+                                conn.peer.name, frame_limit(hub))
                 break
             call_id = None
             try:
@@ -295,7 +328,9 @@ async def api_call(request: web.Request) -> web.Response:
         if request.can_read_body:
             try:
                 params = await request.json()
-            except json.JSONDecodeError:
+            except web.HTTPRequestEntityTooLarge:
+                raise body_too_large(hub) from None
+            except ValueError:  # not JSON, or not UTF-8
                 raise InvalidRequest("the body must be a JSON object", code="malformed") from None
         else:
             params = {}
@@ -332,19 +367,23 @@ async def openapi(request: web.Request) -> web.Response:
 async def request_guard(request: web.Request,
                         handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
                         ) -> web.StreamResponse:
-    """Host and Origin, before any handler (:func:`meshhub.admission.check_request`)."""
+    """Host and Origin, before any handler (:func:`meshhub.admission.check_request`); a body
+    over the hub's limit is a JSON ``too_large`` on every route."""
+    hub = request.app[HUB_KEY]
     if request.path not in OPEN_PATHS:
-        refused = check_request(request.app[HUB_KEY], request)
+        refused = check_request(hub, request)
         if refused is not None:
-            return web.json_response({"error": refused.to_dict()}, status=refused.http_status)
-    return await handler(request)
+            return json_error(refused)
+    try:
+        return await handler(request)
+    except web.HTTPRequestEntityTooLarge:
+        return json_error(body_too_large(hub))
 
 
 def build_app(hub: Hub) -> web.Application:
     """The hub's application: every route behind the Host and Origin checks (see
     :mod:`meshhub.admission`)."""
-    app = web.Application(client_max_size=max(1 << 20, 4 * hub.config.max_body_bytes),
-                          middlewares=[request_guard])
+    app = web.Application(client_max_size=frame_limit(hub), middlewares=[request_guard])
     app[HUB_KEY] = hub
     app.router.add_get("/health", health)
     app.router.add_get("/openapi.json", openapi)
@@ -372,7 +411,13 @@ def build_app(hub: Hub) -> web.Application:
 
 async def serve(hub: Hub, host: str, port: int) -> tuple[web.AppRunner, int]:
     """Start serving on ``host:port`` and on the local socket for that port; returns the runner
-    (stop it with ``await runner.cleanup()``, which removes the socket too) and the port."""
+    (stop it with ``await runner.cleanup()``, which removes the socket too) and the port.
+
+    Raises :class:`ListenError` if it cannot listen there. The port is tried before the hub
+    starts, so a busy port fails with nothing opened and nothing logged; a start that fails
+    later closes what it opened (the store), so no half-open database is left behind.
+    """
+    await _check_port(host, port)
     app = build_app(hub)
     sockets: list[tuple[str, int]] = []  # (path, inode) of the local socket
 
@@ -384,9 +429,19 @@ async def serve(hub: Hub, host: str, port: int) -> tuple[web.AppRunner, int]:
 
     app.on_cleanup.append(remove_socket)
     runner = web.AppRunner(app, handle_signals=False, access_log=None, shutdown_timeout=5.0)
-    await runner.setup()
-    site = web.TCPSite(runner, host, port, reuse_address=True)
-    await site.start()
+    try:
+        await runner.setup()
+    except BaseException:
+        with contextlib.suppress(Exception):
+            await hub.stop()
+        raise
+    try:
+        await web.TCPSite(runner, host, port, reuse_address=True).start()
+    except BaseException as exc:
+        await runner.cleanup()
+        if isinstance(exc, OSError):
+            raise ListenError(host, port, exc) from exc
+        raise
     actual = port
     for address in runner.addresses:  # the real port when 0 was asked for
         actual = int(address[1])
@@ -401,6 +456,19 @@ async def serve(hub: Hub, host: str, port: int) -> tuple[web.AppRunner, int]:
             log.warning("no local socket at %s: %s; processes of this user need invites",
                         path, exc.strerror or exc)
     return runner, actual
+
+
+async def _check_port(host: str, port: int) -> None:
+    """Bind ``host:port`` the way the site will, and let it go again."""
+    if port == 0:
+        return  # any free port: nothing to check
+    try:
+        probe = await asyncio.get_running_loop().create_server(
+            asyncio.Protocol, host, port, reuse_address=True, start_serving=False)
+    except OSError as exc:
+        raise ListenError(host, port, exc) from exc
+    probe.close()
+    await probe.wait_closed()
 
 
 async def run_forever(hub: Hub, host: str, port: int, ready: Any = None) -> None:

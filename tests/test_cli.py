@@ -4,8 +4,12 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import stat
 import subprocess
+import tomllib
+
+import tomli_w
 
 from .helpers import HUB_BIN, base_env, free_port
 
@@ -90,3 +94,103 @@ def test_user_errors_are_one_line(tmp_path, hub_factory):
         assert "Traceback" not in out.stderr and len(out.stderr.strip().splitlines()) == 1
     no_identity = hub(tmp_path / "nobody", "send", "ann", "hi", **url)
     assert no_identity.returncode == 1 and "hub init" in no_identity.stderr
+
+
+def test_start_on_a_busy_port_says_so_in_one_line_and_leaves_no_files(tmp_path, hub_factory):
+    taken = hub_factory()  # another hub, from another home, holds the port
+    expected = (f"error: cannot listen on 127.0.0.1:{taken.port}: address already in use; "
+                "is another hub running? pick another with --port")
+    for mode in ([], ["--background"]):
+        home = tmp_path / f"second{len(mode)}"
+        out = hub(home, "start", "--port", str(taken.port), *mode)
+        assert out.returncode == 1, (mode, out.stdout, out.stderr)
+        assert out.stderr.splitlines() == [expected], (mode, out.stderr)
+        assert "listening" not in out.stdout
+        assert not sorted(p.name for p in home.glob("meshhub.db*")), mode
+        assert not (home / "hub.pid").exists()
+
+
+def test_start_prints_where_to_connect_before_any_log_line(tmp_path):
+    home = tmp_path / "hubhome"
+    proc = subprocess.Popen([HUB_BIN, "start", "--port", "0"], env=base_env(home),
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        assert proc.stdout is not None
+        lines = [proc.stdout.readline()]
+        while " INFO " not in lines[-1] and lines[-1]:
+            lines.append(proc.stdout.readline())
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(15)
+    assert lines[0].startswith("meshhub ") and " listening on http://127.0.0.1:" in lines[0]
+    banner = "".join(lines[:-1])
+    for where in ("WebSocket peers: ws://", "HTTP API:", "MCP (HTTP):", "local socket:"):
+        assert where in banner, banner
+    assert " INFO " in lines[-1], lines  # the log follows the banner
+
+
+def test_start_without_a_storage_plugin_says_how_to_fix_it(tmp_path):
+    out = hub(tmp_path / "hubhome", "start", "--port", "0",
+              MESHHUB_DISABLE_PLUGINS="sqlite_store")
+    assert out.returncode == 1
+    assert len(out.stderr.splitlines()) == 1, out.stderr
+    assert out.stderr.startswith("error: no storage plugin is enabled")
+    assert "MESHHUB_DISABLE_PLUGINS" in out.stderr and "Traceback" not in out.stderr
+
+
+def test_commands_find_the_hub_this_home_started(tmp_path, hub_factory):
+    running = hub_factory()  # `hub start --port <free port>`: not the default 7420
+    home = running.home
+    config = tomllib.loads((home / "config.toml").read_text())
+    config.setdefault("hub", {})["url"] = "localhost:1"  # what the home remembers
+    (home / "config.toml").write_text(tomli_w.dumps(config))
+    status = hub(home, "status")
+    assert status.returncode == 0, status.stderr
+    assert f"at {running.url}:" in status.stdout  # the running hub wins over [hub] url
+    env_wins = hub(home, "status", MESHHUB_URL="localhost:1")
+    assert env_wins.returncode == 1 and "http://localhost:1" in env_wins.stderr
+    flag_wins = hub(home, "--hub", running.url, "status", MESHHUB_URL="localhost:1")
+    assert flag_wins.returncode == 0 and running.url in flag_wins.stdout
+    running.stop()
+    dead = subprocess.Popen(["true"])
+    dead.wait()  # a pid that is no longer alive, in a pid file a killed hub left
+    (home / "hub.pid").write_text(f"{dead.pid} {running.url}\n")
+    stale = hub(home, "status")
+    assert stale.returncode == 1 and "http://localhost:1" in stale.stderr  # then [hub] url
+
+
+def test_send_reads_the_message_from_stdin_or_a_file(tmp_path, hub, people):
+    ann, bob = people("ann", "bob")
+    bob.cli(hub.url, "peers")  # bob is a peer now
+    env = base_env(ann.home, MESHHUB_URL=hub.url)
+
+    def send(*args, stdin=""):
+        return subprocess.run([HUB_BIN, "send", "bob", *args], env=env, input=stdin,
+                              capture_output=True, text=True, timeout=60)
+
+    assert send("-", stdin="from stdin\n").returncode == 0
+    note = tmp_path / "note.md"
+    note.write_text("from a file\nline two\n")
+    assert send("--file", str(note)).returncode == 0
+    assert send("--file", "-", stdin="stdin via --file").returncode == 0
+    inbox = json.loads(bob.cli(hub.url, "inbox", "--json").stdout)["messages"]
+    bodies = [m["text"] for m in inbox]
+    assert bodies == ["from stdin", "from a file\nline two", "stdin via --file"]
+    for args, stdin, says in ((["-"], "  \n", "empty"), (["--file", str(tmp_path / "none")], "",
+                                                         "cannot read")):
+        out = send(*args, stdin=stdin)
+        assert out.returncode == 1 and says in out.stderr, out.stderr
+        assert len(out.stderr.splitlines()) == 1
+
+
+def test_actions_show_whole_first_sentences(tmp_path):
+    out = hub(tmp_path / "ann", "actions")
+    assert out.returncode == 0, out.stderr
+    assert ("Ask a peer to approve something; their answer comes back to you as a message of "
+            "kind ``approval_answer`` (and in ``approvals``).") in out.stdout
+    assert "join this hub (`hub join CODE`).\n" in out.stdout
+    described = json.loads(hub(tmp_path / "ann", "actions", "--json").stdout)
+    for action in described:
+        whole = " ".join(action["description"].split())
+        assert whole.startswith(action["summary"]), action["name"]
+        assert action["summary"].endswith((".", ")")) or action["summary"] == whole

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
 import time
 
@@ -172,3 +174,53 @@ async def test_http_api_requires_a_token_and_follows_openapi(hub, people):
         schema = doc["paths"]["/api/send"]["post"]["requestBody"]["content"][
             "application/json"]["schema"]
         assert schema["required"] == ["text"]
+
+
+async def test_every_oversized_http_body_is_413_too_large_naming_the_limit(hub, people):
+    (ann,) = people("ann")
+    async with ann.client(hub.url) as a:
+        token = (await a.call("token_create"))["token"]
+    auth = {"Authorization": f"Bearer {token}"}
+    async with aiohttp.ClientSession() as http:
+        for size in (70_000, 1_100_000, 2_000_000):
+            async with http.post(hub.url + "/api/send", headers=auth,
+                                 json={"to": "ann", "text": "x" * size}) as resp:
+                assert resp.status == 413, size
+                error = (await resp.json())["error"]
+            assert error["code"] == "too_large", size
+            assert "65536" in error["message"], error
+        async with http.post(hub.url + "/api/send", headers=auth, data=b"\xff{") as resp:
+            assert resp.status == 400  # not UTF-8: malformed, not a failure of the hub
+    assert "Traceback" not in hub.log.read_text()
+
+
+async def test_the_welcome_gives_the_limits_and_the_client_keeps_to_them(hub, people):
+    ann, bob = people("ann", "bob")
+    async with ann.client(hub.url) as a, bob.client(hub.url) as b:
+        assert a.welcome["limits"] == {"max_body_bytes": 65536, "max_frame_bytes": 1 << 20}
+        for text in ("x" * (64 * 1024 + 1), "x" * 2_000_000):
+            with pytest.raises(MeshError) as too_big:
+                await a.send("bob", text)
+            assert too_big.value.code == "too_large"
+            assert too_big.value.message == (f"the message is {len(text)} bytes; this hub "
+                                             "accepts at most 65536")
+        with pytest.raises(MeshError) as frame:
+            await a.call("file_put", name="big.bin", content="A" * 2_000_000)
+        assert frame.value.code == "too_large" and str(1 << 20) in frame.value.message
+        # nothing went out, so the connection is still there
+        await a.send("bob", "still here")
+        assert (await collect(b, 1))[0]["id"]
+
+
+async def test_a_frame_over_the_limit_closes_the_connection_with_a_logged_reason(hub, people):
+    (ann,) = people("ann")
+    async with ann.client(hub.url) as a:
+        with contextlib.suppress(ConnectionError, aiohttp.ClientError):
+            await a.send_frame({"type": "call", "id": 1, "action": "send",
+                                "params": {"to": "ann", "text": "y" * 1_100_000}})
+        with pytest.raises(ConnectionError):
+            await a.next_message(timeout=15)  # the hub closed it
+    deadline = time.monotonic() + 15
+    while "a frame over 1048576 bytes" not in hub.log.read_text():
+        assert time.monotonic() < deadline, hub.log.read_text()[-2000:]
+        await asyncio.sleep(0.05)

@@ -86,7 +86,9 @@ def invites_revoke(
 # -- joining ------------------------------------------------------------------------------------
 def join(
     code: Annotated[str, typer.Argument(help="The invite code you were given.")],
-    hub: Annotated[str, typer.Option("--hub", help="The hub's URL, e.g. https://hub.example")],
+    hub: Annotated[str, typer.Option(
+        "--hub", help="The hub's URL, e.g. https://hub.example or 10.0.0.5:7420",
+        callback=cli.hub_url_option)],
     name: Annotated[str, typer.Option("--name", help="Your name on the mesh.")],
 ) -> None:
     """Join a hub with an invite code: become a member under NAME, and remember the hub."""

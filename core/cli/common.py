@@ -3,13 +3,21 @@
 from __future__ import annotations
 
 import asyncio
-import os
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 import typer
 
-from meshhub.config import Config, default_name, home_dir, load_config, load_signing_key
+from meshhub.config import (
+    Config,
+    ConfigError,
+    default_name,
+    home_dir,
+    load_config,
+    load_signing_key,
+    normalize_hub_url,
+    running_hub,
+)
 from meshhub.errors import MeshError
 
 if TYPE_CHECKING:  # aiohttp and the client load only for commands that talk to a hub
@@ -17,11 +25,16 @@ if TYPE_CHECKING:  # aiohttp and the client load only for commands that talk to 
 
 T = TypeVar("T")
 
+# typer >= 0.24 carries its own copy of click: reach its exception classes through a public name
+_CLICK_ERRORS = {cls.__name__: cls for cls in typer.BadParameter.__mro__}
+UsageError: Any = _CLICK_ERRORS["UsageError"]
+ClickException: Any = _CLICK_ERRORS["ClickException"]
+
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON instead of text.")]
 
 
 class State:
-    hub_url: str | None = None
+    hub_url: str | None = None  # --hub, normalised
 
 
 state = State()
@@ -30,6 +43,22 @@ state = State()
 def fail(message: str) -> typer.Exit:
     typer.echo(f"error: {message}", err=True)
     return typer.Exit(1)
+
+
+def usage_error(message: str, ctx: typer.Context) -> Exception:
+    """A usage error found after parsing (exit 2, like click's own): :func:`.main.main` prints
+    it as one line."""
+    return UsageError(message, ctx)
+
+
+def hub_url_option(value: str | None) -> str | None:
+    """The callback of every option that takes a hub URL: normalised, or a usage error."""
+    if value is None:
+        return None
+    try:
+        return normalize_hub_url(value)
+    except ConfigError as exc:
+        raise typer.BadParameter(str(exc)) from None
 
 
 def check_name_or_fail(name: str) -> None:
@@ -42,21 +71,27 @@ def check_name_or_fail(name: str) -> None:
 
 
 def config() -> Config:
+    """This home's settings; ``--hub`` wins over every other way of finding the hub."""
     cfg = load_config(home_dir())
     if state.hub_url:
-        cfg.hub_url = state.hub_url
+        cfg.explicit_url = state.hub_url
     return cfg
 
 
 def run(coro: Awaitable[T]) -> T:
     """Run a coroutine, turning every error a user can cause into one line."""
+    import aiohttp
+
     try:
         return asyncio.run(coro)  # type: ignore[arg-type]
     except MeshError as exc:
         raise fail(exc.message) from None
     except FileNotFoundError as exc:
         raise fail(str(exc)) from None
-    except (ConnectionError, OSError) as exc:  # aiohttp's connection errors are OSErrors
+    except aiohttp.ClientResponseError as exc:  # an HTTP server, but no hub's WebSocket there
+        raise fail(f"{config().url} answered HTTP {exc.status} where a meshhub hub would "
+                   "accept a WebSocket; is this the hub's URL?") from None
+    except (ConnectionError, OSError, aiohttp.ClientError) as exc:
         raise fail(
             f"cannot reach the hub at {config().url} ({exc.__class__.__name__}); "
             "is it running? start it with `hub start`"
@@ -76,19 +111,10 @@ async def with_client(receive: bool, fn: Callable[[MeshClient], Awaitable[T]]) -
         return await fn(c)
 
 
-
 def _pid(cfg: Config) -> int | None:
-    try:
-        pid = int(cfg.pid_path.read_text().split()[0])
-    except (FileNotFoundError, ValueError, IndexError):
-        return None
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return None
-    except PermissionError:
-        return pid
-    return pid
+    """The pid of the hub started from this home, while it runs."""
+    running = running_hub(cfg.home)
+    return running[0] if running else None
 
 
 async def _health(url: str, timeout: float = 2.0) -> dict[str, Any] | None:

@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import json
 import sys
+from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
@@ -13,7 +14,7 @@ import typer
 from meshhub.config import default_name, load_signing_key
 from meshhub.views import presence_text
 
-from .common import JsonOpt, config, fail, run, with_client
+from .common import JsonOpt, config, fail, run, usage_error, with_client
 from .output import emit_json, event_line, message_line, table
 
 if TYPE_CHECKING:
@@ -21,18 +22,24 @@ if TYPE_CHECKING:
 
 
 def send(
+    ctx: typer.Context,
     target: Annotated[str, typer.Argument(help="name, key, @group, #conversation, * or a list")],
-    text: Annotated[str, typer.Argument(help="the message")],
+    text: Annotated[str | None, typer.Argument(
+        help="the message; - reads it from stdin", show_default=False)] = None,
+    file: Annotated[Path | None, typer.Option(
+        "--file", help="Read the message from this file (- for stdin) instead of TEXT.",
+        allow_dash=True)] = None,
     reply_to: Annotated[str | None, typer.Option("--reply-to", help="root message id")] = None,
     priority: Annotated[str, typer.Option(help="now, next or low")] = "next",
     client_id: Annotated[str | None, typer.Option("--client-id", help="idempotency key")]
     = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Send a message."""
+    """Send a message: TEXT, or - for stdin, or --file PATH."""
+    body = _message_body(ctx, text, file)
 
     async def go(c: MeshClient) -> dict[str, Any]:
-        return await c.send(target, text, reply_to=reply_to, priority=priority,
+        return await c.send(target, body, reply_to=reply_to, priority=priority,
                             client_id=client_id)
 
     result = run(with_client(False, go))
@@ -42,6 +49,30 @@ def send(
     note = " (already sent earlier)" if result["duplicate"] else ""
     queued = f"; queued for {', '.join(result['queued'])}" if result["queued"] else ""
     typer.echo(f"sent {result['id']} to {', '.join(result['recipients'])}{note}{queued}")
+
+
+def _message_body(ctx: typer.Context, text: str | None, file: Path | None) -> str:
+    """The text to send: TEXT, stdin for ``-``, or the file; one of them, and not empty."""
+    if text is not None and file is not None:
+        raise usage_error("give the message as TEXT or --file PATH, not both", ctx)
+    if text is None and file is None:
+        raise usage_error("missing argument 'TEXT' (or give --file PATH; - reads stdin)", ctx)
+    source = file if file is not None else text
+    if str(source) == "-":
+        body, where = sys.stdin.read(), "stdin"
+    elif file is not None:
+        try:
+            body, where = file.read_text(encoding="utf-8"), str(file)
+        except UnicodeDecodeError:
+            raise fail(f"{file} is not UTF-8 text; nothing was sent") from None
+        except OSError as exc:
+            raise fail(f"cannot read {file}: {exc.strerror or exc}") from None
+    else:
+        body, where = str(text), "TEXT"
+    body = body.rstrip("\n")
+    if not body.strip():
+        raise fail(f"the message from {where} is empty; nothing was sent")
+    return body
 
 
 def inbox(

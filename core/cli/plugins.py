@@ -7,7 +7,7 @@ from typing import Annotated, Any
 
 import typer
 
-from meshhub.config import home_dir, load_config
+from meshhub.config import ConfigError, home_dir, load_config
 from meshhub.errors import MeshError
 
 from .common import JsonOpt, config, run, with_client
@@ -64,8 +64,12 @@ def pair(
 def add_plugin_commands(app: typer.Typer) -> None:
     from meshhub.plugins import build_plugin_host
 
+    try:
+        disabled = load_config(home_dir()).disabled_plugins
+    except ConfigError:  # the command that runs says so; its plugin commands stay available
+        disabled = []
     # only entry-point plugins add commands: skip the built-ins' imports (CLI start-up time)
-    host = build_plugin_host(load_config(home_dir()).disabled_plugins, builtins=False)
+    host = build_plugin_host(disabled, builtins=False)
 
     def add(sub: typer.Typer, name: str, plugin: str) -> str:
         app.add_typer(sub, name=name)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import logging.handlers
 import os
 import signal
 import subprocess
@@ -15,16 +16,26 @@ from typing import Annotated, Any
 import typer
 
 from meshhub import __version__
-from meshhub.config import Config, default_name, home_dir, init_home, load_config, load_signing_key
+from meshhub.config import (
+    Config,
+    ConfigError,
+    default_name,
+    home_dir,
+    init_home,
+    load_config,
+    load_signing_key,
+    running_hub,
+)
 
-from .common import JsonOpt, _health, _pid, check_name_or_fail, config, fail
+from .common import JsonOpt, _health, _pid, check_name_or_fail, config, fail, hub_url_option
 from .output import emit_json
 
 
 def init(
     name: Annotated[str, typer.Option("--name", help="Your display name on the mesh.")],
-    hub_url: Annotated[str | None, typer.Option("--hub-url", help="Hub URL to remember.")]
-    = None,
+    hub_url: Annotated[str | None, typer.Option(
+        "--hub-url", help="Hub URL to remember: http(s)://HOST[:PORT] or HOST:PORT.",
+        callback=hub_url_option)] = None,
 ) -> None:
     """Create your identity key and config under MESHHUB_HOME (mode 0600)."""
     check_name_or_fail(name)
@@ -35,20 +46,38 @@ def init(
 
 
 
+LOG_LEVELS = ("debug", "info", "warning", "error")
+
+
+def _port_option(value: int | None) -> int | None:
+    if value is not None and not 0 <= value <= 65535:
+        raise typer.BadParameter(f"{value} is not a port; ports are 0-65535 (0 picks a free one)")
+    return value
+
+
+def _log_level_option(value: str) -> str:
+    if value.lower() not in LOG_LEVELS:
+        raise typer.BadParameter(f"{value!r} is not a log level; use {', '.join(LOG_LEVELS)}")
+    return value.lower()
+
+
 def start(
     host: Annotated[str | None, typer.Option(help="Address to bind (default 127.0.0.1).")] = None,
-    port: Annotated[int | None, typer.Option(help="Port (default 7420; 0 picks a free one).")]
+    port: Annotated[int | None, typer.Option(
+        help="Port, 0-65535 (default 7420; 0 picks a free one).", callback=_port_option)]
     = None,
     background: Annotated[bool, typer.Option("--background", help="Detach and return.")]
     = False,
-    log_level: Annotated[str, typer.Option(help="debug, info, warning or error.")] = "info",
+    log_level: Annotated[str, typer.Option(
+        help="debug, info, warning or error.", callback=_log_level_option)] = "info",
 ) -> None:
     """Run the hub: WebSocket peers, HTTP API, /mcp, on one asyncio process."""
     os.umask(0o077)  # the database, the log and the pid file are the owner's alone
     home = home_dir()
+    cfg = load_config(home)  # a bad setting stops here, before anything is written
     if not (home / "identity.key").exists():
         init_home(home, default_name())
-    cfg = load_config(home)
+        cfg = load_config(home)
     if host:
         cfg.host = host
     if port is not None:
@@ -71,29 +100,98 @@ def _start_background(cfg: Config, log_level: str) -> None:
     args = [sys.executable, "-m", "meshhub.cli.main", "start", "--host", cfg.host,
             "--port", str(cfg.port), "--log-level", log_level]
     with cfg.log_path.open("ab") as log_file:
+        offset = log_file.tell()  # this start's lines begin here
         proc = subprocess.Popen(args, stdout=log_file, stderr=subprocess.STDOUT,
                                 stdin=subprocess.DEVNULL, start_new_session=True)
     deadline = time.monotonic() + 20
     while time.monotonic() < deadline:
         if proc.poll() is not None:
-            raise fail(f"the hub exited with code {proc.returncode}; see {cfg.log_path}")
-        if cfg.pid_path.exists():
-            url = cfg.pid_path.read_text().split()[1]
-            if asyncio.run(_health(url, 1.0)):
+            raise fail(_child_error(cfg, offset) or
+                       f"the hub exited with code {proc.returncode}; see {cfg.log_path}")
+        running = running_hub(cfg.home)
+        if running is not None and running[0] == proc.pid and running[1] is not None:
+            if asyncio.run(_health(running[1], 1.0)):
                 typer.echo(f"meshhub {__version__} running in the background (pid {proc.pid})")
-                typer.echo(f"  connect: {url}   log: {cfg.log_path}")
+                typer.echo(f"  connect: {running[1]}   log: {cfg.log_path}")
                 return
         time.sleep(0.1)
     raise fail(f"the hub did not answer within 20 s; see {cfg.log_path}")
 
 
-def _serve_foreground(cfg: Config, log_level: str) -> None:
-    from meshhub.admission import is_loopback, local_socket_for
-    from meshhub.hub import Hub
-    from meshhub.server import serve
+def _child_error(cfg: Config, offset: int) -> str | None:
+    """The last ``error:`` line the background hub wrote to the log before it exited."""
+    try:
+        with cfg.log_path.open("rb") as fh:
+            fh.seek(offset)
+            lines = fh.read().decode(errors="replace").splitlines()
+    except OSError:
+        return None
+    errors = [line.removeprefix("error: ") for line in lines if line.startswith("error: ")]
+    return errors[-1] if errors else None
 
-    logging.basicConfig(level=log_level.upper(),
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+class _LogsAfterBanner:
+    """Holds the log records of the start-up until the banner is out, so the banner (where to
+    connect) is the first thing ``hub start`` prints, with the log following. A start that fails
+    shows only the held warnings and errors: its ``error:`` line says the rest."""
+
+    def __init__(self, level: str) -> None:
+        self.output = logging.StreamHandler()
+        self.output.setFormatter(
+            logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+        # flushLevel above CRITICAL: nothing leaves the buffer until release()
+        self.held: logging.handlers.MemoryHandler | None = logging.handlers.MemoryHandler(
+            capacity=100_000, flushLevel=logging.CRITICAL + 1, target=self.output,
+            flushOnClose=False)
+        root = logging.getLogger()
+        root.setLevel(level.upper())
+        root.addHandler(self.held)
+
+    def release(self, *, least: int = logging.NOTSET) -> None:
+        """Print the held records of level ``least`` or more; log directly from now on."""
+        held, self.held = self.held, None
+        if held is None:
+            return
+        root = logging.getLogger()
+        root.removeHandler(held)
+        root.addHandler(self.output)
+        for record in held.buffer:
+            if record.levelno >= least:
+                self.output.handle(record)
+        held.buffer.clear()
+        held.close()
+
+
+def _banner(cfg: Config, hub: Any, url: str) -> list[str]:
+    """Where to connect: the first lines ``hub start`` prints."""
+    from meshhub.admission import is_loopback, local_socket_for
+
+    lines = [
+        f"meshhub {__version__} listening on {url}",
+        f"  WebSocket peers: {url.replace('http', 'ws', 1)}/ws",
+        f"  HTTP API:        {url}/api/<action>   (OpenAPI: {url}/openapi.json)",
+    ]
+    if "/mcp" in {path for _m, path, _h in hub.routes}:
+        lines.append(f"  MCP (HTTP):      {url}/mcp   (token: hub token create)")
+    lines.append("  Claude Code:     hub install claude-code")
+    lines.append(f"  data:            {cfg.home}")
+    socket = local_socket_for(url)
+    lines.append(f"  local socket:    {socket}   (your own OS user gets in through it)"
+                 if socket else "  local socket:    none (see the log); local peers need invites")
+    if not is_loopback(cfg.host):
+        lines.append(f"  reachable from other machines on {cfg.host}: only members get in "
+                     "(hub invite); put TLS in front (docs/operations.md, docs/security.md)")
+    failed = [r["name"] for r in hub.plugins.table() if r["status"] == "failed"]
+    if failed:
+        lines.append(f"  failed plugins:  {', '.join(failed)} (see hub plugins list)")
+    return lines
+
+
+def _serve_foreground(cfg: Config, log_level: str) -> None:
+    from meshhub.hub import Hub
+    from meshhub.server import ListenError, serve
+
+    logs = _LogsAfterBanner(log_level)
 
     async def main() -> None:
         hub = Hub(cfg)
@@ -102,25 +200,12 @@ def _serve_foreground(cfg: Config, log_level: str) -> None:
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
         runner, port = await serve(hub, cfg.host, cfg.port)
-        url = f"http://{'127.0.0.1' if cfg.host in ('0.0.0.0', '') else cfg.host}:{port}"
+        cfg.port = port  # the real one when 0 was asked for
+        url = cfg.listen_url
         cfg.pid_path.write_text(f"{os.getpid()} {url}\n")
-        failed = [r["name"] for r in hub.plugins.table() if r["status"] == "failed"]
-        typer.echo(f"meshhub {__version__} listening on {url}")
-        typer.echo(f"  WebSocket peers: {url.replace('http', 'ws', 1)}/ws")
-        typer.echo(f"  HTTP API:        {url}/api/<action>   (OpenAPI: {url}/openapi.json)")
-        if "/mcp" in {path for _m, path, _h in hub.routes}:
-            typer.echo(f"  MCP (HTTP):      {url}/mcp   (token: hub token create)")
-        typer.echo("  Claude Code:     hub install claude-code")
-        typer.echo(f"  data:            {cfg.home}")
-        socket = local_socket_for(url)
-        typer.echo(f"  local socket:    {socket}   (your own OS user gets in through it)"
-                   if socket else "  local socket:    none (see the log); local peers need invites")
-        if not is_loopback(cfg.host):
-            typer.echo(f"  reachable from other machines on {cfg.host}: only members get in "
-                       "(hub invite); put TLS in front (docs/operations.md, docs/security.md)")
-        if failed:
-            typer.echo(f"  failed plugins:  {', '.join(failed)} (see hub plugins list)")
+        typer.echo("\n".join(_banner(cfg, hub, url)))
         sys.stdout.flush()
+        logs.release()
         try:
             await stop.wait()
         finally:
@@ -131,8 +216,11 @@ def _serve_foreground(cfg: Config, log_level: str) -> None:
 
     try:
         asyncio.run(main())
-    except OSError as exc:
-        raise fail(f"cannot listen on {cfg.host}:{cfg.port}: {exc.strerror}") from None
+    except (ListenError, ConfigError) as exc:
+        logs.release(least=logging.WARNING)
+        raise fail(str(exc)) from None
+    finally:
+        logs.release()
 
 
 def stop() -> None:
@@ -218,7 +306,8 @@ def doctor(as_json: JsonOpt = False) -> None:
         for c in checks:
             typer.echo(f"{labels[c['level']]}  {c['check']}: {c['detail']}")
     if not all(c["ok"] for c in checks):
-        raise typer.Exit(1)
+        bad = [c["check"] for c in checks if not c["ok"]]
+        raise fail(f"{len(bad)} of {len(checks)} checks failed: {', '.join(bad)}")
 
 
 def _ask_hub(cfg: Config) -> tuple[list[dict[str, Any]], list[dict[str, Any]]] | str:
