@@ -135,7 +135,7 @@ async def measure_hub(tg: FakeTelegram, root: Path, n: int,
                 elapsed = time.perf_counter() - started
                 await carl.ack(message["id"])
                 if message["text"] != f"update {i}":
-                    raise RuntimeError(f"out of order: {message['body']!r} for update {i}")
+                    raise RuntimeError(f"out of order: {message['text']!r} for update {i}")
                 if i >= WARMUP:
                     latencies.append(elapsed)
         return summary(latencies)

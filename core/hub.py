@@ -272,10 +272,17 @@ class Hub:
         """A peer whose connector delivers for it inside the hub (no WebSocket of its own)."""
         return peer.connector not in WS_CONNECTORS and peer.connector in self.connectors
 
+    def connector_running(self, peer: Peer) -> bool:
+        """Whether the connector of a bridged peer hands messages over now (not idle or
+        failed: then they wait, queued, until it runs)."""
+        state = self.connector_states.get(peer.connector)
+        return state is not None and state.is_running
+
     def peer_view(self, peer: Peer, viewer: Peer | None = None) -> dict[str, Any]:
         """``peer`` in the one public peer shape (:mod:`meshhub.views`), as ``viewer`` sees it."""
         reach = ("live" if self.presence.is_receiving(peer.key)
-                 else "connector" if self.is_bridged(peer) else "inbox")
+                 else "connector" if self.is_bridged(peer) and self.connector_running(peer)
+                 else "inbox")
         return views.peer_view(peer, online=self.presence.is_online(peer.key), reach=reach,
                                you=viewer is not None and viewer.key == peer.key)
 
@@ -365,3 +372,17 @@ class Hub:
         pending = await self.prepare_send(sender, to, body, **options)
         return await pending.wait()
 
+
+
+def installed_actions(config: Config, *, own_only: bool = False) -> list[dict[str, Any]]:
+    """The actions this install's plugins serve, described as the ``actions`` action does, with
+    no hub running (the plugins are loaded and asked; nothing is opened). ``own_only``: only
+    those of meshhub's built-in plugins (what a fresh install serves)."""
+    hub = Hub(config)
+    hub.collect_contributions()
+    described = hub.actions.describe()
+    if own_only:
+        own = {name for name, record in hub.plugins.records.items()
+               if record.source == "built-in"}
+        described = [a for a in described if a["plugin"] in own]
+    return described

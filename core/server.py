@@ -87,7 +87,7 @@ def _check_hello_fields(hub: Hub, hello: dict[str, Any]) -> dict[str, Any]:
     connector = hello.get("connector") or "cli"
     if not isinstance(connector, str) or len(connector) > 40:
         raise InvalidRequest("connector is a short name (cli, mcp...)", code="malformed")
-    if connector in hub.connectors and connector not in WS_CONNECTORS:
+    if connector in hub.connector_names and connector not in WS_CONNECTORS:
         raise AuthFailed(
             f"{connector} peers are bridged by the hub's {connector} connector; "
             "a WebSocket peer cannot claim that surface", code="unauthorized",

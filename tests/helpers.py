@@ -5,12 +5,15 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import queue
 import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 import urllib.request
+import weakref
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -144,3 +147,29 @@ async def no_message(client: MeshClient, wait: float = 0.5) -> bool:
     except TimeoutError:
         return True
     return False
+
+
+_line_queues: weakref.WeakKeyDictionary[subprocess.Popen[str], queue.Queue[str]] = (
+    weakref.WeakKeyDictionary())
+
+
+def read_line(proc: subprocess.Popen[str], timeout: float = 20.0) -> str:
+    """The next line a child process prints ("" once its output ended), or an AssertionError
+    after ``timeout`` seconds: a test then fails saying what it waited for instead of hanging.
+    A thread reads the pipe (a select on it would miss lines already in the read buffer)."""
+    lines = _line_queues.get(proc)
+    if lines is None:
+        lines = _line_queues[proc] = queue.Queue()
+        out = proc.stdout
+        assert out is not None
+
+        def pump(into: queue.Queue[str] = lines) -> None:
+            for line in out:
+                into.put(line)
+            into.put("")
+
+        threading.Thread(target=pump, daemon=True).start()
+    try:
+        return lines.get(timeout=timeout)
+    except queue.Empty:
+        raise AssertionError(f"no output from {proc.args!r} within {timeout} s") from None

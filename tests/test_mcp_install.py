@@ -45,6 +45,7 @@ def test_install_twice_then_uninstall_keeps_everything_else(tmp_path):
     project.mkdir()
     user_text = write(home / ".claude.json", UNRELATED_USER)
     settings_text = write(home / ".claude" / "settings.json", UNRELATED_SETTINGS)
+    (home / ".claude.json").chmod(0o600)  # it can hold secrets: so can its backup
     for _ in range(2):
         out = run_hub(home, "install", "claude-code", cwd=project)
         assert out.returncode == 0, out.stderr
@@ -62,6 +63,8 @@ def test_install_twice_then_uninstall_keeps_everything_else(tmp_path):
         assert settings["model"] == "opus" and settings["permissions"] == {"allow": ["Read"]}
     assert (home / ".claude.json.meshhub.bak").read_text() == user_text  # backup first
     assert (home / ".claude" / "settings.json.meshhub.bak").read_text() == settings_text
+    for private in (home / ".claude.json", home / ".claude.json.meshhub.bak"):
+        assert private.stat().st_mode & 0o777 == 0o600, private
 
     out = run_hub(home, "install", "claude-code", "--scope", "project", cwd=project)
     assert out.returncode == 0, out.stderr

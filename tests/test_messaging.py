@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 
-from .helpers import HUB_BIN, base_env, collect, no_message
+from .helpers import HUB_BIN, base_env, collect, no_message, read_line
 
 
 async def test_cli_identities_exchange_dm_group_and_broadcast(hub, people):
@@ -28,7 +28,7 @@ async def test_cli_identities_exchange_dm_group_and_broadcast(hub, people):
             sent.append(out["id"])
         seen = []
         while len(seen) < len(sent):
-            line = watch.stdout.readline()
+            line = read_line(watch)
             assert line, watch.stderr.read() if watch.stderr else "watch ended"
             frame = json.loads(line)
             if frame["type"] == "message":  # every line is a frame: messages and events
@@ -38,6 +38,11 @@ async def test_cli_identities_exchange_dm_group_and_broadcast(hub, people):
                                              "dm four"]
         assert {m["from"] for m in seen} == {"ann"}
         assert [m["conversation"] for m in seen] == ["dm", "@ops", "*", "dm"]
+        # watch marks a message read before it shows the next: once a last one shows, every
+        # message before it is read
+        last = json.loads(ann.cli(hub.url, "send", "bob", "last", "--json").stdout)["id"]
+        while json.loads(read_line(watch)).get("message", {}).get("id") != last:
+            pass
     finally:
         watch.terminate()
         watch.wait(10)
@@ -50,9 +55,11 @@ async def test_cli_identities_exchange_dm_group_and_broadcast(hub, people):
     # what watch showed counts as read: it is not unread in bob's inbox, and ann sees it read
     status = json.loads(ann.cli(hub.url, "call", "message_status", f"id={sent[0]}").stdout)
     assert [r["state"] for r in status["recipients"]] == ["read"]
-    assert json.loads(bob.cli(hub.url, "inbox", "--json").stdout)["messages"] == []
+    unread = json.loads(bob.cli(hub.url, "inbox", "--json").stdout)["messages"]
+    assert [m["id"] for m in unread] in ([], [last])  # "last" was shown; maybe not marked yet
     shown = json.loads(bob.cli(hub.url, "inbox", "--all", "--json").stdout)
-    assert [m["id"] for m in shown["messages"]] == sent and shown["unread"] == []
+    assert [m["id"] for m in shown["messages"]] == [*sent, last]
+    assert shown["unread"] in ([], [last])
 
 
 async def test_watch_no_read_leaves_messages_unread(hub, people):
@@ -62,9 +69,9 @@ async def test_watch_no_read_leaves_messages_unread(hub, people):
                              env=base_env(bob.home, MESHHUB_URL=hub.url),
                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
-        assert watch.stdout is not None and "watching as bob" in watch.stdout.readline()
+        assert "watching as bob" in read_line(watch)
         sent = json.loads(ann.cli(hub.url, "send", "bob", "keep me unread", "--json").stdout)
-        while "keep me unread" not in (line := watch.stdout.readline()):
+        while "keep me unread" not in (line := read_line(watch)):
             assert line, "hub watch ended"
     finally:
         watch.terminate()
@@ -165,3 +172,17 @@ async def test_idempotent_resend_and_read_receipts(hub, people):
         assert counts["by_thread"] == {first["id"]: 1}
         assert (await b.call("check", mark_seen=True))["marked_seen"] == 2
         assert (await b.call("check"))["total"] == 0
+
+
+async def test_a_peers_text_cannot_drive_the_readers_terminal(hub, people):
+    ann, bob = people("ann", "bob")
+    bob.cli(hub.url, "peers")  # bob joins the mesh
+    hostile = "ok\x1b[2K\x1b[1A\x1b]0;pwned\x07 \u202eevil\n12:00:00 carl: forged"
+    async with ann.client(hub.url) as a:
+        await a.call("set_summary", summary="busy\x1b[31m red")
+        await a.send("bob", hostile)
+    shown = bob.cli(hub.url, "inbox").stdout + bob.cli(hub.url, "peers").stdout
+    assert "\x1b" not in shown and "\u202e" not in shown and "\x07" not in shown
+    assert "ok\\x1b[2K\\x1b[1A\\x1b]0;pwned\\x07 \\u202eevil" in shown  # visible, harmless
+    assert "\n    12:00:00 carl: forged" in shown  # a line of the text, not a message line
+    assert "busy\\x1b[31m red" in shown

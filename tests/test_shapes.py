@@ -14,7 +14,7 @@ from typing import Any
 
 import aiohttp
 
-from .helpers import HUB_BIN, base_env, collect
+from .helpers import HUB_BIN, base_env, collect, read_line
 from .test_mcp import mcp_params, stdio_session
 
 PROTOCOL = Path(__file__).resolve().parent.parent / "docs" / "protocol.md"
@@ -32,36 +32,39 @@ def documented_keys(table_head: str) -> set[str]:
 
 
 async def test_a_message_has_one_shape_everywhere(hub, people) -> None:
-    ann, bob = people("ann", "bob")
+    ann, bob, carl = people("ann", "bob", "carl")
     async with ann.client(hub.url) as a:
         watch = subprocess.Popen([HUB_BIN, "watch", "--json", "--no-read"],
                                  env=base_env(bob.home, MESHHUB_URL=hub.url),
                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        while (await asyncio.wait_for(a.events.get(), 20))["change"] != "online":
-            pass  # bob joined the mesh, and is online: his watch gets every push from here
-        await asyncio.sleep(0.3)  # (its backlog, empty, is drained just after)
         try:
-            async with bob.client(hub.url) as b:
-                root = await a.send("bob", "the root, @bob", priority="now")
-                await a.send("bob", "a reply", reply_to=root["id"])
-                pushed = await collect(b, 2)
-                thread = await b.call("thread", root=root["id"])
             assert watch.stdout is not None
+            while not ((event := await asyncio.wait_for(a.events.get(), 20))["change"]
+                       == "online" and event["peer"]["name"] == "bob"):
+                pass
+            probe = await a.send("bob", "probe")  # once it shows, bob's watch has it all
+            while json.loads(read_line(watch)).get("message", {}).get("id") != probe["id"]:
+                pass
+            async with carl.client(hub.url) as c:  # the same messages, pushed to carl
+                root = await a.send("bob,carl", "the root, @bob", priority="now")
+                await a.send("bob,carl", "a reply", reply_to=root["id"])
+                pushed = await collect(c, 2)
+                thread = await c.call("thread", root=root["id"])
             watched: list[dict[str, Any]] = []
             while len(watched) < 2:
-                frame = json.loads(watch.stdout.readline())
+                frame = json.loads(read_line(watch))
                 if frame["type"] == "message":
                     watched.append(frame["message"])
         finally:
             watch.terminate()
             watch.wait(10)
-    inbox_cli = json.loads(bob.cli(hub.url, "inbox", "--all", "--json").stdout)["messages"]
+    inbox_cli = json.loads(bob.cli(hub.url, "inbox", "--all", "--json").stdout)["messages"][1:]
     token = json.loads(bob.cli(hub.url, "token", "create", "--cap", "read", "--json").stdout)
     async with aiohttp.ClientSession() as http, http.post(
             hub.url + "/api/inbox", json={"unread_only": False},
             headers={"Authorization": f"Bearer {token['token']}"}) as resp:
         assert resp.status == 200
-        inbox_http = (await resp.json())["result"]["messages"]
+        inbox_http = (await resp.json())["result"]["messages"][1:]  # after the probe
     async with stdio_session(mcp_params(bob, hub.url, "--name", "bob-shapes")) as s:
         # the MCP session is a peer of its own: give it a message of its own to read
         async with ann.client(hub.url) as a2:

@@ -87,6 +87,8 @@ async def test_commands_are_served_from_the_actions(tg_hub, tmp_path):
         listing = await tg.wait_for("sendMessage", lambda m: m["chat_id"] == ANN.id
                                     and "Peers" in m["text"])
         assert "<code>carl</code>" in listing["text"]
+        ann = {p["name"]: p for p in await c.peers()}["Ann-Smith"]
+        assert (ann["online"], ann["reach"]) == (False, "connector")  # the bot hands it over
         await c.send("Ann-Smith", "unread one")
         await tg.wait_for("sendMessage", lambda m: "unread one" in m["text"])
         await tg.send_text(ANN, "/inbox")

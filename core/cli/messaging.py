@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 from meshhub.config import default_name, load_signing_key
+from meshhub.errors import MeshError
 from meshhub.views import presence_text
 
 from .common import JsonOpt, config, fail, run, usage_error, with_client
@@ -143,9 +144,11 @@ def watch(
                     typer.echo(json.dumps({"type": "message", "message": m}) if as_json
                                else message_line(m))
                     sys.stdout.flush()
-                    await c.ack(m["id"])
-                    if not no_read:
-                        await c.call("mark_read", ids=[m["id"]])
+                    # a connection lost here is redialled: the message then stays unread
+                    with contextlib.suppress(ConnectionError, MeshError):
+                        await c.ack(m["id"])
+                        if not no_read:
+                            await c.call("mark_read", ids=[m["id"]])
             finally:
                 task.cancel()
 
@@ -175,11 +178,9 @@ def call_action(
 
 def list_actions(as_json: JsonOpt = False) -> None:
     """List the actions this install serves (each is also an HTTP endpoint and MCP tool)."""
-    from meshhub.hub import Hub
+    from meshhub.hub import installed_actions
 
-    hub = Hub(config())
-    hub.collect_contributions()
-    described = hub.actions.describe()
+    described = installed_actions(config())
     if as_json:
         emit_json(described)
         return

@@ -93,13 +93,20 @@ def same(a: Any, b: Any) -> bool:
     return json.dumps(a) == json.dumps(b)
 
 
-def _write_text(path: Path, text: str) -> None:
-    """Replace ``path`` atomically, keeping its permissions."""
+def _write_text(path: Path, text: str, *, like: Path | None = None) -> None:
+    """Replace ``path`` atomically. It gets the permissions of ``like`` (by default of ``path``
+    itself), or 0600 when that does not exist: a backup of a private file stays private, from
+    the moment it exists."""
     path.parent.mkdir(parents=True, exist_ok=True)
+    source = like or path
+    mode = source.stat().st_mode & 0o777 if source.exists() else 0o600
     tmp = path.with_name(path.name + ".meshhub.tmp")
-    tmp.write_text(text, encoding="utf-8", newline="")
-    if path.exists():
-        os.chmod(tmp, path.stat().st_mode & 0o777)
+    with contextlib.suppress(FileNotFoundError):
+        tmp.unlink()  # left by an interrupted run
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
+    with os.fdopen(fd, "w", encoding="utf-8", newline="") as fh:
+        fh.write(text)
+    os.chmod(tmp, mode)  # the umask may have narrowed it
     os.replace(tmp, path)
 
 
@@ -115,7 +122,7 @@ def edit(path: Path, change: Callable[[Data], object], holds_ours: Callable[[Dat
     if text is not None and same(new, data):
         return False
     if text is not None and not holds_ours(data):
-        _write_text(backup_path(path), text)
+        _write_text(backup_path(path), text, like=path)
     _write_text(path, style_of(text).dumps(new))
     return True
 

@@ -25,6 +25,7 @@ from typing import Any
 import aiohttp
 
 from meshhub import __version__
+from meshhub.client import SHUT_OUT_CODES
 from meshhub.config import load_config
 from meshhub.errors import AuthFailed, MeshError
 
@@ -43,12 +44,10 @@ WATCH_EVERY = 0.5  # how often the session looks whether the hub connection drop
 def local_actions(opts: SessionOptions) -> list[dict[str, Any]]:
     """The actions this install's plugins serve, as the hub's ``actions`` action describes them
     (no hub needed: the plugins are loaded and asked, nothing is opened)."""
-    from meshhub.hub import Hub
+    from meshhub.hub import installed_actions
 
     try:
-        hub = Hub(load_config(opts.home))
-        hub.collect_contributions()
-        return hub.actions.describe()
+        return installed_actions(load_config(opts.home))
     except Exception as exc:  # a broken install: the tools appear once the hub is reached
         log.warning("cannot list this install's actions (%s); waiting for the hub", exc)
         return []
@@ -97,6 +96,9 @@ class StdioSession:
                 return
             except AuthFailed as exc:
                 self._note("refused", exc.message)
+                if exc.code in SHUT_OUT_CODES:  # removed, not a member, another hub: final
+                    self.client.shut_out = exc.message
+                    return
             except (OSError, aiohttp.ClientError, TimeoutError, MeshError) as exc:
                 self._note("down", str(exc) or type(exc).__name__)
             finally:

@@ -23,15 +23,10 @@ END = "<!-- /tools -->"
 
 def project_actions() -> list[dict[str, Any]]:
     """The actions of meshhub's own plugins, described as the ``actions`` action does."""
-    from meshhub.actions import ActionRegistry
-    from meshhub.plugins import build_plugin_host
+    from meshhub.config import Config
+    from meshhub.hub import installed_actions
 
-    host = build_plugin_host([])
-    registry = ActionRegistry()
-    host.collect("meshhub_register_actions", "actions",
-                 lambda item, plugin: registry.add(item, plugin=plugin))
-    own = {name for name, record in host.records.items() if record.source == "built-in"}
-    return [a for a in registry.describe() if a["plugin"] in own]
+    return installed_actions(Config(home=Path.cwd()), own_only=True)
 
 
 def _first_paragraph(text: str) -> str:

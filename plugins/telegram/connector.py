@@ -120,7 +120,6 @@ class TelegramConnector:
         self.webhook_secret: str | None = None
         self.ready = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
-        self._handled = 0
         self._failures: dict[int, int] = {}  # update id -> failed attempts (polling)
         self._log_filter: TokenFilter | None = None
 
@@ -331,7 +330,6 @@ class TelegramConnector:
                 await self._on_message(update.edited_message, edited=True)
         except (MeshError, BadRequest, Forbidden) as exc:
             log.warning("telegram: update %s not relayed: %s", update.update_id, exc)
-        self._handled += 1
 
     async def _on_message(self, message: TgMessage, *, edited: bool) -> None:
         assert self.bot is not None and self.chat is not None and self.tg_state is not None
@@ -534,9 +532,3 @@ class TelegramConnector:
         assert self.tg_state is not None
         self.guard.posted(f"{chat_id}:{tg_id}")
         await self.tg_state.map_message(chat_id, tg_id, mesh_id, part=part, outgoing=True)
-
-    def describe_state(self) -> dict[str, Any]:
-        return {"state": self.state, "error": self.error, "mode": self.settings.mode,
-                "updates_handled": self._handled,
-                "bot": self.bot.username if self.bot is not None and self.ready.is_set()
-                else None}

@@ -1,0 +1,27 @@
+"""What a peer could use against a reader, neutralised: terminal control sequences and bidi
+overrides in text that the CLI prints.
+
+A peer's message, summary or name is untrusted input. Printed as is, ``ESC[2K ESC[1A`` erases
+the line above and rewrites it, an OSC sequence retitles the window, and U+202E turns the rest
+of a line around. :func:`for_terminal` shows each such character as a visible escape instead,
+so the reader sees that something was there, and nothing happens to their screen.
+"""
+
+from __future__ import annotations
+
+import re
+
+# C0 controls but tab and newline, DEL, C1 controls, and the Unicode bidi controls
+_UNSAFE = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069]")
+
+
+def _visible(match: re.Match[str]) -> str:
+    code = ord(match.group())
+    return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
+
+
+def for_terminal(text: str, *, one_line: bool = False) -> str:
+    """``text`` safe to print: control and bidi characters shown as ``\\x1b``/``\\u202e``.
+    ``one_line``: newlines and tabs become spaces too (a table cell, a name)."""
+    safe = _UNSAFE.sub(_visible, text)
+    return " ".join(safe.split()) if one_line else safe
