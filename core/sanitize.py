@@ -24,4 +24,4 @@ def for_terminal(text: str, *, one_line: bool = False) -> str:
     """``text`` safe to print: control and bidi characters shown as ``\\x1b``/``\\u202e``.
     ``one_line``: newlines and tabs become spaces too (a table cell, a name)."""
     safe = _UNSAFE.sub(_visible, text)
-    return " ".join(safe.split()) if one_line else safe
+    return safe.replace("\n", " ").replace("\t", " ") if one_line else safe
