@@ -10,6 +10,8 @@ that is not one) raises :class:`ConfigError`, whose message names where the sett
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import getpass
 import os
 import re
@@ -86,24 +88,61 @@ def normalize_hub_url(text: str) -> str:
     return f"{scheme}://{url.raw_authority}{path}"
 
 
-def running_hub(home: Path) -> tuple[int, str | None] | None:
-    """``(pid, url)`` of the hub started from ``home``, from its ``hub.pid``, if that process is
-    alive; else None. ``url`` is None if the file's URL is not one."""
+def running_hub(home: Path) -> tuple[int | None, str | None] | None:
+    """``(pid, url)`` of the hub started from ``home`` while it runs, else None.
+
+    A hub holds a lock on its ``hub.pid`` for as long as it runs (:class:`HubLock`), so a file
+    left by a hub that died, or a pid the system gave to another process since, never counts.
+    ``pid`` is None for a moment while a starting hub writes the file; ``url`` is None until it
+    listens.
+    """
     try:
-        fields = (home / PID_FILE).read_text().split()
-        pid = int(fields[0])
-    except (OSError, ValueError, IndexError):
+        fd = os.open(home / PID_FILE, os.O_RDONLY)
+    except OSError:
         return None
     try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return None
-    except PermissionError:  # alive, another user's
-        pass
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            pass  # held: the hub runs
+        else:
+            return None  # nobody holds it: left behind
+        fields = os.read(fd, 4096).decode(errors="replace").split()
+    finally:
+        os.close(fd)
+    pid = int(fields[0]) if fields and fields[0].isdigit() else None
     try:
         return pid, normalize_hub_url(fields[1])
     except (ConfigError, IndexError):
         return pid, None
+
+
+class HubLock:
+    """The running hub's claim on its home: ``hub.pid``, locked for the life of the process,
+    holding ``PID`` and then ``PID URL``. Two hubs cannot run from one home."""
+
+    def __init__(self, home: Path) -> None:
+        self.path = home / PID_FILE
+        self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(self.fd)
+            running = running_hub(home)
+            pid = f" (pid {running[0]})" if running and running[0] else ""
+            raise ConfigError(f"a hub is already running from {home}{pid}; `hub stop` first"
+                              ) from None
+        self.write("")
+
+    def write(self, url: str) -> None:
+        """Record this process, and the URL it listens on once it does."""
+        os.ftruncate(self.fd, 0)
+        os.pwrite(self.fd, f"{os.getpid()} {url}".strip().encode() + b"\n", 0)
+
+    def release(self) -> None:
+        with contextlib.suppress(FileNotFoundError):
+            self.path.unlink()
+        os.close(self.fd)  # and with it the lock
 
 
 def home_dir() -> Path:

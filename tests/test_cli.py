@@ -152,11 +152,13 @@ def test_commands_find_the_hub_this_home_started(tmp_path, hub_factory):
     flag_wins = hub(home, "--hub", running.url, "status", MESHHUB_URL="localhost:1")
     assert flag_wins.returncode == 0 and running.url in flag_wins.stdout
     running.stop()
-    dead = subprocess.Popen(["true"])
-    dead.wait()  # a pid that is no longer alive, in a pid file a killed hub left
-    (home / "hub.pid").write_text(f"{dead.pid} {running.url}\n")
+    # a pid file a killed hub left, whose pid the system gave to another process since (this
+    # test's own): it does not count, and `hub stop` leaves that process alone
+    (home / "hub.pid").write_text(f"{os.getpid()} {running.url}\n")
     stale = hub(home, "status")
     assert stale.returncode == 1 and "http://localhost:1" in stale.stderr  # then [hub] url
+    not_ours = hub(home, "stop")
+    assert not_ours.returncode == 1 and "no hub is running" in not_ours.stderr
 
 
 def test_send_reads_the_message_from_stdin_or_a_file(tmp_path, hub, people):

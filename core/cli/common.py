@@ -16,7 +16,6 @@ from meshhub.config import (
     load_config,
     load_signing_key,
     normalize_hub_url,
-    running_hub,
 )
 from meshhub.errors import MeshError
 
@@ -109,12 +108,6 @@ def client(cfg: Config, *, receive: bool) -> MeshClient:
 async def with_client(receive: bool, fn: Callable[[MeshClient], Awaitable[T]]) -> T:
     async with client(config(), receive=receive) as c:
         return await fn(c)
-
-
-def _pid(cfg: Config) -> int | None:
-    """The pid of the hub started from this home, while it runs."""
-    running = running_hub(cfg.home)
-    return running[0] if running else None
 
 
 async def _health(url: str, timeout: float = 2.0) -> dict[str, Any] | None:

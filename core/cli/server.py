@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import logging.handlers
 import os
@@ -19,6 +18,7 @@ from meshhub import __version__
 from meshhub.config import (
     Config,
     ConfigError,
+    HubLock,
     default_name,
     home_dir,
     init_home,
@@ -27,7 +27,7 @@ from meshhub.config import (
     running_hub,
 )
 
-from .common import JsonOpt, _health, _pid, check_name_or_fail, config, fail, hub_url_option
+from .common import JsonOpt, _health, check_name_or_fail, config, fail, hub_url_option
 from .output import emit_json
 
 
@@ -82,8 +82,9 @@ def start(
         cfg.host = host
     if port is not None:
         cfg.port = port
-    if (pid := _pid(cfg)) is not None:
-        raise fail(f"a hub is already running from {cfg.home} (pid {pid}); `hub stop` first")
+    if (running := running_hub(home)) is not None:
+        pid = f" (pid {running[0]})" if running[0] else ""
+        raise fail(f"a hub is already running from {cfg.home}{pid}; `hub stop` first")
     from meshhub.admission import check_settings
 
     try:
@@ -191,6 +192,10 @@ def _serve_foreground(cfg: Config, log_level: str) -> None:
     from meshhub.hub import Hub
     from meshhub.server import ListenError, serve
 
+    try:
+        lock = HubLock(cfg.home)  # before anything is opened: one hub per home
+    except ConfigError as exc:
+        raise fail(str(exc)) from None
     logs = _LogsAfterBanner(log_level)
 
     async def main() -> None:
@@ -202,7 +207,7 @@ def _serve_foreground(cfg: Config, log_level: str) -> None:
         runner, port = await serve(hub, cfg.host, cfg.port)
         cfg.port = port  # the real one when 0 was asked for
         url = cfg.listen_url
-        cfg.pid_path.write_text(f"{os.getpid()} {url}\n")
+        lock.write(url)
         typer.echo("\n".join(_banner(cfg, hub, url)))
         sys.stdout.flush()
         logs.release()
@@ -211,8 +216,6 @@ def _serve_foreground(cfg: Config, log_level: str) -> None:
         finally:
             typer.echo("meshhub stopping")
             await runner.cleanup()
-            with contextlib.suppress(FileNotFoundError):
-                cfg.pid_path.unlink()
 
     try:
         asyncio.run(main())
@@ -221,19 +224,28 @@ def _serve_foreground(cfg: Config, log_level: str) -> None:
         raise fail(str(exc)) from None
     finally:
         logs.release()
+        lock.release()
 
 
 def stop() -> None:
     """Stop the hub started from this MESHHUB_HOME."""
-    cfg = config()
-    pid = _pid(cfg)
+    home = home_dir()
+    running = running_hub(home)
+    if running is None:
+        raise fail(f"no hub is running from {home}")
+    pid = running[0]
     if pid is None:
-        raise fail(f"no hub is running from {cfg.home}")
-    os.kill(pid, signal.SIGTERM)
+        raise fail(f"the hub of {home} is still starting; try again in a moment")
+    try:
+        os.kill(pid, signal.SIGTERM)
+    except PermissionError:
+        raise fail(f"the hub of {home} (pid {pid}) belongs to another user") from None
+    except ProcessLookupError:
+        pass  # it ended on its own just now
     deadline = time.monotonic() + 15
-    while time.monotonic() < deadline and _pid(cfg) is not None:
+    while time.monotonic() < deadline and running_hub(home) is not None:
         time.sleep(0.1)
-    if _pid(cfg) is not None:
+    if running_hub(home) is not None:
         raise fail(f"the hub (pid {pid}) did not stop within 15 s")
     typer.echo(f"stopped the hub (pid {pid})")
 
