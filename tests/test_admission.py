@@ -30,6 +30,7 @@ from .helpers import (
     free_port,
     make_identity,
     no_message,
+    read_line,
 )
 
 EVIL_ORIGIN = "http://evil.example"
@@ -226,6 +227,10 @@ def test_invite_join_reuse_expiry_revocation_and_removal(hub_factory, tmp_path):
         await by_token.receive_json()
         await by_token.send_json({"type": "hello", "token": token["token"]})
         assert (await by_token.receive_json())["type"] == "welcome"
+        cli_watch = subprocess.Popen([HUB_BIN, "watch"],
+                                     env=base_env(bob.home, MESHHUB_URL=hub.url, **remote),
+                                     stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        assert "watching as bob" in await asyncio.to_thread(read_line, cli_watch)
         began = time.monotonic()
         removed = await asyncio.create_subprocess_exec(
             HUB_BIN, "members", "remove", "bob", env=base_env(owner.home, MESHHUB_URL=hub.url),
@@ -241,6 +246,9 @@ def test_invite_join_reuse_expiry_revocation_and_removal(hub_factory, tmp_path):
             pass  # presence events until the close
         assert frame.type in (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSED)
         assert time.monotonic() - began < 30
+        # `hub watch` says why it ended, rather than ending quietly
+        assert await asyncio.to_thread(cli_watch.wait, 30) == 1
+        assert cli_watch.stderr is not None and "removed" in cli_watch.stderr.read()
         await watcher.close()
         await session.close()
         await http.close()

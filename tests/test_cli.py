@@ -11,7 +11,7 @@ import tomllib
 
 import tomli_w
 
-from .helpers import HUB_BIN, base_env, free_port
+from .helpers import HUB_BIN, base_env, free_port, read_line
 
 
 def hub(home, *args, timeout=60, **env):
@@ -66,7 +66,7 @@ def test_stop_is_prompt_with_a_watcher_attached(tmp_path):
                              text=True, env=base_env(watcher_home,
                                                      MESHHUB_URL=f"http://127.0.0.1:{port}"))
     try:
-        assert watch.stdout is not None and "watching as ann" in watch.stdout.readline()
+        assert "watching as ann" in read_line(watch)
         stopped = hub(home, "stop", **env)
         assert stopped.returncode == 0, stopped.stderr
     finally:
@@ -116,9 +116,9 @@ def test_start_prints_where_to_connect_before_any_log_line(tmp_path):
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
         assert proc.stdout is not None
-        lines = [proc.stdout.readline()]
+        lines = [read_line(proc)]
         while " INFO " not in lines[-1] and lines[-1]:
-            lines.append(proc.stdout.readline())
+            lines.append(read_line(proc))
     finally:
         proc.send_signal(signal.SIGTERM)
         proc.wait(15)
@@ -183,6 +183,14 @@ def test_send_reads_the_message_from_stdin_or_a_file(tmp_path, hub, people):
         out = send(*args, stdin=stdin)
         assert out.returncode == 1 and says in out.stderr, out.stderr
         assert len(out.stderr.splitlines()) == 1
+    not_utf8 = subprocess.run([HUB_BIN, "send", "bob", "-"], env=env, input=b"caf\xe9",
+                              capture_output=True, timeout=60)
+    assert not_utf8.returncode == 1 and not_utf8.stderr.decode().splitlines() == [
+        "error: stdin is not UTF-8 text; nothing was sent"]
+    as_argument = subprocess.run([HUB_BIN.encode(), b"send", b"bob", b"caf\xe9"], env=env,
+                                 capture_output=True, timeout=60)
+    assert as_argument.returncode == 1 and b"not UTF-8" in as_argument.stderr
+    assert b"Traceback" not in not_utf8.stderr + as_argument.stderr
 
 
 def test_actions_show_whole_first_sentences(tmp_path):

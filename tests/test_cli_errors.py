@@ -139,6 +139,16 @@ def cases() -> list[Case]:
              stderr_has="--hub-url"),
         Case("send", ["send", "ann", "hello", "--file", "-"], 2, stderr_has="not both"),
         Case("", ["no-such-command"], 2, stderr_has="no-such-command"),
+        # a value out of range or not among the choices is a usage error, before any hub
+        Case("send", ["--hub", DOWN, "send", "ann", "hi", "--priority", "bogus"], 2,
+             stderr_has="now, next, low"),
+        Case("inbox", ["--hub", DOWN, "inbox", "--limit", "0"], 2, stderr_has="--limit"),
+        Case("token create", ["--hub", DOWN, "token", "create", "--cap", "bogus"], 2,
+             stderr_has="read, send, admin"),
+        Case("install claude-code", ["install", "claude-code", "--scope", "bogus"], 2,
+             stderr_has="user, project"),
+        Case("mcp", ["mcp", "--mode", "bogus"], 2, stderr_has="push, inbox, off"),
+        Case("call", ["--hub", DOWN, "call", "send", "x"], 2, stderr_has="name=value"),
     ]
     return out
 

@@ -65,24 +65,24 @@ def test_readme_quick_start_prints_what_it_says(tmp_path: Path) -> None:
 
     hub(ann_home, "init", "--name", "ann")
     hub(ann_home, "start", "--background")
-    watch = subprocess.Popen([HUB_BIN, "watch"], env=base_env(ann_home, MESHHUB_PORT=port),
-                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
-        assert watch.stdout is not None
-        first = read_line(watch)  # watching: ann is connected from here on
-        hub(bob_home, "init", "--name", "bob")
-        assert normal(hub(bob_home, "peers")) == normal(peers_shown)
-        assert normal(hub(bob_home, "send", "ann", "hello from bob")) == normal(sent_shown)
-        seen = [first]
-        while len(seen) < len(normal(watch_shown)):
-            seen.append(read_line(watch))
-        assert normal("".join(seen)) == normal(watch_shown)
-    finally:
-        watch.terminate()
-        watch.wait(10)
-    try:
+        watch = subprocess.Popen([HUB_BIN, "watch"], env=base_env(ann_home, MESHHUB_PORT=port),
+                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        try:
+            first = read_line(watch)  # watching: ann is connected from here on
+            hub(bob_home, "init", "--name", "bob")
+            assert normal(hub(bob_home, "peers")) == normal(peers_shown)
+            assert normal(hub(bob_home, "send", "ann", "hello from bob")) == normal(sent_shown)
+            seen = [first]
+            while len(seen) < len(normal(watch_shown)):
+                seen.append(read_line(watch))
+            assert normal("".join(seen)) == normal(watch_shown)
+        finally:
+            watch.terminate()
+            watch.wait(10)
         assert normal(hub(ann_home, "send", "bob", "hi bob")) == normal(reply_shown)
         assert normal(hub(bob_home, "inbox")) == normal(inbox_shown)
         assert normal(hub(bob_home, "inbox")) == ["no unread messages"]  # read as shown
     finally:
-        hub(ann_home, "stop")
+        subprocess.run([HUB_BIN, "stop"], env=base_env(ann_home, MESHHUB_PORT=port),
+                       capture_output=True, timeout=60)

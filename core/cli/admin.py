@@ -153,7 +153,8 @@ def members_remove(
 def token_create(
     label: Annotated[str, typer.Option(help="What the token is for.")] = "default",
     cap: Annotated[str, typer.Option(
-        help="The most it may do: read, send, or admin (owner actions too).")] = "send",
+        help="The most it may do: read, send, or admin (owner actions too).",
+        callback=cli.choice_option("read", "send", "admin"))] = "send",
     expires: Annotated[str | None, typer.Option(help="How long it works: 30d, 24h or never.")]
     = None,
     as_json: JsonOpt = False,

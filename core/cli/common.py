@@ -50,6 +50,18 @@ def usage_error(message: str, ctx: typer.Context) -> Exception:
     return UsageError(message, ctx)
 
 
+def choice_option(*choices: str) -> Callable[[str | None], str | None]:
+    """The callback of an option that takes one of ``choices``: anything else is a usage
+    error naming them (``None``, an option left out, passes)."""
+
+    def check(value: str | None) -> str | None:
+        if value is not None and value not in choices:
+            raise typer.BadParameter(f"{value!r} is not one of {', '.join(choices)}")
+        return value
+
+    return check
+
+
 def hub_url_option(value: str | None) -> str | None:
     """The callback of every option that takes a hub URL: normalised, or a usage error."""
     if value is None:

@@ -13,9 +13,10 @@ import typer
 
 from meshhub.config import default_name, load_signing_key
 from meshhub.errors import MeshError
+from meshhub.models import PRIORITIES
 from meshhub.views import presence_text
 
-from .common import JsonOpt, config, fail, run, usage_error, with_client
+from .common import JsonOpt, choice_option, config, fail, run, usage_error, with_client
 from .output import emit_json, event_line, message_line, table
 
 if TYPE_CHECKING:
@@ -31,7 +32,8 @@ def send(
         "--file", help="Read the message from this file (- for stdin) instead of TEXT.",
         allow_dash=True)] = None,
     reply_to: Annotated[str | None, typer.Option("--reply-to", help="root message id")] = None,
-    priority: Annotated[str, typer.Option(help="now, next or low")] = "next",
+    priority: Annotated[str, typer.Option(
+        help="now, next or low", callback=choice_option(*PRIORITIES))] = "next",
     client_id: Annotated[str | None, typer.Option("--client-id", help="idempotency key")]
     = None,
     as_json: JsonOpt = False,
@@ -60,7 +62,10 @@ def _message_body(ctx: typer.Context, text: str | None, file: Path | None) -> st
         raise usage_error("missing argument 'TEXT' (or give --file PATH; - reads stdin)", ctx)
     source = file if file is not None else text
     if str(source) == "-":
-        body, where = sys.stdin.read(), "stdin"
+        try:
+            body, where = sys.stdin.buffer.read().decode("utf-8"), "stdin"
+        except UnicodeDecodeError:
+            raise fail("stdin is not UTF-8 text; nothing was sent") from None
     elif file is not None:
         try:
             body, where = file.read_text(encoding="utf-8"), str(file)
@@ -70,6 +75,10 @@ def _message_body(ctx: typer.Context, text: str | None, file: Path | None) -> st
             raise fail(f"cannot read {file}: {exc.strerror or exc}") from None
     else:
         body, where = str(text), "TEXT"
+        try:
+            body.encode("utf-8")  # bytes that are not UTF-8 arrive as lone surrogates
+        except UnicodeEncodeError:
+            raise fail("TEXT is not UTF-8 text; nothing was sent") from None
     body = body.rstrip("\n")
     if not body.strip():
         raise fail(f"the message from {where} is empty; nothing was sent")
@@ -80,7 +89,7 @@ def inbox(
     show_all: Annotated[bool, typer.Option(
         "--all", help="Include messages already read (the unread ones are marked *).")]
     = False,
-    limit: Annotated[int, typer.Option(help="At most this many.")] = 50,
+    limit: Annotated[int, typer.Option(help="At most this many (1-500).", min=1, max=500)] = 50,
     as_json: JsonOpt = False,
 ) -> None:
     """Show messages addressed to you (and mark them read)."""
@@ -151,15 +160,17 @@ def watch(
                             await c.call("mark_read", ids=[m["id"]])
             finally:
                 task.cancel()
+            if c.shut_out:  # removed from the hub, say: retrying cannot help
+                raise fail(f"the hub closed this watch: {c.shut_out}")
 
     with contextlib.suppress(KeyboardInterrupt):
         run(go())
 
 
-def _param(text: str) -> tuple[str, Any]:
+def _param(text: str, ctx: typer.Context) -> tuple[str, Any]:
     name, sep, value = text.partition("=")
     if not sep or not name:
-        raise fail(f"parameters are name=value, got {text!r}")
+        raise usage_error(f"parameters are name=value, got {text!r}", ctx)
     try:
         return name, json.loads(value)
     except json.JSONDecodeError:
@@ -167,12 +178,13 @@ def _param(text: str) -> tuple[str, Any]:
 
 
 def call_action(
+    ctx: typer.Context,
     action: Annotated[str, typer.Argument(help="an action name (see `hub actions`)")],
     params: Annotated[list[str] | None, typer.Argument(help="name=value (JSON values allowed)")]
     = None,
 ) -> None:
     """Run any action on the hub, e.g. `hub call join_group group=backend`; prints JSON."""
-    args = dict(_param(p) for p in params or [])
+    args = dict(_param(p, ctx) for p in params or [])
     emit_json(run(with_client(False, lambda c: c.call(action, **args))))
 
 

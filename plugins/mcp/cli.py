@@ -15,13 +15,16 @@ from typing import Annotated
 
 import typer
 
+from meshhub.cli.common import choice_option
+
 NameOpt = Annotated[str | None, typer.Option("--name", help="Session name (MESHHUB_SESSION_NAME); "
                                              "the same name gets the same peer back.")]
 RoleOpt = Annotated[str | None, typer.Option("--role", help="Your role (MESHHUB_ROLE).")]
 GroupsOpt = Annotated[str | None, typer.Option(
     "--groups", help="Groups with optional roles, e.g. backend:lead,ops (MESHHUB_GROUPS).")]
 ModeOpt = Annotated[str | None, typer.Option(
-    "--mode", help="push (default), inbox (counts only) or off (MESHHUB_MODE).")]
+    "--mode", help="push (default), inbox (counts only) or off (MESHHUB_MODE).",
+    callback=choice_option("push", "inbox", "off"))]
 
 
 def _fail(message: str) -> typer.Exit:
@@ -57,7 +60,8 @@ uninstall_app = typer.Typer(no_args_is_help=True, add_completion=False,
 
 @install_app.command("claude-code")
 def install_claude_code(
-    scope: Annotated[str, typer.Option(help="user (~/.claude.json) or project (.mcp.json).")]
+    scope: Annotated[str, typer.Option(help="user (~/.claude.json) or project (.mcp.json).",
+                                       callback=choice_option("user", "project"))]
     = "user",
     project_dir: Annotated[Path | None, typer.Option(help="Project directory (default: here).")]
     = None,
