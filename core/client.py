@@ -61,6 +61,7 @@ SHUT_OUT_CLOSES = {4003: "this member was removed from the hub"}
 MESSAGE_TOO_BIG = 1009  # the WebSocket close code of a frame over the hub's limit
 SESSION_SECONDS = 86400  # a session key's attestation; renewed on each reconnect when needed
 SEEN_LIMIT = 100_000
+CONNECT_SECONDS = 10.0  # the WebSocket handshake; the challenge and welcome get 10 s each too
 
 
 def error_from(frame: dict[str, Any]) -> MeshError:
@@ -171,8 +172,9 @@ class MeshClient:
 
     async def _open(self) -> None:
         assert self._session is not None
-        ws = await self._session.ws_connect(self.url, heartbeat=None, autoping=True,
-                                            max_msg_size=0)
+        # something that accepts the connection and never answers is not a hub: give up
+        ws = await asyncio.wait_for(self._session.ws_connect(
+            self.url, heartbeat=None, autoping=True, max_msg_size=0), CONNECT_SECONDS)
         try:
             challenge = await ws.receive_json(timeout=10)
             if challenge.get("type") != "challenge":

@@ -327,12 +327,17 @@ def init_home(home: Path, name: str, *, host: str | None = None, port: int | Non
     ``hub_url`` or an unreadable config raises :class:`ConfigError` before anything is
     written."""
     hub_url = normalize_hub_url(hub_url) if hub_url is not None else None
+    if home.exists() and not home.is_dir():
+        raise ConfigError(f"MESHHUB_HOME {home} is a file, not a directory")
     path = home / CONFIG_FILE
     raw = _read_toml(path)
     _table(raw, "identity", path)
     _table(raw, "hub", path)
-    home.mkdir(parents=True, exist_ok=True)
-    os.chmod(home, 0o700)
+    try:
+        home.mkdir(parents=True, exist_ok=True)
+        os.chmod(home, 0o700)
+    except OSError as exc:
+        raise ConfigError(f"cannot make MESHHUB_HOME {home}: {exc.strerror or exc}") from None
     created = False
     key_path = home / KEY_FILE
     if not key_path.exists():
@@ -353,9 +358,13 @@ def init_home(home: Path, name: str, *, host: str | None = None, port: int | Non
 def load_signing_key(home: Path) -> SigningKey:
     path = home / KEY_FILE
     try:
-        seed = bytes.fromhex(path.read_text().strip())
+        return SigningKey(bytes.fromhex(path.read_text().strip()))
     except FileNotFoundError:
         raise FileNotFoundError(
             f"no identity in {home}: run `hub init --name NAME` first"
         ) from None
-    return SigningKey(seed)
+    except (OSError, ValueError) as exc:  # unreadable, a directory, not 32 bytes of hex
+        raise ConfigError(
+            f"{path} is not an identity key ({exc.__class__.__name__}); restore it from a "
+            "backup, or move it away and run `hub init --name NAME` for a new identity"
+        ) from None

@@ -81,15 +81,15 @@ def test_user_errors_are_one_line(tmp_path, hub_factory):
     home = tmp_path / "ann"
     hub(home, "init", "--name", "ann")
     url = {"MESHHUB_URL": running.url}
-    cases = [
-        (("send", "nobody", "hi"), "no peer named 'nobody'"),
-        (("send", "ann", "hi", "--priority", "soon"), "priority"),
-        (("call", "no_such_action"), "unknown action"),
-        (("call", "send", "text"), "name=value"),
+    cases = [  # errors exit 1, usage errors (the command line itself is wrong) 2
+        (("send", "nobody", "hi"), "no peer named 'nobody'", 1),
+        (("send", "ann", "hi", "--priority", "soon"), "priority", 2),
+        (("call", "no_such_action"), "unknown action", 1),
+        (("call", "send", "text"), "name=value", 2),
     ]
-    for args, expected in cases:
+    for args, expected, code in cases:
         out = hub(home, *args, **url)
-        assert out.returncode == 1, (args, out.stdout)
+        assert out.returncode == code, (args, out.stdout)
         assert expected in out.stderr, (args, out.stderr)
         assert "Traceback" not in out.stderr and len(out.stderr.strip().splitlines()) == 1
     no_identity = hub(tmp_path / "nobody", "send", "ann", "hi", **url)

@@ -271,3 +271,27 @@ def test_version_help_and_usage_lines(tmp_path: Path) -> None:
     assert missing.returncode == 2
     assert missing.stderr == "error: missing argument 'TEXT' (or give --file PATH; - reads " \
                              "stdin) (see `hub send --help`)\n"
+
+
+def test_a_damaged_home_is_one_line_naming_what_to_do(tmp_path: Path) -> None:
+    def hub(home: Path, *args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([HUB_BIN, *args], env=base_env(home, MESHHUB_PORT="0"),
+                              capture_output=True, text=True, timeout=60)
+
+    def one_error(out: subprocess.CompletedProcess[str], says: str) -> None:
+        assert out.returncode == 1 and "Traceback" not in out.stdout + out.stderr, out.stderr
+        assert len(out.stderr.splitlines()) == 1 and says in out.stderr, out.stderr
+
+    broken_key = tmp_path / "broken-key"
+    init_home(broken_key, "ann")
+    (broken_key / "identity.key").write_text("not a key\n")
+    one_error(hub(broken_key, "peers"), "is not an identity key")
+    one_error(hub(broken_key, "start"), "is not an identity key")
+    a_file = tmp_path / "a-file"
+    a_file.write_text("")
+    one_error(hub(a_file, "init", "--name", "ann"), "is a file, not a directory")
+    broken_db = tmp_path / "broken-db"
+    init_home(broken_db, "ann")
+    (broken_db / "meshhub.db").write_text("not a database")
+    one_error(hub(broken_db, "start"), "cannot open the database")
+    assert not (broken_db / "hub.pid").exists()

@@ -257,3 +257,17 @@ def test_launch_without_the_server_installed_says_how_and_does_not_start_claude(
     record.unlink()
     out = run_hub(home, "launch", "--name", "ann-api", PATH=path, cwd=elsewhere)
     assert out.returncode == 1 and not record.exists()
+
+
+def test_install_writes_through_a_symlinked_config(tmp_path):
+    home = tmp_path / "home"
+    dotfiles = tmp_path / "dotfiles"
+    real = dotfiles / "claude.json"
+    text = write(real, UNRELATED_USER)
+    home.mkdir(parents=True, exist_ok=True)
+    (home / ".claude.json").symlink_to(real)
+    assert run_hub(home, "install", "claude-code").returncode == 0
+    assert (home / ".claude.json").is_symlink()  # still the user's link, now with our entry
+    assert "meshhub" in json.loads(real.read_text())["mcpServers"]
+    assert run_hub(home, "uninstall", "claude-code").returncode == 0
+    assert (home / ".claude.json").is_symlink() and real.read_text() == text

@@ -96,7 +96,10 @@ def same(a: Any, b: Any) -> bool:
 def _write_text(path: Path, text: str, *, like: Path | None = None) -> None:
     """Replace ``path`` atomically. It gets the permissions of ``like`` (by default of ``path``
     itself), or 0600 when that does not exist: a backup of a private file stays private, from
-    the moment it exists."""
+    the moment it exists. A symlink (a dotfiles checkout, say) stays one: its target is
+    written."""
+    if path.is_symlink():
+        path = path.resolve()
     path.parent.mkdir(parents=True, exist_ok=True)
     source = like or path
     mode = source.stat().st_mode & 0o777 if source.exists() else 0o600
