@@ -117,7 +117,8 @@ def _start_background(cfg: Config, log_level: str) -> None:
                 typer.echo(f"  connect: {running[1]}   log: {cfg.log_path}")
                 return
         time.sleep(0.1)
-    raise fail(f"the hub did not answer within 20 s; see {cfg.log_path}")
+    raise fail(f"the hub (pid {proc.pid}) did not answer within 20 s and may still be starting; "
+               f"see {cfg.log_path}, and `hub stop` to stop it")
 
 
 def _child_error(cfg: Config, offset: int) -> str | None:
