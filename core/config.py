@@ -15,6 +15,7 @@ import fcntl
 import getpass
 import os
 import re
+import time
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,6 +28,7 @@ DEFAULT_PORT = 7420
 KEY_FILE = "identity.key"
 CONFIG_FILE = "config.toml"
 PID_FILE = "hub.pid"
+LOCK_PATIENCE = 0.5  # how long a starting hub waits out a lookup holding hub.pid's lock
 
 # [hub] setting -> (its environment variable, its type)
 _NUMBERS: dict[str, tuple[str, type[int] | type[float]]] = {
@@ -105,6 +107,8 @@ def running_hub(home: Path) -> tuple[int | None, str | None] | None:
             fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
         except BlockingIOError:
             pass  # held: the hub runs
+        except OSError:
+            return None  # a file system without locks: no hub can hold one there either
         else:
             return None  # nobody holds it: left behind
         fields = os.read(fd, 4096).decode(errors="replace").split()
@@ -123,16 +127,39 @@ class HubLock:
 
     def __init__(self, home: Path) -> None:
         self.path = home / PID_FILE
-        self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
-        try:
-            fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            os.close(self.fd)
-            running = running_hub(home)
-            pid = f" (pid {running[0]})" if running and running[0] else ""
-            raise ConfigError(f"a hub is already running from {home}{pid}; `hub stop` first"
-                              ) from None
+        deadline = time.monotonic() + LOCK_PATIENCE
+        while True:
+            try:
+                self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
+            except OSError as exc:
+                raise ConfigError(f"cannot lock {self.path}: {exc.strerror or exc}") from None
+            try:
+                fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                os.close(self.fd)
+                if time.monotonic() < deadline:  # a lookup holds it for a moment: wait it out
+                    time.sleep(0.02)
+                    continue
+                running = running_hub(home)
+                pid = f" (pid {running[0]})" if running and running[0] else ""
+                raise ConfigError(f"a hub is already running from {home}{pid}; `hub stop` "
+                                  "first") from None
+            except OSError as exc:  # a file system without locks
+                os.close(self.fd)
+                raise ConfigError(f"cannot lock {self.path}: {exc.strerror or exc}") from None
+            if self._still_the_file():
+                break
+            os.close(self.fd)  # a stopping hub removed it under us: lock the new one
+
         self.write("")
+
+    def _still_the_file(self) -> bool:
+        try:
+            now = os.stat(self.path)
+        except FileNotFoundError:
+            return False
+        held = os.fstat(self.fd)
+        return (now.st_dev, now.st_ino) == (held.st_dev, held.st_ino)
 
     def write(self, url: str) -> None:
         """Record this process, and the URL it listens on once it does."""

@@ -23,5 +23,5 @@ def _visible(match: re.Match[str]) -> str:
 def for_terminal(text: str, *, one_line: bool = False) -> str:
     """``text`` safe to print: control and bidi characters shown as ``\\x1b``/``\\u202e``.
     ``one_line``: newlines and tabs become spaces too (a table cell, a name)."""
-    safe = _UNSAFE.sub(_visible, text)
+    safe = _UNSAFE.sub(_visible, text.replace("\r\n", "\n"))
     return safe.replace("\n", " ").replace("\t", " ") if one_line else safe

@@ -230,25 +230,30 @@ def test_invite_join_reuse_expiry_revocation_and_removal(hub_factory, tmp_path):
         cli_watch = subprocess.Popen([HUB_BIN, "watch"],
                                      env=base_env(bob.home, MESHHUB_URL=hub.url, **remote),
                                      stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        assert "watching as bob" in await asyncio.to_thread(read_line, cli_watch)
-        began = time.monotonic()
-        removed = await asyncio.create_subprocess_exec(
-            HUB_BIN, "members", "remove", "bob", env=base_env(owner.home, MESHHUB_URL=hub.url),
-            stdout=asyncio.subprocess.PIPE)
-        out, _ = await removed.communicate()
-        assert b"removed bob" in out
-        with pytest.raises(ConnectionError):
-            await watcher.next_message(timeout=30)  # the open connection is closed...
-        assert "removed" in (watcher.shut_out or "")  # ...and it does not try again
-        with pytest.raises(ConnectionError):
-            await session.next_message(timeout=30)
-        while (frame := await by_token.receive(timeout=30)).type == aiohttp.WSMsgType.TEXT:
-            pass  # presence events until the close
-        assert frame.type in (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSED)
-        assert time.monotonic() - began < 30
-        # `hub watch` says why it ended, rather than ending quietly
-        assert await asyncio.to_thread(cli_watch.wait, 30) == 1
-        assert cli_watch.stderr is not None and "removed" in cli_watch.stderr.read()
+        try:
+            assert "watching as bob" in await asyncio.to_thread(read_line, cli_watch)
+            began = time.monotonic()
+            removed = await asyncio.create_subprocess_exec(
+                HUB_BIN, "members", "remove", "bob",
+                env=base_env(owner.home, MESHHUB_URL=hub.url), stdout=asyncio.subprocess.PIPE)
+            out, _ = await removed.communicate()
+            assert b"removed bob" in out
+            with pytest.raises(ConnectionError):
+                await watcher.next_message(timeout=30)  # the open connection is closed...
+            assert "removed" in (watcher.shut_out or "")  # ...and it does not try again
+            with pytest.raises(ConnectionError):
+                await session.next_message(timeout=30)
+            while (frame := await by_token.receive(timeout=30)).type == aiohttp.WSMsgType.TEXT:
+                pass  # presence events until the close
+            assert frame.type in (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSED)
+            assert time.monotonic() - began < 30
+            # `hub watch` says why it ended, rather than ending quietly
+            assert await asyncio.to_thread(cli_watch.wait, 30) == 1
+            assert cli_watch.stderr is not None and "removed" in cli_watch.stderr.read()
+        finally:
+            if cli_watch.poll() is None:
+                cli_watch.kill()
+            cli_watch.wait(10)
         await watcher.close()
         await session.close()
         await http.close()
@@ -434,12 +439,12 @@ def test_readme_quick_start_needs_no_extra_step(tmp_path):
                              stdout=subprocess.PIPE, text=True)
     try:
         assert watch.stdout is not None
-        assert "watching as ann" in watch.stdout.readline()
+        assert "watching as ann" in read_line(watch)
         run(bob, "init", "--name", "bob")
         peers = run(bob, "peers")
         assert "ann" in peers and "bob" in peers
         assert "sent" in run(bob, "send", "ann", "hello from bob")
-        while "bob" not in (line := watch.stdout.readline()) or "hello from bob" not in line:
+        while "bob" not in (line := read_line(watch)) or "hello from bob" not in line:
             assert line, "hub watch ended before bob's message"
         watch.terminate()
         run(ann, "send", "bob", "hi bob")

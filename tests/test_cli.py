@@ -9,6 +9,7 @@ import stat
 import subprocess
 import tomllib
 
+import pytest
 import tomli_w
 
 from .helpers import HUB_BIN, base_env, free_port, read_line
@@ -152,13 +153,39 @@ def test_commands_find_the_hub_this_home_started(tmp_path, hub_factory):
     flag_wins = hub(home, "--hub", running.url, "status", MESHHUB_URL="localhost:1")
     assert flag_wins.returncode == 0 and running.url in flag_wins.stdout
     running.stop()
-    # a pid file a killed hub left, whose pid the system gave to another process since (this
-    # test's own): it does not count, and `hub stop` leaves that process alone
-    (home / "hub.pid").write_text(f"{os.getpid()} {running.url}\n")
-    stale = hub(home, "status")
-    assert stale.returncode == 1 and "http://localhost:1" in stale.stderr  # then [hub] url
-    not_ours = hub(home, "stop")
-    assert not_ours.returncode == 1 and "no hub is running" in not_ours.stderr
+    # a pid file a killed hub left, whose pid the system gave to another process since: it
+    # does not count, and `hub stop` leaves that process alone
+    other = subprocess.Popen(["sleep", "60"])
+    try:
+        (home / "hub.pid").write_text(f"{other.pid} {running.url}\n")
+        stale = hub(home, "status")
+        assert stale.returncode == 1 and "http://localhost:1" in stale.stderr  # then [hub] url
+        not_ours = hub(home, "stop")
+        assert not_ours.returncode == 1 and "no hub is running" in not_ours.stderr
+        assert "holds no lock" in not_ours.stderr and other.poll() is None  # not signalled
+        # and a hub starts over that file
+        again = hub(home, "start", "--background", "--port", "0")
+        assert again.returncode == 0, again.stderr
+        assert hub(home, "stop").returncode == 0
+    finally:
+        other.kill()
+        other.wait()
+
+
+def test_one_hub_per_home(tmp_path):
+    from meshhub.config import ConfigError, HubLock, running_hub
+
+    first = HubLock(tmp_path)
+    try:
+        first.write("http://127.0.0.1:7420")
+        assert running_hub(tmp_path) == (os.getpid(), "http://127.0.0.1:7420")
+        with pytest.raises(ConfigError, match="already running"):
+            HubLock(tmp_path)
+    finally:
+        first.release()
+    assert running_hub(tmp_path) is None
+    second = HubLock(tmp_path)  # free again
+    second.release()
 
 
 def test_send_reads_the_message_from_stdin_or_a_file(tmp_path, hub, people):

@@ -18,6 +18,7 @@ from meshhub.config import (
     normalize_hub_url,
 )
 from meshhub.errors import MeshError
+from meshhub.sanitize import for_terminal
 
 if TYPE_CHECKING:  # aiohttp and the client load only for commands that talk to a hub
     from meshhub.client import MeshClient
@@ -40,7 +41,8 @@ state = State()
 
 
 def fail(message: str) -> typer.Exit:
-    typer.echo(f"error: {message}", err=True)
+    """Print one ``error:`` line (what a hub said included: made harmless for the terminal)."""
+    typer.echo(f"error: {for_terminal(message, one_line=True)}", err=True)
     return typer.Exit(1)
 
 
@@ -55,9 +57,11 @@ def choice_option(*choices: str) -> Callable[[str | None], str | None]:
     error naming them (``None``, an option left out, passes)."""
 
     def check(value: str | None) -> str | None:
-        if value is not None and value not in choices:
+        if value is None:
+            return None
+        if value.lower() not in choices:  # PUSH is push, as it is in the environment
             raise typer.BadParameter(f"{value!r} is not one of {', '.join(choices)}")
-        return value
+        return value.lower()
 
     return check
 

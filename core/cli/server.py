@@ -11,6 +11,7 @@ import sqlite3
 import subprocess
 import sys
 import time
+from pathlib import Path
 from typing import Annotated, Any
 
 import typer
@@ -233,12 +234,24 @@ def _serve_foreground(cfg: Config, log_level: str) -> None:
         lock.release()
 
 
+def _unlocked_pid_note(home: Path) -> str:
+    """A hub.pid nobody holds the lock of, whose pid is alive: a hub of a meshhub too old to
+    lock it, or a process that got the pid of a dead hub. Never signalled; the person decides."""
+    try:
+        pid = int((home / "hub.pid").read_text().split()[0])
+        os.kill(pid, 0)
+    except (OSError, ValueError, IndexError):
+        return ""
+    return (f" (hub.pid names pid {pid}, which is alive but holds no lock: if it is a hub of "
+            f"an older meshhub, stop it with `kill {pid}`)")
+
+
 def stop() -> None:
     """Stop the hub started from this MESHHUB_HOME."""
     home = home_dir()
     running = running_hub(home)
     if running is None:
-        raise fail(f"no hub is running from {home}")
+        raise fail(f"no hub is running from {home}{_unlocked_pid_note(home)}")
     pid = running[0]
     if pid is None:
         raise fail(f"the hub of {home} is still starting; try again in a moment")

@@ -69,8 +69,6 @@ def install_claude_code(
     """Register `hub mcp` with Claude Code and add the status/unread hooks."""
     from .claude_code import install
 
-    if scope not in ("user", "project"):
-        raise _fail("--scope is user or project")
     try:
         for line in install(scope, project=project_dir):
             typer.echo(line)
