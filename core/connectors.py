@@ -51,9 +51,13 @@ class ConnectorState:
     def is_running(self) -> bool:
         return self.state == "running"
 
+    def shown_detail(self, *, full: bool) -> str:
+        """The detail, unless it came from an error and ``full`` is off (not the owner)."""
+        return self.detail if full or self.state not in PRIVATE_DETAIL else ""
+
     def summary(self, *, full: bool = True) -> str:
         """``running (polling, bot @x)``, ``idle: no bot token ...``, ``failed: <error>``."""
-        detail = self.detail if full or self.state not in PRIVATE_DETAIL else ""
+        detail = self.shown_detail(full=full)
         if not detail:
             return self.state
         if self.state == "running":
@@ -62,8 +66,8 @@ class ConnectorState:
 
     def view(self, *, full: bool) -> dict[str, Any]:
         """The public dict; ``full=False`` leaves out a detail that came from an error."""
-        detail = self.detail if full or self.state not in PRIVATE_DETAIL else ""
-        return {"name": self.name, "state": self.state, "detail": detail or None,
+        return {"name": self.name, "state": self.state,
+                "detail": self.shown_detail(full=full) or None,
                 "summary": self.summary(full=full), "since": self.since,
                 "updated_at": self.updated_at}
 

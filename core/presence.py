@@ -107,17 +107,14 @@ class Presence:
     def is_live(self, peer_key: str) -> bool:
         return any(c.receive and c.live for c in self.connections.get(peer_key, ()))
 
-    def is_receiving(self, peer_key: str) -> bool:
-        """It has a receiving connection now (pushes reach it, once its backlog is drained)."""
-        return self._receiving(peer_key)
-
     def is_online(self, peer_key: str) -> bool:
-        return self._receiving(peer_key) or peer_key in self._leaving
+        return self.is_receiving(peer_key) or peer_key in self._leaving
 
     def online_count(self) -> int:
-        return len({k for k in self.connections if self._receiving(k)} | set(self._leaving))
+        return len({k for k in self.connections if self.is_receiving(k)} | set(self._leaving))
 
-    def _receiving(self, peer_key: str) -> bool:
+    def is_receiving(self, peer_key: str) -> bool:
+        """It has a receiving connection now (pushes reach it, once its backlog is drained)."""
         return any(c.receive for c in self.connections.get(peer_key, ()))
 
     def all_connections(self) -> list[Connection]:
@@ -134,7 +131,7 @@ class Presence:
         reach the new connection ahead of it.
         """
         peer = conn.peer
-        first = not self._receiving(peer.key)
+        first = not self.is_receiving(peer.key)
         self.connections.setdefault(peer.key, []).append(conn)
         if not conn.receive:
             peer.last_seen = time.time()  # a send-only command (`hub send`) is a sign of life
@@ -155,7 +152,7 @@ class Presence:
             conns.remove(conn)
         if not conns:
             self.connections.pop(conn.peer.key, None)
-        if conn.receive and not self._receiving(conn.peer.key):
+        if conn.receive and not self.is_receiving(conn.peer.key):
             loop = asyncio.get_running_loop()
             self._leaving[conn.peer.key] = loop.call_later(
                 self.hub.config.grace_seconds, self._leave, conn.peer
@@ -163,7 +160,7 @@ class Presence:
 
     def _leave(self, peer: Peer) -> None:
         self._leaving.pop(peer.key, None)
-        if self._receiving(peer.key):
+        if self.is_receiving(peer.key):
             return
         peer.status = "offline"
         self.hub.spawn(self.announce(peer, "offline"))

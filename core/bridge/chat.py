@@ -115,13 +115,10 @@ def split_address(text: str) -> tuple[str, str] | None:
 
 # -- rendering results ----------------------------------------------------------------------------
 def _peer_line(p: dict[str, Any]) -> str:
-    if p["reach"] == "connector":  # "via telegram" is said already
-        status = "reachable" if p["status"] in ("online", "offline") else p["status"]
-    else:
-        status = presence_text(p)
     summary = f" — {p['summary']}" if p.get("summary") else ""
     you = " (you)" if p.get("you") else ""
-    return f"• `{p['name']}`{you} {p['kind']} via {p['connector']}, {status}{summary}"
+    where = "" if p["reach"] == "connector" else f" on {p['connector']}"  # "via telegram" says it
+    return f"• `{p['name']}`{you} {p['kind']}{where}, {presence_text(p)}{summary}"
 
 
 def _message_line(m: dict[str, Any]) -> str:
