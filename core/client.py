@@ -19,7 +19,7 @@ import itertools
 import json
 import time
 from collections import OrderedDict
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import aiohttp
@@ -141,6 +141,9 @@ class MeshClient:
         self._closing = False
         self.connected = asyncio.Event()
         self.shut_out: str | None = None  # why the hub will not take this client back
+        # told True each time a connection is made (the first and every reconnect) and False
+        # each time one is lost (``shut_out`` is set first when it is for good)
+        self.on_link: Callable[[bool], None] | None = None
 
     # -- connection --------------------------------------------------------------------------
     async def connect(self) -> dict[str, Any]:
@@ -206,6 +209,8 @@ class MeshClient:
         self.welcome = answer
         self.peer = answer["peer"]
         self.connected.set()
+        if self.on_link is not None:
+            self.on_link(True)
 
     def _session_attestation(self) -> dict[str, Any]:
         """The member key's attestation of this session's key, renewed when half used."""
@@ -265,6 +270,8 @@ class MeshClient:
             self._fail_pending(ConnectionError(lost))
             if ws.close_code in SHUT_OUT_CLOSES:
                 self.shut_out = f"the hub closed the connection: {SHUT_OUT_CLOSES[ws.close_code]}"
+            if self.on_link is not None:
+                self.on_link(False)
             if self._closing or not self.reconnect or self.shut_out:
                 self._inbox.put_nowait(None)
                 return
@@ -277,6 +284,8 @@ class MeshClient:
                 except AuthFailed as exc:
                     if exc.code in SHUT_OUT_CODES:  # retrying cannot help: say why and stop
                         self.shut_out = exc.message
+                        if self.on_link is not None:
+                            self.on_link(False)
                         self._inbox.put_nowait(None)
                         return
                     delay = min(delay * 2, 5.0)

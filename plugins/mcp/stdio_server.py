@@ -38,7 +38,6 @@ log = logging.getLogger("meshhub_mcp")
 
 CONNECT_WAIT = 5.0  # how long a tool call waits for the first connection attempt to finish
 RETRY_MAX = 5.0  # the longest pause between two attempts to reach the hub
-WATCH_EVERY = 0.5  # how often the session looks whether the hub connection dropped or came back
 
 
 def local_actions(opts: SessionOptions) -> list[dict[str, Any]]:
@@ -57,6 +56,8 @@ class StdioSession:
     def __init__(self, opts: SessionOptions) -> None:
         self.opts = opts
         self.client = session_client(opts, receive=opts.mode != "off", reconnect=True)
+        self._links: asyncio.Queue[bool] = asyncio.Queue()  # the client's connections made/lost
+        self.client.on_link = self._links.put_nowait
         self._described: list[dict[str, Any]] | None = None
         self._listed: list[ToolSpec] | None = None  # what the client saw since the last change
         self._sender: ChannelSender | None = None
@@ -109,16 +110,12 @@ class StdioSession:
     async def watch_hub(self) -> None:
         """Connect, then follow the connection: fetch the hub's tools each time it is (re)made."""
         await self._connect_first()
-        seen: dict[str, Any] | None = None
         while not self.client.shut_out:
-            if self.client.connected.is_set():
-                if self.client.welcome is not seen:  # a new connection (the hub may have changed)
-                    seen = self.client.welcome
-                    self._note("up")
-                    await self._fetch_tools()
-            else:
+            if await self._links.get():  # a new connection: the hub may have changed
+                self._note("up")
+                await self._fetch_tools()
+            elif not self.client.shut_out:
                 self._note("down", "connection lost")
-            await asyncio.sleep(WATCH_EVERY)
         self._note("refused", self.client.shut_out)
 
     async def _fetch_tools(self) -> None:
