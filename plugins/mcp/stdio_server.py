@@ -5,9 +5,9 @@ with the member's key (from ``hub init``) and a session name, so its identity is
 ``mcp:<member public key>/<session name>``. Two sessions of one member are two peers; a restarted
 session with the same name is the same peer again and gets its queued messages.
 
-Tools are the hub's actions (fetched with the ``actions`` action, see :mod:`.tools`). Until the
-hub is reached they are the actions this install serves itself, so a session started before the
-hub still has its tools; once the hub answers, its own list wins and the client is told with
+Tools are the hub's actions (fetched with the ``actions`` action, see :mod:`.tools`). A first
+``tools/list`` waits for the first try to reach the hub; if the hub is away, the tools are the
+actions this install serves itself, so a session started before the hub still has its tools; once the hub answers, its own list wins and the client is told with
 ``notifications/tools/list_changed`` if that changed anything (the hub may run other plugins).
 The hub is retried in the background for as long as the session lives; a tool called while it is
 unreachable returns an error result saying so. Arriving messages are written as channel
@@ -62,6 +62,7 @@ class StdioSession:
         self._listed: list[ToolSpec] | None = None  # what the client saw since the last change
         self._sender: ChannelSender | None = None
         self._tried = asyncio.Event()  # the first attempt to reach the hub has finished
+        self._first_look = asyncio.Event()  # ...and, if it worked, the hub's tools are in
         self._state = "starting"  # "up", "down" or "refused" once known
         self._refusal = ""
 
@@ -96,11 +97,13 @@ class StdioSession:
                 await self.client.connect()
                 return
             except AuthFailed as exc:
+                self._first_look.set()
                 self._note("refused", exc.message)
                 if exc.code in SHUT_OUT_CODES:  # removed, not a member, another hub: final
                     self.client.shut_out = exc.message
                     return
             except (OSError, aiohttp.ClientError, TimeoutError, MeshError) as exc:
+                self._first_look.set()
                 self._note("down", str(exc) or type(exc).__name__)
             finally:
                 self._tried.set()
@@ -114,6 +117,7 @@ class StdioSession:
             if await self._links.get():  # a new connection: the hub may have changed
                 self._note("up")
                 await self._fetch_tools()
+                self._first_look.set()
             elif not self.client.shut_out:
                 self._note("down", "connection lost")
         self._note("refused", self.client.shut_out)
@@ -151,7 +155,10 @@ class StdioSession:
             self._described = local_actions(self.opts)
         return self._described
 
-    def list_tools(self) -> list[ToolSpec]:
+    async def list_tools(self) -> list[ToolSpec]:
+        if self._described is None:  # just started: the hub's own list, unless it is away
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._first_look.wait(), CONNECT_WAIT)
         self._listed = _specs(self.described())
         return self._listed
 
