@@ -7,7 +7,8 @@ session with the same name is the same peer again and gets its queued messages.
 
 Tools are the hub's actions (fetched with the ``actions`` action, see :mod:`.tools`). A first
 ``tools/list`` waits for the first try to reach the hub; if the hub is away, the tools are the
-actions this install serves itself, so a session started before the hub still has its tools; once the hub answers, its own list wins and the client is told with
+actions this install serves itself, so a session started before the hub still has its tools.
+Once the hub answers, its own list wins, and the client is told with
 ``notifications/tools/list_changed`` if that changed anything (the hub may run other plugins).
 The hub is retried in the background for as long as the session lives; a tool called while it is
 unreachable returns an error result saying so. Arriving messages are written as channel
