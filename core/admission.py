@@ -24,7 +24,6 @@ import logging
 import os
 import secrets
 import socket
-import stat
 import struct
 import time
 from pathlib import Path
@@ -33,6 +32,7 @@ from typing import TYPE_CHECKING
 from yarl import URL
 
 from .errors import AuthFailed, Forbidden
+from .local import private_dir, socket_dir, socket_dirs
 
 if TYPE_CHECKING:
     from aiohttp import web
@@ -201,42 +201,8 @@ def check_audience(hub: Hub, audience: object, *, direct: bool) -> None:
 
 
 # -- the local socket ---------------------------------------------------------------------------
-def socket_dirs() -> list[Path]:
-    """Where the hubs of this OS user put their local sockets (mode 0700), first choice first:
-    ``MESHHUB_SOCKET_DIR`` alone when set, else ``$XDG_RUNTIME_DIR/meshhub`` and
-    ``/tmp/meshhub-<uid>`` (a client looks in both: a hub started from a desktop session and
-    a command run from cron see different environments)."""
-    if os.environ.get("MESHHUB_SOCKET_DIR"):
-        return [Path(os.environ["MESHHUB_SOCKET_DIR"])]
-    dirs = []
-    runtime = os.environ.get("XDG_RUNTIME_DIR")
-    if runtime and Path(runtime).is_dir():
-        dirs.append(Path(runtime) / "meshhub")
-    usual = Path("/run/user") / str(os.getuid()) / "meshhub"  # XDG_RUNTIME_DIR's usual value
-    if usual not in dirs:
-        dirs.append(usual)
-    return [*dirs, Path("/tmp") / f"meshhub-{os.getuid()}"]
-
-
-def socket_dir() -> Path:
-    """The directory a hub started now puts its local socket in: the first of
-    :func:`socket_dirs` whose parent exists (the runtime directory, else ``/tmp``)."""
-    dirs = socket_dirs()
-    return next((d for d in dirs if d.parent.is_dir()), dirs[0])
-
-
 def socket_path(port: int) -> Path:
     return socket_dir() / f"hub-{port}.sock"
-
-
-def _private_dir(path: Path) -> bool:
-    """The directory is ours, a real directory (not a link) and closed to everyone else."""
-    try:
-        info = path.lstat()
-    except FileNotFoundError:
-        return False
-    return (stat.S_ISDIR(info.st_mode) and info.st_uid == os.getuid()
-            and info.st_mode & 0o077 == 0)
 
 
 def prepare_socket(port: int) -> Path | None:
@@ -251,7 +217,7 @@ def prepare_socket(port: int) -> Path | None:
     except OSError as exc:
         log.warning("no local socket: cannot create %s (%s)", directory, exc.strerror)
         return None
-    if not _private_dir(directory):
+    if not private_dir(directory):
         log.warning("no local socket: %s is not a private directory of this user (mode 0700)",
                     directory)
         return None
@@ -287,7 +253,7 @@ def local_socket_for(url: str) -> Path | None:
         return None
     for directory in socket_dirs():
         path = directory / f"hub-{parsed.port}.sock"
-        if _private_dir(directory) and path.is_socket():
+        if private_dir(directory) and path.is_socket():
             return path
     return None
 

@@ -12,9 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
-import getpass
 import os
-import re
 import time
 import tomllib
 from dataclasses import dataclass, field
@@ -23,6 +21,8 @@ from typing import Any
 
 import tomli_w
 from nacl.signing import SigningKey
+
+from .local import home_dir
 
 DEFAULT_PORT = 7420
 KEY_FILE = "identity.key"
@@ -170,10 +170,6 @@ class HubLock:
         with contextlib.suppress(FileNotFoundError):
             self.path.unlink()
         os.close(self.fd)  # and with it the lock
-
-
-def home_dir() -> Path:
-    return Path(os.environ.get("MESHHUB_HOME") or Path.home() / ".meshhub").expanduser()
 
 
 @dataclass
@@ -328,15 +324,6 @@ def _names(value: Any) -> list[str]:
     items = value.split(",") if isinstance(value, str) else value
     items = items if isinstance(items, list) else [items]
     return [str(item).strip() for item in items or [] if str(item).strip()]
-
-
-def default_name() -> str:
-    try:
-        user = getpass.getuser()
-    except Exception:  # no user database entry (containers)
-        user = "me"
-    name = re.sub(r"[^A-Za-z0-9_.-]+", "-", user).strip("-._")[:40] or "me"
-    return f"{name[:36]}-me" if re.fullmatch(r"[0-9A-Fa-f]{8}", name) else name
 
 
 def write_private(path: Path, data: bytes) -> None:

@@ -19,12 +19,13 @@ from typing import Any
 
 from . import routing, views
 from .actions import ActionRegistry
-from .config import Config, ConfigError, default_name, load_signing_key
+from .config import Config, ConfigError, load_signing_key
 from .connectors import ConnectorState, ConnectorStates
 from .delivery import Dispatcher
 from .directory import Directory
 from .errors import InvalidRequest, MeshError, NotFound, TooLarge
 from .ids import new_id
+from .local import default_name
 from .models import PRIORITIES, Message, Peer
 from .plugins import PluginHost, build_plugin_host, short_error
 from .presence import Presence

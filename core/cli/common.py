@@ -11,13 +11,13 @@ import typer
 from meshhub.config import (
     Config,
     ConfigError,
-    default_name,
     home_dir,
     load_config,
     load_signing_key,
     normalize_hub_url,
 )
 from meshhub.errors import MeshError
+from meshhub.local import default_name
 from meshhub.sanitize import for_terminal
 
 if TYPE_CHECKING:  # aiohttp and the client load only for commands that talk to a hub

@@ -11,8 +11,9 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from meshhub.config import default_name, load_signing_key
+from meshhub.config import load_signing_key
 from meshhub.errors import MeshError
+from meshhub.local import default_name
 from meshhub.models import PRIORITIES
 from meshhub.views import presence_text
 
@@ -199,8 +200,17 @@ def list_actions(as_json: JsonOpt = False) -> None:
     typer.echo(table([[a["name"], a["summary"]] for a in described], ["action", "summary"]))
 
 
+def hook(event: Annotated[str, typer.Argument(
+        help="user-prompt-submit, stop or post-tool-use")] = "") -> None:
+    """Hand an agent tool's hook event to its session (Claude Code runs this; always exits 0)."""
+    from .hook import main as hook_main
+
+    hook_main([event])
+
+
 def register(app: typer.Typer) -> None:
     for command in (send, inbox, peers, watch):
         app.command()(command)
+    app.command("hook")(hook)
     app.command("call")(call_action)
     app.command("actions")(list_actions)

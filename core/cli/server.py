@@ -21,13 +21,13 @@ from meshhub.config import (
     Config,
     ConfigError,
     HubLock,
-    default_name,
     home_dir,
     init_home,
     load_config,
     load_signing_key,
     running_hub,
 )
+from meshhub.local import default_name
 
 from .common import JsonOpt, _health, check_name_or_fail, config, fail, hub_url_option
 from .output import emit_json

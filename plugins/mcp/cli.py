@@ -1,7 +1,8 @@
-"""The CLI commands this plugin adds to ``hub``: ``mcp``, ``install``, ``uninstall``, ``hook``,
-``launch`` (registered through ``meshhub_register_commands``).
+"""The CLI commands this plugin adds to ``hub``: ``mcp``, ``install``, ``uninstall``,
+``launch`` (registered through ``meshhub_register_commands``). ``hub hook`` is the core's (see
+:mod:`meshhub.cli.hook`); its other end, in the session, is :mod:`.hook_server`.
 
-Heavy imports (the ``mcp`` SDK) happen inside the commands, so ``hub hook`` stays fast.
+Heavy imports (the ``mcp`` SDK) happen inside the commands.
 """
 
 from __future__ import annotations
@@ -92,22 +93,6 @@ def uninstall_claude_code(
         raise _fail(str(exc)) from None
 
 
-hook_app = typer.Typer(invoke_without_command=True, add_completion=False,
-                       help="Run a Claude Code hook (always exits 0).")
-
-
-@hook_app.callback()
-def hook(event: Annotated[str, typer.Argument(
-        help="user-prompt-submit, stop or post-tool-use")] = "") -> None:
-    """Run a Claude Code hook: reads the hook JSON on stdin; always exits 0 within ~1 s."""
-    from .claude_code import read_stdin, run_hook
-
-    out = run_hook(event.lower().replace("_", "-"), read_stdin())
-    if out:
-        sys.stdout.write(out + "\n")
-        sys.stdout.flush()
-
-
 launch_app = typer.Typer(invoke_without_command=True, add_completion=False,
                          help="Start `claude` as a meshhub session.")
 
@@ -134,5 +119,5 @@ def launch(
 
 def register_all(register: Callable[..., None]) -> None:
     for sub, name in ((mcp_app, "mcp"), (install_app, "install"), (uninstall_app, "uninstall"),
-                      (hook_app, "hook"), (launch_app, "launch")):
+                      (launch_app, "launch")):
         register(sub, name)

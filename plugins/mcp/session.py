@@ -1,18 +1,19 @@
 """Who a Claude Code session is on the mesh: its options and its WebSocket client.
 
-Kept free of the ``mcp`` SDK so ``hub hook`` (which acts as the same session) starts fast.
+The session's default name (:func:`meshhub.local.default_session_name`) is shared with
+``hub hook``, which finds the session's process by it.
 """
 
 from __future__ import annotations
 
 import os
-import re
 from dataclasses import dataclass
 from pathlib import Path
 
 from meshhub.client import MeshClient
-from meshhub.config import default_name, home_dir, load_config, load_signing_key
+from meshhub.config import load_config, load_signing_key
 from meshhub.directory import parse_groups
+from meshhub.local import default_name, default_session_name, home_dir
 
 from .tools import MODES
 
@@ -28,12 +29,6 @@ class SessionOptions:
     home: Path
 
 
-def default_session_name(member: str) -> str:
-    """``<member>-<current directory>``: stable across restarts of a session in one project."""
-    base = re.sub(r"[^A-Za-z0-9_.-]+", "-", Path.cwd().name).strip("-.") or "session"
-    return f"{member}-{base}"[:40]
-
-
 def session_options(name: str | None = None, role: str | None = None,
                     groups: str | None = None, mode: str | None = None) -> SessionOptions:
     """Flags win over ``MESHHUB_SESSION_NAME`` / ``MESHHUB_ROLE`` / ``MESHHUB_GROUPS`` /
@@ -46,7 +41,7 @@ def session_options(name: str | None = None, role: str | None = None,
     return SessionOptions(
         member=cfg.name or default_name(),
         name=name or env.get("MESHHUB_SESSION_NAME")
-        or default_session_name(cfg.name or default_name()),
+        or default_session_name(cfg.name or default_name(), Path.cwd()),
         role=role if role is not None else env.get("MESHHUB_ROLE"),
         groups=parse_groups(groups if groups is not None else env.get("MESHHUB_GROUPS")),
         mode=mode,

@@ -30,6 +30,7 @@ from meshhub.client import SHUT_OUT_CODES
 from meshhub.config import load_config
 from meshhub.errors import AuthFailed, MeshError
 
+from .hook_server import HookServer
 from .push import Pusher
 from .sdk import CHANNEL_CAPABILITY, ChannelClosed, ChannelSender, ToolSpec, build_server, run_stdio
 from .session import SessionOptions, session_client
@@ -66,6 +67,8 @@ class StdioSession:
         self._first_look = asyncio.Event()  # ...and, if it worked, the hub's tools are in
         self._state = "starting"  # "up", "down" or "refused" once known
         self._refusal = ""
+        self.hooks = HookServer(opts.home, opts.name, self.client.call,
+                                self.client.connected.is_set)
 
     # -- the hub connection ----------------------------------------------------------------
     def _note(self, state: str, detail: str = "") -> None:
@@ -117,6 +120,7 @@ class StdioSession:
         while not self.client.shut_out:
             if await self._links.get():  # a new connection: the hub may have changed
                 self._note("up")
+                self.hooks.reconnected()
                 await self._fetch_tools()
                 self._first_look.set()
             elif not self.client.shut_out:
@@ -203,6 +207,7 @@ class StdioSession:
             await pusher.close()
 
     async def serve(self) -> None:
+        await self.hooks.start()
         watching = asyncio.create_task(self.watch_hub())
         server = build_server(
             "meshhub", __version__, INSTRUCTIONS, self.list_tools, self.call_tool,
@@ -214,6 +219,7 @@ class StdioSession:
             watching.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await watching
+            await self.hooks.stop()
             await self.client.close()
 
 

@@ -1,0 +1,181 @@
+"""Hook latency: how long Claude Code waits for ``hub hook <event>`` after a tool call, with the
+hub up and with it down, against ``python -c pass`` run by the same interpreter in the same run
+(the floor for any Python command).
+
+    python bench/hook_latency.py [--n 40] [--quick] [--summary-json]
+
+What runs (all on this machine; every child stopped by handle at the end, even on error): a real
+``hub start`` child and a real ``hub mcp`` session process (stdin held open, as Claude Code does),
+one temporary ``MESHHUB_HOME`` and a private socket directory. One message waits for the
+session, so the first ``post-tool-use`` names it and every later one asks the hub's inbox and
+finds nothing new: the path Claude Code takes after almost every tool call. Each sample runs the
+``hub`` executable as Claude Code does (a new process, the hook's JSON on stdin); the samples of
+the rows of one phase are interleaved, so a noisy moment hits them all alike.
+
+Rows: ``python -c pass``; ``hub hook post-tool-use`` and ``user-prompt-submit`` with the hub up;
+``post-tool-use`` with the hub stopped (the session still running) and with no session at all;
+``hub --version`` (the full command line, for reference: what a hook cost before it had its own
+entry point). Goals: both ``post-tool-use`` p50s (hub up, hub down) <= 100 ms.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+
+from goals import Goal, report
+
+from meshhub.config import init_home
+from meshhub.local import session_socket
+
+HUB = str(Path(sys.executable).with_name("hub"))
+SESSION = "ann-bench"
+GOAL_MS = 100.0
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_for(check: object, what: str, timeout: float = 20.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not check():  # type: ignore[operator]
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"{what} did not happen within {timeout:.0f} s")
+        time.sleep(0.05)
+
+
+def healthy(url: str) -> bool:
+    with contextlib.suppress(OSError):
+        urllib.request.urlopen(url + "/health", timeout=1).read()
+        return True
+    return False
+
+
+def stop(proc: subprocess.Popen[bytes]) -> None:
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def timed(argv: list[str], env: dict[str, str], stdin: bytes) -> tuple[float, bytes]:
+    t0 = time.perf_counter()
+    out = subprocess.run(argv, env=env, input=stdin, stdout=subprocess.PIPE,
+                         stderr=subprocess.DEVNULL, check=False)
+    elapsed = time.perf_counter() - t0
+    if out.returncode != 0:
+        raise RuntimeError(f"{' '.join(argv[1:])} exited {out.returncode}")
+    return elapsed, out.stdout
+
+
+def sample(rows: dict[str, list[str]], n: int, env: dict[str, str],
+           stdin: bytes) -> dict[str, list[float]]:
+    """``n`` runs of each command, interleaved; seconds per run."""
+    times: dict[str, list[float]] = {label: [] for label in rows}
+    for _ in range(n):
+        for label, argv in rows.items():
+            times[label].append(timed(argv, env, stdin)[0])
+    return times
+
+
+def p50_p99(samples: list[float]) -> tuple[float, float]:
+    ms = sorted(s * 1000 for s in samples)
+    return statistics.median(ms), ms[min(len(ms) - 1, int(len(ms) * 0.99))]
+
+
+def run(n: int) -> dict[str, list[float]]:
+    with tempfile.TemporaryDirectory(prefix="meshhub-hook-bench-") as tmp:
+        root = Path(tmp)
+        sockets = root / "sockets"
+        sockets.mkdir(mode=0o700)
+        os.environ["MESHHUB_SOCKET_DIR"] = str(sockets)  # for session_socket() below too
+        home = root / "home"
+        init_home(home, "ann")
+        port = free_port()
+        url = f"http://127.0.0.1:{port}"
+        env = {k: v for k, v in os.environ.items() if not k.startswith("MESHHUB_")}
+        env.update(MESHHUB_HOME=str(home), MESHHUB_SOCKET_DIR=str(sockets),
+                   MESHHUB_SESSION_NAME=SESSION)
+        stdin = json.dumps({
+            "session_id": "0" * 36, "hook_event_name": "PostToolUse", "cwd": str(root),
+            "tool_name": "Bash", "tool_input": {"command": "ls -la"},
+            "tool_response": {"stdout": "x" * 2000, "stderr": ""},
+        }).encode()
+        procs: list[subprocess.Popen[bytes]] = []
+        try:
+            hub = subprocess.Popen([HUB, "start", "--host", "127.0.0.1", "--port", str(port),
+                                    "--log-level", "warning"], env=env,
+                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            procs.append(hub)
+            wait_for(lambda: healthy(url), "the hub's start")
+            session = subprocess.Popen([HUB, "mcp", "--mode", "off"], env=env,
+                                       stdin=subprocess.PIPE, stdout=subprocess.DEVNULL,
+                                       stderr=subprocess.DEVNULL, cwd=root)
+            procs.append(session)
+            wait_for(session_socket(home, SESSION).is_socket, "the session's hook socket")
+            hook = [HUB, "hook", "post-tool-use"]
+
+            def named() -> bool:
+                return b"new unread" in timed(hook, env, stdin)[1]
+
+            subprocess.run([HUB, "send", SESSION, "waiting for the bench"], env=env,
+                           check=True, stdout=subprocess.DEVNULL)
+            wait_for(named, "the first post-tool-use naming the message")
+            up = sample({"python -c pass": [sys.executable, "-c", "pass"],
+                         "hook post-tool-use, hub up": hook,
+                         "hook user-prompt-submit, hub up": [HUB, "hook", "user-prompt-submit"],
+                         "hub --version (full CLI)": [HUB, "--version"]}, n, env, stdin)
+            stop(hub)
+            down = sample({"python -c pass (hub down)": [sys.executable, "-c", "pass"],
+                           "hook post-tool-use, hub down": hook}, n, env, stdin)
+            stop(session)
+            alone = sample({"hook post-tool-use, no session": hook}, n, env, stdin)
+        finally:
+            for proc in procs:
+                stop(proc)
+    return {**up, **down, **alone}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--n", type=int, default=40, help="runs of each command")
+    parser.add_argument("--quick", action="store_true", help="a brief run (--n 15)")
+    parser.add_argument("--summary-json", action="store_true",
+                        help="also print the GOALS line bench/run-all reads")
+    args = parser.parse_args()
+    n = 15 if args.quick else args.n
+    times = run(n)
+    print(f"hub hook: {n} runs of each command, p50 / p99 in ms")
+    for label, samples in times.items():
+        p50, p99 = p50_p99(samples)
+        print(f"  {label:<34} {p50:7.1f} {p99:8.1f}")
+    base_up = p50_p99(times["python -c pass"])[0]
+    base_down = p50_p99(times["python -c pass (hub down)"])[0]
+    goals = [
+        Goal("hook", "post-tool-use p50, hub up", p50_p99(times["hook post-tool-use, hub up"])[0],
+             "ms", GOAL_MS, baseline=base_up, ratio_goal=False),
+        Goal("hook", "post-tool-use p50, hub down",
+             p50_p99(times["hook post-tool-use, hub down"])[0], "ms", GOAL_MS,
+             baseline=base_down, ratio_goal=False),
+    ]
+    report(goals, args.summary_json)
+
+
+if __name__ == "__main__":
+    main()
