@@ -253,6 +253,28 @@ def test_hooks_set_status_and_name_unread_once(tmp_path, hub, people):
     assert not session_socket(bob.home, "bob-work").exists()  # the session took it away
 
 
+def test_a_status_set_while_the_hub_is_down_reaches_it_once_it_is_up(tmp_path, hub_factory,
+                                                                    people):
+    (bob,) = people("bob")
+    port = free_port()
+    session = start_session(bob.home, f"http://127.0.0.1:{port}", "bob-late", tmp_path)
+    try:
+        out = subprocess.run([HUB_BIN, "hook", "user-prompt-submit"], capture_output=True,
+                             env=base_env(bob.home, MESHHUB_SESSION_NAME="bob-late"),
+                             text=True, timeout=30, input="{}")
+        assert out.returncode == 0 and out.stdout == ""
+        hub = hub_factory(port=port)
+        deadline = time.monotonic() + 20
+        while True:
+            peers = json.loads(bob.cli(hub.url, "peers", "--json").stdout)
+            if [p["status"] for p in peers if p["name"] == "bob-late"] == ["working"]:
+                break
+            assert time.monotonic() < deadline, peers
+            time.sleep(0.1)
+    finally:
+        stop_session(session)
+
+
 def test_hook_finds_the_session_by_its_default_name_from_a_subdirectory(tmp_path, hub, people):
     (bob,) = people("bob")
     project = tmp_path / "my project"

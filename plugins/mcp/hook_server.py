@@ -22,6 +22,7 @@ import contextlib
 import json
 import logging
 import os
+import socket
 from collections import deque
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -56,6 +57,8 @@ class HookServer:
 
     async def start(self) -> None:
         """Listen; a session that cannot (no private directory) logs why and goes on."""
+        if not hasattr(socket, "AF_UNIX"):
+            return  # no Unix sockets here: hooks print nothing
         directory = self.path.parent
         try:
             directory.mkdir(mode=0o700, parents=True, exist_ok=True)
