@@ -2,15 +2,17 @@
 HTTP, against a real hub on 127.0.0.1, with a bare MCP echo server on the same transports as the
 baseline (the SDK and transport cost alone).
 
-    python bench/mcp_latency.py [--n 300]
+    python bench/mcp_latency.py [--n 300] [--quick] [--summary-json]
 
 Rows (p50 / p99 in ms):
 * ``send+read``: one ``mesh_send`` by session A then one ``mesh_inbox`` by session B (mode
   ``off``, so the message waits for the read); baseline: two echo tool calls.
 * ``push``: a peer sends (WebSocket client in this process) until session C (mode ``push``) gets
-  the ``notifications/claude/channel``; baseline: a tool call that makes the echo server write a
-  channel notification, until it arrives.
-Goals: send+read <= 3 ms p50, push <= 2 ms p50.
+  the ``notifications/claude/channel``. Baseline on stdio: a tool call that makes the echo server
+  write a channel notification, until it arrives. Baseline on HTTP: a WebSocket frame to the bare
+  server (the hub's peer gets a WebSocket too) that it writes as a channel notification on the
+  session's GET stream through the same ``HttpEndpoint`` sender the hub's ``/mcp`` uses.
+Goals (issue 9): send+read p50 <= 1.3x its baseline on both transports, push p50 <= 1.2x.
 """
 
 from __future__ import annotations
@@ -31,8 +33,10 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import anyio
 import httpx2
+from goals import Goal, report
 from mcp import ClientSession, StdioServerParameters, stdio_client
 from mcp.client import NotificationBinding
 from mcp.client.streamable_http import streamable_http_client
@@ -45,6 +49,8 @@ from meshhub_mcp.sdk import CHANNEL_METHOD
 
 HUB = str(Path(sys.executable).with_name("hub"))
 PROBE = str(Path(meshhub_mcp.__file__).with_name("_probe_stdio_server.py"))
+LIMITS = {"send+read": 1.3, "push": 1.2}  # p50 over the baseline's p50
+Row = tuple[str, str, list[float], list[float]]  # transport, what, samples, baseline samples
 
 
 class Channel(BaseModel):
@@ -144,6 +150,16 @@ async def time_echo_pair(s: ClientSession, n: int) -> list[float]:
     return out
 
 
+async def time_ws_push(ws: aiohttp.ClientWebSocketResponse, arrivals: Arrivals,
+                       n: int) -> list[float]:
+    out = []
+    for i in range(n):
+        t0 = time.perf_counter()
+        await ws.send_str(json.dumps({"text": f"p{i}"}))
+        out.append(await arrivals.next() - t0)
+    return out
+
+
 async def time_echo_push(s: ClientSession, arrivals: Arrivals, n: int) -> list[float]:
     out = []
     for _ in range(n):
@@ -183,36 +199,53 @@ def start_baseline_http() -> tuple[subprocess.Popen[bytes], str]:
 
 
 def serve_baseline(port: int) -> None:
-    """The probe's echo/push tools over streamable HTTP (aiohttp + our bridge), for the baseline."""
+    """The probe's tools over streamable HTTP through the same ``HttpEndpoint`` the hub's ``/mcp``
+    uses, and a WebSocket at ``/push``: each text frame becomes one channel notification on every
+    open GET stream, through the endpoint's own sender (the HTTP push baseline)."""
     from aiohttp import web
 
     sys.path.insert(0, str(Path(PROBE).parent))
     import _probe_stdio_server as probe  # type: ignore[import-not-found]
 
-    from meshhub_mcp.sdk import build_server, mount_http
+    from meshhub_mcp.sdk import ChannelSender, HttpEndpoint, build_server
+
+    senders: list[ChannelSender] = []
+
+    async def on_stream(sender: ChannelSender, caller: Any) -> None:
+        senders.append(sender)
+        try:
+            await asyncio.Event().wait()
+        finally:
+            senders.remove(sender)
+
+    async def push(request: web.Request) -> web.WebSocketResponse:
+        ws = web.WebSocketResponse()
+        await ws.prepare(request)
+        async for frame in ws:
+            text = json.loads(frame.data)["text"]
+            for sender in list(senders):
+                await sender.send_channel(text, {"kind": "push"})
+        return ws
 
     async def main() -> None:
-        app = web.Application()
         server = build_server("probe", "0", "", probe.list_tools, probe.call_tool,
                               {"claude/channel": {}})
-
-        async def on_stream(sender: Any, caller: Any) -> None:
-            async for content, done in probe.requests[1]:
-                await sender.send_channel(content, {"kind": "push"})
-                done.set()
-
-        mount_http(app, "/mcp", server, lambda t: True, on_stream)
+        endpoint = HttpEndpoint(server, lambda t: True, on_stream)
+        app = web.Application()
+        app.router.add_route("*", "/mcp", endpoint.handle)
+        app.router.add_get("/push", push)
         runner = web.AppRunner(app)
         await runner.setup()
+        await endpoint.start()
         await web.TCPSite(runner, "127.0.0.1", port).start()
         await asyncio.Event().wait()
 
     asyncio.run(main())
 
 
-async def run(n: int) -> None:
+async def run(n: int) -> list[Row]:
     warm = max(10, n // 10)
-    rows: list[tuple[str, str, list[float], list[float]]] = []
+    rows: list[Row] = []
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
         hub, url = start_hub(root)
@@ -268,12 +301,10 @@ async def run(n: int) -> None:
                 await anyio.sleep(0.2)  # the GET stream of hc is open
                 await time_push(cat, "bob", hc_in, warm)
                 push = await time_push(cat, "bob", hc_in, n)
-                try:
-                    await time_echo_push(hp, hp_in, warm)
-                    base_push = await time_echo_push(hp, hp_in, n)
-                except Exception as exc:  # noqa: BLE001 - report the row without a baseline
-                    print(f"baseline http push failed: {exc!r}", file=sys.stderr)
-                    base_push = []
+                async with aiohttp.ClientSession() as web_client, \
+                        web_client.ws_connect(base_url.replace("/mcp", "/push")) as trigger:
+                    await time_ws_push(trigger, hp_in, warm)
+                    base_push = await time_ws_push(trigger, hp_in, n)
                 rows.append(("http", "push", push, base_push))
             await cat.close()
         finally:
@@ -281,31 +312,37 @@ async def run(n: int) -> None:
                 proc.terminate()
                 with contextlib.suppress(subprocess.TimeoutExpired):
                     proc.wait(10)
+    return rows
+
+
+def report_rows(rows: list[Row], n: int, summary_json: bool) -> None:
     print(f"MCP latency, n={n} (ms)")
     print(f"{'transport':<10}{'what':<11}{'p50':>8}{'p99':>8}{'base p50':>10}{'base p99':>10}"
           f"{'ratio p50':>11}")
-    result = []
+    goals = []
     for transport, what, samples, base in rows:
         p50, p99 = stats(samples)
-        b50, b99 = stats(base) if base else (float("nan"), float("nan"))
+        b50, b99 = stats(base)
         print(f"{transport:<10}{what:<11}{p50:>8.2f}{p99:>8.2f}{b50:>10.2f}{b99:>10.2f}"
-              f"{p50 / b50:>10.1f}x")
-        result.append({"transport": transport, "what": what, "p50_ms": round(p50, 3),
-                       "p99_ms": round(p99, 3), "baseline_p50_ms": round(b50, 3),
-                       "baseline_p99_ms": round(b99, 3)})
-    print("goals: send+read <= 3 ms p50, push <= 2 ms p50")
-    print(json.dumps(result))
+              f"{p50 / b50:>10.2f}x")
+        label = "HTTP" if transport == "http" else transport
+        goals.append(Goal("mcp", f"{label} {what} p50", p50, "ms", LIMITS[what], baseline=b50))
+    report(goals, summary_json)
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--n", type=int, default=300)
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--n", type=int, default=300, help="samples of each row")
+    parser.add_argument("--quick", action="store_true", help="a brief run (--n 100)")
+    parser.add_argument("--summary-json", action="store_true",
+                        help="also print the GOALS line bench/run-all reads")
     parser.add_argument("--serve-baseline", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.serve_baseline:
         serve_baseline(args.serve_baseline)
         return
-    anyio.run(run, args.n)
+    n = 100 if args.quick else args.n
+    report_rows(anyio.run(run, n), n, args.summary_json)
 
 
 if __name__ == "__main__":
