@@ -102,7 +102,10 @@ async def stdio(params: StdioServerParameters) -> AsyncIterator[tuple[ClientSess
 @contextlib.asynccontextmanager
 async def http(url: str, token: str) -> AsyncIterator[tuple[ClientSession, Arrivals]]:
     arrivals = Arrivals()
-    async with httpx2.AsyncClient(headers={"Authorization": f"Bearer {token}"}) as client, \
+    # the GET stream is idle for whole phases: httpx's default 5 s read timeout would end it
+    timeout = httpx2.Timeout(30, read=300)
+    async with httpx2.AsyncClient(headers={"Authorization": f"Bearer {token}"},
+                                  timeout=timeout) as client, \
             streamable_http_client(url, http_client=client) as (r, w), \
             ClientSession(r, w, notification_bindings=[arrivals.binding()]) as session:
         await session.initialize()
