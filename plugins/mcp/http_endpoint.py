@@ -123,9 +123,10 @@ class McpEndpoint:
 
     async def call_tool(self, name: str, args: dict[str, Any]) -> dict[str, Any]:
         action = action_name(name)
-        if action not in self.hub.actions.actions or not is_tool(
-            self.hub.actions.actions[action].describe()
-        ):
+        item = self.hub.actions.actions.get(action)
+        # the exclusion rule reads only the name and the admin flag: describe() would build the
+        # action's JSON schema on every call
+        if item is None or not is_tool({"name": item.name, "admin": item.admin}):
             raise ValueError(f"unknown tool {name!r}")
         peer, cap, token_hash = self.peer_for(current_caller())
         ctx = ActionContext(hub=self.hub, peer=peer, surface="mcp", cap=cap, token=token_hash)
