@@ -24,7 +24,7 @@ from typing import Any, TypeVar
 from sqlite_utils import Database
 from sqlite_utils.migrations import Migrations
 
-from meshhub import hookimpl
+from meshhub import codec, hookimpl
 from meshhub.models import Conversation, Delivery, Message, Peer
 from meshhub.store import InboxItem, StateChange
 
@@ -333,10 +333,10 @@ class SQLiteStore(MemberTables):
                 f"INSERT INTO messages ({_MESSAGE_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
                 (
                     m.id, m.sender, m.target, m.conversation, m.body, m.kind,
-                    json.dumps(m.recipients), json.dumps(m.mentions) if m.mentions else empty,
-                    json.dumps(m.whisper) if m.whisper else empty, m.reply_to, m.priority,
-                    json.dumps(m.attachments) if m.attachments else empty,
-                    json.dumps(m.data) if m.data is not None else None, m.client_id,
+                    codec.dumps(m.recipients), codec.dumps(m.mentions) if m.mentions else empty,
+                    codec.dumps(m.whisper) if m.whisper else empty, m.reply_to, m.priority,
+                    codec.dumps(m.attachments) if m.attachments else empty,
+                    codec.dumps(m.data) if m.data is not None else None, m.client_id,
                     m.created_at,
                 ),
             )
