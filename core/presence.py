@@ -16,7 +16,6 @@ import contextlib
 import logging
 import time
 from collections import deque
-from collections.abc import Coroutine, Generator
 from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
@@ -34,31 +33,6 @@ CLOSE_PONG_TIMEOUT = 4000
 CLOSE_SHUTDOWN = 1001
 
 
-class _Resumed:
-    """The rest of a coroutine that was started by hand and had to wait on ``waiting_on``:
-    awaiting this runs it to its end, as a task would have had it started the coroutine."""
-
-    def __init__(self, coro: Coroutine[Any, Any, Any], waiting_on: Any) -> None:
-        self.coro = coro
-        self.waiting_on = waiting_on
-
-    def __await__(self) -> Generator[Any, Any, None]:
-        coro, value = self.coro, self.waiting_on
-        while True:
-            try:
-                sent = yield value
-            except BaseException as exc:  # a cancellation, say: the coroutine sees it
-                try:
-                    value = coro.throw(exc)
-                except StopIteration:
-                    return
-            else:
-                try:
-                    value = coro.send(sent)
-                except StopIteration:
-                    return
-
-
 class Connection:
     """One WebSocket of one peer, with its own ordered outgoing queue."""
 
@@ -73,7 +47,7 @@ class Connection:
         self.drain_lock = asyncio.Lock()
         self.last_seen = time.monotonic()
         self.last_ping = time.monotonic()
-        self._out: deque[str | _Resumed | None] = deque()
+        self._out: deque[str | None] = deque()
         self._wake: asyncio.Future[None] | None = None  # set while the writer waits for work
         self._writer = asyncio.create_task(self._write_loop(), name=f"ws-writer-{self.id}")
 
@@ -83,32 +57,10 @@ class Connection:
 
     def send_raw(self, text: str | None) -> None:
         """Queue encoded frame text (``None``: end the writer once the rest has left)."""
-        if text is not None and self._wake is not None and not self._out:
-            self._write_now(text)
-        else:
-            self._enqueue(text)
-
-    def _enqueue(self, item: str | _Resumed | None) -> None:
-        self._out.append(item)
+        self._out.append(text)
         wake, self._wake = self._wake, None
         if wake is not None and not wake.done():
             wake.set_result(None)
-
-    def _write_now(self, text: str) -> None:
-        """Write in the caller's turn while the writer idles, saving its wake-up. A write is
-        done at once unless the peer reads slowly (the transport is paused): then the writer
-        finishes it, ahead of anything queued after it."""
-        if self.ws.closed:
-            return
-        write = self.ws.send_str(text)
-        try:
-            waiting_on = write.send(None)
-        except StopIteration:
-            return
-        except (ConnectionError, RuntimeError) as exc:  # peer vanished mid-write
-            log.debug("connection %s write failed: %s", self.id, exc)
-            return
-        self._enqueue(_Resumed(write, waiting_on))
 
     @property
     def backlog(self) -> int:
@@ -127,13 +79,11 @@ class Connection:
                     self._wake = asyncio.get_running_loop().create_future()
                     await self._wake
                     continue
-                item = out.popleft()
-                if item is None:
+                text = out.popleft()
+                if text is None:
                     return
-                if isinstance(item, _Resumed):
-                    await item
-                elif not self.ws.closed:
-                    await self.ws.send_str(item)
+                if not self.ws.closed:
+                    await self.ws.send_str(text)
         except (ConnectionError, RuntimeError) as exc:  # peer vanished mid-write
             log.debug("connection %s write failed: %s", self.id, exc)
         except asyncio.CancelledError:
