@@ -17,7 +17,8 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model
 
-from .errors import InvalidRequest, NotFound
+from .errors import Forbidden, InvalidRequest, NotFound
+from .store import CAPS
 
 if TYPE_CHECKING:
     from .hub import Hub
@@ -133,9 +134,6 @@ def action(
     ``cap`` is the bearer-token capability the action needs; by default ``admin`` for admin
     actions, ``read`` for read-only ones and ``send`` for the rest.
     """
-
-    from .store import CAPS
-
     if cap is not None and cap not in CAPS:
         raise ValueError(f"cap must be one of {', '.join(CAPS)}, not {cap!r}")
 
@@ -157,9 +155,6 @@ def action(
 def check_allowed(ctx: ActionContext, item: Action) -> None:
     """Refuse an action its caller may not run: owner-only actions, and anything beyond the
     capability of the token it came with."""
-    from .errors import Forbidden
-    from .store import CAPS
-
     if item.admin and not ctx.is_admin:
         raise Forbidden(f"{item.name} is for the hub's owner only")
     if CAPS.index(ctx.cap) < CAPS.index(item.cap):

@@ -16,7 +16,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
-import json
 import time
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Callable
@@ -26,6 +25,7 @@ import aiohttp
 import yarl
 from nacl.signing import SigningKey
 
+from . import codec
 from .admission import local_socket_for
 from .builtins.hello_auth import attest_session, sign_hello
 from .errors import (
@@ -261,7 +261,7 @@ class MeshClient:
             async for msg in ws:
                 if msg.type != aiohttp.WSMsgType.TEXT:
                     continue
-                self._dispatch(msg.json())
+                self._dispatch(codec.loads(msg.data))
             self.connected.clear()
             lost = "connection to the hub lost"
             if ws.close_code == MESSAGE_TOO_BIG:
@@ -334,11 +334,11 @@ class MeshClient:
         if self._ws is None or not self.connected.is_set():
             raise ConnectionError(self.shut_out or "not connected to the hub")
         call_id = next(self._ids)
-        # ASCII JSON (ensure_ascii): its length is its size in bytes
-        frame = json.dumps({"type": "call", "id": call_id, "action": action, "params": params})
+        frame = codec.dumps({"type": "call", "id": call_id, "action": action, "params": params})
         limit = self.limits.get("max_frame_bytes")
-        if limit is not None and len(frame) > limit:
-            raise TooLarge(f"the {action} call is {len(frame)} bytes as a frame; this hub "
+        size = len(frame) if frame.isascii() else len(frame.encode())
+        if limit is not None and size > limit:
+            raise TooLarge(f"the {action} call is {size} bytes as a frame; this hub "
                            f"accepts frames of at most {limit} bytes")
         future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         self._pending[call_id] = future
@@ -358,7 +358,7 @@ class MeshClient:
 
     async def ack(self, *message_ids: str) -> None:
         if self._ws is not None and message_ids:
-            await self._ws.send_json({"type": "ack", "ids": list(message_ids)})
+            await self._ws.send_str(codec.dumps({"type": "ack", "ids": list(message_ids)}))
 
     async def messages(self, *, auto_ack: bool = False) -> AsyncIterator[dict[str, Any]]:
         """Messages pushed to this peer, until the connection ends."""

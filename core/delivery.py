@@ -12,12 +12,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import time
 from collections import defaultdict
 from typing import TYPE_CHECKING
 
+from . import codec
 from .store import StateChange
 
 if TYPE_CHECKING:
@@ -49,8 +49,7 @@ class Dispatcher:
 
     # -- frames ------------------------------------------------------------------------------
     def frame(self, message: Message) -> str:
-        return json.dumps({"type": "message", "message": self.hub.message_view(message)},
-                          separators=(",", ":"))
+        return codec.dumps({"type": "message", "message": self.hub.message_view(message)})
 
     # -- pushing -----------------------------------------------------------------------------
     def live_recipients(self, message: Message) -> set[str]:

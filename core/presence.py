@@ -13,13 +13,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import time
+from collections import deque
 from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
+from . import codec
 from .ids import new_id
 
 if TYPE_CHECKING:
@@ -46,35 +47,43 @@ class Connection:
         self.drain_lock = asyncio.Lock()
         self.last_seen = time.monotonic()
         self.last_ping = time.monotonic()
-        self._out: asyncio.Queue[str | None] = asyncio.Queue()
+        self._out: deque[str | None] = deque()
+        self._wake: asyncio.Future[None] | None = None  # set while the writer waits for work
         self._writer = asyncio.create_task(self._write_loop(), name=f"ws-writer-{self.id}")
 
     def send(self, frame: dict[str, Any]) -> None:
         """Queue a frame; frames leave in the order they were queued."""
-        self._out.put_nowait(json.dumps(frame, separators=(",", ":")))
+        self.send_raw(codec.dumps(frame))
 
-    def send_raw(self, text: str) -> None:
-        self._out.put_nowait(text)
+    def send_raw(self, text: str | None) -> None:
+        """Queue encoded frame text (``None``: end the writer once the rest has left)."""
+        self._out.append(text)
+        wake, self._wake = self._wake, None
+        if wake is not None and not wake.done():
+            wake.set_result(None)
 
     @property
     def backlog(self) -> int:
-        return self._out.qsize()
+        return len(self._out)
 
     async def wait_drained(self, below: int) -> None:
-        while self._out.qsize() > below and not self.ws.closed:
+        while len(self._out) > below and not self.ws.closed:
             await asyncio.sleep(0.005)
 
     async def _write_loop(self) -> None:
+        """Write queued frames in order; one wake-up per burst, not one queue hop per frame."""
+        out = self._out
         try:
             while True:
-                batch = [await self._out.get()]
-                while not self._out.empty() and len(batch) < 256:
-                    batch.append(self._out.get_nowait())
-                for text in batch:
-                    if text is None:
-                        return
-                    if not self.ws.closed:
-                        await self.ws.send_str(text)
+                if not out:
+                    self._wake = asyncio.get_running_loop().create_future()
+                    await self._wake
+                    continue
+                text = out.popleft()
+                if text is None:
+                    return
+                if not self.ws.closed:
+                    await self.ws.send_str(text)
         except (ConnectionError, RuntimeError) as exc:  # peer vanished mid-write
             log.debug("connection %s write failed: %s", self.id, exc)
         except asyncio.CancelledError:
@@ -82,10 +91,10 @@ class Connection:
 
     def finish(self) -> None:
         """Let the writer send what is queued, then end."""
-        self._out.put_nowait(None)
+        self.send_raw(None)
 
     async def close(self, code: int = 1000, message: str = "") -> None:
-        self._out.put_nowait(None)
+        self.send_raw(None)
         with contextlib.suppress(Exception):
             await self.ws.close(code=code, message=message.encode())
 
@@ -169,11 +178,8 @@ class Presence:
         """Tell every other connected peer, and the plugins, that ``peer`` changed."""
         peer.last_seen = time.time()
         await self.hub.directory.save_peer(peer)  # skipped for a peer taken out of the mesh
-        frame = json.dumps(
-            {"type": "event", "event": "presence", "change": change,
-             "peer": self.hub.peer_view(peer)},
-            separators=(",", ":"),
-        )
+        frame = codec.dumps({"type": "event", "event": "presence", "change": change,
+                             "peer": self.hub.peer_view(peer)})
         for conn in self.all_connections():
             if conn.peer.key != peer.key and conn.receive:
                 conn.send_raw(frame)

@@ -43,7 +43,7 @@ def split_targets(to: str | list[str] | None) -> list[str]:
     items = [to] if isinstance(to, str) else list(to)
     tokens: list[str] = []
     for item in items:
-        tokens += [t for t in re.split(r"[,\s]+", item.strip()) if t]
+        tokens += item.replace(",", " ").split()
     if len(tokens) > MAX_TOKENS:
         raise InvalidRequest(f"too many targets ({len(tokens)}); at most {MAX_TOKENS}")
     return tokens
@@ -142,7 +142,7 @@ async def resolve(
         recipients = whisper_keys
 
     mentioned = set(await resolve_peers(hub, mentions or [], sender, "mention"))
-    for name in MENTION_RE.findall(body):
+    for name in MENTION_RE.findall(body) if "@" in body else ():
         peer = hub.directory.find(name)
         if peer is not None:
             mentioned.add(peer.key)

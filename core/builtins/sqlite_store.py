@@ -4,7 +4,8 @@ Every call becomes an operation on a queue owned by one thread with one connecti
 takes everything waiting (up to ``MAX_BATCH``), runs it in one transaction (each operation in its
 own savepoint, so one failing operation does not spoil the others), commits, and only then
 resolves the callers' futures. Many concurrent sends therefore share one commit, and no caller is
-told "done" before its data is on disk.
+told "done" before its data is on disk. Operations submitted in one turn of the event loop reach
+that thread together, in one hand-over (one wake-up of the thread, not one per operation).
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from typing import Any, TypeVar
 from sqlite_utils import Database
 from sqlite_utils.migrations import Migrations
 
-from meshhub import hookimpl
+from meshhub import codec, hookimpl
 from meshhub.models import Conversation, Delivery, Message, Peer
 from meshhub.store import InboxItem, StateChange
 
@@ -95,7 +96,9 @@ class SQLiteStore(MemberTables):
     def __init__(self, path: Path, *, synchronous: str = "FULL") -> None:
         self.path = path
         self.synchronous = synchronous
-        self._queue: queue.SimpleQueue[_Op | None] = queue.SimpleQueue()
+        self._queue: queue.SimpleQueue[list[_Op] | None] = queue.SimpleQueue()
+        self._handoff: list[_Op] = []  # submitted this loop turn, not yet with the thread
+        self._handoff_lock = threading.Lock()
         self._thread: threading.Thread | None = None
         self._conn: sqlite3.Connection | None = None
         self._reader: sqlite3.Connection | None = None
@@ -140,6 +143,7 @@ class SQLiteStore(MemberTables):
             self._reader = None
         if self._thread is None:
             return
+        self._hand_over()
         self._queue.put(None)
         await asyncio.get_running_loop().run_in_executor(None, self._thread.join)
         self._thread = None
@@ -151,7 +155,7 @@ class SQLiteStore(MemberTables):
             first = self._queue.get()
             if first is None:
                 break
-            batch = [first]
+            batch = first
             stop = False
             while len(batch) < MAX_BATCH:
                 try:
@@ -161,7 +165,7 @@ class SQLiteStore(MemberTables):
                 if item is None:
                     stop = True
                     break
-                batch.append(item)
+                batch += item
             self._run_batch(conn, batch)
             if stop:
                 break
@@ -201,8 +205,19 @@ class SQLiteStore(MemberTables):
             raise RuntimeError("the store is not open")
         loop = asyncio.get_running_loop()
         future: asyncio.Future[T] = loop.create_future()
-        self._queue.put(_Op(fn, future, loop))
+        with self._handoff_lock:
+            self._handoff.append(_Op(fn, future, loop))
+            first = len(self._handoff) == 1
+        if first:
+            loop.call_soon(self._hand_over)
         return future
+
+    def _hand_over(self) -> None:
+        """Give the writer thread everything submitted since the last hand-over."""
+        with self._handoff_lock:
+            ops, self._handoff = self._handoff, []
+        if ops:
+            self._queue.put(ops)
 
     async def _call(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         return await self._submit(fn)
@@ -318,10 +333,10 @@ class SQLiteStore(MemberTables):
                 f"INSERT INTO messages ({_MESSAGE_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
                 (
                     m.id, m.sender, m.target, m.conversation, m.body, m.kind,
-                    json.dumps(m.recipients), json.dumps(m.mentions) if m.mentions else empty,
-                    json.dumps(m.whisper) if m.whisper else empty, m.reply_to, m.priority,
-                    json.dumps(m.attachments) if m.attachments else empty,
-                    json.dumps(m.data) if m.data is not None else None, m.client_id,
+                    codec.dumps(m.recipients), codec.dumps(m.mentions) if m.mentions else empty,
+                    codec.dumps(m.whisper) if m.whisper else empty, m.reply_to, m.priority,
+                    codec.dumps(m.attachments) if m.attachments else empty,
+                    codec.dumps(m.data) if m.data is not None else None, m.client_id,
                     m.created_at,
                 ),
             )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import logging.handlers
 import os
@@ -214,6 +215,7 @@ def _serve_foreground(cfg: Config, log_level: str) -> None:
         typer.echo("\n".join(_banner(cfg, hub, url)))
         sys.stdout.flush()
         logs.release()
+        gc.freeze()  # what start-up built lives as long as the hub: no collection walks it again
         try:
             await stop.wait()
         finally:
