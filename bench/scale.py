@@ -53,7 +53,8 @@ from ws_throughput import HOST, HUB_BIN, Lines, Procs, free_port, health, pct, w
 THIS = str(Path(__file__).resolve())
 PEERS_PER_GEN = 2500  # idle peers one load generator holds at most
 CONNECTS_IN_FLIGHT = 32  # per load generator
-WARMUP = 20  # probe sends not counted
+WARMUP = 20  # probe sends not counted, per hub
+ROUND = 10  # probe sends on one hub before the next hub's turn
 
 
 # ================================================================================================
@@ -66,8 +67,8 @@ class _Discard(asyncio.Queue):  # type: ignore[type-arg]
         pass
 
 
-async def open_peer(url: str, name: str) -> Any:
-    """A receiving peer over TCP, its key enrolled through the hub's local socket first."""
+async def open_peer(url: str, name: str, receive: bool) -> Any:
+    """A peer over TCP, its key enrolled through the hub's local socket first."""
     from nacl.signing import SigningKey
 
     from meshhub.client import MeshClient
@@ -75,28 +76,32 @@ async def open_peer(url: str, name: str) -> Any:
     key = SigningKey.generate()
     async with MeshClient(url, key, name=name, kind="agent", connector="bench", receive=False):
         pass
-    client = MeshClient(url, key, name=name, kind="agent", connector="bench", local=False)
+    client = MeshClient(url, key, name=name, kind="agent", connector="bench", local=False,
+                        receive=receive)
     client.events = _Discard()
     await asyncio.wait_for(client.connect(), 60)
     return client
 
 
-async def add_peers(url: str, prefix: str, first: int, count: int, clients: list[Any]) -> None:
+async def add_peers(url: str, prefix: str, first: int, count: int, receive: bool,
+                    clients: list[Any]) -> None:
     gate = asyncio.Semaphore(CONNECTS_IN_FLIGHT)
 
     async def one(i: int) -> None:
         async with gate:
-            clients.append(await open_peer(url, f"{prefix}{i:05d}"))
+            clients.append(await open_peer(url, f"{prefix}{i:05d}", receive))
 
     await asyncio.gather(*(one(first + i) for i in range(count)))
 
 
-async def probe(sender: Any, receiver: Any, to: str, sends: int) -> dict[str, list[float]]:
-    """``sends`` DMs one after the other; per send, seconds until receipt and until result."""
+async def probe(sender: Any, receiver: Any, to: str, sends: int,
+                warmup: int) -> dict[str, list[float]]:
+    """``warmup`` + ``sends`` DMs one after the other; per counted send, the seconds until
+    receipt and until the hub's result."""
     loop = asyncio.get_running_loop()
     receipt: list[float] = []
     rtt: list[float] = []
-    for i in range(WARMUP + sends):
+    for i in range(warmup + sends):
         got: asyncio.Future[float] = loop.create_future()
         waiting = asyncio.create_task(receiver.next_message(30))
         waiting.add_done_callback(lambda _t, got=got: got.set_result(time.perf_counter()))
@@ -105,7 +110,7 @@ async def probe(sender: Any, receiver: Any, to: str, sends: int) -> dict[str, li
         t_result = time.perf_counter()
         message = await waiting
         await receiver.ack(message["id"])
-        if i >= WARMUP:
+        if i >= warmup:
             receipt.append(await got - t0)
             rtt.append(t_result - t0)
     return {"receipt": receipt, "rtt": rtt}
@@ -121,14 +126,15 @@ async def peers_main(args: argparse.Namespace) -> None:
                 return
             t0 = time.perf_counter()
             if line[0] == "ADD":
-                first, count = int(line[1]), int(line[2])
-                await add_peers(args.url, args.prefix, first, count, clients)
+                first, count, receive = int(line[1]), int(line[2]), line[3] == "receiving"
+                await add_peers(args.url, args.prefix, first, count, receive, clients)
                 answer: dict[str, Any] = {"peers": len(clients),
                                           "seconds": time.perf_counter() - t0}
             elif line[0] == "PROBE":
                 if not clients:
-                    await add_peers(args.url, args.prefix, 0, 2, clients)
-                answer = await probe(clients[0], clients[1], f"{args.prefix}00001", int(line[1]))
+                    await add_peers(args.url, args.prefix, 0, 2, True, clients)
+                answer = await probe(clients[0], clients[1], f"{args.prefix}00001",
+                                     int(line[1]), int(line[2]))
             else:
                 answer = {"error": f"unknown command {line[0]}"}
             print("ANSWER " + json.dumps(answer), flush=True)
@@ -224,78 +230,110 @@ class Row:
     size: int
     receipt: list[float] = field(default_factory=list)
     rtt: list[float] = field(default_factory=list)
+    reference: list[float] = field(default_factory=list)  # the reference hub's, meanwhile
     rss: float = 0.0
     connect_s: float = 0.0
     startup_s: list[float] = field(default_factory=list)
     seed_s: float = 0.0
 
-    def ms(self, values: list[float], q: float) -> float:
+    @staticmethod
+    def ms(values: list[float], q: float) -> float:
         return 1000 * (pct(values, q) or math.nan)
 
 
+def probe_all(probers: list[Gen], sends: int, timeout: float) -> list[dict[str, list[float]]]:
+    """``sends`` probe sends on each hub, in rounds of ``ROUND`` taking turns, so that another
+    job on the machine slows every hub alike; after ``WARMUP`` uncounted sends each."""
+    for g in probers:
+        g.ask(f"PROBE 0 {WARMUP}", timeout)
+    found: list[dict[str, list[float]]] = [{"receipt": [], "rtt": []} for _ in probers]
+    for r in range(math.ceil(sends / ROUND)):
+        turn = list(enumerate(probers))
+        for i, g in turn[r % len(turn):] + turn[:r % len(turn)]:
+            answer = g.ask(f"PROBE {min(ROUND, sends - r * ROUND)} 0", timeout)
+            for key in found[i]:
+                found[i][key] += answer[key]
+    return found
+
+
 def grow_peers(args: argparse.Namespace, procs: Procs, root: Path) -> list[Row]:
-    home = root / "peers"
+    """One hub whose peers grow to each size in turn, probed at each size together with a
+    reference hub that keeps the smallest size throughout."""
+    smallest = args.peers[0]
+    ref_home, home = root / "peers-reference", root / "peers"
+    ref_home.mkdir(mode=0o700)
     home.mkdir(mode=0o700)
+    ref_hub, ref_url, _ = start_hub(procs, ref_home, root)
+    Gen(procs, ref_url, "ref-idle-", root).ask(f"ADD 0 {smallest - 2} {args.idle}",
+                                                         args.timeout)
+    ref_prober = Gen(procs, ref_url, "probe", root)
     hub, url, _ = start_hub(procs, home, root)
     prober = Gen(procs, url, "probe", root)
     gens: list[Gen] = []
     rows = []
     for n in args.peers:
         idle = n - 2
-        wanted = max(1, math.ceil(idle / PEERS_PER_GEN))
-        while len(gens) < wanted:
+        while len(gens) < math.ceil(idle / PEERS_PER_GEN):
             gens.append(Gen(procs, url, f"idle{len(gens)}-", root))
         t0 = time.perf_counter()
-        have = sum(g.held for g in gens)
         orders = []
         for g in gens:
-            more = min(PEERS_PER_GEN - g.held, idle - have)
+            more = min(PEERS_PER_GEN - g.held, idle - sum(x.held for x in gens))
             if more > 0:
-                g.send(f"ADD {g.held} {more}")
+                g.send(f"ADD {g.held} {more} {args.idle}")
                 orders.append(g)
                 g.held += more
-                have += more
         for g in orders:
             g.answer(args.timeout)
         row = Row("peers", n, connect_s=time.perf_counter() - t0)
         row.rss = settled_rss(hub.pid)
-        found = prober.ask(f"PROBE {args.sends}", args.timeout)
-        row.receipt, row.rtt = found["receipt"], found["rtt"]
+        mine, ref = probe_all([prober, ref_prober], args.sends, args.timeout)
+        row.receipt, row.rtt, row.reference = mine["receipt"], mine["rtt"], ref["receipt"]
         progress(f"{n} peers: connected in {row.connect_s:.1f} s, RSS "
-                 f"{row.rss / 2**20:.1f} MB, send p50 {row.ms(row.receipt, 50):.2f} ms")
+                 f"{row.rss / 2**20:.1f} MB, send p50 {row.ms(row.receipt, 50):.2f} ms "
+                 f"(reference {row.ms(row.reference, 50):.2f} ms)")
         rows.append(row)
-    for g in [prober, *gens]:
-        g.send("QUIT")
     Procs.stop(hub)
+    Procs.stop(ref_hub)
     return rows
 
 
-def stored(args: argparse.Namespace, procs: Procs, root: Path, count: int) -> Row:
-    home = root / f"stored-{count}"
-    home.mkdir(mode=0o700)
-    hub, _, _ = start_hub(procs, home, root)  # the hub creates its schema
-    Procs.stop(hub)
-    row = Row("stored", count)
-    if count:
-        row.seed_s = seed(home / "meshhub.db", count)
-    for i in range(args.starts):
-        hub, url, took = start_hub(procs, home, root)
-        row.startup_s.append(took)
-        if i < args.starts - 1:
+def stored(args: argparse.Namespace, procs: Procs, root: Path) -> list[Row]:
+    """A hub home per size, seeded while its hub is stopped; start-ups taken in turns; then all
+    hubs run at once, each with the smallest peer count, and are probed together."""
+    rows, homes = [], []
+    for count in args.stored:
+        home = root / f"stored-{count}"
+        home.mkdir(mode=0o700)
+        hub, _, _ = start_hub(procs, home, root)  # the hub creates its schema
+        Procs.stop(hub)
+        row = Row("stored", count)
+        if count:
+            progress(f"seeding {count} messages")
+            row.seed_s = seed(home / "meshhub.db", count)
+        rows.append(row)
+        homes.append(home)
+    for _ in range(args.starts):
+        for row, home in zip(rows, homes, strict=True):
+            hub, _, took = start_hub(procs, home, root)
+            row.startup_s.append(took)
             Procs.stop(hub)
-    idle = Gen(procs, url, "idle-", root)
-    idle.ask("ADD 0 8", args.timeout)
-    prober = Gen(procs, url, "probe", root)
-    found = prober.ask(f"PROBE {args.sends}", args.timeout)
-    row.receipt, row.rtt = found["receipt"], found["rtt"]
-    row.rss = float(psutil.Process(hub.pid).memory_info().rss)
-    for g in (idle, prober):
-        g.send("QUIT")
-    Procs.stop(hub)
-    progress(f"{count} stored: seeded in {row.seed_s:.1f} s, start-up "
-             f"{statistics.median(row.startup_s):.2f} s, send p50 "
-             f"{row.ms(row.receipt, 50):.2f} ms")
-    return row
+    hubs, probers = [], []
+    for home in homes:
+        hub, url, _ = start_hub(procs, home, root)
+        hubs.append(hub)
+        Gen(procs, url, "idle-", root).ask(f"ADD 0 {args.peers[0] - 2} {args.idle}",
+                                                   args.timeout)
+        probers.append(Gen(procs, url, "probe", root))
+    for row, hub, found in zip(rows, hubs, probe_all(probers, args.sends, args.timeout),
+                               strict=True):
+        row.receipt, row.rtt = found["receipt"], found["rtt"]
+        row.rss = float(psutil.Process(hub.pid).memory_info().rss)
+        Procs.stop(hub)
+        progress(f"{row.size} stored: seeded in {row.seed_s:.1f} s, start-up "
+                 f"{statistics.median(row.startup_s):.2f} s, send p50 "
+                 f"{row.ms(row.receipt, 50):.2f} ms")
+    return rows
 
 
 def progress(text: str) -> None:
@@ -303,16 +341,18 @@ def progress(text: str) -> None:
 
 
 def print_table(rows: list[Row]) -> None:
-    head = (f"{'size':<22} {'send p50':>9} {'p99':>8} {'rtt p50':>8} {'p99':>8} "
+    head = (f"{'size':<22} {'send p50':>9} {'p99':>8} {'ref p50':>8} {'rtt p50':>8} {'p99':>8} "
             f"{'RSS MB':>7} {'connect s':>9} {'seed s':>7} {'start-up s':>10}")
-    print(f"send: send call until receipt by the receiver; rtt: until the hub's result (ms)\n"
+    print("send: send call until receipt by the receiver; rtt: until the hub's result; ref: the\n"
+          "reference hub (smallest peer count) probed in turns with it (ms)\n"
           f"{head}\n{'-' * len(head)}")
     for r in rows:
         size = f"{r.size:,} {'peers' if r.label == 'peers' else 'stored messages'}"
+        ref = f"{r.ms(r.reference, 50):.2f}" if r.reference else "-"
         connect = f"{r.connect_s:.1f}" if r.label == "peers" else "-"
         seeded = f"{r.seed_s:.1f}" if r.label == "stored" else "-"
         startup = f"{statistics.median(r.startup_s):.2f}" if r.startup_s else "-"
-        print(f"{size:<22} {r.ms(r.receipt, 50):>9.2f} {r.ms(r.receipt, 99):>8.2f} "
+        print(f"{size:<22} {r.ms(r.receipt, 50):>9.2f} {r.ms(r.receipt, 99):>8.2f} {ref:>8} "
               f"{r.ms(r.rtt, 50):>8.2f} {r.ms(r.rtt, 99):>8.2f} {r.rss / 2**20:>7.1f} "
               f"{connect:>9} {seeded:>7} {startup:>10}")
 
@@ -328,7 +368,7 @@ def goal_rows(peers: list[Row], stores: list[Row]) -> list[Goal]:
         small, large = peers[0], peers[-1]
         goals.append(Goal("scale", f"send p50, {large.size} peers vs {small.size}",
                           large.ms(large.receipt, 50), "ms", 1.5,
-                          baseline=small.ms(small.receipt, 50)))
+                          baseline=large.ms(large.reference, 50)))
     if len(stores) >= 2:
         small, large = stores[0], stores[-1]
         goals.append(Goal("scale", f"send p50, {short(large.size)} stored vs {small.size}",
@@ -357,6 +397,10 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--sends", type=int, help="probe sends per size (default 300, --quick 100)")
     p.add_argument("--starts", type=int, help="hub starts per stored size (default 3, "
                    "--quick 2); the median is reported")
+    p.add_argument("--idle", choices=["send-only", "receiving"], default="send-only",
+                   help="idle peers connect send-only (the default: no presence events), or "
+                   "receiving (each joining peer is announced to every receiving peer, so "
+                   "filling N peers costs N*N/2 event frames: minutes at 2,000)")
     p.add_argument("--quick", action="store_true", help="a brief run (for bench/run-all)")
     p.add_argument("--timeout", type=float, default=600.0, help="limit for any one step (s)")
     p.add_argument("--summary-json", action="store_true",
@@ -385,7 +429,7 @@ def main() -> None:
         root = Path(tmp)
         try:
             peers = grow_peers(args, procs, root)
-            stores = [stored(args, procs, root, count) for count in args.stored]
+            stores = stored(args, procs, root)
         finally:
             procs.stop_all()
             with contextlib.suppress(Exception):
