@@ -393,7 +393,8 @@ def parse_args() -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--peers", type=sizes, help="connected peers (default 10,100,1000,5000; "
                    "--quick 10,100,1000,2000); the probe pair counts among them")
-    p.add_argument("--stored", type=sizes, help="stored messages (default 0,100000,1000000)")
+    p.add_argument("--stored", type=sizes, help="stored messages (default 0,100000,1000000; "
+                   "--quick 0,100000: seeding a million takes most of a minute)")
     p.add_argument("--sends", type=int, help="probe sends per size (default 300, --quick 100)")
     p.add_argument("--starts", type=int, help="hub starts per stored size (default 3, "
                    "--quick 2); the median is reported")
@@ -410,7 +411,8 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--prefix", help=argparse.SUPPRESS)
     args = p.parse_args()
     args.peers = args.peers or ([10, 100, 1000, 2000] if args.quick else [10, 100, 1000, 5000])
-    args.stored = args.stored if args.stored is not None else [0, 100_000, 1_000_000]
+    args.stored = args.stored if args.stored is not None else (
+        [0, 100_000] if args.quick else [0, 100_000, 1_000_000])
     args.sends = args.sends or (100 if args.quick else 300)
     args.starts = args.starts or (2 if args.quick else 3)
     if min(args.peers) < 3:
