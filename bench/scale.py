@@ -54,7 +54,7 @@ THIS = str(Path(__file__).resolve())
 PEERS_PER_GEN = 2500  # idle peers one load generator holds at most
 CONNECTS_IN_FLIGHT = 32  # per load generator
 WARMUP = 20  # probe sends not counted, per hub
-ROUND = 10  # probe sends on one hub before the next hub's turn
+ROUND = 1  # probe sends on one hub before the next hub's turn
 
 
 # ================================================================================================
