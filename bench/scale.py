@@ -330,8 +330,8 @@ def stored(args: argparse.Namespace, procs: Procs, root: Path) -> list[Row]:
         row.receipt, row.rtt = found["receipt"], found["rtt"]
         row.rss = float(psutil.Process(hub.pid).memory_info().rss)
         Procs.stop(hub)
-        progress(f"{row.size} stored: seeded in {row.seed_s:.1f} s, start-up "
-                 f"{statistics.median(row.startup_s):.2f} s, send p50 "
+        progress(f"{row.size} stored: seeded in {row.seed_s:.1f} s, start-ups "
+                 f"{', '.join(f'{s:.2f}' for s in row.startup_s)} s, send p50 "
                  f"{row.ms(row.receipt, 50):.2f} ms")
     return rows
 
