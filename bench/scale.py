@@ -2,24 +2,26 @@
 """Growth: send latency, hub memory and start-up as peers and stored messages grow.
 
     python bench/scale.py [--quick] [--peers 10,100,1000,5000] [--stored 0,100000,1000000]
-                          [--sends 300] [--summary-json]
+                          [--sends 300] [--idle send-only|receiving] [--summary-json]
 
 Everything runs on 127.0.0.1; every child is stopped by handle at the end, even on error.
 
 Peers: one real ``hub start`` child (temporary ``MESHHUB_HOME``, free port). Load-generator
 children (this file with ``--role peers``) hold idle ``MeshClient`` connections (TCP, each its
-own key, enrolled once through the hub's local socket, receiving); the parent grows their number
-to each size in turn (``--peers``). At each size, once the hub's RSS and CPU have settled, the
-parent samples the hub's RSS; then a probe child (two more peers) sends ``--sends`` direct
-messages one after the other, each awaiting the hub's result, to a receiver that acks each.
-``send`` latency is the time from the send call to the message's receipt by the receiver;
-``rtt`` is the time until the hub's result. The probe pair counts among the N peers.
+own key, enrolled once through the hub's local socket; send-only unless ``--idle receiving``);
+the parent grows their number to each size in turn (``--peers``). At each size, once the hub's
+RSS and CPU have settled, the parent samples the hub's RSS; then a probe child (two more peers)
+sends ``--sends`` direct messages one after the other, each awaiting the hub's result, to a
+receiver that acks each. ``send`` latency is the time from the send call to the message's
+receipt by the receiver; ``rtt`` is the time until the hub's result. The probe pair counts among
+the N peers. A reference hub keeps the smallest size throughout and takes turns with it, send
+by send, so that another job on the machine slows both alike.
 
 Stored messages: for each size (``--stored``), a fresh hub home is started once and stopped (so
 the hub creates its own schema), then filled with that many messages and their deliveries by
 ``scale_seed.py`` while the hub is stopped. Start-up is the time from spawning ``hub start``
-until its ``/health`` answers (median of ``--starts``); then ten peers connect and the probe
-measures send latency as above.
+until its ``/health`` answers (median of ``--starts``); then all these hubs run at once, each
+with the smallest peer count, and take turns at the probe as above.
 
 Goals (issue 9): send p50 at the largest size within 1.5x of the smallest, for peers and for
 stored messages; RSS per idle peer (RSS growth from the smallest to the largest size / the
