@@ -175,3 +175,13 @@ def m007_token_capabilities(db: Database) -> None:
     db.execute("ALTER TABLE tokens ADD COLUMN cap TEXT NOT NULL DEFAULT 'admin'")
     db.execute("ALTER TABLE tokens ADD COLUMN expires_at REAL")
     db.execute("CREATE INDEX tokens_peer ON tokens (peer, revoked)")
+
+
+@core_migrations()
+def m008_open_deliveries(db: Database) -> None:
+    """The TTL sweep's index: the deliveries still open are few, the stored messages many, so
+    the sweep reads these instead of every message older than the TTL."""
+    db.execute(
+        "CREATE INDEX deliveries_open ON deliveries (message_id) "
+        "WHERE state IN ('queued','pushed')"
+    )

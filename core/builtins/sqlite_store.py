@@ -455,10 +455,12 @@ class SQLiteStore(MemberTables):
 
     async def expire_older_than(self, cutoff: float, reason: str) -> int:
         def run(conn: sqlite3.Connection) -> int:
+            # through the open deliveries (few), not the old messages (a second's read with a
+            # million stored, every sweep, holding up every write behind it)
             cur = conn.execute(
-                "UPDATE deliveries SET state='dead', reason=?, lease_until=NULL, updated_at=? "
-                "WHERE state IN ('queued','pushed') AND message_id IN "
-                "(SELECT id FROM messages WHERE created_at < ?)",
+                "UPDATE deliveries INDEXED BY deliveries_open SET state='dead', reason=?, "
+                "lease_until=NULL, updated_at=? WHERE state IN ('queued','pushed') AND "
+                "(SELECT created_at FROM messages WHERE id = deliveries.message_id) < ?",
                 (reason, time.time(), cutoff),
             )
             return cur.rowcount
