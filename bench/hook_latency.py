@@ -16,6 +16,12 @@ Rows: ``python -c pass``; ``hub hook post-tool-use`` and ``user-prompt-submit`` 
 ``post-tool-use`` with the hub stopped (the session still running) and with no session at all;
 ``hub --version`` (the full command line, for reference: what a hook cost before it had its own
 entry point). Goals: both ``post-tool-use`` p50s (hub up, hub down) <= 100 ms.
+
+A hook that did nothing (a dead session, no socket) answers just as fast, so after each phase
+the bench checks, untimed, that the hooks did their work, and exits non-zero if not: with the
+hub up, hub and session still run, the hub shows the session ``working`` (user-prompt-submit)
+and post-tool-use names a newly sent message; with the hub down, the session still runs and
+answers on its hook socket.
 """
 
 from __future__ import annotations
@@ -57,6 +63,14 @@ def wait_for(check: object, what: str, timeout: float = 20.0) -> None:
         time.sleep(0.05)
 
 
+def eventually(check: object, timeout: float) -> bool:
+    try:
+        wait_for(check, "", timeout)
+    except RuntimeError:
+        return False
+    return True
+
+
 def healthy(url: str) -> bool:
     with contextlib.suppress(OSError):
         urllib.request.urlopen(url + "/health", timeout=1).read()
@@ -92,6 +106,34 @@ def sample(rows: dict[str, list[str]], n: int, env: dict[str, str],
         for label, argv in rows.items():
             times[label].append(timed(argv, env, stdin)[0])
     return times
+
+
+def fail(what: str) -> None:
+    """End the run: a hook that answers fast because it did nothing must not pass its goal."""
+    raise SystemExit(f"hook_latency: {what}; the timings would not measure a working hook")
+
+
+def alive(proc: subprocess.Popen[bytes], what: str) -> None:
+    if proc.poll() is not None:
+        fail(f"{what} exited (code {proc.returncode}) during the run")
+
+
+def status_on_hub(env: dict[str, str]) -> str | None:
+    """The session's status as the hub shows it (``hub peers --json``)."""
+    out = subprocess.run([HUB, "peers", "--json"], env=env, stdout=subprocess.PIPE,
+                         stderr=subprocess.DEVNULL, check=True).stdout
+    return next((p["status"] for p in json.loads(out) if p["name"] == SESSION), None)
+
+
+def socket_answers(path: Path) -> bool:
+    """The session process answers a hook request on its socket (with the hub down the hook
+    prints nothing either way, so its output cannot tell an answer from no session)."""
+    with contextlib.suppress(OSError), socket.socket(socket.AF_UNIX) as s:
+        s.settimeout(2)
+        s.connect(str(path))
+        s.sendall(json.dumps({"v": 1, "event": "post-tool-use"}).encode() + b"\n")
+        return s.makefile("rb").readline().startswith(b'{"output"')
+    return False
 
 
 def p50_p99(samples: list[float]) -> tuple[float, float]:
@@ -134,16 +176,33 @@ def run(n: int) -> dict[str, list[float]]:
             def named() -> bool:
                 return b"new unread" in timed(hook, env, stdin)[1]
 
-            subprocess.run([HUB, "send", SESSION, "waiting for the bench"], env=env,
-                           check=True, stdout=subprocess.DEVNULL)
+            def message() -> None:
+                subprocess.run([HUB, "send", SESSION, "waiting for the bench"], env=env,
+                               check=True, stdout=subprocess.DEVNULL)
+
+            message()
             wait_for(named, "the first post-tool-use naming the message")
+            if status_on_hub(env) == "working":
+                fail("the session shows 'working' before any user-prompt-submit")
             up = sample({"python -c pass": [sys.executable, "-c", "pass"],
                          "hook post-tool-use, hub up": hook,
                          "hook user-prompt-submit, hub up": [HUB, "hook", "user-prompt-submit"],
                          "hub --version (full CLI)": [HUB, "--version"]}, n, env, stdin)
+            # untimed: the hooks reached the session and, through it, the hub
+            alive(hub, "the hub")
+            alive(session, "the session (hub mcp)")
+            if not eventually(lambda: status_on_hub(env) == "working", 5):
+                fail("user-prompt-submit did not make the session 'working' on the hub (it is "
+                     f"{status_on_hub(env)})")
+            message()
+            if not eventually(named, 10):
+                fail("post-tool-use did not name a new message after the timed phase")
             stop(hub)
             down = sample({"python -c pass (hub down)": [sys.executable, "-c", "pass"],
                            "hook post-tool-use, hub down": hook}, n, env, stdin)
+            alive(session, "the session (hub mcp)")
+            if not socket_answers(session_socket(home, SESSION)):
+                fail("the session did not answer on its hook socket with the hub down")
             stop(session)
             alone = sample({"hook post-tool-use, no session": hook}, n, env, stdin)
         finally:

@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import itertools
 import json
 import os
 import socket
@@ -70,23 +71,49 @@ def env_for(home: Path, url: str, **extra: str) -> dict[str, str]:
 
 
 class Arrivals:
+    """The channel notifications of one session, matched to the sample waiting for them.
+
+    A sample ends only at the notification carrying its own payload that arrived after the
+    sample started: a duplicate, a re-pushed delivery, a warm-up straggler or the probe's
+    greeting is ignored, so it cannot end a later sample early (or before it began). Every
+    payload is unique in the run (:func:`payload`)."""
+
     def __init__(self) -> None:
         self.event = anyio.Event()
-        self.at = 0.0
+        self.payload, self.t0, self.at = "", 0.0, 0.0
 
     async def handler(self, params: Channel) -> None:
-        self.at = time.perf_counter()
-        self.event.set()
+        at = time.perf_counter()
+        # the hub's content is "<sender> in a direct message: <text>"; the baselines' is <text>
+        if self.payload and params.content.endswith(self.payload) and at >= self.t0:
+            self.payload, self.at = "", at
+            self.event.set()
 
     def binding(self) -> NotificationBinding[Channel]:
         return NotificationBinding(method=CHANNEL_METHOD, params_type=Channel,
                                    handler=self.handler)
 
-    async def next(self) -> float:
+    def expect(self, payload: str) -> float:
+        """Start a sample that ends when ``payload`` arrives; returns its start time. Called
+        before the payload is sent, since its notification may arrive before the send
+        returns."""
+        self.event = anyio.Event()
+        self.payload, self.t0 = payload, time.perf_counter()
+        return self.t0
+
+    async def arrival(self) -> float:
         with anyio.fail_after(10):
             await self.event.wait()
-        self.event = anyio.Event()
         return self.at
+
+
+_payloads = itertools.count()
+
+
+def payload() -> str:
+    """A payload unique in the run: "p<n>" (no "p<n>" is the end of another, so matching the
+    end of the hub's content is exact)."""
+    return f"p{next(_payloads)}"
 
 
 @contextlib.asynccontextmanager
@@ -136,10 +163,10 @@ async def time_send_read(a: ClientSession, b: ClientSession, to: str, n: int) ->
 
 async def time_push(sender: MeshClient, to: str, arrivals: Arrivals, n: int) -> list[float]:
     out = []
-    for i in range(n):
-        t0 = time.perf_counter()
-        await sender.call_nowait("send", to=to, text=f"p{i}")
-        out.append(await arrivals.next() - t0)
+    for _ in range(n):
+        t0 = arrivals.expect(text := payload())
+        await sender.call_nowait("send", to=to, text=text)
+        out.append(await arrivals.arrival() - t0)
     return out
 
 
@@ -156,20 +183,20 @@ async def time_echo_pair(s: ClientSession, n: int) -> list[float]:
 async def time_ws_push(ws: aiohttp.ClientWebSocketResponse, arrivals: Arrivals,
                        n: int) -> list[float]:
     out = []
-    for i in range(n):
-        t0 = time.perf_counter()
-        await ws.send_str(json.dumps({"text": f"p{i}"}))
-        out.append(await arrivals.next() - t0)
+    for _ in range(n):
+        t0 = arrivals.expect(text := payload())
+        await ws.send_str(json.dumps({"text": text}))
+        out.append(await arrivals.arrival() - t0)
     return out
 
 
 async def time_echo_push(s: ClientSession, arrivals: Arrivals, n: int) -> list[float]:
     out = []
     for _ in range(n):
-        t0 = time.perf_counter()
+        t0 = arrivals.expect(text := payload())
         async with anyio.create_task_group() as tg:
-            tg.start_soon(s.call_tool, "push", {"x": "p"})
-            out.append(await arrivals.next() - t0)
+            tg.start_soon(s.call_tool, "push", {"x": text})
+            out.append(await arrivals.arrival() - t0)
     return out
 
 
@@ -272,7 +299,6 @@ async def run(n: int) -> list[Row]:
                     stdio(c_params) as (c, c_in), stdio(probe) as (p, p_in):
                 await a.list_tools()
                 await c.call_tool("mesh_whoami", {})
-                await p_in.next()  # the probe's greeting
                 await time_send_read(a, b, "b", warm)
                 sr = await time_send_read(a, b, "b", n)
                 await time_echo_pair(p, warm)

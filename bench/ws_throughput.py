@@ -440,6 +440,13 @@ def pct(values: list[float], q: float) -> float | None:
     return values[k]
 
 
+def ms(values: list[float], q: float) -> float:
+    """Percentile ``q`` of ``values`` (seconds) in ms; NaN without samples, never 0, so that
+    a run that measured nothing fails its goal rather than passing as "fastest"."""
+    value = pct(values, q)
+    return math.nan if value is None else value * 1000
+
+
 def run_phase(procs: Procs, args: argparse.Namespace, url: str, server_pid: int, prefix: str,
               messages: int, rate: float | None, deadline: float, logdir: Path) -> dict[str, Any]:
     """One load run against ``url``; returns merged figures."""
@@ -525,12 +532,12 @@ def run_phase(procs: Procs, args: argparse.Namespace, url: str, server_pid: int,
         "duplicates": sum(r["duplicates"] for r in results),
         "delivered_pct": 100.0 * received / attempted if attempted else 0.0,
         "wall_s": wall,
-        "msgs_per_s": received / wall if wall else 0.0,
-        "p50_ms": (pct(latencies, 50) or 0) * 1000,
-        "p99_ms": (pct(latencies, 99) or 0) * 1000,
-        "max_ms": (max(latencies) if latencies else 0) * 1000,
-        "send_rtt_p50_ms": (pct(ack_rtts, 50) or 0) * 1000,
-        "send_rtt_p99_ms": (pct(ack_rtts, 99) or 0) * 1000,
+        "msgs_per_s": received / wall if received else math.nan,  # none: no rate (see ms())
+        "p50_ms": ms(latencies, 50),
+        "p99_ms": ms(latencies, 99),
+        "max_ms": ms(latencies, 100),
+        "send_rtt_p50_ms": ms(ack_rtts, 50),
+        "send_rtt_p99_ms": ms(ack_rtts, 99),
         "server_cpu_pct": 100.0 * cpu_server / busy,
         "server_cpu_us_per_msg": 1e6 * cpu_server / received if received else 0.0,
         "gen_cpu_pct": [100.0 * c / busy for c in gen_cpu],
@@ -584,7 +591,7 @@ def bench(args: argparse.Namespace) -> dict[str, Any]:
         out["hub"] = peak
         log(args, f"  {peak['msgs_per_s']:.0f} msg/s, p99 {peak['p99_ms']:.1f} ms")
         rate = args.rate or (peak["msgs_per_s"] / 2 if args.half_rate else None)
-        if rate:
+        if rate and math.isfinite(rate):
             per_peer = max(1, min(args.messages,
                                   math.ceil(rate * args.rate_seconds / args.peers)))
             log(args, f"  rate phase: {rate:.0f} msg/s offered, {per_peer} msgs/peer")

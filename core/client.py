@@ -334,7 +334,11 @@ class MeshClient:
         if self._ws is None or not self.connected.is_set():
             raise ConnectionError(self.shut_out or "not connected to the hub")
         call_id = next(self._ids)
-        frame = codec.dumps({"type": "call", "id": call_id, "action": action, "params": params})
+        try:
+            frame = codec.dumps({"type": "call", "id": call_id, "action": action,
+                                 "params": params})
+        except TypeError as exc:  # not JSON: an integer past 64 bits, a lone surrogate, bytes
+            raise InvalidRequest(f"the {action} call cannot be sent as JSON: {exc}") from None
         limit = self.limits.get("max_frame_bytes")
         size = len(frame) if frame.isascii() else len(frame.encode())
         if limit is not None and size > limit:

@@ -83,7 +83,10 @@ class PendingSend:
     def _accepted(self) -> dict[str, Any]:
         message = self.message
         self.hub.dispatcher.push_accepted(message, self.leased)
-        self.hub.notify_accepted(message)
+        if self.hub.plugins.has_impls("meshhub_message_accepted"):
+            self.hub.spawn(self.hub.plugins.each(
+                "meshhub_message_accepted", hub=self.hub, message=message
+            ))
         return self._result(message, message.id, created=True,
                             queued={k for k in message.recipients if k not in self.leased})
 
@@ -124,8 +127,6 @@ class Hub:
         self.extra_hosts: set[str] = set()  # Host names plugins serve under (a webhook's host)
         self._tasks: set[asyncio.Task[Any]] = set()
         self._collected = False
-        self._accepted: list[Message] = []  # for meshhub_message_accepted, not yet told
-        self._notifier: asyncio.Task[None] | None = None
 
     # -- lifecycle -------------------------------------------------------------------------
     def collect_contributions(self) -> None:
@@ -366,25 +367,6 @@ class Hub:
             message, route.mentioned, leased, time.time() + self.config.lease_seconds
         ))
         return PendingSend(message=message, insert=insert, leased=leased, hub=self)
-
-    def notify_accepted(self, message: Message) -> None:
-        """Tell the plugins that ``message`` was stored, in the background: one task for a burst
-        of messages (a busy hub accepts many per loop turn), each told in acceptance order."""
-        if not self.plugins.has_impls("meshhub_message_accepted"):
-            return
-        self._accepted.append(message)
-        if self._notifier is None:
-            self._notifier = self.spawn(self._notify_accepted())
-
-    async def _notify_accepted(self) -> None:
-        try:
-            while self._accepted:
-                batch, self._accepted = self._accepted, []
-                for message in batch:
-                    await self.plugins.each("meshhub_message_accepted", hub=self,
-                                            message=message)
-        finally:
-            self._notifier = None
 
     async def send(self, sender: Peer, to: str | list[str] | None, body: str,
                    **options: Any) -> dict[str, Any]:

@@ -5,11 +5,13 @@ from __future__ import annotations
 
 import json
 import os
+import select
 import subprocess
 import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from meshhub.local import default_session_name, session_socket
 
@@ -63,6 +65,8 @@ def test_install_twice_then_uninstall_keeps_everything_else(tmp_path):
             ours = [g for g in settings["hooks"][event]
                     if any(h["command"].endswith(f"hub hook {arg}") for h in g["hooks"])]
             assert len(ours) == 1, (event, settings["hooks"][event])
+            command = ours[0]["hooks"][0]["command"]  # the session's home, like the server's
+            assert command.startswith(f"MESHHUB_HOME={entry['env']['MESHHUB_HOME']} "), command
         assert settings["hooks"]["Stop"][0] == UNRELATED_SETTINGS["hooks"]["Stop"][0]
         assert settings["model"] == "opus" and settings["permissions"] == {"allow": ["Read"]}
     assert (home / ".claude.json.meshhub.bak").read_text() == user_text  # backup first
@@ -182,10 +186,10 @@ def test_hook_path_loads_no_typer_pluggy_or_client(tmp_path):
             "heavy = sorted(m for m in sys.modules if m.split('.')[0] in {'typer', 'click', "
             "'pluggy', 'aiohttp', 'nacl', 'asyncio', 'mcp', 'yarl', 'pydantic'} or m in "
             "{'meshhub.client', 'meshhub.config', 'meshhub.cli.main', 'importlib.metadata'})\n"
-            "print(','.join(heavy), file=sys.stderr)\n")
+            "print('loaded:', ','.join(heavy))\n")
     out = subprocess.run([sys.executable, "-c", code], env=base_env(tmp_path / "home"),
                          capture_output=True, text=True, timeout=30, input="{}")
-    assert out.returncode == 0 and out.stderr.strip() == "", out.stderr
+    assert out.returncode == 0 and out.stdout.strip() == "loaded:", out  # the hook returned
 
 
 def start_session(home: Path, url: str, name: str, cwd: Path) -> subprocess.Popen[bytes]:
@@ -201,7 +205,7 @@ def start_session(home: Path, url: str, name: str, cwd: Path) -> subprocess.Pope
     return proc
 
 
-def stop_session(proc: subprocess.Popen[bytes]) -> None:
+def stop_session(proc: subprocess.Popen[Any]) -> None:
     assert proc.stdin is not None
     proc.stdin.close()  # Claude Code closing the session
     try:
@@ -251,6 +255,32 @@ def test_hooks_set_status_and_name_unread_once(tmp_path, hub, people):
     finally:
         stop_session(session)
     assert not session_socket(bob.home, "bob-work").exists()  # the session took it away
+
+
+def test_a_second_session_of_the_same_name_leaves_the_first_its_hooks(tmp_path, hub, people):
+    ann, bob = people("ann", "bob")
+    first = start_session(bob.home, hub.url, "bob-twin", tmp_path)
+    env = base_env(bob.home, MESHHUB_URL=hub.url, MESHHUB_SESSION_NAME="bob-twin",
+                   MESHHUB_MODE="off")
+    second = subprocess.Popen([HUB_BIN, "mcp"], env=env, cwd=tmp_path, stdin=subprocess.PIPE,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        assert second.stderr is not None
+        deadline = time.monotonic() + 20
+        said = ""
+        while "another live process" not in said:
+            assert time.monotonic() < deadline and second.poll() is None, said
+            ready, _, _ = select.select([second.stderr], [], [], 0.5)
+            said += second.stderr.readline() if ready else ""
+        stop_session(second)  # the socket is the first session's: the second leaves it
+        ann.cli(hub.url, "send", "bob-twin", "still there?")
+        out = subprocess.run([HUB_BIN, "hook", "post-tool-use"], capture_output=True, text=True,
+                             env=base_env(bob.home, MESHHUB_SESSION_NAME="bob-twin"),
+                             timeout=30, input="{}")
+        assert "1 new unread" in out.stdout, out
+    finally:
+        for proc in (second, first):
+            stop_session(proc)
 
 
 def test_a_status_set_while_the_hub_is_down_reaches_it_once_it_is_up(tmp_path, hub_factory,

@@ -25,6 +25,7 @@ from __future__ import annotations
 import contextlib
 import os
 import re
+import shlex
 import shutil
 import sys
 from pathlib import Path
@@ -50,9 +51,24 @@ def hub_command() -> str:
 
 
 # -- install ------------------------------------------------------------------------------------
+def hub_env() -> dict[str, str]:
+    """The settings of this shell that Claude Code's ``hub`` commands must share: the home
+    (which also names the session's hook socket) and the hub's URL."""
+    env = {k: os.environ[k] for k in ("MESHHUB_HOME", "MESHHUB_URL") if os.environ.get(k)}
+    if "MESHHUB_HOME" in env:
+        env["MESHHUB_HOME"] = os.path.abspath(os.path.expanduser(env["MESHHUB_HOME"]))
+    return env
+
+
+def hook_command(hub: str, arg: str) -> str:
+    """The shell command of one hook: ``hub hook <arg>``, run with :func:`hub_env`."""
+    env = "".join(f"{k}={shlex.quote(v)} " for k, v in hub_env().items())
+    return f"{env}{shlex.quote(hub)} hook {arg}"
+
+
 def server_entry(hub: str) -> dict[str, Any]:
     entry: dict[str, Any] = {"type": "stdio", "command": hub, "args": ["mcp"]}
-    env = {k: os.environ[k] for k in ("MESHHUB_HOME", "MESHHUB_URL") if os.environ.get(k)}
+    env = hub_env()
     if env:
         entry["env"] = env
     return entry
@@ -103,7 +119,7 @@ def add_hooks(settings: dict[str, Any], hub: str) -> dict[str, Any]:
     for event, arg in HOOK_EVENTS.items():
         groups = [g for g in hooks.get(event, []) if not _is_ours(g)]
         group: dict[str, Any] = {
-            "hooks": [{"type": "command", "command": f"{hub} hook {arg}", "timeout": 5}]
+            "hooks": [{"type": "command", "command": hook_command(hub, arg), "timeout": 5}]
         }
         if event == "PostToolUse":
             group = {"matcher": "*", **group}
