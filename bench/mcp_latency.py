@@ -200,10 +200,15 @@ async def time_echo_push(s: ClientSession, arrivals: Arrivals, n: int) -> list[f
     return out
 
 
-def start_hub(root: Path) -> tuple[subprocess.Popen[bytes], str]:
+def start_hub(root: Path, synchronous: str | None) -> tuple[subprocess.Popen[bytes], str]:
     port = free_port()
     home = root / "hub"
     init_home(home, "hub")
+    if synchronous:  # what the per-commit fsync costs a call (the hub's default is FULL)
+        config = home / "config.toml"
+        text = config.read_text()
+        table = "" if text.rstrip().endswith("[hub]") else "\n[hub]\n"
+        config.write_text(f'{text}{table}sqlite_synchronous = "{synchronous}"\n')
     url = f"http://127.0.0.1:{port}"
     proc = subprocess.Popen([HUB, "start", "--host", "127.0.0.1", "--port", str(port),
                              "--log-level", "warning"], env=env_for(home, url),
@@ -273,12 +278,12 @@ def serve_baseline(port: int) -> None:
     asyncio.run(main())
 
 
-async def run(n: int) -> list[Row]:
+async def run(n: int, synchronous: str | None) -> list[Row]:
     warm = max(10, n // 10)
     rows: list[Row] = []
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
-        hub, url = start_hub(root)
+        hub, url = start_hub(root, synchronous)
         base_http, base_url = start_baseline_http()
         try:
             homes = {}
@@ -365,13 +370,15 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="a brief run (--n 100)")
     parser.add_argument("--summary-json", action="store_true",
                         help="also print the GOALS line bench/run-all reads")
+    parser.add_argument("--sqlite-synchronous", choices=["FULL", "NORMAL", "OFF"],
+                        help="override the hub's sqlite_synchronous (default: the hub's, FULL)")
     parser.add_argument("--serve-baseline", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.serve_baseline:
         serve_baseline(args.serve_baseline)
         return
     n = 100 if args.quick else args.n
-    report_rows(anyio.run(run, n), n, args.summary_json)
+    report_rows(anyio.run(run, n, args.sqlite_synchronous), n, args.summary_json)
 
 
 if __name__ == "__main__":
