@@ -36,10 +36,11 @@ import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
+from collections.abc import Callable
 from pathlib import Path
 
 from goals import Goal, report
+from ws_throughput import free_port, health
 
 from meshhub.config import init_home
 from meshhub.local import session_socket
@@ -49,33 +50,19 @@ SESSION = "ann-bench"
 GOAL_MS = 100.0
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def wait_for(check: object, what: str, timeout: float = 20.0) -> None:
+def eventually(check: Callable[[], bool], timeout: float) -> bool:
+    """``check()`` became true within ``timeout`` seconds."""
     deadline = time.monotonic() + timeout
-    while not check():  # type: ignore[operator]
+    while not check():
         if time.monotonic() > deadline:
-            raise RuntimeError(f"{what} did not happen within {timeout:.0f} s")
+            return False
         time.sleep(0.05)
-
-
-def eventually(check: object, timeout: float) -> bool:
-    try:
-        wait_for(check, "", timeout)
-    except RuntimeError:
-        return False
     return True
 
 
-def healthy(url: str) -> bool:
-    with contextlib.suppress(OSError):
-        urllib.request.urlopen(url + "/health", timeout=1).read()
-        return True
-    return False
+def wait_for(check: Callable[[], bool], what: str, timeout: float = 20.0) -> None:
+    if not eventually(check, timeout):
+        raise RuntimeError(f"{what} did not happen within {timeout:.0f} s")
 
 
 def stop(proc: subprocess.Popen[bytes]) -> None:
@@ -165,7 +152,7 @@ def run(n: int) -> dict[str, list[float]]:
                                     "--log-level", "warning"], env=env,
                                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
             procs.append(hub)
-            wait_for(lambda: healthy(url), "the hub's start")
+            wait_for(lambda: health(url) is not None, "the hub's start")
             session = subprocess.Popen([HUB, "mcp", "--mode", "off"], env=env,
                                        stdin=subprocess.PIPE, stdout=subprocess.DEVNULL,
                                        stderr=subprocess.DEVNULL, cwd=root)

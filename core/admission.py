@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING
 from yarl import URL
 
 from .errors import AuthFailed, Forbidden
-from .local import private_dir, socket_dir, socket_dirs
+from .local import claim_socket, private_dir, socket_dir, socket_dirs
 
 if TYPE_CHECKING:
     from aiohttp import web
@@ -207,41 +207,15 @@ def socket_path(port: int) -> Path:
 
 def prepare_socket(port: int) -> Path | None:
     """Create the socket directory if needed and clear a stale socket; ``None`` (logged) when
-    the directory is not safe to use (someone else's, or open to others)."""
+    the directory is not safe to use (someone else's, or open to others) or another hub of this
+    user already serves the socket (same port on another address)."""
     if not hasattr(socket, "AF_UNIX"):
         return None
     path = socket_path(port)
-    directory = path.parent
-    try:
-        directory.mkdir(mode=0o700, parents=True, exist_ok=True)
-    except OSError as exc:
-        log.warning("no local socket: cannot create %s (%s)", directory, exc.strerror)
-        return None
-    if not private_dir(directory):
-        log.warning("no local socket: %s is not a private directory of this user (mode 0700)",
-                    directory)
-        return None
-    if path.is_socket() and _answers(path):
-        log.warning("no local socket: another hub of this user serves %s (same port on "
-                    "another address?)", path)
-        return None
-    try:
-        if path.is_socket():
-            path.unlink()  # left by a hub that was killed; only our own user can write here
-    except OSError as exc:
-        log.warning("no local socket: cannot clear %s (%s)", path, exc.strerror)
+    if (why := claim_socket(path)) is not None:
+        log.warning("no local socket: %s", why)
         return None
     return path
-
-
-def _answers(path: Path) -> bool:
-    with socket.socket(socket.AF_UNIX) as probe:
-        probe.settimeout(0.5)
-        try:
-            probe.connect(str(path))
-        except OSError:
-            return False
-    return True
 
 
 def local_socket_for(url: str) -> Path | None:

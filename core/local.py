@@ -11,6 +11,7 @@ import getpass
 import hashlib
 import os
 import re
+import socket
 import stat
 from pathlib import Path
 
@@ -77,3 +78,35 @@ def session_socket(home: Path, session: str) -> Path:
     so any home path and session name fit the short limit on socket paths."""
     digest = hashlib.sha256(f"{os.path.abspath(home)}\0{session}".encode()).hexdigest()[:24]
     return socket_dir() / f"session-{digest}.sock"
+
+
+def claim_socket(path: Path) -> str | None:
+    """Make ``path`` ready for a Unix socket server of this user: its directory exists with mode
+    0700 and is private (:func:`private_dir`), and no live process listens there (a socket left
+    by a killed one is removed). Returns why it cannot be used, or ``None`` when it can."""
+    directory = path.parent
+    try:
+        directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+    except OSError as exc:
+        return f"cannot create {directory} ({exc.strerror})"
+    if not private_dir(directory):
+        return f"{directory} is not a private directory of this user (mode 0700)"
+    if path.is_socket() and socket_answers(path):
+        return f"another live process serves {path}"
+    try:
+        if path.is_socket():
+            path.unlink()  # only this user can write here
+    except OSError as exc:
+        return f"cannot clear {path} ({exc.strerror})"
+    return None
+
+
+def socket_answers(path: Path) -> bool:
+    """Something accepts connections on the Unix socket ``path`` right now."""
+    with socket.socket(socket.AF_UNIX) as probe:
+        probe.settimeout(0.5)
+        try:
+            probe.connect(str(path))
+        except OSError:
+            return False
+    return True

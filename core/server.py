@@ -229,13 +229,6 @@ def _answer_send(conn: Connection, call_id: Any) -> Any:
     return answer
 
 
-def _plain_send(params: dict[str, Any]) -> bool:
-    """A ``send`` of just text to a target written as one string, the commonest frame: its
-    parameters need no validating model (what the model would check, this does)."""
-    return (len(params) == 2 and type(params.get("text")) is str
-            and type(params.get("to")) is str)
-
-
 async def _handle_frame(hub: Hub, conn: Connection, frame: dict[str, Any]) -> None:
     kind = frame["type"]
     call_id = frame.get("id")
@@ -252,9 +245,8 @@ async def _handle_frame(hub: Hub, conn: Connection, frame: dict[str, Any]) -> No
             # pipelined: route and queue now, in frame order; reply when the write commits
             action = hub.actions.get("send")
             check_allowed(ctx, action)
-            args = params if _plain_send(params) else action.validate(params)
-            pending = await hub.prepare_send(conn.peer, args.pop("to", None), args.pop("text"),
-                                             **args)
+            args = action.validate(params)
+            pending = await hub.prepare_send(conn.peer, args.pop("to"), args.pop("text"), **args)
             pending.when_done(_answer_send(conn, call_id))
             return
         result = await hub.actions.call(ctx, name, params)

@@ -99,7 +99,6 @@ class SQLiteStore(MemberTables):
         self.synchronous = synchronous
         self._queue: queue.SimpleQueue[list[_Op] | None] = queue.SimpleQueue()
         self._handoff: list[_Op] = []  # submitted this loop turn, not yet with the thread
-        self._handoff_lock = threading.Lock()
         self._thread: threading.Thread | None = None
         self._conn: sqlite3.Connection | None = None
         self._reader: sqlite3.Connection | None = None
@@ -206,17 +205,15 @@ class SQLiteStore(MemberTables):
             raise RuntimeError("the store is not open")
         loop = asyncio.get_running_loop()
         future: asyncio.Future[T] = loop.create_future()
-        with self._handoff_lock:
-            self._handoff.append(_Op(fn, future, loop))
-            first = len(self._handoff) == 1
-        if first:
+        self._handoff.append(_Op(fn, future, loop))
+        if len(self._handoff) == 1:
             loop.call_soon(self._hand_over)
         return future
 
     def _hand_over(self) -> None:
-        """Give the writer thread everything submitted since the last hand-over."""
-        with self._handoff_lock:
-            ops, self._handoff = self._handoff, []
+        """Give the writer thread everything submitted since the last hand-over (both run on
+        the hub's event loop, so the list needs no lock)."""
+        ops, self._handoff = self._handoff, []
         if ops:
             self._queue.put(ops)
 

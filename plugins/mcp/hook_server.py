@@ -30,7 +30,7 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
-from meshhub.local import private_dir, session_socket
+from meshhub.local import claim_socket, session_socket
 
 log = logging.getLogger("meshhub_mcp")
 
@@ -64,21 +64,9 @@ class HookServer:
         """Listen; a session that cannot (no private directory) logs why and goes on."""
         if not hasattr(socket, "AF_UNIX"):
             return  # no Unix sockets here: hooks print nothing
-        directory = self.path.parent
-        try:
-            directory.mkdir(mode=0o700, parents=True, exist_ok=True)
-        except OSError as exc:
-            log.warning("no hook socket: cannot create %s (%s)", directory, exc.strerror)
+        if (why := claim_socket(self.path)) is not None:
+            log.warning("no hook socket for session %s: %s", self.session, why)
             return
-        if not private_dir(directory):
-            log.warning("no hook socket: %s is not a private directory of this user", directory)
-            return
-        if await _answers(self.path):
-            log.warning("no hook socket: another live process of session %s serves its hooks "
-                        "(two sessions with one name: give one --name)", self.session)
-            return
-        with contextlib.suppress(FileNotFoundError):
-            self.path.unlink()  # left by a process of this session that was killed
         try:
             self._server = await asyncio.start_unix_server(
                 self._serve, str(self.path), limit=MAX_REQUEST)
@@ -179,14 +167,3 @@ class HookServer:
         return {"hookSpecificOutput": {"hookEventName": "PostToolUse",
                                        "additionalContext": line}}
 
-
-async def _answers(path: Path) -> bool:
-    """Something listens on the Unix socket ``path`` right now."""
-    try:
-        _, writer = await asyncio.wait_for(asyncio.open_unix_connection(str(path)), 1.0)
-    except (OSError, TimeoutError):
-        return False
-    writer.close()
-    with contextlib.suppress(OSError):
-        await writer.wait_closed()
-    return True

@@ -43,7 +43,7 @@ from .sdk import (
     build_server,
     current_caller,
 )
-from .tools import INSTRUCTIONS, MODES, action_name, is_tool, run_tool, tool_specs
+from .tools import INSTRUCTIONS, MODES, action_name, run_tool, tool_allowed, tool_specs
 
 if TYPE_CHECKING:
     from meshhub.hub import Hub
@@ -123,10 +123,8 @@ class McpEndpoint:
 
     async def call_tool(self, name: str, args: dict[str, Any]) -> dict[str, Any]:
         action = action_name(name)
-        item = self.hub.actions.actions.get(action)
-        # the exclusion rule reads only the name and the admin flag: describe() would build the
-        # action's JSON schema on every call
-        if item is None or not is_tool({"name": item.name, "admin": item.admin}):
+        item = self.hub.actions.actions.get(action)  # not describe(): it builds a JSON schema
+        if item is None or not tool_allowed(item.name, item.admin):
             raise ValueError(f"unknown tool {name!r}")
         peer, cap, token_hash = self.peer_for(current_caller())
         ctx = ActionContext(hub=self.hub, peer=peer, surface="mcp", cap=cap, token=token_hash)

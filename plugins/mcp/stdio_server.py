@@ -61,7 +61,6 @@ class StdioSession:
         self._links: asyncio.Queue[bool] = asyncio.Queue()  # the client's connections made/lost
         self.client.on_link = self._links.put_nowait
         self._described: list[dict[str, Any]] | None = None
-        self._tools: frozenset[str] = frozenset()  # the actions of _described that are tools
         self._listed: list[ToolSpec] | None = None  # what the client saw since the last change
         self._sender: ChannelSender | None = None
         self._tried = asyncio.Event()  # the first attempt to reach the hub has finished
@@ -138,7 +137,7 @@ class StdioSession:
 
     async def _use(self, described: list[dict[str, Any]]) -> None:
         """Serve ``described`` from now on; tell the client if its tool list is now stale."""
-        self._describe(described)
+        self._described = described
         if self._listed is None or self._sender is None:
             return  # the client has not seen a list since the last change: nothing to say
         if _specs(described) != self._listed:
@@ -156,21 +155,10 @@ class StdioSession:
             raise ConnectionError(self.unreachable())
 
     # -- MCP callbacks ---------------------------------------------------------------------
-    def _describe(self, described: list[dict[str, Any]]) -> list[dict[str, Any]]:
-        self._described = described
-        self._tools = frozenset(a["name"] for a in described if is_tool(a))
-        return described
-
     def described(self) -> list[dict[str, Any]]:
         if self._described is None:
-            return self._describe(local_actions(self.opts))
+            self._described = local_actions(self.opts)
         return self._described
-
-    def tool_actions(self) -> frozenset[str]:
-        """The actions callable as tools, worked out once per change of the hub's actions (a
-        tool call checks its name against it)."""
-        self.described()
-        return self._tools
 
     async def list_tools(self) -> list[ToolSpec]:
         if self._described is None:  # just started: the hub's own list, unless it is away
@@ -181,9 +169,11 @@ class StdioSession:
 
     async def call_tool(self, name: str, args: dict[str, Any]) -> dict[str, Any]:
         action = action_name(name)
-        if action not in self.tool_actions() and self.client.connected.is_set():
+        known = {a["name"]: a for a in self.described()}
+        if action not in known and self.client.connected.is_set():
             await self._fetch_tools()  # connected a moment ago: the hub may know it
-        if action not in self.tool_actions():
+            known = {a["name"]: a for a in self.described()}
+        if action not in known or not is_tool(known[action]):
             raise ValueError(f"unknown tool {name!r}")
         await self.connected()
 

@@ -32,9 +32,13 @@ Invoke = Callable[[str, dict[str, Any]], Awaitable[Any]]
 
 
 def is_tool(action: dict[str, Any]) -> bool:
-    """The exclusion rule (see the module docstring)."""
-    name = str(action["name"])
-    return not (action.get("admin") or name.startswith("token_") or name in HUB_ADMIN_ACTIONS)
+    """The exclusion rule (see the module docstring), for a described action."""
+    return tool_allowed(str(action["name"]), bool(action.get("admin")))
+
+
+def tool_allowed(name: str, admin: bool) -> bool:
+    """The exclusion rule, from what it reads: the action's name and its admin flag."""
+    return not (admin or name.startswith("token_") or name in HUB_ADMIN_ACTIONS)
 
 
 def tool_name(action: str) -> str:
