@@ -1,0 +1,271 @@
+"""The web page in a real browser (Chromium through Playwright) against a real hub process:
+sign in with a link, talk with a client-library peer live, threads, reactions, approvals from
+the panel, presence changing live, untrusted markup that runs nothing, paged history, the
+narrow layout, and reconnecting after a hub restart. Every test ends with no console errors
+(the ``browser`` fixture checks), and one test saves screenshots of both themes and widths."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from .browser_support import NARROW, WIDE, Browser, browser, screenshots_dir, wait_until
+from .helpers import HubProcess, Identity, collect
+
+__all__ = ["browser"]  # the fixture, imported for pytest to find
+
+XSS_IMG = "<img src=x onerror=alert(1)>"
+XSS_LINK = "[x](javascript:alert(1))"
+
+
+def owner_of(hub: HubProcess) -> Identity:
+    return Identity(hub.home, "owner")
+
+
+async def sign_in_link(hub: HubProcess) -> str:
+    """A one-time sign-in link for the hub's owner, as `hub web --no-open` prints it."""
+    async with owner_of(hub).client(hub.url, receive=False) as owner:
+        return str((await owner.call("web_login_create"))["url"])
+
+
+async def signed_in(browser: Browser, hub: HubProcess, **options: Any) -> tuple[Any, Any]:
+    page, watch = await browser.page(await sign_in_link(hub), **options)
+    await page.get_by_test_id("app").wait_for()
+    await page.get_by_test_id("composer-input").wait_for()
+    return page, watch
+
+
+async def my_name(page: Any) -> str:
+    session = await page.evaluate("fetch('/web/api/session').then((r) => r.json())")
+    return str(session["peer"]["name"])
+
+
+def message(page: Any, text: str, where: str = "messages") -> Any:
+    return page.get_by_test_id(where).get_by_test_id("message").filter(has_text=text)
+
+
+async def send_from_page(page: Any, text: str) -> None:
+    box = page.get_by_test_id("composer-input")
+    await box.fill(text)
+    await box.press("Enter")
+    await message(page, text).wait_for()
+
+
+async def test_talk_thread_react_and_presence_live(browser, hub, people):
+    (bob,) = people("bob")
+    async with bob.client(hub.url) as b:
+        page, _ = await signed_in(browser, hub)
+        assert await page.get_by_test_id("view-title").text_content() == "#general"
+
+        await send_from_page(page, "hello from the web")
+        got = (await collect(b, 1))[0]
+        assert got["text"] == "hello from the web" and got["conversation"] == "#general"
+
+        sent = await b.send("#general", "hi from **bob**, see `make test`")
+        from_bob = message(page, "hi from bob")
+        await from_bob.wait_for()  # pushed, no reload
+        assert await from_bob.locator("strong").text_content() == "bob"
+        assert await from_bob.locator("code").text_content() == "make test"
+
+        # a newline with Shift+Enter, then Enter sends
+        box = page.get_by_test_id("composer-input")
+        await box.fill("two")
+        await box.press("Shift+Enter")
+        await box.type("lines")
+        assert await box.input_value() == "two\nlines"
+        await box.press("Enter")
+        assert (await collect(b, 1))[0]["text"] == "two\nlines"
+
+        # reply in a thread
+        await from_bob.hover()
+        await from_bob.get_by_test_id("reply-button").click()
+        thread = page.get_by_test_id("thread-panel")
+        await thread.get_by_test_id("thread-root").get_by_text("hi from").wait_for()
+        reply_box = thread.get_by_test_id("thread-composer-input")
+        await reply_box.fill("on it")
+        await reply_box.press("Enter")
+        reply = (await collect(b, 1))[0]
+        assert reply["text"] == "on it" and reply["reply_to"] == sent["id"]
+        await message(page, "on it", "thread-replies").wait_for()
+        await from_bob.get_by_test_id("thread-link").filter(has_text="1 reply").wait_for()
+        answer = await b.send(None, "thanks", reply_to=sent["id"])
+        await message(page, "thanks", "thread-replies").wait_for()
+        assert answer["id"]
+        await page.keyboard.press("Escape")
+        await thread.wait_for(state="hidden")
+
+        # react from the page; bob's reaction to the page's message shows up too
+        await from_bob.hover()
+        await from_bob.get_by_test_id("react-button").click()
+        await from_bob.get_by_test_id("emoji-option").and_(
+            page.locator("[data-emoji='👍']")).click()
+        chip = from_bob.get_by_test_id("reaction").filter(has_text="👍")
+        await chip.filter(has_text="1").wait_for()
+        told = (await collect(b, 1))[0]
+        assert told["kind"] == "reaction" and told["data"]["emoji"] == "👍"
+        mine = message(page, "hello from the web")
+        await b.call("react", id=got["id"], emoji="🎉")
+        await mine.get_by_test_id("reaction").filter(has_text="🎉").wait_for()
+
+        # presence: bob's status and summary change live
+        person = page.get_by_test_id("presence").locator("[data-testid=peer][data-name=bob]")
+        await b.set_status("working")
+        await person.get_by_test_id("peer-status").filter(has_text="working").wait_for()
+        await b.call("set_summary", summary="fixing the flaky test")
+        await person.get_by_test_id("peer-summary").filter(
+            has_text="fixing the flaky test").wait_for()
+        await b.set_status("idle")
+        await person.get_by_test_id("peer-status").filter(has_text="idle").wait_for()
+        assert await person.get_by_test_id("peer-surface").text_content() == "CLI"
+
+        # read receipts on the page's own message, once bob reads it
+        await b.call("mark_read", ids=[got["id"]])
+        await page.reload()
+        await mine.get_by_test_id("receipt").filter(has_text="Read").wait_for()
+
+        await save_screenshots(page)
+
+
+async def save_screenshots(page: Any) -> None:
+    """Both themes at 1280 and at 360 px wide, with the sidebar open once on the narrow one."""
+    folder = screenshots_dir()
+    for scheme in ("light", "dark"):
+        await page.emulate_media(color_scheme=scheme)
+        await page.set_viewport_size(WIDE)
+        await page.screenshot(path=str(folder / f"web-1280-{scheme}.png"))
+        await page.set_viewport_size(NARROW)
+        sidebar = page.get_by_test_id("sidebar")
+        await sidebar.wait_for(state="hidden")  # collapsed behind the menu button
+        await page.screenshot(path=str(folder / f"web-360-{scheme}.png"))
+        await page.get_by_test_id("menu-button").click()
+        await sidebar.wait_for()
+        await page.screenshot(path=str(folder / f"web-360-{scheme}-sidebar.png"))
+        await page.get_by_test_id("scrim").click()
+        await sidebar.wait_for(state="hidden")
+        await page.set_viewport_size(WIDE)
+
+
+async def test_approve_from_the_panel(browser, hub, people):
+    (bob,) = people("bob")
+    async with bob.client(hub.url) as b:
+        page, _ = await signed_in(browser, hub)
+        asked = await b.call("approval_request", to=await my_name(page),
+                             question="deploy 1.4 to production?")
+        await page.get_by_test_id("panel-link-approvals").click()
+        card = page.get_by_test_id("panel-approvals").get_by_test_id("approval").filter(
+            has_text="deploy 1.4 to production?")
+        await card.get_by_test_id("approval-reason").fill("tests are green")
+        await card.locator("[data-testid=approval-answer][data-answer=approve]").click()
+        told = (await collect(b, 1))[0]
+        assert told["kind"] == "approval_answer"
+        assert told["data"]["approval_id"] == asked["id"]
+        assert (told["data"]["answer"], told["data"]["reason"]) == ("approve", "tests are green")
+        await page.get_by_test_id("approvals-none").wait_for()
+
+        # the other built-in panels open and show their lists
+        await page.get_by_test_id("panel-link-plugins").click()
+        await page.get_by_test_id("plugin-row").filter(has_text="approvals").first.wait_for()
+        await page.get_by_test_id("panel-link-sessions").click()
+        await page.get_by_test_id("session").first.wait_for()
+        await page.get_by_test_id("panel-link-files").click()
+        await page.get_by_test_id("file-input").set_input_files(
+            files=[{"name": "notes.txt", "mimeType": "text/plain", "buffer": b"ship it\n"}])
+        await page.get_by_test_id("file").filter(has_text="notes.txt").wait_for()
+
+
+async def test_untrusted_markup_runs_nothing(browser, hub, people):
+    (bob,) = people("bob")
+    async with bob.client(hub.url) as b:
+        page, _ = await signed_in(browser, hub)
+        dialogs: list[str] = []
+        page.on("dialog", lambda d: (dialogs.append(d.message), asyncio.ensure_future(d.dismiss())))
+        await b.send("#general", f"look {XSS_IMG} here")
+        await b.send("#general", f"and {XSS_LINK} there")
+        img = message(page, "look")
+        link = message(page, "there")
+        await img.wait_for()
+        await link.wait_for()
+        body = img.get_by_test_id("message-body")
+        assert await body.locator("img").count() == 0
+        assert XSS_IMG in (await body.text_content() or "")
+        for anchor in await link.locator("a").all():
+            assert not (await anchor.get_attribute("href") or "").lower().startswith("javascript")
+        await link.locator("a").first.click() if await link.locator("a").count() else None
+        await page.wait_for_timeout(300)  # what an injected handler would need to fire
+        assert dialogs == []
+        assert await page.get_by_test_id("messages").locator("img").count() == 0
+
+
+async def test_paged_history_and_signed_out_screen(browser, hub, people):
+    (bob,) = people("bob")
+    async with bob.client(hub.url, receive=False) as b:
+        pending = [await b.call_nowait("send", to="#general", text=f"note {i:04d}")
+                   for i in range(1000)]
+        await asyncio.gather(*pending)
+    page, _ = await signed_in(browser, hub)
+    shown = page.get_by_test_id("messages").get_by_test_id("message")
+    await shown.filter(has_text="note 0999").wait_for()
+    assert await shown.count() == 50  # one page; the rest on scrolling up
+    await page.get_by_test_id("messages").evaluate("(list) => { list.scrollTop = 0; }")
+    await wait_until(lambda: has_more(shown, 50))
+    assert await shown.first.text_content() != "note 0950"
+
+    # a browser without the cookie gets the sign-in screen, never a form
+    other, _ = await browser.page(hub.url)
+    signin = other.get_by_test_id("signin")
+    await signin.wait_for()
+    assert "hub web" in (await signin.text_content() or "")
+    assert await other.locator("input, form").count() == 0
+
+    # signing out from the sessions panel ends the session
+    await page.get_by_test_id("panel-link-sessions").click()
+    await page.get_by_test_id("sign-out").click()
+    await page.get_by_test_id("signin").wait_for()
+    await page.reload()
+    await page.get_by_test_id("signin").wait_for()
+
+
+async def has_more(shown: Any, than: int) -> bool:
+    return bool(await shown.count() > than)
+
+
+async def test_narrow_layout_and_keyboard(browser, hub, people):
+    (bob,) = people("bob")
+    async with bob.client(hub.url) as b:
+        page, _ = await signed_in(browser, hub, viewport=NARROW, color_scheme="dark")
+        sidebar = page.get_by_test_id("sidebar")
+        assert not await sidebar.is_visible()
+        await page.get_by_test_id("menu-button").click()
+        await sidebar.wait_for()
+        await sidebar.locator("[data-testid=dm][data-view='dm:bob']").click()
+        await sidebar.wait_for(state="hidden")
+        assert await page.get_by_test_id("view-title").text_content() == "bob"
+
+        # @mention autocomplete: pick with Enter, then Enter sends
+        box = page.get_by_test_id("composer-input")
+        await box.type("ping @bo")
+        await page.get_by_test_id("autocomplete-option").filter(has_text="bob").wait_for()
+        await box.press("Enter")
+        assert await box.input_value() == "ping @bob "
+        await box.press("Enter")
+        got = (await collect(b, 1))[0]
+        assert got["text"] == "ping @bob" and got["conversation"] == "dm"
+        await b.send(await my_name(page), "pong")
+        await message(page, "pong").wait_for()
+        assert await page.evaluate("document.documentElement.scrollWidth") <= NARROW["width"]
+
+
+async def test_reconnects_after_a_hub_restart(browser, hub, people):
+    (bob,) = people("bob")
+    page, watch = await signed_in(browser, hub)
+    # while the hub is down Chromium reports the refused connections; the page can't stop that
+    watch.allow(r"ERR_CONNECTION_REFUSED|WebSocket connection to .* failed")
+    hub.stop()
+    banner = page.get_by_test_id("reconnecting")
+    await banner.wait_for()
+    hub.start()
+    async with bob.client(hub.url, receive=False) as b:
+        await b.send("#general", "said while you were away")
+    await banner.wait_for(state="hidden", timeout=15_000)
+    await message(page, "said while you were away").wait_for()
+    await send_from_page(page, "back again")
