@@ -1,0 +1,4 @@
+export const title = "approvals";
+export function mount(element) {
+  element.textContent = "";
+}

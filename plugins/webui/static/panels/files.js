@@ -1,0 +1,4 @@
+export const title = "files";
+export function mount(element) {
+  element.textContent = "";
+}

@@ -1,0 +1,4 @@
+export const title = "plugins";
+export function mount(element) {
+  element.textContent = "";
+}

@@ -1,0 +1,4 @@
+export const title = "sessions";
+export function mount(element) {
+  element.textContent = "";
+}
