@@ -34,7 +34,7 @@ from .store import Store
 log = logging.getLogger(__name__)
 
 MAX_CLIENT_ID = 128
-WS_CONNECTORS = frozenset({"cli", "mcp", "ws", "bench"})
+WS_CONNECTORS = frozenset({"cli", "mcp", "ws", "web", "bench"})
 
 
 @dataclass

@@ -179,19 +179,26 @@ async def _authenticate(hub: Hub, ws: web.WebSocketResponse, nonce: str, *, loca
             continue
         conn = Connection(ws, peer, receive=hello.get("receive", True) is not False)
         conn.token_hash, conn.cap = token_hash, cap
-        conn.send({
-            "type": "welcome",
-            "peer": _welcome_view(hub, conn),
-            "connection": conn.id,
-            "created": created,
-            "resumed": hub.presence.will_resume(conn),
-            "hub": {"version": __version__},
-            "limits": limits(hub),
-        })
-        await hub.presence.attach(conn)
+        await welcome(hub, conn, created=created)
         return conn
     await ws.close(code=1008, message=b"too many bad hellos")
     return None
+
+
+async def welcome(hub: Hub, conn: Connection, *, created: bool = False) -> None:
+    """Greet an admitted connection (the ``welcome`` frame) and attach it to presence; the
+    frames of its backlog and live pushes follow. For plugins that admit a WebSocket their
+    own way (the web page's cookie), then hand it to :func:`serve_frames`."""
+    conn.send({
+        "type": "welcome",
+        "peer": _welcome_view(hub, conn),
+        "connection": conn.id,
+        "created": created,
+        "resumed": hub.presence.will_resume(conn),
+        "hub": {"version": __version__},
+        "limits": limits(hub),
+    })
+    await hub.presence.attach(conn)
 
 
 def _welcome_view(hub: Hub, conn: Connection) -> dict[str, Any]:
@@ -274,6 +281,14 @@ async def websocket_handler(request: web.Request) -> web.WebSocketResponse:
                                direct=arrived_directly(request))
     if conn is None:
         return ws
+    await serve_frames(hub, conn)
+    return ws
+
+
+async def serve_frames(hub: Hub, conn: Connection) -> None:
+    """Serve an attached connection until it closes: its backlog, then calls, acks and pings
+    (docs/protocol.md); detached from presence when it ends."""
+    ws = conn.ws
     if conn.receive:
         hub.spawn(hub.dispatcher.drain(conn))
     try:
@@ -304,7 +319,6 @@ async def websocket_handler(request: web.Request) -> web.WebSocketResponse:
     finally:
         hub.presence.detach(conn)
         conn.finish()
-    return ws
 
 
 # -- HTTP API ------------------------------------------------------------------------------------

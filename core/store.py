@@ -158,6 +158,23 @@ class Store(Protocol):
 
     async def unread_counts(self, recipient: str) -> dict[str, Any]: ...
 
+    async def history(
+        self,
+        viewer: str,
+        *,
+        conversation: str | None,
+        partner: str | None,
+        before: str | None,
+        after: str | None,
+        top_level_only: bool,
+        limit: int,
+    ) -> list[InboxItem]:
+        """A page of the messages ``viewer`` sent or received, oldest first: in one
+        ``conversation``, or the direct messages with the peer key ``partner``, or all; the
+        newest ``limit`` before ``before`` (or the oldest after ``after``). Sent messages have
+        state ``sent``; dead rows are left out."""
+        ...
+
     # bearer tokens for the HTTP API and /mcp (only their SHA-256 hashes are kept)
     async def save_token(self, token: TokenInfo) -> None: ...
 

@@ -1,14 +1,18 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from meshhub.config import init_home
+from meshhub.config import init_home, load_config
+from meshhub.hub import Hub
+from meshhub.plugins import build_plugin_host
+from meshhub.server import serve
 
-from .helpers import HubProcess, Identity, base_env, free_port, make_identity
+from .helpers import HOST, HubProcess, Identity, InProcessHub, base_env, free_port, make_identity
 
 
 @pytest.fixture(scope="session")
@@ -49,6 +53,31 @@ def hub_factory(tmp_path: Path) -> Iterator[object]:
 @pytest.fixture
 def hub(hub_factory) -> HubProcess:  # type: ignore[no-untyped-def]
     return hub_factory()  # type: ignore[no-any-return]
+
+
+@pytest.fixture
+async def inproc(tmp_path: Path) -> AsyncIterator[Any]:
+    """In-process hubs served on 127.0.0.1: ``await inproc(("name", plugin), ..., setting=v)``
+    registers test plugins on a fresh plugin manager; all are stopped after the test."""
+    started: list[InProcessHub] = []
+
+    async def make(*plugins: tuple[str, object], **settings: Any) -> InProcessHub:
+        home = tmp_path / "hub"
+        init_home(home, "owner")
+        cfg = load_config(home)
+        for name, value in settings.items():
+            setattr(cfg, name, value)
+        host = build_plugin_host(cfg.disabled_plugins)  # a fresh manager for this test
+        for name, plugin in plugins:
+            host.register(plugin, name, "0.0", "test")
+        hub = Hub(cfg, plugins=host)
+        runner, port = await serve(hub, HOST, 0)
+        started.append(InProcessHub(hub, runner, port))
+        return started[-1]
+
+    yield make
+    for item in started:
+        await item.stop()
 
 
 @pytest.fixture

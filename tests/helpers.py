@@ -22,6 +22,7 @@ from nacl.signing import SigningKey
 
 from meshhub.client import MeshClient
 from meshhub.config import init_home, load_signing_key
+from meshhub.hub import Hub
 
 HOST = "127.0.0.1"
 HUB_BIN = str(Path(sys.executable).with_name("hub"))
@@ -87,6 +88,18 @@ class HubProcess:
         if self.proc and self.proc.poll() is None:
             self.proc.send_signal(signal.SIGKILL)
             self.proc.wait(10)
+
+
+class InProcessHub:
+    def __init__(self, hub: Hub, runner: Any, port: int) -> None:
+        self.hub, self.runner, self.port = hub, runner, port
+        self.url = f"http://{HOST}:{port}"
+        self.stopped = False
+
+    async def stop(self) -> None:
+        if not self.stopped:
+            self.stopped = True
+            await self.runner.cleanup()
 
 
 def base_env(home: Path, **extra: str) -> dict[str, str]:

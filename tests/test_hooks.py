@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import json
 import sqlite3
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -17,48 +16,12 @@ from sqlite_utils.migrations import Migrations
 from meshhub import hookimpl
 from meshhub.builtins.sqlite_store import SQLiteStore
 from meshhub.client import ws_url
-from meshhub.config import init_home, load_config
+from meshhub.config import load_config
 from meshhub.errors import MeshError
 from meshhub.hub import Hub
 from meshhub.plugins import build_plugin_host
-from meshhub.server import serve
 
-from .helpers import HOST, collect, make_identity
-
-
-class InProcessHub:
-    def __init__(self, hub: Hub, runner: Any, port: int) -> None:
-        self.hub, self.runner, self.port = hub, runner, port
-        self.url = f"http://{HOST}:{port}"
-        self.stopped = False
-
-    async def stop(self) -> None:
-        if not self.stopped:
-            self.stopped = True
-            await self.runner.cleanup()
-
-
-@pytest.fixture
-async def inproc(tmp_path: Path) -> AsyncIterator[Any]:
-    started: list[InProcessHub] = []
-
-    async def make(*plugins: tuple[str, object], **settings: Any) -> InProcessHub:
-        home = tmp_path / "hub"
-        init_home(home, "owner")
-        cfg = load_config(home)
-        for name, value in settings.items():
-            setattr(cfg, name, value)
-        host = build_plugin_host(cfg.disabled_plugins)  # a fresh manager for this test
-        for name, plugin in plugins:
-            host.register(plugin, name, "0.0", "test")
-        hub = Hub(cfg, plugins=host)
-        runner, port = await serve(hub, HOST, 0)
-        started.append(InProcessHub(hub, runner, port))
-        return started[-1]
-
-    yield make
-    for item in started:
-        await item.stop()
+from .helpers import collect, make_identity
 
 
 class Recorder:

@@ -146,12 +146,13 @@ def check_push(push: Channel, *, sender: str, text: str, conversation: str) -> N
 
 
 async def expected_tools(who: Identity, hub_url: str) -> set[str]:
-    """The registry, through the documented rule: no admin, no token_*, no hub introspection."""
+    """The registry, through the documented rule: no admin, no token_* or web_* (credentials),
+    no hub introspection."""
     async with who.client(hub_url, receive=False) as c:
         described = await c.call("actions")
     return {
         "mesh_" + a["name"] for a in described
-        if not a["admin"] and not a["name"].startswith("token_")
+        if not a["admin"] and not a["name"].startswith(("token_", "web_"))
         and a["name"] not in HUB_ADMIN_ACTIONS
     }
 
@@ -392,7 +393,7 @@ async def test_hub_down_at_start_lists_tools_then_works_once_the_hub_is_up(
             with anyio.fail_after(30):  # the session reconnects by itself and says so
                 while not s.tool_changes:
                     await anyio.sleep(0.05)
-            assert await s.tool_names() == offline | {"mesh_react"}
+            assert await s.tool_names() == offline | {"mesh_react", "mesh_reactions"}
             with anyio.fail_after(30):
                 while (await s.session.call_tool("mesh_whoami", {})).is_error:
                     await anyio.sleep(0.1)

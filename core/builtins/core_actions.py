@@ -152,7 +152,53 @@ async def check(
     counts["by_sender"] = {
         (peers[k].name if k in peers else k): n for k, n in counts["by_sender"].items()
     }
+    counts["by_conversation"] = {
+        (f"dm:{peers[w[3:]].name}" if w.startswith("dm:") and w[3:] in peers else w): n
+        for w, n in counts.get("by_conversation", {}).items()
+    }
     return counts
+
+
+@action(cap="read")
+async def history(
+    ctx: ActionContext,
+    conversation: Annotated[str | None, "#conversation, @group, * or multi; dm:NAME for the "
+                            "direct messages with one peer; leave out for everything"] = None,
+    before: Annotated[str | None, "only messages older than this message id"] = None,
+    after: Annotated[str | None, "only messages newer than this message id"] = None,
+    top_level_only: Annotated[bool, "leave out thread replies (roots show a reply count)"]
+    = True,
+    limit: Annotated[int, "at most this many (1-500)"] = 50,
+) -> dict[str, Any]:
+    """Messages you sent or received, in one conversation or with one peer: the newest page
+    (or the page before/after a message id), oldest first. Marks nothing read.
+
+    Beside ``messages``: ``more`` (there are older ones; newer ones with ``after``),
+    ``unread`` and ``mentioned`` (ids, as in ``inbox``) and ``replies`` (reply counts of the
+    thread roots among them)."""
+    if not 1 <= limit <= 500:
+        raise InvalidRequest("limit must be between 1 and 500")
+    if before and after:
+        raise InvalidRequest("give before or after, not both")
+    partner = None
+    if conversation is not None and conversation.startswith("dm:"):
+        peer = ctx.hub.directory.find(conversation[3:])
+        if peer is None:
+            raise NotFound(f"no peer {conversation[3:]!r}")
+        partner, conversation = peer.key, None
+    items = await ctx.hub.store.history(
+        ctx.peer.key, conversation=conversation, partner=partner, before=before, after=after,
+        top_level_only=top_level_only, limit=limit + 1,
+    )
+    more = len(items) > limit
+    items = items[:limit] if after else items[-limit:]
+    return {
+        "messages": [ctx.hub.message_view(i.message) for i in items],
+        "more": more,
+        "unread": [i.message.id for i in items if i.state in ("queued", "pushed", "delivered")],
+        "mentioned": [i.message.id for i in items if i.mentioned],
+        "replies": {i.message.id: i.replies for i in items if i.replies},
+    }
 
 
 @action(read_only=True)
@@ -331,6 +377,7 @@ ALL: list[Action] = [
     whoami, peers, send, inbox, mark_read, thread, check, message_status, set_status,
     set_summary, join_group, leave_group, conversations, conversation_create, conversation_join,
     conversation_leave, conversation_topic, plugins_list, connectors, actions, hub_stats,
+    history,
 ]
 
 

@@ -185,3 +185,10 @@ def m008_open_deliveries(db: Database) -> None:
         "CREATE INDEX deliveries_open ON deliveries (message_id) "
         "WHERE state IN ('queued','pushed')"
     )
+
+
+@core_migrations()
+def m009_messages_by_conversation(db: Database) -> None:
+    """History pages of one conversation (the web page, ``history``) read this index newest
+    first instead of every message."""
+    db.execute("CREATE INDEX messages_conversation ON messages (conversation, id)")

@@ -22,6 +22,7 @@ from meshhub.actions import Action, ActionContext, action
 from meshhub.errors import InvalidRequest, NotFound
 
 MAX_EMOJI = 32
+MAX_LOOKUP = 200
 reaction_migrations = Migrations("meshhub.reactions")
 
 
@@ -99,6 +100,38 @@ async def react(
     return {"id": id, "changed": changed, "reactions": reactions, "notified": notified}
 
 
+@action(cap="read")
+async def reactions(
+    ctx: ActionContext, ids: Annotated[list[str], "ids of messages you can see (at most 200)"]
+) -> dict[str, dict[str, list[str]]]:
+    """The reactions on messages you can see: message id -> emoji -> names of who reacted.
+    Messages without reactions, or that you cannot see, are left out."""
+    if len(ids) > MAX_LOOKUP:
+        raise InvalidRequest(f"at most {MAX_LOOKUP} ids at a time")
+    me = ctx.peer.key
+    visible = []
+    for message_id in dict.fromkeys(ids):
+        message = await ctx.hub.store.get_message(message_id)
+        if message is not None and (message.sender == me or me in message.recipients):
+            visible.append(message_id)
+    if not visible:
+        return {}
+
+    def read(conn: sqlite3.Connection) -> list[tuple[str, str, str]]:
+        marks = ",".join("?" * len(visible))
+        return conn.execute(
+            f"SELECT message_id, emoji, peer FROM reactions WHERE message_id IN ({marks}) "
+            "ORDER BY created_at", visible,
+        ).fetchall()
+
+    peers = ctx.hub.directory.peers
+    out: dict[str, dict[str, list[str]]] = {}
+    for message_id, emoji, peer in await ctx.hub.store.transact(read):
+        out.setdefault(message_id, {}).setdefault(emoji, []).append(
+            peers[peer].name if peer in peers else peer)
+    return out
+
+
 @hookimpl
 def meshhub_register_migrations(register: Callable[[Migrations], None]) -> None:
     register(reaction_migrations)
@@ -107,3 +140,4 @@ def meshhub_register_migrations(register: Callable[[Migrations], None]) -> None:
 @hookimpl
 def meshhub_register_actions(register: Callable[[Action], None]) -> None:
     register(react)
+    register(reactions)

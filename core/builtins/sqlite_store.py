@@ -27,10 +27,11 @@ from sqlite_utils.migrations import Migrations
 
 from meshhub import codec, hookimpl
 from meshhub.models import Conversation, Delivery, Message, Peer
-from meshhub.store import InboxItem, StateChange
+from meshhub.store import StateChange
 
 from .migrations import core_migrations
 from .sqlite_members import MemberTables
+from .sqlite_reads import _MESSAGE_COLUMNS, MessageReads, _message_from_row
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -38,32 +39,6 @@ MAX_BATCH = 2000
 
 # A transition may only move forward along this order ('dead' is terminal).
 _RANK = {"queued": 0, "pushed": 1, "delivered": 2, "read": 3, "dead": 4}
-
-_MESSAGE_COLUMNS = (
-    "id, sender, target, conversation, body, kind, recipients_json, mentions_json, whisper_json, "
-    "reply_to, priority, attachments_json, data_json, client_id, created_at"
-)
-
-
-def _message_from_row(row: sqlite3.Row | tuple[Any, ...]) -> Message:
-    return Message(
-        id=row[0],
-        sender=row[1],
-        target=row[2],
-        conversation=row[3],
-        body=row[4],
-        kind=row[5],
-        recipients=json.loads(row[6]),
-        mentions=json.loads(row[7]),
-        whisper=json.loads(row[8]),
-        reply_to=row[9],
-        priority=row[10],
-        attachments=json.loads(row[11]),
-        data=json.loads(row[12]) if row[12] else None,
-        client_id=row[13],
-        created_at=row[14],
-    )
-
 
 class _Op:
     __slots__ = ("fn", "future", "loop")
@@ -91,7 +66,7 @@ def _resolve_all(items: list[tuple[_Op, bool, Any]]) -> None:
         _resolve(op.future, ok, value)
 
 
-class SQLiteStore(MemberTables):
+class SQLiteStore(MessageReads, MemberTables):
     """SQLite engine for :class:`meshhub.store.Store`."""
 
     def __init__(self, path: Path, *, synchronous: str = "FULL") -> None:
@@ -480,91 +455,6 @@ class SQLiteStore(MemberTables):
                     (message_id,),
                 )
             ]
-
-        return self._read(run)
-
-    async def inbox(
-        self,
-        recipient: str,
-        *,
-        since: str | None,
-        unread_only: bool,
-        top_level_only: bool,
-        limit: int,
-    ) -> list[InboxItem]:
-        def run(conn: sqlite3.Connection) -> list[InboxItem]:
-            cols = ", ".join("m." + c.strip() for c in _MESSAGE_COLUMNS.split(","))
-            where = ["d.recipient = ?"]
-            args: list[Any] = [recipient]
-            if since:
-                where.append("d.message_id > ?")
-                args.append(since)
-            if unread_only:
-                where.append("d.state IN ('queued','pushed','delivered')")
-            else:
-                where.append("d.state != 'dead'")
-            if top_level_only:
-                where.append("m.reply_to IS NULL")
-            args.append(limit)
-            rows = conn.execute(
-                f"SELECT {cols}, d.state, d.mentioned "
-                "FROM deliveries d JOIN messages m ON m.id = d.message_id "
-                f"WHERE {' AND '.join(where)} ORDER BY d.message_id LIMIT ?",
-                args,
-            ).fetchall()
-            # reply counts for the page only (a subquery in the select list above would run
-            # for every matching row before the sort)
-            replies: dict[str, int] = {}
-            if rows:
-                marks = ",".join("?" * len(rows))
-                replies = dict(conn.execute(
-                    f"SELECT reply_to, COUNT(*) FROM messages WHERE reply_to IN ({marks}) "
-                    "GROUP BY reply_to", [r[0] for r in rows],
-                ).fetchall())
-            return [
-                InboxItem(
-                    message=_message_from_row(r[:15]), state=r[15], mentioned=bool(r[16]),
-                    replies=replies.get(r[0], 0),
-                )
-                for r in rows
-            ]
-
-        return self._read(run)
-
-    async def thread(self, root_id: str, viewer: str) -> list[Message]:
-        def run(conn: sqlite3.Connection) -> list[Message]:
-            rows = conn.execute(
-                f"SELECT {_MESSAGE_COLUMNS} FROM messages m WHERE (m.id = ? OR m.reply_to = ?) "
-                "AND (m.sender = ? OR EXISTS (SELECT 1 FROM deliveries d "
-                "WHERE d.message_id = m.id AND d.recipient = ?)) ORDER BY m.id",
-                (root_id, root_id, viewer, viewer),
-            ).fetchall()
-            return [_message_from_row(r) for r in rows]
-
-        return self._read(run)
-
-    async def unread_counts(self, recipient: str) -> dict[str, Any]:
-        def run(conn: sqlite3.Connection) -> dict[str, Any]:
-            rows = conn.execute(
-                "SELECT m.sender, COALESCE(m.reply_to, ''), COUNT(*), SUM(d.mentioned) "
-                "FROM deliveries d JOIN messages m ON m.id = d.message_id "
-                "WHERE d.recipient = ? AND d.state IN ('queued','pushed','delivered') "
-                "GROUP BY m.sender, m.reply_to",
-                (recipient,),
-            ).fetchall()
-            by_sender: dict[str, int] = {}
-            by_thread: dict[str, int] = {}
-            total = mentions = 0
-            for sender, thread, count, mentioned in rows:
-                total += count
-                mentions += mentioned or 0
-                by_sender[sender] = by_sender.get(sender, 0) + count
-                if thread:
-                    by_thread[thread] = by_thread.get(thread, 0) + count
-            return {
-                "total": total, "mentions": mentions, "by_sender": by_sender,
-                "by_thread": by_thread,
-            }
 
         return self._read(run)
 

@@ -6,7 +6,8 @@ registry from the hub's ``actions`` action, the ``/mcp`` endpoint reads ``hub.ac
 pass the descriptions through :func:`tool_specs`.
 
 **Exclusion rule** (the only one): an action is *not* a tool when it is ``admin``-only, when its
-name starts with ``token_`` (credentials have no business in a model's context), or when it is
+name starts with ``token_`` or ``web_`` (credentials, and sign-in links and browser sessions
+are credentials too, have no business in a model's context), or when it is
 one of the hub-introspection actions in :data:`HUB_ADMIN_ACTIONS`. Everything else, including
 actions plugins add later, is a tool named ``mesh_<action>``.
 """
@@ -23,6 +24,7 @@ from typing import Any
 log = logging.getLogger(__name__)
 
 TOOL_PREFIX = "mesh_"
+CREDENTIAL_PREFIXES = ("token_", "web_")
 HUB_ADMIN_ACTIONS = frozenset({"actions", "plugins_list", "hub_stats"})
 DEFAULT_MAX_TOKENS = 20_000
 CHARS_PER_TOKEN = 4  # the usual estimate: tokens ~ chars / 4
@@ -38,7 +40,7 @@ def is_tool(action: dict[str, Any]) -> bool:
 
 def tool_allowed(name: str, admin: bool) -> bool:
     """The exclusion rule, from what it reads: the action's name and its admin flag."""
-    return not (admin or name.startswith("token_") or name in HUB_ADMIN_ACTIONS)
+    return not (admin or name.startswith(CREDENTIAL_PREFIXES) or name in HUB_ADMIN_ACTIONS)
 
 
 def tool_name(action: str) -> str:

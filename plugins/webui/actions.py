@@ -1,0 +1,74 @@
+"""The web page's actions: sign-in links and web sessions, on every surface like any action
+(``hub web`` calls ``web_login_create``; the sessions panel calls the other two)."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import Annotated, Any
+
+from meshhub import members
+from meshhub.actions import Action, ActionContext, action
+from meshhub.errors import Forbidden, NotFound
+
+from . import sessions
+
+
+def _link_base(ctx: ActionContext) -> str:
+    host = ctx.hub.config.host
+    if host in ("", "0.0.0.0", "::"):
+        host = "127.0.0.1"
+    if ":" in host:
+        host = f"[{host}]"
+    return f"http://{host}:{ctx.hub.config.port}"
+
+
+@action()
+async def web_login_create(
+    ctx: ActionContext,
+    member: Annotated[str | None, "sign in as this member (admins only); leave out for "
+                      "yourself"] = None,
+) -> dict[str, Any]:
+    """A one-time link that signs a browser in as you (or, for an admin, as a member): open it
+    within ten minutes. The browser becomes one more session of that member."""
+    if ctx.token is not None and not ctx.is_admin:
+        # a web session may make a link for another device, but a plain token may not
+        # widen itself into a browser session of the member
+        known = await ctx.hub.store.list_tokens([ctx.peer.key], 0)
+        if not any(t.token_hash == ctx.token and t.label.startswith(sessions.LABEL_PREFIX)
+                   for t in known):
+            raise Forbidden("a bearer token cannot make sign-in links; run `hub web`")
+    peer = sessions.peer_for_link(ctx.hub, ctx.peer, member)
+    code, expires = sessions.links(ctx.hub).create(peer)
+    path = f"/web/login?code={code}"
+    return {"peer": peer.name, "path": path, "url": _link_base(ctx) + path,
+            "expires_at": expires}
+
+
+@action(read_only=True)
+async def web_sessions(ctx: ActionContext) -> list[dict[str, Any]]:
+    """Your web sessions (signed-in browsers): id, browser, since when, until when, and
+    whether it is the one asking."""
+    tokens = await ctx.hub.store.list_tokens([ctx.peer.key], time.time())
+    return [sessions.session_view(t, ctx.token) for t in tokens
+            if t.label.startswith(sessions.LABEL_PREFIX)]
+
+
+@action()
+async def web_session_revoke(
+    ctx: ActionContext, id: Annotated[str, "the session's id (web_sessions)"],
+) -> dict[str, Any]:
+    """Sign a browser out: its session ends and its page closes at once."""
+    tokens = await ctx.hub.store.list_tokens([ctx.peer.key], time.time())
+    if not any(t.id == id and t.label.startswith(sessions.LABEL_PREFIX) for t in tokens):
+        raise NotFound(f"no web session {id!r} of yours (see web_sessions)")
+    revoked = await members.revoke_tokens(ctx.hub, ctx.peer, token_id=id)
+    return {"id": id, "revoked": revoked}
+
+
+ALL: list[Action] = [web_login_create, web_sessions, web_session_revoke]
+
+
+def register_all(register: Callable[[Action], None]) -> None:
+    for item in ALL:
+        register(item)
