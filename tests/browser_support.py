@@ -4,11 +4,10 @@ none. Screenshots go to ``MESHHUB_SCREENSHOTS`` (default ``tests/screenshots``).
 
 from __future__ import annotations
 
-import asyncio
 import os
 import re
 import shutil
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -98,16 +97,3 @@ async def browser() -> AsyncIterator[Browser]:
             await chromium.close()
         wrapper.assert_no_errors()
 
-
-async def wait_until(check: Callable[[], Awaitable[Any]], timeout: float = 10.0) -> Any:
-    """``await check()`` until it is truthy, for state the page shows without an event the test
-    can await (bounded, so a broken page fails the test instead of hanging it)."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while True:
-        value = await check()
-        if value:
-            return value
-        if loop.time() > deadline:
-            raise AssertionError("the page did not get there in time")
-        await asyncio.sleep(0.05)

@@ -12,6 +12,7 @@ import { ThreadPanel } from "./thread.js";
 import { SILENT_KINDS, Timeline } from "./timeline.js";
 
 const RECEIPTS_EVERY_MS = 15_000;
+const REACTIONS_PER_CALL = 200;
 const TOAST_MS = 6000;
 const $ = (id) => document.getElementById(id);
 
@@ -144,9 +145,14 @@ class Page {
     if (!counts) return;
     this.unread = { ...(counts.by_conversation ?? {}) };
     if (this.view) delete this.unread[this.view];
-    const total = Object.values(this.unread).reduce((a, b) => a + b, 0);
+    const total = this.totalUnread();
     document.title = `${total ? `(${total}) ` : ""}meshhub${this.view ? `: ${this.titleOf(this.view)}` : ""}`;
     this.sidebar.render();
+  }
+
+  /** Unread messages everywhere, for the "All messages" badge. */
+  totalUnread() {
+    return Object.values(this.unread).reduce((a, b) => a + b, 0);
   }
 
   peerNamed(name) {
@@ -168,6 +174,7 @@ class Page {
       if (message.kind === "reaction" && message.data?.message_id) {
         this.loadReactions([message.data.message_id]);
       }
+      this.markRead([message]); // shown as the reaction itself, so it is read
       return;
     }
     if (message.reply_to) {
@@ -281,11 +288,14 @@ class Page {
   }
 
   async loadReactions(ids) {
-    const known = await this.hub.call("reactions", { ids }).catch(() => null);
-    if (!known) return;
-    for (const id of ids) {
-      this.reactions.set(id, known[id] ?? {});
-      this.repaintReactions(id);
+    for (let at = 0; at < ids.length; at += REACTIONS_PER_CALL) {
+      const some = ids.slice(at, at + REACTIONS_PER_CALL);
+      const known = await this.hub.call("reactions", { ids: some }).catch(() => null);
+      if (!known) return;
+      for (const id of some) {
+        this.reactions.set(id, known[id] ?? {});
+        this.repaintReactions(id);
+      }
     }
   }
 

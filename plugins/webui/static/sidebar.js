@@ -42,7 +42,9 @@ export class Sidebar {
   }
 
   item(view, label, testid, extra) {
-    const unread = this.page.unread[view] ?? 0;
+    const unread = view === "all"
+      ? (this.page.view === "all" ? 0 : this.page.totalUnread())
+      : this.page.unread[view] ?? 0;
     return el("li", {},
       el("button", {
         type: "button", class: "nav-item", "data-view": view, "data-testid": testid,

@@ -53,6 +53,7 @@ export class Timeline {
       this.page.replies.set(root, count);
     }
     const messages = result.messages.filter((m) => !SILENT_KINDS.has(m.kind));
+    this.page.markRead(result.messages.filter((m) => SILENT_KINDS.has(m.kind)));
     return { messages, html, more: result.more };
   }
 
