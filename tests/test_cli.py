@@ -125,7 +125,8 @@ def test_start_prints_where_to_connect_before_any_log_line(tmp_path):
         proc.wait(15)
     assert lines[0].startswith("meshhub ") and " listening on http://127.0.0.1:" in lines[0]
     banner = "".join(lines[:-1])
-    for where in ("WebSocket peers: ws://", "HTTP API:", "MCP (HTTP):", "local socket:"):
+    for where in ("WebSocket peers: ws://", "HTTP API:", "web page:", "MCP (HTTP):",
+                  "local socket:"):
         assert where in banner, banner
     assert " INFO " in lines[-1], lines  # the log follows the banner
 

@@ -5,6 +5,10 @@ from __future__ import annotations
 import json
 import subprocess
 
+import pytest
+
+from meshhub.errors import MeshError
+
 from .helpers import HUB_BIN, base_env, collect, no_message, read_line
 
 
@@ -186,3 +190,58 @@ async def test_a_peers_text_cannot_drive_the_readers_terminal(hub, people):
     assert "ok\\x1b[2K\\x1b[1A\\x1b]0;pwned\\x07 \\u202eevil" in shown  # visible, harmless
     assert "\n    12:00:00 carl: forged" in shown  # a line of the text, not a message line
     assert "busy\\x1b[31m red" in shown
+
+
+async def test_history_pages_what_each_peer_sent_or_received(hub, people):
+    ann, bob, cat = people("ann", "bob", "cat")
+    async with ann.client(hub.url) as a, bob.client(hub.url) as b, cat.client(hub.url) as c:
+        await a.call("conversation_create", name="plan")
+        for peer in (b, c):
+            await peer.call("conversation_join", name="plan")
+        ids = [(await a.send("#plan", f"plan {i}"))["id"] for i in range(7)]
+        secret = (await a.send("#plan", "for bob only", whisper=["bob"]))["id"]
+        reply = (await b.send(None, "a reply", reply_to=ids[0]))["id"]
+        dm_in = (await b.send("ann", "dm to ann"))["id"]
+        dm_out = (await a.send("bob", "dm to bob"))["id"]
+        await c.send("ann", "cat's dm")
+
+        newest = await b.call("history", conversation="#plan", limit=3)
+        assert [m["id"] for m in newest["messages"]] == [ids[5], ids[6], secret]
+        assert newest["more"] and set(newest["unread"]) == {ids[5], ids[6], secret}
+        older = await b.call("history", conversation="#plan", before=ids[5], limit=10)
+        assert [m["id"] for m in older["messages"]] == ids[:5] and not older["more"]
+        assert older["replies"] == {ids[0]: 1}  # the reply itself is left out: top level only
+        after = await b.call("history", conversation="#plan", after=ids[4], limit=2)
+        assert [m["id"] for m in after["messages"]] == ids[5:7] and after["more"]
+        with_replies = await b.call("history", conversation="#plan", top_level_only=False)
+        assert reply in [m["id"] for m in with_replies["messages"]]
+
+        cat_sees = await c.call("history", conversation="#plan", limit=50)
+        assert secret not in [m["id"] for m in cat_sees["messages"]]  # a whisper stays one
+        assert [m["id"] for m in (await a.call("history", conversation="dm:bob"))["messages"]] \
+            == [dm_in, dm_out]
+        everything = await a.call("history", limit=500)
+        assert {dm_in, dm_out, secret, *ids} <= {m["id"] for m in everything["messages"]}
+        counts = await a.call("check")
+        assert counts["by_conversation"] == {"dm:bob": 1, "dm:cat": 1, "#plan": 1}
+        for bad, code in (({"limit": 0}, "invalid_request"),
+                          ({"before": ids[1], "after": ids[0]}, "invalid_request"),
+                          ({"conversation": "dm:nobody"}, "not_found")):
+            with pytest.raises(MeshError) as refused:
+                await a.call("history", **bad)
+            assert refused.value.code == code, bad
+
+
+async def test_reactions_are_read_back_for_visible_messages_only(hub, people):
+    ann, bob, cat = people("ann", "bob", "cat")
+    async with ann.client(hub.url) as a, bob.client(hub.url) as b, cat.client(hub.url) as c:
+        first = (await a.send("bob", "first"))["id"]
+        second = (await a.send("bob", "second"))["id"]
+        await b.call("react", id=first, emoji="👍")
+        await a.call("react", id=first, emoji="👍")
+        await b.call("react", id=second, emoji="👀")
+        assert await a.call("reactions", ids=[first, second, "nope"]) == {
+            first: {"👍": ["bob", "ann"]}, second: {"👀": ["bob"]}}
+        assert await c.call("reactions", ids=[first, second]) == {}  # not cat's to see
+        with pytest.raises(MeshError):
+            await a.call("reactions", ids=[first] * 201)

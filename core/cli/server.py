@@ -176,7 +176,10 @@ def _banner(cfg: Config, hub: Any, url: str) -> list[str]:
         f"  WebSocket peers: {url.replace('http', 'ws', 1)}/ws",
         f"  HTTP API:        {url}/api/<action>   (OpenAPI: {url}/openapi.json)",
     ]
-    if "/mcp" in {path for _m, path, _h in hub.routes}:
+    paths = {path for _m, path, _h in hub.routes}
+    if "/" in paths:
+        lines.append(f"  web page:        {url}/   (sign in: hub web)")
+    if "/mcp" in paths:
         lines.append(f"  MCP (HTTP):      {url}/mcp   (token: hub token create)")
     lines.append("  Claude Code:     hub install claude-code")
     lines.append(f"  data:            {cfg.home}")
