@@ -79,6 +79,16 @@ async def test_talk_thread_react_and_presence_live(browser, hub, people):
         await box.press("Enter")
         assert (await collect(b, 1))[0]["text"] == "two\nlines"
 
+        # a whisper in #general: only the named recipient may read it
+        await page.get_by_test_id("composer-whisper-toggle").click()
+        await page.get_by_test_id("composer-whisper-input").fill("bob")
+        await box.fill("just between us")
+        await box.press("Enter")
+        whispered = (await collect(b, 1))[0]
+        assert whispered["text"] == "just between us" and whispered["whisper"] == ["bob"]
+        await message(page, "just between us").get_by_test_id("whisper-tag").wait_for()
+        await page.get_by_test_id("composer-whisper-toggle").click()
+
         # reply in a thread
         await from_bob.hover()
         await from_bob.get_by_test_id("reply-button").click()
@@ -160,7 +170,11 @@ async def test_approve_from_the_panel(browser, hub, people):
         page, _ = await signed_in(browser, hub)
         asked = await b.call("approval_request", to=await my_name(page),
                              question="deploy 1.4 to production?")
-        await page.get_by_test_id("panel-link-approvals").click()
+        dm = page.locator("[data-testid=dm][data-view='dm:bob']")
+        await dm.get_by_test_id("unread-badge").filter(has_text="1").wait_for()
+        await dm.click()
+        request = message(page, "deploy 1.4 to production?")
+        await request.get_by_test_id("approval-link").click()  # the request, then its panel
         card = page.get_by_test_id("panel-approvals").get_by_test_id("approval").filter(
             has_text="deploy 1.4 to production?")
         await card.get_by_test_id("approval-reason").fill("tests are green")
@@ -278,3 +292,17 @@ async def test_reconnects_after_a_hub_restart(browser, hub, people):
     await banner.wait_for(state="hidden", timeout=15_000)
     await message(page, "said while you were away").wait_for()
     await send_from_page(page, "back again")
+
+
+async def test_a_session_revoked_elsewhere_signs_the_page_out(browser, hub):
+    first, _ = await signed_in(browser, hub)
+    second, watch = await signed_in(browser, hub)
+    watch.allow(SESSION_401)
+    await first.get_by_test_id("panel-link-sessions").click()
+    other = first.get_by_test_id("session").filter(has_not_text="this browser")
+    await other.get_by_test_id("session-revoke").click()
+    await second.get_by_test_id("signin").wait_for()  # closed with 4001: no reconnecting
+    assert "signed out" in (await second.get_by_test_id("signin-reason").text_content() or "")
+    assert not await second.get_by_test_id("reconnecting").is_visible()
+    await first.get_by_test_id("session").first.wait_for()
+    assert await first.get_by_test_id("session").count() == 1

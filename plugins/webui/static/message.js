@@ -11,7 +11,7 @@ const KIND_LABELS = {
 
 /**
  * The element of one message. `page` gives what the buttons need: `me` (my peer),
- * `openThread(id)`, `react(id, emoji, remove)`, `download(attachment)`, and the known
+ * `openView(view)`, `openThread(id)`, `react(id, emoji, remove)`, `download(attachment)`, and the known
  * `reactions` and `replies` of messages by id.
  */
 export function messageNode(message, html, page, { inThread = false } = {}) {
@@ -26,6 +26,7 @@ export function messageNode(message, html, page, { inThread = false } = {}) {
     header(message),
     body(message, html),
     attachments(message, page),
+    approvalLink(message, page),
     el("footer", { class: "message-meta" },
       el("div", { class: "reactions", "data-testid": "reactions" }),
       !inThread && !message.reply_to ? el("button", {
@@ -75,6 +76,15 @@ function attachments(message, page) {
       type: "button", class: "attachment", "data-testid": "attachment",
       onclick: () => page.download(file),
     }, `📎 ${file.name}`, el("span", { class: "muted" }, ` ${byteSize(file.size ?? 0)}`)))));
+}
+
+/** An approval request to me: one click to the panel where it is answered. */
+function approvalLink(message, page) {
+  if (message.kind !== "approval" || message.from === page.me.name) return null;
+  return el("button", {
+    type: "button", class: "approval-link", "data-testid": "approval-link",
+    onclick: () => page.openView("panel:approvals"),
+  }, "Answer in Approvals");
 }
 
 function actions(message, page, inThread) {
