@@ -7,6 +7,7 @@ narrow layout, and reconnecting after a hub restart. Every test ends with no con
 from __future__ import annotations
 
 import asyncio
+from pathlib import Path
 from typing import Any
 
 from .browser_support import NARROW, WIDE, Browser, browser, screenshots_dir
@@ -185,6 +186,16 @@ async def test_approve_from_the_panel(browser, hub, people):
         assert (told["data"]["answer"], told["data"]["reason"]) == ("approve", "tests are green")
         await page.get_by_test_id("approvals-none").wait_for()
 
+        # a file bob sends arrives as an attachment the page downloads
+        await b.call("file_put", name="report.txt", content="cmVwb3J0Cg==", to=asked["approver"])
+        await page.locator("[data-testid=dm][data-view='dm:bob']").click()
+        attachment = page.get_by_test_id("attachment").filter(has_text="report.txt")
+        async with page.expect_download() as info:
+            await attachment.click()
+        download = await info.value
+        assert download.suggested_filename == "report.txt"
+        assert Path(await download.path()).read_bytes() == b"report\n"
+
         # the other built-in panels open and show their lists
         await page.get_by_test_id("panel-link-plugins").click()
         await page.get_by_test_id("plugin-row").filter(has_text="approvals").first.wait_for()
@@ -260,6 +271,12 @@ async def test_narrow_layout_and_keyboard(browser, hub, people):
         assert not await sidebar.is_visible()
         await page.get_by_test_id("menu-button").click()
         await sidebar.wait_for()
+        await page.get_by_test_id("new-conversation-button").click()
+        await page.get_by_test_id("new-conversation-name").fill("release")
+        await page.get_by_test_id("new-conversation-name").press("Enter")
+        await sidebar.wait_for(state="hidden")
+        assert await page.get_by_test_id("view-title").text_content() == "#release"
+        await page.get_by_test_id("menu-button").click()
         await sidebar.locator("[data-testid=dm][data-view='dm:bob']").click()
         await sidebar.wait_for(state="hidden")
         assert await page.get_by_test_id("view-title").text_content() == "bob"

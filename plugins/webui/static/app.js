@@ -13,6 +13,7 @@ import { SILENT_KINDS, Timeline } from "./timeline.js";
 
 const RECEIPTS_EVERY_MS = 15_000;
 const REACTIONS_PER_CALL = 200;
+const SEEN_LIMIT = 5000;
 const TOAST_MS = 6000;
 const $ = (id) => document.getElementById(id);
 
@@ -53,6 +54,7 @@ class Page {
     this.unread = {};
     this.replies = new Map();
     this.reactions = new Map();
+    this.seen = new Set();
     this.view = null;
     this.panels = [];
     for (const name of ["openView", "openThread", "react", "download", "suggest", "reply"]) {
@@ -170,6 +172,9 @@ class Page {
   }
 
   received(message, html) {
+    if (this.seen.has(message.id)) return; // a redelivery after a lost ack
+    this.seen.add(message.id);
+    if (this.seen.size > SEEN_LIMIT) this.seen.delete(this.seen.values().next().value);
     if (SILENT_KINDS.has(message.kind)) {
       if (message.kind === "reaction" && message.data?.message_id) {
         this.loadReactions([message.data.message_id]);

@@ -13,7 +13,7 @@ export class Sidebar {
     this.panels = el("ul", { class: "nav-list", "data-testid": "panel-links" });
     this.newName = el("input", {
       type: "text", "data-testid": "new-conversation-name", placeholder: "name, e.g. release",
-      "aria-label": "New conversation name", required: true, pattern: "#?[A-Za-z0-9][\\w.\\-/]*",
+      "aria-label": "New conversation name", required: true,
     });
     this.newForm = el("form", {
       class: "new-conversation", hidden: true, "data-testid": "new-conversation",
