@@ -135,7 +135,11 @@ async def test_talk_thread_react_and_presence_live(browser, hub, people):
         # read receipts on the page's own message, once bob reads it
         await b.call("mark_read", ids=[got["id"]])
         await page.reload()
-        await mine.get_by_test_id("receipt").filter(has_text="Read").wait_for()
+        await mine.get_by_test_id("receipt").filter(has_text="Read").click()
+        details = mine.get_by_test_id("receipt-details")
+        await details.locator("li[data-state=read]").filter(has_text="bob").wait_for()
+        await mine.get_by_test_id("receipt").click()
+        await details.wait_for(state="hidden")
 
         await b.send("#general", "the fix, see [the docs](https://example.com/docs):\n\n"
                      "```\npytest -q tests/test_flaky.py\n```")

@@ -33,7 +33,10 @@ export function messageNode(message, html, page, { inThread = false } = {}) {
         class: "thread-link", type: "button", "data-testid": "thread-link", hidden: true,
         onclick: () => page.openThread(message.id),
       }) : null,
-      mine ? el("span", { class: "receipt", "data-testid": "receipt" }) : null),
+      mine ? el("button", {
+        type: "button", class: "receipt", "data-testid": "receipt", "aria-expanded": "false",
+        onclick: (event) => toggleReceiptDetails(event.currentTarget),
+      }) : null),
     actions(message, page, inThread)));
   paintReactions(node, message.id, page);
   if (!inThread) paintReplies(node, page.replies.get(message.id) ?? 0);
@@ -170,5 +173,17 @@ export function paintReceipt(node, status) {
   }
   receipt.dataset.state = state;
   receipt.textContent = text;
-  receipt.title = people.map((r) => `${r.name}: ${r.state}`).join("\n");
+  receipt.title = "Who has it";
+  const details = node.querySelector(".receipt-details")
+    ?? el("ul", { class: "receipt-details", "data-testid": "receipt-details", hidden: true });
+  fill(details, people.map((r) => el("li", { "data-state": r.state },
+    el("span", {}, r.name), el("span", { class: "muted" }, r.reason ? `${r.state}: ${r.reason}` : r.state))));
+  if (!details.isConnected) node.querySelector(".message-main").append(details);
+}
+
+function toggleReceiptDetails(receipt) {
+  const details = receipt.closest(".message").querySelector(".receipt-details");
+  if (!details) return;
+  details.hidden = !details.hidden;
+  receipt.setAttribute("aria-expanded", String(!details.hidden));
 }
