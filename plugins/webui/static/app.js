@@ -14,6 +14,7 @@ import { SILENT_KINDS, Timeline } from "./timeline.js";
 const RECEIPTS_EVERY_MS = 15_000;
 const REACTIONS_PER_CALL = 200;
 const SEEN_LIMIT = 5000;
+const MARK_READ_DELAY_MS = 200;
 const TOAST_MS = 6000;
 const $ = (id) => document.getElementById(id);
 
@@ -55,6 +56,9 @@ class Page {
     this.replies = new Map();
     this.reactions = new Map();
     this.seen = new Set();
+    this.toMarkRead = new Set();
+    this.markTimer = null;
+    this.sidebarFrame = null;
     this.view = null;
     this.panels = [];
     for (const name of ["openView", "openThread", "react", "download", "suggest", "reply"]) {
@@ -198,7 +202,7 @@ class Page {
     }
     const key = view ?? "all";
     this.unread[key] = (this.unread[key] ?? 0) + 1;
-    this.sidebar.render();
+    this.renderSidebarSoon();
   }
 
   presenceChanged(peer) {
@@ -206,7 +210,7 @@ class Page {
     if (peer.key === this.me.key) this.me = { ...peer, you: true };
     else this.peers.set(peer.key, peer);
     this.presence.render();
-    this.sidebar.render();
+    this.renderSidebarSoon();
     if (this.view === `dm:${peer.name}`) this.paintTitle();
   }
 
@@ -316,9 +320,24 @@ class Page {
   /** Mark what the person has on screen as read: the sender sees it in message_status. */
   markRead(messages) {
     if (document.visibilityState !== "visible") return;
-    const ids = messages.filter((m) => m.from !== this.me.name).map((m) => m.id);
-    if (!ids.length) return;
-    this.hub.call("mark_read", { ids }).then(() => this.refreshUnread(), () => {});
+    for (const m of messages) if (m.from !== this.me.name) this.toMarkRead.add(m.id);
+    if (!this.toMarkRead.size || this.markTimer) return;
+    // one call for whatever arrives together (a backlog, a page of history)
+    this.markTimer = setTimeout(() => {
+      this.markTimer = null;
+      const ids = [...this.toMarkRead];
+      this.toMarkRead.clear();
+      this.hub.call("mark_read", { ids }).then(() => this.refreshUnread(), () => {});
+    }, MARK_READ_DELAY_MS);
+  }
+
+  /** Re-render the sidebar once for a burst of changes (a backlog of 500 pushes, say). */
+  renderSidebarSoon() {
+    if (this.sidebarFrame) return;
+    this.sidebarFrame = requestAnimationFrame(() => {
+      this.sidebarFrame = null;
+      this.sidebar.render();
+    });
   }
 
   async download(file) {

@@ -23,6 +23,7 @@ export class Timeline {
     this.ids = new Set();
     this.more = false;
     this.loading = null;
+    this.arriving = null;
     this.generation = 0;
     container.addEventListener("scroll", () => this.scrolled(), { passive: true });
   }
@@ -34,6 +35,7 @@ export class Timeline {
     const generation = this.generation;
     this.ids.clear();
     this.more = false;
+    this.arriving = [];
     fill(this.list);
     fill(this.top, el("p", { class: "muted" }, "Loading…"));
     const page = await this.fetch({ limit: PAGE });
@@ -43,6 +45,9 @@ export class Timeline {
     this.paintTop();
     this.container.scrollTop = this.container.scrollHeight;
     this.afterRender(page.messages);
+    const arrived = this.arriving;
+    this.arriving = null;
+    for (const [message, html] of arrived) this.add(message, html);
   }
 
   async fetch(params) {
@@ -101,10 +106,26 @@ export class Timeline {
     this.appendAll(page);
   }
 
-  /** A pushed message of this view: append it, following the bottom if the person was there. */
+  /** A pushed message of this view. A new one is appended (following the bottom if the person
+   * was there); an older one (a backlog after a reconnect, a message held by priority) goes in
+   * its place, or is left to the history pages when it is older than anything shown. */
   add(message, html) {
+    if (this.arriving) {
+      this.arriving.push([message, html]); // the first page is on its way
+      return;
+    }
     if (this.ids.has(message.id)) return;
-    this.appendAll({ messages: [message], html: { [message.id]: html } });
+    const shown = this.list.querySelectorAll(".message");
+    const newest = shown[shown.length - 1]?.dataset.id;
+    if (!newest || message.id > newest) {
+      this.appendAll({ messages: [message], html: { [message.id]: html } });
+      return;
+    }
+    if (this.more && message.id < shown[0].dataset.id) return;
+    const after = [...shown].find((node) => node.dataset.id > message.id);
+    this.ids.add(message.id);
+    this.list.insertBefore(messageNode(message, html, this.page), after ?? null);
+    this.afterRender([message]);
   }
 
   appendAll(page) {
