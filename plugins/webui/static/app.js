@@ -115,7 +115,10 @@ class Page {
       }
     });
     document.addEventListener("visibilitychange", () => {
-      if (document.visibilityState === "visible") this.refreshUnread();
+      if (document.visibilityState !== "visible") return;
+      // what arrived while the tab was hidden is read once the person looks at it
+      this.markRead(this.timeline.shownMessages());
+      this.refreshUnread();
     });
   }
 
@@ -152,7 +155,8 @@ class Page {
     this.unread = { ...(counts.by_conversation ?? {}) };
     if (this.view) delete this.unread[this.view];
     const total = this.totalUnread();
-    document.title = `${total ? `(${total}) ` : ""}meshhub${this.view ? `: ${this.titleOf(this.view)}` : ""}`;
+    const where = this.view ? `: ${this.titleOf(this.view)}` : "";
+    document.title = `${total ? `(${total}) ` : ""}meshhub${where}`;
     this.sidebar.render();
   }
 
@@ -231,8 +235,8 @@ class Page {
       topic = this.conversations.find((c) => c.name === this.view)?.topic ?? "";
     } else if (this.view.startsWith("dm:")) {
       const peer = this.peerNamed(this.view.slice(3));
-      if (peer) topic = [surfaceLabel(peer.connector), peer.online ? peer.status : "offline", peer.summary]
-        .filter(Boolean).join(" · ");
+      const status = peer?.online ? peer.status : "offline";
+      if (peer) topic = [surfaceLabel(peer.connector), status, peer.summary].filter(Boolean).join(" · ");
     }
     $("view-topic").textContent = topic;
   }

@@ -166,6 +166,12 @@ export class Timeline {
     return this.refreshReceipts(mine);
   }
 
+  /** The messages on screen, as far as marking them read needs (id and sender). */
+  shownMessages() {
+    return [...this.list.querySelectorAll(".message")]
+      .map((node) => ({ id: node.dataset.id, from: node.dataset.from }));
+  }
+
   node(id) {
     return this.list.querySelector(`.message[data-id="${CSS.escape(id)}"]`);
   }
