@@ -45,6 +45,7 @@ export class Timeline {
     this.paintTop();
     this.container.scrollTop = this.container.scrollHeight;
     this.afterRender(page.messages);
+    this.fillScreen();
     const arrived = this.arriving;
     this.arriving = null;
     for (const [message, html] of arrived) this.add(message, html);
@@ -70,16 +71,26 @@ export class Timeline {
 
   paintTop() {
     fill(this.top, this.more
-      ? el("p", { class: "muted" }, "Scroll up for older messages")
+      ? el("button", {
+        type: "button", class: "load-older", "data-testid": "load-older",
+        onclick: () => this.scrolled(true),
+      }, "Older messages")
       : el("p", { class: "muted", "data-testid": "history-start" }, this.ids.size
         ? "This is the start of the conversation."
         : "No messages here yet. Say hello!"));
   }
 
-  scrolled() {
-    if (this.more && !this.loading && this.container.scrollTop < NEAR_TOP_PX) {
+  scrolled(asked = false) {
+    if (this.more && !this.loading && (asked || this.container.scrollTop < NEAR_TOP_PX)) {
       this.loading = this.loadOlder().finally(() => { this.loading = null; });
     }
+  }
+
+  /** A page of short messages may not fill a tall screen, and then nothing scrolls to ask
+   * for more: ask at once. */
+  fillScreen() {
+    const c = this.container;
+    if (this.more && c.scrollHeight <= c.clientHeight + NEAR_TOP_PX) this.scrolled(true);
   }
 
   /** Prepend the page before the oldest message shown, keeping what the person looks at still. */
@@ -95,6 +106,7 @@ export class Timeline {
     this.more = page.more;
     this.paintTop();
     this.afterRender(page.messages);
+    setTimeout(() => this.fillScreen(), 0); // once this load has finished
   }
 
   /** Fetch whatever arrived after the newest message shown (my own sends, a missed gap). */
