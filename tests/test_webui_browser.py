@@ -21,6 +21,16 @@ XSS_LINK = "[x](javascript:alert(1))"
 # /web/api/session with 401 to a browser that is not signed in: expected on signed-out pages
 SESSION_401 = r"401 \(Unauthorized\).*/web/api/session"
 
+# what a person dropping a file on an element makes the browser do
+DROP_FILE = """(zone, [name, text]) => {
+  const data = new DataTransfer();
+  data.items.add(new File([text], name, { type: "text/plain" }));
+  for (const type of ["dragenter", "dragover", "drop"]) {
+    const init = { bubbles: true, cancelable: true, dataTransfer: data };
+    zone.dispatchEvent(new DragEvent(type, init));
+  }
+}"""
+
 
 def owner_of(hub: HubProcess) -> Identity:
     return Identity(hub.home, "owner")
@@ -56,7 +66,7 @@ async def send_from_page(page: Any, text: str) -> None:
 
 
 async def test_talk_thread_react_and_presence_live(browser, hub, people):
-    (bob,) = people("bob")
+    bob, agent = people("bob", "claude-api")
     async with bob.client(hub.url) as b:
         page, _ = await signed_in(browser, hub)
         assert await page.get_by_test_id("view-title").text_content() == "#general"
@@ -121,16 +131,21 @@ async def test_talk_thread_react_and_presence_live(browser, hub, people):
         await b.call("react", id=got["id"], emoji="🎉")
         await mine.get_by_test_id("reaction").filter(has_text="🎉").wait_for()
 
-        # presence: bob's status and summary change live
-        person = page.get_by_test_id("presence").locator("[data-testid=peer][data-name=bob]")
-        await b.set_status("working")
-        await person.get_by_test_id("peer-status").filter(has_text="working").wait_for()
-        await b.call("set_summary", summary="fixing the flaky test")
-        await person.get_by_test_id("peer-summary").filter(
-            has_text="fixing the flaky test").wait_for()
-        await b.set_status("idle")
-        await person.get_by_test_id("peer-status").filter(has_text="idle").wait_for()
-        assert await person.get_by_test_id("peer-surface").text_content() == "CLI"
+        # presence: an agent comes online, works, goes idle, all live
+        people_list = page.get_by_test_id("presence")
+        async with agent.client(hub.url, kind="agent", connector="mcp") as a:
+            person = people_list.locator("[data-testid=peer][data-name=claude-api]")
+            await person.get_by_test_id("peer-status").filter(has_text="online").wait_for()
+            assert await person.get_by_test_id("peer-surface").text_content() == "Claude Code"
+            await a.set_status("working")
+            await person.get_by_test_id("peer-status").filter(has_text="working").wait_for()
+            await a.call("set_summary", summary="fixing the flaky test")
+            await person.get_by_test_id("peer-summary").filter(
+                has_text="fixing the flaky test").wait_for()
+            await a.set_status("idle")
+            await person.get_by_test_id("peer-status").filter(has_text="idle").wait_for()
+        bob_row = people_list.locator("[data-testid=peer][data-name=bob]")
+        assert await bob_row.get_by_test_id("peer-surface").text_content() == "CLI"
 
         # read receipts on the page's own message, once bob reads it
         await b.call("mark_read", ids=[got["id"]])
@@ -209,6 +224,8 @@ async def test_approve_from_the_panel(browser, hub, people):
         await page.get_by_test_id("file-input").set_input_files(
             files=[{"name": "notes.txt", "mimeType": "text/plain", "buffer": b"ship it\n"}])
         await page.get_by_test_id("file").filter(has_text="notes.txt").wait_for()
+        await page.get_by_test_id("file-drop").evaluate(DROP_FILE, ["dropped.txt", "hello"])
+        await page.get_by_test_id("file").filter(has_text="dropped.txt").wait_for()
 
 
 async def test_untrusted_markup_runs_nothing(browser, hub, people):
@@ -295,8 +312,8 @@ async def test_narrow_layout_and_keyboard(browser, hub, people):
         await box.press("Enter")
         got = (await collect(b, 1))[0]
         assert got["text"] == "ping @bob" and got["conversation"] == "dm"
-        await b.send(await my_name(page), "pong")
-        await message(page, "pong").wait_for()
+        await b.send(await my_name(page), f"pong @{await my_name(page)}")
+        await message(page, "pong").and_(page.locator(".mentioned")).wait_for()
         assert await page.evaluate("document.documentElement.scrollWidth") <= NARROW["width"]
 
 

@@ -16,8 +16,9 @@ const KIND_LABELS = {
  */
 export function messageNode(message, html, page, { inThread = false } = {}) {
   const mine = message.from === page.me.name;
+  const mentioned = !mine && message.mentions.includes(page.me.name);
   const node = el("article", {
-    class: ["message", mine && "mine", message.whisper.length && "whisper"]
+    class: ["message", mine && "mine", mentioned && "mentioned", message.whisper.length && "whisper"]
       .filter(Boolean).join(" "),
     "data-testid": "message", "data-id": message.id, "data-from": message.from,
   },
