@@ -12,9 +12,9 @@ The parse (:func:`parser`) decides what a peer's text may become:
   Telegram adds ``tg``); any other link, ``javascript:`` or ``data:``, stays its source text;
 * no images: ``![x](url)`` would make every reader fetch a URL of the sender's choice (a
   tracking pixel), so each surface writes it as a link;
-* control and bidi characters become visible escapes (:mod:`meshhub.sanitize`), so U+202E cannot
-  turn the rest of a line around; the writers of :class:`Writer` also catch those decoded from
-  entities (``&#x202e;``).
+* control and bidi characters become visible escapes (:mod:`meshhub.sanitize`), both as written
+  and, in what each surface writes, as decoded from entities (``&#x202e;``), so U+202E cannot
+  turn the rest of a line around.
 
 Strikethrough and tables (GFM) are on; single newlines are kept as line breaks, which is how
 people write chat messages. The web page's links open in a new tab with
@@ -74,8 +74,9 @@ def parser(schemes: tuple[str, ...] = LINK_SCHEMES) -> MarkdownIt:
 @functools.lru_cache(maxsize=MAX_CACHED)
 def to_html(text: str) -> str:
     """``text`` as safe HTML for a web page (see the module docstring for what is allowed).
-    Cached: a message pushed to many browser tabs is rendered once."""
-    return parser().render(for_terminal(text))
+    Control characters are made visible before the parse and again after it, for those an
+    entity decodes to. Cached: a message pushed to many browser tabs is rendered once."""
+    return for_terminal(parser().render(for_terminal(text)))
 
 
 def _plain(node: SyntaxTreeNode) -> str:

@@ -94,3 +94,7 @@ def test_every_surface_keeps_the_marks_it_has():
     assert "make deploy" in text
     assert "\n   • unit" in telegram and "\n   • unit" in slack and "\n   - unit" in text
 
+
+def test_entities_cannot_smuggle_a_bidi_override_onto_the_web():
+    assert to_html("a &#x202e; b") == "<p>a \\u202e b</p>\n"
+    assert "\u202e" not in to_html("```&#x202e;\nx\n```")
