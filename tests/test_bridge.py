@@ -7,6 +7,8 @@ import asyncio
 import time
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from meshhub.bridge.chat import parse_call, parse_command, split_address
 from meshhub.bridge.loops import LoopGuard, is_echo, origin
@@ -23,14 +25,23 @@ from .fakes.telegram_api import check_html
      "<s>gone</s>"),
     ("`a<b && c`", "<code>a&lt;b &amp;&amp; c</code>"),
     ("[docs](https://x.example/?a=1&b=\"2\")",
-     '<a href="https://x.example/?a=1&amp;b=&quot;2&quot;">docs</a>'),
-    ("[bad](javascript:alert(1))", "bad (javascript:alert(1))"),
-    ("snake_case_name and 2*3*4", "snake_case_name and 2*3*4"),
+     '<a href="https://x.example/?a=1&amp;b=%222%22">docs</a>'),
+    ("[me](tg://user?id=42)", '<a href="tg://user?id=42">me</a>'),
+    ("[bad](javascript:alert(1))", "[bad](javascript:alert(1))"),
+    ("snake_case_name and 2*3*4 and 2\\*3\\*4", "snake_case_name and 2<i>3</i>4 and 2*3*4"),
     ("unbalanced **bold and *star", "unbalanced **bold and *star"),
     ("# Title\n- one\n> quoted <x>", "<b>Title</b>\n• one\n<blockquote>quoted &lt;x&gt;"
      "</blockquote>"),
     ("```py\nif a < b:\n    print('**no**')\n```", '<pre><code class="language-py">if a &lt; b:\n'
      "    print('**no**')</code></pre>"),
+    ("- a\n  - b\n    1. c\n- d", "• a\n  • b\n    1. c\n• d"),
+    ("3. x\n4. y\n\n- loose\n\n- list", "3. x\n4. y\n\n• loose\n\n• list"),
+    ("| name | n |\n|---|--:|\n| ann <1> | 1 |",
+     "<pre>name    | n\n--------+--\nann &lt;1&gt; | 1</pre>"),
+    ("a\n\n***\nb", "a\n\n──────────\nb"),
+    ("![pixel](https://t.example/p.png)", '<a href="https://t.example/p.png">pixel</a>'),
+    ("> a\n>\n> > b", "<blockquote>a\n\n&gt; b</blockquote>"),
+    ("~~~ &#x202e;\nx\n~~~\nrtl &#x202e;", "<pre>x</pre>\nrtl \\u202e"),
 ])
 def test_markdown_to_html(source, expected):
     html = markdown_to_html(source)
@@ -43,6 +54,19 @@ def test_markdown_never_yields_html_telegram_refuses():
              "&amp; &lt;", "**" * 50, "_a_b_c_", "```\n<pre>\n", "> > > deep", "\u202e rtl 🎉"]
     for text in nasty:
         assert check_html(markdown_to_html(text)) is None, text
+
+
+MARKDOWN_PIECES = ["*", "**", "_", "__", "~~", "`", "```", "~~~", "[", "]", "(", ")", "<", ">",
+                   "&", "&amp;", "&#x202e;", "\\", "#", "> ", "- ", "1. ", "|", "---", "\n",
+                   "\n\n", "  ", "![", "https://a.example/?q=1&r=<2>", "tg://user?id=1",
+                   "javascript:", "\x1b", "\u202e", "🎉"]
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.lists(st.sampled_from(MARKDOWN_PIECES) | st.text(max_size=4), max_size=60)
+       .map("".join))
+def test_markdown_to_html_of_any_text_is_accepted_by_telegram(text: str) -> None:
+    assert check_html(markdown_to_html(text)) is None
 
 
 def test_split_html_keeps_tags_balanced_and_under_the_limit():

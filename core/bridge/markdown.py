@@ -1,9 +1,16 @@
 """Markdown (as agents write it) to the small HTML subset chat platforms accept, and splitting.
 
-Telegram's HTML parse mode accepts ``b i u s code pre a blockquote`` and the entities ``&lt;``,
-``&gt;``, ``&amp;``, ``&quot;``. :func:`markdown_to_html` escapes every piece of text and only
-ever emits balanced tags from that list, so whatever an agent writes (unbalanced ``*``, raw
-``<``, half a link) renders instead of failing with "can't parse entities". HTML was picked over
+:func:`markdown_to_html` writes Telegram's HTML from the same CommonMark parse as every other
+surface (:mod:`meshhub.render`), so a message reads the same here as on the web page: what is
+emphasis, code, a list or a link there is the same here, and what stays text there (raw HTML, a
+``javascript:`` link) stays text here. Telegram's HTML parse mode accepts ``b i u s code pre a
+blockquote`` and the entities ``&lt;``, ``&gt;``, ``&amp;``, ``&quot;``; every piece of text is
+escaped and only balanced tags from that list are written, so whatever an agent writes
+(unbalanced ``*``, raw ``<``, half a link) renders instead of failing with "can't parse
+entities". What Telegram has no tag for is written as text: headings as a bold line, lists as
+``• `` and ``1. `` lines indented by nesting, tables as aligned columns in ``<pre>``, a rule as a
+line, an image as a link, a quote inside a quote as ``> `` lines (Telegram cannot nest quotes).
+Links keep ``tg://`` as well, which Telegram needs to mention a user. HTML was picked over
 MarkdownV2 because its escaping rule is three characters, not eighteen context-dependent ones.
 
 :func:`split_html` cuts a long text into chunks of at most ``limit`` visible characters
@@ -16,21 +23,10 @@ from __future__ import annotations
 import html
 import re
 
-ALLOWED_SCHEMES = ("http://", "https://", "mailto:", "tg://")
+from ..render import LINK_SCHEMES, Writer
 
-_INLINE = re.compile(
-    r"(?P<code>`+)(?P<code_body>.+?)(?P=code)"
-    r"|\[(?P<link_text>[^\]\n]+)\]\((?P<link_url>[^)\s]+)\)"
-    r"|\*\*(?P<bold>.+?)\*\*"
-    r"|__(?P<bold2>.+?)__"
-    r"|~~(?P<strike>.+?)~~"
-    r"|(?<![\w*])\*(?![\s*])(?P<italic>.+?)(?<![\s*])\*(?![\w*])"
-    r"|(?<![\w_])_(?![\s_])(?P<italic2>.+?)(?<![\s_])_(?![\w_])"
-)
-_FENCE = re.compile(r"^\s*(```|~~~)\s*([\w+-]*)\s*$")
-_HEADING = re.compile(r"^\s{0,3}#{1,6}\s+(.*?)\s*#*\s*$")
-_BULLET = re.compile(r"^(\s*)[-*+]\s+(.*)$")
-_QUOTE = re.compile(r"^\s{0,3}>\s?(.*)$")
+ALLOWED_SCHEMES = (*LINK_SCHEMES, "tg://")
+_LANG = re.compile(r"[\w+-]+")
 
 
 def escape(text: str) -> str:
@@ -38,77 +34,48 @@ def escape(text: str) -> str:
     return html.escape(text, quote=True).replace("&#x27;", "'")
 
 
-def inline(text: str) -> str:
-    """Inline Markdown of one line to HTML; anything unmatched stays literal (escaped)."""
-    out: list[str] = []
-    pos = 0
-    for match in _INLINE.finditer(text):
-        out.append(escape(text[pos:match.start()]))
-        pos = match.end()
-        groups = match.groupdict()
-        if groups["code_body"] is not None:
-            out.append(f"<code>{escape(groups['code_body'].strip())}</code>")
-        elif groups["link_text"] is not None:
-            url = groups["link_url"]
-            label = inline(groups["link_text"])
-            if url.lower().startswith(ALLOWED_SCHEMES):
-                out.append(f'<a href="{escape(url)}">{label}</a>')
-            else:
-                out.append(f"{label} ({escape(url)})")
-        elif groups["bold"] is not None or groups["bold2"] is not None:
-            out.append(f"<b>{inline(groups['bold'] or groups['bold2'])}</b>")
-        elif groups["strike"] is not None:
-            out.append(f"<s>{inline(groups['strike'])}</s>")
-        else:
-            out.append(f"<i>{inline(groups['italic'] or groups['italic2'])}</i>")
-    out.append(escape(text[pos:]))
-    return "".join(out)
+class Telegram(Writer):
+    """Telegram's HTML: only ``b i s code pre a blockquote``, every piece of text escaped."""
+
+    schemes = ALLOWED_SCHEMES
+    bullet = "• "
+
+    def escape(self, text: str) -> str:
+        return escape(text)
+
+    def strong(self, inner: str) -> str:
+        return f"<b>{inner}</b>"
+
+    def em(self, inner: str) -> str:
+        return f"<i>{inner}</i>"
+
+    def strike(self, inner: str) -> str:
+        return f"<s>{inner}</s>"
+
+    def code(self, text: str) -> str:
+        return f"<code>{escape(text)}</code>"
+
+    def link(self, url: str, label: str) -> str:
+        return f'<a href="{escape(url)}">{label}</a>'
+
+    def heading(self, inner: str) -> str:
+        return f"<b>{inner}</b>"
+
+    def quote(self, inner: str) -> str:
+        return super().quote(inner) if self.quotes else f"<blockquote>{inner}</blockquote>"
+
+    def fence(self, code: str, lang: str) -> str:
+        if not _LANG.fullmatch(lang):
+            return self.preformatted(code)
+        return f'<pre><code class="language-{lang}">{escape(code)}</code></pre>'
+
+    def preformatted(self, text: str) -> str:
+        return f"<pre>{escape(text)}</pre>"
 
 
 def markdown_to_html(text: str) -> str:
-    """Markdown to Telegram-style HTML: fences, headings, quotes, bullets and inline marks."""
-    lines = text.replace("\r\n", "\n").split("\n")
-    out: list[str] = []
-    quote: list[str] = []
-    i = 0
-
-    def flush_quote() -> None:
-        if quote:
-            out.append("<blockquote>" + "\n".join(quote) + "</blockquote>")
-            quote.clear()
-
-    while i < len(lines):
-        line = lines[i]
-        fence = _FENCE.match(line)
-        if fence:
-            flush_quote()
-            marker, lang = fence.group(1), fence.group(2)
-            body: list[str] = []
-            i += 1
-            while i < len(lines) and not lines[i].strip().startswith(marker):
-                body.append(lines[i])
-                i += 1
-            i += 1  # the closing fence (or the end of an unclosed block)
-            attr = f' class="language-{escape(lang)}"' if lang else ""
-            out.append(f"<pre><code{attr}>{escape(chr(10).join(body))}</code></pre>")
-            continue
-        quoted = _QUOTE.match(line)
-        if quoted:
-            quote.append(inline(quoted.group(1)))
-            i += 1
-            continue
-        flush_quote()
-        heading = _HEADING.match(line)
-        bullet = _BULLET.match(line)
-        if heading:
-            out.append(f"<b>{inline(heading.group(1))}</b>")
-        elif bullet:
-            out.append(f"{bullet.group(1)}• {inline(bullet.group(2))}")
-        else:
-            out.append(inline(line))
-        i += 1
-    flush_quote()
-    return "\n".join(out)
+    """Markdown to Telegram's HTML, from the same parse as every other surface."""
+    return Telegram(text).render()
 
 
 # -- splitting ------------------------------------------------------------------------------------
