@@ -3,7 +3,7 @@
 
 import { byteSize, el, fill, longTime, shortTime } from "./dom.js";
 
-export const COMMON_EMOJI = ["👍", "❤️", "😄", "🎉", "👀", "✅", "❌", "🙏"];
+const COMMON_EMOJI = ["👍", "❤️", "😄", "🎉", "👀", "✅", "❌", "🙏"];
 
 const KIND_LABELS = {
   approval: "approval request", approval_answer: "approval answer",
