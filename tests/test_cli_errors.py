@@ -59,6 +59,8 @@ SPECS: dict[str, Spec] = {
     "token list": Spec(),
     "token revoke": Spec(),
     "pair telegram": Spec(),
+    "web": Spec(["--no-open"]),
+    "web invite": Spec(),
     "install claude-code": Spec(runs="it edits Claude Code's settings"),
     "uninstall claude-code": Spec(runs="it edits Claude Code's settings"),
     "launch": Spec(runs="it replaces itself with `claude`"),
