@@ -7,7 +7,7 @@
 | ``GET /web/panels/<name>.js`` | a panel module; the page loads every one the hub serves |
 | ``GET /web/login?code=`` | sign in with a one-time link; sets the cookie, goes to ``/`` |
 | ``GET|POST /web/join`` | an invited person chooses a name and joins |
-| ``GET /web/api/session`` | who is signed in, the hub's limits, the panels |
+| ``GET /web/api/session`` | who is signed in (``peer`` null: nobody), limits, panels |
 | ``POST /web/logout`` | end this session |
 | ``GET /web/ws`` | the page's WebSocket: the peer protocol, admitted by the cookie |
 
@@ -160,7 +160,11 @@ async def session(request: web.Request) -> web.Response:
     try:
         peer, _cap, token_hash = await sessions.session_of(hub, request)
     except MeshError as exc:
-        return json_error(exc)
+        # an answer, not a 401: the page asks this to learn whether to show the sign-in
+        # screen, and a browser logs every 4xx of a fetch as a console error
+        return web.json_response({"peer": None, "session": None, "reason": exc.message,
+                                  "hub": {"version": __version__}},
+                                 headers={"Cache-Control": "no-store"})
     current = await _current(hub, peer.key, token_hash)
     return web.json_response({
         "peer": hub.peer_view(peer, peer),

@@ -347,7 +347,7 @@ class Page {
   async download(file) {
     try {
       const got = await this.hub.call("file_get", { id: file.file });
-      download(fromBase64(got.content), got.name, got.mime);
+      download(fromBase64(got.content), got.name);
     } catch (error) {
       toast(error.message);
     }
@@ -433,7 +433,7 @@ async function boot() {
     return;
   }
   const session = response.ok ? await response.json() : null;
-  if (response.status === 401 || (session && !session.peer)) {
+  if (session && !session.peer) {
     showSignIn("");
     return;
   }

@@ -84,8 +84,9 @@ export function fromBase64(text) {
 }
 
 /** Offer bytes to the person as a download named `name`. */
-export function download(bytes, name, mime) {
-  const url = URL.createObjectURL(new Blob([bytes], { type: mime || "application/octet-stream" }));
+export function download(bytes, name) {
+  // always as bytes to save, whatever type the sender claimed: never something to display
+  const url = URL.createObjectURL(new Blob([bytes], { type: "application/octet-stream" }));
   const link = el("a", { href: url, download: name, hidden: true });
   document.body.append(link);
   link.click();

@@ -159,16 +159,17 @@ export class HubSocket {
     this.retryMs = Math.min(this.retryMs * 2, LAST_RETRY_MS);
     setTimeout(async () => {
       if (this.stopped) return;
-      let status = 0;
+      let session = null;
       try {
-        status = (await fetch("/web/api/session", { cache: "no-store" })).status;
+        const response = await fetch("/web/api/session", { cache: "no-store" });
+        if (response.ok) session = await response.json();
       } catch {
-        status = 0;
+        session = null;
       }
-      if (status === 401) {
+      if (session && !session.peer) {
         this.stop();
         this.emit("signedout", 4001);
-      } else if (status === 200) {
+      } else if (session) {
         this.open();
       } else {
         this.retry();

@@ -59,7 +59,7 @@ export async function mount(element, api) {
   async function save(file) {
     try {
       const got = await api.call("file_get", { id: file.file });
-      download(fromBase64(got.content), got.name, got.mime);
+      download(fromBase64(got.content), got.name);
     } catch (error) {
       api.toast(error.message);
     }
