@@ -218,15 +218,23 @@ async def test_history_pages_what_each_peer_sent_or_received(hub, people):
 
         cat_sees = await c.call("history", conversation="#plan", limit=50)
         assert secret not in [m["id"] for m in cat_sees["messages"]]  # a whisper stays one
+        # a reply whispered to ann alone is counted for ann and bob, not for cat
+        await b.send(None, "between us", reply_to=ids[1], whisper=["ann"])
+        counts = {who: (await p.call("history", conversation="plan", limit=50))["replies"]
+                  for who, p in (("ann", a), ("bob", b), ("cat", c))}
+        assert counts["ann"][ids[1]] == counts["bob"][ids[1]] == 1
+        assert ids[1] not in counts["cat"] and counts["cat"] == {ids[0]: 1}
+        assert (await c.call("thread", root=ids[1]))["replies"] == []
         assert [m["id"] for m in (await a.call("history", conversation="dm:bob"))["messages"]] \
             == [dm_in, dm_out]
         everything = await a.call("history", limit=500)
         assert {dm_in, dm_out, secret, *ids} <= {m["id"] for m in everything["messages"]}
-        counts = await a.call("check")
-        assert counts["by_conversation"] == {"dm:bob": 1, "dm:cat": 1, "#plan": 1}
+        unread = await a.call("check")
+        assert unread["by_conversation"] == {"dm:bob": 1, "dm:cat": 1, "#plan": 2}
         for bad, code in (({"limit": 0}, "invalid_request"),
                           ({"before": ids[1], "after": ids[0]}, "invalid_request"),
-                          ({"conversation": "dm:nobody"}, "not_found")):
+                          ({"conversation": "dm:nobody"}, "not_found"),
+                          ({"conversation": "nowhere"}, "invalid_request")):
             with pytest.raises(MeshError) as refused:
                 await a.call("history", **bad)
             assert refused.value.code == code, bad

@@ -5,11 +5,13 @@ open the page's WebSocket, sessions listed and revoked, joining by invite, rende
 from __future__ import annotations
 
 import asyncio
+from dataclasses import dataclass
 from http.cookies import SimpleCookie
 from typing import Any
 
 import aiohttp
 import pytest
+from yarl import URL
 
 from meshhub import hookimpl
 from meshhub.render import to_html
@@ -26,8 +28,23 @@ def sign_in_link(person: Identity, hub: HubProcess) -> str:
     return link
 
 
-async def sign_in(link: str, **headers: str) -> tuple[int, str | None, str]:
-    """Open a sign-in link as a browser would: (status, cookie header value, Set-Cookie)."""
+@dataclass
+class Session:
+    """A signed-in browser: the cookie (header form) and the page's half of the session."""
+
+    cookie: str
+    page: str
+
+    def headers(self, **extra: str) -> dict[str, str]:
+        return {"Cookie": self.cookie, "X-Meshhub-Session": self.page, **extra}
+
+    def socket(self, http: aiohttp.ClientSession, url: str, **extra: str) -> Any:
+        return http.ws_connect(url + "/web/ws", protocols=("meshhub.v1", "session." + self.page),
+                               headers={"Cookie": self.cookie, "Origin": url, **extra})
+
+
+async def sign_in(link: str, **headers: str) -> tuple[int, Session | None, str]:
+    """Open a sign-in link as a browser would: (status, session, Set-Cookie)."""
     async with aiohttp.ClientSession() as http, http.get(
             link, allow_redirects=False,
             headers={"User-Agent": BROWSER_UA, "Sec-Fetch-Site": "none", **headers}) as resp:
@@ -35,7 +52,11 @@ async def sign_in(link: str, **headers: str) -> tuple[int, str | None, str]:
         jar: SimpleCookie = SimpleCookie()
         jar.load(raw)
         cookie = next((f"{k}={m.value}" for k, m in jar.items()), None)
-        return resp.status, cookie, raw
+        location = resp.headers.get("Location", "")
+        if cookie is None:
+            return resp.status, None, raw
+        assert location.startswith("/#session="), location
+        return resp.status, Session(cookie, location.split("=", 1)[1]), raw
 
 
 async def get_json(url: str, **headers: str) -> tuple[int, Any]:
@@ -62,69 +83,92 @@ async def next_frame(ws: aiohttp.ClientWebSocketResponse, kind: str,
 async def test_a_link_signs_in_once_with_a_strict_http_only_cookie(hub, people):
     (ann,) = people("ann")
     link = sign_in_link(ann, hub)
-    status, cookie, raw = await sign_in(link)
-    assert status == 303 and cookie is not None
+    status, session, raw = await sign_in(link)
+    assert status == 303 and session is not None
     attributes = raw.lower()
     assert "httponly" in attributes and "samesite=strict" in attributes
     assert "secure" not in attributes  # plain http on loopback: a Secure cookie would be lost
-    status, body = await get_json(hub.url + "/web/api/session", Cookie=cookie)
+    status, body = await get_json(hub.url + "/web/api/session", **session.headers())
     assert status == 200 and body["peer"]["name"] == "ann"
     assert body["session"]["label"] == "Chrome on Linux" and body["session"]["current"]
     assert [p["name"] for p in body["panels"]] == ["approvals", "files", "plugins", "sessions"]
     again, second, _ = await sign_in(link)  # one use only
     assert again == 400 and second is None
     # over TLS (a proxy in front says so), the cookie is Secure too
-    status, _cookie, raw = await sign_in(sign_in_link(ann, hub), **{"X-Forwarded-Proto": "https"})
+    status, _session, raw = await sign_in(sign_in_link(ann, hub),
+                                          **{"X-Forwarded-Proto": "https"})
     assert status == 303 and "secure" in raw.lower()
 
 
 async def test_a_link_another_site_sends_the_browser_to_is_refused_and_still_works(hub, people):
     (ann,) = people("ann")
     link = sign_in_link(ann, hub)
-    status, cookie, _ = await sign_in(link, **{"Sec-Fetch-Site": "cross-site"})
-    assert status == 403 and cookie is None
-    status, cookie, _ = await sign_in(link)  # not used up by the refused attempt
-    assert status == 303 and cookie
+    status, session, _ = await sign_in(link, **{"Sec-Fetch-Site": "cross-site"})
+    assert status == 403 and session is None
+    status, session, _ = await sign_in(link)  # not used up by the refused attempt
+    assert status == 303 and session
 
 
-async def test_without_a_session_the_api_and_the_socket_refuse(hub):
-    origin = hub.url
+async def test_without_a_session_the_api_and_the_socket_refuse(hub, people):
+    (ann,) = people("ann")
+    _status, session, _ = await sign_in(sign_in_link(ann, hub))
+    assert session is not None
     status, body = await get_json(hub.url + "/web/api/session")  # the page asks: nobody
     assert status == 200 and body["peer"] is None and "hub web" in body["reason"]
-    status, body = await get_json(hub.url + "/web/api/session", Cookie="meshhub_00000000=mh_x")
-    assert status == 200 and body["peer"] is None
+    cookie_name = session.cookie.split("=", 1)[0]
+    forged = Session(f"{cookie_name}=mh_00000000_{'x' * 22}", "y" * 21)
+    # the cookie alone is half a session: what a server on another port of this host, which
+    # the browser also sends it to, could replay
+    half = Session(session.cookie, "")
+    for who in (forged, half):
+        status, body = await get_json(hub.url + "/web/api/session", **who.headers())
+        assert status == 200 and body["peer"] is None
     async with aiohttp.ClientSession() as http:
-        with pytest.raises(aiohttp.WSServerHandshakeError) as refused:
-            await http.ws_connect(hub.url + "/web/ws", headers={"Origin": origin})
-        assert refused.value.status == 401
-
-
-async def test_the_socket_wants_the_pages_own_origin_even_with_a_valid_cookie(
-        hub_factory, people):
-    other = f"http://127.0.0.1:{free_port()}"  # same site to a browser: the cookie goes along
-    hub = hub_factory(MESHHUB_ALLOWED_ORIGINS=other)  # even an origin allowed for tokens
-    (ann,) = people("ann")
-    _status, cookie, _ = await sign_in(sign_in_link(ann, hub))
-    assert cookie
-    async with aiohttp.ClientSession() as http:
-        for headers in ({"Origin": other}, {"Origin": "https://evil.example"}, {}):
+        for who in (forged, half):
             with pytest.raises(aiohttp.WSServerHandshakeError) as refused:
-                await http.ws_connect(hub.url + "/web/ws", headers={"Cookie": cookie, **headers})
+                await who.socket(http, hub.url)
+            assert refused.value.status == 401
+        with pytest.raises(aiohttp.WSServerHandshakeError) as refused:
+            await http.ws_connect(hub.url + "/web/ws", headers={"Origin": hub.url})
+        assert refused.value.status == 401
+        # the cookie is the page's alone: the HTTP API and /mcp still want a bearer token
+        for path in ("/api/whoami", "/mcp"):
+            async with http.post(hub.url + path, json={},
+                                 headers=session.headers(Origin=hub.url)) as resp:
+                assert resp.status == 401, path
+
+
+async def test_the_socket_wants_the_pages_own_origin_even_with_a_valid_session(
+        hub_factory, people):
+    other_port = free_port()
+    port = next(p for p in iter(free_port, None) if p != other_port)
+    other = f"http://127.0.0.1:{other_port}"  # same site to a browser: the cookie goes along
+    hub = hub_factory(port=port, MESHHUB_ALLOWED_ORIGINS=other)  # even one allowed for tokens
+    (ann,) = people("ann")
+    _status, session, _ = await sign_in(sign_in_link(ann, hub))
+    assert session is not None
+    async with aiohttp.ClientSession() as http:
+        for origin in (other, "https://evil.example"):
+            with pytest.raises(aiohttp.WSServerHandshakeError) as refused:
+                await session.socket(http, hub.url, Origin=origin)
             assert refused.value.status == 403
-        status, body, _ = await post(hub.url + "/web/logout", Cookie=cookie, Origin=other)
+        with pytest.raises(aiohttp.WSServerHandshakeError) as refused:
+            await http.ws_connect(hub.url + "/web/ws", headers=session.headers(),
+                                  protocols=("meshhub.v1", "session." + session.page))
+        assert refused.value.status == 403  # no Origin at all
+        status, body, _ = await post(hub.url + "/web/logout", **session.headers(Origin=other))
         assert status == 403 and body["error"]["code"] == "forbidden_origin"
-        async with http.ws_connect(hub.url + "/web/ws",
-                                   headers={"Cookie": cookie, "Origin": hub.url}) as ws:
+        async with session.socket(http, hub.url) as ws:
             welcome = await next_frame(ws, "welcome")
             assert welcome["peer"]["name"] == "ann"
 
 
 async def test_the_page_socket_speaks_the_peer_protocol_with_safe_html(hub, people):
     ann, bob = people("ann", "bob")
-    _status, cookie, _ = await sign_in(sign_in_link(ann, hub))
+    _status, session, _ = await sign_in(sign_in_link(ann, hub))
+    assert session is not None
     hostile = "<img src=x onerror=alert(1)> [x](javascript:alert(1)) **bold** `code`"
-    async with aiohttp.ClientSession() as http, http.ws_connect(
-            hub.url + "/web/ws", headers={"Cookie": cookie or "", "Origin": hub.url}) as ws, \
+    async with aiohttp.ClientSession() as http, session.socket(http, hub.url) as ws, \
             bob.client(hub.url) as bob_client:
         await next_frame(ws, "welcome")
         await bob_client.send("ann", hostile)
@@ -151,11 +195,9 @@ async def test_sessions_are_listed_and_revoking_one_closes_its_page(hub, people)
     (ann,) = people("ann")
     _s, first, _ = await sign_in(sign_in_link(ann, hub))
     _s, second, _ = await sign_in(sign_in_link(ann, hub))
-    async with aiohttp.ClientSession() as http, \
-            http.ws_connect(hub.url + "/web/ws",
-                            headers={"Cookie": first or "", "Origin": hub.url}) as ws1, \
-            http.ws_connect(hub.url + "/web/ws",
-                            headers={"Cookie": second or "", "Origin": hub.url}) as ws2:
+    assert first is not None and second is not None
+    async with aiohttp.ClientSession() as http, first.socket(http, hub.url) as ws1, \
+            second.socket(http, hub.url) as ws2:
         await next_frame(ws1, "welcome")
         await next_frame(ws2, "welcome")
         await ws1.send_json({"type": "call", "id": 1, "action": "web_sessions", "params": {}})
@@ -167,15 +209,14 @@ async def test_sessions_are_listed_and_revoking_one_closes_its_page(hub, people)
         assert (await next_frame(ws1, "result"))["result"]["revoked"] == 1
         closed = await asyncio.wait_for(ws2.receive(), 10)
         assert closed.type == aiohttp.WSMsgType.CLOSE and closed.data == 4001
-    _status, body = await get_json(hub.url + "/web/api/session", Cookie=second or "")
+    _status, body = await get_json(hub.url + "/web/api/session", **second.headers())
     assert body["peer"] is None
     # signing out needs the page's Origin, ends the session and drops the cookie
-    status, _b, _c = await post(hub.url + "/web/logout", Cookie=first or "")
+    status, _b, _c = await post(hub.url + "/web/logout", **first.headers())
     assert status == 403
-    status, body, cleared = await post(hub.url + "/web/logout", Cookie=first or "",
-                                       Origin=hub.url)
+    status, body, cleared = await post(hub.url + "/web/logout", **first.headers(Origin=hub.url))
     assert status == 200 and body == {"ok": True} and "max-age=0" in cleared.lower()
-    _status, body = await get_json(hub.url + "/web/api/session", Cookie=first or "")
+    _status, body = await get_json(hub.url + "/web/api/session", **first.headers())
     assert body["peer"] is None
     assert "web:" not in ann.cli(hub.url, "token", "list").stdout
 
@@ -198,11 +239,12 @@ async def test_an_invited_person_joins_in_the_browser(hub):
             assert resp.status == 303
             jar: SimpleCookie = SimpleCookie()
             jar.load(resp.headers["Set-Cookie"])
-            cookie = next(f"{k}={m.value}" for k, m in jar.items())
+            carol = Session(next(f"{k}={m.value}" for k, m in jar.items()),
+                            resp.headers["Location"].split("#session=", 1)[1])
         async with http.post(hub.url + "/web/join", data=form, allow_redirects=False,
                              headers={"Origin": hub.url}) as resp:
             assert resp.status == 401 and "used" in (await resp.text())  # one use
-    status, body = await get_json(hub.url + "/web/api/session", Cookie=cookie)
+    status, body = await get_json(hub.url + "/web/api/session", **carol.headers())
     assert status == 200 and body["peer"]["name"] == "carol"
     assert body["peer"]["connector"] == "web" and body["peer"]["kind"] == "human"
     members = owner.cli(hub.url, "members", "list").stdout
@@ -210,8 +252,18 @@ async def test_an_invited_person_joins_in_the_browser(hub):
     # an admin can make carol a link for another browser
     link = owner.cli(hub.url, "web", "--no-open", "--for", "carol").stdout.strip()
     _status, again, _ = await sign_in(link)
-    status, body = await get_json(hub.url + "/web/api/session", Cookie=again or "")
+    assert again is not None
+    status, body = await get_json(hub.url + "/web/api/session", **again.headers())
     assert body["peer"]["name"] == "carol"
+    # removing the member ends her sessions: her page closes, her session is gone
+    async with aiohttp.ClientSession() as http, again.socket(http, hub.url) as ws:
+        await next_frame(ws, "welcome")
+        owner.cli(hub.url, "members", "remove", "carol")
+        closed = await asyncio.wait_for(ws.receive(), 10)
+        assert closed.type == aiohttp.WSMsgType.CLOSE and closed.data == 4003
+    for who in (carol, again):
+        _status, body = await get_json(hub.url + "/web/api/session", **who.headers())
+        assert body["peer"] is None
 
 
 async def test_the_page_and_its_files_are_served_with_a_strict_policy(hub):
@@ -225,8 +277,10 @@ async def test_the_page_and_its_files_are_served_with_a_strict_policy(hub):
             assert resp.status == 200 and resp.headers["Content-Type"].startswith(
                 "text/javascript")
         for path in ("/web/static/../../__init__.py", "/web/static/%2e%2e/routes.py",
-                     "/web/static/nope.js", "/web/panels/nope.js"):
-            async with http.get(hub.url + path) as resp:
+                     "/web/static/..%2f..%2f__init__.py", "/web/static/nope.js",
+                     "/web/panels/nope.js"):
+            # sent as written: a client would resolve the dots before the hub saw them
+            async with http.get(URL(hub.url + path, encoded=True)) as resp:
                 assert resp.status == 404, path
         async with http.get(hub.url + "/", headers={"Host": "evil.example"}) as resp:
             assert resp.status == 403  # the core's Host check runs first, as everywhere

@@ -42,11 +42,15 @@ async def signed_in(browser: Browser, hub: HubProcess, **options: Any) -> tuple[
     page, watch = await browser.page(await sign_in_link(hub), **options)
     await page.get_by_test_id("app").wait_for()
     await page.get_by_test_id("composer-input").wait_for()
+    # the page's half of the session went from the address to the page's storage
+    assert page.url == hub.url + "/"
+    assert await page.evaluate("localStorage.getItem('meshhub.session')")
     return page, watch
 
 
 async def my_name(page: Any) -> str:
-    session = await page.evaluate("fetch('/web/api/session').then((r) => r.json())")
+    session = await page.evaluate("""fetch('/web/api/session', {headers: {
+        'X-Meshhub-Session': localStorage.getItem('meshhub.session')}}).then((r) => r.json())""")
     return str(session["peer"]["name"])
 
 
@@ -246,6 +250,13 @@ async def test_untrusted_markup_runs_nothing(browser, hub, people):
         await page.wait_for_timeout(300)  # what an injected handler would need to fire
         assert dialogs == []
         assert await page.get_by_test_id("messages").locator("img").count() == 0
+        # an aligned table: alignment as classes, no inline style for the page's policy to
+        # refuse (a refused style would be a console error, which the fixture fails on)
+        await b.send("#general", "| tool | runs |\n|:--|--:|\n| pytest | 240 |")
+        table = message(page, "pytest").locator("table")
+        await table.wait_for()
+        assert await table.locator("td.align-right").text_content() == "240"
+        assert await table.locator("[style]").count() == 0
 
 
 async def test_paged_history_and_signed_out_screen(browser, hub, people):

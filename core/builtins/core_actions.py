@@ -159,7 +159,7 @@ async def check(
     return counts
 
 
-@action(cap="read")
+@action(read_only=True)
 async def history(
     ctx: ActionContext,
     conversation: Annotated[str | None, "#conversation, @group, * or multi; dm:NAME for the "
@@ -186,6 +186,12 @@ async def history(
         if peer is None:
             raise NotFound(f"no peer {conversation[3:]!r}")
         partner, conversation = peer.key, None
+    elif conversation is not None and conversation not in ("*", "multi") and \
+            not conversation.startswith(("#", "@")):
+        if conversation.lower() not in ctx.hub.directory.conversations:
+            raise InvalidRequest(f"no conversation {conversation!r}: write #name, @group, *, "
+                                 "multi, or dm:NAME for the direct messages with a peer")
+        conversation = "#" + conversation.lower()
     items = await ctx.hub.store.history(
         ctx.peer.key, conversation=conversation, partner=partner, before=before, after=after,
         top_level_only=top_level_only, limit=limit + 1,

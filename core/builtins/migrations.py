@@ -189,6 +189,7 @@ def m008_open_deliveries(db: Database) -> None:
 
 @core_migrations()
 def m009_messages_by_conversation(db: Database) -> None:
-    """History pages of one conversation (the web page, ``history``) read this index newest
-    first instead of every message."""
+    """History pages (the web page, ``history``) read these indexes newest first instead of
+    every message: one conversation's messages, and what one peer sent."""
     db.execute("CREATE INDEX messages_conversation ON messages (conversation, id)")
+    db.execute("CREATE INDEX messages_sender ON messages (sender, id)")

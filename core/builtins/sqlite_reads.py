@@ -40,16 +40,25 @@ def _message_from_row(row: sqlite3.Row | tuple[Any, ...]) -> Message:
     )
 
 
-def _reply_counts(conn: sqlite3.Connection, ids: list[str]) -> dict[str, int]:
-    """Reply counts of the given thread roots (for a page of messages only: a subquery in the
-    select list would run for every matching row before the sort)."""
+def _reply_counts(conn: sqlite3.Connection, ids: list[str], viewer: str) -> dict[str, int]:
+    """How many replies ``viewer`` can see (sent or received) under each of the given thread
+    roots: a whispered reply to others is not counted, so nobody learns it exists. For a page
+    of messages only (a subquery in the select list would run for every matching row before
+    the sort)."""
     if not ids:
         return {}
     marks = ",".join("?" * len(ids))
     return dict(conn.execute(
-        f"SELECT reply_to, COUNT(*) FROM messages WHERE reply_to IN ({marks}) GROUP BY reply_to",
-        ids,
+        f"SELECT reply_to, COUNT(*) FROM messages m WHERE reply_to IN ({marks}) "
+        "AND (m.sender = ? OR EXISTS (SELECT 1 FROM deliveries d WHERE d.message_id = m.id "
+        "AND d.recipient = ?)) GROUP BY reply_to", [*ids, viewer, viewer],
     ).fetchall())
+
+
+def _page(rows: list[Any], viewer: str, conn: sqlite3.Connection) -> list[InboxItem]:
+    replies = _reply_counts(conn, [r[0] for r in rows], viewer)
+    return [InboxItem(message=_message_from_row(r[:15]), state=r[15], mentioned=bool(r[16]),
+                      replies=replies.get(r[0], 0)) for r in rows]
 
 
 class MessageReads:
@@ -87,14 +96,7 @@ class MessageReads:
                 f"WHERE {' AND '.join(where)} ORDER BY d.message_id LIMIT ?",
                 args,
             ).fetchall()
-            replies = _reply_counts(conn, [r[0] for r in rows])
-            return [
-                InboxItem(
-                    message=_message_from_row(r[:15]), state=r[15], mentioned=bool(r[16]),
-                    replies=replies.get(r[0], 0),
-                )
-                for r in rows
-            ]
+            return _page(rows, recipient, conn)
 
         return self._read(run)
 
@@ -154,38 +156,43 @@ class MessageReads:
         or ``partner``: the direct messages between the viewer and that peer key. A sent
         message's state is ``sent``."""
 
-        def run(conn: sqlite3.Connection) -> list[InboxItem]:
-            cols = ", ".join("m." + c.strip() for c in _MESSAGE_COLUMNS.split(","))
-            where = ["(m.sender = :me OR d.recipient IS NOT NULL)"]
-            if partner is not None:
-                where += ["m.conversation = 'dm'",
-                          "((m.sender = :me AND EXISTS (SELECT 1 FROM deliveries p WHERE "
-                          "p.message_id = m.id AND p.recipient = :partner)) "
-                          "OR (m.sender = :partner AND d.recipient IS NOT NULL))"]
-            elif conversation is not None:
-                where.append("m.conversation = :conversation")
-            if top_level_only:
-                where.append("m.reply_to IS NULL")
-            if before:
-                where.append("m.id < :before")
-            if after:
-                where.append("m.id > :after")
-            rows = conn.execute(
+        order = "ASC" if after else "DESC"
+        bounds = (" AND m.id < :before" if before else "") + (" AND m.id > :after" if after else "")
+        bounds += " AND m.reply_to IS NULL" if top_level_only else ""
+        params = {"me": viewer, "partner": partner, "conversation": conversation,
+                  "before": before, "after": after, "limit": limit}
+        cols = ", ".join("m." + c.strip() for c in _MESSAGE_COLUMNS.split(","))
+        if conversation is not None:
+            # one conversation: its index, newest first, keeping what the viewer can see
+            queries = [
                 f"SELECT {cols}, COALESCE(d.state, 'sent'), COALESCE(d.mentioned, 0) "
-                "FROM messages m LEFT JOIN deliveries d "
-                "ON d.message_id = m.id AND d.recipient = :me "
-                f"WHERE {' AND '.join(where)} AND COALESCE(d.state, '') != 'dead' "
-                f"ORDER BY m.id {'ASC' if after else 'DESC'} LIMIT :limit",
-                {"me": viewer, "partner": partner, "conversation": conversation,
-                 "before": before, "after": after, "limit": limit},
-            ).fetchall()
+                "FROM messages m LEFT JOIN deliveries d ON d.message_id = m.id "
+                "AND d.recipient = :me WHERE m.conversation = :conversation "
+                f"AND (m.sender = :me OR d.recipient IS NOT NULL){bounds} "
+                f"AND COALESCE(d.state, '') != 'dead' ORDER BY m.id {order} LIMIT :limit"]
+        else:
+            # everything, or one peer's direct messages: what the viewer received (its
+            # deliveries) and what it sent (its messages), each newest first, then merged
+            received = sent = ""
+            if partner is not None:
+                received = " AND m.sender = :partner AND m.conversation = 'dm'"
+                sent = (" AND m.conversation = 'dm' AND EXISTS (SELECT 1 FROM deliveries p "
+                        "WHERE p.message_id = m.id AND p.recipient = :partner)")
+            queries = [
+                f"SELECT {cols}, d.state, d.mentioned FROM deliveries d JOIN messages m "
+                "ON m.id = d.message_id WHERE d.recipient = :me AND d.state != 'dead'"
+                f"{received}{bounds} ORDER BY d.message_id {order} LIMIT :limit",
+                f"SELECT {cols}, 'sent', 0 FROM messages m WHERE m.sender = :me{sent}{bounds} "
+                f"ORDER BY m.id {order} LIMIT :limit"]
+
+        def run(conn: sqlite3.Connection) -> list[InboxItem]:
+            found: dict[str, Any] = {}
+            for query in queries:  # a message to oneself is in both: the received row wins
+                for row in conn.execute(query, params):
+                    found.setdefault(row[0], row)
+            rows = sorted(found.values(), key=lambda r: r[0], reverse=not after)[:limit]
             if not after:
                 rows.reverse()
-            replies = _reply_counts(conn, [r[0] for r in rows])
-            return [
-                InboxItem(message=_message_from_row(r[:15]), state=r[15],
-                          mentioned=bool(r[16]), replies=replies.get(r[0], 0))
-                for r in rows
-            ]
+            return _page(rows, viewer, conn)
 
         return self._read(run)

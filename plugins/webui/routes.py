@@ -5,11 +5,11 @@
 | ``GET /`` | the page (the shell; it asks ``/web/api/session`` who is signed in) |
 | ``GET /web/static/<file>`` | its scripts and style sheet |
 | ``GET /web/panels/<name>.js`` | a panel module; the page loads every one the hub serves |
-| ``GET /web/login?code=`` | sign in with a one-time link; sets the cookie, goes to ``/`` |
+| ``GET /web/login?code=`` | sign in with a one-time link: the session's two halves |
 | ``GET|POST /web/join`` | an invited person chooses a name and joins |
 | ``GET /web/api/session`` | who is signed in (``peer`` null: nobody), limits, panels |
 | ``POST /web/logout`` | end this session |
-| ``GET /web/ws`` | the page's WebSocket: the peer protocol, admitted by the cookie |
+| ``GET /web/ws`` | the page's WebSocket: the peer protocol, admitted by the session |
 
 The core's middleware has checked ``Host`` and ``Origin`` before any of these run; the page's
 own checks (:mod:`.sessions`) come on top. Every page is sent with a Content-Security-Policy
@@ -107,10 +107,14 @@ def _join_page(code: str) -> web.Response:
     return web.Response(text=body, content_type="text/html", headers=PAGE_HEADERS)
 
 
-def _signed_in(request: web.Request, token: str) -> web.Response:
+def _signed_in(request: web.Request, halves: tuple[str, str]) -> web.Response:
+    """To the page, with the session's cookie half set and its page half in the address's
+    fragment (never sent to a server; the page moves it to its storage and out of the
+    address at once)."""
     hub = request.app[HUB_KEY]
-    response = web.HTTPSeeOther("/", headers=PAGE_HEADERS)
-    response.set_cookie(sessions.cookie_name(hub), token, max_age=int(sessions.SESSION_TTL),
+    cookie, page = halves
+    response = web.HTTPSeeOther(f"/#session={page}", headers=PAGE_HEADERS)
+    response.set_cookie(sessions.cookie_name(hub), cookie, max_age=int(sessions.SESSION_TTL),
                         path="/", httponly=True, samesite="Strict",
                         secure=sessions.is_tls(request))
     return response
@@ -131,11 +135,10 @@ async def login(request: web.Request) -> web.StreamResponse:
         if peer is None or hub.directory.member(peer.member_key) is None:
             raise MeshError("the member this link was made for is no longer on the hub",
                             code="removed")
-        token, _view = await sessions.open_session(hub, peer,
-                                                   request.headers.get("User-Agent", ""))
+        halves = await sessions.open_session(hub, peer, request.headers.get("User-Agent", ""))
     except MeshError as exc:
         return _message_page("Cannot sign in", exc.message, 400)
-    return _signed_in(request, token)
+    return _signed_in(request, halves)
 
 
 async def join(request: web.Request) -> web.StreamResponse:
@@ -148,11 +151,10 @@ async def join(request: web.Request) -> web.StreamResponse:
         form = await request.post()
         code, name = str(form.get("code", "")), str(form.get("name", "")).strip()
         peer = await sessions.join_by_invite(hub, code, name)
-        token, _view = await sessions.open_session(hub, peer,
-                                                   request.headers.get("User-Agent", ""))
+        halves = await sessions.open_session(hub, peer, request.headers.get("User-Agent", ""))
     except MeshError as exc:
         return _message_page("Cannot join", exc.message, exc.http_status)
-    return _signed_in(request, token)
+    return _signed_in(request, halves)
 
 
 async def session(request: web.Request) -> web.Response:
@@ -202,7 +204,7 @@ async def logout(request: web.Request) -> web.Response:
 
 
 async def page_socket(request: web.Request) -> web.StreamResponse:
-    """The page's WebSocket: admitted by the session cookie and the page's own Origin, then
+    """The page's WebSocket: admitted by the session (both halves) and the page's own Origin, then
     the peer protocol as every client speaks it (the hub sends ``welcome`` first)."""
     hub = request.app[HUB_KEY]
     try:
@@ -210,7 +212,8 @@ async def page_socket(request: web.Request) -> web.StreamResponse:
         peer, cap, token_hash = await sessions.session_of(hub, request)
     except MeshError as exc:
         return json_error(exc)
-    ws = web.WebSocketResponse(autoping=False, max_msg_size=frame_limit(hub))
+    ws = web.WebSocketResponse(autoping=False, max_msg_size=frame_limit(hub),
+                               protocols=(sessions.PROTOCOL,))
     await ws.prepare(request)
     conn = WebConnection(ws, peer, receive=True)
     conn.token_hash, conn.cap = token_hash, cap

@@ -3,10 +3,15 @@
 * A **sign-in link** (``hub web``) carries a one-time code, good for ten minutes, kept only as
   its SHA-256 in the hub's memory (a restarted hub forgets unused links: run ``hub web`` again).
 * A **web session** is a bearer token of the member's peer (:mod:`meshhub.members`), labelled
-  ``web: <browser>``, sent back by the browser as an HttpOnly, SameSite=Strict cookie (Secure
-  over TLS). So a browser tab is one more session of that member: it acts as the member's peer,
-  it is listed and revoked like any token (``hub token list``, the sessions panel), and removing
-  the member ends it. The token never reaches the page's scripts.
+  ``web: <browser>``, so a browser is one more session of that member: it acts as the member's
+  peer, it is listed and revoked like any token (``hub token list``, the sessions panel), and
+  removing the member ends it. The token is **split in two** and never whole outside the hub:
+  the first half is an HttpOnly, SameSite=Strict cookie (Secure over TLS), the second the page
+  keeps in its own origin's storage and sends with each request (the ``X-Meshhub-Session``
+  header; the WebSocket's subprotocol ``session.<half>``). Browsers send cookies to every port
+  of a host, so a server on another port of ``127.0.0.1`` the same browser visits gets the
+  cookie; without the page's half it is worth nothing. Page storage is kept per origin (per
+  port), and the cookie's half is out of reach of the page's scripts.
 * **Invited people** open ``/web/join?code=CODE`` (``hub web invite``), choose a name and become
   a member with a key that no one holds: they sign in again only with a link made for them
   (``hub web --for NAME`` by an admin, or from one of their own sessions).
@@ -24,7 +29,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from meshhub import members
-from meshhub.admission import origin_of
+from meshhub.admission import TOKEN_PREFIX, origin_of
 from meshhub.errors import AuthFailed, Forbidden, NotFound, Unauthorized
 from meshhub.models import Member
 
@@ -37,7 +42,11 @@ if TYPE_CHECKING:
 LINK_TTL = 600.0
 SESSION_TTL = 30 * 86400.0
 LABEL_PREFIX = "web: "
-MAX_LINKS = 100
+MAX_LINKS_PER_PEER = 10
+PAGE_HEADER = "X-Meshhub-Session"
+PROTOCOL = "meshhub.v1"
+PROTOCOL_KEY = "session."
+SECRET_SPLIT = 22  # characters of the token's 43-character secret that go in the cookie
 
 
 def _hash(code: str) -> str:
@@ -53,9 +62,9 @@ class LoginLinks:
     def create(self, peer: Peer) -> tuple[str, float]:
         now = time.time()
         self.pending = {h: v for h, v in self.pending.items() if v[1] > now}
-        if len(self.pending) >= MAX_LINKS:  # a loop creating links must not grow memory
-            oldest = min(self.pending, key=lambda h: self.pending[h][1])
-            del self.pending[oldest]
+        own = sorted((v[1], h) for h, v in self.pending.items() if v[0] == peer.key)
+        for _expires, oldest in own[:max(0, len(own) - MAX_LINKS_PER_PEER + 1)]:
+            del self.pending[oldest]  # a loop making links grows nothing, and nobody else's go
         code = secrets.token_urlsafe(24)
         expires = now + LINK_TTL
         self.pending[_hash(code)] = (peer.key, expires)
@@ -117,26 +126,44 @@ def check_page_origin(request: web.Request) -> None:
                         code="forbidden_origin")
 
 
+def split_token(token: str) -> tuple[str, str]:
+    """``(cookie half, page half)`` of a session token (``mh_<id>_<secret>``): each half holds
+    half of the secret, 128 bits."""
+    cut = token.index("_", len(TOKEN_PREFIX)) + 1 + SECRET_SPLIT  # the secret may hold "_"
+    return token[:cut], token[cut:]
+
+
+def page_half(request: web.Request) -> str:
+    """The page's half of the session: its header, or the WebSocket's ``session.`` protocol."""
+    header = request.headers.get(PAGE_HEADER, "")
+    if header:
+        return header.strip()
+    offered = request.headers.get("Sec-WebSocket-Protocol", "")
+    return next((p.strip()[len(PROTOCOL_KEY):] for p in offered.split(",")
+                 if p.strip().startswith(PROTOCOL_KEY)), "")
+
+
 async def session_of(hub: Hub, request: web.Request) -> tuple[Peer, str, str]:
-    """``(peer, cap, token hash)`` of the browser's session cookie; :class:`Unauthorized` when
-    there is none or it was revoked or has expired."""
-    token = request.cookies.get(cookie_name(hub))
-    if not token:
+    """``(peer, cap, token hash)`` of the browser's session: the cookie's half and the page's
+    half together. :class:`Unauthorized` when either is missing, or the session was revoked
+    or has expired."""
+    cookie, page = request.cookies.get(cookie_name(hub), ""), page_half(request)
+    if not cookie or not page:
         raise Unauthorized("not signed in: run `hub web` on the hub's machine for a sign-in link")
     try:
-        return await members.token_peer(hub, token)
+        return await members.token_peer(hub, cookie + page)
     except Unauthorized:
         raise Unauthorized("this session has ended (signed out, revoked or expired): run "
                            "`hub web` for a new sign-in link") from None
 
 
-async def open_session(hub: Hub, peer: Peer, user_agent: str) -> tuple[str, dict[str, Any]]:
-    """A new web session for ``peer``: the cookie's value and the session's public fields."""
+async def open_session(hub: Hub, peer: Peer, user_agent: str) -> tuple[str, str]:
+    """A new web session for ``peer``: the cookie's half and the page's half of its token."""
     label = LABEL_PREFIX + describe_browser(user_agent)
     cap = members.member_cap(hub, peer)
-    token, info = await members.create_token(hub, peer, label=label, cap=cap, held=cap,
-                                             expires_in=SESSION_TTL)
-    return token, session_view(info)
+    token, _info = await members.create_token(hub, peer, label=label, cap=cap, held=cap,
+                                              expires_in=SESSION_TTL)
+    return split_token(token)
 
 
 def session_view(info: Any, current: str | None = None) -> dict[str, Any]:

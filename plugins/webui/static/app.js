@@ -1,11 +1,12 @@
-// The meshhub web page: signs in through the hub's session cookie, then lives on one
-// WebSocket. Page holds what the views share (me, peers, conversations, unread counts,
-// reactions, reply counts) and wires the views together.
+// The meshhub web page: signed in by its session (a cookie and the page's half, session.js),
+// it lives on one WebSocket. Page holds what the views share (me, peers, conversations,
+// unread counts, reactions, reply counts) and wires the views together.
 
 import { Composer } from "./composer.js";
 import { download, el, fromBase64, surfaceLabel } from "./dom.js";
 import { Panels } from "./panels.js";
 import { PresenceList } from "./presence.js";
+import { adoptFromAddress, forgetSession, sessionFetch } from "./session.js";
 import { Sidebar } from "./sidebar.js";
 import { HubError, HubSocket } from "./socket.js";
 import { ThreadPanel } from "./thread.js";
@@ -81,9 +82,12 @@ class Page {
     this.hub.on("message", (pushed) => this.received(pushed.message, pushed.html));
     this.hub.on("presence", (frame) => this.presenceChanged(frame.peer));
     this.hub.on("reconnecting", () => { $("reconnecting").hidden = false; });
-    this.hub.on("signedout", (code) => showSignIn(code === 4003
-      ? "You were removed from this hub."
-      : "You are signed out: this session ended or was revoked."));
+    this.hub.on("signedout", (code) => {
+      forgetSession();
+      showSignIn(code === 4003
+        ? "You were removed from this hub."
+        : "You are signed out: this session ended or was revoked.");
+    });
     this.bindChrome();
     this.hub.open();
     this.panelHost.load(this.session.panels ?? []).then((panels) => {
@@ -391,9 +395,10 @@ class Page {
   }
 
   async signOut() {
-    await fetch("/web/logout", {
+    await sessionFetch("/web/logout", {
       method: "POST", headers: { "Content-Type": "application/json" }, body: "{}",
     });
+    forgetSession();
     this.hub.stop();
     showSignIn("You signed out.");
   }
@@ -425,9 +430,10 @@ class Page {
 }
 
 async function boot() {
+  adoptFromAddress();
   let response;
   try {
-    response = await fetch("/web/api/session", { cache: "no-store" });
+    response = await sessionFetch("/web/api/session");
   } catch {
     showSignIn("The hub does not answer. Is it running?");
     return;

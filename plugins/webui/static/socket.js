@@ -1,6 +1,8 @@
 // The page's one WebSocket to the hub: calls matched to results by id, pushed messages acked
 // once they are shown, presence events, and reconnecting by itself after a hub restart.
 
+import { sessionFetch, socketProtocols } from "./session.js";
+
 const FIRST_RETRY_MS = 500;
 const LAST_RETRY_MS = 5000;
 const KEEPALIVE_MS = 25_000;
@@ -58,7 +60,7 @@ export class HubSocket {
   }
 
   open() {
-    const ws = new WebSocket(this.url);
+    const ws = new WebSocket(this.url, socketProtocols());
     this.ws = ws;
     ws.addEventListener("message", (event) => this.receive(JSON.parse(event.data)));
     ws.addEventListener("close", (event) => this.closed(ws, event.code));
@@ -161,7 +163,7 @@ export class HubSocket {
       if (this.stopped) return;
       let session = null;
       try {
-        const response = await fetch("/web/api/session", { cache: "no-store" });
+        const response = await sessionFetch("/web/api/session");
         if (response.ok) session = await response.json();
       } catch {
         session = null;
