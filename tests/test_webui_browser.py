@@ -270,9 +270,21 @@ async def test_paged_history_and_signed_out_screen(browser, hub, people):
     shown = page.get_by_test_id("messages").get_by_test_id("message")
     await shown.filter(has_text="note 0999").wait_for()
     assert await shown.count() == 50  # one page; the rest on scrolling up
-    await page.get_by_test_id("messages").evaluate("(list) => { list.scrollTop = 0; }")
-    await shown.filter(has_text="note 0900").wait_for()
-    assert await shown.count() == 100
+    at_bottom = "(list) => list.scrollHeight - list.scrollTop - list.clientHeight < 2"
+    messages = page.get_by_test_id("messages")
+    async with bob.client(hub.url) as b:  # at the bottom, arriving messages stay in view
+        for i in range(5):
+            await b.send("#general", f"late {i}\nwith a second line")
+        await shown.filter(has_text="late 4").wait_for()
+        await page.wait_for_function(at_bottom, arg=await messages.element_handle(),
+                                     timeout=10_000)
+        await messages.evaluate("(list) => { list.scrollTop = 0; }")
+        await shown.filter(has_text="note 0900").wait_for()
+        assert await shown.count() == 105
+        # reading older ones, a new message does not pull the person down
+        await b.send("#general", "while you read")
+        await shown.filter(has_text="while you read").wait_for()
+        assert not await messages.evaluate(at_bottom)
 
     # a browser without the cookie gets the sign-in screen, never a form
     other, watch = await browser.page()

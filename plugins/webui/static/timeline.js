@@ -25,7 +25,12 @@ export class Timeline {
     this.loading = null;
     this.arriving = null;
     this.generation = 0;
-    container.addEventListener("scroll", () => this.scrolled(), { passive: true });
+    this.pinned = true; // the person is at the bottom: new messages keep it in view
+    this.scrollFrame = null;
+    container.addEventListener("scroll", () => {
+      this.pinned = this.atBottom();
+      this.scrolled();
+    }, { passive: true });
   }
 
   /** Open a view ("#name", "dm:<name>" or "all") at its newest messages. */
@@ -44,6 +49,7 @@ export class Timeline {
     this.list.append(...this.nodes(page));
     this.paintTop();
     this.container.scrollTop = this.container.scrollHeight;
+    this.pinned = true;
     this.afterRender(page.messages);
     this.fillScreen();
     const arrived = this.arriving;
@@ -127,27 +133,36 @@ export class Timeline {
       return;
     }
     if (this.ids.has(message.id)) return;
-    const shown = this.list.querySelectorAll(".message");
-    const newest = shown[shown.length - 1]?.dataset.id;
+    // the list holds message nodes only, in id order: its ends say where this one goes
+    const newest = this.list.lastElementChild?.dataset.id;
     if (!newest || message.id > newest) {
-      this.appendAll({ messages: [message], html: { [message.id]: html } });
+      this.appendAll({ messages: [message], html: { [message.id]: html } }, { live: true });
       return;
     }
-    if (this.more && message.id < shown[0].dataset.id) return;
-    const after = [...shown].find((node) => node.dataset.id > message.id);
+    if (this.more && message.id < this.list.firstElementChild.dataset.id) return;
+    const after = [...this.list.children].find((node) => node.dataset.id > message.id);
     this.ids.add(message.id);
     this.list.insertBefore(messageNode(message, html, this.page), after ?? null);
-    this.afterRender([message]);
+    this.afterRender([message], { live: true });
   }
 
-  appendAll(page) {
-    const follow = this.atBottom();
+  appendAll(page, { live = false } = {}) {
     const nodes = this.nodes(page);
     if (!nodes.length) return;
     this.list.append(...nodes);
     if (this.top.querySelector("[data-testid=history-start]")) this.paintTop();
-    if (follow) this.container.scrollTop = this.container.scrollHeight;
-    this.afterRender(page.messages);
+    if (this.pinned) this.followSoon();
+    this.afterRender(page.messages, { live });
+  }
+
+  /** Scroll to the newest message at the next frame, once for a burst: reading the layout
+   * here, on every arriving message, would make the browser lay the list out each time. */
+  followSoon() {
+    if (this.scrollFrame) return;
+    this.scrollFrame = requestAnimationFrame(() => {
+      this.scrollFrame = null;
+      this.container.scrollTop = this.container.scrollHeight;
+    });
   }
 
   atBottom() {
@@ -155,9 +170,11 @@ export class Timeline {
     return c.scrollHeight - c.scrollTop - c.clientHeight < NEAR_BOTTOM_PX;
   }
 
-  afterRender(messages) {
+  /** Reactions, read marks and receipts of messages just shown. A message that has just
+   * arrived has no reactions yet: asking the hub for them would cost a call per message. */
+  afterRender(messages, { live = false } = {}) {
     if (!messages.length) return;
-    this.page.loadReactions(messages.map((m) => m.id));
+    if (!live) this.page.loadReactions(messages.map((m) => m.id));
     this.page.markRead(messages);
     this.refreshReceipts(messages.filter((m) => m.from === this.page.me.name).slice(-RECEIPTS_SHOWN));
   }
