@@ -285,6 +285,7 @@ class Hub:
                  else "connector" if self.is_bridged(peer) and self.connector_running(peer)
                  else "inbox")
         return views.peer_view(peer, online=self.presence.is_online(peer.key), reach=reach,
+                               surfaces=self.presence.surfaces(peer.key),
                                you=viewer is not None and viewer.key == peer.key)
 
     def message_view(self, message: Message) -> dict[str, Any]:

@@ -41,6 +41,7 @@ class Connection:
         self.ws = ws
         self.peer = peer
         self.receive = receive
+        self.surface = peer.connector  # what it is to people: cli, mcp, web (the page)...
         self.token_hash: str | None = None  # set when it came in with a bearer token
         self.cap = "admin"  # the most its calls may do (a token's cap; else the member's own)
         self.live = False  # set once the backlog is drained, so live pushes keep order
@@ -126,6 +127,11 @@ class Presence:
         """It has a receiving connection now (pushes reach it, once its backlog is drained)."""
         return any(c.receive for c in self.connections.get(peer_key, ()))
 
+    def surfaces(self, peer_key: str) -> list[str]:
+        """The surfaces the peer is live on now (``["cli", "web"]``: a terminal and the web
+        page), from its receiving connections."""
+        return sorted({c.surface for c in self.connections.get(peer_key, ()) if c.receive})
+
     def all_connections(self) -> list[Connection]:
         return [c for conns in self.connections.values() for c in conns]
 
@@ -141,6 +147,7 @@ class Presence:
         """
         peer = conn.peer
         first = not self.is_receiving(peer.key)
+        before = self.surfaces(peer.key)
         self.connections.setdefault(peer.key, []).append(conn)
         if not conn.receive:
             peer.last_seen = time.time()  # a send-only command (`hub send`) is a sign of life
@@ -153,14 +160,20 @@ class Presence:
             if peer.status == "offline":
                 peer.status = "online"
             await self.announce(peer, "online")
+        elif self.surfaces(peer.key) != before:  # online already, now on one more surface
+            await self.announce(peer, "surfaces")
         return False
 
     def detach(self, conn: Connection) -> None:
         conns = self.connections.get(conn.peer.key, [])
+        before = self.surfaces(conn.peer.key)
         if conn in conns:
             conns.remove(conn)
         if not conns:
             self.connections.pop(conn.peer.key, None)
+        if conn.receive and self.is_receiving(conn.peer.key) and \
+                self.surfaces(conn.peer.key) != before:  # still online, on fewer surfaces
+            self.hub.spawn(self.announce(conn.peer, "surfaces"))
         if conn.receive and not self.is_receiving(conn.peer.key):
             loop = asyncio.get_running_loop()
             self._leaving[conn.peer.key] = loop.call_later(

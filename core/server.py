@@ -206,7 +206,8 @@ def _welcome_view(hub: Hub, conn: Connection) -> dict[str, Any]:
     view = hub.peer_view(conn.peer, conn.peer)
     if conn.receive:
         view.update(online=True, reach="live",
-                    status=conn.peer.status if conn.peer.status != "offline" else "online")
+                    status=conn.peer.status if conn.peer.status != "offline" else "online",
+                    surfaces=sorted({*view["surfaces"], conn.surface}))
     return view
 
 

@@ -44,14 +44,17 @@ def _names(keys: list[str], peers: dict[str, Peer]) -> list[str]:
     return [peers[k].name if k in peers else k for k in keys] if keys else []
 
 
-def peer_view(peer: Peer, *, online: bool, reach: str, you: bool = False) -> dict[str, Any]:
+def peer_view(peer: Peer, *, online: bool, reach: str, surfaces: list[str] | None = None,
+              you: bool = False) -> dict[str, Any]:
     """A peer as others see it (its secret identity string is never shown).
 
     ``status``: what it set (``offline`` once it has gone, for a peer that connects to
     receive). ``online``: it has a receiving connection (or lost it less than the grace window ago).
     ``reach``: how a message sent to it now arrives: ``live`` (pushed at once), ``connector``
     (a chat connector such as Telegram hands it over) or ``inbox`` (it waits until the peer
-    connects or reads its inbox). ``you``: this is the peer asking.
+    connects or reads its inbox). ``surfaces``: what it is live on now, from its receiving
+    connections (``["cli", "web"]``); ``connector`` is the surface it joined on. ``you``: this
+    is the peer asking.
     """
     return {
         "v": SHAPE_VERSION,
@@ -64,6 +67,7 @@ def peer_view(peer: Peer, *, online: bool, reach: str, you: bool = False) -> dic
         "status": peer.status,
         "online": online,
         "reach": reach,
+        "surfaces": list(surfaces or ()),
         "summary": peer.summary,
         "public_key": peer.public_key,
         "member_key": peer.member_key,

@@ -317,3 +317,30 @@ def test_markdown_renders_safely():
     assert 'rel="noopener noreferrer nofollow"' in link and 'target="_blank"' in link
     assert "\u202e" not in to_html("abc\u202edef") and "\\u202e" in to_html("abc\u202edef")
     assert "<pre><code" in to_html("```\nx < 1\n```") and "x &lt; 1" in to_html("```\nx < 1\n```")
+
+
+async def test_a_member_on_the_web_page_shows_as_live_on_the_web(hub, people):
+    ann, bob = people("ann", "bob")
+    _status, session, _ = await sign_in(sign_in_link(ann, hub))
+    assert session is not None
+
+    async def presence_of(name: str) -> dict[str, Any]:
+        while True:
+            event = await asyncio.wait_for(watcher.events.get(), 10)
+            if event["peer"]["name"] == name:
+                return event
+
+    async with bob.client(hub.url) as watcher, aiohttp.ClientSession() as http:
+        async with session.socket(http, hub.url) as ws:
+            welcome = await next_frame(ws, "welcome")
+            assert welcome["peer"]["surfaces"] == ["web"]
+            online = await presence_of("ann")
+            assert online["change"] == "online" and online["peer"]["surfaces"] == ["web"]
+            async with ann.client(hub.url):  # her terminal beside the page
+                more = await presence_of("ann")
+                assert more["change"] == "surfaces" and more["peer"]["surfaces"] == ["cli", "web"]
+                listed = {p["name"]: p for p in await watcher.call("peers")}
+                assert listed["ann"]["surfaces"] == ["cli", "web"]
+                assert listed["ann"]["connector"] == "cli"  # the surface she joined on
+            fewer = await presence_of("ann")
+            assert fewer["change"] == "surfaces" and fewer["peer"]["surfaces"] == ["web"]

@@ -36,7 +36,11 @@ def collect_html(value: Any, out: dict[str, str], depth: int = 0) -> None:
 
 
 class WebConnection(Connection):
-    """A browser tab's socket."""
+    """A browser tab's socket: the member's peer, live on the ``web`` surface."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.surface = "web"
 
     def send(self, frame: dict[str, Any]) -> None:
         if frame.get("type") == "result":

@@ -3,7 +3,7 @@
 // unread counts, reactions, reply counts) and wires the views together.
 
 import { Composer } from "./composer.js";
-import { download, el, fromBase64, surfaceLabel } from "./dom.js";
+import { download, el, fromBase64, surfacesOf } from "./dom.js";
 import { Panels } from "./panels.js";
 import { PresenceList } from "./presence.js";
 import { adoptFromAddress, forgetSession, sessionFetch } from "./session.js";
@@ -240,7 +240,7 @@ class Page {
     } else if (this.view.startsWith("dm:")) {
       const peer = this.peerNamed(this.view.slice(3));
       const status = peer?.online ? peer.status : "offline";
-      if (peer) topic = [surfaceLabel(peer.connector), status, peer.summary].filter(Boolean).join(" · ");
+      if (peer) topic = [surfacesOf(peer), status, peer.summary].filter(Boolean).join(" · ");
     }
     $("view-topic").textContent = topic;
   }
@@ -364,7 +364,7 @@ class Page {
         .map((c) => ({ value: c.name, label: c.name, detail: c.topic }));
     }
     return [...this.peers.values()].filter((p) => !p.you && p.name.toLowerCase().startsWith(wanted))
-      .map((p) => ({ value: `@${p.name}`, label: p.name, detail: surfaceLabel(p.connector) }));
+      .map((p) => ({ value: `@${p.name}`, label: p.name, detail: surfacesOf(p) }));
   }
 
   async createConversation(name) {

@@ -36,9 +36,15 @@ const SURFACES = {
   email: "Email",
 };
 
-/** The surface a peer uses, as people call it (the peer shape's `connector`). */
+/** A surface as people call it (a peer shape's `connector`, or one of its `surfaces`). */
 export function surfaceLabel(connector) {
   return SURFACES[connector] ?? connector ?? "";
+}
+
+/** Where a peer is now: the surfaces it is live on ("CLI + Web"), else the one it joined on. */
+export function surfacesOf(peer) {
+  return peer.surfaces?.length ? peer.surfaces.map(surfaceLabel).join(" + ")
+    : surfaceLabel(peer.connector);
 }
 
 const timeOnly = new Intl.DateTimeFormat(undefined, { hour: "2-digit", minute: "2-digit" });

@@ -1,6 +1,6 @@
 // The people of the mesh: status, summary and surface, kept current from presence events.
 
-import { el, fill, surfaceLabel } from "./dom.js";
+import { el, fill, surfaceLabel, surfacesOf } from "./dom.js";
 
 const STATUS_ORDER = ["working", "online", "idle", "away", "dnd", "offline"];
 const STATUS_WORDS = {
@@ -56,7 +56,7 @@ export class PresenceList {
       el("span", { class: "person-line" },
         el("span", { class: "person-name" }, peer.you ? `${peer.name} (you)` : peer.name),
         el("span", { class: "surface", "data-testid": "peer-surface" },
-          surfaceLabel(peer.connector))),
+          surfacesOf(peer))),
       el("span", { class: "person-status", "data-testid": "peer-status" }, statusText(peer)),
       peer.summary
         ? el("span", { class: "person-summary", "data-testid": "peer-summary" }, peer.summary)
