@@ -7,14 +7,18 @@ narrow layout, and reconnecting after a hub restart. Every test ends with no con
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from pathlib import Path
 from typing import Any
+
+from playwright.async_api import Error as PlaywrightError
 
 from .browser_support import NARROW, WIDE, Browser, browser, screenshots_dir
 from .helpers import HubProcess, Identity, collect
 
 __all__ = ["browser"]  # the fixture, imported for pytest to find
 
+TWO_FRAMES = "() => new Promise((r) => requestAnimationFrame(() => requestAnimationFrame(r)))"
 XSS_IMG = "<img src=x onerror=alert(1)>"
 XSS_LINK = "[x](javascript:alert(1))"
 # what a person dropping a file on an element makes the browser do
@@ -284,6 +288,7 @@ async def test_paged_history_and_signed_out_screen(browser, hub, people):
         # reading older ones, a new message does not pull the person down
         await b.send("#general", "while you read")
         await shown.filter(has_text="while you read").wait_for()
+        await page.evaluate(TWO_FRAMES)  # the page scrolls, when it does, at the next frame
         assert not await messages.evaluate(at_bottom)
 
     # a browser without the cookie gets the sign-in screen, never a form
@@ -361,3 +366,32 @@ async def test_a_session_revoked_elsewhere_signs_the_page_out(browser, hub):
     assert not await second.get_by_test_id("reconnecting").is_visible()
     await first.get_by_test_id("session").first.wait_for()
     assert await first.get_by_test_id("session").count() == 1
+
+
+async def test_an_address_cannot_hand_the_page_a_session(browser, hub):
+    """Another site can send the browser to any address of the hub; none of them changes
+    which session the page holds (its half comes only in the answer to a sign-in link)."""
+    page, _ = await signed_in(browser, hub)
+    held = await page.evaluate("localStorage.getItem('meshhub.session')")
+    await page.goto(hub.url + "/#session=planted")
+    await page.reload()
+    await page.get_by_test_id("composer-input").wait_for()  # still signed in
+    assert await page.evaluate("localStorage.getItem('meshhub.session')") == held
+    assert await my_name(page) == "owner"
+    # signed in again from a second tab: the first tab's session ends, and the tab follows
+    # the browser's new one instead of showing the sign-in screen
+    await page.evaluate("window.beforeSecondSignIn = true")
+    second = await page.context.new_page()
+    await second.goto(await sign_in_link(hub))
+    await second.get_by_test_id("composer-input").wait_for()
+    for _ in range(100):  # the first tab reloads: a new document, without the mark
+        with contextlib.suppress(PlaywrightError):
+            if await page.evaluate("!window.beforeSecondSignIn && !!document.querySelector("
+                                   "'[data-testid=composer-input]')"):
+                break
+        await asyncio.sleep(0.1)
+    # its socket works, on the new session; the old one was ended, not left behind
+    await page.get_by_test_id("panel-link-sessions").click()
+    sessions = page.get_by_test_id("sessions-list").get_by_test_id("session")
+    await sessions.first.wait_for()
+    assert await sessions.count() == 1

@@ -189,7 +189,15 @@ def m008_open_deliveries(db: Database) -> None:
 
 @core_migrations()
 def m009_messages_by_conversation(db: Database) -> None:
-    """History pages (the web page, ``history``) read these indexes newest first instead of
-    every message: one conversation's messages, and what one peer sent."""
+    """History pages of one conversation (the web page, ``history``) read this index newest
+    first instead of every message."""
     db.execute("CREATE INDEX messages_conversation ON messages (conversation, id)")
-    db.execute("CREATE INDEX messages_sender ON messages (sender, id)")
+
+
+@core_migrations()
+def m010_history_by_peer(db: Database) -> None:
+    """History pages of everything a peer sent or received (and of its direct messages) read
+    these newest first: what it sent, and what it received that is not dead."""
+    db.execute("CREATE INDEX IF NOT EXISTS messages_sender ON messages (sender, id)")
+    db.execute("CREATE INDEX IF NOT EXISTS deliveries_received ON deliveries "
+               "(recipient, message_id) WHERE state != 'dead'")

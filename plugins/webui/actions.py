@@ -12,6 +12,7 @@ from meshhub.actions import Action, ActionContext, action
 from meshhub.errors import Forbidden, NotFound
 
 from . import sessions
+from .socket import WebConnection
 
 
 def _link_base(ctx: ActionContext) -> str:
@@ -31,14 +32,10 @@ async def web_login_create(
 ) -> dict[str, Any]:
     """A one-time link that signs a browser in as you (or, for an admin, as a member): open it
     within ten minutes. The browser becomes one more session of that member."""
-    if ctx.token is not None:
+    if ctx.token is not None and not isinstance(ctx.connection, WebConnection):
         # the page may make a link for another of the member's browsers; a token used as a
-        # bearer (a script, /mcp) may not turn itself into a browser session
-        known = await ctx.hub.store.list_tokens([ctx.peer.key], time.time())
-        if ctx.surface != "ws" or not any(
-                t.token_hash == ctx.token and t.label.startswith(sessions.LABEL_PREFIX)
-                for t in known):
-            raise Forbidden("a bearer token cannot make sign-in links; run `hub web`")
+        # bearer (a script, /mcp, a token hello) may not turn itself into a browser session
+        raise Forbidden("a bearer token cannot make sign-in links; run `hub web`")
     peer = sessions.peer_for_link(ctx.hub, ctx.peer, member)
     code, expires = sessions.links(ctx.hub).create(peer)
     path = f"/web/login?code={code}"

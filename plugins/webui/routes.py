@@ -107,13 +107,21 @@ def _join_page(code: str) -> web.Response:
     return web.Response(text=body, content_type="text/html", headers=PAGE_HEADERS)
 
 
-def _signed_in(request: web.Request, halves: tuple[str, str]) -> web.Response:
-    """To the page, with the session's cookie half set and its page half in the address's
-    fragment (never sent to a server; the page moves it to its storage and out of the
-    address at once)."""
+async def _signed_in(request: web.Request, peer: Any) -> web.Response:
+    """A new session: its cookie half set, its page half in the answer itself (a ``<meta>``
+    that ``signin.js`` moves to the page's storage before going to ``/``). The half never
+    travels in an address, so no other site can hand the page one; it only ever comes in the
+    answer to a valid one-time code. The browser's previous session of the same peer, if its
+    cookie names one, ends: this browser holds the new one now."""
     hub = request.app[HUB_KEY]
-    cookie, page = halves
-    response = web.HTTPSeeOther(f"/#session={page}", headers=PAGE_HEADERS)
+    await sessions.end_replaced(hub, peer, request.cookies.get(sessions.cookie_name(hub), ""))
+    cookie, page = await sessions.open_session(hub, peer, request.headers.get("User-Agent", ""))
+    body = ("<!doctype html><meta charset=utf-8><title>Signing in</title>"
+            f"<meta name=meshhub-session content=\"{html.escape(page)}\">"
+            "<script type=module src=/web/static/signin.js></script>"
+            "<p>Signing in… <a href=/>continue</a></p>")
+    response = web.Response(text=body, content_type="text/html",
+                            headers={**PAGE_HEADERS, "Cache-Control": "no-store"})
     response.set_cookie(sessions.cookie_name(hub), cookie, max_age=int(sessions.SESSION_TTL),
                         path="/", httponly=True, samesite="Strict",
                         secure=sessions.is_tls(request))
@@ -135,10 +143,9 @@ async def login(request: web.Request) -> web.StreamResponse:
         if peer is None or hub.directory.member(peer.member_key) is None:
             raise MeshError("the member this link was made for is no longer on the hub",
                             code="removed")
-        halves = await sessions.open_session(hub, peer, request.headers.get("User-Agent", ""))
+        return await _signed_in(request, peer)
     except MeshError as exc:
         return _message_page("Cannot sign in", exc.message, 400)
-    return _signed_in(request, halves)
 
 
 async def join(request: web.Request) -> web.StreamResponse:
@@ -151,10 +158,9 @@ async def join(request: web.Request) -> web.StreamResponse:
         form = await request.post()
         code, name = str(form.get("code", "")), str(form.get("name", "")).strip()
         peer = await sessions.join_by_invite(hub, code, name)
-        halves = await sessions.open_session(hub, peer, request.headers.get("User-Agent", ""))
+        return await _signed_in(request, peer)
     except MeshError as exc:
         return _message_page("Cannot join", exc.message, exc.http_status)
-    return _signed_in(request, halves)
 
 
 async def session(request: web.Request) -> web.Response:

@@ -6,12 +6,14 @@
   ``web: <browser>``, so a browser is one more session of that member: it acts as the member's
   peer, it is listed and revoked like any token (``hub token list``, the sessions panel), and
   removing the member ends it. The token is **split in two** and never whole outside the hub:
-  the first half is an HttpOnly, SameSite=Strict cookie (Secure over TLS), the second the page
-  keeps in its own origin's storage and sends with each request (the ``X-Meshhub-Session``
-  header; the WebSocket's subprotocol ``session.<half>``). Browsers send cookies to every port
-  of a host, so a server on another port of ``127.0.0.1`` the same browser visits gets the
-  cookie; without the page's half it is worth nothing. Page storage is kept per origin (per
-  port), and the cookie's half is out of reach of the page's scripts.
+  the first half is an HttpOnly, SameSite=Strict cookie (Secure over TLS), the second comes in
+  the sign-in answer itself and the page keeps it in its own origin's storage, sending it with
+  each request (the ``X-Meshhub-Session`` header; the WebSocket's subprotocol
+  ``session.<half>``). Browsers send cookies to every port of a host, so a server on another
+  port of ``127.0.0.1`` the same browser visits gets the cookie; without the page's half it is
+  worth nothing. Page storage is kept per origin (scheme, name and port: a hub reached under
+  two names or ports needs a sign-in on each), and the cookie's half is out of reach of the
+  page's scripts.
 * **Invited people** open ``/web/join?code=CODE`` (``hub web invite``), choose a name and become
   a member with a key that no one holds: they sign in again only with a link made for them
   (``hub web --for NAME`` by an admin, or from one of their own sessions).
@@ -95,8 +97,8 @@ def forget(hub: Hub) -> None:
 
 
 def cookie_name(hub: Hub) -> str:
-    """Per hub, not per port: two hubs on one host keep their own sessions, and a hub behind a
-    proxy keeps its cookie whatever port the browser used."""
+    """Per hub (cookies are not kept apart by port): two hubs on one host keep their own
+    sessions."""
     return f"meshhub_{(hub.owner_key or 'hub')[:8]}"
 
 
@@ -127,8 +129,8 @@ def check_page_origin(request: web.Request) -> None:
 
 
 def split_token(token: str) -> tuple[str, str]:
-    """``(cookie half, page half)`` of a session token (``mh_<id>_<secret>``): each half holds
-    half of the secret, 128 bits."""
+    """``(cookie half, page half)`` of a session token (``mh_<id>_<secret>``): 22 characters
+    of the secret (132 bits) in the cookie, the other 21 (126 bits) with the page."""
     cut = token.index("_", len(TOKEN_PREFIX)) + 1 + SECRET_SPLIT  # the secret may hold "_"
     return token[:cut], token[cut:]
 
@@ -155,6 +157,18 @@ async def session_of(hub: Hub, request: web.Request) -> tuple[Peer, str, str]:
     except Unauthorized:
         raise Unauthorized("this session has ended (signed out, revoked or expired): run "
                            "`hub web` for a new sign-in link") from None
+
+
+async def end_replaced(hub: Hub, peer: Peer, cookie: str) -> None:
+    """End the web session of ``peer`` that this browser's cookie half names by its id (the
+    browser is being signed in again). Only a web session of that same peer can end so."""
+    token_id = cookie[len(TOKEN_PREFIX):].partition("_")[0] if cookie.startswith(
+        TOKEN_PREFIX) else ""
+    if not token_id:
+        return
+    for info in await hub.store.list_tokens([peer.key], time.time()):
+        if info.id == token_id and info.label.startswith(LABEL_PREFIX):
+            await members.revoke_tokens(hub, peer, token_id=token_id)
 
 
 async def open_session(hub: Hub, peer: Peer, user_agent: str) -> tuple[str, str]:

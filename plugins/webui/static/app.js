@@ -6,7 +6,7 @@ import { Composer } from "./composer.js";
 import { download, el, fromBase64, surfacesOf } from "./dom.js";
 import { Panels } from "./panels.js";
 import { PresenceList } from "./presence.js";
-import { adoptFromAddress, forgetSession, sessionFetch } from "./session.js";
+import { forgetSession, onSessionReplaced, sessionFetch } from "./session.js";
 import { Sidebar } from "./sidebar.js";
 import { HubError, HubSocket } from "./socket.js";
 import { ThreadPanel } from "./thread.js";
@@ -395,11 +395,14 @@ class Page {
   }
 
   async signOut() {
-    await sessionFetch("/web/logout", {
-      method: "POST", headers: { "Content-Type": "application/json" }, body: "{}",
-    });
-    forgetSession();
-    this.hub.stop();
+    try {
+      await sessionFetch("/web/logout", {
+        method: "POST", headers: { "Content-Type": "application/json" }, body: "{}",
+      });
+    } finally {
+      forgetSession();
+      this.hub.stop();
+    }
     showSignIn("You signed out.");
   }
 
@@ -430,7 +433,7 @@ class Page {
 }
 
 async function boot() {
-  adoptFromAddress();
+  onSessionReplaced(() => location.reload()); // signed in again elsewhere: follow
   let response;
   try {
     response = await sessionFetch("/web/api/session");
