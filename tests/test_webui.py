@@ -400,4 +400,4 @@ def test_history_reads_indexes_not_every_message(hub):
 
     with sqlite3.connect(hub.home / "meshhub.db") as db:
         names = {row[0] for row in db.execute("SELECT name FROM sqlite_master WHERE type='index'")}
-    assert {"messages_conversation", "messages_sender", "deliveries_received"} <= names
+    assert {"messages_conversation", "messages_sender"} <= names

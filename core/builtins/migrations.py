@@ -195,9 +195,9 @@ def m009_messages_by_conversation(db: Database) -> None:
 
 
 @core_migrations()
-def m010_history_by_peer(db: Database) -> None:
+def m010_history_by_sender(db: Database) -> None:
     """History pages of everything a peer sent or received (and of its direct messages) read
-    these newest first: what it sent, and what it received that is not dead."""
+    what it sent newest first from this index. (What it received comes from
+    ``deliveries_recipient``, one range per state: an index of deliveries by recipient and
+    message would cost every send about 12 % of its throughput.)"""
     db.execute("CREATE INDEX IF NOT EXISTS messages_sender ON messages (sender, id)")
-    db.execute("CREATE INDEX IF NOT EXISTS deliveries_received ON deliveries "
-               "(recipient, message_id) WHERE state != 'dead'")

@@ -13,6 +13,7 @@ from meshhub.models import Message
 from meshhub.store import InboxItem
 
 T = TypeVar("T")
+LIVE_STATES = ("queued", "pushed", "delivered", "read")  # every delivery state but dead
 
 _MESSAGE_COLUMNS = (
     "id, sender, target, conversation, body, kind, recipients_json, mentions_json, whisper_json, "
@@ -178,12 +179,16 @@ class MessageReads:
                 received = " AND m.sender = :partner AND m.conversation = 'dm'"
                 sent = (" AND m.conversation = 'dm' AND EXISTS (SELECT 1 FROM deliveries p "
                         "WHERE p.message_id = m.id AND p.recipient = :partner)")
+            # one range of deliveries_recipient (recipient, state, message_id) per live
+            # state, each read in message order: no sort of all the viewer's deliveries
             queries = [
                 f"SELECT {cols}, d.state, d.mentioned FROM deliveries d JOIN messages m "
-                "ON m.id = d.message_id WHERE d.recipient = :me AND d.state != 'dead'"
-                f"{received}{bounds} ORDER BY d.message_id {order} LIMIT :limit",
+                f"ON m.id = d.message_id WHERE d.recipient = :me AND d.state = '{state}'"
+                f"{received}{bounds} ORDER BY d.message_id {order} LIMIT :limit"
+                for state in LIVE_STATES]
+            queries.append(
                 f"SELECT {cols}, 'sent', 0 FROM messages m WHERE m.sender = :me{sent}{bounds} "
-                f"ORDER BY m.id {order} LIMIT :limit"]
+                f"ORDER BY m.id {order} LIMIT :limit")
 
         def run(conn: sqlite3.Connection) -> list[InboxItem]:
             found: dict[str, Any] = {}
