@@ -27,6 +27,7 @@ from __future__ import annotations
 import hashlib
 import secrets
 import time
+import weakref
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -85,15 +86,16 @@ class LoginLinks:
         return peer_key
 
 
-_links: dict[int, LoginLinks] = {}
+_links: weakref.WeakKeyDictionary[Hub, LoginLinks] = weakref.WeakKeyDictionary()
 
 
 def links(hub: Hub) -> LoginLinks:
-    return _links.setdefault(id(hub), LoginLinks())
+    """The hub's unused links (kept beside the hub, gone with it)."""
+    return _links.setdefault(hub, LoginLinks())
 
 
 def forget(hub: Hub) -> None:
-    _links.pop(id(hub), None)
+    _links.pop(hub, None)
 
 
 def cookie_name(hub: Hub) -> str:
