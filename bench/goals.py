@@ -17,6 +17,12 @@ from dataclasses import asdict, dataclass
 SUMMARY_PREFIX = "GOALS "
 
 
+def percentile(values: list[float], pct: float) -> float:
+    """The ``pct`` percentile of ``values`` (nearest rank)."""
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, max(0, round(pct / 100 * len(ordered)) - 1))]
+
+
 def positive(value: float) -> bool:
     return math.isfinite(value) and value > 0
 

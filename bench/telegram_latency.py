@@ -39,7 +39,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from goals import Goal, report  # noqa: E402
+from goals import Goal, percentile, report  # noqa: E402
 
 from meshhub.client import MeshClient  # noqa: E402
 from meshhub.config import init_home, load_signing_key  # noqa: E402
@@ -56,12 +56,6 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind((HOST, 0))
         return int(s.getsockname()[1])
-
-
-def percentile(values: list[float], pct: float) -> float:
-    ordered = sorted(values)
-    index = min(len(ordered) - 1, max(0, round(pct / 100 * len(ordered)) - 1))
-    return ordered[index]
 
 
 def summary(latencies: list[float]) -> dict[str, float]:

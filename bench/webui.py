@@ -42,7 +42,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from goals import Goal, report  # noqa: E402
+from goals import Goal, percentile, report  # noqa: E402
 from ws_throughput import free_port, health  # noqa: E402
 
 from meshhub.client import MeshClient  # noqa: E402
@@ -83,11 +83,6 @@ OPEN_VIEW = """async ([view, marker]) => {
   });
   return performance.now() - started;
 }"""
-
-
-def percentile(values: list[float], pct: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, max(0, round(pct / 100 * len(ordered)) - 1))]
 
 
 def env_for(home: Path, url: str, sockets: Path) -> dict[str, str]:

@@ -143,6 +143,13 @@ def is_hub_name(hub: Hub, host: str) -> bool:
     return host in public_names(hub) or is_local_name(hub, host)
 
 
+def is_own_origin(request: web.Request, origin: str) -> bool:
+    """``origin`` (as :func:`origin_of` writes it) is the one the request was sent to: the
+    hub's own page, whatever name or port the browser used."""
+    own, raw_host = URL(origin), request.headers.get("Host", "").strip().lower()
+    return own.raw_authority == raw_host or (own.is_default_port() and own.host == raw_host)
+
+
 def check_request(hub: Hub, request: web.Request) -> Forbidden | None:
     """Why this request may not reach a handler, or ``None`` when it may."""
     raw_host = request.headers.get("Host", "")
@@ -159,10 +166,7 @@ def check_request(hub: Hub, request: web.Request) -> Forbidden | None:
     except ValueError:
         return Forbidden(f"Origin {origin[:100]!r} may not use this hub",
                          code="forbidden_origin")
-    own = URL(normalized)
-    if own.raw_authority == raw_host.strip().lower() or (
-        own.is_default_port() and own.host == raw_host.strip().lower()
-    ):
+    if is_own_origin(request, normalized):
         return None  # same origin: the hub's own page
     if normalized in _origins(tuple(hub.config.allowed_origins)):
         return None

@@ -26,10 +26,6 @@ def _when(ts: float | None) -> str:
     return datetime.datetime.fromtimestamp(ts).strftime("%Y-%m-%d %H:%M")
 
 
-def _call(action: str, **params: Any) -> Any:
-    return cli.run(cli.with_client(False, lambda c: c.call(action, **params)))
-
-
 # -- invites ------------------------------------------------------------------------------------
 def invite(
     uses: Annotated[int, typer.Option(help="How many people may join with it.")] = 1,
@@ -41,7 +37,7 @@ def invite(
     as_json: JsonOpt = False,
 ) -> None:
     """Create an invite code for someone to join this hub (owner only; the code is shown once)."""
-    result = _call("invite_create", uses=uses, expires=expires, role=role,
+    result = cli.call("invite_create", uses=uses, expires=expires, role=role,
                    groups=parse_groups(groups) or {})
     if as_json:
         emit_json(result)
@@ -60,7 +56,7 @@ def invites_list(
     as_json: JsonOpt = False,
 ) -> None:
     """The hub's invites (owner only)."""
-    rows = _call("invites", state="all" if show_all else "usable")
+    rows = cli.call("invites", state="all" if show_all else "usable")
     if as_json:
         emit_json(rows)
         return
@@ -79,7 +75,7 @@ def invites_revoke(
     invite_id: Annotated[str, typer.Argument(help="The invite's id (hub invites list) or code.")],
 ) -> None:
     """Revoke an invite: nobody else can join with it."""
-    result = _call("invite_revoke", invite=invite_id)
+    result = cli.call("invite_revoke", invite=invite_id)
     typer.echo(f"revoked invite {result['id']} ({result['used']}/{result['uses']} used)")
 
 
@@ -123,7 +119,7 @@ def members_list(
     as_json: JsonOpt = False,
 ) -> None:
     """The hub's members, how each got in, and their peers."""
-    rows = _call("members_list", removed=removed)
+    rows = cli.call("members_list", removed=removed)
     if as_json:
         emit_json(rows)
         return
@@ -142,7 +138,7 @@ def members_remove(
 ) -> None:
     """Remove a member (owner only): its connections close, its tokens end, its key is
     refused."""
-    result = _call("member_remove", member=member)
+    result = cli.call("member_remove", member=member)
     peers = ", ".join(result["peers"]) or "no peers"
     typer.echo(f"removed {result['member']} ({peers}; {result['tokens_revoked']} token(s) "
                "revoked)")
@@ -160,7 +156,7 @@ def token_create(
     as_json: JsonOpt = False,
 ) -> None:
     """Create a bearer token acting as you (shown once)."""
-    result = _call("token_create", label=label, cap=cap, expires=expires)
+    result = cli.call("token_create", label=label, cap=cap, expires=expires)
     if as_json:
         emit_json(result)
     else:
@@ -170,7 +166,7 @@ def token_create(
 @token_app.command("list")
 def token_list(as_json: JsonOpt = False) -> None:
     """Your live tokens (never the tokens themselves)."""
-    rows = _call("token_list")
+    rows = cli.call("token_list")
     if as_json:
         emit_json(rows)
         return
@@ -189,7 +185,7 @@ def token_revoke(
     = None,
 ) -> None:
     """Revoke your bearer tokens (all, or by label or id); their connections close at once."""
-    result = _call("token_revoke", label=label, id=token_id)
+    result = cli.call("token_revoke", label=label, id=token_id)
     typer.echo(f"revoked {result['revoked']} token(s)")
 
 

@@ -126,6 +126,12 @@ async def with_client(receive: bool, fn: Callable[[MeshClient], Awaitable[T]]) -
         return await fn(c)
 
 
+def call(action: str, **params: Any) -> Any:
+    """Run one action on the hub as this home's member, errors as one line (for commands that
+    are one call: ``hub invite``, ``hub pair``, ``hub web``...)."""
+    return run(with_client(False, lambda c: c.call(action, **params)))
+
+
 async def _health(url: str, timeout: float = 2.0) -> dict[str, Any] | None:
     import aiohttp
 

@@ -10,7 +10,7 @@ import typer
 from meshhub.config import ConfigError, home_dir, load_config
 from meshhub.errors import MeshError
 
-from .common import JsonOpt, config, run, with_client
+from .common import JsonOpt, call, config, with_client
 from .output import emit_json, table
 
 plugins_app = typer.Typer(help="Inspect the hub's plugins.", no_args_is_help=True)
@@ -51,7 +51,7 @@ def pair(
     as_json: JsonOpt = False,
 ) -> None:
     """Create a one-time code that lets one person of a chat platform in (10 minutes)."""
-    result = run(with_client(False, lambda c: c.call("pair_create", connector=connector)))
+    result = call("pair_create", connector=connector)
     if result.get("warning"):  # the code is made anyway: the bot may be started later
         typer.echo(f"warning: {result['warning']}", err=True)
     if as_json:

@@ -3,25 +3,14 @@
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
 from typing import Annotated, Any
 
-from meshhub import members
 from meshhub.actions import Action, ActionContext, action
 from meshhub.errors import Forbidden, NotFound
 
 from . import sessions
 from .socket import WebConnection
-
-
-def _link_base(ctx: ActionContext) -> str:
-    host = ctx.hub.config.host
-    if host in ("", "0.0.0.0", "::"):
-        host = "127.0.0.1"
-    if ":" in host:
-        host = f"[{host}]"
-    return f"http://{host}:{ctx.hub.config.port}"
 
 
 @action()
@@ -39,7 +28,7 @@ async def web_login_create(
     peer = sessions.peer_for_link(ctx.hub, ctx.peer, member)
     code, expires = sessions.links(ctx.hub).create(peer)
     path = f"/web/login?code={code}"
-    return {"peer": peer.name, "path": path, "url": _link_base(ctx) + path,
+    return {"peer": peer.name, "path": path, "url": ctx.hub.config.listen_url + path,
             "expires_at": expires}
 
 
@@ -47,9 +36,8 @@ async def web_login_create(
 async def web_sessions(ctx: ActionContext) -> list[dict[str, Any]]:
     """Your web sessions (signed-in browsers): id, browser, since when, until when, and
     whether it is the one asking."""
-    tokens = await ctx.hub.store.list_tokens([ctx.peer.key], time.time())
-    return [sessions.session_view(t, ctx.token) for t in tokens
-            if t.label.startswith(sessions.LABEL_PREFIX)]
+    return [sessions.session_view(t, ctx.token)
+            for t in await sessions.web_sessions(ctx.hub, ctx.peer)]
 
 
 @action()
@@ -57,10 +45,9 @@ async def web_session_revoke(
     ctx: ActionContext, id: Annotated[str, "the session's id (web_sessions)"],
 ) -> dict[str, Any]:
     """Sign a browser out: its session ends and its page closes at once."""
-    tokens = await ctx.hub.store.list_tokens([ctx.peer.key], time.time())
-    if not any(t.id == id and t.label.startswith(sessions.LABEL_PREFIX) for t in tokens):
+    revoked = await sessions.end_session(ctx.hub, ctx.peer, id)
+    if not revoked:
         raise NotFound(f"no web session {id!r} of yours (see web_sessions)")
-    revoked = await members.revoke_tokens(ctx.hub, ctx.peer, token_id=id)
     return {"id": id, "revoked": revoked}
 
 

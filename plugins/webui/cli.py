@@ -6,24 +6,14 @@ from __future__ import annotations
 import os
 import sys
 from collections.abc import Callable
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
 
+from meshhub.cli import common
+
 web_app = typer.Typer(invoke_without_command=True, add_completion=False,
                       help="Open the web page: a one-time sign-in link.")
-
-
-def _call(action: str, **params: Any) -> Any:
-    from meshhub.cli import common
-
-    return common.run(common.with_client(False, lambda c: c.call(action, **params)))
-
-
-def _hub_url() -> str:
-    from meshhub.cli import common
-
-    return common.config().url.rstrip("/")
 
 
 def can_open_browser() -> bool:
@@ -45,8 +35,8 @@ def web(
     you. It works once, within ten minutes."""
     if ctx.invoked_subcommand is not None:
         return
-    result = _call("web_login_create", member=member)
-    url = _hub_url() + result["path"]
+    result = common.call("web_login_create", member=member)
+    url = common.config().url.rstrip("/") + result["path"]
     typer.echo(url)
     if not no_open and can_open_browser():
         import webbrowser
@@ -65,8 +55,9 @@ def invite(
 ) -> None:
     """A link for someone to join this hub in their browser (owner only): they choose a name
     and are in."""
-    result = _call("invite_create", uses=uses, expires=expires, role=role, groups={})
-    typer.echo(f"{_hub_url()}/web/join?code={result['code']}")
+    result = common.call("invite_create", uses=uses, expires=expires, role=role, groups={})
+    base = common.config().url.rstrip("/")
+    typer.echo(f"{base}/web/join?code={result['code']}")
     typer.echo(f"  invite {result['id']}: {result['uses']} use(s); give them the hub's address "
                "as they reach it (see docs/webui.md)", err=True)
 

@@ -22,13 +22,12 @@ from __future__ import annotations
 import html
 import mimetypes
 import re
-import time
 from pathlib import Path
 from typing import Any
 
 from aiohttp import web
 
-from meshhub import __version__, members
+from meshhub import __version__
 from meshhub.errors import MeshError
 from meshhub.server import HUB_KEY, frame_limit, json_error, limits, serve_frames, welcome
 
@@ -173,7 +172,7 @@ async def session(request: web.Request) -> web.Response:
         return web.json_response({"peer": None, "session": None, "reason": exc.message,
                                   "hub": {"version": __version__}},
                                  headers={"Cache-Control": "no-store"})
-    current = await _current(hub, peer.key, token_hash)
+    current = await _current(hub, peer, token_hash)
     return web.json_response({
         "peer": hub.peer_view(peer, peer),
         "session": sessions.session_view(current, token_hash) if current else None,
@@ -183,9 +182,10 @@ async def session(request: web.Request) -> web.Response:
     }, headers={"Cache-Control": "no-store"})
 
 
-async def _current(hub: Any, peer_key: str, token_hash: str) -> Any:
-    mine = await hub.store.list_tokens([peer_key], time.time())
-    return next((t for t in mine if t.token_hash == token_hash), None)
+async def _current(hub: Any, peer: Any, token_hash: str) -> Any:
+    """The web session a request came with (its token's record)."""
+    return next((t for t in await sessions.web_sessions(hub, peer)
+                 if t.token_hash == token_hash), None)
 
 
 async def logout(request: web.Request) -> web.Response:
@@ -201,9 +201,9 @@ async def logout(request: web.Request) -> web.Response:
     except MeshError:
         pass
     else:
-        current = await _current(hub, peer.key, token_hash)
+        current = await _current(hub, peer, token_hash)
         if current is not None:
-            await members.revoke_tokens(hub, peer, token_id=current.id)
+            await sessions.end_session(hub, peer, current.id)
     response = web.json_response({"ok": True})
     response.del_cookie(sessions.cookie_name(hub), path="/")
     return response

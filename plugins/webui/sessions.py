@@ -32,7 +32,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from meshhub import members
-from meshhub.admission import TOKEN_PREFIX, origin_of
+from meshhub.admission import TOKEN_PREFIX, is_own_origin, origin_of
 from meshhub.errors import AuthFailed, Forbidden, NotFound, Unauthorized
 from meshhub.models import Member
 
@@ -104,25 +104,21 @@ def cookie_name(hub: Hub) -> str:
     return f"meshhub_{(hub.owner_key or 'hub')[:8]}"
 
 
-def own_origin(request: web.Request) -> str:
-    """The origin the page was served from, as the browser names it."""
-    forwarded = request.headers.get("X-Forwarded-Proto", "").lower()
-    scheme = "https" if request.secure or forwarded == "https" else "http"
-    return origin_of(f"{scheme}://{request.host}")
-
-
 def is_tls(request: web.Request) -> bool:
-    return own_origin(request).startswith("https://")
+    """Served over TLS, directly or through a proxy that says so (the cookie is then Secure)."""
+    return request.secure or request.headers.get("X-Forwarded-Proto", "").lower() == "https"
 
 
 def check_page_origin(request: web.Request) -> None:
-    """Refuse a state-changing request or WebSocket that does not come from the hub's page."""
+    """Refuse a state-changing request or WebSocket that does not come from the hub's page:
+    its ``Origin`` must be there and be the hub's own (one merely allowed for tokens, in
+    ``[hub] allowed_origins``, is not enough)."""
     origin = request.headers.get("Origin")
     if not origin:
         raise Forbidden("the web page's requests carry Origin; this one has none",
                         code="forbidden_origin")
     try:
-        same = origin_of(origin) == own_origin(request)
+        same = is_own_origin(request, origin_of(origin))
     except ValueError:
         same = False
     if not same:
@@ -161,16 +157,24 @@ async def session_of(hub: Hub, request: web.Request) -> tuple[Peer, str, str]:
                            "`hub web` for a new sign-in link") from None
 
 
+async def web_sessions(hub: Hub, peer: Peer) -> list[Any]:
+    """The live web sessions of ``peer`` (its tokens labelled ``web: ...``)."""
+    return [t for t in await hub.store.list_tokens([peer.key], time.time())
+            if t.label.startswith(LABEL_PREFIX)]
+
+
+async def end_session(hub: Hub, peer: Peer, session_id: str) -> int:
+    """End one web session of ``peer`` (its pages close at once); how many ended, 0 or 1."""
+    if not any(t.id == session_id for t in await web_sessions(hub, peer)):
+        return 0
+    return await members.revoke_tokens(hub, peer, token_id=session_id)
+
+
 async def end_replaced(hub: Hub, peer: Peer, cookie: str) -> None:
     """End the web session of ``peer`` that this browser's cookie half names by its id (the
     browser is being signed in again). Only a web session of that same peer can end so."""
-    token_id = cookie[len(TOKEN_PREFIX):].partition("_")[0] if cookie.startswith(
-        TOKEN_PREFIX) else ""
-    if not token_id:
-        return
-    for info in await hub.store.list_tokens([peer.key], time.time()):
-        if info.id == token_id and info.label.startswith(LABEL_PREFIX):
-            await members.revoke_tokens(hub, peer, token_id=token_id)
+    if cookie.startswith(TOKEN_PREFIX):
+        await end_session(hub, peer, cookie[len(TOKEN_PREFIX):].partition("_")[0])
 
 
 async def open_session(hub: Hub, peer: Peer, user_agent: str) -> tuple[str, str]:
