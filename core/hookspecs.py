@@ -96,6 +96,15 @@ def meshhub_presence_changed(
     """
 
 
+@hookspec
+def meshhub_reaction_changed(
+    hub: Hub, message: Message, peer: Peer, emoji: str, added: bool, by: list[str]
+) -> None | Awaitable[None]:
+    """After ``peer`` added (``added``) or took away a reaction ``emoji`` on ``message``;
+    ``by`` is the keys of every peer whose ``emoji`` is still on it. A bridge mirrors the
+    reaction on the platform message that shows ``message`` (Slack's ``reactions.add``)."""
+
+
 # -- storage ------------------------------------------------------------------------------------
 @hookspec(firstresult=True)
 def meshhub_provide_store(hub: Hub) -> Store | None:

@@ -50,6 +50,10 @@ class Recorder:
     def meshhub_describe_peer(self, hub, peer):
         return {"badge": f"{peer.name}-badge"}
 
+    @hookimpl
+    async def meshhub_reaction_changed(self, hub, message, peer, emoji, added, by):
+        self.calls.append(("reaction", (message.body, peer.name, emoji, added, len(by))))
+
 
 async def test_fan_out_hooks_startup_presence_accepted_describe_shutdown(inproc, tmp_path):
     recorder = Recorder()
@@ -61,6 +65,13 @@ async def test_fan_out_hooks_startup_presence_accepted_describe_shutdown(inproc,
         peers = {p["name"]: p for p in await a.peers()}
         assert peers["bob"]["badge"] == "bob-badge"
         await a.set_status("working")
+        sent = await a.send("bob", "react to me")
+        await collect(b, 1)
+        await b.call("react", id=sent["id"], emoji="👍")
+        await b.call("react", id=sent["id"], emoji="👍")  # no change: not reported again
+        await b.call("react", id=sent["id"], emoji="👍", remove=True)
+        await collect(a, 1)  # the notice of bob's reaction
+        await b.call("reactions", ids=[sent["id"]])  # a round trip: the hooks have run
     await served.stop()
     kinds = [c[0] for c in recorder.calls]
     assert kinds[0] == "startup" and kinds[-1] == "shutdown"
@@ -68,6 +79,9 @@ async def test_fan_out_hooks_startup_presence_accepted_describe_shutdown(inproc,
     assert ("presence", ("bob", "joined")) in recorder.calls  # new on the mesh
     assert ("presence", ("bob", "online")) in recorder.calls  # and connected
     assert ("presence", ("ann", "status")) in recorder.calls
+    reactions = [c[1] for c in recorder.calls if c[0] == "reaction"]
+    assert reactions == [("react to me", "bob", "👍", True, 1),
+                         ("react to me", "bob", "👍", False, 0)]
 
 
 class RoleTargets:

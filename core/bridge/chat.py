@@ -9,8 +9,8 @@ In a private chat with the bot, for a paired person:
 
 - plain text goes to their **current target**: the last peer or conversation they addressed
   (``#general`` at first);
-- ``@name text`` or ``/to name text`` sends a DM and makes ``name`` the target; ``#conv text``
-  posts to a conversation and makes it the target;
+- ``@name text``, ``/send name text`` or ``/to name text`` sends a DM and makes ``name`` the
+  target; ``#conv text`` posts to a conversation and makes it the target;
 - a platform reply to a relayed message replies in that message's thread;
 - commands: ``/peers /inbox /conv [#name] /join #name /leave #name /status [status] /approvals
   /approve ID [reason] /deny ID [reason] /actions /call ACTION k=v... /help``, each served by
@@ -27,6 +27,7 @@ posted in the group, except those that came from it (see :mod:`meshhub.bridge.lo
 from __future__ import annotations
 
 import json
+import re
 import shlex
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -43,6 +44,7 @@ if TYPE_CHECKING:
     from meshhub.models import Message, Peer
 
 BUTTON_PREFIX = "ap:"
+_COMMAND_WORD = re.compile(r"(?<![\w/:.<])/(?=[a-z]+\b)")  # "/peers" in a reply, not a URL
 
 
 @dataclass
@@ -58,6 +60,7 @@ class ChatEvent:
     message_key: str | None = None  # unique per platform message (and edit): the idempotency key
     edited: bool = False
     attachments: list[dict[str, Any]] = field(default_factory=list)
+    command_prefix: str = "/"  # how the platform's people type a command ("/hub " on Slack)
 
 
 @dataclass
@@ -67,7 +70,7 @@ class ChatOutcome:
 
 
 HELP = """**meshhub** — you are `{name}`; plain text goes to **{target}**.
-• `@name text` or `/to name text` — message a peer (and keep talking to them)
+• `@name text` or `/send name text` — message a peer (and keep talking to them)
 • `#conv text` — post to a conversation
 • reply to a message — answer in its thread
 • /peers — who is on the mesh
@@ -177,11 +180,12 @@ class ChatHandler:
 
     async def handle(self, event: ChatEvent) -> ChatOutcome:
         try:
-            if event.is_group:
-                return await self._group(event)
-            return await self._private(event)
+            outcome = await (self._group(event) if event.is_group else self._private(event))
         except MeshError as exc:
-            return ChatOutcome(reply=f"⚠️ {exc.message}")
+            outcome = ChatOutcome(reply=f"⚠️ {exc.message}")
+        if outcome.reply and event.command_prefix != "/":
+            outcome.reply = _COMMAND_WORD.sub(event.command_prefix, outcome.reply)
+        return outcome
 
     async def _private(self, event: ChatEvent) -> ChatOutcome:
         if event.edited and event.text.lstrip().startswith("/"):
@@ -241,10 +245,10 @@ class ChatHandler:
         book = self.book
         if name in ("help", "start"):
             return ChatOutcome(reply=HELP.format(name=peer.name, target=book.target(peer)))
-        if name == "to":
+        if name in ("to", "send"):
             target, _, rest = args.partition(" ")
             if not target:
-                return ChatOutcome(reply="Say who: `/to name text`.")
+                return ChatOutcome(reply=f"Say who: `/{name} name text`.")
             return await self._send_text(peer, event, f"@{target.lstrip('@')} {rest}".strip()
                                          if not target.startswith("#") else f"{target} {rest}")
         if name == "peers":

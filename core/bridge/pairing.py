@@ -194,6 +194,24 @@ class PairingBook:
                 "that pairing code is wrong, used or expired; ask the hub's owner for a new "
                 f"one (`hub pair {connector}`)"
             )
+        return await self._pair(connector, identity, name, now)
+
+    async def admit(self, connector: str, external_id: str, name: str) -> Peer | None:
+        """Let ``connector:external_id`` in without a code, because the connector's allow-list
+        names it; ``None`` when its pairing was revoked (a revocation outlasts the allow-list
+        until the pairing is made again with a code)."""
+        identity = f"{connector}:{external_id}"
+        existing = self.peer_for(identity)
+        if existing is not None:
+            return existing
+        revoked = await self.hub.store.transact(lambda conn: conn.execute(
+            "SELECT 1 FROM bridge_pairings WHERE identity=? AND revoked_at IS NOT NULL",
+            (identity,)).fetchone())
+        if revoked:
+            return None
+        return await self._pair(connector, identity, name, time.time())
+
+    async def _pair(self, connector: str, identity: str, name: str, now: float) -> Peer:
         peer, _created = await self.hub.directory.register(
             identity=identity, name=name, kind="human", connector=connector
         )
@@ -269,8 +287,9 @@ class PairingBook:
         return self.links.get(identity)
 
     async def link(self, connector: str, chat: str, title: str, conversation: str,
-                   by: Peer) -> Link:
-        """Link a group chat to a #conversation: a service peer stands for the chat."""
+                   by: Peer | None) -> Link:
+        """Link a group chat to a #conversation: a service peer stands for the chat. ``by`` is
+        who linked it (``None``: the hub's configuration)."""
         conv = self.hub.directory.conversation(conversation)
         identity = f"{connector}:chat:{chat}"
         peer, _ = await self.hub.directory.register(
@@ -290,7 +309,7 @@ class PairingBook:
             "linked_at) VALUES (?,?,?,?,?,?) ON CONFLICT(identity) DO UPDATE SET "
             "conversation=excluded.conversation, linked_by=excluded.linked_by, "
             "linked_at=excluded.linked_at",
-            (identity, connector, peer.key, conv.name, by.key, now)))
+            (identity, connector, peer.key, conv.name, by.key if by else "config", now)))
         self.links[identity] = link
         return link
 

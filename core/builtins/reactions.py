@@ -89,6 +89,10 @@ async def react(
     reactions: dict[str, list[str]] = {}
     for emo, peer in rows:
         reactions.setdefault(emo, []).append(peers[peer].name if peer in peers else peer)
+    if changed:
+        ctx.hub.spawn(ctx.hub.plugins.each(
+            "meshhub_reaction_changed", hub=ctx.hub, message=message, peer=ctx.peer,
+            emoji=emoji, added=not remove, by=[p for e, p in rows if e == emoji]))
     notified = None
     if changed and not remove and message.sender != me and message.sender in peers:
         preview = " ".join(message.body.split())[:60]

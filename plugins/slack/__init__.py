@@ -1,0 +1,99 @@
+"""meshhub's Slack connector (slack-bolt and slack-sdk), registered through the ``meshhub``
+entry-point group like any third-party plugin.
+
+People in the workspace become human peers (``slack:<team>/<user>``) once paired (``hub pair
+slack``, then ``/hub pair CODE``) or allow-listed; channels can be linked to conversations
+(``/hub link #conv``). The chat logic is the core's (:mod:`meshhub.bridge`); this package only
+translates (:mod:`.adapter`) and talks to Slack (:mod:`.connector`). See docs/slack.md.
+
+Importing this package does not import slack-bolt: without a bot token the connector stays idle
+and the library is never loaded (CLI start-up time).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from meshhub import hookimpl
+from meshhub.bridge.slot import ConnectorSlot
+
+from .settings import IDLE_REASON, PATH_PREFIX, SlackSettings
+from .state import migrations
+
+if TYPE_CHECKING:
+    from aiohttp import web
+    from sqlite_utils.migrations import Migrations
+
+    from meshhub.hub import Hub
+    from meshhub.models import Message, Peer
+
+    from .connector import SlackConnector
+
+NAME = "slack"
+
+
+def _idle_reason(hub: Hub) -> str | None:
+    return None if SlackSettings.load(hub.config).enabled else IDLE_REASON
+
+
+def _make() -> SlackConnector:
+    from .connector import SlackConnector
+
+    return SlackConnector()
+
+
+CONNECTOR: ConnectorSlot[SlackConnector] = ConnectorSlot(NAME, _idle_reason, _make,
+                                                         sdk="slack-bolt")
+
+
+@hookimpl
+def meshhub_register_connectors(register: Callable[[str, Any], None]) -> None:
+    register(NAME, CONNECTOR)
+
+
+@hookimpl
+def meshhub_register_migrations(register: Callable[[Migrations], None]) -> None:
+    register(migrations)
+
+
+async def _slack_request(request: web.Request) -> web.StreamResponse:
+    from aiohttp import web
+
+    from meshhub.server import HUB_KEY
+
+    connector = CONNECTOR.for_hub(request.app[HUB_KEY])
+    if connector is None:
+        raise web.HTTPNotFound(text="the Slack connector is not running on this hub")
+    return await connector.handle_http(request)
+
+
+@hookimpl
+def meshhub_register_routes(register: Callable[..., None]) -> None:
+    # the exact paths come from the config, known only at start: serve the prefix
+    register("POST", PATH_PREFIX + "{path:.*}", _slack_request)
+
+
+@hookimpl
+async def meshhub_deliver(hub: Hub, peer: Peer, message: Message) -> bool | None:
+    if peer.connector != NAME:
+        return None
+    connector = CONNECTOR.for_hub(hub)
+    if connector is None:
+        return False  # configured but not running: the lease retries it
+    return await connector.deliver(hub, peer, message)
+
+
+@hookimpl
+async def meshhub_reaction_changed(hub: Hub, message: Message, peer: Peer, emoji: str,
+                                   added: bool, by: list[str]) -> None:
+    connector = CONNECTOR.for_hub(hub)
+    if connector is not None:
+        await connector.mirror_reaction(message, peer, emoji, added, by)
+
+
+@hookimpl
+def meshhub_describe_peer(hub: Hub, peer: Peer) -> dict[str, Any] | None:
+    if peer.connector != NAME:
+        return None
+    return {"slack": "channel" if peer.identity.startswith("slack:chat:") else "user"}

@@ -12,12 +12,11 @@ idle and the library is never loaded (CLI start-up time).
 
 from __future__ import annotations
 
-import logging
-import weakref
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from meshhub import hookimpl
+from meshhub.bridge.slot import ConnectorSlot
 
 from .settings import IDLE_REASON, TelegramSettings
 from .state import migrations
@@ -31,50 +30,21 @@ if TYPE_CHECKING:
 
     from .connector import TelegramConnector
 
-log = logging.getLogger(__name__)
 NAME = "telegram"
 
 
-class Telegram:
-    """The registered connector: starts a :class:`TelegramConnector` per hub when configured."""
-
-    def __init__(self) -> None:
-        self.running: weakref.WeakKeyDictionary[Hub, TelegramConnector] = (
-            weakref.WeakKeyDictionary())
-        self.last: TelegramConnector | None = None
-
-    @property
-    def state(self) -> str:
-        return self.last.state if self.last is not None else "idle"
-
-    async def start(self, hub: Hub) -> None:
-        settings = TelegramSettings.load(hub.config)
-        self.last = None
-        if not settings.enabled:
-            log.info("telegram: %s; the connector is idle", IDLE_REASON)
-            hub.report_connector(NAME, "idle", IDLE_REASON)
-            return
-        try:
-            from .connector import TelegramConnector
-        except ImportError as exc:
-            raise RuntimeError(
-                f"python-telegram-bot is not installed ({exc}); "
-                "reinstall meshhub (pip install meshhub), which depends on it") from None
-        connector = TelegramConnector()
-        await connector.start(hub)
-        self.running[hub] = connector
-        self.last = connector
-
-    async def stop(self) -> None:
-        for connector in list(self.running.values()):
-            await connector.stop()
-        self.running = weakref.WeakKeyDictionary()
-
-    def for_hub(self, hub: Hub) -> TelegramConnector | None:
-        return self.running.get(hub)
+def _idle_reason(hub: Hub) -> str | None:
+    return None if TelegramSettings.load(hub.config).enabled else IDLE_REASON
 
 
-CONNECTOR = Telegram()
+def _make() -> TelegramConnector:
+    from .connector import TelegramConnector
+
+    return TelegramConnector()
+
+
+CONNECTOR: ConnectorSlot[TelegramConnector] = ConnectorSlot(
+    NAME, _idle_reason, _make, sdk="python-telegram-bot")
 
 
 @hookimpl

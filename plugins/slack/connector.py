@@ -1,0 +1,690 @@
+"""The Slack connector: owns a slack-bolt ``AsyncApp`` and slack-sdk's ``AsyncWebClient``, takes
+events (the Events API on the hub's own aiohttp server, through bolt's aiohttp adapter, or Socket
+Mode) and posts what the mesh delivers to Slack peers.
+
+Reliability:
+
+- bolt verifies every HTTP request's signature and timestamp (bad or older than five minutes:
+  401, nothing processed). An event is stored (``slack_events``) before Slack is acked, so a
+  retry is recognised by its ``event_id`` even after a restart, and an event acked but not yet
+  handled when the hub stopped is handled at the next start. Every mesh send carries the Slack
+  message as its ``client_id``, so handling an event twice stores nothing twice.
+- a delivery is acked only once Slack answered ``ok`` for every part; parts already posted are
+  remembered, and each post carries the mesh id in its metadata, so after a lost answer the next
+  attempt finds the post (``conversations.history``) instead of posting twice;
+- ``429 Retry-After`` is waited out (and pauses that channel), network errors and 5xx are
+  retried with backoff, Slack's refusals (``channel_not_found``, ``not_in_channel``...) make the
+  delivery ``dead`` with Slack's reason.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import re
+from collections.abc import Awaitable, Callable
+from functools import partial
+from typing import TYPE_CHECKING, Any
+
+import aiohttp
+from aiohttp import web
+from slack_bolt.adapter.aiohttp import to_aiohttp_response, to_bolt_request
+from slack_bolt.app.async_app import AsyncApp
+from slack_bolt.response import BoltResponse
+from slack_sdk.errors import SlackApiError
+from slack_sdk.web.async_client import AsyncWebClient
+from yarl import URL
+
+from meshhub.bridge.chat import ChatEvent, ChatHandler, buttons, describe, give_up, parse_command
+from meshhub.bridge.loops import LoopGuard, is_echo
+from meshhub.bridge.pairing import PairingBook
+from meshhub.bridge.retry import ErrorKinds, GiveUp, RateLimiter, RetryPolicy, call_with_retries
+from meshhub.errors import InvalidRequest, MeshError, NotFound, TooLarge
+from meshhub.files import FileStore
+from meshhub.render import to_mrkdwn
+
+from . import adapter
+from .settings import IDLE_REASON, SlackSettings
+from .state import SlackState
+
+if TYPE_CHECKING:
+    from meshhub.hub import Hub
+    from meshhub.models import Message, Peer
+
+log = logging.getLogger(__name__)
+TRANSIENT_ERRORS = frozenset({"ratelimited", "internal_error", "fatal_error",
+                              "service_unavailable", "request_timeout"})
+_MENTION = re.compile(r"<@([UW][A-Z0-9]+)(?:\|[^>]*)?>")
+
+
+def _retry_after(exc: BaseException) -> float | None:
+    if not isinstance(exc, SlackApiError) or exc.response.status_code != 429:
+        return None
+    headers = {k.lower(): v for k, v in dict(exc.response.headers or {}).items()}
+    value = headers.get("retry-after")
+    if isinstance(value, list):
+        value = value[0] if value else None
+    try:
+        return float(value) if value is not None else 1.0
+    except ValueError:
+        return 1.0
+
+
+def _transient(exc: BaseException) -> bool:
+    if isinstance(exc, aiohttp.ClientError | TimeoutError):
+        return True
+    if isinstance(exc, SlackApiError):
+        return (exc.response.status_code >= 500
+                or str(exc.response.get("error", "")) in TRANSIENT_ERRORS)
+    return False
+
+
+SLACK_ERRORS = ErrorKinds(retry_after=_retry_after, transient=_transient)
+
+
+def _error(exc: SlackApiError) -> str:
+    return str(exc.response.get("error") or exc)
+
+
+class SlackConnector:
+    """Registered as connector ``slack``; idle until a bot token is configured."""
+
+    def __init__(self) -> None:
+        self.state = "idle"  # idle | starting | running | failed | stopped
+        self.error: str | None = None
+        self.hub: Hub | None = None
+        self.settings = SlackSettings()
+        self.client: AsyncWebClient | None = None
+        self.app: AsyncApp | None = None
+        self.socket: Any = None
+        self.session: aiohttp.ClientSession | None = None
+        self.slack_state: SlackState | None = None
+        self.chat: ChatHandler | None = None
+        self.files: FileStore | None = None
+        self.guard = LoopGuard()
+        self.limiter = RateLimiter(rate=1.0, burst=5.0, global_rate=20.0, global_burst=40.0)
+        self.ready = asyncio.Event()
+        self.bot_user: str | None = None
+        self.team: str = ""
+        self.names: dict[str, str] = {}  # T/U -> display name
+        self.channel_names: dict[str, str] = {}
+        self.dms: dict[str, str] = {}  # user id -> the app's DM channel with them
+        self._order: dict[str, asyncio.Lock] = {}
+        self._tasks: list[asyncio.Task[None]] = []
+
+    # -- lifecycle -----------------------------------------------------------------------------
+    async def start(self, hub: Hub) -> None:
+        self.hub = hub
+        self.settings = settings = SlackSettings.load(hub.config)
+        if not settings.enabled:
+            self._enter("idle", IDLE_REASON)
+            return
+        self._enter("starting", f"connecting to the Slack Web API ({settings.mode})")
+        self.slack_state = SlackState(hub.store)
+        self.chat = ChatHandler(hub)
+        max_bytes = min(settings.max_file_bytes, FileStore.for_config(hub.config).max_bytes)
+        self.files = FileStore(hub.config.home / "files", max_bytes)
+        self.session = aiohttp.ClientSession(trust_env=False)
+        self.client = AsyncWebClient(token=settings.bot_token, base_url=settings.api_url,
+                                     session=self.session, timeout=20)
+        self.app = self._build_app(self.client)
+        if settings.public_url:  # Slack posts with the Request URL's Host
+            host = URL(settings.public_url).host
+            if host:
+                hub.extra_hosts.add(host.lower())
+        self._tasks.append(asyncio.create_task(self._run(), name="slack"))
+
+    def _build_app(self, client: AsyncWebClient) -> AsyncApp:
+        secret = self.settings.signing_secret
+        app = AsyncApp(client=client, signing_secret=secret or "",
+                       request_verification_enabled=bool(secret),
+                       process_before_response=False,
+                       logger=logging.getLogger("meshhub_slack.bolt"))
+        app.use(self._inbox)
+        app.action(re.compile(f"^{adapter.BUTTON_ACTION}_"))(self._on_button)
+        app.command(self.settings.command)(self._on_command)
+        app.event(re.compile(".*"))(self._on_event)
+        return app
+
+    async def stop(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        self._tasks.clear()
+        if self.socket is not None:
+            with contextlib.suppress(Exception):
+                await self.socket.close_async()
+        if self.session is not None:
+            await self.session.close()
+        if self.state != "idle":
+            self._enter("stopped")
+
+    def _enter(self, state: str, detail: str = "") -> None:
+        self.state = state
+        if state == "failed":
+            self.error = detail
+        if self.hub is not None:
+            self.hub.report_connector(adapter.CONNECTOR, state, detail)
+
+    async def _run(self) -> None:
+        try:
+            await self._connect()
+        except Exception as exc:  # a bug or a broken store: say so instead of going quiet
+            self._enter("failed", f"stopped: {type(exc).__name__}: {exc}")
+            log.exception("slack: %s", self.error)
+
+    async def _connect(self) -> None:
+        assert self.client is not None and self.app is not None
+        delay = 0.2
+        while True:
+            try:
+                me = await self.client.auth_test()
+                break
+            except SlackApiError as exc:
+                if not _transient(exc) and _retry_after(exc) is None:
+                    self._enter("failed", f"Slack refused the bot token ({_error(exc)}); check "
+                                          "MESHHUB_SLACK_BOT_TOKEN and restart the hub")
+                    log.error("slack: %s", self.error)
+                    return
+                wait = _retry_after(exc) or delay
+            except Exception as exc:
+                wait = delay
+                log.warning("slack: cannot reach the Web API (%s); retrying in %.1f s", exc, wait)
+            self._enter("starting", f"cannot reach the Slack Web API; retrying in {wait:.1f} s")
+            await asyncio.sleep(wait)
+            delay = min(delay * 2, 30.0)
+        self.bot_user, self.team = me.get("user_id"), str(me.get("team_id") or "")
+        await self._link_configured()
+        if self.settings.mode == "socket":
+            from slack_bolt.adapter.socket_mode.async_handler import AsyncSocketModeHandler
+
+            self.socket = AsyncSocketModeHandler(self.app, self.settings.app_token,
+                                                 web_client=self.client)
+            await self.socket.connect_async()
+        self.ready.set()
+        self._enter("running", f"{self.settings.mode}, bot {me.get('user') or self.bot_user} "
+                               f"in {me.get('team') or self.team}")
+        assert self.slack_state is not None
+        for body in await self.slack_state.pending_events():  # taken, not handled: a restart
+            await self._take(body)
+
+    async def _link_configured(self) -> None:
+        assert self.hub is not None
+        book = PairingBook.of(self.hub)
+        for channel, conversation in self.settings.links.items():
+            name = await self._channel_name(channel)
+            try:
+                await book.link(adapter.CONNECTOR, channel, f"slack-{name}", conversation, None)
+            except MeshError as exc:
+                log.error("slack: cannot link %s to %s: %s", channel, conversation, exc.message)
+
+    # -- HTTP (Events API, interactivity, the slash command) -----------------------------------
+    async def handle_http(self, request: web.Request) -> web.StreamResponse:
+        if self.settings.mode != "events" or request.path not in self.settings.paths:
+            raise web.HTTPNotFound()
+        if self.app is None or not self.ready.is_set():
+            raise web.HTTPServiceUnavailable(text="the Slack connector is starting")  # retried
+        response = await self.app.async_dispatch(await to_bolt_request(request))
+        return await to_aiohttp_response(response)
+
+    async def _inbox(self, body: dict[str, Any],
+                     next: Callable[[], Awaitable[None]]) -> BoltResponse | None:
+        """Bolt middleware, after the signature check: store an event before it is acked, and
+        ack a retry of one already taken without doing anything again."""
+        event_id = body.get("event_id") if body.get("type") == "event_callback" else None
+        if event_id:
+            assert self.slack_state is not None
+            if not await self.slack_state.claim_event(str(event_id), body):
+                return BoltResponse(status=200, body="")
+        await next()
+        return None
+
+    # -- events --------------------------------------------------------------------------------
+    async def _on_event(self, body: dict[str, Any]) -> None:
+        await self._take(body)
+
+    async def _take(self, body: dict[str, Any]) -> None:
+        """Handle one event, whichever way it came; mark it handled unless the hub itself
+        failed (then it is handled again at the next start)."""
+        event = body.get("event") or {}
+        channel = str(event.get("channel") or (event.get("item") or {}).get("channel") or "")
+        lock = self._order.setdefault(channel, asyncio.Lock())
+        try:
+            async with lock:  # one channel's events in the order Slack sent them
+                await self._dispatch(body, event)
+        except (MeshError, SlackApiError, GiveUp) as exc:
+            log.warning("slack: event %s not relayed: %s", body.get("event_id"), exc)
+        except Exception:
+            log.exception("slack: event %s failed; it is retried at the next start",
+                          body.get("event_id"))
+            return
+        if body.get("event_id") and self.slack_state is not None:
+            await self.slack_state.event_handled(str(body["event_id"]))
+
+    async def _dispatch(self, body: dict[str, Any], event: dict[str, Any]) -> None:
+        kind = event.get("type")
+        if kind == "message":
+            await self._on_message(body, event)
+        elif kind == "app_mention":
+            await self._on_mention(body, event)
+        elif kind in ("reaction_added", "reaction_removed"):
+            await self._on_reaction(body, event, added=kind == "reaction_added")
+        elif kind == "user_change":
+            user = event.get("user") or {}
+            team = str(user.get("team_id") or body.get("team_id") or "")
+            self.names[adapter.person(team, str(user.get("id")))] = adapter.display_name(user)
+
+    async def _on_message(self, body: dict[str, Any], event: dict[str, Any]) -> None:
+        assert self.slack_state is not None
+        subtype = event.get("subtype")
+        channel = str(event.get("channel", ""))
+        edited = False
+        reply_to: str | None = None
+        if subtype == "message_changed":
+            inner = event.get("message") or {}
+            if adapter.from_a_bot(inner, self.bot_user) or inner.get("subtype"):
+                return
+            reply_to = await self.slack_state.mesh_id(channel, str(inner.get("ts")))
+            if (inner.get("text") == (event.get("previous_message") or {}).get("text")
+                    or reply_to is None):
+                return  # an unfurl or a message the mesh never had: nothing was edited
+            event = {**inner, "channel": channel, "channel_type": event.get("channel_type")}
+            edited = True
+        elif subtype == "message_deleted":
+            await self._on_delete(body, event, channel)
+            return
+        elif subtype not in (None, "file_share", "thread_broadcast", "me_message"):
+            return  # joins, topics, pins...: not messages of a person
+        if adapter.from_a_bot(event, self.bot_user) or self.guard.is_own(
+                f"{channel}:{event.get('ts')}"):
+            return
+        chat_event = await self._chat_event(body, event, edited=edited)
+        thread_ts = event.get("thread_ts")
+        if reply_to is not None:
+            chat_event.reply_to = reply_to
+        elif thread_ts and thread_ts != event.get("ts"):
+            chat_event.reply_to = await self.slack_state.mesh_id(channel, str(thread_ts))
+        files = event.get("files") or []
+        if files and self._may_send_files(chat_event):
+            try:
+                chat_event.attachments = [await self._download(f) for f in files]
+            except MeshError as exc:
+                await self._say(channel, f"⚠️ {exc.message}", thread_ts or event.get("ts"))
+                return
+        if not chat_event.text and not chat_event.attachments:
+            return
+        await self._handle(chat_event, channel, str(event.get("ts")),
+                           reply_in=thread_ts if chat_event.is_group else None)
+
+    async def _on_delete(self, body: dict[str, Any], event: dict[str, Any], channel: str) -> None:
+        assert self.slack_state is not None
+        previous = event.get("previous_message") or {}
+        if adapter.from_a_bot(previous, self.bot_user):
+            return
+        deleted = await self.slack_state.mesh_id(channel, str(event.get("deleted_ts")))
+        if deleted is None:
+            return
+        previous = {**previous, "channel": channel, "channel_type": event.get("channel_type")}
+        chat_event = await self._chat_event(body, previous, text="(deleted this message)")
+        chat_event.reply_to = deleted
+        chat_event.message_key = f"{channel}:{event.get('deleted_ts')}:deleted"
+        chat_event.edited = True  # not a command, not an address: said in the thread
+        await self._handle(chat_event, channel, None, reply_in=None)
+
+    async def _on_mention(self, body: dict[str, Any], event: dict[str, Any]) -> None:
+        """``@app text`` in a channel that is not linked: the person talks to the mesh, and
+        the answer goes in a thread under their mention."""
+        assert self.hub is not None
+        channel = str(event.get("channel", ""))
+        if adapter.from_a_bot(event, self.bot_user) or self._linked(channel):
+            return  # a linked channel relays every message already
+        text = adapter.strip_mention(str(event.get("text", "")), self.bot_user)
+        chat_event = await self._chat_event(body, event, text=text)
+        chat_event.is_group = False
+        ts = str(event.get("ts"))
+        await self._handle(chat_event, channel, ts, reply_in=event.get("thread_ts") or ts)
+
+    async def _handle(self, chat_event: ChatEvent, channel: str, ts: str | None, *,
+                      reply_in: str | None) -> None:
+        assert self.chat is not None and self.slack_state is not None
+        outcome = await self.chat.handle(chat_event)
+        if outcome.sent is not None and ts is not None and not outcome.sent.get("duplicate"):
+            await self.slack_state.map_message(channel, ts, outcome.sent["id"], outgoing=False)
+        if outcome.reply:
+            await self._say(channel, outcome.reply, reply_in)
+
+    async def _chat_event(self, body: dict[str, Any], event: dict[str, Any], *,
+                          edited: bool = False, text: str | None = None) -> ChatEvent:
+        team = adapter.team_of(event, body)
+        user = str(event.get("user", ""))
+        await self._admit(team, user)
+        raw = str(event.get("text", "")) if text is None else text
+        return adapter.chat_event(event, team=team, user_name=await self._name(team, user),
+                                  text=await self._markdown(raw, team), edited=edited)
+
+    async def _on_reaction(self, body: dict[str, Any], event: dict[str, Any], *,
+                           added: bool) -> None:
+        assert self.slack_state is not None and self.chat is not None and self.hub is not None
+        item = event.get("item") or {}
+        user = str(event.get("user", ""))
+        if item.get("type") != "message" or user == self.bot_user:
+            return
+        channel = str(item.get("channel", ""))
+        mesh_id = await self.slack_state.mesh_id(channel, str(item.get("ts")))
+        if mesh_id is None:
+            return
+        team = adapter.team_of(event, body)
+        await self._admit(team, user)
+        peer = self.chat.paired_peer(adapter.CONNECTOR, adapter.person(team, user))
+        if peer is None:  # not paired: the linked channel reacts for them
+            link = PairingBook.of(self.hub).link_for(adapter.chat_identity(channel))
+            peer = self.hub.directory.peers.get(link.peer) if link is not None else None
+        if peer is None:
+            return
+        await self.chat.call(peer, adapter.CONNECTOR, "react", id=mesh_id,
+                             emoji=adapter.emoji_from_slack(str(event.get("reaction", ""))),
+                             remove=not added)
+
+    # -- buttons and the slash command ---------------------------------------------------------
+    async def _on_button(self, ack: Callable[..., Awaitable[None]], body: dict[str, Any],
+                         action: dict[str, Any]) -> None:
+        await ack()
+        assert self.chat is not None and self.hub is not None and self.slack_state is not None
+        assert self.client is not None
+        user = body.get("user") or {}
+        team = str(user.get("team_id") or (body.get("team") or {}).get("id") or self.team)
+        await self._admit(team, str(user.get("id")))
+        channel = str((body.get("channel") or {}).get("id")
+                      or (body.get("container") or {}).get("channel_id") or "")
+        ts = str((body.get("message") or {}).get("ts")
+                 or (body.get("container") or {}).get("message_ts") or "")
+        flash, settled = await self.chat.press(adapter.CONNECTOR,
+                                               adapter.person(team, str(user.get("id"))),
+                                               str(action.get("value", "")))
+        mesh_id = await self.slack_state.mesh_id(channel, ts) if ts else None
+        original = await self.hub.store.get_message(mesh_id) if mesh_id else None
+        client = self.client
+        if settled is None or original is None:
+            await self._call(channel, lambda: client.chat_postEphemeral(
+                channel=channel, user=str(user.get("id")), text=flash))
+            return
+        context = None if channel.startswith("C") else describe(self.hub, original)
+        text, blocks = adapter.render(original.body, context=context, footer=settled)[-1]
+        await self._call(channel, lambda: client.chat_update(channel=channel, ts=ts, text=text,
+                                                             blocks=blocks))
+
+    async def _on_command(self, ack: Callable[..., Awaitable[None]],
+                          command: dict[str, Any]) -> None:
+        assert self.chat is not None
+        team, user = str(command.get("team_id", "")), str(command.get("user_id", ""))
+        channel = str(command.get("channel_id", ""))
+        await self._admit(team, user)
+        text = adapter.command_text(str(command.get("text", "")))
+        parsed = parse_command(text)
+        in_channel = not channel.startswith("D")
+        chat_event = ChatEvent(
+            connector=adapter.CONNECTOR, user_id=adapter.person(team, user),
+            user_name=await self._name(team, user), chat_id=channel,
+            text=await self._markdown(text, team),
+            is_group=in_channel and parsed is not None and parsed[0] in ("link", "unlink"),
+            chat_title=str(command.get("channel_name") or channel),
+            command_prefix=adapter.SLASH_PREFIX)
+        outcome = await self.chat.handle(chat_event)
+        reply = outcome.reply or (f"Sent ({outcome.sent['id']})." if outcome.sent else "Done.")
+        await ack(response_type="ephemeral", text=to_mrkdwn(reply))
+
+    # -- helpers -------------------------------------------------------------------------------
+    async def _admit(self, team: str, user: str) -> None:
+        """An allow-listed person becomes a peer on first sight, without a code."""
+        assert self.hub is not None
+        if not user or not self.settings.allows(team, user):
+            return
+        external = adapter.person(team, user)
+        book = PairingBook.of(self.hub)
+        if book.peer_for(f"{adapter.CONNECTOR}:{external}") is None:
+            await book.admit(adapter.CONNECTOR, external, await self._name(team, user))
+
+    async def _name(self, team: str, user: str) -> str:
+        key = adapter.person(team, user)
+        if key not in self.names:
+            assert self.client is not None
+            client = self.client
+            try:
+                found = await self._call(adapter.CONNECTOR, lambda: client.users_info(user=user))
+                self.names[key] = adapter.display_name(found.get("user") or {})
+            except (SlackApiError, GiveUp) as exc:
+                log.warning("slack: cannot look up user %s: %s", user, exc)
+                return user
+        return self.names[key]
+
+    async def _channel_name(self, channel: str) -> str:
+        if channel not in self.channel_names:
+            assert self.client is not None
+            client = self.client
+            try:
+                found = await self._call(channel, lambda: client.conversations_info(
+                    channel=channel))
+                self.channel_names[channel] = str((found.get("channel") or {}).get("name")
+                                                  or channel)
+            except (SlackApiError, GiveUp):
+                return channel
+        return self.channel_names[channel]
+
+    async def _markdown(self, text: str, team: str) -> str:
+        """mrkdwn as Markdown, with mentioned people's names looked up first."""
+        for user in set(_MENTION.findall(text)):
+            if user != self.bot_user:
+                await self._name(team, user)
+
+        def user_name(user: str) -> str:
+            if user == self.bot_user:
+                return "meshhub"
+            return self.names.get(adapter.person(team, user), user)
+
+        return adapter.mrkdwn_to_markdown(
+            text, user_name, lambda channel: self.channel_names.get(channel, channel))
+
+    def _linked(self, channel: str) -> bool:
+        assert self.hub is not None
+        book = PairingBook.of(self.hub)
+        return book.link_for(adapter.chat_identity(channel)) is not None
+
+    def _may_send_files(self, chat_event: ChatEvent) -> bool:
+        """A stranger's file is not downloaded, except in a linked channel."""
+        assert self.chat is not None
+        paired = self.chat.paired_peer(adapter.CONNECTOR, chat_event.user_id) is not None
+        return paired or (chat_event.is_group and self._linked(chat_event.chat_id))
+
+    async def _download(self, file: dict[str, Any]) -> dict[str, Any]:
+        assert self.files is not None and self.session is not None
+        url = str(file.get("url_private_download") or file.get("url_private") or "")
+        if not url:
+            raise InvalidRequest(f"Slack gave no address for the file {file.get('name')!r}")
+        if file.get("size") is not None:
+            self.files.check_size(int(file["size"]))
+        headers = {"Authorization": f"Bearer {self.settings.bot_token}"}
+        async with self.session.get(url, headers=headers) as resp:
+            resp.raise_for_status()
+            data = await resp.content.read(self.files.max_bytes + 1)
+        if len(data) > self.files.max_bytes:
+            raise TooLarge(f"the file is over the limit of {self.files.max_bytes} bytes")
+        name = str(file.get("name") or file.get("title") or f"file_{file.get('id')}")
+        stored = await asyncio.to_thread(self.files.put, data, name, file.get("mimetype"))
+        return stored.attachment()
+
+    async def _say(self, channel: str, markdown: str, thread_ts: Any = None) -> None:
+        """The bridge's own answer (help, errors, pairing) in ``channel``."""
+        assert self.client is not None
+        client = self.client
+        for text, blocks in adapter.render(markdown):
+            sent = await self._call(channel, partial(
+                client.chat_postMessage, channel=channel, text=text, blocks=blocks,
+                thread_ts=thread_ts, unfurl_links=False))
+            self.guard.posted(f"{channel}:{sent.get('ts')}")
+
+    async def _call(self, key: str, fn: Callable[[], Awaitable[Any]]) -> Any:
+        """One Web API call: rate-limited per channel, retried on 429 / network errors / 5xx."""
+        assert self.hub is not None
+        budget = max(1.0, min(60.0, self.hub.config.lease_seconds * 0.8))
+
+        async def attempt() -> Any:
+            await self.limiter.acquire(key)
+            return await fn()
+
+        return await call_with_retries(
+            attempt, SLACK_ERRORS, RetryPolicy(budget=budget, max_retry_after=budget),
+            on_retry_after=lambda s: self.limiter.pause(key, s))
+
+    # -- delivering ----------------------------------------------------------------------------
+    async def deliver(self, hub: Hub, peer: Peer, message: Message) -> bool:
+        """Post ``message`` to ``peer``'s channel or DM; ``True`` only once Slack took every
+        part."""
+        book = PairingBook.of(hub)
+        channel = adapter.channel_of(peer.identity)
+        if channel is not None:
+            if book.link_for(peer.identity) is None:
+                await give_up(hub, peer, message, "the Slack channel is no longer linked")
+                return False
+            if is_echo(message, adapter.CONNECTOR, channel):
+                return True  # it came from this channel: the channel already shows it
+        elif not book.is_paired(peer):
+            await give_up(hub, peer, message, "the Slack pairing was revoked")
+            return False
+        if not self.ready.is_set() or self.client is None or self.slack_state is None:
+            return False  # not connected yet: the lease retries it
+        try:
+            if channel is None:
+                person = adapter.split_identity(peer.identity)
+                if person is None:
+                    await give_up(hub, peer, message, "not a Slack person's identity")
+                    return False
+                channel = await self._dm(person[1])
+            if message.kind == "reaction" and await self._mirrored(message):
+                return True  # the reaction itself is on the Slack message (reaction hook)
+            await self._post_all(hub, message, channel, in_dm=adapter.channel_of(
+                peer.identity) is None)
+        except SlackApiError as exc:
+            if _transient(exc) or _retry_after(exc) is not None:
+                return False
+            await give_up(hub, peer, message, f"Slack refused it: {_error(exc)}")
+            return False
+        except (NotFound, InvalidRequest) as exc:  # an attachment the file store cannot give
+            await give_up(hub, peer, message, f"an attachment cannot be sent: {exc.message}")
+            return False
+        except (TimeoutError, GiveUp, MeshError, aiohttp.ClientError) as exc:
+            log.warning("slack: delivery of %s to %s postponed: %s", message.id, peer.name, exc)
+            return False
+        return True
+
+    async def _post_all(self, hub: Hub, message: Message, channel: str, *, in_dm: bool) -> None:
+        assert self.slack_state is not None
+        done = await self.slack_state.sent_parts(message.id, channel)
+        thread_ts = None
+        if message.reply_to is not None:
+            thread_ts = await self.slack_state.ts_of(message.reply_to, channel)
+        sender = hub.directory.peers.get(message.sender)
+        style = adapter.sender_style(sender.name, sender.kind, sender.connector) if sender else {}
+        posts = adapter.render(message.body, context=describe(hub, message) if in_dm else None,
+                               buttons=buttons(message))
+        if not message.body.strip() and message.attachments:
+            posts = []  # only files: no empty text post
+        for part, (text, blocks) in enumerate(posts):
+            if part not in done:
+                await self._post(channel, message.id, part, text=text, blocks=blocks,
+                                 thread_ts=thread_ts, **style)
+        for index, attachment in enumerate(message.attachments):
+            part = len(posts) + index
+            if part not in done and isinstance(attachment, dict):
+                await self._upload(channel, message.id, part, attachment, thread_ts)
+
+    async def _post(self, channel: str, mesh_id: str, part: int, **fields: Any) -> str:
+        assert self.slack_state is not None and self.client is not None
+        client = self.client
+        earlier = await self.slack_state.attempt(mesh_id, channel, part)
+        if earlier is not None:  # an attempt's answer was lost: the post may be there already
+            found = await self._find_post(channel, mesh_id, part, earlier, fields.get("thread_ts"))
+            if found is not None:
+                await self.slack_state.map_message(channel, found, mesh_id, part=part,
+                                                   outgoing=True)
+                return found
+        sent = await self._call(channel, lambda: client.chat_postMessage(
+            channel=channel, metadata=adapter.metadata(mesh_id, part), unfurl_links=False,
+            unfurl_media=False, **fields))
+        ts = str(sent.get("ts"))
+        self.guard.posted(f"{channel}:{ts}")
+        await self.slack_state.map_message(channel, ts, mesh_id, part=part, outgoing=True)
+        return ts
+
+    async def _find_post(self, channel: str, mesh_id: str, part: int, since: float,
+                         thread_ts: str | None) -> str | None:
+        assert self.client is not None
+        client = self.client
+        oldest = f"{since - 5:.6f}"
+        if thread_ts:
+            page = await self._call(channel, lambda: client.conversations_replies(
+                channel=channel, ts=thread_ts, oldest=oldest, include_all_metadata=True,
+                limit=200))
+        else:
+            page = await self._call(channel, lambda: client.conversations_history(
+                channel=channel, oldest=oldest, include_all_metadata=True, limit=200))
+        return adapter.find_post(list(page.get("messages") or []), mesh_id, part)
+
+    async def _upload(self, channel: str, mesh_id: str, part: int, attachment: dict[str, Any],
+                      thread_ts: str | None) -> None:
+        assert self.files is not None and self.client is not None
+        assert self.slack_state is not None
+        data = await asyncio.to_thread(self.files.get, str(attachment.get("file", "")))
+        name = str(attachment.get("name") or "file")
+        client = self.client
+        kwargs: dict[str, Any] = {"channel": channel, "file": data, "filename": name,
+                                  "title": name}
+        if thread_ts:
+            kwargs["thread_ts"] = thread_ts
+        result = await self._call(channel, lambda: client.files_upload_v2(**kwargs))
+        file_id = str((result.get("file") or {}).get("id") or f"part{part}")
+        await self.slack_state.map_message(channel, f"file:{file_id}", mesh_id, part=part,
+                                           outgoing=True)
+
+    async def _dm(self, user: str) -> str:
+        if user not in self.dms:
+            assert self.client is not None
+            client = self.client
+            opened = await self._call(adapter.CONNECTOR, lambda: client.conversations_open(
+                users=user))
+            self.dms[user] = str((opened.get("channel") or {}).get("id"))
+        return self.dms[user]
+
+    async def _mirrored(self, message: Message) -> bool:
+        """Whether a ``reaction`` notice is about a message Slack shows (so the reaction hook
+        put the emoji on it, and a DM saying so would be noise)."""
+        assert self.slack_state is not None
+        data = message.data if isinstance(message.data, dict) else {}
+        target = data.get("message_id")
+        return bool(target) and bool(await self.slack_state.posts_of(str(target)))
+
+    async def mirror_reaction(self, message: Message, peer: Peer, emoji: str, added: bool,
+                              by: list[str]) -> None:
+        """A mesh peer's reaction on every Slack message showing ``message``."""
+        assert self.hub is not None
+        if peer.connector == adapter.CONNECTOR or not self.ready.is_set():
+            return  # Slack's own people react in Slack; it shows already
+        name = adapter.emoji_to_slack(emoji)
+        if name is None or self.slack_state is None or self.client is None:
+            return
+        peers = self.hub.directory.peers
+        if not added and any(k in peers and peers[k].connector != adapter.CONNECTOR for k in by):
+            return  # someone else on the mesh still reacts with it: the app's emoji stays
+        call = self.client.reactions_add if added else self.client.reactions_remove
+        for channel, ts in await self.slack_state.posts_of(message.id):
+            if ts.startswith("file:"):
+                continue
+            try:
+                await self._call(channel, partial(call, channel=channel, timestamp=ts,
+                                                  name=name))
+            except SlackApiError as exc:
+                if _error(exc) not in ("already_reacted", "no_reaction"):
+                    log.warning("slack: reaction %s on %s not mirrored: %s", name, ts,
+                                _error(exc))

@@ -1,0 +1,160 @@
+"""The connector's own tables (migration set ``meshhub.slack``):
+
+- ``slack_events``: every Events API event taken, by Slack's ``event_id``, stored before Slack
+  is acked. A retry Slack sends (``X-Slack-Retry-Num``), before or after a hub restart, finds its
+  id here and changes nothing; an event stored but not yet handled when the hub stopped is
+  handled at the next start. Handled rows are kept a day.
+- ``slack_messages``: which Slack message (channel, ts) carries which mesh message, both ways,
+  for threads, reactions, edits, button updates and not posting a part twice;
+- ``slack_attempts``: a post started but not yet answered: if the answer is lost, the next
+  attempt looks the message up (by its metadata) instead of posting it again.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import time
+from typing import TYPE_CHECKING, Any
+
+from sqlite_utils import Database
+from sqlite_utils.migrations import Migrations
+
+if TYPE_CHECKING:
+    from meshhub.store import Store
+
+migrations = Migrations("meshhub.slack")
+KEEP_EVENTS = 86400.0
+
+
+@migrations()
+def m001_create_slack_state(db: Database) -> None:
+    db.execute(
+        """
+        CREATE TABLE slack_events (
+            event_id TEXT PRIMARY KEY,
+            body TEXT NOT NULL,
+            received_at REAL NOT NULL,
+            handled_at REAL
+        )
+        """
+    )
+    db.execute("CREATE INDEX slack_events_pending ON slack_events (handled_at, received_at)")
+    db.execute(
+        """
+        CREATE TABLE slack_messages (
+            channel TEXT NOT NULL,
+            ts TEXT NOT NULL,
+            mesh_id TEXT NOT NULL,
+            part INTEGER NOT NULL DEFAULT 0,
+            outgoing INTEGER NOT NULL,
+            created_at REAL NOT NULL,
+            PRIMARY KEY (channel, ts)
+        ) WITHOUT ROWID
+        """
+    )
+    db.execute("CREATE INDEX slack_messages_mesh ON slack_messages (mesh_id, channel, part)")
+    db.execute(
+        """
+        CREATE TABLE slack_attempts (
+            mesh_id TEXT NOT NULL,
+            channel TEXT NOT NULL,
+            part INTEGER NOT NULL,
+            started_at REAL NOT NULL,
+            PRIMARY KEY (mesh_id, channel, part)
+        ) WITHOUT ROWID
+        """
+    )
+
+
+class SlackState:
+    def __init__(self, store: Store) -> None:
+        self.store = store
+
+    # -- the event inbox -------------------------------------------------------------------------
+    async def claim_event(self, event_id: str, body: dict[str, Any]) -> bool:
+        """Store an event before it is acked; ``False`` when it was taken before (a retry)."""
+        now = time.time()
+        text = json.dumps(body, separators=(",", ":"))
+
+        def run(conn: sqlite3.Connection) -> bool:
+            cur = conn.execute("INSERT OR IGNORE INTO slack_events (event_id, body, received_at) "
+                               "VALUES (?,?,?)", (event_id, text, now))
+            return cur.rowcount > 0
+
+        return await self.store.transact(run)
+
+    async def event_handled(self, event_id: str) -> None:
+        now = time.time()
+
+        def run(conn: sqlite3.Connection) -> None:
+            conn.execute("UPDATE slack_events SET handled_at=? WHERE event_id=?", (now, event_id))
+            conn.execute("DELETE FROM slack_events WHERE handled_at < ?", (now - KEEP_EVENTS,))
+
+        await self.store.transact(run)
+
+    async def pending_events(self) -> list[dict[str, Any]]:
+        """Events stored but never handled (the hub stopped in between), oldest first."""
+        rows = await self.store.transact(lambda conn: conn.execute(
+            "SELECT body FROM slack_events WHERE handled_at IS NULL ORDER BY received_at"
+        ).fetchall())
+        return [json.loads(row[0]) for row in rows]
+
+    # -- message map -----------------------------------------------------------------------------
+    async def map_message(self, channel: str, ts: str, mesh_id: str, *, part: int = 0,
+                          outgoing: bool) -> None:
+        now = time.time()
+
+        def run(conn: sqlite3.Connection) -> None:
+            conn.execute(
+                "INSERT OR REPLACE INTO slack_messages (channel, ts, mesh_id, part, outgoing, "
+                "created_at) VALUES (?,?,?,?,?,?)",
+                (channel, ts, mesh_id, part, int(outgoing), now))
+            conn.execute("DELETE FROM slack_attempts WHERE mesh_id=? AND channel=? AND part=?",
+                         (mesh_id, channel, part))
+
+        await self.store.transact(run)
+
+    async def mesh_id(self, channel: str, ts: str) -> str | None:
+        row = await self.store.transact(lambda conn: conn.execute(
+            "SELECT mesh_id FROM slack_messages WHERE channel=? AND ts=?",
+            (channel, ts)).fetchone())
+        return row[0] if row else None
+
+    async def ts_of(self, mesh_id: str, channel: str) -> str | None:
+        """The Slack message in ``channel`` that begins ``mesh_id`` (posted or taken)."""
+        row = await self.store.transact(lambda conn: conn.execute(
+            "SELECT ts FROM slack_messages WHERE mesh_id=? AND channel=? ORDER BY part LIMIT 1",
+            (mesh_id, channel)).fetchone())
+        return row[0] if row else None
+
+    async def posts_of(self, mesh_id: str) -> list[tuple[str, str]]:
+        """Every (channel, ts) where the first part of ``mesh_id`` is on Slack."""
+        rows = await self.store.transact(lambda conn: conn.execute(
+            "SELECT channel, ts FROM slack_messages WHERE mesh_id=? AND part=0",
+            (mesh_id,)).fetchall())
+        return [(row[0], row[1]) for row in rows]
+
+    async def sent_parts(self, mesh_id: str, channel: str) -> dict[int, str]:
+        """Parts of ``mesh_id`` already posted to ``channel``: part -> ts."""
+        rows = await self.store.transact(lambda conn: conn.execute(
+            "SELECT part, ts FROM slack_messages WHERE mesh_id=? AND channel=? AND outgoing=1",
+            (mesh_id, channel)).fetchall())
+        return {part: ts for part, ts in rows}
+
+    # -- posts whose answer may be lost ----------------------------------------------------------
+    async def attempt(self, mesh_id: str, channel: str, part: int) -> float | None:
+        """Record that a post starts; returns when an earlier attempt started, if one did (its
+        answer was lost: the post may be on Slack already)."""
+        now = time.time()
+
+        def run(conn: sqlite3.Connection) -> float | None:
+            row = conn.execute("SELECT started_at FROM slack_attempts WHERE mesh_id=? AND "
+                               "channel=? AND part=?", (mesh_id, channel, part)).fetchone()
+            if row is None:
+                conn.execute("INSERT INTO slack_attempts (mesh_id, channel, part, started_at) "
+                             "VALUES (?,?,?,?)", (mesh_id, channel, part, now))
+                return None
+            return float(row[0])
+
+        return await self.store.transact(run)
