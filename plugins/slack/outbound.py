@@ -1,0 +1,256 @@
+"""Posting to Slack: what the mesh delivers to a Slack person (in the app's DM with them) or a
+linked channel, reactions mirrored from the mesh, and the bridge's own answers. A mixin of
+:class:`meshhub_slack.connector.SlackConnector`, which owns the clients and the state.
+
+A delivery is acked only once Slack answered ``ok`` for every part; parts already posted are
+remembered, and each post carries the mesh id in its metadata, so after a lost answer the next
+attempt finds the post (``conversations.history``) instead of posting twice.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+from functools import partial
+from typing import TYPE_CHECKING, Any
+
+import aiohttp
+from slack_sdk.errors import SlackApiError
+
+from meshhub.bridge.chat import buttons, describe, give_up
+from meshhub.bridge.loops import LoopGuard, is_echo
+from meshhub.bridge.pairing import PairingBook
+from meshhub.bridge.retry import ErrorKinds, GiveUp, RateLimiter, RetryPolicy, call_with_retries
+from meshhub.errors import InvalidRequest, MeshError, NotFound
+
+from . import adapter
+
+if TYPE_CHECKING:
+    from slack_sdk.web.async_client import AsyncWebClient
+
+    from meshhub.files import FileStore
+    from meshhub.hub import Hub
+    from meshhub.models import Message, Peer
+
+    from .state import SlackState
+
+log = logging.getLogger("meshhub_slack.connector")
+TRANSIENT_ERRORS = frozenset({"ratelimited", "internal_error", "fatal_error",
+                              "service_unavailable", "request_timeout"})
+
+
+def retry_after(exc: BaseException) -> float | None:
+    """The seconds a 429 asked to wait, or ``None``."""
+    if not isinstance(exc, SlackApiError) or exc.response.status_code != 429:
+        return None
+    headers = {k.lower(): v for k, v in dict(exc.response.headers or {}).items()}
+    value = headers.get("retry-after")
+    if isinstance(value, list):
+        value = value[0] if value else None
+    try:
+        return float(value) if value is not None else 1.0
+    except ValueError:
+        return 1.0
+
+
+def transient(exc: BaseException) -> bool:
+    """Whether trying again may help: the network, a 5xx, Slack saying it is busy."""
+    if isinstance(exc, aiohttp.ClientError | TimeoutError):
+        return True
+    if isinstance(exc, SlackApiError):
+        return (exc.response.status_code >= 500
+                or str(exc.response.get("error", "")) in TRANSIENT_ERRORS)
+    return False
+
+
+SLACK_ERRORS = ErrorKinds(retry_after=retry_after, transient=transient)
+
+
+def error_of(exc: SlackApiError) -> str:
+    return str(exc.response.get("error") or exc)
+
+
+class SlackOutbound:
+    hub: Hub | None
+    client: AsyncWebClient | None
+    slack_state: SlackState | None
+    files: FileStore | None
+    guard: LoopGuard
+    limiter: RateLimiter
+    ready: asyncio.Event
+    dms: dict[str, str]
+
+    async def _say(self, channel: str, markdown: str, thread_ts: Any = None) -> None:
+        """The bridge's own answer (help, errors, pairing) in ``channel``."""
+        assert self.client is not None
+        client = self.client
+        for text, blocks in adapter.render(markdown):
+            sent = await self._call(channel, partial(
+                client.chat_postMessage, channel=channel, text=text, blocks=blocks,
+                thread_ts=thread_ts, unfurl_links=False))
+            self.guard.posted(f"{channel}:{sent.get('ts')}")
+
+    async def _call(self, key: str, fn: Callable[[], Awaitable[Any]]) -> Any:
+        """One Web API call: rate-limited per channel, retried on 429 / network errors / 5xx."""
+        assert self.hub is not None
+        budget = max(1.0, min(60.0, self.hub.config.lease_seconds * 0.8))
+
+        async def attempt() -> Any:
+            await self.limiter.acquire(key)
+            return await fn()
+
+        return await call_with_retries(
+            attempt, SLACK_ERRORS, RetryPolicy(budget=budget, max_retry_after=budget),
+            on_retry_after=lambda s: self.limiter.pause(key, s))
+
+    # -- delivering ----------------------------------------------------------------------------
+    async def deliver(self, hub: Hub, peer: Peer, message: Message) -> bool:
+        """Post ``message`` to ``peer``'s channel or DM; ``True`` only once Slack took every
+        part."""
+        book = PairingBook.of(hub)
+        channel = adapter.channel_of(peer.identity)
+        if channel is not None:
+            if book.link_for(peer.identity) is None:
+                await give_up(hub, peer, message, "the Slack channel is no longer linked")
+                return False
+            if is_echo(message, adapter.CONNECTOR, channel):
+                return True  # it came from this channel: the channel already shows it
+        elif not book.is_paired(peer):
+            await give_up(hub, peer, message, "the Slack pairing was revoked")
+            return False
+        if not self.ready.is_set() or self.client is None or self.slack_state is None:
+            return False  # not connected yet: the lease retries it
+        try:
+            if channel is None:
+                person = adapter.split_identity(peer.identity)
+                if person is None:
+                    await give_up(hub, peer, message, "not a Slack person's identity")
+                    return False
+                channel = await self._dm(person[1])
+            if message.kind == "reaction" and await self._mirrored(message):
+                return True  # the reaction itself is on the Slack message (reaction hook)
+            await self._post_all(hub, message, channel, in_dm=adapter.channel_of(
+                peer.identity) is None)
+        except SlackApiError as exc:
+            if transient(exc) or retry_after(exc) is not None:
+                return False
+            await give_up(hub, peer, message, f"Slack refused it: {error_of(exc)}")
+            return False
+        except (NotFound, InvalidRequest) as exc:  # an attachment the file store cannot give
+            await give_up(hub, peer, message, f"an attachment cannot be sent: {exc.message}")
+            return False
+        except (TimeoutError, GiveUp, MeshError, aiohttp.ClientError) as exc:
+            log.warning("slack: delivery of %s to %s postponed: %s", message.id, peer.name, exc)
+            return False
+        return True
+
+    async def _post_all(self, hub: Hub, message: Message, channel: str, *, in_dm: bool) -> None:
+        assert self.slack_state is not None
+        done = await self.slack_state.sent_parts(message.id, channel)
+        thread_ts = None
+        if message.reply_to is not None:
+            thread_ts = await self.slack_state.ts_of(message.reply_to, channel)
+        sender = hub.directory.peers.get(message.sender)
+        style = adapter.sender_style(sender.name, sender.kind, sender.connector) if sender else {}
+        posts = adapter.render(message.body, context=describe(hub, message) if in_dm else None,
+                               buttons=buttons(message))
+        if not message.body.strip() and message.attachments:
+            posts = []  # only files: no empty text post
+        for part, (text, blocks) in enumerate(posts):
+            if part not in done:
+                await self._post(channel, message.id, part, text=text, blocks=blocks,
+                                 thread_ts=thread_ts, **style)
+        for index, attachment in enumerate(message.attachments):
+            part = len(posts) + index
+            if part not in done and isinstance(attachment, dict):
+                await self._upload(channel, message.id, part, attachment, thread_ts)
+
+    async def _post(self, channel: str, mesh_id: str, part: int, **fields: Any) -> str:
+        assert self.slack_state is not None and self.client is not None
+        client = self.client
+        earlier = await self.slack_state.attempt(mesh_id, channel, part)
+        if earlier is not None:  # an attempt's answer was lost: the post may be there already
+            found = await self._find_post(channel, mesh_id, part, earlier, fields.get("thread_ts"))
+            if found is not None:
+                await self.slack_state.map_message(channel, found, mesh_id, part=part,
+                                                   outgoing=True)
+                return found
+        sent = await self._call(channel, lambda: client.chat_postMessage(
+            channel=channel, metadata=adapter.metadata(mesh_id, part), unfurl_links=False,
+            unfurl_media=False, **fields))
+        ts = str(sent.get("ts"))
+        self.guard.posted(f"{channel}:{ts}")
+        await self.slack_state.map_message(channel, ts, mesh_id, part=part, outgoing=True)
+        return ts
+
+    async def _find_post(self, channel: str, mesh_id: str, part: int, since: float,
+                         thread_ts: str | None) -> str | None:
+        assert self.client is not None
+        client = self.client
+        oldest = f"{since - 5:.6f}"
+        if thread_ts:
+            page = await self._call(channel, lambda: client.conversations_replies(
+                channel=channel, ts=thread_ts, oldest=oldest, include_all_metadata=True,
+                limit=200))
+        else:
+            page = await self._call(channel, lambda: client.conversations_history(
+                channel=channel, oldest=oldest, include_all_metadata=True, limit=200))
+        return adapter.find_post(list(page.get("messages") or []), mesh_id, part)
+
+    async def _upload(self, channel: str, mesh_id: str, part: int, attachment: dict[str, Any],
+                      thread_ts: str | None) -> None:
+        assert self.files is not None and self.client is not None
+        assert self.slack_state is not None
+        data = await asyncio.to_thread(self.files.get, str(attachment.get("file", "")))
+        name = str(attachment.get("name") or "file")
+        client = self.client
+        kwargs: dict[str, Any] = {"channel": channel, "file": data, "filename": name,
+                                  "title": name}
+        if thread_ts:
+            kwargs["thread_ts"] = thread_ts
+        result = await self._call(channel, lambda: client.files_upload_v2(**kwargs))
+        file_id = str((result.get("file") or {}).get("id") or f"part{part}")
+        await self.slack_state.map_message(channel, f"file:{file_id}", mesh_id, part=part,
+                                           outgoing=True)
+
+    async def _dm(self, user: str) -> str:
+        if user not in self.dms:
+            assert self.client is not None
+            client = self.client
+            opened = await self._call(adapter.CONNECTOR, lambda: client.conversations_open(
+                users=user))
+            self.dms[user] = str((opened.get("channel") or {}).get("id"))
+        return self.dms[user]
+
+    async def _mirrored(self, message: Message) -> bool:
+        """Whether a ``reaction`` notice is about a message Slack shows (so the reaction hook
+        put the emoji on it, and a DM saying so would be noise)."""
+        assert self.slack_state is not None
+        data = message.data if isinstance(message.data, dict) else {}
+        target = data.get("message_id")
+        return bool(target) and bool(await self.slack_state.posts_of(str(target)))
+
+    async def mirror_reaction(self, message: Message, peer: Peer, emoji: str, added: bool,
+                              by: list[str]) -> None:
+        """A mesh peer's reaction on every Slack message showing ``message``."""
+        assert self.hub is not None
+        if peer.connector == adapter.CONNECTOR or not self.ready.is_set():
+            return  # Slack's own people react in Slack; it shows already
+        name = adapter.emoji_to_slack(emoji)
+        if name is None or self.slack_state is None or self.client is None:
+            return
+        peers = self.hub.directory.peers
+        if not added and any(k in peers and peers[k].connector != adapter.CONNECTOR for k in by):
+            return  # someone else on the mesh still reacts with it: the app's emoji stays
+        call = self.client.reactions_add if added else self.client.reactions_remove
+        for channel, ts in await self.slack_state.posts_of(message.id):
+            if ts.startswith("file:"):
+                continue
+            try:
+                await self._call(channel, partial(call, channel=channel, timestamp=ts,
+                                                  name=name))
+            except SlackApiError as exc:
+                if error_of(exc) not in ("already_reacted", "no_reaction"):
+                    log.warning("slack: reaction %s on %s not mirrored: %s", name, ts,
+                                error_of(exc))
