@@ -14,6 +14,7 @@ import aiohttp
 import pytest
 from aiohttp import web
 from slack_bolt.adapter.aiohttp import to_aiohttp_response, to_bolt_request
+from slack_bolt.adapter.socket_mode.aiohttp import AsyncSocketModeHandler
 from slack_bolt.async_app import AsyncApp
 from slack_sdk.errors import SlackApiError
 from slack_sdk.signature import SignatureVerifier
@@ -148,6 +149,37 @@ async def test_files_go_out_with_upload_v2_and_come_in_with_the_token(
     assert event["subtype"] == "file_share" and event["files"][0]["size"] == 8
 
 
+async def test_what_people_do_shows_in_the_web_api(slack: FakeSlack,
+                                                   web_client: AsyncWebClient) -> None:
+    said = slack.message(ADA, "first", "C0GENERAL")
+    reply = slack.message(ADA.id, "in the thread", "C0GENERAL", thread_ts=said["ts"])
+    assert reply["parent_user_id"] == ADA.id and reply["channel_type"] == "channel"
+    added = slack.reaction(ADA, "tada", "C0GENERAL", said["ts"])
+    assert (added["type"], added["item_user"]) == ("reaction_added", ADA.id)
+    edited = slack.edit(said, "first, edited")
+    assert edited["message"]["text"] == "first, edited"
+    assert edited["previous_message"]["text"] == "first"
+    history = await web_client.conversations_history(channel="C0GENERAL")
+    [top] = history["messages"]
+    assert (top["text"], top["reply_count"]) == ("first, edited", 1)
+    assert top["reactions"] == [{"name": "tada", "users": [ADA.id], "count": 1}]
+    assert slack.reaction(ADA, "tada", "C0GENERAL", said["ts"], removed=True)["type"] == (
+        "reaction_removed")
+    assert slack.reactions("C0GENERAL", said["ts"]) == {}
+    gone = slack.delete(reply)
+    assert (gone["subtype"], gone["deleted_ts"]) == ("message_deleted", reply["ts"])
+    thread = await web_client.conversations_replies(channel="C0GENERAL", ts=said["ts"])
+    assert [m["text"] for m in thread["messages"]] == ["first, edited"]
+
+    renamed = SlackUser(ADA.id, "ada", real_name="Ada King", display_name="countess")
+    assert slack.user_change(renamed)["user"]["profile"]["display_name"] == "countess"
+    assert (await web_client.users_info(user=ADA.id))["user"]["real_name"] == "Ada King"
+    dm = slack.open_dm([ADA.id])["id"]
+    assert slack.message(ADA, "psst", dm)["channel_type"] == "im"
+    mention = slack.mention(ADA, "<@UBOT0001> look", "C0GENERAL")
+    assert (mention["type"], mention["text"]) == ("app_mention", "<@UBOT0001> look")
+
+
 async def test_signed_posts_pass_the_sdk_verifier(slack: FakeSlack) -> None:
     verifier = SignatureVerifier(slack.signing_secret)
     received: list[tuple[dict[str, str], str]] = []
@@ -265,6 +297,43 @@ async def test_socket_mode_with_the_real_client(slack: FakeSlack) -> None:
         await client.close()
         if web_client.session is not None:
             await web_client.session.close()
+
+
+async def test_a_bolt_app_over_socket_mode(slack: FakeSlack) -> None:
+    slack.settings(mode="socket")
+    client = AsyncWebClient(base_url=slack.api_url, token=slack.bot_token)
+    app = AsyncApp(client=client)
+
+    @app.command("/hub")
+    async def on_command(ack: Any, command: dict[str, Any]) -> None:
+        await ack(text=f"you said {command['text']}")
+
+    @app.action("approve")
+    async def on_press(ack: Any, body: dict[str, Any], respond: Any) -> None:
+        await ack()
+        await respond(text=f"approved by {body['user']['id']}")
+
+    handler = AsyncSocketModeHandler(app, slack.app_token)
+    await handler.connect_async()
+    try:
+        await slack.wait_connected()
+        status, answer = await slack.send_command(ADA, "status", "C0GENERAL")
+        assert status == 200 and json.loads(answer)["text"] == "you said status"
+        blocks = [{"type": "actions", "elements": [
+            {"type": "button", "action_id": "approve", "value": "m1",
+             "text": {"type": "plain_text", "text": "Approve"}}]}]
+        posted = await client.chat_postMessage(channel="C0GENERAL", text="ok?", blocks=blocks)
+        call = slack.of("chat.postMessage")[0]
+        press = slack.block_action(ADA, call, "approve", "m1", "C0GENERAL")
+        assert press["message"]["ts"] == posted["ts"]
+        assert press["actions"][0]["text"]["text"] == "Approve"
+        assert (await slack.send_interaction(press))[0] == 200
+        answered = await slack.wait_for("response_url")
+        assert answered["text"] == f"approved by {ADA.id}"
+    finally:
+        await handler.close_async()
+        if client.session is not None:
+            await client.session.close()
 
 
 def _reconnected(slack: FakeSlack, before: int) -> bool:
