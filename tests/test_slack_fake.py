@@ -16,7 +16,7 @@ from aiohttp import web
 from slack_bolt.adapter.aiohttp import to_aiohttp_response, to_bolt_request
 from slack_bolt.adapter.socket_mode.aiohttp import AsyncSocketModeHandler
 from slack_bolt.async_app import AsyncApp
-from slack_sdk.errors import SlackApiError
+from slack_sdk.errors import SlackApiError, SlackRequestError
 from slack_sdk.signature import SignatureVerifier
 from slack_sdk.socket_mode.aiohttp import SocketModeClient
 from slack_sdk.socket_mode.async_client import AsyncBaseSocketModeClient
@@ -132,10 +132,14 @@ async def test_files_go_out_with_upload_v2_and_come_in_with_the_token(
         slack: FakeSlack, web_client: AsyncWebClient) -> None:
     sent = await web_client.files_upload_v2(channel="C0GENERAL", filename="notes.txt",
                                             content=b"hello file", initial_comment="here")
-    assert sent["file"]["name"] == "notes.txt"
+    assert (sent["file"]["name"], sent["file"]["mimetype"]) == ("notes.txt", "text/plain")
     assert slack.shared_files == [{"id": sent["file"]["id"], "name": "notes.txt",
                                    "data": b"hello file", "channel": "C0GENERAL",
                                    "thread_ts": None, "initial_comment": "here"}]
+    slack.fail_next("upload", status=500)
+    with pytest.raises(SlackRequestError):
+        await web_client.files_upload_v2(channel="C0GENERAL", filename="x.bin", content=b"x")
+    assert len(slack.shared_files) == 1
 
     shared = slack.add_file(b"\x00picture", "cat.png", "image/png")
     async with aiohttp.ClientSession() as http:

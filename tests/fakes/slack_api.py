@@ -23,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import mimetypes
 import time
 import urllib.parse
 import uuid
@@ -526,7 +527,8 @@ class FakeSlack(Workspace):
         file_id = new_id("F")
         self.files[file_id] = {"id": file_id, "name": str(params["filename"]),
                                "title": str(params["filename"]),
-                               "mimetype": "application/octet-stream", "data": None,
+                               "mimetype": mimetypes.guess_type(str(params["filename"]))[0]
+                               or "application/octet-stream", "data": None,
                                "user": BOT_USER}
         return {"upload_url": f"{self.url}upload/{file_id}", "file_id": file_id}
 
@@ -579,12 +581,15 @@ class FakeSlack(Workspace):
         call = self._record("upload", file_id=file_id, size=len(data))
         failure = self._take_failure("upload")
         stored = self.files.get(file_id)
-        if failure is not None or stored is None:
-            call.update(ok=False, failed=failure.status if failure else 404)
-            await self._notify()
-            return web.Response(status=failure.status if failure else 404, text="failed")
-        stored["data"] = data
+        if stored is not None and (failure is None or failure.after_effect):
+            stored["data"] = data
         await self._notify()
+        if failure is not None:
+            call.update(ok=failure.after_effect, failed=failure.status)
+            return web.Response(status=failure.status, text="failed")
+        if stored is None:
+            call.update(ok=False, error=404)
+            return web.Response(status=404, text="no such upload")
         return web.Response(text=f"OK - {len(data)}", content_type="text/plain")
 
     async def _download(self, request: web.Request) -> web.Response:
@@ -601,7 +606,7 @@ class FakeSlack(Workspace):
             status = 404
         await self._notify()
         if status != 200:
-            call.update(ok=False, failed=status)
+            call.update(ok=False, **{"failed" if failure else "error": status})
             return web.Response(status=status, text="<html>sign in</html>",
                                 content_type="text/html")
         assert stored is not None
