@@ -346,7 +346,9 @@ async def pair_create(
             code="unknown_connector",
         )
     result = await PairingBook.of(hub).create_code(connector, ctx.peer.key)
-    result["how"] = f"send /pair {result['code']} to the {connector} bot within 10 minutes"
+    how = str(getattr(hub.connectors.get(connector), "pair_how",
+                      "send /pair {code} to the {name} bot"))
+    result["how"] = how.format(code=result["code"], name=connector) + " within 10 minutes"
     state = hub.connector_states.get(connector)
     if state is None or not state.is_running:
         why = "its state is unknown" if state is None else (

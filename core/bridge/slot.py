@@ -33,11 +33,14 @@ C = TypeVar("C", bound=Running)
 class ConnectorSlot(Generic[C]):
     """``idle_reason(hub)`` says why the connector stays idle on ``hub`` (no token), or
     ``None`` when it is configured; it may raise a settings error, which fails the start with
-    its message. ``make()`` builds the connector (importing its SDK)."""
+    its message. ``make()`` builds the connector (importing its SDK). ``pair_how`` tells a
+    person where to send a pairing code (``{code}`` and ``{name}`` are filled in)."""
 
     def __init__(self, name: str, idle_reason: Callable[[Hub], str | None],
-                 make: Callable[[], C], *, sdk: str) -> None:
+                 make: Callable[[], C], *, sdk: str,
+                 pair_how: str = "send /pair {code} to the {name} bot") -> None:
         self.name = name
+        self.pair_how = pair_how  # how a person redeems a pairing code there
         self.idle_reason = idle_reason
         self.make = make
         self.sdk = sdk

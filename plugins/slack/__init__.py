@@ -43,8 +43,9 @@ def _make() -> SlackConnector:
     return SlackConnector()
 
 
-CONNECTOR: ConnectorSlot[SlackConnector] = ConnectorSlot(NAME, _idle_reason, _make,
-                                                         sdk="slack-bolt")
+CONNECTOR: ConnectorSlot[SlackConnector] = ConnectorSlot(
+    NAME, _idle_reason, _make, sdk="slack-bolt",
+    pair_how="type /hub pair {code} in Slack (in a DM with the app, or anywhere)")
 
 
 @hookimpl

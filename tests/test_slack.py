@@ -1,0 +1,319 @@
+"""Slack end to end: the real slack-bolt and slack-sdk in the hub against a fake Slack on
+127.0.0.1 (tests/fakes/slack_api.py) with real request signatures, in Events API and Socket Mode:
+linked channels and threads, reactions both ways, forged and replayed requests, approval
+buttons, loop prevention beside Telegram, pairing, DMs and the slash command."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from typing import Any
+
+import pytest
+
+from meshhub_slack import adapter
+
+from .fakes.slack_api import TEAM, SlackUser
+from .fakes.telegram_api import TgUser
+from .helpers import collect, make_identity, no_message
+from .telegram_support import eventually, state_of
+
+ANN = SlackUser("UANN0001", "ann", real_name="Ann Lee", display_name="Ann Lee")
+BEN = SlackUser("UBEN0002", "ben", real_name="Ben Ode")
+OTHER_BOT = SlackUser("UOTHERBOT", "otherbot", is_bot=True, bot_id="BOTHER01")
+GENERAL = "C0GENERAL"
+MODES = ["events", "socket"]
+
+
+def _allow(*users: SlackUser) -> dict[str, Any]:
+    return {"allow": ",".join(f"{TEAM}/{u.id}" for u in users)}
+
+
+def _posts(slack: Any, channel: str, text: str | None = None) -> list[dict[str, Any]]:
+    return [c for c in slack.of("chat.postMessage") if c["channel"] == channel
+            and (text is None or text in json.dumps(c, ensure_ascii=False)) and not c.get("failed")]
+
+
+@pytest.fixture(autouse=True)
+def _people(slack: Any) -> None:
+    for user in (ANN, BEN, OTHER_BOT):
+        slack.add_user(user)
+    slack.add_channel(GENERAL, "general")
+
+
+@pytest.mark.parametrize("mode", MODES)
+async def test_a_linked_channel_talks_to_the_mesh_and_threads_come_back(slack_hub, tmp_path,
+                                                                        mode):
+    served = await slack_hub(mode=mode, slack_settings=_allow(ANN))
+    slack = served.slack
+    await served.link(ANN, GENERAL, "#general")
+    carl = make_identity(tmp_path, "carl")
+    async with carl.client(served.url) as c:
+        await c.call("conversation_join", name="#general")
+        event = slack.message(ANN, "the *build* is green, <@UBEN0002>", GENERAL)
+        status, _ = await slack.send_event(event)
+        assert status == 200
+        got = (await collect(c, 1))[0]
+        assert got["text"] == "the **build** is green, @Ben Ode"
+        assert got["from"] == "Ann Lee" and got["conversation"] == "#general"
+        reply = await c.send("#general", "thanks, shipping it", reply_to=got["id"])
+        posted = await slack.wait_for("chat.postMessage", lambda m: "shipping" in str(m))
+        assert posted["channel"] == GENERAL and posted["thread_ts"] == event["ts"]
+        assert posted["username"] == "carl (cli)"
+        assert await eventually(lambda: _is(c, reply["id"], "delivered"))
+        # Ann answers in the Slack thread: the mesh sees it in the same thread
+        await slack.send_event(slack.message(ANN, "great", GENERAL, thread_ts=event["ts"]))
+        threaded = (await collect(c, 1))[0]
+        assert threaded["text"] == "great" and threaded["reply_to"] == got["id"]
+
+
+async def test_reactions_go_both_ways(slack_hub, tmp_path):
+    served = await slack_hub(slack_settings=_allow(ANN))
+    slack = served.slack
+    await served.link(ANN, GENERAL, "#general")
+    carl = make_identity(tmp_path, "carl")
+    async with carl.client(served.url) as c:
+        await c.call("conversation_join", name="#general")
+        event = slack.message(ANN, "lunch?", GENERAL)
+        await slack.send_event(event)
+        got = (await collect(c, 1))[0]
+        # a mesh peer reacts: the emoji appears on the Slack message
+        await c.call("react", id=got["id"], emoji="👍")
+        added = await slack.wait_for("reactions.add")
+        assert (added["channel"], added["timestamp"], added["name"]) == (
+            GENERAL, event["ts"], "+1")
+        # Ann reacts in Slack: the mesh sees her reaction on the same message
+        sent = await c.send("#general", "at noon")
+        posted = await slack.wait_for("chat.postMessage", lambda m: "at noon" in str(m))
+        await slack.send_event(slack.reaction(ANN, "white_check_mark", GENERAL, posted["ts"]))
+        notice = (await collect(c, 1))[0]
+        assert notice["kind"] == "reaction" and notice["from"] == "Ann Lee"
+        seen = await c.call("reactions", ids=[sent["id"]])
+        assert seen[sent["id"]] == {"✅": ["Ann Lee"]}
+        await slack.send_event(slack.reaction(ANN, "white_check_mark", GENERAL, posted["ts"],
+                                              removed=True))
+        assert await eventually(lambda: _no_reactions(c, sent["id"]))
+        assert len(slack.of("reactions.add")) == 1  # Ann's own reaction is not mirrored back
+
+
+async def test_forged_stale_and_replayed_events_change_nothing(slack_hub, tmp_path):
+    served = await slack_hub(slack_settings=_allow(ANN))
+    slack = served.slack
+    await served.link(ANN, GENERAL, "#general")
+    carl = make_identity(tmp_path, "carl")
+    async with carl.client(served.url) as c:
+        await c.call("conversation_join", name="#general")
+        forged = await slack.send_event(slack.message(ANN, "forged", GENERAL),
+                                        secret="not-the-secret")
+        unsigned = await slack.send_event(slack.message(ANN, "unsigned", GENERAL), sign=False)
+        stale = await slack.send_event(slack.message(ANN, "stale", GENERAL),
+                                       timestamp=int(time.time()) - 6 * 60)
+        assert [forged[0], unsigned[0], stale[0]] == [401, 401, 401]
+        assert await no_message(c, 0.5)
+        event = slack.message(ANN, "once", GENERAL)
+        assert (await slack.send_event(event, event_id="Ev0REPLAY1"))[0] == 200
+        assert (await collect(c, 1))[0]["text"] == "once"
+        again = await slack.send_event(event, event_id="Ev0REPLAY1", retry_num=1)
+        assert again[0] == 200
+        assert await no_message(c, 0.5)
+    # and after a restart: the event id is remembered
+    await served.stop()
+    again_hub = await slack_hub(slack_settings=_allow(ANN))
+    async with carl.client(again_hub.url) as c:
+        assert (await slack.send_event(event, event_id="Ev0REPLAY1", retry_num=2))[0] == 200
+        await slack.send_event(slack.message(ANN, "after the restart", GENERAL))
+        got = await collect(c, 1)
+        assert got[0]["text"] == "after the restart"
+
+
+@pytest.mark.parametrize("mode", MODES)
+async def test_an_approval_button_answers_and_the_asker_is_told(slack_hub, tmp_path, mode):
+    served = await slack_hub(mode=mode, slack_settings=_allow(ANN))
+    slack = served.slack
+    await slack.send_event(slack.message(ANN, "hello", served.slack.open_dm([ANN.id]),
+                                         channel_type="im"))  # admitted by the allow-list
+    carl = make_identity(tmp_path, "carl")
+    async with carl.client(served.url) as c:
+        request = await c.call("approval_request", to="Ann Lee", question="deploy *1.4*?")
+        card = await slack.wait_for("chat.postMessage", lambda m: "deploy" in str(m))
+        buttons = [b for b in card["blocks"] if b["type"] == "actions"][0]["elements"]
+        assert [b["text"]["text"] for b in buttons] == ["Approve", "Deny"]
+        await slack.send_interaction(slack.block_action(
+            ANN, card, buttons[0]["action_id"], buttons[0]["value"], card["channel"]))
+        update = await slack.wait_for("chat.update")
+        assert update["ts"] == card["ts"]
+        assert not [b for b in update["blocks"] if b["type"] == "actions"]  # buttons gone
+        assert "approve by Ann Lee" in json.dumps(update["blocks"]).lower()
+        answer = [m for m in await collect(c, 2) if m["kind"] == "approval_answer"]
+        assert answer and answer[0]["data"]["answer"] == "approve"
+        got = await c.call("approval_get", id=request["id"])
+        assert got["state"] == "answered" and got["answer"] == "approve"
+
+
+async def test_no_loop_between_slack_and_a_telegram_group_on_one_conversation(
+        slack_hub, telegram, tmp_path):
+    tg_group = {"id": -100555, "type": "supergroup", "title": "Ops Room"}
+    tg_ann = TgUser(7001, "Tina")
+    # one hub bridges a Slack channel and a Telegram group to #general
+    served = await slack_hub(slack_settings=_allow(ANN), raw={"telegram": telegram.settings()})
+    slack = served.slack
+    await served.link(ANN, GENERAL, "#general")
+    tg_connector = served.hub.connectors["telegram"]
+    await asyncio.wait_for(tg_connector.for_hub(served.hub).ready.wait(), 10)
+    async with served.owner.client(served.url, receive=False) as owner:
+        code = (await owner.call("pair_create", connector="telegram"))["code"]
+    await telegram.send_text(tg_ann, f"/pair {code}")
+    await telegram.wait_for("sendMessage", lambda m: "Paired" in m["text"])
+    await telegram.send_text(tg_ann, "/link #general", chat=tg_group)
+    await telegram.wait_for("sendMessage", lambda m: "Linked" in m["text"])
+    await slack.send_event(slack.message(ANN, "from slack", GENERAL))
+    await telegram.wait_for("sendMessage", lambda m: "from slack" in m["text"])
+    await telegram.send_text(tg_ann, "from telegram", chat=tg_group)
+    posted = await slack.wait_for("chat.postMessage", lambda m: "from telegram" in str(m))
+    assert posted["channel"] == GENERAL and posted["username"] == "Tina (telegram)"
+    # another bot in the channel, and the app's own posts echoed by Slack: never relayed
+    await slack.send_event(slack.message(OTHER_BOT, "beep from a bot", GENERAL))
+    await asyncio.sleep(1.0)
+    assert not [m for m in telegram.of("sendMessage") if "beep" in m["text"]]
+    assert len([m for m in telegram.of("sendMessage") if "from slack" in m["text"]]) == 1
+    assert len([m for m in telegram.of("sendMessage") if "from telegram" in m["text"]]) == 0
+    assert len(_posts(slack, GENERAL, "from slack")) == 0
+    assert len(_posts(slack, GENERAL, "from telegram")) == 1
+
+
+async def test_pairing_dms_and_the_slash_command(slack_hub, tmp_path):
+    served = await slack_hub()
+    slack = served.slack
+    dm = slack.open_dm([BEN.id])
+    await slack.send_event(slack.message(BEN, "hi?", dm, channel_type="im"))
+    hint = await slack.wait_for("chat.postMessage", lambda m: m["channel"] == dm)
+    assert "/hub pair CODE" in hint["text"]
+    body = await served.pair(BEN)
+    assert "Ben Ode" in body
+    carl = make_identity(tmp_path, "carl")
+    async with carl.client(served.url) as c:
+        await slack.send_event(slack.message(BEN, "@carl can you look at _this_?", dm,
+                                             channel_type="im"))
+        got = (await collect(c, 1))[0]
+        assert got["text"] == "can you look at *this*?" and got["from"] == "Ben Ode"
+        await c.send("Ben Ode", "on it: **now**")
+        posted = await slack.wait_for("chat.postMessage", lambda m: "on it" in str(m))
+        assert posted["channel"] == dm and "*now*" in posted["text"]
+        status, peers = await slack.send_command(BEN, "peers", GENERAL)
+        assert status == 200 and "carl" in peers
+        status, sent = await slack.send_command(BEN, "send carl from the command", GENERAL)
+        assert "Sent" in sent
+        assert (await collect(c, 1))[0]["text"] == "from the command"
+        status, help_text = await slack.send_command(BEN, "", dm)
+        assert "/hub peers" in help_text
+    async with served.owner.client(served.url, receive=False) as owner:
+        await owner.call("pair_revoke", who=f"slack:{TEAM}/{BEN.id}")
+    status, body = await slack.send_command(BEN, "peers", dm)
+    assert "/hub pair" in body  # revoked: back to the join hint
+
+
+async def test_rate_limits_and_a_lost_answer_never_post_twice(slack_hub, tmp_path):
+    served = await slack_hub(slack_settings=_allow(ANN), lease_seconds=2.0)
+    slack = served.slack
+    await served.link(ANN, GENERAL, "#general")
+    carl = make_identity(tmp_path, "carl")
+    async with carl.client(served.url) as c:
+        slack.fail_next("chat.postMessage", 429, retry_after=1)
+        first = await c.send("#general", "after the limit")
+        assert await eventually(lambda: _is(c, first["id"], "delivered"), timeout=15)
+        tries = [m for m in slack.of("chat.postMessage") if "after the limit" in str(m)]
+        assert [m.get("failed") for m in tries] == [429, None]
+        assert tries[1]["at"] - tries[0]["at"] >= 1.0
+        slack.fail_next("chat.postMessage", 500, after_effect=True)
+        second = await c.send("#general", "answer lost")
+        assert await eventually(lambda: _is(c, second["id"], "delivered"), timeout=20)
+        history = [m for m in slack.history[GENERAL] if "answer lost" in str(m)]
+        assert len(history) == 1  # found by its metadata, not posted again
+        assert slack.of("conversations.history")
+
+
+async def test_edits_deletes_and_files_both_ways(slack_hub, tmp_path):
+    served = await slack_hub(slack_settings=_allow(ANN))
+    slack = served.slack
+    await served.link(ANN, GENERAL, "#general")
+    carl = make_identity(tmp_path, "carl")
+    async with carl.client(served.url) as c:
+        await c.call("conversation_join", name="#general")
+        event = slack.message(ANN, "meet at 3", GENERAL)
+        await slack.send_event(event)
+        root = (await collect(c, 1))[0]
+        await slack.send_event(slack.edit(event, "meet at 4"))
+        edit = (await collect(c, 1))[0]
+        assert edit["text"] == "(edited) meet at 4" and edit["reply_to"] == root["id"]
+        await slack.send_event(slack.delete(event))
+        gone = (await collect(c, 1))[0]
+        assert gone["text"].startswith("(edited) (deleted") or "deleted" in gone["text"]
+        assert gone["reply_to"] == root["id"]
+        shared = slack.add_file(b"%PDF-1.4 minutes", "minutes.pdf", "application/pdf")
+        await slack.send_event(slack.message(ANN, "the minutes", GENERAL, files=[shared]))
+        with_file = (await collect(c, 1))[0]
+        assert with_file["attachments"][0]["name"] == "minutes.pdf"
+        stored = await c.call("file_get", id=with_file["attachments"][0]["file"])
+        assert stored["name"] == "minutes.pdf"
+        put = await c.call("file_put", name="plan.txt", data_base64="cGxhbg==")
+        await c.send("#general", "the plan", attachments=[put["attachment"]])
+        upload = await eventually(lambda: _shared(slack, "plan.txt"))
+        assert upload["data"] == b"plan" and upload["channel"] == GENERAL
+
+
+async def test_an_event_taken_but_not_handled_is_handled_at_the_next_start(slack_hub, tmp_path):
+    served = await slack_hub(slack_settings=_allow(ANN))
+    slack = served.slack
+    await served.link(ANN, GENERAL, "#general")
+    state = served.connector.slack_state
+    event = slack.message(ANN, "acked before a crash", GENERAL)
+    body = {"type": "event_callback", "team_id": TEAM, "event_id": "Ev0PENDING", "event": event}
+    await state.claim_event("Ev0PENDING", body)  # stored and acked; the hub stops before more
+    await served.stop()
+    carl = make_identity(tmp_path, "carl")
+    again = await slack_hub(slack_settings=_allow(ANN))
+    async with carl.client(again.url) as c:
+        history = await c.call("history", conversation="#general")
+        assert any(m["text"] == "acked before a crash" for m in history["messages"])
+
+
+def test_mrkdwn_becomes_markdown() -> None:
+    names = {"U1": "Ann Lee"}.get
+    text = adapter.mrkdwn_to_markdown(
+        "*bold* _it_ ~no~ `*code*` <@U1> <#C1|ops> <https://x.example|site> <!here> &lt;b&gt;",
+        lambda u: names(u) or u, lambda c: c)
+    assert text == "**bold** *it* ~~no~~ `*code*` @Ann Lee #ops [site](https://x.example) " \
+                   "@here <b>"
+    assert adapter.emoji_from_slack("+1") == "👍"
+    assert adapter.emoji_from_slack("thumbsup::skin-tone-3") == "👍"
+    assert adapter.emoji_from_slack("partyparrot") == ":partyparrot:"
+    assert adapter.emoji_to_slack("✅") == "white_check_mark"
+    assert adapter.emoji_to_slack(":partyparrot:") == "partyparrot"
+    assert adapter.command_text("pair AB-CD") == "/pair AB-CD"
+    assert adapter.command_text("@carl hi") == "@carl hi"
+    assert adapter.command_text("") == "/help"
+
+
+def test_long_messages_are_posted_in_parts_with_buttons_on_the_last() -> None:
+    posts = adapter.render("x " * 4000, context="carl in #ops",
+                           buttons=[("Approve", "ap:1:0"), ("Deny", "ap:1:1")])
+    assert len(posts) == 3
+    assert posts[0][1][0]["type"] == "context"
+    assert all(len(block["text"]["text"]) <= adapter.TEXT_LIMIT
+               for _, blocks in posts for block in blocks if block["type"] == "section")
+    assert [b["type"] for b in posts[-1][1]] == ["section", "actions"]
+    assert not [b for _, blocks in posts[:-1] for b in blocks if b["type"] == "actions"]
+
+
+async def _is(c: Any, message_id: str, state: str) -> bool:
+    return await state_of(c, message_id) == state
+
+
+async def _no_reactions(c: Any, message_id: str) -> bool:
+    return not (await c.call("reactions", ids=[message_id]))
+
+
+async def _shared(slack: Any, name: str) -> dict[str, Any] | None:
+    found = [f for f in slack.shared_files if f["name"] == name]
+    return found[0] if found else None
