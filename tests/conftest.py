@@ -88,6 +88,6 @@ def people(tmp_path: Path):  # type: ignore[no-untyped-def]
     return make
 
 
-# the Telegram fixtures (a fake Bot API, a hub wired to it) live beside the fake
-from .telegram_support import telegram, tg_hub  # noqa: E402, F401
+# the Telegram and Slack fixtures (a fake platform API, a hub wired to it) live beside the fakes
 from .slack_support import slack, slack_hub  # noqa: E402, F401
+from .telegram_support import telegram, tg_hub  # noqa: E402, F401

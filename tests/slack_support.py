@@ -41,7 +41,7 @@ class SlackHub:
         the slash command; returns the answer Slack showed them."""
         async with self.owner.client(self.url, receive=False) as owner:
             code = (await owner.call("pair_create", connector="slack"))["code"]
-        dm = self.slack.open_dm([user.id])
+        dm = self.slack.open_dm([user.id])["id"]
         status, body = await self.slack.send_command(user, f"pair {code}", dm)
         assert status == 200 and "Paired" in body, body
         return body

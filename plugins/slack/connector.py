@@ -74,6 +74,7 @@ class SlackConnector(SlackOutbound):
         self.bot_user: str | None = None
         self.team: str = ""
         self.names: dict[str, str] = {}  # T/U -> display name
+        self.bots: set[str] = set()  # T/U of bot users
         self.channel_names: dict[str, str] = {}
         self.dms: dict[str, str] = {}  # user id -> the app's DM channel with them
         self._order: dict[str, asyncio.Lock] = {}
@@ -265,7 +266,8 @@ class SlackConnector(SlackOutbound):
         elif subtype not in (None, "file_share", "thread_broadcast", "me_message"):
             return  # joins, topics, pins...: not messages of a person
         if adapter.from_a_bot(event, self.bot_user) or self.guard.is_own(
-                f"{channel}:{event.get('ts')}"):
+                f"{channel}:{event.get('ts')}") or await self._is_bot(
+                adapter.team_of(event, body), str(event.get("user", ""))):
             return
         chat_event = await self._chat_event(body, event, edited=edited)
         thread_ts = event.get("thread_ts")
@@ -414,17 +416,27 @@ class SlackConnector(SlackOutbound):
             await book.admit(adapter.CONNECTOR, external, await self._name(team, user))
 
     async def _name(self, team: str, user: str) -> str:
+        """A person's display name (looked up once, refreshed by ``user_change``)."""
         key = adapter.person(team, user)
         if key not in self.names:
             assert self.client is not None
             client = self.client
             try:
                 found = await self._call(adapter.CONNECTOR, lambda: client.users_info(user=user))
-                self.names[key] = adapter.display_name(found.get("user") or {})
             except (SlackApiError, GiveUp) as exc:
                 log.warning("slack: cannot look up user %s: %s", user, exc)
                 return user
+            profile = found.get("user") or {}
+            self.names[key] = adapter.display_name(profile)
+            if profile.get("is_bot") or profile.get("is_app_user"):
+                self.bots.add(key)
         return self.names[key]
+
+    async def _is_bot(self, team: str, user: str) -> bool:
+        """Whether ``user`` is another app's bot user (which may post without a ``bot_id``)."""
+        if user:
+            await self._name(team, user)
+        return adapter.person(team, user) in self.bots
 
     async def _channel_name(self, channel: str) -> str:
         if channel not in self.channel_names:

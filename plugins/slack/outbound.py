@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Awaitable, Callable
 from functools import partial
 from typing import TYPE_CHECKING, Any
@@ -128,6 +129,9 @@ class SlackOutbound:
                     await give_up(hub, peer, message, "not a Slack person's identity")
                     return False
                 channel = await self._dm(person[1])
+            if adapter.channel_of(peer.identity) is None and self._in_linked_channel(
+                    book, message):
+                return True  # the person reads that conversation in its Slack channel
             if message.kind == "reaction" and await self._mirrored(message):
                 return True  # the reaction itself is on the Slack message (reaction hook)
             await self._post_all(hub, message, channel, in_dm=adapter.channel_of(
@@ -167,19 +171,32 @@ class SlackOutbound:
                 await self._upload(channel, message.id, part, attachment, thread_ts)
 
     async def _post(self, channel: str, mesh_id: str, part: int, **fields: Any) -> str:
+        """Post one part, at most once: a try whose answer was lost (a 5xx, the network), in
+        this call or an earlier delivery attempt, is looked up by its metadata before the post
+        is tried again."""
         assert self.slack_state is not None and self.client is not None
         client = self.client
         earlier = await self.slack_state.attempt(mesh_id, channel, part)
-        if earlier is not None:  # an attempt's answer was lost: the post may be there already
-            found = await self._find_post(channel, mesh_id, part, earlier, fields.get("thread_ts"))
-            if found is not None:
-                await self.slack_state.map_message(channel, found, mesh_id, part=part,
-                                                   outgoing=True)
-                return found
-        sent = await self._call(channel, lambda: client.chat_postMessage(
-            channel=channel, metadata=adapter.metadata(mesh_id, part), unfurl_links=False,
-            unfurl_media=False, **fields))
-        ts = str(sent.get("ts"))
+        since = earlier if earlier is not None else time.time()
+        unsure = earlier is not None
+
+        async def post() -> str:
+            nonlocal unsure
+            if unsure:
+                found = await self._find_post(channel, mesh_id, part, since,
+                                              fields.get("thread_ts"))
+                if found is not None:
+                    return found
+            try:
+                sent = await client.chat_postMessage(
+                    channel=channel, metadata=adapter.metadata(mesh_id, part),
+                    unfurl_links=False, unfurl_media=False, **fields)
+            except Exception as exc:
+                unsure = retry_after(exc) is None  # a 429 posted nothing; a 5xx may have
+                raise
+            return str(sent.get("ts"))
+
+        ts: str = await self._call(channel, post)
         self.guard.posted(f"{channel}:{ts}")
         await self.slack_state.map_message(channel, ts, mesh_id, part=part, outgoing=True)
         return ts
@@ -187,15 +204,14 @@ class SlackOutbound:
     async def _find_post(self, channel: str, mesh_id: str, part: int, since: float,
                          thread_ts: str | None) -> str | None:
         assert self.client is not None
-        client = self.client
         oldest = f"{since - 5:.6f}"
         if thread_ts:
-            page = await self._call(channel, lambda: client.conversations_replies(
+            page = await self.client.conversations_replies(
                 channel=channel, ts=thread_ts, oldest=oldest, include_all_metadata=True,
-                limit=200))
+                limit=200)
         else:
-            page = await self._call(channel, lambda: client.conversations_history(
-                channel=channel, oldest=oldest, include_all_metadata=True, limit=200))
+            page = await self.client.conversations_history(
+                channel=channel, oldest=oldest, include_all_metadata=True, limit=200)
         return adapter.find_post(list(page.get("messages") or []), mesh_id, part)
 
     async def _upload(self, channel: str, mesh_id: str, part: int, attachment: dict[str, Any],
@@ -222,6 +238,13 @@ class SlackOutbound:
                 users=user))
             self.dms[user] = str((opened.get("channel") or {}).get("id"))
         return self.dms[user]
+
+    @staticmethod
+    def _in_linked_channel(book: PairingBook, message: Message) -> bool:
+        """Whether ``message`` is in a conversation that a Slack channel is linked to."""
+        conversation = message.conversation.lstrip("#")
+        return any(link.conversation == conversation and adapter.is_channel_identity(identity)
+                   for identity, link in book.links.items())
 
     async def _mirrored(self, message: Message) -> bool:
         """Whether a ``reaction`` notice is about a message Slack shows (so the reaction hook

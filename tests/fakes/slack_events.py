@@ -271,6 +271,9 @@ class Workspace:
         ts = self.next_ts()
         stored: dict[str, Any] = {"type": "message", "user": who.id, "text": text, "ts": ts,
                                   "team": who.team, "client_msg_id": str(uuid.uuid4())}
+        if who.is_bot:  # another app's bot user, as Slack shows its posts
+            stored.update(bot_id=who.bot_id or f"B{who.id}", app_id=f"A{who.id}",
+                          bot_profile={"id": who.bot_id or f"B{who.id}", "name": who.name})
         if blocks is not None:
             stored["blocks"] = blocks
         if files:
