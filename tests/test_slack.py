@@ -10,13 +10,16 @@ import json
 import time
 from typing import Any
 
+import aiohttp
 import pytest
 
 from meshhub_slack import adapter
 
 from .fakes.slack_api import TEAM, SlackUser
+from .fakes.slack_events import signed_headers
 from .fakes.telegram_api import TgUser
 from .helpers import collect, make_identity, no_message
+from .test_mcp import mcp_params, stdio_session
 from .telegram_support import eventually
 
 ANN = SlackUser("UANN0001", "ann", real_name="Ann Lee", display_name="Ann Lee")
@@ -209,6 +212,12 @@ async def test_pairing_dms_and_the_slash_command(slack_hub, tmp_path):
         assert (await collect(c, 1))[0]["text"] == "from the command"
         status, help_text = await slack.send_command(BEN, "", dm)
         assert "/hub peers" in help_text
+        # a mention in a channel that is not linked talks to the mesh too
+        await slack.send_event(slack.mention(BEN, "@carl ping from #random", "C0RANDOM"))
+        assert (await collect(c, 1))[0]["text"] == "ping from #random"
+        await slack.send_event(slack.mention(BEN, "#nowhere hello", "C0RANDOM"))
+        warned = await slack.wait_for("chat.postMessage", lambda m: "nowhere" in str(m))
+        assert warned["channel"] == "C0RANDOM" and warned["thread_ts"]
     async with served.owner.client(served.url, receive=False) as owner:
         await owner.call("pair_revoke", who=f"slack:{TEAM}/{BEN.id}")
     status, body = await slack.send_command(BEN, "peers", dm)
@@ -324,3 +333,65 @@ async def _no_reactions(c: Any, message_id: str) -> bool:
 async def _shared(slack: Any, name: str) -> dict[str, Any] | None:
     found = [f for f in slack.shared_files if f["name"] == name]
     return found[0] if found else None
+
+
+async def test_signed_garbage_gets_a_clear_4xx_and_changes_nothing(slack_hub, tmp_path):
+    served = await slack_hub(slack_settings=_allow(ANN))
+    url = f"{served.url}/slack/events"
+    async with aiohttp.ClientSession() as http:
+        for body, kind in (("{not json", "application/json"),
+                           ('{"type": "event_callback"}', "application/json"),
+                           ("payload=%7Bbroken", "application/x-www-form-urlencoded"),
+                           ("\udcff".encode("utf-8", "surrogatepass").decode("latin-1"),
+                            "application/json")):
+            headers = signed_headers(body, kind, secret=served.slack.signing_secret,
+                                     timestamp=None)
+            async with http.post(url, data=body.encode("utf-8", "surrogateescape"),
+                                 headers=headers) as resp:
+                assert resp.status < 500, (body, resp.status, await resp.text())
+        async with http.post(f"{served.url}/slack/elsewhere", data="{}") as resp:
+            assert resp.status == 404
+    async with served.owner.client(served.url, receive=False) as owner:
+        assert not [p for p in await owner.peers() if p["connector"] == "slack"]
+
+
+async def test_socket_mode_retries_are_recognised_by_event_id(slack_hub, tmp_path):
+    served = await slack_hub(mode="socket", slack_settings=_allow(ANN))
+    slack = served.slack
+    await served.link(ANN, GENERAL, "#general")
+    carl = make_identity(tmp_path, "carl")
+    async with carl.client(served.url) as c:
+        await c.call("conversation_join", name="#general")
+        event = slack.message(ANN, "over the socket", GENERAL)
+        await slack.send_event(event, event_id="Ev0SOCKET1")
+        assert (await collect(c, 1))[0]["text"] == "over the socket"
+        await slack.send_event(event, event_id="Ev0SOCKET1", retry_num=1)
+        assert await no_message(c, 0.5)
+
+
+@pytest.mark.parametrize("mode", MODES)
+async def test_a_claude_session_and_the_cli_both_get_the_channel_and_reply_in_its_thread(
+        slack_hub, tmp_path, mode):
+    served = await slack_hub(mode=mode, slack_settings={**_allow(ANN),
+                                                        "links": {GENERAL: "#general"}})
+    slack = served.slack
+    dana, carl = make_identity(tmp_path, "dana"), make_identity(tmp_path, "carl")
+    await asyncio.to_thread(carl.cli, served.url, "call", "conversation_join", "name=#general")
+    async with stdio_session(mcp_params(dana, served.url, "--name", "dana")) as agent:
+        await agent.call("mesh_conversation_join", name="#general")
+        event = slack.message(ANN, "who can review *PR 42*?", GENERAL)
+        await slack.send_event(event)
+        pushed = (await agent.pushes.wait(1))[0]
+        assert "who can review **PR 42**?" in pushed.content
+        assert pushed.meta["from"] == "Ann-Lee" and pushed.meta["conversation"] == "#general"
+        inbox = await asyncio.to_thread(carl.cli, served.url, "inbox", "--json")
+        got = json.loads(inbox.stdout)
+        root = [m for m in got["messages"] if "PR 42" in m["text"]][0]
+        await agent.call("mesh_send", to="#general", text="I will", reply_to=root["id"])
+        await asyncio.to_thread(carl.cli, served.url, "send", "#general", "me too",
+                                "--reply-to", root["id"])
+        for text in ("I will", "me too"):
+            posted = await slack.wait_for("chat.postMessage", lambda m, t=text: t in str(m))
+            assert posted["channel"] == GENERAL and posted["thread_ts"] == event["ts"]
+        names = {p["username"] for p in slack.of("chat.postMessage") if "thread_ts" in p}
+        assert names == {"dana (mcp)", "carl (cli)"}

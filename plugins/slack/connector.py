@@ -194,7 +194,11 @@ class SlackConnector(SlackOutbound):
             raise web.HTTPNotFound()
         if self.app is None or not self.ready.is_set():
             raise web.HTTPServiceUnavailable(text="the Slack connector is starting")  # retried
-        response = await self.app.async_dispatch(await to_bolt_request(request))
+        try:
+            bolt_request = await to_bolt_request(request)
+        except ValueError:  # not UTF-8, not JSON, not a form: nothing Slack sends
+            raise web.HTTPBadRequest(text="not a Slack request: the body cannot be read") from None
+        response = await self.app.async_dispatch(bolt_request)
         return await to_aiohttp_response(response)
 
     async def _inbox(self, body: dict[str, Any],
