@@ -59,6 +59,7 @@ SPECS: dict[str, Spec] = {
     "token list": Spec(),
     "token revoke": Spec(),
     "pair telegram": Spec(),
+    "pair slack": Spec(),
     "web": Spec(["--no-open"]),
     "web invite": Spec(),
     "install claude-code": Spec(runs="it edits Claude Code's settings"),

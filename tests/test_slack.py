@@ -19,8 +19,8 @@ from .fakes.slack_api import TEAM, SlackUser
 from .fakes.slack_events import signed_headers
 from .fakes.telegram_api import TgUser
 from .helpers import collect, make_identity, no_message
-from .test_mcp import mcp_params, stdio_session
 from .telegram_support import eventually
+from .test_mcp import mcp_params, stdio_session
 
 ANN = SlackUser("UANN0001", "ann", real_name="Ann Lee", display_name="Ann Lee")
 BEN = SlackUser("UBEN0002", "ben", real_name="Ben Ode")
