@@ -62,10 +62,10 @@ def test_idle_connector_in_doctor_pair_and_the_http_api(hub_factory):
     as_json = json.loads(owner.cli(hub.url, "pair", "telegram", "--json").stdout)
     assert as_json["code"] != code and "not running" in as_json["warning"]
 
-    unknown = owner.cli(hub.url, "pair", "slack", check=False)
+    unknown = owner.cli(hub.url, "pair", "email", check=False)
     assert unknown.returncode == 1 and unknown.stdout == ""
-    assert unknown.stderr == ("error: unknown connector 'slack'; this hub's connectors: "
-                              "telegram\n")
+    assert unknown.stderr == ("error: unknown connector 'email'; this hub's connectors: "
+                              "slack, telegram\n")
 
     # every surface has the action: here HTTP with a read-only bearer token
     token = owner.cli(hub.url, "token", "create", "--cap", "read").stdout.splitlines()[0]
@@ -78,7 +78,7 @@ def test_idle_connector_in_doctor_pair_and_the_http_api(hub_factory):
 
     status, body = asyncio.run(over_http())
     assert status == 200, body
-    (telegram,) = body["result"]
+    (telegram,) = [c for c in body["result"] if c["name"] == "telegram"]
     assert telegram["name"] == "telegram" and telegram["state"] == "idle"
     assert telegram["detail"] == IDLE and telegram["summary"] == f"idle: {IDLE}"
     assert telegram["since"] <= telegram["updated_at"]
@@ -103,7 +103,7 @@ async def test_a_running_bot_is_ok_in_doctor_and_pairs_without_warning(hub_facto
         assert running["detail"] == "polling, bot @mesh_bot"
         doctor = await asyncio.to_thread(owner.cli, hub.url, "doctor")
         assert "ok    telegram: running (polling, bot @mesh_bot)\n" in doctor.stdout
-        assert "warn" not in doctor.stdout and "FAIL" not in doctor.stdout
+        assert "warn  telegram" not in doctor.stdout and "FAIL" not in doctor.stdout
         paired = await asyncio.to_thread(owner.cli, hub.url, "pair", "telegram")
         assert paired.stderr == "" and len(paired.stdout.splitlines()[0]) == 9
         await asyncio.to_thread(hub.stop)
@@ -135,7 +135,7 @@ async def test_a_refused_token_fails_the_connector_and_never_shows_the_token(
         # another member sees that it failed, not the error (which may name paths or hosts)
         carl = make_identity(tmp_path, "carl")
         async with carl.client(hub.url, receive=False) as c:
-            (seen,) = await c.call("connectors")
+            (seen,) = [x for x in await c.call("connectors") if x["name"] == "telegram"]
         assert seen["state"] == "failed" and seen["detail"] is None
         assert seen["summary"] == "failed"
         await asyncio.to_thread(hub.stop)
@@ -216,7 +216,7 @@ async def test_the_core_tracks_each_connectors_start(tmp_path):
     assert states["broken"]["detail"] == "ConnectionError: cannot reach the pager gateway"
     assert host.records["connectors_test"].status == "failed"
     assert refused.value.code == "unknown_connector"
-    assert "broken, fixed, lazy, quiet, telegram" in refused.value.message
+    assert "broken, fixed, lazy, quiet, slack, telegram" in refused.value.message
     assert paired["warning"].startswith("the broken bot is not running (failed: "
                                         "ConnectionError: cannot reach the pager gateway)")
     assert hub.connector_states.get("quiet").state == "stopped"  # type: ignore[union-attr]

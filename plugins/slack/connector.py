@@ -303,7 +303,6 @@ class SlackConnector(SlackOutbound):
         chat_event = await self._chat_event(body, previous, text="(deleted this message)")
         chat_event.reply_to = deleted
         chat_event.message_key = f"{channel}:{event.get('deleted_ts')}:deleted"
-        chat_event.edited = True  # not a command, not an address: said in the thread
         await self._handle(chat_event, channel, None, reply_in=None)
 
     async def _on_mention(self, body: dict[str, Any], event: dict[str, Any]) -> None:
@@ -402,7 +401,7 @@ class SlackConnector(SlackOutbound):
             user_name=await self._name(team, user), chat_id=channel,
             text=await self._markdown(text, team),
             is_group=in_channel and parsed is not None and parsed[0] in ("link", "unlink"),
-            chat_title=str(command.get("channel_name") or channel),
+            chat_title=f"slack-{command.get('channel_name') or channel}",
             command_prefix=adapter.SLASH_PREFIX)
         outcome = await self.chat.handle(chat_event)
         reply = outcome.reply or (f"Sent ({outcome.sent['id']})." if outcome.sent else "Done.")

@@ -124,14 +124,13 @@ class SlackOutbound:
             return False  # not connected yet: the lease retries it
         try:
             if channel is None:
+                if self._in_linked_channel(book, message):
+                    return True  # the person reads that conversation in its Slack channel
                 person = adapter.split_identity(peer.identity)
                 if person is None:
                     await give_up(hub, peer, message, "not a Slack person's identity")
                     return False
                 channel = await self._dm(person[1])
-            if adapter.channel_of(peer.identity) is None and self._in_linked_channel(
-                    book, message):
-                return True  # the person reads that conversation in its Slack channel
             if message.kind == "reaction" and await self._mirrored(message):
                 return True  # the reaction itself is on the Slack message (reaction hook)
             await self._post_all(hub, message, channel, in_dm=adapter.channel_of(
@@ -157,8 +156,10 @@ class SlackOutbound:
             thread_ts = await self.slack_state.ts_of(message.reply_to, channel)
         sender = hub.directory.peers.get(message.sender)
         style = adapter.sender_style(sender.name, sender.kind, sender.connector) if sender else {}
-        posts = adapter.render(message.body, context=describe(hub, message) if in_dm else None,
-                               buttons=buttons(message))
+        context = describe(hub, message) if in_dm else None
+        if sender is not None and context == sender.name:
+            context = None  # a plain DM: the username already says who
+        posts = adapter.render(message.body, context=context, buttons=buttons(message))
         if not message.body.strip() and message.attachments:
             posts = []  # only files: no empty text post
         for part, (text, blocks) in enumerate(posts):
