@@ -89,5 +89,5 @@ def people(tmp_path: Path):  # type: ignore[no-untyped-def]
 
 
 # the Telegram fixtures (a fake Bot API, a hub wired to it) live beside the fake
-from .telegram_support import telegram, tg_hub  # noqa: E402, F401
 from .slack_support import slack, slack_hub  # noqa: E402, F401
+from .telegram_support import telegram, tg_hub  # noqa: E402, F401
