@@ -285,7 +285,7 @@ async def test_an_event_taken_but_not_handled_is_handled_at_the_next_start(slack
     state = served.connector.slack_state
     event = slack.message(ANN, "acked before a crash", GENERAL)
     body = {"type": "event_callback", "team_id": TEAM, "event_id": "Ev0PENDING", "event": event}
-    await state.claim_event("Ev0PENDING", body)  # stored and acked; the hub stops before more
+    await state.keep_event("Ev0PENDING", body)  # acked, kept; the hub stops before handling it
     await served.stop()
     again = await slack_hub(slack_settings=_allow(ANN))
     async with carl.client(again.url) as c:

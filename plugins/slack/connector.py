@@ -5,10 +5,12 @@ Mode) and posts what the mesh delivers to Slack peers.
 Reliability:
 
 - bolt verifies every HTTP request's signature and timestamp (bad or older than five minutes:
-  401, nothing processed). An event is stored (``slack_events``) before Slack is acked, so a
-  retry is recognised by its ``event_id`` even after a restart, and an event acked but not yet
-  handled when the hub stopped is handled at the next start. Every mesh send carries the Slack
-  message as its ``client_id``, so handling an event twice stores nothing twice.
+  401, nothing processed). An event is handled before Slack is acked (within two seconds; one
+  that takes longer is stored, acked, and handled after), so an ack means the mesh has it; a
+  retry is recognised by its ``event_id`` even after a restart (``slack_events``), and an event
+  acked but not yet handled when the hub stopped is handled at the next start. Every mesh send
+  carries the Slack message as its ``client_id``, so handling an event twice stores nothing
+  twice.
 - a delivery is acked only once Slack answered ``ok`` for every part; parts already posted are
   remembered, and each post carries the mesh id in its metadata, so after a lost answer the next
   attempt finds the post (``conversations.history``) instead of posting twice;
@@ -23,6 +25,7 @@ import asyncio
 import contextlib
 import logging
 import re
+from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
@@ -52,6 +55,8 @@ if TYPE_CHECKING:
     from meshhub.hub import Hub
 
 log = logging.getLogger(__name__)
+ACK_WITHIN = 2.0  # seconds; Slack wants its answer within 3
+SEEN_EVENTS = 50_000  # ids of recent events kept in memory (all of a day's are in the store)
 _MENTION = re.compile(r"<@([UW][A-Z0-9]+)(?:\|[^>]*)?>")
 class SlackConnector(SlackOutbound):
     """Registered as connector ``slack``; idle until a bot token is configured."""
@@ -78,6 +83,7 @@ class SlackConnector(SlackOutbound):
         self.channel_names: dict[str, str] = {}
         self.dms: dict[str, str] = {}  # user id -> the app's DM channel with them
         self._order: dict[str, asyncio.Lock] = {}
+        self.seen: OrderedDict[str, None] = OrderedDict()  # ids of events taken
         self._tasks: list[asyncio.Task[None]] = []
 
     # -- lifecycle -----------------------------------------------------------------------------
@@ -111,7 +117,6 @@ class SlackConnector(SlackOutbound):
         app.use(self._inbox)
         app.action(re.compile(f"^{adapter.BUTTON_ACTION}_"))(self._on_button)
         app.command(self.settings.command)(self._on_command)
-        app.event(re.compile(".*"))(self._on_event)
         return app
 
     async def stop(self) -> None:
@@ -164,6 +169,9 @@ class SlackConnector(SlackOutbound):
             await asyncio.sleep(wait)
             delay = min(delay * 2, 30.0)
         self.bot_user, self.team = me.get("user_id"), str(me.get("team_id") or "")
+        assert self.slack_state is not None
+        for event_id in reversed(await self.slack_state.known_events(SEEN_EVENTS)):
+            self._saw(event_id)  # a retry of what the hub took before a restart
         await self._link_configured()
         if self.settings.mode == "socket":
             from slack_bolt.adapter.socket_mode.async_handler import AsyncSocketModeHandler
@@ -174,8 +182,7 @@ class SlackConnector(SlackOutbound):
         self.ready.set()
         self._enter("running", f"{self.settings.mode}, bot {me.get('user') or self.bot_user} "
                                f"in {me.get('team') or self.team}")
-        assert self.slack_state is not None
-        for body in await self.slack_state.pending_events():  # taken, not handled: a restart
+        for body in await self.slack_state.pending_events():  # acked, not handled: a restart
             await self._take(body)
 
     async def _link_configured(self) -> None:
@@ -203,37 +210,58 @@ class SlackConnector(SlackOutbound):
 
     async def _inbox(self, body: dict[str, Any],
                      next: Callable[[], Awaitable[None]]) -> BoltResponse | None:
-        """Bolt middleware, after the signature check: store an event before it is acked, and
-        ack a retry of one already taken without doing anything again."""
+        """Bolt middleware, after the signature check and after the app's own events were
+        dropped: takes Events API events (interactivity and the slash command go on to their
+        listeners).
+
+        An event is handled before Slack is acked when that takes less than ``ACK_WITHIN``
+        seconds, the usual case, so an ack means its message is stored. One that takes longer is
+        kept (its body stored), acked, and handled after. A retry of an event already taken is
+        acked and changes nothing."""
         event_id = body.get("event_id") if body.get("type") == "event_callback" else None
-        if event_id:
-            assert self.slack_state is not None
-            if not await self.slack_state.claim_event(str(event_id), body):
-                return BoltResponse(status=200, body="")
-        await next()
-        return None
+        if not event_id:
+            await next()
+            return None
+        assert self.hub is not None and self.slack_state is not None
+        event_id = str(event_id)
+        if event_id in self.seen:
+            return BoltResponse(status=200, body="")
+        self._saw(event_id)
+        handling = self.hub.spawn(self._take(body))
+        try:
+            await asyncio.wait_for(asyncio.shield(handling), ACK_WITHIN)
+        except TimeoutError:
+            await self.slack_state.keep_event(event_id, body)
+        return BoltResponse(status=200, body="")
+
+    def _saw(self, event_id: str) -> None:
+        self.seen[event_id] = None
+        while len(self.seen) > SEEN_EVENTS:
+            self.seen.popitem(last=False)
 
     # -- events --------------------------------------------------------------------------------
-    async def _on_event(self, body: dict[str, Any]) -> None:
-        await self._take(body)
-
     async def _take(self, body: dict[str, Any]) -> None:
-        """Handle one event, whichever way it came; mark it handled unless the hub itself
-        failed (then it is handled again at the next start)."""
+        """Handle one event, whichever way it came; then remember its id. An event the hub
+        itself failed on (not the person's mistake, not Slack's refusal) is kept, and handled
+        again at the next start."""
+        assert self.slack_state is not None
         event = body.get("event") or {}
+        event_id = str(body.get("event_id") or "")
         channel = str(event.get("channel") or (event.get("item") or {}).get("channel") or "")
         lock = self._order.setdefault(channel, asyncio.Lock())
         try:
             async with lock:  # one channel's events in the order Slack sent them
                 await self._dispatch(body, event)
         except (MeshError, SlackApiError, GiveUp) as exc:
-            log.warning("slack: event %s not relayed: %s", body.get("event_id"), exc)
+            log.warning("slack: event %s not relayed: %s", event_id, exc)
         except Exception:
-            log.exception("slack: event %s failed; it is retried at the next start",
-                          body.get("event_id"))
+            log.exception("slack: event %s failed; it is handled again at the next start",
+                          event_id)
+            if event_id:
+                await self.slack_state.keep_event(event_id, body)
             return
-        if body.get("event_id") and self.slack_state is not None:
-            await self.slack_state.event_handled(str(body["event_id"]))
+        if event_id:
+            await self.slack_state.event_handled(event_id)
 
     async def _dispatch(self, body: dict[str, Any], event: dict[str, Any]) -> None:
         kind = event.get("type")

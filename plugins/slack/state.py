@@ -1,9 +1,9 @@
 """The connector's own tables (migration set ``meshhub.slack``):
 
-- ``slack_events``: every Events API event taken, by Slack's ``event_id``, stored before Slack
-  is acked. A retry Slack sends (``X-Slack-Retry-Num``), before or after a hub restart, finds its
-  id here and changes nothing; an event stored but not yet handled when the hub stopped is
-  handled at the next start. Handled rows are kept a day.
+- ``slack_events``: the Events API events taken, by Slack's ``event_id``: the id of each handled
+  one (kept a day, so a retry Slack sends, ``X-Slack-Retry-Num``, is recognised even after a
+  restart), and the whole body of one acked before it was handled (it outlasted Slack's ack
+  window, or handling it failed), which the next start handles.
 - ``slack_messages``: which Slack message (channel, ts) carries which mesh message, both ways,
   for threads, reactions, edits, button updates and not posting a part twice;
 - ``slack_attempts``: a post started but not yet answered: if the answer is lost, the next
@@ -72,29 +72,38 @@ class SlackState:
         self.store = store
 
     # -- the event inbox -------------------------------------------------------------------------
-    async def claim_event(self, event_id: str, body: dict[str, Any]) -> bool:
-        """Store an event before it is acked; ``False`` when it was taken before (a retry)."""
+    async def keep_event(self, event_id: str, body: dict[str, Any]) -> None:
+        """Keep an event that is acked before it is handled (it outlasted the ack window, or
+        handling it failed): the next start handles it."""
         now = time.time()
         text = json.dumps(body, separators=(",", ":"))
-
-        def run(conn: sqlite3.Connection) -> bool:
-            cur = conn.execute("INSERT OR IGNORE INTO slack_events (event_id, body, received_at) "
-                               "VALUES (?,?,?)", (event_id, text, now))
-            return cur.rowcount > 0
-
-        return await self.store.transact(run)
+        await self.store.transact(lambda conn: conn.execute(
+            "INSERT INTO slack_events (event_id, body, received_at) VALUES (?,?,?) "
+            "ON CONFLICT(event_id) DO UPDATE SET body=excluded.body, handled_at=NULL",
+            (event_id, text, now)))
 
     async def event_handled(self, event_id: str) -> None:
+        """Remember a handled event's id for a day (Slack retries for an hour at most)."""
         now = time.time()
 
         def run(conn: sqlite3.Connection) -> None:
-            conn.execute("UPDATE slack_events SET handled_at=? WHERE event_id=?", (now, event_id))
+            conn.execute(
+                "INSERT INTO slack_events (event_id, body, received_at, handled_at) "
+                "VALUES (?,'',?,?) ON CONFLICT(event_id) DO UPDATE SET body='', "
+                "handled_at=excluded.handled_at", (event_id, now, now))
             conn.execute("DELETE FROM slack_events WHERE handled_at < ?", (now - KEEP_EVENTS,))
 
         await self.store.transact(run)
 
+    async def known_events(self, limit: int) -> list[str]:
+        """The ids of the newest events taken (handled or kept), newest first."""
+        rows = await self.store.transact(lambda conn: conn.execute(
+            "SELECT event_id FROM slack_events ORDER BY received_at DESC LIMIT ?",
+            (limit,)).fetchall())
+        return [row[0] for row in rows]
+
     async def pending_events(self) -> list[dict[str, Any]]:
-        """Events stored but never handled (the hub stopped in between), oldest first."""
+        """Events kept but never handled (the hub stopped in between), oldest first."""
         rows = await self.store.transact(lambda conn: conn.execute(
             "SELECT body FROM slack_events WHERE handled_at IS NULL ORDER BY received_at"
         ).fetchall())
