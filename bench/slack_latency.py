@@ -29,7 +29,7 @@ their ratio are printed beside them.
 
 ``--pause-ms`` sets that pause (both paths are slower after a longer idle time: waking an idle
 process costs too); ``--synchronous`` the hub's ``sqlite_synchronous``, to see what the fsync of
-the two commits before a delivery (the event, stored before Slack is acked; the message) costs.
+the commit before a delivery (the message) costs.
 """
 
 from __future__ import annotations
