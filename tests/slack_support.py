@@ -47,6 +47,8 @@ class SlackHub:
         return body
 
     async def link(self, user: SlackUser, channel: str, conversation: str) -> str:
+        """``user``, a member of ``channel``, links it with the slash command."""
+        self.slack.join(channel, user)
         status, body = await self.slack.send_command(user, f"link {conversation}", channel)
         assert status == 200 and "Linked" in body, body
         return body

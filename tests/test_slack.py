@@ -217,8 +217,9 @@ async def test_pairing_dms_and_the_slash_command(slack_hub, tmp_path):
         await slack.send_event(slack.mention(BEN, "@carl ping from #random", "C0RANDOM"))
         assert (await collect(c, 1))[0]["text"] == "ping from #random"
         await slack.send_event(slack.mention(BEN, "#nowhere hello", "C0RANDOM"))
-        warned = await slack.wait_for("chat.postMessage", lambda m: "nowhere" in str(m))
-        assert warned["channel"] == "C0RANDOM" and warned["thread_ts"]
+        warned = await slack.wait_for("chat.postEphemeral", lambda m: "nowhere" in str(m))
+        assert warned["channel"] == "C0RANDOM" and warned["user"] == BEN.id  # Ben's eyes only
+        assert not _posts(slack, "C0RANDOM")
     async with served.owner.client(served.url, receive=False) as owner:
         await owner.call("pair_revoke", who=f"slack:{TEAM}/{BEN.id}")
     status, body = await slack.send_command(BEN, "peers", dm)
@@ -396,3 +397,89 @@ async def test_a_claude_session_and_the_cli_both_get_the_channel_and_reply_in_it
             assert posted["channel"] == GENERAL and posted["thread_ts"] == event["ts"]
         names = {p["username"] for p in slack.of("chat.postMessage") if "thread_ts" in p}
         assert names == {"dana (mcp)", "carl (cli)"}
+
+
+async def test_who_reads_a_conversation_where(slack_hub, tmp_path):
+    """A paired person reads a linked conversation in its channel; a whisper to them, or the
+    conversation while they are not in the channel, comes as a DM."""
+    served = await slack_hub(slack_settings=_allow(ANN, BEN))
+    slack = served.slack
+    await served.link(ANN, GENERAL, "#general")
+    await slack.send_command(BEN, "status", slack.open_dm([BEN.id])["id"])  # Ben: a peer
+    carl = make_identity(tmp_path, "carl")
+    async with carl.client(served.url) as c:
+        await c.call("conversation_join", name="#general")
+        sent = await c.send("#general", "for everyone")
+        await eventually(lambda: _is(c, sent["id"], "delivered"))
+        ann_dm, ben_dm = slack.open_dm([ANN.id])["id"], slack.open_dm([BEN.id])["id"]
+        assert not _posts(slack, ann_dm, "for everyone")  # Ann is in the channel
+        whisper = await c.send("#general", "just for Ann", whisper=["Ann-Lee"])
+        await eventually(lambda: _is(c, whisper["id"], "delivered"))
+        assert _posts(slack, ann_dm, "just for Ann") and not _posts(slack, GENERAL, "just for")
+        assert _posts(slack, ben_dm, "for everyone")  # Ben is not in the channel: a DM
+
+
+async def test_a_replayed_reaction_event_is_not_applied_twice(slack_hub, tmp_path):
+    served = await slack_hub(slack_settings=_allow(ANN))
+    slack = served.slack
+    await served.link(ANN, GENERAL, "#general")
+    carl = make_identity(tmp_path, "carl")
+    async with carl.client(served.url) as c:
+        sent = await c.send("#general", "vote here")
+        posted = await slack.wait_for("chat.postMessage", lambda m: "vote here" in str(m))
+        ts = posted["result"]["ts"]
+        added = slack.reaction(ANN, "+1", GENERAL, ts)
+        await slack.send_event(added, event_id="Ev0VOTE1")
+        await eventually(lambda: _reacted(c, sent["id"]))
+        await slack.send_event(slack.reaction(ANN, "+1", GENERAL, ts, removed=True))
+        await eventually(lambda: _no_reactions(c, sent["id"]))
+        assert (await slack.send_event(added, event_id="Ev0VOTE1", retry_num=1))[0] == 200
+        await c.call("whoami")
+        assert await _no_reactions(c, sent["id"])  # the retry of the add changed nothing
+
+
+async def test_bots_guests_and_foreign_file_links_are_kept_out(slack_hub, tmp_path):
+    quiet_bot = SlackUser("UQUIETBOT", "quietbot", is_bot=True)
+    guest = SlackUser("UGUEST001", "guest", real_name="Gus Guest", restricted=True)
+    served = await slack_hub(slack_settings={"allow": TEAM})  # the whole workspace
+    slack = served.slack
+    slack.add_user(quiet_bot)
+    slack.add_user(guest)
+    await served.link(ANN, GENERAL, "#general")
+    carl = make_identity(tmp_path, "carl")
+    async with carl.client(served.url) as c:
+        await c.call("conversation_join", name="#general")
+        event = slack.message(quiet_bot, "a bot user's post without a bot_id", GENERAL)
+        for key in ("bot_id", "app_id", "bot_profile"):
+            event.pop(key, None)
+        await slack.send_event(event)
+        external = slack.add_file(b"secret", "report.pdf", "application/pdf")
+        external["url_private_download"] = "https://attacker.example/steal"
+        external["url_private"] = "https://attacker.example/steal"
+        await slack.send_event(slack.message(ANN, "see the file", GENERAL, files=[external]))
+        warned = await slack.wait_for("chat.postMessage", lambda m: "report.pdf" in str(m))
+        assert warned["channel"] == GENERAL and "no file address" in warned["text"]
+        await slack.send_event(slack.message(ANN, "a real message", GENERAL))
+        assert (await collect(c, 1))[0]["text"] == "a real message"  # the bot's never came
+    peers = {p["name"] for p in await _peers(served)}
+    assert "quietbot" not in peers
+    status, body = await slack.send_command(guest, "peers", slack.open_dm([guest.id])["id"])
+    assert "/hub pair" in body  # a guest needs a code or to be named one by one
+    async with carl.client(served.url) as c:
+        # in the linked channel, the guest speaks through the channel, under their name
+        await slack.send_event(slack.message(guest, "hi all", GENERAL))
+        assert (await collect(c, 1))[0]["text"] == "**Gus Guest**: hi all"
+        renamed = SlackUser(guest.id, "guest", real_name="Gus Guest", display_name="Gus G",
+                            restricted=True)
+        await slack.send_event(slack.user_change(renamed))
+        await slack.send_event(slack.message(guest, "again", GENERAL))
+        assert (await collect(c, 1))[0]["text"] == "**Gus G**: again"
+
+
+async def _reacted(c: Any, message_id: str) -> bool:
+    return bool(await c.call("reactions", ids=[message_id]))
+
+
+async def _peers(served: Any) -> list[dict[str, Any]]:
+    async with served.owner.client(served.url, receive=False) as owner:
+        return list(await owner.peers())

@@ -36,7 +36,7 @@ from meshhub.actions import ActionContext
 from meshhub.errors import InvalidRequest, MeshError, NotFound
 from meshhub.views import presence_text
 
-from .loops import origin
+from .loops import is_echo, origin
 from .pairing import PairingBook
 
 if TYPE_CHECKING:
@@ -44,7 +44,13 @@ if TYPE_CHECKING:
     from meshhub.models import Message, Peer
 
 BUTTON_PREFIX = "ap:"
-_COMMAND_WORD = re.compile(r"(?<![\w/:.<])/(?=[a-z]+\b)")  # "/peers" in a reply, not a URL
+_COMMAND_WORD = re.compile(r"(?<![\w/:.<])/(?=[a-z]+\b)")  # "/peers" in a template, not a URL
+
+
+def commands(template: str, prefix: str) -> str:
+    """One of the bridge's own texts with its commands as the platform's people type them
+    (``/peers`` is ``/hub peers`` on Slack). Never applied to what peers wrote."""
+    return template if prefix == "/" else _COMMAND_WORD.sub(prefix, template)
 
 
 @dataclass
@@ -183,25 +189,25 @@ class ChatHandler:
             outcome = await (self._group(event) if event.is_group else self._private(event))
         except MeshError as exc:
             outcome = ChatOutcome(reply=f"⚠️ {exc.message}")
-        if outcome.reply and event.command_prefix != "/":
-            outcome.reply = _COMMAND_WORD.sub(event.command_prefix, outcome.reply)
         return outcome
 
     async def _private(self, event: ChatEvent) -> ChatOutcome:
+        p = event.command_prefix
         if event.edited and event.text.lstrip().startswith("/"):
             return ChatOutcome()  # an edited command is not run again, nor relayed as text
         command = parse_command(event.text) if not event.edited else None
         peer = self.paired_peer(event.connector, event.user_id)
         if command and command[0] == "pair":
             if not command[1]:
-                return ChatOutcome(reply="Send the code with the command: `/pair CODE`.")
+                return ChatOutcome(reply=commands("Send the code with the command: `/pair CODE`.",
+                                                  p))
             peer = await self.book.redeem(event.connector, event.user_id, command[1],
                                           event.user_name)
             return ChatOutcome(reply=(
                 f"Paired: you are `{peer.name}` on the mesh. Plain text goes to "
-                f"**{self.book.target(peer)}**; /help shows the rest."))
+                f"**{self.book.target(peer)}**; " + commands("/help shows the rest.", p)))
         if peer is None:
-            return ChatOutcome(reply=join_hint(event.connector))
+            return ChatOutcome(reply=commands(join_hint(event.connector), p))
         if command:
             return await self._command(peer, event, *command)
         return await self._send_text(peer, event, event.text)
@@ -241,14 +247,16 @@ class ChatHandler:
         )
 
     async def _command(self, peer: Peer, event: ChatEvent, name: str, args: str) -> ChatOutcome:
+        p = event.command_prefix
         surface = event.connector
         book = self.book
         if name in ("help", "start"):
-            return ChatOutcome(reply=HELP.format(name=peer.name, target=book.target(peer)))
+            return ChatOutcome(reply=commands(HELP, p).format(name=peer.name,
+                                                              target=book.target(peer)))
         if name in ("to", "send"):
             target, _, rest = args.partition(" ")
             if not target:
-                return ChatOutcome(reply=f"Say who: `/{name} name text`.")
+                return ChatOutcome(reply=commands(f"Say who: `/{name} name text`.", p))
             return await self._send_text(peer, event, f"@{target.lstrip('@')} {rest}".strip()
                                          if not target.startswith("#") else f"{target} {rest}")
         if name == "peers":
@@ -258,7 +266,7 @@ class ChatHandler:
             result = await self.call(peer, surface, "inbox", limit=20)
             if not result["messages"]:
                 return ChatOutcome(reply="No unread messages.")
-            more = "\n… more: /inbox again" if result["more"] else ""
+            more = commands("\n… more: /inbox again", p) if result["more"] else ""
             return ChatOutcome(reply="**Unread**\n" + "\n".join(
                 _message_line(m) for m in result["messages"]) + more)
         if name == "conv":
@@ -274,7 +282,7 @@ class ChatHandler:
                                + "\n".join(lines))
         if name in ("join", "leave"):
             if not args:
-                return ChatOutcome(reply=f"Say which: `/{name} #name`.")
+                return ChatOutcome(reply=commands(f"Say which: `/{name} #name`.", p))
             action = "conversation_join" if name == "join" else "conversation_leave"
             conv = await self.call(peer, surface, action, name=args)
             if name == "join":
@@ -299,12 +307,13 @@ class ChatHandler:
         if name in ("approve", "deny"):
             approval_id, _, reason = args.partition(" ")
             if not approval_id:
-                return ChatOutcome(reply=f"Say which: `/{name} ID [reason]`.")
+                return ChatOutcome(reply=commands(f"Say which: `/{name} ID [reason]`.", p))
             result = await self.call(peer, surface, "approval_answer", id=approval_id,
                                      answer=name, reason=reason or None)
             return ChatOutcome(reply=f"Answered **{result['answer']}**.")
         if name == "actions":
-            return ChatOutcome(reply="**Actions** (run with `/call NAME key=value`)\n" + "\n".join(
+            return ChatOutcome(reply=commands("**Actions** (run with `/call NAME key=value`)\n",
+                                              p) + "\n".join(
                 f"• `{a['name']}` — {a['summary']}" for a in self.hub.actions.describe()))
         if name == "call":
             action_name, params = parse_call(args)
@@ -312,9 +321,10 @@ class ChatHandler:
                                                             **params)))
         if name in ("link", "unlink"):
             return ChatOutcome(reply="Use this command in the group chat you want to link.")
-        return ChatOutcome(reply=f"Unknown command /{name}; /help lists them.")
+        return ChatOutcome(reply=commands(f"Unknown command /{name}; /help lists them.", p))
 
     async def _group(self, event: ChatEvent) -> ChatOutcome:
+        p = event.command_prefix
         if event.edited and event.text.lstrip().startswith("/"):
             return ChatOutcome()  # an edited command is not run again, nor relayed as text
         command = parse_command(event.text) if not event.edited else None
@@ -324,16 +334,17 @@ class ChatHandler:
         if command is not None:
             name, args = command
             if name == "help":
-                return ChatOutcome(reply=GROUP_HELP)
+                return ChatOutcome(reply=commands(GROUP_HELP, p))
             if name in ("link", "unlink"):
                 if peer is None:
-                    return ChatOutcome(reply=join_hint(event.connector)
-                                       + " Then /link this chat again.")
+                    return ChatOutcome(reply=commands(join_hint(event.connector)
+                                                      + " Then /link this chat again.", p))
                 if name == "unlink":
                     old = await self.book.unlink(chat_identity)
                     return ChatOutcome(reply=f"Unlinked from #{old.conversation}.")
                 if not args:
-                    return ChatOutcome(reply="Say which conversation: `/link #name`.")
+                    return ChatOutcome(reply=commands("Say which conversation: `/link #name`.",
+                                                      p))
                 made = await self.book.link(event.connector, event.chat_id,
                                             event.chat_title or "group", args, peer)
                 return ChatOutcome(reply=f"Linked to **#{made.conversation}**: messages go "
@@ -381,6 +392,24 @@ class ChatHandler:
         except (ValueError, IndexError):
             return "That button is broken.", None
         return f"Answered: {result['answer']}", f"→ {result['answer']} by {peer.name}"
+
+
+async def may_post(hub: Hub, peer: Peer, message: Message, *, connector: str, chat: str,
+                   platform: str, place: str = "chat") -> bool | None:
+    """What a bridge does with ``message`` for ``peer`` before posting it to ``chat``: ``None``
+    to post it; ``True`` to ack it unposted (it came from that linked chat, which shows it);
+    ``False`` once the delivery is given up (the chat was unlinked, the pairing revoked)."""
+    book = PairingBook.of(hub)
+    if peer.identity.startswith(f"{connector}:chat:"):
+        if book.link_for(peer.identity) is None:
+            await give_up(hub, peer, message, f"the {platform} {place} is no longer linked")
+            return False
+        if is_echo(message, connector, chat):
+            return True
+    elif not book.is_paired(peer):
+        await give_up(hub, peer, message, f"the {platform} pairing was revoked")
+        return False
+    return None
 
 
 async def give_up(hub: Hub, peer: Peer, message: Message, reason: str) -> None:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import html
 import re
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import emoji as emoji_names
@@ -30,6 +31,7 @@ _BOLD = re.compile(r"(?<![\w*])\*(?=\S)([^*\n]+?)(?<=\S)\*(?![\w*])")
 _ITALIC = re.compile(r"(?<![\w_])_(?=\S)([^_\n]+?)(?<=\S)_(?![\w_])")
 _STRIKE = re.compile(r"(?<![\w~])~(?=\S)([^~\n]+?)(?<=\S)~(?![\w~])")
 _BROADCASTS = {"here": "@here", "channel": "@channel", "everyone": "@everyone"}
+SLASH_PREFIX = "/hub "  # how a Slack person types a bridge command
 
 
 def person(team: str, user: str) -> str:
@@ -74,6 +76,32 @@ def display_name(user: dict[str, Any]) -> str:
     profile = user.get("profile") or {}
     return str(profile.get("display_name") or profile.get("real_name") or user.get("real_name")
                or user.get("name") or user.get("id") or "slack-user")
+
+
+@dataclass(frozen=True)
+class Person:
+    """What the bridge needs of a Slack account (``users.info``): its home team (for Slack
+    Connect people, not the workspace the event came through), name, and what kind it is."""
+
+    team: str
+    user: str
+    name: str
+    bot: bool = False  # a bot user or an app: never relayed, never let in
+    guest: bool = False  # a restricted or single-channel guest
+    deleted: bool = False
+
+    @property
+    def external(self) -> str:
+        return person(self.team, self.user)
+
+
+def person_of(user: dict[str, Any], team: str) -> Person:
+    """A ``users.info`` (or ``user_change``) user object as a :class:`Person`."""
+    return Person(
+        team=str(user.get("team_id") or team), user=str(user.get("id") or ""),
+        name=display_name(user), bot=bool(user.get("is_bot") or user.get("is_app_user")),
+        guest=bool(user.get("is_restricted") or user.get("is_ultra_restricted")),
+        deleted=bool(user.get("deleted")))
 
 
 # -- mrkdwn -> Markdown ---------------------------------------------------------------------------
@@ -143,9 +171,6 @@ def chat_event(event: dict[str, Any], *, team: str, user_name: str, text: str,
     )
 
 
-SLASH_PREFIX = "/hub "
-
-
 def command_text(text: str) -> str:
     """What follows ``/hub`` as the chat handler reads it: ``pair CODE`` -> ``/pair CODE``;
     an address (``@ann hi``, ``#ops hi``) stays text to send; nothing is ``/help``."""
@@ -164,7 +189,7 @@ def emoji_from_slack(name: str) -> str:
     name = SKIN_TONE.sub("", name)
     as_text = f":{name}:"
     char = emoji_names.emojize(as_text, language="alias")
-    return char if char != as_text else as_text[:32]
+    return char if char != as_text else as_text
 
 
 def emoji_to_slack(value: str) -> str | None:

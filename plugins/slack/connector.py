@@ -56,6 +56,9 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 ACK_WITHIN = 2.0  # seconds; Slack wants its answer within 3
+SLACK_FILE_HOSTS = frozenset({"files.slack.com"})
+KEPT_RETRY = 60.0  # seconds between tries of events whose handling failed
+MAX_ATTEMPTS = 5  # failed tries (each logged); then an event is left in the store, untried
 SEEN_EVENTS = 50_000  # ids of recent events kept in memory (all of a day's are in the store)
 _MENTION = re.compile(r"<@([UW][A-Z0-9]+)(?:\|[^>]*)?>")
 class SlackConnector(SlackOutbound):
@@ -78,12 +81,13 @@ class SlackConnector(SlackOutbound):
         self.ready = asyncio.Event()
         self.bot_user: str | None = None
         self.team: str = ""
-        self.names: dict[str, str] = {}  # T/U -> display name
-        self.bots: set[str] = set()  # T/U of bot users
+        self.people: dict[str, adapter.Person] = {}  # user id -> account
         self.channel_names: dict[str, str] = {}
         self.dms: dict[str, str] = {}  # user id -> the app's DM channel with them
+        self.member_cache: dict[str, tuple[float, frozenset[str]]] = {}
         self._order: dict[str, asyncio.Lock] = {}
         self.seen: OrderedDict[str, None] = OrderedDict()  # ids of events taken
+        self._handling: set[str] = set()  # ids of events being handled now
         self._tasks: list[asyncio.Task[None]] = []
 
     # -- lifecycle -----------------------------------------------------------------------------
@@ -173,6 +177,7 @@ class SlackConnector(SlackOutbound):
         for event_id in reversed(await self.slack_state.known_events(SEEN_EVENTS)):
             self._saw(event_id)  # a retry of what the hub took before a restart
         await self._link_configured()
+        await self._handle_kept()  # acked before a restart, not handled yet: first, in order
         if self.settings.mode == "socket":
             from slack_bolt.adapter.socket_mode.async_handler import AsyncSocketModeHandler
 
@@ -182,8 +187,18 @@ class SlackConnector(SlackOutbound):
         self.ready.set()
         self._enter("running", f"{self.settings.mode}, bot {me.get('user') or self.bot_user} "
                                f"in {me.get('team') or self.team}")
-        for body in await self.slack_state.pending_events():  # acked, not handled: a restart
-            await self._take(body)
+        while True:  # what failed for want of Slack or the store, tried again
+            await asyncio.sleep(KEPT_RETRY)
+            try:
+                await self._handle_kept()
+            except Exception:
+                log.exception("slack: cannot read the events kept for another try")
+
+    async def _handle_kept(self) -> None:
+        assert self.slack_state is not None
+        for body in await self.slack_state.pending_events(MAX_ATTEMPTS):
+            if str(body.get("event_id")) not in self._handling:
+                await self._take(body)
 
     async def _link_configured(self) -> None:
         assert self.hub is not None
@@ -249,17 +264,20 @@ class SlackConnector(SlackOutbound):
         event_id = str(body.get("event_id") or "")
         channel = str(event.get("channel") or (event.get("item") or {}).get("channel") or "")
         lock = self._order.setdefault(channel, asyncio.Lock())
+        self._handling.add(event_id)
         try:
             async with lock:  # one channel's events in the order Slack sent them
                 await self._dispatch(body, event)
-        except (MeshError, SlackApiError, GiveUp) as exc:
-            log.warning("slack: event %s not relayed: %s", event_id, exc)
-        except Exception:
-            log.exception("slack: event %s failed; it is handled again at the next start",
-                          event_id)
+        except MeshError as exc:  # the person's mistake or the mesh's refusal: said, done
+            log.warning("slack: event %s not relayed: %s", event_id, exc.message)
+        except Exception as exc:  # Slack or the store failed us: try again later
+            log.warning("slack: event %s failed (%s: %s); it is tried again in %.0f s",
+                        event_id, type(exc).__name__, exc, KEPT_RETRY)
             if event_id:
-                await self.slack_state.keep_event(event_id, body)
+                await self.slack_state.keep_event(event_id, body, failed=True)
             return
+        finally:
+            self._handling.discard(event_id)
         if event_id:
             await self.slack_state.event_handled(event_id)
 
@@ -271,10 +289,12 @@ class SlackConnector(SlackOutbound):
             await self._on_mention(body, event)
         elif kind in ("reaction_added", "reaction_removed"):
             await self._on_reaction(body, event, added=kind == "reaction_added")
+        elif kind in ("member_joined_channel", "member_left_channel"):
+            self.member_cache.pop(str(event.get("channel")), None)
         elif kind == "user_change":
-            user = event.get("user") or {}
-            team = str(user.get("team_id") or body.get("team_id") or "")
-            self.names[adapter.person(team, str(user.get("id")))] = adapter.display_name(user)
+            found = adapter.person_of(event.get("user") or {}, str(body.get("team_id") or ""))
+            if found.user:
+                self.people[found.user] = found
 
     async def _on_message(self, body: dict[str, Any], event: dict[str, Any]) -> None:
         assert self.slack_state is not None
@@ -297,9 +317,8 @@ class SlackConnector(SlackOutbound):
             return
         elif subtype not in (None, "file_share", "thread_broadcast", "me_message"):
             return  # joins, topics, pins...: not messages of a person
-        if adapter.from_a_bot(event, self.bot_user) or self.guard.is_own(
-                f"{channel}:{event.get('ts')}") or await self._is_bot(
-                adapter.team_of(event, body), str(event.get("user", ""))):
+        if self.guard.is_own(f"{channel}:{event.get('ts')}") or await self._from_a_bot(
+                body, event):
             return
         chat_event = await self._chat_event(body, event, edited=edited)
         thread_ts = event.get("thread_ts")
@@ -319,10 +338,18 @@ class SlackConnector(SlackOutbound):
         await self._handle(chat_event, channel, str(event.get("ts")),
                            reply_in=thread_ts if chat_event.is_group else None)
 
+    async def _from_a_bot(self, body: dict[str, Any], event: dict[str, Any]) -> bool:
+        """Written by a bot, an app, another bridge or this app: never relayed. A bot user may
+        post without a ``bot_id``, so its profile is asked too."""
+        if adapter.from_a_bot(event, self.bot_user):
+            return True
+        user = str(event.get("user") or "")
+        return not user or (await self._who(user, adapter.team_of(event, body))).bot
+
     async def _on_delete(self, body: dict[str, Any], event: dict[str, Any], channel: str) -> None:
         assert self.slack_state is not None
         previous = event.get("previous_message") or {}
-        if adapter.from_a_bot(previous, self.bot_user):
+        if await self._from_a_bot(body, previous):
             return
         deleted = await self.slack_state.mesh_id(channel, str(event.get("deleted_ts")))
         if deleted is None:
@@ -334,50 +361,48 @@ class SlackConnector(SlackOutbound):
         await self._handle(chat_event, channel, None, reply_in=None)
 
     async def _on_mention(self, body: dict[str, Any], event: dict[str, Any]) -> None:
-        """``@app text`` in a channel that is not linked: the person talks to the mesh, and
-        the answer goes in a thread under their mention."""
+        """``@app text`` in a channel that is not linked: the person talks to the mesh as in
+        a DM; what the bridge answers is shown to them alone (it may be their inbox)."""
         assert self.hub is not None
         channel = str(event.get("channel", ""))
-        if adapter.from_a_bot(event, self.bot_user) or self._linked(channel):
+        if self._linked(channel) or await self._from_a_bot(body, event):
             return  # a linked channel relays every message already
         text = adapter.strip_mention(str(event.get("text", "")), self.bot_user)
         chat_event = await self._chat_event(body, event, text=text)
         chat_event.is_group = False
         ts = str(event.get("ts"))
-        await self._handle(chat_event, channel, ts, reply_in=event.get("thread_ts") or ts)
+        await self._handle(chat_event, channel, ts, reply_in=event.get("thread_ts") or ts,
+                           only_to=str(event.get("user", "")))
 
     async def _handle(self, chat_event: ChatEvent, channel: str, ts: str | None, *,
-                      reply_in: str | None) -> None:
+                      reply_in: str | None, only_to: str | None = None) -> None:
         assert self.chat is not None and self.slack_state is not None
         outcome = await self.chat.handle(chat_event)
         if outcome.sent is not None and ts is not None and not outcome.sent.get("duplicate"):
             await self.slack_state.map_message(channel, ts, outcome.sent["id"], outgoing=False)
         if outcome.reply:
-            await self._say(channel, outcome.reply, reply_in)
+            await self._say(channel, outcome.reply, reply_in, only_to=only_to)
 
     async def _chat_event(self, body: dict[str, Any], event: dict[str, Any], *,
                           edited: bool = False, text: str | None = None) -> ChatEvent:
-        team = adapter.team_of(event, body)
-        user = str(event.get("user", ""))
-        await self._admit(team, user)
+        who = await self._admit(str(event.get("user", "")), adapter.team_of(event, body))
         raw = str(event.get("text", "")) if text is None else text
-        return adapter.chat_event(event, team=team, user_name=await self._name(team, user),
-                                  text=await self._markdown(raw, team), edited=edited)
+        return adapter.chat_event(event, team=who.team, user_name=who.name,
+                                  text=await self._markdown(raw, who.team), edited=edited)
 
     async def _on_reaction(self, body: dict[str, Any], event: dict[str, Any], *,
                            added: bool) -> None:
         assert self.slack_state is not None and self.chat is not None and self.hub is not None
         item = event.get("item") or {}
         user = str(event.get("user", ""))
-        if item.get("type") != "message" or user == self.bot_user:
+        if item.get("type") != "message" or await self._from_a_bot(body, event):
             return
         channel = str(item.get("channel", ""))
         mesh_id = await self.slack_state.mesh_id(channel, str(item.get("ts")))
         if mesh_id is None:
             return
-        team = adapter.team_of(event, body)
-        await self._admit(team, user)
-        peer = self.chat.paired_peer(adapter.CONNECTOR, adapter.person(team, user))
+        who = await self._admit(user, adapter.team_of(event, body))
+        peer = self.chat.paired_peer(adapter.CONNECTOR, who.external)
         if peer is None:  # not paired: the linked channel reacts for them
             link = PairingBook.of(self.hub).link_for(adapter.chat_identity(channel))
             peer = self.hub.directory.peers.get(link.peer) if link is not None else None
@@ -394,14 +419,12 @@ class SlackConnector(SlackOutbound):
         assert self.chat is not None and self.hub is not None and self.slack_state is not None
         assert self.client is not None
         user = body.get("user") or {}
-        team = str(user.get("team_id") or (body.get("team") or {}).get("id") or self.team)
-        await self._admit(team, str(user.get("id")))
+        who = await self._admit(str(user.get("id")), str(user.get("team_id") or self.team))
         channel = str((body.get("channel") or {}).get("id")
                       or (body.get("container") or {}).get("channel_id") or "")
         ts = str((body.get("message") or {}).get("ts")
                  or (body.get("container") or {}).get("message_ts") or "")
-        flash, settled = await self.chat.press(adapter.CONNECTOR,
-                                               adapter.person(team, str(user.get("id"))),
+        flash, settled = await self.chat.press(adapter.CONNECTOR, who.external,
                                                str(action.get("value", "")))
         mesh_id = await self.slack_state.mesh_id(channel, ts) if ts else None
         original = await self.hub.store.get_message(mesh_id) if mesh_id else None
@@ -418,56 +441,56 @@ class SlackConnector(SlackOutbound):
     async def _on_command(self, ack: Callable[..., Awaitable[None]],
                           command: dict[str, Any]) -> None:
         assert self.chat is not None
-        team, user = str(command.get("team_id", "")), str(command.get("user_id", ""))
+        trigger = f"cmd:{command.get('trigger_id') or ''}"
+        if trigger in self.seen:  # the same signed request again: answered once already
+            await ack(response_type="ephemeral", text="Already done.")
+            return
+        self._saw(trigger)
         channel = str(command.get("channel_id", ""))
-        await self._admit(team, user)
+        who = await self._admit(str(command.get("user_id", "")),
+                                str(command.get("team_id", "")))
         text = adapter.command_text(str(command.get("text", "")))
         parsed = parse_command(text)
         in_channel = not channel.startswith("D")
         chat_event = ChatEvent(
-            connector=adapter.CONNECTOR, user_id=adapter.person(team, user),
-            user_name=await self._name(team, user), chat_id=channel,
-            text=await self._markdown(text, team),
+            connector=adapter.CONNECTOR, user_id=who.external, user_name=who.name,
+            chat_id=channel, text=await self._markdown(text, who.team),
             is_group=in_channel and parsed is not None and parsed[0] in ("link", "unlink"),
             chat_title=f"slack-{command.get('channel_name') or channel}",
-            command_prefix=adapter.SLASH_PREFIX)
+            message_key=trigger, command_prefix=adapter.SLASH_PREFIX)
         outcome = await self.chat.handle(chat_event)
         reply = outcome.reply or (f"Sent ({outcome.sent['id']})." if outcome.sent else "Done.")
         await ack(response_type="ephemeral", text=to_mrkdwn(reply))
 
     # -- helpers -------------------------------------------------------------------------------
-    async def _admit(self, team: str, user: str) -> None:
-        """An allow-listed person becomes a peer on first sight, without a code."""
+    async def _admit(self, user: str, team: str) -> adapter.Person:
+        """Who ``user`` is; one the allow-list names becomes a peer on first sight, without a
+        code (never a bot, a deleted account, nor a guest unless named one by one)."""
         assert self.hub is not None
-        if not user or not self.settings.allows(team, user):
-            return
-        external = adapter.person(team, user)
+        who = await self._who(user, team)
+        if not user or who.bot or who.deleted:
+            return who
+        if not self.settings.allows(who.team, who.user, guest=who.guest):
+            return who
         book = PairingBook.of(self.hub)
-        if book.peer_for(f"{adapter.CONNECTOR}:{external}") is None:
-            await book.admit(adapter.CONNECTOR, external, await self._name(team, user))
+        if book.peer_for(f"{adapter.CONNECTOR}:{who.external}") is None:
+            await book.admit(adapter.CONNECTOR, who.external, who.name)
+        return who
 
-    async def _name(self, team: str, user: str) -> str:
-        """A person's display name (looked up once, refreshed by ``user_change``)."""
-        key = adapter.person(team, user)
-        if key not in self.names:
-            assert self.client is not None
-            client = self.client
-            try:
-                found = await self._call(adapter.CONNECTOR, lambda: client.users_info(user=user))
-            except (SlackApiError, GiveUp) as exc:
-                log.warning("slack: cannot look up user %s: %s", user, exc)
-                return user
-            profile = found.get("user") or {}
-            self.names[key] = adapter.display_name(profile)
-            if profile.get("is_bot") or profile.get("is_app_user"):
-                self.bots.add(key)
-        return self.names[key]
-
-    async def _is_bot(self, team: str, user: str) -> bool:
-        """Whether ``user`` is another app's bot user (which may post without a ``bot_id``)."""
-        if user:
-            await self._name(team, user)
-        return adapter.person(team, user) in self.bots
+    async def _who(self, user: str, team: str) -> adapter.Person:
+        """A Slack account (``users.info``, asked once, refreshed by ``user_change``); its team
+        is its home team, whichever workspace the event came through."""
+        if user in self.people:
+            return self.people[user]
+        assert self.client is not None
+        client = self.client
+        try:
+            found = await self._call(adapter.CONNECTOR, lambda: client.users_info(user=user))
+        except (SlackApiError, GiveUp) as exc:
+            log.warning("slack: cannot look up user %s: %s", user, exc)
+            return adapter.Person(team=team, user=user, name=user)
+        who = self.people[user] = adapter.person_of(found.get("user") or {"id": user}, team)
+        return who
 
     async def _channel_name(self, channel: str) -> str:
         if channel not in self.channel_names:
@@ -486,12 +509,12 @@ class SlackConnector(SlackOutbound):
         """mrkdwn as Markdown, with mentioned people's names looked up first."""
         for user in set(_MENTION.findall(text)):
             if user != self.bot_user:
-                await self._name(team, user)
+                await self._who(user, team)
 
         def user_name(user: str) -> str:
             if user == self.bot_user:
                 return "meshhub"
-            return self.names.get(adapter.person(team, user), user)
+            return self.people[user].name if user in self.people else user
 
         return adapter.mrkdwn_to_markdown(
             text, user_name, lambda channel: self.channel_names.get(channel, channel))
@@ -502,21 +525,37 @@ class SlackConnector(SlackOutbound):
         return book.link_for(adapter.chat_identity(channel)) is not None
 
     def _may_send_files(self, chat_event: ChatEvent) -> bool:
-        """A stranger's file is not downloaded, except in a linked channel."""
+        """Files are fetched only where they go somewhere: a paired person's DM with the app,
+        or a linked channel (whoever wrote there)."""
         assert self.chat is not None
-        paired = self.chat.paired_peer(adapter.CONNECTOR, chat_event.user_id) is not None
-        return paired or (chat_event.is_group and self._linked(chat_event.chat_id))
+        if chat_event.is_group:
+            return self._linked(chat_event.chat_id)
+        return self.chat.paired_peer(adapter.CONNECTOR, chat_event.user_id) is not None
+
+    def _file_url(self, file: dict[str, Any]) -> str:
+        """Where to fetch a shared file with the bot token: only from Slack's own file host
+        (or the configured Web API's host), never a link an external file points at."""
+        if file.get("is_external") or file.get("external_url") or file.get("mode") == "external":
+            raise InvalidRequest(f"{file.get('name')!r} is a link to another service, not a file "
+                                 "on Slack; share the file itself")
+        url = URL(str(file.get("url_private_download") or file.get("url_private") or ""))
+        api = URL(self.settings.api_url)
+        trusted = (url.scheme == "https" and url.host in SLACK_FILE_HOSTS) or (
+            url.host == api.host and url.port == api.port and url.scheme == api.scheme)
+        if not trusted:
+            raise InvalidRequest(f"Slack gave no file address for {file.get('name')!r}")
+        return str(url)
 
     async def _download(self, file: dict[str, Any]) -> dict[str, Any]:
         assert self.files is not None and self.session is not None
-        url = str(file.get("url_private_download") or file.get("url_private") or "")
-        if not url:
-            raise InvalidRequest(f"Slack gave no address for the file {file.get('name')!r}")
+        url = self._file_url(file)
         if file.get("size") is not None:
             self.files.check_size(int(file["size"]))
         headers = {"Authorization": f"Bearer {self.settings.bot_token}"}
-        async with self.session.get(url, headers=headers) as resp:
-            resp.raise_for_status()
+        async with self.session.get(url, headers=headers, allow_redirects=False) as resp:
+            if resp.status != 200:
+                raise InvalidRequest(f"Slack did not give the file {file.get('name')!r} "
+                                     f"(HTTP {resp.status})")
             data = await resp.content.read(self.files.max_bytes + 1)
         if len(data) > self.files.max_bytes:
             raise TooLarge(f"the file is over the limit of {self.files.max_bytes} bytes")

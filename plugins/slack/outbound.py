@@ -19,8 +19,8 @@ from typing import TYPE_CHECKING, Any
 import aiohttp
 from slack_sdk.errors import SlackApiError
 
-from meshhub.bridge.chat import buttons, describe, give_up
-from meshhub.bridge.loops import LoopGuard, is_echo
+from meshhub.bridge.chat import buttons, describe, give_up, may_post
+from meshhub.bridge.loops import LoopGuard
 from meshhub.bridge.pairing import PairingBook
 from meshhub.bridge.retry import ErrorKinds, GiveUp, RateLimiter, RetryPolicy, call_with_retries
 from meshhub.errors import InvalidRequest, MeshError, NotFound
@@ -66,6 +66,7 @@ def transient(exc: BaseException) -> bool:
 
 
 SLACK_ERRORS = ErrorKinds(retry_after=retry_after, transient=transient)
+MEMBERS_TTL = 300.0
 
 
 def error_of(exc: SlackApiError) -> str:
@@ -81,12 +82,20 @@ class SlackOutbound:
     limiter: RateLimiter
     ready: asyncio.Event
     dms: dict[str, str]
+    member_cache: dict[str, tuple[float, frozenset[str]]]  # channel -> (until, user ids)
 
-    async def _say(self, channel: str, markdown: str, thread_ts: Any = None) -> None:
-        """The bridge's own answer (help, errors, pairing) in ``channel``."""
+    async def _say(self, channel: str, markdown: str, thread_ts: Any = None, *,
+                   only_to: str | None = None) -> None:
+        """The bridge's own answer (help, errors, pairing) in ``channel``; with ``only_to``
+        shown to that person alone (``chat.postEphemeral``)."""
         assert self.client is not None
         client = self.client
         for text, blocks in adapter.render(markdown):
+            if only_to:
+                await self._call(channel, partial(
+                    client.chat_postEphemeral, channel=channel, user=only_to, text=text,
+                    blocks=blocks, thread_ts=thread_ts))
+                continue
             sent = await self._call(channel, partial(
                 client.chat_postMessage, channel=channel, text=text, blocks=blocks,
                 thread_ts=thread_ts, unfurl_links=False))
@@ -111,25 +120,20 @@ class SlackOutbound:
         part."""
         book = PairingBook.of(hub)
         channel = adapter.channel_of(peer.identity)
-        if channel is not None:
-            if book.link_for(peer.identity) is None:
-                await give_up(hub, peer, message, "the Slack channel is no longer linked")
-                return False
-            if is_echo(message, adapter.CONNECTOR, channel):
-                return True  # it came from this channel: the channel already shows it
-        elif not book.is_paired(peer):
-            await give_up(hub, peer, message, "the Slack pairing was revoked")
-            return False
+        verdict = await may_post(hub, peer, message, connector=adapter.CONNECTOR,
+                                 chat=channel or "", platform="Slack", place="channel")
+        if verdict is not None:
+            return verdict
         if not self.ready.is_set() or self.client is None or self.slack_state is None:
             return False  # not connected yet: the lease retries it
         try:
             if channel is None:
-                if self._in_linked_channel(book, message):
-                    return True  # the person reads that conversation in its Slack channel
                 person = adapter.split_identity(peer.identity)
                 if person is None:
                     await give_up(hub, peer, message, "not a Slack person's identity")
                     return False
+                if await self._shown_in_channel(book, person[1], message):
+                    return True  # the person reads it in the linked channel they are in
                 channel = await self._dm(person[1])
             if message.kind == "reaction" and await self._mirrored(message):
                 return True  # the reaction itself is on the Slack message (reaction hook)
@@ -204,6 +208,11 @@ class SlackOutbound:
 
     async def _find_post(self, channel: str, mesh_id: str, part: int, since: float,
                          thread_ts: str | None) -> str | None:
+        return adapter.find_post(await self._recent(channel, since, thread_ts), mesh_id, part)
+
+    async def _recent(self, channel: str, since: float, thread_ts: str | None
+                      ) -> list[dict[str, Any]]:
+        """The messages of ``channel`` (or of one thread) since ``since``, with metadata."""
         assert self.client is not None
         oldest = f"{since - 5:.6f}"
         if thread_ts:
@@ -213,23 +222,43 @@ class SlackOutbound:
         else:
             page = await self.client.conversations_history(
                 channel=channel, oldest=oldest, include_all_metadata=True, limit=200)
-        return adapter.find_post(list(page.get("messages") or []), mesh_id, part)
+        return list(page.get("messages") or [])
 
     async def _upload(self, channel: str, mesh_id: str, part: int, attachment: dict[str, Any],
                       thread_ts: str | None) -> None:
+        """Share one attachment, at most once: after a lost answer the app's recent shares of
+        a file of that name (not already another part's) are looked at before uploading
+        again."""
         assert self.files is not None and self.client is not None
         assert self.slack_state is not None
         data = await asyncio.to_thread(self.files.get, str(attachment.get("file", "")))
         name = str(attachment.get("name") or "file")
-        client = self.client
+        client, state = self.client, self.slack_state
         kwargs: dict[str, Any] = {"channel": channel, "file": data, "filename": name,
                                   "title": name}
         if thread_ts:
             kwargs["thread_ts"] = thread_ts
-        result = await self._call(channel, lambda: client.files_upload_v2(**kwargs))
-        file_id = str((result.get("file") or {}).get("id") or f"part{part}")
-        await self.slack_state.map_message(channel, f"file:{file_id}", mesh_id, part=part,
-                                           outgoing=True)
+        earlier = await state.attempt(mesh_id, channel, part)
+        since = earlier if earlier is not None else time.time()
+        unsure = earlier is not None
+
+        async def upload() -> str:
+            nonlocal unsure
+            if unsure:
+                for message in await self._recent(channel, since, thread_ts):
+                    for file in message.get("files") or [] if message.get("bot_id") else []:
+                        known = await state.mesh_id(channel, f"file:{file.get('id')}")
+                        if file.get("name") == name and known is None:
+                            return str(file.get("id"))
+            try:
+                result = await client.files_upload_v2(**kwargs)
+            except Exception as exc:
+                unsure = retry_after(exc) is None  # a 429 shared nothing; a 5xx may have
+                raise
+            return str((result.get("file") or {}).get("id") or f"part{part}")
+
+        file_id: str = await self._call(channel, upload)
+        await state.map_message(channel, f"file:{file_id}", mesh_id, part=part, outgoing=True)
 
     async def _dm(self, user: str) -> str:
         if user not in self.dms:
@@ -240,12 +269,43 @@ class SlackOutbound:
             self.dms[user] = str((opened.get("channel") or {}).get("id"))
         return self.dms[user]
 
-    @staticmethod
-    def _in_linked_channel(book: PairingBook, message: Message) -> bool:
-        """Whether ``message`` is in a conversation that a Slack channel is linked to."""
+    async def _shown_in_channel(self, book: PairingBook, user: str, message: Message) -> bool:
+        """Whether ``user`` sees ``message`` in a linked channel, so a DM would show it twice:
+        a conversation message (not a whisper) that a linked channel received too, in a channel
+        ``user`` is a member of."""
+        if message.whisper:
+            return False
         conversation = message.conversation.lstrip("#")
-        return any(link.conversation == conversation and adapter.is_channel_identity(identity)
-                   for identity, link in book.links.items())
+        for identity, link in book.links.items():
+            channel = adapter.channel_of(identity)
+            if (channel is not None and link.conversation == conversation
+                    and link.peer in message.recipients and user in await self._members(channel)):
+                return True
+        return False
+
+    async def _members(self, channel: str) -> frozenset[str]:
+        """The people in ``channel`` (``conversations.members``, kept five minutes; a join or a
+        leave in it forgets them). Unknown (Slack failing) is nobody: then DMs go out."""
+        cached = self.member_cache.get(channel)
+        if cached is not None and cached[0] > time.monotonic():
+            return cached[1]
+        assert self.client is not None
+        members: set[str] = set()
+        cursor = None
+        try:
+            while True:
+                page = await self.client.conversations_members(channel=channel, limit=1000,
+                                                               cursor=cursor)
+                members.update(str(m) for m in page.get("members") or [])
+                cursor = (page.get("response_metadata") or {}).get("next_cursor")
+                if not cursor:
+                    break
+        except (SlackApiError, aiohttp.ClientError, TimeoutError) as exc:
+            log.warning("slack: cannot list the members of %s: %s", channel, exc)
+            return frozenset()
+        found = frozenset(members)
+        self.member_cache[channel] = (time.monotonic() + MEMBERS_TTL, found)
+        return found
 
     async def _mirrored(self, message: Message) -> bool:
         """Whether a ``reaction`` notice is about a message Slack shows (so the reaction hook
@@ -253,7 +313,9 @@ class SlackOutbound:
         assert self.slack_state is not None
         data = message.data if isinstance(message.data, dict) else {}
         target = data.get("message_id")
-        return bool(target) and bool(await self.slack_state.posts_of(str(target)))
+        if not target or adapter.emoji_to_slack(str(data.get("emoji") or "")) is None:
+            return False  # no Slack name for that emoji: the notice says it instead
+        return bool(await self.slack_state.posts_of(str(target)))
 
     async def mirror_reaction(self, message: Message, peer: Peer, emoji: str, added: bool,
                               by: list[str]) -> None:

@@ -66,9 +66,9 @@ def _allow_list(value: Any) -> frozenset[str]:
 
 @dataclass
 class SlackSettings:
-    bot_token: str | None = None
-    signing_secret: str | None = None
-    app_token: str | None = None
+    bot_token: str | None = field(default=None, repr=False)  # secrets stay out of any repr
+    signing_secret: str | None = field(default=None, repr=False)
+    app_token: str | None = field(default=None, repr=False)
     mode: str = "events"
     api_url: str = "https://slack.com/api/"
     allow: frozenset[str] = frozenset()
@@ -88,9 +88,11 @@ class SlackSettings:
     def paths(self) -> frozenset[str]:
         return frozenset((self.events_path, self.interactivity_path, self.commands_path))
 
-    def allows(self, team: str, user: str) -> bool:
-        """Whether ``team``/``user`` is let in by the allow-list, without pairing."""
-        return team.upper() in self.allow or f"{team}/{user}".upper() in self.allow
+    def allows(self, team: str, user: str, *, guest: bool = False) -> bool:
+        """Whether ``team``/``user`` is let in by the allow-list, without pairing. A guest of
+        the workspace (a restricted account) is let in only when named one by one."""
+        named = f"{team}/{user}".upper() in self.allow
+        return named or (not guest and team.upper() in self.allow)
 
     @classmethod
     def load(cls, config: Config) -> SlackSettings:

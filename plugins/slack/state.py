@@ -35,7 +35,8 @@ def m001_create_slack_state(db: Database) -> None:
             event_id TEXT PRIMARY KEY,
             body TEXT NOT NULL,
             received_at REAL NOT NULL,
-            handled_at REAL
+            handled_at REAL,
+            attempts INTEGER NOT NULL DEFAULT 0
         )
         """
     )
@@ -72,15 +73,18 @@ class SlackState:
         self.store = store
 
     # -- the event inbox -------------------------------------------------------------------------
-    async def keep_event(self, event_id: str, body: dict[str, Any]) -> None:
-        """Keep an event that is acked before it is handled (it outlasted the ack window, or
-        handling it failed): the next start handles it."""
+    async def keep_event(self, event_id: str, body: dict[str, Any], *,
+                         failed: bool = False) -> None:
+        """Keep an event acked before it is handled (it outlasted the ack window, or handling
+        it ``failed``, which counts an attempt): it is handled again later. An event handled
+        meanwhile stays handled."""
         now = time.time()
         text = json.dumps(body, separators=(",", ":"))
         await self.store.transact(lambda conn: conn.execute(
-            "INSERT INTO slack_events (event_id, body, received_at) VALUES (?,?,?) "
-            "ON CONFLICT(event_id) DO UPDATE SET body=excluded.body, handled_at=NULL",
-            (event_id, text, now)))
+            "INSERT INTO slack_events (event_id, body, received_at, attempts) VALUES (?,?,?,?) "
+            "ON CONFLICT(event_id) DO UPDATE SET body=excluded.body, "
+            "attempts=attempts+excluded.attempts WHERE handled_at IS NULL",
+            (event_id, text, now, int(failed))))
 
     async def event_handled(self, event_id: str) -> None:
         """Remember a handled event's id for a day (Slack retries for an hour at most)."""
@@ -102,11 +106,12 @@ class SlackState:
             (limit,)).fetchall())
         return [row[0] for row in rows]
 
-    async def pending_events(self) -> list[dict[str, Any]]:
-        """Events kept but never handled (the hub stopped in between), oldest first."""
+    async def pending_events(self, max_attempts: int) -> list[dict[str, Any]]:
+        """Events kept but not handled yet (a failure, or the hub stopped in between) that
+        failed fewer than ``max_attempts`` times, oldest first."""
         rows = await self.store.transact(lambda conn: conn.execute(
-            "SELECT body FROM slack_events WHERE handled_at IS NULL ORDER BY received_at"
-        ).fetchall())
+            "SELECT body FROM slack_events WHERE handled_at IS NULL AND attempts < ? "
+            "ORDER BY received_at", (max_attempts,)).fetchall())
         return [json.loads(row[0]) for row in rows]
 
     # -- message map -----------------------------------------------------------------------------

@@ -28,8 +28,8 @@ from urllib.parse import quote
 from aiohttp import web
 from yarl import URL
 
-from meshhub.bridge.chat import ChatHandler, buttons, describe, give_up
-from meshhub.bridge.loops import LoopGuard, is_echo
+from meshhub.bridge.chat import ChatHandler, buttons, describe, give_up, may_post
+from meshhub.bridge.loops import LoopGuard
 from meshhub.bridge.markdown import markdown_to_html
 from meshhub.bridge.pairing import PairingBook
 from meshhub.bridge.retry import (
@@ -455,16 +455,10 @@ class TelegramConnector:
         chat_id = adapter.chat_of(peer.identity)
         if chat_id is None:
             return False
-        book = PairingBook.of(hub)
-        if adapter.is_group_identity(peer.identity):
-            if book.link_for(peer.identity) is None:
-                await give_up(hub, peer, message, "the Telegram group is no longer linked")
-                return False
-            if is_echo(message, adapter.CONNECTOR, chat_id):
-                return True  # it came from this group: the group already shows it
-        elif not book.is_paired(peer):
-            await give_up(hub, peer, message, "the Telegram pairing was revoked")
-            return False
+        verdict = await may_post(hub, peer, message, connector=adapter.CONNECTOR, chat=chat_id,
+                                 platform="Telegram", place="group")
+        if verdict is not None:
+            return verdict
         if not self.ready.is_set() or self.bot is None or self.tg_state is None:
             return False  # not connected yet: the lease retries it
         bot = self.bot

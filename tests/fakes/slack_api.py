@@ -431,6 +431,10 @@ class FakeSlack(Workspace):
     def api_conversations_info(self, params: dict[str, Any]) -> dict[str, Any]:
         return {"channel": self.channels[self._known_channel(params)]}
 
+    def api_conversations_members(self, params: dict[str, Any]) -> dict[str, Any]:
+        members = list(self.channels[self._known_channel(params)]["members"])
+        return {"members": members, "response_metadata": {"next_cursor": ""}}
+
     def api_conversations_open(self, params: dict[str, Any]) -> dict[str, Any]:
         users = [u for u in str(params.get("users") or "").split(",") if u]
         if not users or any(u not in self.users for u in users):

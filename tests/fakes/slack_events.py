@@ -43,6 +43,7 @@ class SlackUser:
     is_bot: bool = False
     bot_id: str | None = None
     display_name: str = ""
+    restricted: bool = False  # a guest of the workspace
 
     def as_dict(self) -> dict[str, Any]:
         """The user object of ``users.info`` and ``user_change``."""
@@ -54,7 +55,7 @@ class SlackUser:
             profile["bot_id"] = self.bot_id
         return {"id": self.id, "team_id": self.team, "name": self.name, "deleted": False,
                 "real_name": self.real_name, "is_bot": self.is_bot, "is_app_user": False,
-                "profile": profile}
+                "is_restricted": self.restricted, "profile": profile}
 
 
 def signature(secret: str, timestamp: str, body: str) -> str:
@@ -181,10 +182,24 @@ class Workspace:
         private = is_im or id.startswith("G")
         channel = {"id": id, "name": name, "is_channel": not private, "is_group": False,
                    "is_im": is_im, "is_mpim": False, "is_private": private, "is_member": True,
-                   "created": int(time.time()), "context_team_id": TEAM}
+                   "created": int(time.time()), "context_team_id": TEAM,
+                   "members": [BOT_USER]}
         self.channels[id] = channel
         self.history.setdefault(id, [])
         return channel
+
+    def join(self, channel: str, user: SlackUser | str) -> None:
+        """``user`` joins ``channel`` (posting there joins it too)."""
+        who = self._user(user)
+        members = self._channel(channel)["members"]
+        if who.id not in members:
+            members.append(who.id)
+
+    def leave(self, channel: str, user: SlackUser | str) -> None:
+        members = self._channel(channel)["members"]
+        user_id = user.id if isinstance(user, SlackUser) else user
+        if user_id in members:
+            members.remove(user_id)
 
     def open_dm(self, users: list[str]) -> dict[str, Any]:
         """The stable ``D...`` (or ``G...`` for several people) conversation with ``users``."""
@@ -268,6 +283,8 @@ class Workspace:
         """
         who = self._user(user)
         room = self._channel(channel, channel_type)
+        if who.id not in room["members"]:
+            room["members"].append(who.id)
         ts = self.next_ts()
         stored: dict[str, Any] = {"type": "message", "user": who.id, "text": text, "ts": ts,
                                   "team": who.team, "client_msg_id": str(uuid.uuid4())}
