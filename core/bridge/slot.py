@@ -20,6 +20,8 @@ log = logging.getLogger(__name__)
 
 
 class Running(Protocol):
+    """A started connector: its state word, and how to start and stop it."""
+
     state: str
 
     async def start(self, hub: Hub) -> None: ...

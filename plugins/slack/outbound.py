@@ -74,6 +74,8 @@ def error_of(exc: SlackApiError) -> str:
 
 
 class SlackOutbound:
+    """Posting half of :class:`~meshhub_slack.connector.SlackConnector` (which sets these)."""
+
     hub: Hub | None
     client: AsyncWebClient | None
     slack_state: SlackState | None

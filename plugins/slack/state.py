@@ -69,6 +69,8 @@ def m001_create_slack_state(db: Database) -> None:
 
 
 class SlackState:
+    """The connector's tables, through the store's writer (one transaction per call)."""
+
     def __init__(self, store: Store) -> None:
         self.store = store
 
@@ -117,6 +119,8 @@ class SlackState:
     # -- message map -----------------------------------------------------------------------------
     async def map_message(self, channel: str, ts: str, mesh_id: str, *, part: int = 0,
                           outgoing: bool) -> None:
+        """Remember that Slack's (``channel``, ``ts``) carries part ``part`` of ``mesh_id``
+        (``outgoing``: posted by the app); a post in flight for it is done."""
         now = time.time()
 
         def run(conn: sqlite3.Connection) -> None:
@@ -130,6 +134,7 @@ class SlackState:
         await self.store.transact(run)
 
     async def mesh_id(self, channel: str, ts: str) -> str | None:
+        """The mesh message a Slack message carries (either way), if any."""
         row = await self.store.transact(lambda conn: conn.execute(
             "SELECT mesh_id FROM slack_messages WHERE channel=? AND ts=?",
             (channel, ts)).fetchone())
