@@ -88,6 +88,22 @@ async def call_with_retries(
             await sleep(wait)
 
 
+async def call_limited(call: Callable[[], Awaitable[T]], kinds: ErrorKinds, limiter: RateLimiter,
+                       key: str, *, lease_seconds: float) -> T:
+    """One platform call for a delivery: waits until ``limiter`` allows one more for ``key``
+    (a chat), retries per ``kinds`` within a budget that ends before the delivery's lease does,
+    and pauses ``key`` for as long as a "retry after" asks."""
+    budget = max(1.0, min(60.0, lease_seconds * 0.8))
+
+    async def attempt() -> T:
+        await limiter.acquire(key)
+        return await call()
+
+    return await call_with_retries(
+        attempt, kinds, RetryPolicy(budget=budget, max_retry_after=budget),
+        on_retry_after=lambda seconds: limiter.pause(key, seconds))
+
+
 @dataclass
 class _Bucket:
     rate: float  # tokens per second

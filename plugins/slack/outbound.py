@@ -22,7 +22,7 @@ from slack_sdk.errors import SlackApiError
 from meshhub.bridge.chat import buttons, describe, give_up, may_post
 from meshhub.bridge.loops import LoopGuard
 from meshhub.bridge.pairing import PairingBook
-from meshhub.bridge.retry import ErrorKinds, GiveUp, RateLimiter, RetryPolicy, call_with_retries
+from meshhub.bridge.retry import ErrorKinds, GiveUp, RateLimiter, call_limited
 from meshhub.errors import InvalidRequest, MeshError, NotFound
 
 from . import adapter
@@ -106,15 +106,8 @@ class SlackOutbound:
     async def _call(self, key: str, fn: Callable[[], Awaitable[Any]]) -> Any:
         """One Web API call: rate-limited per channel, retried on 429 / network errors / 5xx."""
         assert self.hub is not None
-        budget = max(1.0, min(60.0, self.hub.config.lease_seconds * 0.8))
-
-        async def attempt() -> Any:
-            await self.limiter.acquire(key)
-            return await fn()
-
-        return await call_with_retries(
-            attempt, SLACK_ERRORS, RetryPolicy(budget=budget, max_retry_after=budget),
-            on_retry_after=lambda s: self.limiter.pause(key, s))
+        return await call_limited(fn, SLACK_ERRORS, self.limiter, key,
+                                  lease_seconds=self.hub.config.lease_seconds)
 
     # -- delivering ----------------------------------------------------------------------------
     async def deliver(self, hub: Hub, peer: Peer, message: Message) -> bool:

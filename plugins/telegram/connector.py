@@ -32,13 +32,7 @@ from meshhub.bridge.chat import ChatHandler, buttons, describe, give_up, may_pos
 from meshhub.bridge.loops import LoopGuard
 from meshhub.bridge.markdown import markdown_to_html
 from meshhub.bridge.pairing import PairingBook
-from meshhub.bridge.retry import (
-    ErrorKinds,
-    GiveUp,
-    RateLimiter,
-    RetryPolicy,
-    call_with_retries,
-)
+from meshhub.bridge.retry import ErrorKinds, GiveUp, RateLimiter, call_limited
 from meshhub.errors import InvalidRequest, MeshError, NotFound, TooLarge
 from meshhub.files import FileStore
 from telegram import Bot, CallbackQuery, InputFile, Update
@@ -440,15 +434,8 @@ class TelegramConnector:
     async def _call(self, chat_id: str, fn: Any) -> Any:
         """One Bot API call: rate-limited per chat, retried on 429 / network errors / 5xx."""
         assert self.hub is not None
-        budget = max(1.0, min(60.0, self.hub.config.lease_seconds * 0.8))
-
-        async def attempt() -> Any:
-            await self.limiter.acquire(chat_id)
-            return await fn()
-
-        return await call_with_retries(
-            attempt, TELEGRAM_ERRORS, RetryPolicy(budget=budget, max_retry_after=budget),
-            on_retry_after=lambda s: self.limiter.pause(chat_id, s))
+        return await call_limited(fn, TELEGRAM_ERRORS, self.limiter, chat_id,
+                                  lease_seconds=self.hub.config.lease_seconds)
 
     async def deliver(self, hub: Hub, peer: Peer, message: Message) -> bool:
         """Post ``message`` to ``peer``'s chat; ``True`` only once Telegram took every part."""
