@@ -256,9 +256,9 @@ class SlackConnector(SlackOutbound):
 
     # -- events --------------------------------------------------------------------------------
     async def _take(self, body: dict[str, Any]) -> None:
-        """Handle one event, whichever way it came; then remember its id. An event the hub
-        itself failed on (not the person's mistake, not Slack's refusal) is kept, and handled
-        again at the next start."""
+        """Handle one event, whichever way it came; then remember its id. An event that failed
+        for want of Slack or the store (not the person's mistake, not the mesh's refusal) is
+        kept and tried again every ``KEPT_RETRY`` seconds, and at the next start."""
         assert self.slack_state is not None
         event = body.get("event") or {}
         event_id = str(body.get("event_id") or "")
