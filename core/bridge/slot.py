@@ -8,13 +8,18 @@ so a hub (and the CLI) without a token never loads python-telegram-bot or slack-
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 import weakref
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Generic, Protocol, TypeVar
 
 if TYPE_CHECKING:
+    from aiohttp import web
+
     from meshhub.hub import Hub
+    from meshhub.models import Message, Peer
 
 log = logging.getLogger(__name__)
 
@@ -27,6 +32,8 @@ class Running(Protocol):
     async def start(self, hub: Hub) -> None: ...
 
     async def stop(self) -> None: ...
+
+    async def deliver(self, hub: Hub, peer: Peer, message: Message) -> bool: ...
 
 
 C = TypeVar("C", bound=Running)
@@ -76,3 +83,41 @@ class ConnectorSlot(Generic[C]):
 
     def for_hub(self, hub: Hub) -> C | None:
         return self.running.get(hub)
+
+    async def deliver(self, hub: Hub, peer: Peer, message: Message) -> bool | None:
+        """The body of the plugin's ``meshhub_deliver``: ``None`` for another connector's
+        peer, ``False`` while this one is not running (the lease retries it)."""
+        if peer.connector != self.name:
+            return None
+        connector = self.for_hub(hub)
+        if connector is None:
+            return False
+        return await connector.deliver(hub, peer, message)
+
+    def route(self, handle: Callable[[C, web.Request], Awaitable[web.StreamResponse]]
+              ) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
+        """An aiohttp handler that passes the request to this hub's running connector
+        (``handle(connector, request)``), or answers 404 when none runs."""
+
+        async def handler(request: web.Request) -> web.StreamResponse:
+            from aiohttp import web
+
+            from meshhub.server import HUB_KEY
+
+            connector = self.for_hub(request.app[HUB_KEY])
+            if connector is None:
+                raise web.HTTPNotFound(text=f"the {self.name} connector is not running here")
+            return await handle(connector, request)
+
+        return handler
+
+
+async def cancel_all(tasks: list[asyncio.Task[None]]) -> None:
+    """Cancel a connector's background tasks and wait until each has ended (whatever it
+    raised), so a stopped connector leaves nothing running; empties ``tasks``."""
+    for task in tasks:
+        task.cancel()
+    for task in tasks:
+        with contextlib.suppress(asyncio.CancelledError, Exception):
+            await task
+    tasks.clear()

@@ -22,7 +22,6 @@ from .settings import IDLE_REASON, PATH_PREFIX, SlackSettings
 from .state import migrations
 
 if TYPE_CHECKING:
-    from aiohttp import web
     from sqlite_utils.migrations import Migrations
 
     from meshhub.hub import Hub
@@ -58,31 +57,16 @@ def meshhub_register_migrations(register: Callable[[Migrations], None]) -> None:
     register(migrations)
 
 
-async def _slack_request(request: web.Request) -> web.StreamResponse:
-    from aiohttp import web
-
-    from meshhub.server import HUB_KEY
-
-    connector = CONNECTOR.for_hub(request.app[HUB_KEY])
-    if connector is None:
-        raise web.HTTPNotFound(text="the Slack connector is not running on this hub")
-    return await connector.handle_http(request)
-
-
 @hookimpl
 def meshhub_register_routes(register: Callable[..., None]) -> None:
     # the exact paths come from the config, known only at start: serve the prefix
-    register("POST", PATH_PREFIX + "{path:.*}", _slack_request)
+    register("POST", PATH_PREFIX + "{path:.*}", CONNECTOR.route(
+        lambda connector, request: connector.handle_http(request)))
 
 
 @hookimpl
 async def meshhub_deliver(hub: Hub, peer: Peer, message: Message) -> bool | None:
-    if peer.connector != NAME:
-        return None
-    connector = CONNECTOR.for_hub(hub)
-    if connector is None:
-        return False  # configured but not running: the lease retries it
-    return await connector.deliver(hub, peer, message)
+    return await CONNECTOR.deliver(hub, peer, message)
 
 
 @hookimpl

@@ -42,6 +42,7 @@ from meshhub.bridge.chat import ChatEvent, ChatHandler, describe, parse_command
 from meshhub.bridge.loops import LoopGuard
 from meshhub.bridge.pairing import PairingBook
 from meshhub.bridge.retry import GiveUp, RateLimiter
+from meshhub.bridge.slot import cancel_all
 from meshhub.errors import InvalidRequest, MeshError, TooLarge
 from meshhub.files import FileStore
 from meshhub.render import to_mrkdwn
@@ -124,12 +125,7 @@ class SlackConnector(SlackOutbound):
         return app
 
     async def stop(self) -> None:
-        for task in self._tasks:
-            task.cancel()
-        for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
-        self._tasks.clear()
+        await cancel_all(self._tasks)
         if self.socket is not None:
             with contextlib.suppress(Exception):
                 await self.socket.close_async()

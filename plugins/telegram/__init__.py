@@ -22,7 +22,6 @@ from .settings import IDLE_REASON, TelegramSettings
 from .state import migrations
 
 if TYPE_CHECKING:
-    from aiohttp import web
     from sqlite_utils.migrations import Migrations
 
     from meshhub.hub import Hub
@@ -57,31 +56,16 @@ def meshhub_register_migrations(register: Callable[[Migrations], None]) -> None:
     register(migrations)
 
 
-async def _webhook(request: web.Request) -> web.StreamResponse:
-    from aiohttp import web
-
-    from meshhub.server import HUB_KEY
-
-    connector = CONNECTOR.for_hub(request.app[HUB_KEY])
-    if connector is None:
-        raise web.HTTPNotFound(text="the Telegram connector is not running on this hub")
-    return await connector.webhook(request)
-
-
 @hookimpl
 def meshhub_register_routes(register: Callable[..., None]) -> None:
     # the webhook's exact path comes from the config, known only at start: serve the prefix
-    register("POST", "/telegram/{path:.*}", _webhook)
+    register("POST", "/telegram/{path:.*}", CONNECTOR.route(
+        lambda connector, request: connector.webhook(request)))
 
 
 @hookimpl
 async def meshhub_deliver(hub: Hub, peer: Peer, message: Message) -> bool | None:
-    if peer.connector != NAME:
-        return None
-    connector = CONNECTOR.for_hub(hub)
-    if connector is None:
-        return False  # configured but not running: the lease retries it
-    return await connector.deliver(hub, peer, message)
+    return await CONNECTOR.deliver(hub, peer, message)
 
 
 @hookimpl

@@ -33,6 +33,7 @@ from meshhub.bridge.loops import LoopGuard
 from meshhub.bridge.markdown import markdown_to_html
 from meshhub.bridge.pairing import PairingBook
 from meshhub.bridge.retry import ErrorKinds, GiveUp, RateLimiter, call_limited
+from meshhub.bridge.slot import cancel_all
 from meshhub.errors import InvalidRequest, MeshError, NotFound, TooLarge
 from meshhub.files import FileStore
 from telegram import Bot, CallbackQuery, InputFile, Update
@@ -151,12 +152,7 @@ class TelegramConnector:
         self._tasks.append(asyncio.create_task(self._run(), name="telegram"))
 
     async def stop(self) -> None:
-        for task in self._tasks:
-            task.cancel()
-        for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
-        self._tasks.clear()
+        await cancel_all(self._tasks)
         if self.bot is not None:
             with contextlib.suppress(Exception):
                 await self.bot.shutdown()
