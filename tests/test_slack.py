@@ -245,6 +245,14 @@ async def test_rate_limits_and_a_lost_answer_never_post_twice(slack_hub, tmp_pat
         history = [m for m in slack.history[GENERAL] if "answer lost" in str(m)]
         assert len(history) == 1  # found by its metadata, not posted again
         assert slack.of("conversations.history")
+        # the lookup itself keeps failing until the delivery gives up: the next delivery
+        # (after the lease) still knows the post may be there, and finds it
+        slack.fail_next("chat.postMessage", 500, after_effect=True)
+        for _ in range(8):
+            slack.fail_next("conversations.history", 500)
+        third = await c.send("#general", "lost, then found later")
+        assert await eventually(lambda: _is(c, third["id"], "delivered"), timeout=30)
+        assert len([m for m in slack.history[GENERAL] if "found later" in str(m)]) == 1
 
 
 async def test_edits_deletes_and_files_both_ways(slack_hub, tmp_path):

@@ -149,7 +149,7 @@ class SlackOutbound:
 
     async def _post_all(self, hub: Hub, message: Message, channel: str, *, in_dm: bool) -> None:
         assert self.slack_state is not None
-        done = await self.slack_state.sent_parts(message.id, channel)
+        done, unsure = await self.slack_state.parts(message.id, channel)
         thread_ts = None
         if message.reply_to is not None:
             thread_ts = await self.slack_state.ts_of(message.reply_to, channel)
@@ -163,40 +163,57 @@ class SlackOutbound:
             posts = []  # only files: no empty text post
         for part, (text, blocks) in enumerate(posts):
             if part not in done:
-                await self._post(channel, message.id, part, text=text, blocks=blocks,
-                                 thread_ts=thread_ts, **style)
+                await self._post(channel, message.id, part, unsure.get(part), text=text,
+                                 blocks=blocks, thread_ts=thread_ts, **style)
         for index, attachment in enumerate(message.attachments):
             part = len(posts) + index
             if part not in done and isinstance(attachment, dict):
-                await self._upload(channel, message.id, part, attachment, thread_ts)
+                await self._upload(channel, message.id, part, unsure.get(part), attachment,
+                                   thread_ts)
 
-    async def _post(self, channel: str, mesh_id: str, part: int, **fields: Any) -> str:
-        """Post one part, at most once: a try whose answer was lost (a 5xx, the network), in
-        this call or an earlier delivery attempt, is looked up by its metadata before the post
-        is tried again."""
-        assert self.slack_state is not None and self.client is not None
-        client = self.client
-        earlier = await self.slack_state.attempt(mesh_id, channel, part)
-        since = earlier if earlier is not None else time.time()
-        unsure = earlier is not None
+    async def _once(self, channel: str, mesh_id: str, part: int, since: float | None,
+                    find: Callable[[float], Awaitable[str | None]],
+                    attempt: Callable[[], Awaitable[str]]) -> str:
+        """Put one part on Slack at most once (``attempt`` answers its Slack id), rate-limited
+        and retried. A try whose answer was lost (a 5xx, the network: it may have gone through)
+        is remembered, and every later try, in this call or a later delivery, first looks for
+        it with ``find(since)``. A 429 or a refusal posted nothing and is not remembered."""
+        assert self.slack_state is not None
+        state = self.slack_state
+        started = since if since is not None else time.time()
+        unsure = since is not None
 
-        async def post() -> str:
+        async def once() -> str:
             nonlocal unsure
             if unsure:
-                found = await self._find_post(channel, mesh_id, part, since,
-                                              fields.get("thread_ts"))
+                found = await find(started)
                 if found is not None:
                     return found
             try:
-                sent = await client.chat_postMessage(
-                    channel=channel, metadata=adapter.metadata(mesh_id, part),
-                    unfurl_links=False, unfurl_media=False, **fields)
+                return await attempt()
             except Exception as exc:
-                unsure = retry_after(exc) is None  # a 429 posted nothing; a 5xx may have
+                if not unsure and transient(exc) and retry_after(exc) is None:
+                    unsure = True
+                    await state.unsure(mesh_id, channel, part, started)
                 raise
+
+        result: str = await self._call(channel, once)
+        return result
+
+    async def _post(self, channel: str, mesh_id: str, part: int, since: float | None,
+                    **fields: Any) -> str:
+        """Post one part of a message (its metadata names it, so a lost answer is found)."""
+        assert self.slack_state is not None and self.client is not None
+        client = self.client
+
+        async def post() -> str:
+            sent = await client.chat_postMessage(
+                channel=channel, metadata=adapter.metadata(mesh_id, part),
+                unfurl_links=False, unfurl_media=False, **fields)
             return str(sent.get("ts"))
 
-        ts: str = await self._call(channel, post)
+        ts = await self._once(channel, mesh_id, part, since, lambda started: self._find_post(
+            channel, mesh_id, part, started, fields.get("thread_ts")), post)
         self.guard.posted(f"{channel}:{ts}")
         await self.slack_state.map_message(channel, ts, mesh_id, part=part, outgoing=True)
         return ts
@@ -219,11 +236,10 @@ class SlackOutbound:
                 channel=channel, oldest=oldest, include_all_metadata=True, limit=200)
         return list(page.get("messages") or [])
 
-    async def _upload(self, channel: str, mesh_id: str, part: int, attachment: dict[str, Any],
-                      thread_ts: str | None) -> None:
-        """Share one attachment, at most once: after a lost answer the app's recent shares of
-        a file of that name (not already another part's) are looked at before uploading
-        again."""
+    async def _upload(self, channel: str, mesh_id: str, part: int, since: float | None,
+                      attachment: dict[str, Any], thread_ts: str | None) -> None:
+        """Share one attachment; after a lost answer, the app's recent shares of a file of that
+        name (not already another part's) are looked at before uploading again."""
         assert self.files is not None and self.client is not None
         assert self.slack_state is not None
         data = await asyncio.to_thread(self.files.get, str(attachment.get("file", "")))
@@ -233,26 +249,20 @@ class SlackOutbound:
                                   "title": name}
         if thread_ts:
             kwargs["thread_ts"] = thread_ts
-        earlier = await state.attempt(mesh_id, channel, part)
-        since = earlier if earlier is not None else time.time()
-        unsure = earlier is not None
+
+        async def find(started: float) -> str | None:
+            for message in await self._recent(channel, started, thread_ts):
+                for file in message.get("files") or [] if message.get("bot_id") else []:
+                    known = await state.mesh_id(channel, f"file:{file.get('id')}")
+                    if file.get("name") == name and known is None:
+                        return str(file.get("id"))
+            return None
 
         async def upload() -> str:
-            nonlocal unsure
-            if unsure:
-                for message in await self._recent(channel, since, thread_ts):
-                    for file in message.get("files") or [] if message.get("bot_id") else []:
-                        known = await state.mesh_id(channel, f"file:{file.get('id')}")
-                        if file.get("name") == name and known is None:
-                            return str(file.get("id"))
-            try:
-                result = await client.files_upload_v2(**kwargs)
-            except Exception as exc:
-                unsure = retry_after(exc) is None  # a 429 shared nothing; a 5xx may have
-                raise
+            result = await client.files_upload_v2(**kwargs)
             return str((result.get("file") or {}).get("id") or f"part{part}")
 
-        file_id: str = await self._call(channel, upload)
+        file_id = await self._once(channel, mesh_id, part, since, find, upload)
         await state.map_message(channel, f"file:{file_id}", mesh_id, part=part, outgoing=True)
 
     async def _dm(self, user: str) -> str:

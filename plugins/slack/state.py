@@ -6,8 +6,8 @@
   window, or handling it failed), which the next start handles.
 - ``slack_messages``: which Slack message (channel, ts) carries which mesh message, both ways,
   for threads, reactions, edits, button updates and not posting a part twice;
-- ``slack_attempts``: a post started but not yet answered: if the answer is lost, the next
-  attempt looks the message up (by its metadata) instead of posting it again.
+- ``slack_attempts``: a post whose answer was lost (a 5xx, the network): the next attempt looks
+  the message up (by its metadata) instead of posting it again.
 """
 
 from __future__ import annotations
@@ -154,26 +154,26 @@ class SlackState:
             (mesh_id,)).fetchall())
         return [(row[0], row[1]) for row in rows]
 
-    async def sent_parts(self, mesh_id: str, channel: str) -> dict[int, str]:
-        """Parts of ``mesh_id`` already posted to ``channel``: part -> ts."""
-        rows = await self.store.transact(lambda conn: conn.execute(
-            "SELECT part, ts FROM slack_messages WHERE mesh_id=? AND channel=? AND outgoing=1",
-            (mesh_id, channel)).fetchall())
-        return {part: ts for part, ts in rows}
+    async def parts(self, mesh_id: str, channel: str) -> tuple[dict[int, str], dict[int, float]]:
+        """What is known of ``mesh_id`` in ``channel``: the parts already posted (part -> ts),
+        and those whose post may have gone through though its answer was lost (part -> when the
+        first try started)."""
+
+        def run(conn: sqlite3.Connection) -> tuple[list[Any], list[Any]]:
+            return (
+                conn.execute("SELECT part, ts FROM slack_messages WHERE mesh_id=? AND channel=? "
+                             "AND outgoing=1", (mesh_id, channel)).fetchall(),
+                conn.execute("SELECT part, started_at FROM slack_attempts WHERE mesh_id=? AND "
+                             "channel=?", (mesh_id, channel)).fetchall(),
+            )
+
+        posted, unsure = await self.store.transact(run)
+        return dict(posted), {part: float(started) for part, started in unsure}
 
     # -- posts whose answer may be lost ----------------------------------------------------------
-    async def attempt(self, mesh_id: str, channel: str, part: int) -> float | None:
-        """Record that a post starts; returns when an earlier attempt started, if one did (its
-        answer was lost: the post may be on Slack already)."""
-        now = time.time()
-
-        def run(conn: sqlite3.Connection) -> float | None:
-            row = conn.execute("SELECT started_at FROM slack_attempts WHERE mesh_id=? AND "
-                               "channel=? AND part=?", (mesh_id, channel, part)).fetchone()
-            if row is None:
-                conn.execute("INSERT INTO slack_attempts (mesh_id, channel, part, started_at) "
-                             "VALUES (?,?,?,?)", (mesh_id, channel, part, now))
-                return None
-            return float(row[0])
-
-        return await self.store.transact(run)
+    async def unsure(self, mesh_id: str, channel: str, part: int, since: float) -> None:
+        """Remember that a post of ``part`` may be on Slack (a try's answer was lost); the
+        next try looks for it first. Written only on such a failure, never per post."""
+        await self.store.transact(lambda conn: conn.execute(
+            "INSERT OR IGNORE INTO slack_attempts (mesh_id, channel, part, started_at) "
+            "VALUES (?,?,?,?)", (mesh_id, channel, part, since)))
