@@ -186,3 +186,16 @@ def read_line(proc: subprocess.Popen[str], timeout: float = 20.0) -> str:
         return lines.get(timeout=timeout)
     except queue.Empty:
         raise AssertionError(f"no output from {proc.args!r} within {timeout} s") from None
+
+
+async def eventually(check: Any, timeout: float = 10.0) -> Any:
+    """Await ``check()`` until it returns something truthy (bounded); for state with no event
+    to await, such as a delivery row turning ``delivered`` after the platform's answer."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    while True:
+        value = await check()
+        if value:
+            return value
+        if asyncio.get_running_loop().time() > deadline:
+            raise TimeoutError("condition not reached in time")
+        await asyncio.sleep(0.02)

@@ -5,6 +5,7 @@ Socket Mode."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -12,6 +13,7 @@ from typing import Any
 
 import pytest
 
+from meshhub.client import MeshClient
 from meshhub.config import init_home, load_config
 from meshhub.hub import Hub
 from meshhub.server import serve
@@ -52,6 +54,13 @@ class SlackHub:
         status, body = await self.slack.send_command(user, f"link {conversation}", channel)
         assert status == 200 and "Linked" in body, body
         return body
+
+    @contextlib.asynccontextmanager
+    async def in_general(self, who: Identity) -> AsyncIterator[MeshClient]:
+        """``who``'s client on this hub, a member of #general (where the tests link Slack)."""
+        async with who.client(self.url) as client:
+            await client.call("conversation_join", name="#general")
+            yield client
 
     async def stop(self) -> None:
         await self.runner.cleanup()

@@ -45,19 +45,6 @@ class TgHub:
         return reply
 
 
-async def eventually(check: Any, timeout: float = 10.0) -> Any:
-    """Await ``check()`` until it returns something truthy (bounded); for state with no event
-    to await, such as a delivery row turning ``delivered`` after the platform's answer."""
-    deadline = asyncio.get_running_loop().time() + timeout
-    while True:
-        value = await check()
-        if value:
-            return value
-        if asyncio.get_running_loop().time() > deadline:
-            raise TimeoutError("condition not reached in time")
-        await asyncio.sleep(0.02)
-
-
 async def state_of(client: Any, message_id: str) -> str:
     return str((await client.message_status(message_id))["recipients"][0]["state"])
 

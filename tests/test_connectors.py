@@ -15,8 +15,7 @@ from meshhub import hookimpl
 from meshhub.errors import MeshError
 
 from .fakes.telegram_api import FakeTelegram
-from .helpers import Identity, make_identity
-from .telegram_support import eventually
+from .helpers import Identity, eventually, make_identity
 
 IDLE = "no bot token: set MESHHUB_TELEGRAM_TOKEN or [telegram] token"
 

@@ -18,8 +18,7 @@ from meshhub_slack import adapter
 from .fakes.slack_api import TEAM, SlackUser
 from .fakes.slack_events import signed_headers
 from .fakes.telegram_api import TgUser
-from .helpers import collect, make_identity, no_message
-from .telegram_support import eventually
+from .helpers import collect, eventually, make_identity, no_message
 from .test_mcp import mcp_params, stdio_session
 
 ANN = SlackUser("UANN0001", "ann", real_name="Ann Lee", display_name="Ann Lee")
@@ -27,6 +26,14 @@ BEN = SlackUser("UBEN0002", "ben", real_name="Ben Ode")
 OTHER_BOT = SlackUser("UOTHERBOT", "otherbot", is_bot=True, bot_id="BOTHER01")
 GENERAL = "C0GENERAL"
 MODES = ["events", "socket"]
+
+
+async def _linked(slack_hub: Any, **settings: Any) -> Any:
+    """A hub whose Slack channel GENERAL Ann (a member of it, let in) has linked to the mesh's
+    #general."""
+    served = await slack_hub(**settings)
+    await served.link(ANN, GENERAL, "#general")
+    return served
 
 
 def _allow(*users: SlackUser) -> dict[str, Any]:
@@ -48,12 +55,10 @@ def _people(slack: Any) -> None:
 @pytest.mark.parametrize("mode", MODES)
 async def test_a_linked_channel_talks_to_the_mesh_and_threads_come_back(slack_hub, tmp_path,
                                                                         mode):
-    served = await slack_hub(mode=mode, slack_settings=_allow(ANN))
+    served = await _linked(slack_hub, mode=mode, slack_settings=_allow(ANN))
     slack = served.slack
-    await served.link(ANN, GENERAL, "#general")
     carl = make_identity(tmp_path, "carl")
-    async with carl.client(served.url) as c:
-        await c.call("conversation_join", name="#general")
+    async with served.in_general(carl) as c:
         event = slack.message(ANN, "the *build* is green, <@UBEN0002>", GENERAL)
         status, _ = await slack.send_event(event)
         assert status == 200
@@ -72,12 +77,10 @@ async def test_a_linked_channel_talks_to_the_mesh_and_threads_come_back(slack_hu
 
 
 async def test_reactions_go_both_ways(slack_hub, tmp_path):
-    served = await slack_hub(slack_settings=_allow(ANN))
+    served = await _linked(slack_hub, slack_settings=_allow(ANN))
     slack = served.slack
-    await served.link(ANN, GENERAL, "#general")
     carl = make_identity(tmp_path, "carl")
-    async with carl.client(served.url) as c:
-        await c.call("conversation_join", name="#general")
+    async with served.in_general(carl) as c:
         event = slack.message(ANN, "lunch?", GENERAL)
         await slack.send_event(event)
         got = (await collect(c, 1))[0]
@@ -102,12 +105,10 @@ async def test_reactions_go_both_ways(slack_hub, tmp_path):
 
 
 async def test_forged_stale_and_replayed_events_change_nothing(slack_hub, tmp_path):
-    served = await slack_hub(slack_settings=_allow(ANN))
+    served = await _linked(slack_hub, slack_settings=_allow(ANN))
     slack = served.slack
-    await served.link(ANN, GENERAL, "#general")
     carl = make_identity(tmp_path, "carl")
-    async with carl.client(served.url) as c:
-        await c.call("conversation_join", name="#general")
+    async with served.in_general(carl) as c:
         forged = await slack.send_event(slack.message(ANN, "forged", GENERAL),
                                         secret="not-the-secret")
         unsigned = await slack.send_event(slack.message(ANN, "unsigned", GENERAL), sign=False)
@@ -161,9 +162,9 @@ async def test_no_loop_between_slack_and_a_telegram_group_on_one_conversation(
     tg_group = {"id": -100555, "type": "supergroup", "title": "Ops Room"}
     tg_ann = TgUser(7001, "Tina")
     # one hub bridges a Slack channel and a Telegram group to #general
-    served = await slack_hub(slack_settings=_allow(ANN), raw={"telegram": telegram.settings()})
+    served = await _linked(slack_hub, slack_settings=_allow(ANN),
+                           raw={"telegram": telegram.settings()})
     slack = served.slack
-    await served.link(ANN, GENERAL, "#general")
     tg_connector = served.hub.connectors["telegram"]
     await asyncio.wait_for(tg_connector.for_hub(served.hub).ready.wait(), 10)
     async with served.owner.client(served.url, receive=False) as owner:
@@ -227,9 +228,8 @@ async def test_pairing_dms_and_the_slash_command(slack_hub, tmp_path):
 
 
 async def test_rate_limits_and_a_lost_answer_never_post_twice(slack_hub, tmp_path):
-    served = await slack_hub(slack_settings=_allow(ANN), lease_seconds=2.0)
+    served = await _linked(slack_hub, slack_settings=_allow(ANN), lease_seconds=2.0)
     slack = served.slack
-    await served.link(ANN, GENERAL, "#general")
     carl = make_identity(tmp_path, "carl")
     async with carl.client(served.url) as c:
         slack.fail_next("chat.postMessage", 429, retry_after=1)
@@ -256,12 +256,10 @@ async def test_rate_limits_and_a_lost_answer_never_post_twice(slack_hub, tmp_pat
 
 
 async def test_edits_deletes_and_files_both_ways(slack_hub, tmp_path):
-    served = await slack_hub(slack_settings=_allow(ANN))
+    served = await _linked(slack_hub, slack_settings=_allow(ANN))
     slack = served.slack
-    await served.link(ANN, GENERAL, "#general")
     carl = make_identity(tmp_path, "carl")
-    async with carl.client(served.url) as c:
-        await c.call("conversation_join", name="#general")
+    async with served.in_general(carl) as c:
         event = slack.message(ANN, "meet at 3", GENERAL)
         await slack.send_event(event)
         root = (await collect(c, 1))[0]
@@ -285,12 +283,11 @@ async def test_edits_deletes_and_files_both_ways(slack_hub, tmp_path):
 
 
 async def test_an_event_taken_but_not_handled_is_handled_at_the_next_start(slack_hub, tmp_path):
-    served = await slack_hub(slack_settings=_allow(ANN))
+    served = await _linked(slack_hub, slack_settings=_allow(ANN))
     slack = served.slack
-    await served.link(ANN, GENERAL, "#general")
     carl = make_identity(tmp_path, "carl")
-    async with carl.client(served.url) as c:
-        await c.call("conversation_join", name="#general")
+    async with served.in_general(carl):
+        pass  # carl is a member of #general when the event arrives
     state = served.connector.slack_state
     event = slack.message(ANN, "acked before a crash", GENERAL)
     body = {"type": "event_callback", "team_id": TEAM, "event_id": "Ev0PENDING", "event": event}
@@ -366,12 +363,10 @@ async def test_signed_garbage_gets_a_clear_4xx_and_changes_nothing(slack_hub, tm
 
 
 async def test_socket_mode_retries_are_recognised_by_event_id(slack_hub, tmp_path):
-    served = await slack_hub(mode="socket", slack_settings=_allow(ANN))
+    served = await _linked(slack_hub, mode="socket", slack_settings=_allow(ANN))
     slack = served.slack
-    await served.link(ANN, GENERAL, "#general")
     carl = make_identity(tmp_path, "carl")
-    async with carl.client(served.url) as c:
-        await c.call("conversation_join", name="#general")
+    async with served.in_general(carl) as c:
         event = slack.message(ANN, "over the socket", GENERAL)
         await slack.send_event(event, event_id="Ev0SOCKET1")
         assert (await collect(c, 1))[0]["text"] == "over the socket"
@@ -410,13 +405,11 @@ async def test_a_claude_session_and_the_cli_both_get_the_channel_and_reply_in_it
 async def test_who_reads_a_conversation_where(slack_hub, tmp_path):
     """A paired person reads a linked conversation in its channel; a whisper to them, or the
     conversation while they are not in the channel, comes as a DM."""
-    served = await slack_hub(slack_settings=_allow(ANN, BEN))
+    served = await _linked(slack_hub, slack_settings=_allow(ANN, BEN))
     slack = served.slack
-    await served.link(ANN, GENERAL, "#general")
     await slack.send_command(BEN, "status", slack.open_dm([BEN.id])["id"])  # Ben: a peer
     carl = make_identity(tmp_path, "carl")
-    async with carl.client(served.url) as c:
-        await c.call("conversation_join", name="#general")
+    async with served.in_general(carl) as c:
         sent = await c.send("#general", "for everyone")
         await eventually(lambda: _is(c, sent["id"], "delivered"))
         ann_dm, ben_dm = slack.open_dm([ANN.id])["id"], slack.open_dm([BEN.id])["id"]
@@ -428,9 +421,8 @@ async def test_who_reads_a_conversation_where(slack_hub, tmp_path):
 
 
 async def test_a_replayed_reaction_event_is_not_applied_twice(slack_hub, tmp_path):
-    served = await slack_hub(slack_settings=_allow(ANN))
+    served = await _linked(slack_hub, slack_settings=_allow(ANN))
     slack = served.slack
-    await served.link(ANN, GENERAL, "#general")
     carl = make_identity(tmp_path, "carl")
     async with carl.client(served.url) as c:
         sent = await c.send("#general", "vote here")
@@ -455,8 +447,7 @@ async def test_bots_guests_and_foreign_file_links_are_kept_out(slack_hub, tmp_pa
     slack.add_user(guest)
     await served.link(ANN, GENERAL, "#general")
     carl = make_identity(tmp_path, "carl")
-    async with carl.client(served.url) as c:
-        await c.call("conversation_join", name="#general")
+    async with served.in_general(carl) as c:
         event = slack.message(quiet_bot, "a bot user's post without a bot_id", GENERAL)
         for key in ("bot_id", "app_id", "bot_profile"):
             event.pop(key, None)

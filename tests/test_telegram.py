@@ -8,8 +8,8 @@ import asyncio
 import pytest
 
 from .fakes.telegram_api import TgUser
-from .helpers import collect, make_identity, no_message
-from .telegram_support import eventually, state_of
+from .helpers import collect, eventually, make_identity, no_message
+from .telegram_support import state_of
 
 ANN = TgUser(5001, "Ann", "Smith", username="ann_s")
 

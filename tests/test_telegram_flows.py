@@ -9,8 +9,8 @@ import json
 import aiohttp
 
 from .fakes.telegram_api import FakeTelegram, TgUser
-from .helpers import Identity, collect, make_identity, no_message
-from .telegram_support import eventually, state_of
+from .helpers import Identity, collect, eventually, make_identity, no_message
+from .telegram_support import state_of
 
 ANN = TgUser(5001, "Ann", "Smith")
 DAVE = TgUser(5004, "Dave")
