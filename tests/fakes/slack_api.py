@@ -27,13 +27,13 @@ import mimetypes
 import time
 import urllib.parse
 import uuid
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 import aiohttp
 from aiohttp import web
 
+from .calls import CallLog
 from .slack_events import (
     APP_ID,
     BOT_ID,
@@ -77,7 +77,7 @@ class Failure:
                                  headers=headers)
 
 
-class FakeSlack(Workspace):
+class FakeSlack(Workspace, CallLog):
     """The workspace with one app, served on a free port of 127.0.0.1."""
 
     bot_token = "xoxb-fake-bot-token"
@@ -163,22 +163,6 @@ class FakeSlack(Workspace):
         self._failures.setdefault(method, []).append(
             Failure(code, text, retry_after, after_effect))
 
-    def of(self, method: str) -> list[dict[str, Any]]:
-        """Calls of ``method`` that took effect (lost answers included), oldest first."""
-        return [c for c in self.calls if c["method"] == method and c["ok"]]
-
-    async def wait_for(self, method: str, match: Callable[[dict[str, Any]], bool] | None = None,
-                       timeout: float = 10.0, count: int = 1) -> dict[str, Any]:
-        """The ``count``-th call of ``method`` that took effect and matches ``match``."""
-
-        def found() -> list[dict[str, Any]]:
-            return [c for c in self.of(method) if match is None or match(c)]
-
-        async with self._changed:
-            await asyncio.wait_for(self._changed.wait_for(lambda: len(found()) >= count),
-                                   timeout)
-        return found()[count - 1]
-
     async def wait_connected(self, timeout: float = 10.0) -> web.WebSocketResponse:
         """The Socket Mode connection, once an app has one open."""
         async with self._changed:
@@ -206,10 +190,6 @@ class FakeSlack(Workspace):
                     await asyncio.wait_for(self._changed.wait_for(lambda: socket.closed),
                                            ACK_TIMEOUT)
         await socket.close()
-
-    async def _notify(self) -> None:
-        async with self._changed:
-            self._changed.notify_all()
 
     def _take_failure(self, method: str) -> Failure | None:
         queued = self._failures.get(method)

@@ -22,12 +22,13 @@ import html.parser
 import itertools
 import json
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 import aiohttp
 from aiohttp import web
+
+from .calls import CallLog
 
 HOST = "127.0.0.1"
 TOKEN = "123456:TEST-token_for-the-fake"
@@ -115,7 +116,7 @@ def check_html(text: str) -> str | None:
 
 
 @dataclass
-class FakeTelegram:
+class FakeTelegram(CallLog):
     token: str = TOKEN
     bot: TgUser = field(default_factory=lambda: TgUser(999000, "Mesh Bot", username="mesh_bot",
                                                           is_bot=True))
@@ -199,26 +200,6 @@ class FakeTelegram:
                                500: "Internal Server Error", 502: "Bad Gateway",
                                403: "Forbidden: bot was blocked by the user"}.get(status, "error")
         self._failures.setdefault(method, []).append(Failure(status, text, retry_after))
-
-    def of(self, method: str) -> list[dict[str, Any]]:
-        """Recorded successful calls of ``method``, oldest first."""
-        return [c for c in self.calls if c["method"] == method and c["ok"]]
-
-    async def wait_for(self, method: str, match: Callable[[dict[str, Any]], bool] | None = None,
-                       timeout: float = 10.0, count: int = 1) -> dict[str, Any]:
-        """The ``count``-th successful call of ``method`` matching ``match``."""
-
-        def found() -> list[dict[str, Any]]:
-            return [c for c in self.of(method) if match is None or match(c)]
-
-        async with self._changed:
-            await asyncio.wait_for(self._changed.wait_for(lambda: len(found()) >= count),
-                                   timeout)
-        return found()[count - 1]
-
-    async def _notify(self) -> None:
-        async with self._changed:
-            self._changed.notify_all()
 
     # -- injecting updates ----------------------------------------------------------------------
     def _chat(self, user: TgUser, chat: dict[str, Any] | None) -> dict[str, Any]:
