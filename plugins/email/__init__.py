@@ -1,0 +1,1 @@
+"""meshhub's email gateway (aiosmtpd in, aiosmtplib out); see docs/email.md."""
