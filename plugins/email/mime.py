@@ -18,6 +18,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from email.errors import HeaderParseError, MessageError
+from email.header import decode_header, make_header
 from email.headerregistry import Address
 from email.message import EmailMessage, Message
 from email.parser import BytesParser
@@ -124,7 +125,10 @@ _MAX_REFERENCES = 20
 
 
 def _single_address(value: str) -> Address | None:
-    """The one address in a From/To-like value, or None when there is not exactly one."""
+    """The one address in a From/To-like value (unfolded), or None when there is not exactly
+    one; a line break or control character makes it none rather than something rejoined."""
+    if re.search(f"[{_CONTROLS}\n]", value):
+        return None
     try:
         header = email.policy.default.header_factory("From", value)
         addresses = header.addresses
@@ -337,6 +341,8 @@ def _attachment(part: Message, reading: _Reading) -> Attachment:
 def _take(part: Message, reading: _Reading, max_bytes: int, max_count: int) -> None:
     """File one leaf part as the text, the HTML or an attachment."""
     kind = part.get_content_type()
+    if kind.startswith("multipart/"):
+        kind = "text/plain"  # a multipart without a usable boundary: its body is all there is
     if kind == "message/rfc822" or _filename(part) or _disposition(part) == "attachment":
         attachment = _attachment(part, reading)
         if len(reading.attachments) >= max_count:
@@ -370,6 +376,21 @@ def _decoded(value: str) -> str:
         return str(email.policy.default.header_factory("Subject", value))
     except (HeaderParseError, IndexError, ValueError, TypeError, AttributeError):
         return value
+
+
+def _display_name(address: Address, raw: str) -> str:
+    """The sender's name. The stdlib's address parser keeps the space between two encoded words
+    ("=?utf-8?q?J=C3=B6?= =?utf-8?q?rg?=" reads "Jö rg"), which RFC 2047 says to drop, and mail
+    programs split long names that way; such a name is decoded from the raw phrase instead."""
+    phrase = raw.rpartition("<")[0].strip()
+    if "=?" not in phrase:
+        return address.display_name
+    if len(phrase) > 1 and phrase[0] == phrase[-1] == '"':
+        phrase = re.sub(r"\\(.)", r"\1", phrase[1:-1])
+    try:
+        return str(make_header(decode_header(phrase))).strip()
+    except (HeaderParseError, LookupError, ValueError):
+        return address.display_name
 
 
 def _is_automatic(headers: list[tuple[str, str]], message: Message, sender: str | None) -> bool:
@@ -414,7 +435,8 @@ def read_mail(raw: bytes, *, max_attachment_bytes: int, max_attachments: int = 2
     return Incoming(
         message_id=ids[0] if ids else None,
         from_address=from_address,
-        from_name=one_line(_unescape(sender.display_name)) if sender else "",
+        from_name=one_line(_unescape(_display_name(sender, _header(headers, "from"))))
+        if sender else "",
         subject=one_line(_unescape(_decoded(_header(headers, "subject")))),
         text=text,
         references=_references(headers),
