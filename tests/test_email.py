@@ -191,9 +191,15 @@ async def test_conversations_groups_allow_list_and_revocation(email_hub, tmp_pat
     carl = make_identity(tmp_path, "carl")
     async with carl.client(served.url, groups={"ops": "member"}) as c:
         await c.call("conversation_join", name="#general")
-        await served.send(mail(ANN, f"general@{DOMAIN}", "hello all", subject=""))
+        first = mail(ANN, f"general@{DOMAIN}", "hello all", subject="")
+        await served.send(first)
         got = (await collect(c, 1))[0]
         assert got["conversation"] == "#general" and got["text"] == "hello all"
+        assert got["data"] == {"email": {"message_id": str(first["Message-ID"]).strip("<>")}}
+        follow_up = mail(ANN, f"general@{DOMAIN}", "and one more thing", subject="Re: hello",
+                         In_Reply_To=str(first["Message-ID"]))
+        await served.send(follow_up)  # answering her own mail: the same thread
+        assert (await collect(c, 1))[0]["reply_to"] == got["id"]
         await served.send(mail(ANN, f"group+ops@{DOMAIN}", "ops, look", subject=""))
         assert (await collect(c, 1))[0]["text"] == "ops, look"
         async with served.owner.client(served.url, receive=False) as owner:
