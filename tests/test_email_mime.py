@@ -609,3 +609,24 @@ def test_what_build_mail_writes_read_mail_reads_back(name, subject, text):
     assert got.from_name.replace(" ", "") == one_line(name).replace(" ", "")
     assert got.from_address == "hub@mesh.example"
     assert got.message_id == "mesh.0a1b@mesh.example"
+
+
+REPLY_LINES = ["hello there", "", "On Mon, Jan 1, 2024 at 10:00 AM Bob <b@x.com> wrote:",
+               "On Mon, Jan 1, 2024 at 10:00 AM Bob <b@x.com>", "wrote:", "From: Bob",
+               "Sent: Monday", "To: Ann", "Subject: hi", "> quoted", "> > deeper",
+               "Am 01.01.2024 um 10:00 schrieb Bob <b@x.de>:", "Von: Bob", "Gesendet: Mo",
+               "-----Original Message-----", "Best regards,", "On time: yes", "  indented: x"]
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.sampled_from(REPLY_LINES), max_size=14).map("\n".join))
+def test_the_fast_header_search_finds_what_the_parsers_read_finds(text):
+    from mailparser_reply.parser import EmailMessage
+
+    from meshhub_email.mime import _REPLY_LANGUAGES, _first_header
+
+    flat = "\n".join(line.strip() for line in text.split("\n"))
+    cut = _first_header(flat)
+    replies = EmailMessage(text=flat, languages=list(_REPLY_LANGUAGES)).read().replies
+    if cut is None or flat[:cut].strip():
+        assert flat[:cut].strip() == replies[0].content
