@@ -615,10 +615,12 @@ REPLY_LINES = ["hello there", "", "On Mon, Jan 1, 2024 at 10:00 AM Bob <b@x.com>
                "On Mon, Jan 1, 2024 at 10:00 AM Bob <b@x.com>", "wrote:", "From: Bob",
                "Sent: Monday", "To: Ann", "Subject: hi", "> quoted", "> > deeper",
                "Am 01.01.2024 um 10:00 schrieb Bob <b@x.de>:", "Von: Bob", "Gesendet: Mo",
-               "-----Original Message-----", "Best regards,", "On time: yes", "  indented: x"]
+               "-----Original Message-----", "Best regards,", "On time: yes", "  indented: x",
+               "> From: Bob", "> Sent: Monday", ">> To: Ann", "> On Sunday Bob <b@x.com> wrote:",
+               "*From:* Bob", "**Sent:** Monday"]
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=500, deadline=None)
 @given(st.lists(st.sampled_from(REPLY_LINES), max_size=14).map("\n".join))
 def test_the_fast_header_search_finds_what_the_parsers_read_finds(text):
     from mailparser_reply.parser import EmailMessage
