@@ -188,6 +188,10 @@ def test_html_to_text_keeps_the_reading_and_drops_the_rest():
     assert "\n\n\n" not in text and all(line == line.rstrip() for line in text.splitlines())
 
 
+def test_deeply_nested_html_still_gives_its_text():
+    assert html_to_text("<div>" * 5000 + "deep" + "</div>" * 5000) == "deep"
+
+
 def test_an_html_only_mail_reads_as_markdown():
     raw = mail("From: a@example.com\nSubject: notes\nContent-Type: text/html; charset=utf-8",
                HTML_ONLY)
@@ -295,6 +299,18 @@ def test_malformed_mime_gives_what_can_be_read(raw, readable):
         return
     if readable is not None:
         assert readable in got.text
+
+
+def test_mime_nested_too_deep_is_refused_or_cut():
+    def nested(depth: int) -> bytes:
+        return b"".join(b'Content-Type: multipart/mixed; boundary="b%d"\r\n\r\n--b%d\r\n'
+                        % (i, i) for i in range(depth)) + b"Content-Type: text/plain\r\n\r\nx"
+
+    with pytest.raises(MailError, match="nested too deep"):
+        read(b"From: a@example.com\r\n" + nested(5000))
+    with pytest.raises(MailError, match="no readable text"):
+        read(b"From: a@example.com\r\n" + nested(50))
+    assert read(b"From: a@example.com\r\n" + nested(5)).text == "x"
 
 
 def test_malformed_mime_is_reported_as_defects():

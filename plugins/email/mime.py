@@ -183,7 +183,10 @@ def html_to_text(html: str) -> str:
     for link in soup("a"):
         if not str(link.get("href") or "").strip().lower().startswith(_LINK_SCHEMES):
             link.unwrap()
-    text = _MARKDOWN.convert_soup(soup)
+    try:
+        text = _MARKDOWN.convert_soup(soup)
+    except RecursionError:  # markdownify recurses per nesting level; hostile HTML nests deep
+        text = soup.get_text("\n")
     lines = [line.rstrip() for line in text.splitlines()]
     return re.sub(r"\n{3,}", "\n\n", "\n".join(lines)).strip()
 
@@ -441,14 +444,17 @@ def _references(headers: list[tuple[str, str]]) -> list[str]:
 def read_mail(raw: bytes, *, max_attachment_bytes: int, max_attachments: int = 20) -> Incoming:
     """What the mesh needs from a raw RFC 5322 mail. Raises MailError when the mail has neither
     text nor attachment, or its attachments are over the limits; never anything else."""
-    message = _PARSER.parsebytes(raw)
+    try:
+        message = _PARSER.parsebytes(raw)
+    except RecursionError:  # the stdlib parser recurses once per nested part
+        raise MailError("the mail's MIME parts are nested too deep") from None
     headers = _raw_headers(message)
     reading = _Reading()
     for part, kind in _parts(message, reading):
         try:
             _take(part, kind, reading, max_attachment_bytes, max_attachments)
-        except (MessageError, LookupError, ValueError, TypeError, AttributeError,
-                IndexError) as exc:
+        except (MessageError, LookupError, ValueError, TypeError, AttributeError, IndexError,
+                RecursionError) as exc:
             if isinstance(exc, MailError):
                 raise
             reading.defect(f"unreadable part {kind}: {type(exc).__name__}")
