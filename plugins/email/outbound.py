@@ -170,6 +170,9 @@ class EmailOutbound:
         except RelayRefused as exc:
             await give_up(hub, peer, message, f"the mail relay refused it: {exc}")
             return False
+        except mime.MailError as exc:  # an address or a header no mail can carry
+            await give_up(hub, peer, message, f"it cannot be written as a mail: {exc}")
+            return False
         except GiveUp as exc:
             log.warning("email: mail of %s to %s postponed: %s", message.id, peer.name, exc)
             return False
