@@ -88,6 +88,8 @@ def people(tmp_path: Path):  # type: ignore[no-untyped-def]
     return make
 
 
-# the Telegram and Slack fixtures (a fake platform API, a hub wired to it) live beside the fakes
+# the Telegram, Slack and email fixtures (a fake platform API, a hub wired to it) live beside
+# the fakes
+from .email_support import email_hub, relay  # noqa: E402, F401
 from .slack_support import slack, slack_hub  # noqa: E402, F401
 from .telegram_support import telegram, tg_hub  # noqa: E402, F401

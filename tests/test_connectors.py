@@ -61,10 +61,10 @@ def test_idle_connector_in_doctor_pair_and_the_http_api(hub_factory):
     as_json = json.loads(owner.cli(hub.url, "pair", "telegram", "--json").stdout)
     assert as_json["code"] != code and "not running" in as_json["warning"]
 
-    unknown = owner.cli(hub.url, "pair", "email", check=False)
+    unknown = owner.cli(hub.url, "pair", "discord", check=False)
     assert unknown.returncode == 1 and unknown.stdout == ""
-    assert unknown.stderr == ("error: unknown connector 'email'; this hub's connectors: "
-                              "slack, telegram\n")
+    assert unknown.stderr == ("error: unknown connector 'discord'; this hub's connectors: "
+                              "email, slack, telegram\n")
 
     # every surface has the action: here HTTP with a read-only bearer token
     token = owner.cli(hub.url, "token", "create", "--cap", "read").stdout.splitlines()[0]

@@ -171,6 +171,13 @@ class PairingBook:
         existing = self.peer_for(identity)
         if existing is not None:
             return existing
+        await self.claim(connector, identity, code)
+        return await self._pair(connector, identity, name, time.time())
+
+    async def claim(self, connector: str, identity: str, code: str) -> None:
+        """Spend a valid code of ``connector`` for ``identity`` without pairing it yet (the
+        email gateway pairs once the person answered a confirmation mail: :meth:`pair`); a
+        wrong code costs an attempt and raises :class:`InvalidRequest`."""
         wanted = _hash(normalize_code(code))
         now = time.time()
 
@@ -194,7 +201,11 @@ class PairingBook:
                 "that pairing code is wrong, used or expired; ask the hub's owner for a new "
                 f"one (`hub pair {connector}`)"
             )
-        return await self._pair(connector, identity, name, now)
+
+    async def pair(self, connector: str, external_id: str, name: str) -> Peer:
+        """Pair ``connector:external_id`` whose code was :meth:`claim` ed (a revoked pairing
+        is made again)."""
+        return await self._pair(connector, f"{connector}:{external_id}", name, time.time())
 
     async def admit(self, connector: str, external_id: str, name: str) -> Peer | None:
         """Let ``connector:external_id`` in without a code, because the connector's allow-list

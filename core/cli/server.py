@@ -182,6 +182,9 @@ def _banner(cfg: Config, hub: Any, url: str) -> list[str]:
     if "/mcp" in paths:
         lines.append(f"  MCP (HTTP):      {url}/mcp   (token: hub token create)")
     lines.append("  Claude Code:     hub install claude-code")
+    for state in sorted(hub.connector_states.all(), key=lambda s: s.name):
+        if state.state != "idle":  # a configured connector says where it is, or what is wrong
+            lines.append(f"  {state.name + ':':<17}{state.summary()}")
     lines.append(f"  data:            {cfg.home}")
     socket = local_socket_for(url)
     lines.append(f"  local socket:    {socket}   (your own OS user gets in through it)"

@@ -192,16 +192,19 @@ class FakeRelay(CallLog):
         after keeping it, so the reply returned here goes nowhere."""
         raw = envelope.original_content or b""
         refusal = self._refusals.pop(0) if self._refusals else Answer(250, "2.0.0 OK queued")
+        captured = None
         if refusal.code < 400:
-            self.mails.append(Captured(str(envelope.mail_from), list(envelope.rcpt_tos), raw))
+            captured = Captured(str(envelope.mail_from), list(envelope.rcpt_tos), raw)
+            self.mails.append(captured)
         if refusal.code < 400 and self._losses:
             self._losses -= 1
             assert isinstance(server, _Connection)
             server.drop()
-        message = parse(raw)
+        message = captured.message if captured is not None else parse(raw)
         await self.record({"method": "mail", "ok": refusal.code < 400, "code": refusal.code,
                            "to": list(envelope.rcpt_tos), "mail_from": envelope.mail_from,
-                           "message": message, "subject": message["subject"]})
+                           "message": message, "subject": message["subject"],
+                           "captured": captured})
         return refusal.line()
 
     def authenticate(self, server: SMTP, session: Session, envelope: Envelope,

@@ -1,0 +1,314 @@
+"""Mail in: the aiosmtpd handler of the gateway's SMTP listener.
+
+Everything that can be refused is refused during the SMTP conversation, so the sending server
+bounces it with the reason and nothing is stored:
+
+- ``RCPT``: the address must be on the gateway's domain and name something (a peer, a
+  conversation, a group, a reply address of the sender's, ``pair@``, a confirmation); the sender
+  must be paired or allow-listed (except for ``pair@`` and confirmations). A stranger learns
+  nothing about who is on the mesh: their sender is refused before any name is looked up.
+- ``DATA``: the From header must be the envelope sender; with a trusted MTA in front, its
+  SPF/DKIM/DMARC verdict must pass; the MIME must give text or a file. Then the mail is sent on the
+  mesh, and ``250`` is answered only once the mesh stored it: a lost answer makes the sending
+  server try again, and the mail's Message-ID makes that second try store nothing twice.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+import re
+import weakref
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from meshhub.errors import MeshError, TooLarge
+
+from . import mime
+from .mime import MailError
+
+if TYPE_CHECKING:
+    from aiosmtpd.smtp import SMTP, Envelope, Session
+
+    from meshhub.models import Message, Peer
+
+    from .connector import EmailConnector
+
+log = logging.getLogger(__name__)
+CONNECTOR = "email"
+MAX_RECIPIENTS = 20
+PARSE_IN_THREAD = 256 * 1024  # bytes; a bigger mail is parsed off the event loop
+_CODE = re.compile(r"\b([A-Z2-9]{4})-?([A-Z2-9]{4})\b")
+_MARKDOWN_SPECIAL = re.compile(r"[\\`*_{}\[\]<>()#+!|~-]")
+_REPLY_WORD = re.compile(r"^\s*([A-Za-z]+)\b[\s.,:;!-]*(.*)$", re.S)
+
+
+@dataclass(frozen=True)
+class Route:
+    """Where one recipient address leads."""
+
+    kind: str  # peer | conversation | group | reply | pair | confirm
+    value: str  # a peer key, "#conv", "@group", a reply token or a confirmation token
+    address: str  # as written in RCPT
+
+
+def identity_of(address: str) -> str:
+    return f"{CONNECTOR}:{address.lower()}"
+
+
+class SmtpHandler:
+    """aiosmtpd's handler: ``handle_MAIL``, ``handle_RCPT`` and ``handle_DATA``."""
+
+    def __init__(self, connector: EmailConnector) -> None:
+        self.connector = connector
+        self.routes: weakref.WeakKeyDictionary[Envelope, list[Route]] = (
+            weakref.WeakKeyDictionary())
+
+    @property
+    def domain(self) -> str:
+        return str(self.connector.settings.domain)
+
+    # -- MAIL FROM -----------------------------------------------------------------------------
+    async def handle_MAIL(self, server: SMTP, session: Session, envelope: Envelope,
+                          address: str, mail_options: list[str]) -> str:
+        if not address or mime.address_of(address) is None:
+            return ("550 5.7.1 mail from the null sender or an unreadable address is not taken "
+                    "here")
+        envelope.mail_from = address
+        envelope.mail_options.extend(mail_options)
+        self.routes[envelope] = []
+        return "250 OK"
+
+    # -- RCPT TO -------------------------------------------------------------------------------
+    async def handle_RCPT(self, server: SMTP, session: Session, envelope: Envelope,
+                          address: str, rcpt_options: list[str]) -> str:
+        routes = self.routes.setdefault(envelope, [])
+        if len(routes) >= MAX_RECIPIENTS:
+            return f"452 4.5.3 at most {MAX_RECIPIENTS} recipients per mail"
+        try:
+            route = await self.route(str(envelope.mail_from), address)
+        except Refused as exc:
+            log.info("email: refused %s -> %s: %s", envelope.mail_from, address, exc.reply)
+            return exc.reply
+        routes.append(route)
+        envelope.rcpt_tos.append(address)
+        envelope.rcpt_options.extend(rcpt_options)
+        return "250 OK"
+
+    async def route(self, sender: str, address: str) -> Route:
+        """Where ``address`` leads for mail from ``sender``; :class:`Refused` with the reply
+        to give when it leads nowhere or ``sender`` may not use it."""
+        local, _, domain = address.strip().rpartition("@")
+        if domain.lower().rstrip(".") != self.domain or not local:
+            raise Refused(f"550 5.7.1 this gateway takes mail for @{self.domain} only")
+        local = local.lower()
+        if local == "pair":
+            return Route("pair", "", address)
+        tag, plus, token = local.partition("+")
+        if plus and tag == "confirm":
+            pending = await self.connector.email_state.pending_confirmation(token)
+            if pending is None or pending[0] != sender.lower():
+                raise Refused("550 5.1.1 this confirmation address is unknown, used or "
+                              "expired; mail your code to pair@" + self.domain + " again")
+            return Route("confirm", token, address)
+        peer = await self.connector.sender_peer(sender)
+        if peer is None:
+            raise Refused(f"550 5.7.1 {sender} may not write here: it is not paired with this "
+                          "hub. Ask the hub's owner for a code (hub pair email) and mail it "
+                          f"to pair@{self.domain}")
+        hub = self.connector.hub
+        assert hub is not None
+        if plus and tag == "reply":
+            thread = await self.connector.email_state.thread_of(token)
+            if thread is None or thread[0] != peer.key:
+                raise Refused("550 5.1.1 this reply address is unknown here, or was made for "
+                              "someone else")
+            return Route("reply", token, address)
+        if plus and tag in ("conv", "group"):
+            name = token
+        elif plus:
+            raise Refused(f"550 5.1.1 {address}: unknown address form; write to "
+                          f"name@{self.domain}, conv+name@ or group+name@")
+        else:
+            name = local
+            found = hub.directory.find(name)
+            if found is not None:
+                return Route("peer", found.key, address)
+        if tag != "group" and name in hub.directory.conversations:
+            return Route("conversation", "#" + name, address)
+        if tag != "conv" and any(name == g or g.startswith(name + "/")
+                                 for p in hub.directory.peers.values() for g in p.groups):
+            return Route("group", "@" + name, address)
+        raise Refused(f"550 5.1.1 {address}: no peer, conversation or group named {name!r} "
+                      "on this hub")
+
+    # -- DATA ----------------------------------------------------------------------------------
+    async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
+        routes = list(self.routes.pop(envelope, []))
+        raw = envelope.original_content or b""
+        if isinstance(envelope.content, bytes) and not raw:
+            raw = envelope.content
+        sender = str(envelope.mail_from).lower()
+        try:
+            mail = await self._read(raw)
+            self._check_sender(sender, mail)
+            if mail.automatic:
+                log.info("email: an automatic mail from %s was dropped", sender)
+                return "250 2.0.0 automatic mail (auto-reply, bounce, list) dropped"
+            results = await self._take_all(sender, routes, mail)
+        except Refused as exc:
+            log.info("email: mail from %s refused: %s", sender, exc.reply)
+            return exc.reply
+        except MailError as exc:
+            return f"550 5.6.0 {mime.one_line(str(exc))}"
+        except TooLarge as exc:
+            return f"552 5.3.4 {mime.one_line(exc.message)}"
+        except MeshError as exc:
+            return f"550 5.7.1 {mime.one_line(exc.message)}"
+        except Exception:
+            log.exception("email: a mail from %s could not be taken; the sender retries", sender)
+            return "451 4.3.0 the hub could not store the mail; try again later"
+        return "250 2.0.0 " + mime.one_line("; ".join(results), 400)
+
+    async def _read(self, raw: bytes) -> mime.Incoming:
+        limit = self.connector.files_limit
+        if len(raw) > PARSE_IN_THREAD:
+            return await asyncio.to_thread(mime.read_mail, raw, max_attachment_bytes=limit)
+        return mime.read_mail(raw, max_attachment_bytes=limit)
+
+    def _check_sender(self, sender: str, mail: mime.Incoming) -> None:
+        """The From header names the envelope's sender, and the trusted MTA (if any) vouches
+        for it."""
+        if mail.from_address != sender:
+            raise Refused(f"550 5.7.1 the From header ({mail.from_address or 'none'}) is not "
+                          f"the sender ({sender}); send from your own address")
+        authserv = self.connector.settings.trusted_authserv
+        if authserv:
+            verdict = mime.auth_verdict(mail.headers, authserv, sender.rpartition("@")[2])
+            if not verdict.passed:
+                raise Refused(f"550 5.7.23 the sender could not be verified: {verdict.reason}")
+
+    async def _take_all(self, sender: str, routes: list[Route], mail: mime.Incoming
+                        ) -> list[str]:
+        """Take ``mail`` for each recipient; a refusal after some were served says which
+        were (the sending server bounces the mail, and its Message-ID keeps a resend of it
+        from storing those twice)."""
+        done: list[str] = []
+        for route in routes:
+            try:
+                done.append(await self._take(sender, route, mail))
+            except MeshError as exc:
+                if not done:
+                    raise
+                raise Refused(f"550 5.7.1 {'; '.join(done)}; but not to {route.address}: "
+                              f"{exc.message}") from exc
+        return done
+
+    async def _take(self, sender: str, route: Route, mail: mime.Incoming) -> str:
+        """Put ``mail`` where ``route`` leads; what was done, for the SMTP answer."""
+        connector = self.connector
+        if route.kind == "pair":
+            return await connector.start_pairing(sender, mail)
+        if route.kind == "confirm":
+            return await connector.finish_pairing(route.value, sender)
+        peer = await connector.sender_peer(sender)
+        if peer is None:  # revoked between RCPT and DATA
+            raise Refused(f"550 5.7.1 {sender} may no longer write here")
+        thread = await self._thread(peer, route, mail)
+        if thread is None and route.kind == "reply":
+            raise Refused("550 5.1.1 the thread this address answers is gone from the hub; "
+                          f"write to the peer or conversation (name@{self.domain}) instead")
+        if thread is not None and thread.kind == "approval" and peer.key in thread.recipients:
+            answered = await self._approval_reply(peer, thread, mail.text)
+            if answered is not None:
+                return answered
+        return await self._send(peer, route, mail, thread)
+
+    async def _thread(self, peer: Peer, route: Route, mail: mime.Incoming) -> Message | None:
+        """The mesh message ``mail`` answers, if it answers one ``peer`` can see and ``route``
+        leads to its thread: by the reply address, else by In-Reply-To/References."""
+        hub, state = self.connector.hub, self.connector.email_state
+        assert hub is not None
+        if route.kind == "reply":
+            found = await state.thread_of(route.value)
+            return await hub.store.get_message(found[1]) if found else None
+        known = await state.mesh_ids([r for r in mail.references
+                                      if mime.mesh_id_of(r, self.domain) is None])
+        for ref in mail.references:
+            mesh_id = mime.mesh_id_of(ref, self.domain) or known.get(ref)
+            if mesh_id is None:
+                continue
+            message = await hub.store.get_message(mesh_id)
+            if message is None or not (message.sender == peer.key
+                                       or peer.key in message.recipients):
+                continue
+            if self._leads_to(route, message):
+                return message
+        return None
+
+    @staticmethod
+    def _leads_to(route: Route, message: Message) -> bool:
+        if route.kind == "peer":
+            return route.value == message.sender or route.value in message.recipients
+        return message.conversation == route.value
+
+    async def _approval_reply(self, peer: Peer, approval: Message, text: str) -> str | None:
+        """A reply to an approval request whose first word is one of its answers answers it
+        (the rest is the reason); otherwise ``None`` and the reply goes on as a message."""
+        data = approval.data if isinstance(approval.data, dict) else {}
+        options = [str(o).lower() for o in data.get("options") or []]
+        match = _REPLY_WORD.match(text)
+        if not match or match.group(1).lower() not in options:
+            return None
+        hub = self.connector.hub
+        assert hub is not None
+        from meshhub.actions import ActionContext
+
+        reason = mime.one_line(match.group(2), 500) or None
+        result = await hub.actions.call(
+            ActionContext(hub=hub, peer=peer, surface=CONNECTOR), "approval_answer",
+            {"id": data.get("approval_id"), "answer": match.group(1), "reason": reason})
+        return f"approval {data.get('approval_id')} answered {result['answer']}"
+
+    async def _send(self, peer: Peer, route: Route, mail: mime.Incoming,
+                    thread: Message | None) -> str:
+        connector = self.connector
+        hub = connector.hub
+        assert hub is not None
+        body = mail.text
+        if thread is None and mail.subject:
+            body = f"**{escape_markdown(mime.one_line(mail.subject))}**\n\n{body}".rstrip()
+        body, attachments = await connector.fit(body, mail.attachments)
+        to = None if thread is not None else route.value
+        if route.kind == "peer":
+            to = None if thread is not None else hub.directory.peers[route.value].name
+        client_id = None
+        if mail.message_id:
+            seed = f"{mail.message_id}|{route.kind}:{route.value}"
+            client_id = "email:" + hashlib.sha256(seed.encode()).hexdigest()[:40]
+        sent = await hub.send(peer, to, body, reply_to=thread.id if thread else None,
+                              client_id=client_id, attachments=attachments or None)
+        if mail.message_id:
+            await connector.email_state.took([(mail.message_id, sent["id"], peer.key)])
+        where = "its thread" if thread is not None else route.address
+        return f"sent to {where} as {sent['id']}"
+
+
+class Refused(Exception):
+    """A refusal during the SMTP conversation; ``reply`` is the whole SMTP answer."""
+
+    def __init__(self, reply: str) -> None:
+        super().__init__(reply)
+        self.reply = mime.one_line(reply, 500)  # one SMTP line, whatever a message held
+
+
+def code_in(text: str) -> str | None:
+    """A pairing code (``K7MX-4QPA``) in a subject or a body."""
+    found = _CODE.search(text.upper())
+    return found.group(1) + found.group(2) if found else None
+
+
+def escape_markdown(text: str) -> str:
+    """``text`` shown as written inside Markdown (a subject made the bold first line)."""
+    return _MARKDOWN_SPECIAL.sub(r"\\\g<0>", text)

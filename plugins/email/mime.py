@@ -1,0 +1,600 @@
+"""Mail in and mail out for the email gateway, as pure functions: no I/O, no hub, no asyncio.
+
+:func:`read_mail` turns the raw bytes an SMTP client sent into an :class:`Incoming`: the sender,
+the readable text of the newest reply (HTML turned into Markdown, quoted history and signature
+removed), the ids it refers to, its attachments and whether a machine sent it. Mail is hostile
+input, so nothing in it may raise anything but :class:`MailError`, whose text is the reason a
+person reads in the SMTP answer: bad charsets fall back to UTF-8, broken MIME parts become
+defects for the log. :func:`build_mail` turns a mesh message into an ``EmailMessage`` in which
+every header value is one line, so no field can add a header. :func:`auth_verdict` judges the
+Authentication-Results header our own MTA put on top.
+"""
+
+from __future__ import annotations
+
+import email.policy
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from email.errors import HeaderParseError, MessageError
+from email.header import decode_header, make_header
+from email.headerregistry import Address
+from email.message import EmailMessage, Message
+from email.parser import BytesParser
+from email.utils import format_datetime
+from typing import Any
+
+import authres
+from bs4 import BeautifulSoup
+from mailparser_reply.parser import EmailMessage as ReplyText
+from markdownify import MarkdownConverter
+
+from meshhub.files import safe_name
+
+
+class MailError(ValueError):
+    """A mail the gateway cannot take; str(exc) is the reason a person reads in the SMTP answer."""
+
+
+@dataclass
+class Attachment:
+    name: str  # meshhub.files.safe_name(...) of the filename (or "attachment-N")
+    mime: str  # content type, e.g. "image/png"
+    data: bytes
+
+
+@dataclass
+class Incoming:
+    message_id: str | None  # Message-ID without <>, None if missing/invalid
+    from_address: str | None  # lower-cased; None if missing, unparseable or several
+    from_name: str  # display name, one line, may be ""
+    subject: str  # decoded, one line, as written (Re:/Fwd: kept)
+    text: str  # newest reply's readable text, quoted history and signature removed
+    references: list[str]  # In-Reply-To, then References last to first, without <>, <= 20
+    attachments: list[Attachment]
+    automatic: bool  # sent by a machine (auto-reply, bounce, bulk, report)
+    defects: list[str]  # what the parser found wrong, for the log
+    headers: list[tuple[str, str]] = field(default_factory=list)  # (name, raw value), in order
+
+
+@dataclass
+class Outgoing:
+    from_name: str
+    from_address: str
+    to: str
+    reply_to: str | None
+    subject: str
+    text: str
+    html: str | None
+    message_id: str
+    in_reply_to: str | None
+    references: list[str]
+    attachments: list[Attachment] = field(default_factory=list)
+    headers: dict[str, str] = field(default_factory=dict)  # extra, e.g. List-Id, Auto-Submitted
+
+
+@dataclass
+class AuthVerdict:
+    passed: bool
+    reason: str  # what a person reads: "dmarc=pass", "dmarc=fail for example.com", ...
+
+
+# --- one-line values and clean text ---------------------------------------------------------
+
+_CONTROLS = "\x00-\x08\x0b-\x1f\x7f-\x9f"
+_BIDI = "\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069"
+_SURROGATES = "\ud800-\udfff"
+_WHITESPACE_RUN = re.compile(r"\s+")
+_NOT_IN_LINE = re.compile(f"[{_CONTROLS}\t\n{_BIDI}{_SURROGATES}]")
+_NOT_IN_TEXT = re.compile(f"[{_CONTROLS}{_SURROGATES}]")
+
+
+def one_line(text: str, limit: int = 200) -> str:
+    """One line fit for a header or a name: every whitespace run (line breaks included, so no
+    value can start a new header) is one space, controls and bidi overrides (which make a name
+    read differently than it is) are gone, and at most ``limit`` characters, cut with "…"."""
+    line = _NOT_IN_LINE.sub("", _WHITESPACE_RUN.sub(" ", text)).strip()
+    if len(line) <= limit:
+        return line
+    return line[: max(limit - 1, 0)].rstrip() + "…"
+
+
+def _clean_text(text: str) -> str:
+    """Text with \\n line ends and no controls but \\n and \\t (ESC sequences could repaint a
+    terminal that shows the message)."""
+    return _NOT_IN_TEXT.sub("", text.replace("\r\n", "\n").replace("\r", "\n"))
+
+
+def _unescape(value: str) -> str:
+    """A header value as real text: the parser keeps 8-bit header bytes as surrogate escapes,
+    which are usually UTF-8 (RFC 6532); anything else becomes U+FFFD."""
+    if not re.search(f"[{_SURROGATES}]", value):
+        return value
+    try:
+        raw = value.encode("utf-8", "surrogateescape")
+    except UnicodeEncodeError:
+        raw = value.encode("utf-8", "surrogatepass")
+    return raw.decode("utf-8", "replace")
+
+
+# --- addresses and message ids ----------------------------------------------------------------
+
+_MSG_ID = re.compile(r"<([!-;=?-~]{1,250}@[!-;=?-~]{1,250})>")
+_MAX_REFERENCES = 20
+
+
+def _single_address(value: str) -> Address | None:
+    """The one address in a From/To-like value (unfolded), or None when there is not exactly
+    one; a line break or control character makes it none rather than something rejoined."""
+    if re.search(f"[{_CONTROLS}\n]", value):
+        return None
+    try:
+        header = email.policy.default.header_factory("From", value)
+        addresses = header.addresses
+    except (HeaderParseError, IndexError, ValueError, TypeError, AttributeError):
+        return None
+    if len(addresses) != 1:
+        return None
+    address: Address = addresses[0]
+    if not address.username or not address.domain or re.search(r"\s", address.addr_spec):
+        return None
+    return address
+
+
+def address_of(text: str) -> str | None:
+    """``"Ann <Ann@Ex.com>"`` -> ``"ann@ex.com"``; None if not exactly one valid address."""
+    address = _single_address(text)
+    return _unescape(address.addr_spec).lower() if address else None
+
+
+def message_id_for(mesh_id: str, domain: str) -> str:
+    """The Message-ID of the mail that carries mesh message ``mesh_id``."""
+    return f"<mesh.{mesh_id}@{domain}>"
+
+
+def mesh_id_of(message_id: str, domain: str) -> str | None:
+    """The mesh message id back from one of our Message-IDs; None if it is not ours."""
+    match = re.fullmatch(r"<?mesh\.([0-9a-f]+)@([^<>@\s]+)>?", message_id.strip())
+    if not match or match[2].lower() != domain.lower():
+        return None
+    return match[1]
+
+
+def _ids(value: str) -> list[str]:
+    return _MSG_ID.findall(value)
+
+
+# --- HTML to text -------------------------------------------------------------------------------
+
+_HIDDEN_TAGS = ["script", "style", "head", "title", "noscript", "template"]
+_LINK_SCHEMES = ("http://", "https://", "mailto:")
+_MARKDOWN = MarkdownConverter(heading_style="ATX")
+
+
+def html_to_text(html: str) -> str:
+    """Markdown for an HTML mail. Images become their alt text, so nothing remote is fetched and
+    a tracking pixel leaves no trace; links keep their target only for http(s) and mailto."""
+    soup = BeautifulSoup(html, "html.parser")
+    for tag in soup(_HIDDEN_TAGS):
+        tag.decompose()
+    for image in soup("img"):
+        image.replace_with(str(image.get("alt") or ""))
+    for link in soup("a"):
+        if not str(link.get("href") or "").strip().lower().startswith(_LINK_SCHEMES):
+            link.unwrap()
+    text = _MARKDOWN.convert_soup(soup)
+    lines = [line.rstrip() for line in text.splitlines()]
+    return re.sub(r"\n{3,}", "\n\n", "\n".join(lines)).strip()
+
+
+# --- quoted history and signatures ------------------------------------------------------------
+
+# mail-parser-reply has no Portuguese; each language costs about as much as the first.
+_REPLY_LANGUAGES = ["en", "de", "fr", "es", "it", "nl", "sv", "pl", "ja"]
+_TRAILING_QUOTE = re.compile(r"(?:\n(?:[ \t]*>[^\n]*)?[ \t]*)+\Z")
+_HISTORY_START = re.compile(r"\n\n[ \t]*[_-]{32,}[ \t]*$|^-{5,} ?Original Message ?-{5,}$",
+                            re.MULTILINE | re.IGNORECASE)
+_SENT_FROM = re.compile(
+    r"\n[ \t]*(?:sent from my|sent from (?:mail|outlook) for|get outlook for|envoy[ée] de mon"
+    r"|von meinem .{1,40} gesendet|enviado desde mi|inviato da|verzonden (?:met|vanaf) mijn"
+    r"|skickat från min|wysłane z)[^\n]{0,80}\s*\Z", re.IGNORECASE)
+_SIGN_OFF_TAIL = re.compile(r"(?:\s*[A-ZÀ-Þ][\w.'-]*){0,4}[.!]?")
+
+
+def _without_history(text: str) -> str:
+    """``text`` cut where older mail surely starts: the trailing block of ">" lines, an Outlook
+    rule line, "-----Original Message-----". The reply parser would drop all of it anyway; it
+    only saves it the scan, whose cost grows with the length of the text and the languages."""
+    head = _TRAILING_QUOTE.sub("", "\n" + text)[1:]
+    start = _HISTORY_START.search(head)
+    if start and head[: start.start()].strip():
+        head = head[: start.start()]
+    return head if head.strip() else text
+
+
+def _is_sign_off(line: str) -> bool:
+    """Whether a line the parser takes for the start of a signature is a sign-off ("Thanks,",
+    "Best regards, Ann Smith") rather than a sentence that starts like one ("Thanks, that
+    fixed it."), which is the message itself and must stay."""
+    head, comma, tail = line.strip().lstrip("> ").partition(",")
+    if len(head.split()) > 4 or re.search(r"[.?!:;]", head):
+        return False
+    return not comma or bool(_SIGN_OFF_TAIL.fullmatch(tail))
+
+
+def _without_signature(body: str, signature: re.Pattern[str]) -> str:
+    """``body`` up to the first signature that starts with a real sign-off."""
+    position = 0
+    while match := signature.search(body, position):
+        start = match.start() + len(match[0]) - len(match[0].lstrip())
+        end = body.find("\n", start)
+        if _is_sign_off(body[start:end if end >= 0 else len(body)]):
+            return body[:start]
+        if end < 0:
+            break
+        position = end
+    return body
+
+
+def _indented(body: str, text: str) -> str:
+    """``body`` with the indentation it had in ``text``: the parser strips every line, which
+    would flatten code. Works when body is the first lines of text (the newest reply on top);
+    otherwise body stays as the parser gave it."""
+    lines, kept = text.split("\n"), body.split("\n")
+    head = lines[: len(kept)]
+    if len(head) < len(kept) or any(a.strip() != b.strip()
+                                    for a, b in zip(head, kept, strict=True)):
+        return body
+    return "\n".join(head)
+
+
+def strip_reply(text: str) -> str:
+    """The newest reply of a mail's text, without the quoted history, the signature and a
+    "Sent from my iPhone" line. A mail that is nothing but a quote is kept whole rather than
+    becoming empty."""
+    whole = text.replace("\r\n", "\n").strip()
+    head = _without_history(whole)
+    parsed = ReplyText(text=head, languages=list(_REPLY_LANGUAGES), keep_hyphen_lists=True).read()
+    body = _without_signature(parsed.replies[0].full_body, parsed.SIGNATURE_REGEX).rstrip()
+    body = _SENT_FROM.sub("", "\n" + _indented(body, head)).strip("\n").rstrip()
+    return body or whole
+
+
+# --- reading a mail -----------------------------------------------------------------------------
+
+_PARSER = BytesParser(policy=email.policy.default)
+_MAX_DEPTH = 20
+_MAX_DEFECTS = 50
+_AUTOMATIC_PRECEDENCE = {"bulk", "junk", "list"}
+
+
+@dataclass
+class _Reading:
+    """What read_mail gathers while it walks the parts."""
+
+    plain: str | None = None
+    html: str | None = None
+    attachments: list[Attachment] = field(default_factory=list)
+    defects: list[str] = field(default_factory=list)
+
+    def defect(self, text: str) -> None:
+        if text not in self.defects and len(self.defects) < _MAX_DEFECTS:
+            self.defects.append(text)
+
+
+def _decode(part: Message, reading: _Reading) -> str:
+    """A text part's body as str: its declared charset, else UTF-8 with replacement."""
+    payload = part.get_payload(decode=True)
+    data = payload if isinstance(payload, bytes) else b""
+    charset = part.get_content_charset() or "utf-8"
+    try:
+        return data.decode(charset)
+    except (LookupError, ValueError):
+        reading.defect(f"text not in its charset {one_line(charset, 40)}, read as UTF-8")
+        return data.decode("utf-8", "replace")
+
+
+def _filename(part: Message) -> str | None:
+    try:
+        return part.get_filename()
+    except (HeaderParseError, IndexError, ValueError, TypeError, AttributeError):
+        return None
+
+
+def _disposition(part: Message) -> str | None:
+    try:
+        return part.get_content_disposition()
+    except (HeaderParseError, IndexError, ValueError, TypeError, AttributeError):
+        return None
+
+
+def _parts(part: Message, reading: _Reading, depth: int = 0) -> Iterator[Message]:
+    """The leaf parts in order; a forwarded message (message/rfc822) is a leaf."""
+    if depth > _MAX_DEPTH:
+        reading.defect("MIME nested too deep, inner parts ignored")
+        return
+    reading.defects.extend(type(d).__name__ for d in part.defects
+                           if len(reading.defects) < _MAX_DEFECTS)
+    payload = part.get_payload()
+    if part.get_content_type() == "message/rfc822" or not isinstance(payload, list):
+        yield part
+        return
+    for child in payload:
+        if isinstance(child, Message):
+            yield from _parts(child, reading, depth + 1)
+
+
+def _attachment(part: Message, reading: _Reading) -> Attachment:
+    number = len(reading.attachments) + 1
+    if part.get_content_type() == "message/rfc822":
+        inner = part.get_payload()
+        forwarded = inner[0] if isinstance(inner, list) and inner else None
+        data = (forwarded.as_bytes(policy=email.policy.compat32)
+                if isinstance(forwarded, Message) else b"")
+        return Attachment("forwarded.eml", "message/rfc822", data)
+    payload = part.get_payload(decode=True)
+    name = safe_name(_unescape(_filename(part) or ""), default=f"attachment-{number}")
+    return Attachment(name, part.get_content_type(), payload if isinstance(payload, bytes) else b"")
+
+
+def _take(part: Message, reading: _Reading, max_bytes: int, max_count: int) -> None:
+    """File one leaf part as the text, the HTML or an attachment."""
+    kind = part.get_content_type()
+    if kind.startswith("multipart/"):
+        kind = "text/plain"  # a multipart without a usable boundary: its body is all there is
+    if kind == "message/rfc822" or _filename(part) or _disposition(part) == "attachment":
+        attachment = _attachment(part, reading)
+        if len(reading.attachments) >= max_count:
+            raise MailError(f"the mail has more than {max_count} attachments")
+        if len(attachment.data) > max_bytes:
+            raise MailError(f"the attachment {attachment.name} is over the limit of "
+                            f"{max_bytes} bytes")
+        reading.attachments.append(attachment)
+    elif kind == "text/plain" and reading.plain is None:
+        text = _decode(part, reading)
+        reading.plain = text if text.strip() else None
+    elif kind == "text/html" and reading.html is None:
+        reading.html = _decode(part, reading)
+
+
+def _raw_headers(message: Message) -> list[tuple[str, str]]:
+    return [(name, str(value)) for name, value in message.raw_items()]
+
+
+def _header(headers: list[tuple[str, str]], name: str) -> str:
+    """The first value of header ``name``, unfolded, or ""."""
+    for key, value in headers:
+        if key.lower() == name:
+            return re.sub(r"\r?\n", "", value)
+    return ""
+
+
+def _decoded(value: str) -> str:
+    """An unstructured header value with its RFC 2047 words decoded."""
+    try:
+        return str(email.policy.default.header_factory("Subject", value))
+    except (HeaderParseError, IndexError, ValueError, TypeError, AttributeError):
+        return value
+
+
+def _display_name(address: Address, raw: str) -> str:
+    """The sender's name. The stdlib's address parser keeps the space between two encoded words
+    ("=?utf-8?q?J=C3=B6?= =?utf-8?q?rg?=" reads "Jö rg"), which RFC 2047 says to drop, and mail
+    programs split long names that way; such a name is decoded from the raw phrase instead."""
+    phrase = raw.rpartition("<")[0].strip()
+    if "=?" not in phrase:
+        return address.display_name
+    if len(phrase) > 1 and phrase[0] == phrase[-1] == '"':
+        phrase = re.sub(r"\\(.)", r"\1", phrase[1:-1])
+    try:
+        return str(make_header(decode_header(phrase))).strip()
+    except (HeaderParseError, LookupError, ValueError):
+        return address.display_name
+
+
+def _is_automatic(headers: list[tuple[str, str]], message: Message, sender: str | None) -> bool:
+    """Whether a machine sent the mail (RFC 3834), so that answering it could start a loop."""
+    names = {name.lower() for name, _ in headers}
+    auto = re.split(r"[;(\s]", _header(headers, "auto-submitted").strip().lower(), maxsplit=1)[0]
+    precedence = _header(headers, "precedence").strip().lower()
+    from_value = _header(headers, "from").strip()
+    return (auto not in ("", "no") or precedence in _AUTOMATIC_PRECEDENCE
+            or bool(names & {"x-autoreply", "x-autorespond"})
+            or from_value == "<>"
+            or (sender or "").startswith("mailer-daemon@")
+            or message.get_content_type() == "multipart/report")
+
+
+def _references(headers: list[tuple[str, str]]) -> list[str]:
+    ids = _ids(_header(headers, "in-reply-to")) + _ids(_header(headers, "references"))[::-1]
+    return list(dict.fromkeys(ids))[:_MAX_REFERENCES]
+
+
+def read_mail(raw: bytes, *, max_attachment_bytes: int, max_attachments: int = 20) -> Incoming:
+    """What the mesh needs from a raw RFC 5322 mail. Raises MailError when the mail has neither
+    text nor attachment, or its attachments are over the limits; never anything else."""
+    message = _PARSER.parsebytes(raw)
+    headers = _raw_headers(message)
+    reading = _Reading()
+    for part in _parts(message, reading):
+        try:
+            _take(part, reading, max_attachment_bytes, max_attachments)
+        except (MessageError, LookupError, ValueError, TypeError, AttributeError,
+                IndexError) as exc:
+            if isinstance(exc, MailError):
+                raise
+            reading.defect(f"unreadable part {part.get_content_type()}: {type(exc).__name__}")
+    text = reading.plain if reading.plain is not None else html_to_text(reading.html or "")
+    text = strip_reply(_clean_text(text)) if text.strip() else ""
+    if not text and not reading.attachments:
+        raise MailError("the mail has no readable text")
+    sender = _single_address(_header(headers, "from"))
+    from_address = address_of(sender.addr_spec) if sender else None
+    ids = _ids(_header(headers, "message-id"))
+    return Incoming(
+        message_id=ids[0] if ids else None,
+        from_address=from_address,
+        from_name=one_line(_unescape(_display_name(sender, _header(headers, "from"))))
+        if sender else "",
+        subject=one_line(_unescape(_decoded(_header(headers, "subject")))),
+        text=text,
+        references=_references(headers),
+        attachments=reading.attachments,
+        automatic=_is_automatic(headers, message, from_address),
+        defects=reading.defects,
+        headers=headers,
+    )
+
+
+# --- writing a mail -----------------------------------------------------------------------------
+
+_HEADER_NAME = re.compile(r"[!-9;-~]{1,76}")
+_OWN_HEADERS = {"from", "to", "cc", "bcc", "reply-to", "subject", "date", "message-id",
+                "in-reply-to", "references", "mime-version", "content-type",
+                "content-transfer-encoding", "content-disposition", "sender"}
+
+
+def _address(name: str, address: str) -> Address:
+    """An Address the policy quotes or RFC 2047-encodes itself; MailError if ``address`` is not
+    one plain ASCII address."""
+    parsed = _single_address(address)
+    if parsed is None or not parsed.addr_spec.isascii():
+        raise MailError(f"not a usable mail address: {one_line(address, 80)!r}")
+    return Address(display_name=one_line(name), username=parsed.username, domain=parsed.domain)
+
+
+def _bracketed(message_id: str) -> str | None:
+    ids = _ids(message_id if message_id.strip().startswith("<") else f"<{message_id.strip()}>")
+    return f"<{ids[0]}>" if ids else None
+
+
+def _extra_headers(mail: EmailMessage, headers: dict[str, str]) -> None:
+    for name, value in headers.items():
+        if not _HEADER_NAME.fullmatch(name) or name.lower() in _OWN_HEADERS:
+            raise MailError(f"build_mail cannot set the header {one_line(name, 80)!r}")
+        mail[name] = one_line(value, 900)
+
+
+def _transfer_encoding(text: str) -> str | None:
+    """Quoted-printable for non-ASCII text, which the policy would send as 8bit: not every relay
+    takes 8BITMIME. ASCII is left to the policy (7bit, or quoted-printable for long lines)."""
+    return None if text.isascii() else "quoted-printable"
+
+
+def _body(mail: EmailMessage, out: Outgoing) -> None:
+    text = _clean_text(out.text)
+    mail.set_content(text, subtype="plain", charset="utf-8", cte=_transfer_encoding(text))
+    if out.html is not None:
+        html = _clean_text(out.html)
+        mail.add_alternative(html, subtype="html", charset="utf-8", cte=_transfer_encoding(html))
+    for attachment in out.attachments:
+        maintype, slash, subtype = attachment.mime.partition("/")
+        if not (slash and _HEADER_NAME.fullmatch(maintype) and _HEADER_NAME.fullmatch(subtype)):
+            maintype, subtype = "application", "octet-stream"
+        mail.add_attachment(attachment.data, maintype=maintype, subtype=subtype,
+                            filename=safe_name(attachment.name))
+
+
+def build_mail(out: Outgoing) -> EmailMessage:
+    """The mail for a mesh message, for policy SMTP (CRLF). Every header value is one line and
+    addresses go through Address, so no field can add a header or a recipient."""
+    mail = EmailMessage(policy=email.policy.SMTP)
+    mail["From"] = _address(out.from_name, out.from_address)
+    mail["To"] = _address("", out.to)
+    if out.reply_to:
+        mail["Reply-To"] = _address("", out.reply_to)
+    mail["Subject"] = one_line(out.subject)
+    mail["Date"] = format_datetime(datetime.now(UTC))
+    message_id = _bracketed(out.message_id)
+    if message_id is None:
+        raise MailError(f"not a Message-ID: {one_line(out.message_id, 80)!r}")
+    mail["Message-ID"] = message_id
+    in_reply_to = _bracketed(out.in_reply_to or "")
+    if in_reply_to:
+        mail["In-Reply-To"] = in_reply_to
+    references = [ref for ref in map(_bracketed, out.references) if ref]
+    if references:
+        mail["References"] = " ".join(references)
+    _extra_headers(mail, out.headers)
+    _body(mail, out)
+    return mail
+
+
+# --- Authentication-Results ---------------------------------------------------------------------
+
+
+def _aligned(domain: str, from_domain: str) -> bool:
+    """Relaxed alignment without the public suffix list: the same domain, or one a subdomain of
+    the other, the shorter having at least two labels (so "com" aligns with nothing)."""
+    a, b = domain.lower().strip(". "), from_domain.lower().strip(". ")
+    if not a or not b:
+        return False
+    shorter, longer = sorted((a, b), key=len)
+    return "." in shorter and (a == b or longer.endswith("." + shorter))
+
+
+def _property(result: Any, type_: str, name: str) -> str:
+    for prop in result.properties:
+        if prop.type.lower() == type_ and prop.name.lower() == name:
+            return str(prop.value or "")
+    return ""
+
+
+def _domain_of(value: str) -> str:
+    return value.rpartition("@")[2]
+
+
+def _our_header(message_headers: list[tuple[str, str]], authserv_id: str
+                ) -> authres.AuthenticationResultsHeader | AuthVerdict:
+    """The topmost Authentication-Results from ``authserv_id``, or the verdict when there is
+    none or it does not parse. Headers below it may come from the sender."""
+    for name, value in message_headers:
+        if name.lower() != "authentication-results":
+            continue
+        value = re.sub(r"\r?\n", "", value)
+        try:
+            header = authres.AuthenticationResultsHeader.parse_value(value)
+        except (authres.AuthResError, ValueError, IndexError, TypeError, AttributeError):
+            if value.split(";", 1)[0].split()[:1] == [authserv_id.lower()]:
+                return AuthVerdict(False, f"the Authentication-Results from {authserv_id} do "
+                                          "not parse")
+            continue
+        if str(header.authserv_id).lower() == authserv_id.lower():
+            return header
+    return AuthVerdict(False, f"no Authentication-Results from {authserv_id}")
+
+
+def auth_verdict(message_headers: list[tuple[str, str]], authserv_id: str, from_domain: str
+                 ) -> AuthVerdict:
+    """Whether our MTA vouched for the From domain: dmarc=pass, or without a DMARC result
+    (none counts as none) a dkim or spf pass aligned with ``from_domain``."""
+    header = _our_header(message_headers, authserv_id)
+    if isinstance(header, AuthVerdict):
+        return header
+    results: dict[str, list[Any]] = {"dmarc": [], "dkim": [], "spf": []}
+    for result in header.results:
+        results.setdefault(str(result.method).lower(), []).append(result)
+    dmarc = [r for r in results["dmarc"] if str(r.result).lower() != "none"]
+    if dmarc:
+        return _dmarc_verdict(dmarc, from_domain)
+    for dkim in results["dkim"]:
+        signer = _property(dkim, "header", "d") or _domain_of(_property(dkim, "header", "i"))
+        if str(dkim.result).lower() == "pass" and _aligned(signer, from_domain):
+            return AuthVerdict(True, f"dkim=pass for {signer}")
+    for spf in results["spf"]:
+        sender = _domain_of(_property(spf, "smtp", "mailfrom"))
+        if str(spf.result).lower() == "pass" and _aligned(sender, from_domain):
+            return AuthVerdict(True, f"spf=pass for {sender}")
+    return AuthVerdict(False, f"no dmarc, aligned dkim or spf pass for {from_domain}")
+
+
+def _dmarc_verdict(dmarc: list[Any], from_domain: str) -> AuthVerdict:
+    """dmarc=pass counts only for the From domain it was checked for (when it says which)."""
+    for result in dmarc:
+        checked = _property(result, "header", "from")
+        if str(result.result).lower() == "pass":
+            if not checked or checked.lower() == from_domain.lower():
+                return AuthVerdict(True, "dmarc=pass")
+            return AuthVerdict(False, f"dmarc=pass for {checked}, not {from_domain}")
+    return AuthVerdict(False, f"dmarc={str(dmarc[0].result).lower()} for {from_domain}")

@@ -1,0 +1,357 @@
+"""The email gateway end to end: real aiosmtplib clients mail the hub's aiosmtpd listener on
+127.0.0.1, and what the mesh sends people goes out through a capturing aiosmtpd relay
+(tests/fakes/smtp_relay.py): pairing by mail, threads both ways (also when a client drops
+In-Reply-To), refusals at SMTP time, hostile MIME, a relay that refuses, approvals by reply."""
+
+from __future__ import annotations
+
+from email.message import EmailMessage
+from typing import Any
+
+import aiosmtplib
+import pytest
+
+from .email_support import DOMAIN, mail, reply_to
+from .helpers import collect, eventually, make_identity, no_message
+
+ANN = "ann@example.com"
+
+
+async def _messages(served: Any) -> int:
+    rows = await served.hub.store.transact(lambda conn: conn.execute(
+        "SELECT COUNT(*) FROM messages").fetchone())
+    return int(rows[0])
+
+
+async def test_a_paired_person_mails_an_agent_and_the_thread_comes_back(email_hub, tmp_path):
+    served = await email_hub()
+    relay = served.relay
+    welcome = await served.pair(ANN, "Ann Lee")
+    assert "Ann" in str(welcome.message["Subject"])
+    agent = make_identity(tmp_path, "agent")
+    async with agent.client(served.url, kind="agent") as a:
+        first = mail(ANN, f"agent@{DOMAIN}", (
+            "Can I deploy 1.4 today?\n\nThanks,\nAnn\n\n"
+            "On Fri, 4 Dec 2026 at 09:00, carl <carl@mesh.test> wrote:\n> old question\n"),
+            subject="Deploy 1.4")
+        answer = await served.send(first)
+        assert answer[1].startswith("2.0.0 sent to"), answer
+        got = (await collect(a, 1))[0]
+        assert got["text"].startswith("**Deploy 1.4**")
+        assert "Can I deploy 1.4 today?" in got["text"]
+        assert "old question" not in got["text"] and "Thanks" not in got["text"]
+
+        await a.send(None, "Yes, go ahead.", reply_to=got["id"])
+        out = await relay.wait_for("mail", lambda c: "go ahead" in c["message"].get_body(
+            ("plain",)).get_content())
+        sent: EmailMessage = out["message"]
+        assert out["to"] == [ANN]
+        assert sent["In-Reply-To"] == str(first["Message-ID"])
+        assert str(first["Message-ID"]) in str(sent["References"])
+        assert str(sent["Subject"]) == "Re: Deploy 1.4"
+        assert str(sent["Reply-To"]).startswith("reply+")
+        assert str(sent["Message-ID"]).startswith("<mesh.")
+        captured = out["captured"]
+
+        await served.send(reply_to(captured, ANN, "Thanks, deploying now."))
+        again = (await collect(a, 1))[0]
+        assert again["reply_to"] == got["id"] and again["text"] == "Thanks, deploying now."
+        assert "go ahead" not in again["text"]
+
+        # a client that drops In-Reply-To and References: the reply address is enough
+        await served.send(reply_to(captured, ANN, "Done.", keep_headers=False))
+        third = (await collect(a, 1))[0]
+        assert third["reply_to"] == got["id"] and third["text"] == "Done."
+
+
+async def test_strangers_and_unknown_addresses_are_refused_before_data(email_hub, tmp_path):
+    served = await email_hub()
+    before = await _messages(served)
+    stranger = await served.refused(mail("eve@evil.example", f"agent@{DOMAIN}"))
+    assert stranger.startswith("550") and "not paired" in stranger and "hub pair email" in stranger
+    await served.pair(ANN)
+    unknown = await served.refused(mail(ANN, f"nobody@{DOMAIN}"))
+    assert unknown.startswith("550") and "no peer, conversation or group named 'nobody'" in unknown
+    other_domain = await served.refused(mail(ANN, "agent@elsewhere.example"))
+    assert other_domain.startswith("550") and f"@{DOMAIN} only" in other_domain
+    forged = await served.refused(mail(ANN, f"reply+{'a' * 26}@{DOMAIN}"))
+    assert forged.startswith("550") and "reply address" in forged
+    spoofed_from = await served.refused(mail("eve@evil.example", f"general@{DOMAIN}"),
+                                        sender=ANN)
+    assert spoofed_from.startswith("550") and "From header" in spoofed_from
+    assert await _messages(served) == before
+
+
+async def test_hostile_and_odd_mail_gets_a_clear_answer_and_the_listener_stays(email_hub,
+                                                                               tmp_path):
+    served = await email_hub(max_message_bytes=64 * 1024)
+    await served.pair(ANN)
+    agent = make_identity(tmp_path, "agent")
+    async with agent.client(served.url, kind="agent") as a:
+        # malformed MIME: a multipart with no boundary and nothing readable
+        broken = (f"From: {ANN}\r\nTo: agent@{DOMAIN}\r\nSubject: x\r\nMessage-ID: <b1@x>\r\n"
+                  "MIME-Version: 1.0\r\nContent-Type: multipart/mixed\r\n\r\n"
+                  "--nothing\r\n\r\n").encode()
+        refused = await served.refused(broken, sender=ANN, to=[f"agent@{DOMAIN}"])
+        assert refused.startswith("550 5.6.0")
+        # over the size limit
+        big = mail(ANN, f"agent@{DOMAIN}", "x" * (80 * 1024))
+        assert (await served.refused(big)).startswith("552")
+        # a CR/LF injection in the subject and the name, through RFC 2047 words
+        injected = (f"From: =?utf-8?q?Ann=0D=0ABcc=3A_victim=40x=2Eexample?= <{ANN}>\r\n"
+                    f"To: agent@{DOMAIN}\r\nMessage-ID: <inj1@x>\r\n"
+                    "Subject: =?utf-8?q?hello=0D=0ABcc=3A_victim=40x=2Eexample?=\r\n"
+                    "Content-Type: text/plain; charset=utf-8\r\n\r\nbody here\r\n").encode()
+        await served.send(injected, sender=ANN, to=[f"agent@{DOMAIN}"])
+        got = (await collect(a, 1))[0]
+        assert "\r" not in got["text"].split("\n\n")[0] and "body here" in got["text"]
+        await a.send(None, "answer", reply_to=got["id"])
+        out = await served.relay.wait_for("mail", lambda c: "answer" in str(
+            c["message"].get_body(("plain",)).get_content()))
+        raw = out["captured"].raw
+        assert b"\nBcc:" not in raw and b"\nbcc:" not in raw.lower()
+        assert out["to"] == [ANN]
+        # a non-UTF-8 charset
+        latin = (f"From: {ANN}\r\nTo: agent@{DOMAIN}\r\nSubject: =?iso-8859-1?q?Caf=E9?=\r\n"
+                 "Message-ID: <l1@x>\r\nContent-Type: text/plain; charset=iso-8859-1\r\n"
+                 "Content-Transfer-Encoding: 8bit\r\n\r\n").encode() + "Crème brûlée à "\
+            "volonté\r\n".encode("iso-8859-1")
+        await served.send(latin, sender=ANN, to=[f"agent@{DOMAIN}"])
+        got = (await collect(a, 1))[0]
+        assert "Café" in got["text"] and "Crème brûlée à volonté" in got["text"]
+        # an HTML-only mail
+        html = EmailMessage()
+        html["From"], html["To"], html["Subject"] = ANN, f"agent@{DOMAIN}", "report"
+        html["Message-ID"] = "<h1@x>"
+        html.set_content("<html><head><style>p{color:red}</style><script>alert(1)</script>"
+                         "</head><body><p>The build is <b>green</b>.</p>"
+                         "<img src='https://track.example/p.gif' width=1></body></html>",
+                         subtype="html")
+        await served.send(html)
+        got = (await collect(a, 1))[0]
+        assert "The build is **green**." in got["text"]
+        assert "alert" not in got["text"] and "color" not in got["text"]
+        assert "track.example" not in got["text"]
+        # the listener still takes ordinary mail
+        await served.send(mail(ANN, f"agent@{DOMAIN}", "still here"))
+        assert "still here" in (await collect(a, 1))[0]["text"]
+
+
+async def test_the_relay_refusing_twice_then_accepting_delivers_exactly_once(email_hub,
+                                                                             tmp_path):
+    served = await email_hub()
+    await served.pair(ANN)
+    relay = served.relay
+    relay.refuse_next(2)
+    carl = make_identity(tmp_path, "carl")
+    async with carl.client(served.url) as c:
+        sent = await c.send("ann", "are you there?")
+        await relay.wait_for("mail", lambda m: "are you there" in str(
+            m["message"].get_body(("plain",)).get_content()))
+
+        async def delivered() -> bool:
+            status = await c.call("message_status", id=sent["id"])
+            return all(r["state"] in ("delivered", "read") for r in status["recipients"])
+
+        await eventually(delivered)
+    refused = [m for m in relay.calls if m["method"] == "mail" and not m["ok"]]
+    taken = [m for m in relay.of("mail") if "are you there" in str(
+        m["message"].get_body(("plain",)).get_content())]
+    assert len(refused) == 2 and len(taken) == 1
+
+
+async def test_an_approval_is_answered_by_a_mail_reply(email_hub, tmp_path):
+    served = await email_hub()
+    await served.pair(ANN, "ann")
+    carl = make_identity(tmp_path, "carl")
+    async with carl.client(served.url) as c:
+        request = await c.call("approval_request", to="ann", question="deploy 1.4 to prod?")
+        out = await served.relay.wait_for("mail", lambda m: "deploy 1.4" in str(m["subject"]))
+        text = out["message"].get_body(("plain",)).get_content()
+        assert "approve" in text and "deny" in text
+        captured = out["captured"]
+        await served.send(reply_to(captured, ANN, "approve\nlooks fine to me",
+                                   keep_headers=False))
+        answer = (await collect(c, 1))[0]
+        assert answer["kind"] == "approval_answer" and answer["data"]["answer"] == "approve"
+        got = await c.call("approval_get", id=request["id"])
+        assert got["state"] == "answered" and got["reason"] == "looks fine to me"
+
+
+async def test_conversations_groups_allow_list_and_revocation(email_hub, tmp_path):
+    served = await email_hub(allow="@example.com")
+    carl = make_identity(tmp_path, "carl")
+    async with carl.client(served.url, groups={"ops": "member"}) as c:
+        await c.call("conversation_join", name="#general")
+        await served.send(mail(ANN, f"general@{DOMAIN}", "hello all", subject=""))
+        got = (await collect(c, 1))[0]
+        assert got["conversation"] == "#general" and got["text"] == "hello all"
+        await served.send(mail(ANN, f"group+ops@{DOMAIN}", "ops, look", subject=""))
+        assert (await collect(c, 1))[0]["text"] == "ops, look"
+        async with served.owner.client(served.url, receive=False) as owner:
+            await owner.call("pair_revoke", who="email:" + ANN)
+        revoked = await served.refused(mail(ANN, f"general@{DOMAIN}", "again"))
+        assert revoked.startswith("550") and "not paired" in revoked
+        assert await no_message(c)
+
+
+async def test_the_same_mail_twice_is_stored_once_and_auto_replies_are_dropped(email_hub,
+                                                                              tmp_path):
+    served = await email_hub(allow=ANN)
+    agent = make_identity(tmp_path, "agent")
+    async with agent.client(served.url, kind="agent") as a:
+        once = mail(ANN, f"agent@{DOMAIN}", "only once")
+        await served.send(once)
+        await served.send(once)  # a sending server that lost our 250 tries again
+        await collect(a, 1)
+        assert await no_message(a)
+        away = mail(ANN, f"agent@{DOMAIN}", "I am away", Auto_Submitted="auto-replied")
+        answer = await served.send(away)
+        assert "automatic" in answer[1]
+        assert await no_message(a)
+
+
+async def test_attachments_go_both_ways(email_hub, tmp_path):
+    served = await email_hub(allow=ANN)
+    agent = make_identity(tmp_path, "agent")
+    async with agent.client(served.url, kind="agent") as a:
+        with_file = mail(ANN, f"agent@{DOMAIN}", "the log")
+        with_file.add_attachment(b"line 1\nline 2\n", maintype="text", subtype="plain",
+                                 filename="../../build.log")
+        await served.send(with_file)
+        got = (await collect(a, 1))[0]
+        assert [f["name"] for f in got["attachments"]] == ["build.log"]
+        stored = await a.call("file_get", id=got["attachments"][0]["file"])
+        assert stored["name"] == "build.log"
+        await a.call("file_put", name="fix.patch", content="ZGlmZgo=", to="ann",
+                     text="here is the fix")
+        out = await served.relay.wait_for("mail", lambda m: "the fix" in str(
+            m["message"].get_body(("plain",)).get_content()))
+        files = [(p.get_filename(), p.get_payload(decode=True))
+                 for p in out["message"].iter_attachments()]
+        assert files == [("fix.patch", b"diff\n")]
+
+
+async def test_digest_mode_batches_but_approvals_go_at_once(email_hub, tmp_path):
+    served = await email_hub(allow=ANN, digest_minutes=0.02)  # about a second
+    carl = make_identity(tmp_path, "carl")
+    async with carl.client(served.url) as c:
+        await served.send(mail(ANN, f"carl@{DOMAIN}", "hi carl"))
+        await collect(c, 1)
+        for i in range(3):
+            await c.send("ann", f"note {i}")
+        await c.call("approval_request", to="ann", question="ship it?")
+        urgent = await served.relay.wait_for("mail", lambda m: "ship it" in str(m["subject"]))
+        digest = await served.relay.wait_for("mail", lambda m: "3 new messages" in str(
+            m["subject"]), timeout=20)
+        text = digest["message"].get_body(("plain",)).get_content()
+        assert all(f"note {i}" in text for i in range(3))
+        assert urgent["message"]["X-Meshhub-Digest"] is None
+
+
+@pytest.mark.parametrize("verdict", ["pass", "fail"])
+async def test_a_trusted_mta_verdict_is_required(email_hub, tmp_path, verdict):
+    served = await email_hub(allow=ANN, trusted_authserv="mx.mesh.test")
+    agent = make_identity(tmp_path, "agent")
+    async with agent.client(served.url, kind="agent"):
+        message = mail(ANN, f"agent@{DOMAIN}", "verified?")
+        message["Authentication-Results"] = (
+            f"mx.mesh.test; spf=pass smtp.mailfrom=example.com; dmarc={verdict} "
+            "header.from=example.com")
+        if verdict == "pass":
+            await served.send(message)
+        else:
+            refused = await served.refused(message)
+            assert refused.startswith("550") and "could not be verified" in refused
+        unvouched = mail(ANN, f"agent@{DOMAIN}", "no header")
+        assert "could not be verified" in await served.refused(unvouched)
+
+
+async def test_starttls_and_auth_on_the_listener(email_hub, tmp_path):
+    from .fakes.tls import make_tls
+
+    tls = make_tls(tmp_path / "tls")
+    served = await email_hub(allow=ANN, tls_cert=str(tls.cert_file), tls_key=str(tls.key_file),
+                             auth_user="mta", auth_password="s3cret")
+    message = mail(ANN, f"agent@{DOMAIN}", "over tls")
+    with pytest.raises(aiosmtplib.SMTPException):
+        await served.send(message, start_tls=False)  # AUTH is wanted, and only over TLS
+    with pytest.raises(aiosmtplib.SMTPAuthenticationError):
+        await served.send(message, start_tls=True, tls_context=tls.client, username="mta",
+                          password="wrong")
+    agent = make_identity(tmp_path, "agent")
+    async with agent.client(served.url, kind="agent") as a:
+        await served.send(message, start_tls=True, tls_context=tls.client, username="mta",
+                          password="s3cret")
+        assert (await collect(a, 1))[0]["text"].endswith("over tls")
+
+
+async def test_no_relay_means_a_clear_dead_delivery(email_hub, tmp_path):
+    served = await email_hub(allow=ANN, relay="")
+    async with served.owner.client(served.url) as owner:
+        await served.send(mail(ANN, f"owner@{DOMAIN}", "hello owner"))
+        got = (await collect(owner, 1))[0]
+        sent = await owner.send(None, "thanks", reply_to=got["id"])
+
+        async def dead() -> Any:
+            status = await owner.call("message_status", id=sent["id"])
+            return [r for r in status["recipients"] if r["state"] == "dead"]
+
+        reasons = await eventually(dead)
+        assert "no relay" in reasons[0]["reason"]
+
+
+async def test_mail_out_over_starttls_with_a_login_and_a_refusing_or_lossy_relay(email_hub,
+                                                                                 tmp_path):
+    from .fakes.smtp_relay import FakeRelay
+    from .fakes.tls import make_tls
+
+    tls = make_tls(tmp_path / "tls")
+    async with FakeRelay(starttls=tls.server, users={"hub": "relay-pass"}) as secure:
+        served = await email_hub(allow=ANN, relay_ca=str(tls.ca_file), **secure.settings())
+        carl = make_identity(tmp_path, "carl")
+        async with carl.client(served.url) as c:
+            await served.send(mail(ANN, f"carl@{DOMAIN}", "hi"))  # Ann is a peer from now on
+            await collect(c, 1)
+            secure.lose_next()  # taken, but the answer never comes: it is sent again
+            await c.send("ann", "first")
+            copies = [await secure.wait_for("mail", lambda m: "first" in str(
+                m["captured"].text()), count=n) for n in (1, 2)]
+            assert copies[0]["message"]["Message-ID"] == copies[1]["message"]["Message-ID"]
+            assert [a for a in secure.calls if a["method"] == "auth"][0]["ok"]
+
+            secure.refuse_recipient(ANN, 550, "5.1.1 mailbox gone")
+            refused = await c.send("ann", "second")
+
+            async def dead() -> Any:
+                status = await c.call("message_status", id=refused["id"])
+                return [r for r in status["recipients"] if r["state"] == "dead"]
+
+            reasons = await eventually(dead)
+            assert "550 5.1.1 mailbox gone" in reasons[0]["reason"]
+
+
+async def test_a_busy_listen_port_is_a_clear_failure(email_hub, tmp_path):
+    import socket
+
+    from meshhub.config import init_home, load_config
+    from meshhub.hub import Hub
+    from meshhub.server import serve
+
+    from .helpers import HOST, free_port
+
+    with socket.socket() as taken:
+        taken.bind((HOST, 0))
+        taken.listen()
+        home = tmp_path / "busy"
+        init_home(home, "owner")
+        cfg = load_config(home)
+        cfg.raw["email"] = {"domain": DOMAIN, "listen": f"{HOST}:{taken.getsockname()[1]}"}
+        hub = Hub(cfg)
+        runner, _port = await serve(hub, HOST, free_port())
+        try:
+            state = hub.connector_states.get("email")
+            assert state is not None
+            assert state.state == "failed" and "cannot listen for mail" in state.detail
+        finally:
+            await runner.cleanup()
