@@ -3,6 +3,7 @@
 real hub's email gateway, against a bare aiosmtpd server.
 
     python bench/email_throughput.py [--mails 1000] [--quick] [--json] [--summary-json]
+                                     [--synchronous FULL|NORMAL|OFF]
 
 Everything on 127.0.0.1, every child stopped by handle at the end (even on error):
 
@@ -17,14 +18,20 @@ Everything on 127.0.0.1, every child stopped by handle at the end (even on error
 The sender is aiosmtplib's ``SMTP`` in this process: one connection per server, then one
 ``send_message`` after the other (each awaits the server's answer), ``bench@example.com`` to
 ``agent@mesh.test`` (envelope and headers alike), each mail with its own Message-ID and a short
-text/plain body ``bench mail <index>``. The first 20 mails of each connection warm it up and
-are not counted. The baseline runs first, then the hub, one after the other.
+text/plain body ``bench mail <index>``. The two connections take turns: 20 warm-up mails each
+(not counted), then blocks of 100 mails, a block's mails one after the other and the next block
+(on the other connection; which goes first alternates every round) once all of them ended, so a
+noisy moment of the machine hits both alike.
 
-Figures per path: mails/s (the measured mails over the time from the first one's send start to
-the last one's end) and the latency of each mail from its send start to its end. A mail ends,
-through the hub, when ``agent`` has a message whose text holds its body (every one must arrive,
-once); at the baseline, when the server's 250 is back. The hub's own 250 (the gateway accepted
-the mail) is printed beside it. Goals: hub >= 500 mails/s, and >= 0.5x the baseline's mails/s.
+Figures per path: mails/s (the counted mails over the time of their blocks, each from its first
+mail's send start to its last one's end) and the latency of each mail from its send start to its
+end. A mail ends, through the hub, when ``agent`` has a message whose text holds its body (every
+one must arrive, once); at the baseline, when the server's 250 is back. The hub's own 250 (the
+gateway took the mail) is printed beside it. Goals: hub >= 500 mails/s, and >= 0.5x the
+baseline's mails/s.
+
+``--synchronous`` sets the hub's ``sqlite_synchronous``, to see what the fsync of its commits
+costs (the message, then the mail's Message-ID, before the 250).
 """
 
 from __future__ import annotations
@@ -37,7 +44,6 @@ import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import dataclass, field
 from email.message import EmailMessage
 from email.utils import make_msgid
 from pathlib import Path
@@ -49,6 +55,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from goals import Goal, report  # noqa: E402
+from slack_latency import set_synchronous  # noqa: E402
 from telegram_latency import HOST, free_port, start_hub, stop_process, summary  # noqa: E402
 
 from meshhub.client import MeshClient  # noqa: E402
@@ -57,6 +64,7 @@ from meshhub.config import init_home, load_signing_key  # noqa: E402
 GOAL_MAILS_PER_S = 500.0
 GOAL_RATIO = 0.5
 WARMUP = 20
+BLOCK = 100  # mails per turn of a route
 DOMAIN = "mesh.test"
 SENDER = "bench@example.com"
 PEER = "agent"
@@ -115,98 +123,127 @@ async def connect(port: int) -> aiosmtplib.SMTP:
             await asyncio.sleep(0.05)
 
 
-@dataclass
-class Run:
-    """One path's timestamps (``time.perf_counter``) by mail index."""
+class Route:
+    """One server the mails go to over one connection, and its timestamps
+    (``time.perf_counter``) by mail index. A mail ends when the peer has it (``via_peer``),
+    else when the server's 250 is back."""
 
-    name: str
-    sent: dict[int, float] = field(default_factory=dict)  # send start
-    replied: dict[int, float] = field(default_factory=dict)  # the server's 250
-    ended: dict[int, float] = field(default_factory=dict)  # the peer's receipt, or the 250
+    def __init__(self, name: str, client: aiosmtplib.SMTP, via_peer: bool) -> None:
+        self.name, self.client, self.via_peer = name, client, via_peer
+        self.sent: dict[int, float] = {}
+        self.replied: dict[int, float] = {}
+        self.ended: dict[int, float] = {}
+        self.counted: list[int] = []
+        self.spans: list[float] = []  # per counted block: first send start -> last end
+        self.arrival = asyncio.Event()
 
-    def figures(self, first: int) -> dict[str, Any]:
-        """mails/s and latency (send start -> end) of the mails from index ``first`` on."""
-        counted = [i for i in self.ended if i >= first]
-        span = max(self.ended[i] for i in counted) - min(self.sent[i] for i in counted)
-        return {"mails": len(counted), "mails_per_s": round(len(counted) / span, 1),
-                **summary([self.ended[i] - self.sent[i] for i in counted]),
-                "reply": summary([self.replied[i] - self.sent[i] for i in counted])}
-
-
-async def send_all(client: aiosmtplib.SMTP, mails: list[EmailMessage], run: Run) -> None:
-    async with client:
-        for index, mail in enumerate(mails):
-            run.sent[index] = time.perf_counter()
-            errors, _ = await client.send_message(mail)
-            run.replied[index] = time.perf_counter()
+    async def block(self, mails: list[EmailMessage], indices: range, counted: bool) -> None:
+        """Send the mails of ``indices`` one after the other, then wait until all ended."""
+        for index in indices:
+            self.sent[index] = time.perf_counter()
+            errors, _ = await self.client.send_message(mails[index])
+            self.replied[index] = time.perf_counter()
             if errors:
-                raise RuntimeError(f"{run.name}: mail {index} refused: {errors}")
+                raise RuntimeError(f"{self.name}: mail {index} refused: {errors}")
+            if not self.via_peer:
+                self.ended[index] = self.replied[index]
+        await self.all_ended(indices)
+        if counted:
+            self.counted += indices
+            self.spans.append(max(self.ended[i] for i in indices)
+                              - min(self.sent[i] for i in indices))
+
+    async def all_ended(self, indices: range) -> None:
+        while True:
+            self.arrival.clear()
+            if all(i in self.ended for i in indices):
+                return
+            try:
+                await asyncio.wait_for(self.arrival.wait(), RECEIPT_TIMEOUT)
+            except TimeoutError:
+                missing = [i for i in indices if i not in self.ended]
+                raise RuntimeError(f"{self.name}: {len(missing)} mails never reached {PEER}, "
+                                   f"the first {missing[0]}") from None
+
+    def figures(self) -> dict[str, Any]:
+        """mails/s (counted mails over the counted blocks' time) and each mail's latency."""
+        return {"mails": len(self.counted),
+                "mails_per_s": round(len(self.counted) / sum(self.spans), 1),
+                **summary([self.ended[i] - self.sent[i] for i in self.counted]),
+                "reply": summary([self.replied[i] - self.sent[i] for i in self.counted])}
 
 
-async def receive_all(agent: MeshClient, run: Run, count: int) -> None:
+async def receive_all(agent: MeshClient, route: Route) -> None:
     """Stamps each mail's arrival at the peer by the index in its text; acks after the stamp."""
-    while len(run.ended) < count:
-        message = await agent.next_message(RECEIPT_TIMEOUT)
+    while True:
+        message = await agent.next_message(3600)
         stamp = time.perf_counter()
         found = MARK.search(str(message.get("text", "")))
         if found is None:
             raise RuntimeError(f"{PEER} got a message that is no bench mail: {message!r}")
-        if int(found[1]) in run.ended:
+        if int(found[1]) in route.ended:
             raise RuntimeError(f"{PEER} got mail {found[1]} twice")
-        run.ended[int(found[1])] = stamp
+        route.ended[int(found[1])] = stamp
+        route.arrival.set()
         await agent.ack(message["id"])
 
 
-async def measure_baseline(mails: list[EmailMessage]) -> Run:
-    port = free_port()
-    proc = start_baseline(port)
-    try:
-        run = Run("baseline")
-        await send_all(await connect(port), mails, run)
-        run.ended = run.replied
-        return run
-    finally:
-        await asyncio.to_thread(stop_process, proc)
+async def interleave(mails: list[EmailMessage], routes: list[Route]) -> None:
+    """The warm-up, then blocks of ``BLOCK`` mails, each route in turn (the order alternates
+    every round), so a noisy moment of the machine hits both alike."""
+    starts = [0, *range(WARMUP, len(mails), BLOCK)]
+    ends = [*starts[1:], len(mails)]
+    for round_, (start, end) in enumerate(zip(starts, ends, strict=True)):
+        for route in routes if round_ % 2 else routes[::-1]:
+            await route.block(mails, range(start, end), counted=round_ > 0)
 
 
-async def measure_hub(root: Path, mails: list[EmailMessage]) -> Run:
-    home, port, smtp_port = root / "hub", free_port(), free_port()
-    init_home(home, "owner")
-    env = {"MESHHUB_EMAIL_DOMAIN": DOMAIN, "MESHHUB_EMAIL_LISTEN": f"{HOST}:{smtp_port}",
-           "MESHHUB_EMAIL_ALLOW": SENDER}
-    proc = await asyncio.to_thread(start_hub, home, port, env)
+async def measure(root: Path, mails: list[EmailMessage], synchronous: str | None
+                  ) -> tuple[Route, Route]:
+    procs: list[subprocess.Popen[bytes]] = []
     try:
-        agent_home = root / PEER
+        base_port, port, smtp_port = free_port(), free_port(), free_port()
+        procs.append(start_baseline(base_port))
+        home, agent_home = root / "hub", root / PEER
+        init_home(home, "owner")
         init_home(agent_home, PEER)
+        if synchronous:
+            set_synchronous(home, synchronous)
+        env = {"MESHHUB_EMAIL_DOMAIN": DOMAIN, "MESHHUB_EMAIL_LISTEN": f"{HOST}:{smtp_port}",
+               "MESHHUB_EMAIL_ALLOW": SENDER}
+        procs.append(await asyncio.to_thread(start_hub, home, port, env))
         async with MeshClient(f"http://{HOST}:{port}", load_signing_key(agent_home),
                               name=PEER, kind="agent") as agent:
-            run = Run("hub")
-            receiving = asyncio.create_task(receive_all(agent, run, len(mails)))
+            hub = Route("hub", await connect(smtp_port), via_peer=True)
+            base = Route("baseline", await connect(base_port), via_peer=False)
+            receiving = asyncio.create_task(receive_all(agent, hub))
             try:
-                await send_all(await connect(smtp_port), mails, run)
-                await asyncio.wait_for(asyncio.shield(receiving), RECEIPT_TIMEOUT)
+                async with hub.client, base.client:
+                    await interleave(mails, [hub, base])
             finally:
                 receiving.cancel()
                 await asyncio.gather(receiving, return_exceptions=True)
-            return run
+        return hub, base
     finally:
-        await asyncio.to_thread(stop_process, proc)
+        for proc in procs:
+            await asyncio.to_thread(stop_process, proc)
 
 
-async def bench(n: int) -> dict[str, Any]:
-    mails = make_mails(WARMUP + n)
+async def bench(n: int, synchronous: str | None) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="meshhub-email-bench-") as tmp:
-        base = (await measure_baseline(mails)).figures(WARMUP)
-        hub = (await measure_hub(Path(tmp), mails)).figures(WARMUP)
-    return {"mails": n, "warmup": WARMUP, "hub": hub, "baseline": base,
-            "ratio": round(hub["mails_per_s"] / base["mails_per_s"], 2),
+        hub_route, base_route = await measure(Path(tmp), make_mails(WARMUP + n), synchronous)
+    hub, base = hub_route.figures(), base_route.figures()
+    return {"mails": n, "warmup": WARMUP, "block": BLOCK,
+            "sqlite_synchronous": synchronous or "hub default (FULL)", "hub": hub,
+            "baseline": base, "ratio": round(hub["mails_per_s"] / base["mails_per_s"], 2),
             "goal_mails_per_s": GOAL_MAILS_PER_S, "goal_ratio": GOAL_RATIO}
 
 
 def show(out: dict[str, Any]) -> None:
     hub, base = out["hub"], out["baseline"]
     print(f"inbound mail -> peer receipt, {out['mails']} mails over one SMTP connection each "
-          f"(after {WARMUP} warm-up)")
+          f"(after {WARMUP} warm-up), in turns of {BLOCK}, sqlite synchronous: "
+          f"{out['sqlite_synchronous']}")
     print(f"  hub:      {hub['mails_per_s']:.0f} mails/s   p50 {hub['p50_ms']:.2f} ms   "
           f"p99 {hub['p99_ms']:.2f} ms   max {hub['max_ms']:.2f} ms   (the gateway's 250: "
           f"p50 {hub['reply']['p50_ms']:.2f} ms, p99 {hub['reply']['p99_ms']:.2f} ms)")
@@ -218,6 +255,8 @@ def show(out: dict[str, Any]) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--mails", type=int, default=1000)
+    parser.add_argument("--synchronous", choices=["FULL", "NORMAL", "OFF"], default=None,
+                        help="the hub's [hub] sqlite_synchronous (default: the hub's own)")
     parser.add_argument("--json", action="store_true")
     parser.add_argument("--quick", action="store_true", help="a brief run (--mails 300)")
     parser.add_argument("--summary-json", action="store_true",
@@ -229,7 +268,7 @@ def main() -> None:
         return
     if args.quick:
         args.mails = 300
-    out = asyncio.run(bench(args.mails))
+    out = asyncio.run(bench(args.mails, args.synchronous))
     if args.json:
         print(json.dumps(out, indent=2))
     else:
