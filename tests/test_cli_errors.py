@@ -60,6 +60,7 @@ SPECS: dict[str, Spec] = {
     "token revoke": Spec(),
     "pair telegram": Spec(),
     "pair slack": Spec(),
+    "pair email": Spec(),
     "web": Spec(["--no-open"]),
     "web invite": Spec(),
     "install claude-code": Spec(runs="it edits Claude Code's settings"),

@@ -215,7 +215,7 @@ async def test_the_core_tracks_each_connectors_start(tmp_path):
     assert states["broken"]["detail"] == "ConnectionError: cannot reach the pager gateway"
     assert host.records["connectors_test"].status == "failed"
     assert refused.value.code == "unknown_connector"
-    assert "broken, fixed, lazy, quiet, slack, telegram" in refused.value.message
+    assert "broken, email, fixed, lazy, quiet, slack, telegram" in refused.value.message
     assert paired["warning"].startswith("the broken bot is not running (failed: "
                                         "ConnectionError: cannot reach the pager gateway)")
     assert hub.connector_states.get("quiet").state == "stopped"  # type: ignore[union-attr]

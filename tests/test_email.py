@@ -88,12 +88,20 @@ async def test_hostile_and_odd_mail_gets_a_clear_answer_and_the_listener_stays(e
     await served.pair(ANN)
     agent = make_identity(tmp_path, "agent")
     async with agent.client(served.url, kind="agent") as a:
-        # malformed MIME: a multipart with no boundary and nothing readable
-        broken = (f"From: {ANN}\r\nTo: agent@{DOMAIN}\r\nSubject: x\r\nMessage-ID: <b1@x>\r\n"
-                  "MIME-Version: 1.0\r\nContent-Type: multipart/mixed\r\n\r\n"
-                  "--nothing\r\n\r\n").encode()
-        refused = await served.refused(broken, sender=ANN, to=[f"agent@{DOMAIN}"])
-        assert refused.startswith("550 5.6.0")
+        # malformed MIME: a multipart with no part at all, then one cut off mid-attachment
+        empty = (f"From: {ANN}\r\nTo: agent@{DOMAIN}\r\nSubject: x\r\nMessage-ID: <b1@x>\r\n"
+                 "MIME-Version: 1.0\r\nContent-Type: multipart/mixed; boundary=b\r\n\r\n"
+                 "--b--\r\n").encode()
+        refused = await served.refused(empty, sender=ANN, to=[f"agent@{DOMAIN}"])
+        assert refused.startswith("550 5.6.0") and "no readable text" in refused
+        cut = (f"From: {ANN}\r\nTo: agent@{DOMAIN}\r\nSubject: x\r\nMessage-ID: <b2@x>\r\n"
+               "MIME-Version: 1.0\r\nContent-Type: multipart/mixed; boundary=b\r\n\r\n"
+               "--b\r\nContent-Type: text/plain\r\n\r\nhalf a mail\r\n--b\r\n"
+               "Content-Type: application/pdf\r\nContent-Transfer-Encoding: base64\r\n"
+               "Content-Disposition: attachment; filename=x.pdf\r\n\r\nJVBER!!").encode()
+        await served.send(cut, sender=ANN, to=[f"agent@{DOMAIN}"])
+        got = (await collect(a, 1))[0]
+        assert "half a mail" in got["text"] and got["attachments"][0]["name"] == "x.pdf"
         # over the size limit
         big = mail(ANN, f"agent@{DOMAIN}", "x" * (80 * 1024))
         assert (await served.refused(big)).startswith("552")
@@ -183,9 +191,15 @@ async def test_conversations_groups_allow_list_and_revocation(email_hub, tmp_pat
     carl = make_identity(tmp_path, "carl")
     async with carl.client(served.url, groups={"ops": "member"}) as c:
         await c.call("conversation_join", name="#general")
-        await served.send(mail(ANN, f"general@{DOMAIN}", "hello all", subject=""))
+        first = mail(ANN, f"general@{DOMAIN}", "hello all", subject="")
+        await served.send(first)
         got = (await collect(c, 1))[0]
         assert got["conversation"] == "#general" and got["text"] == "hello all"
+        assert got["data"] == {"email": {"message_id": str(first["Message-ID"]).strip("<>")}}
+        follow_up = mail(ANN, f"general@{DOMAIN}", "and one more thing", subject="Re: hello",
+                         In_Reply_To=str(first["Message-ID"]))
+        await served.send(follow_up)  # answering her own mail: the same thread
+        assert (await collect(c, 1))[0]["reply_to"] == got["id"]
         await served.send(mail(ANN, f"group+ops@{DOMAIN}", "ops, look", subject=""))
         assert (await collect(c, 1))[0]["text"] == "ops, look"
         async with served.owner.client(served.url, receive=False) as owner:

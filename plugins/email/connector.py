@@ -31,6 +31,7 @@ if TYPE_CHECKING:
     from meshhub.models import Peer
 
 log = logging.getLogger(__name__)
+SMTP_LOG = logging.getLogger("mail.log")  # aiosmtpd's: a line per SMTP command at INFO
 DIGEST_TICK = 60.0  # seconds between looks at the digests due
 NOTICE_BUDGET = 300.0  # seconds a confirmation or welcome mail keeps being tried
 
@@ -58,6 +59,8 @@ class EmailConnector(EmailOutbound):
             self._enter("idle", IDLE_REASON)
             return
         self._enter("starting", "opening the SMTP listener")
+        if SMTP_LOG.getEffectiveLevel() < logging.WARNING:
+            SMTP_LOG.setLevel(logging.WARNING)  # the gateway logs what matters itself
         self.email_state = EmailState(hub.store)
         self.files = FileStore(hub.config.home / "files", self.files_limit)
         try:

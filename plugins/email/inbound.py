@@ -91,6 +91,9 @@ class SmtpHandler:
         except Refused as exc:
             log.info("email: refused %s -> %s: %s", envelope.mail_from, address, exc.reply)
             return exc.reply
+        except Exception:
+            log.exception("email: cannot look up %s; the sender retries", address)
+            return "451 4.3.0 the hub cannot look up this address now; try again later"
         routes.append(route)
         envelope.rcpt_tos.append(address)
         envelope.rcpt_options.extend(rcpt_options)
@@ -195,9 +198,9 @@ class SmtpHandler:
         were (the sending server bounces the mail, and its Message-ID keeps a resend of it
         from storing those twice)."""
         done: list[str] = []
-        for route in routes:
+        for index, route in enumerate(routes):
             try:
-                done.append(await self._take(sender, route, mail))
+                done.append(await self._take(sender, route, mail, first=index == 0))
             except MeshError as exc:
                 if not done:
                     raise
@@ -205,7 +208,8 @@ class SmtpHandler:
                               f"{exc.message}") from exc
         return done
 
-    async def _take(self, sender: str, route: Route, mail: mime.Incoming) -> str:
+    async def _take(self, sender: str, route: Route, mail: mime.Incoming, *,
+                    first: bool) -> str:
         """Put ``mail`` where ``route`` leads; what was done, for the SMTP answer."""
         connector = self.connector
         if route.kind == "pair":
@@ -223,23 +227,22 @@ class SmtpHandler:
             answered = await self._approval_reply(peer, thread, mail.text)
             if answered is not None:
                 return answered
-        return await self._send(peer, route, mail, thread)
+        return await self._send(peer, route, mail, thread, first=first)
 
     async def _thread(self, peer: Peer, route: Route, mail: mime.Incoming) -> Message | None:
         """The mesh message ``mail`` answers, if it answers one ``peer`` can see and ``route``
         leads to its thread: by the reply address, else by In-Reply-To/References."""
-        hub, state = self.connector.hub, self.connector.email_state
+        hub = self.connector.hub
         assert hub is not None
         if route.kind == "reply":
-            found = await state.thread_of(route.value)
+            found = await self.connector.email_state.thread_of(route.value)
             return await hub.store.get_message(found[1]) if found else None
-        known = await state.mesh_ids([r for r in mail.references
-                                      if mime.mesh_id_of(r, self.domain) is None])
         for ref in mail.references:
-            mesh_id = mime.mesh_id_of(ref, self.domain) or known.get(ref)
-            if mesh_id is None:
-                continue
-            message = await hub.store.get_message(mesh_id)
+            mesh_id = mime.mesh_id_of(ref, self.domain)
+            if mesh_id is not None:  # a mail the gateway sent
+                message = await hub.store.get_message(mesh_id)
+            else:  # perhaps a mail of the sender's that the gateway took
+                message = await hub.store.find_by_client_id(peer.key, mail_key(ref))
             if message is None or not (message.sender == peer.key
                                        or peer.key in message.recipients):
                 continue
@@ -272,7 +275,7 @@ class SmtpHandler:
         return f"approval {data.get('approval_id')} answered {result['answer']}"
 
     async def _send(self, peer: Peer, route: Route, mail: mime.Incoming,
-                    thread: Message | None) -> str:
+                    thread: Message | None, *, first: bool) -> str:
         connector = self.connector
         hub = connector.hub
         assert hub is not None
@@ -283,16 +286,21 @@ class SmtpHandler:
         to = None if thread is not None else route.value
         if route.kind == "peer":
             to = None if thread is not None else hub.directory.peers[route.value].name
-        client_id = None
-        if mail.message_id:
-            seed = f"{mail.message_id}|{route.kind}:{route.value}"
-            client_id = "email:" + hashlib.sha256(seed.encode()).hexdigest()[:40]
+        client_id, data = None, None
+        if mail.message_id:  # the mail's first recipient keys the mail itself (threads)
+            client_id = mail_key(mail.message_id if first else
+                                 f"{mail.message_id}|{route.kind}:{route.value}")
+            data = {"email": {"message_id": mail.message_id}}
         sent = await hub.send(peer, to, body, reply_to=thread.id if thread else None,
-                              client_id=client_id, attachments=attachments or None)
-        if mail.message_id:
-            await connector.email_state.took([(mail.message_id, sent["id"], peer.key)])
+                              client_id=client_id, data=data, attachments=attachments or None)
         where = "its thread" if thread is not None else route.address
         return f"sent to {where} as {sent['id']}"
+
+
+def mail_key(message_id: str) -> str:
+    """The ``client_id`` of the mesh message a mail became: a resend of the mail stores
+    nothing twice, and a later mail naming it in ``References`` finds it."""
+    return "email:" + hashlib.sha256(message_id.encode()).hexdigest()[:40]
 
 
 class Refused(Exception):

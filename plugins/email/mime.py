@@ -22,7 +22,7 @@ from email.header import decode_header, make_header
 from email.headerregistry import Address
 from email.message import EmailMessage, Message
 from email.parser import BytesParser
-from email.utils import format_datetime
+from email.utils import format_datetime, getaddresses
 from typing import Any
 
 import authres
@@ -132,7 +132,9 @@ def _single_address(value: str) -> Address | None:
     try:
         header = email.policy.default.header_factory("From", value)
         addresses = header.addresses
-    except (HeaderParseError, IndexError, ValueError, TypeError, AttributeError):
+    except ValueError:
+        return _address_only(value)
+    except (HeaderParseError, IndexError, TypeError, AttributeError):
         return None
     if len(addresses) != 1:
         return None
@@ -140,6 +142,20 @@ def _single_address(value: str) -> Address | None:
     if not address.username or not address.domain or re.search(r"\s", address.addr_spec):
         return None
     return address
+
+
+def _address_only(value: str) -> Address | None:
+    """The address of a value whose display name decodes to a line break (an injection
+    attempt, refused by the stdlib's parser): read from the raw value, where the name is still
+    encoded; the name is decoded apart and made one line (:func:`_display_name`)."""
+    pairs = getaddresses([value])
+    if len(pairs) != 1 or "@" not in pairs[0][1]:
+        return None
+    try:
+        address = Address(addr_spec=pairs[0][1])
+    except (HeaderParseError, IndexError, ValueError):
+        return None
+    return address if address.username and address.domain else None
 
 
 def address_of(text: str) -> str | None:

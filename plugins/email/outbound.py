@@ -186,8 +186,7 @@ class EmailOutbound:
         in_reply_to = None
         if message.reply_to is not None:
             subject = "Re: " + subject
-            in_reply_to = (await self.email_state.message_id_of(root_id)
-                           or mime.message_id_for(root_id, domain))
+            in_reply_to = mail_id_of(root) or mime.message_id_for(root_id, domain)
         token = await self.email_state.token_for(peer.key, root_id)
         sender = hub.directory.peers.get(message.sender)
         name = sender.name if sender is not None else "meshhub"
@@ -287,6 +286,15 @@ class EmailOutbound:
 
 def address_of_peer(peer: Peer) -> str:
     return peer.identity.partition(":")[2]
+
+
+def mail_id_of(message: Message | None) -> str | None:
+    """The Message-ID of the mail ``message`` came in as, if it came by mail (a thread begun
+    by mail is answered as a reply to that mail, so the person's client threads it)."""
+    data = message.data if message is not None and isinstance(message.data, dict) else {}
+    found = data.get("email")
+    return str(found["message_id"]) if isinstance(found, dict) and found.get(
+        "message_id") else None
 
 
 def subject_of(message: Message) -> str:

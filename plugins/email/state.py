@@ -1,8 +1,5 @@
 """The gateway's own tables (migration set ``meshhub.email``):
 
-- ``email_messages``: the Message-ID of each mail taken in, and the mesh message it became, so a
-  reply that names it (``In-Reply-To``, ``References``) lands in the same thread, and a mail out
-  about that thread answers the person's own mail;
 - ``email_tokens``: reply addresses (``reply+<token>@domain``): each token stands for one thread
   and the one person it was mailed to, for clients that drop ``In-Reply-To``;
 - ``email_confirmations``: pairings waiting for the person to answer the confirmation mail (the
@@ -31,17 +28,6 @@ CONFIRM_TTL = 24 * 3600.0
 
 @migrations()
 def m001_create_email_state(db: Database) -> None:
-    db.execute(
-        """
-        CREATE TABLE email_messages (
-            message_id TEXT PRIMARY KEY,
-            mesh_id TEXT NOT NULL,
-            peer TEXT NOT NULL,
-            created_at REAL NOT NULL
-        ) WITHOUT ROWID
-        """
-    )
-    db.execute("CREATE INDEX email_messages_mesh ON email_messages (mesh_id)")
     db.execute(
         """
         CREATE TABLE email_tokens (
@@ -84,31 +70,6 @@ class EmailState:
 
     def __init__(self, store: Store) -> None:
         self.store = store
-
-    # -- mails taken in --------------------------------------------------------------------------
-    async def took(self, items: list[tuple[str, str, str]]) -> None:
-        """Remember (Message-ID, mesh id, sender peer) of mails taken in."""
-        now = time.time()
-        await self.store.transact(lambda conn: conn.executemany(
-            "INSERT OR IGNORE INTO email_messages (message_id, mesh_id, peer, created_at) "
-            "VALUES (?,?,?,?)", [(m, mesh, peer, now) for m, mesh, peer in items]))
-
-    async def mesh_ids(self, message_ids: list[str]) -> dict[str, str]:
-        """The mesh messages the given Message-IDs became (those known)."""
-        if not message_ids:
-            return {}
-        marks = ",".join("?" * len(message_ids))
-        rows = await self.store.transact(lambda conn: conn.execute(
-            f"SELECT message_id, mesh_id FROM email_messages WHERE message_id IN ({marks})",
-            message_ids).fetchall())
-        return {row[0]: row[1] for row in rows}
-
-    async def message_id_of(self, mesh_id: str) -> str | None:
-        """The Message-ID of the mail ``mesh_id`` came in as, if it came by mail."""
-        row = await self.store.transact(lambda conn: conn.execute(
-            "SELECT message_id FROM email_messages WHERE mesh_id=? LIMIT 1",
-            (mesh_id,)).fetchone())
-        return row[0] if row else None
 
     # -- reply addresses -------------------------------------------------------------------------
     async def token_for(self, peer: str, root: str) -> str:
