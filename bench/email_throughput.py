@@ -30,8 +30,8 @@ one must arrive, once); at the baseline, when the server's 250 is back. The hub'
 gateway took the mail) is printed beside it. Goals: hub >= 500 mails/s, and >= 0.5x the
 baseline's mails/s.
 
-``--synchronous`` sets the hub's ``sqlite_synchronous``, to see what the fsync of its commits
-costs (the message, then the mail's Message-ID, before the 250).
+``--synchronous`` sets the hub's ``sqlite_synchronous``, to see what the fsync of the commit
+before each 250 costs.
 """
 
 from __future__ import annotations
