@@ -188,6 +188,10 @@ def test_html_to_text_keeps_the_reading_and_drops_the_rest():
     assert "\n\n\n" not in text and all(line == line.rstrip() for line in text.splitlines())
 
 
+def test_deeply_nested_html_still_gives_its_text():
+    assert html_to_text("<div>" * 5000 + "deep" + "</div>" * 5000) == "deep"
+
+
 def test_an_html_only_mail_reads_as_markdown():
     raw = mail("From: a@example.com\nSubject: notes\nContent-Type: text/html; charset=utf-8",
                HTML_ONLY)
@@ -295,6 +299,18 @@ def test_malformed_mime_gives_what_can_be_read(raw, readable):
         return
     if readable is not None:
         assert readable in got.text
+
+
+def test_mime_nested_too_deep_is_refused_or_cut():
+    def nested(depth: int) -> bytes:
+        return b"".join(b'Content-Type: multipart/mixed; boundary="b%d"\r\n\r\n--b%d\r\n'
+                        % (i, i) for i in range(depth)) + b"Content-Type: text/plain\r\n\r\nx"
+
+    with pytest.raises(MailError, match="nested too deep"):
+        read(b"From: a@example.com\r\n" + nested(5000))
+    with pytest.raises(MailError, match="no readable text"):
+        read(b"From: a@example.com\r\n" + nested(50))
+    assert read(b"From: a@example.com\r\n" + nested(5)).text == "x"
 
 
 def test_malformed_mime_is_reported_as_defects():
@@ -609,3 +625,26 @@ def test_what_build_mail_writes_read_mail_reads_back(name, subject, text):
     assert got.from_name.replace(" ", "") == one_line(name).replace(" ", "")
     assert got.from_address == "hub@mesh.example"
     assert got.message_id == "mesh.0a1b@mesh.example"
+
+
+REPLY_LINES = ["hello there", "", "On Mon, Jan 1, 2024 at 10:00 AM Bob <b@x.com> wrote:",
+               "On Mon, Jan 1, 2024 at 10:00 AM Bob <b@x.com>", "wrote:", "From: Bob",
+               "Sent: Monday", "To: Ann", "Subject: hi", "> quoted", "> > deeper",
+               "Am 01.01.2024 um 10:00 schrieb Bob <b@x.de>:", "Von: Bob", "Gesendet: Mo",
+               "-----Original Message-----", "Best regards,", "On time: yes", "  indented: x",
+               "> From: Bob", "> Sent: Monday", ">> To: Ann", "> On Sunday Bob <b@x.com> wrote:",
+               "*From:* Bob", "**Sent:** Monday"]
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.lists(st.sampled_from(REPLY_LINES), max_size=14).map("\n".join))
+def test_the_fast_header_search_finds_what_the_parsers_read_finds(text):
+    from mailparser_reply.parser import EmailMessage
+
+    from meshhub_email.mime import _REPLY_LANGUAGES, _first_header
+
+    flat = "\n".join(line.strip() for line in text.split("\n"))
+    cut = _first_header(flat)
+    replies = EmailMessage(text=flat, languages=list(_REPLY_LANGUAGES)).read().replies
+    if cut is None or flat[:cut].strip():
+        assert flat[:cut].strip() == replies[0].content

@@ -199,14 +199,17 @@ def html_to_text(html: str) -> str:
     for link in soup("a"):
         if not str(link.get("href") or "").strip().lower().startswith(_LINK_SCHEMES):
             link.unwrap()
-    text = _MARKDOWN.convert_soup(soup)
+    try:
+        text = _MARKDOWN.convert_soup(soup)
+    except RecursionError:  # markdownify recurses per nesting level; hostile HTML nests deep
+        text = soup.get_text("\n")
     lines = [line.rstrip() for line in text.splitlines()]
     return re.sub(r"\n{3,}", "\n\n", "\n".join(lines)).strip()
 
 
 # --- quoted history and signatures ------------------------------------------------------------
 
-# mail-parser-reply has no Portuguese; each language costs about as much as the first.
+# mail-parser-reply has no Portuguese. Its patterns are compiled once, here.
 _REPLY_LANGUAGES = ["en", "de", "fr", "es", "it", "nl", "sv", "pl", "ja"]
 _TRAILING_QUOTE = re.compile(r"(?:\n(?:[ \t]*>[^\n]*)?[ \t]*)+\Z")
 _HISTORY_START = re.compile(r"\n\n[ \t]*[_-]{32,}[ \t]*$|^-{5,} ?Original Message ?-{5,}$",
@@ -216,6 +219,9 @@ _SENT_FROM = re.compile(
     r"|von meinem .{1,40} gesendet|enviado desde mi|inviato da|verzonden (?:met|vanaf) mijn"
     r"|skickat från min|wysłane z)[^\n]{0,80}\s*\Z", re.IGNORECASE)
 _SIGN_OFF_TAIL = re.compile(r"(?:\s*[A-ZÀ-Þ][\w.'-]*){0,4}[.!]?")
+_PATTERNS = ReplyText(text="", languages=list(_REPLY_LANGUAGES), keep_hyphen_lists=True)
+_HEADER = _PATTERNS.HEADER_REGEX
+_SIGNATURE = _PATTERNS.SIGNATURE_REGEX
 
 
 def _without_history(text: str) -> str:
@@ -239,17 +245,15 @@ def _is_sign_off(line: str) -> bool:
     return not comma or bool(_SIGN_OFF_TAIL.fullmatch(tail))
 
 
-def _without_signature(body: str, signature: re.Pattern[str]) -> str:
-    """``body`` up to the first signature that starts with a real sign-off."""
-    position = 0
-    while match := signature.search(body, position):
-        start = match.start() + len(match[0]) - len(match[0].lstrip())
-        end = body.find("\n", start)
-        if _is_sign_off(body[start:end if end >= 0 else len(body)]):
-            return body[:start]
-        if end < 0:
-            break
-        position = end
+def _without_signature(body: str) -> str:
+    """``body`` (lines stripped) up to the first signature that starts with a real sign-off."""
+    for start in _line_starts(body):
+        match = _SIGNATURE.match(body, start) or (
+            start > 0 and body.startswith("\n", start) and _SIGNATURE.match(body, start - 1))
+        if match:
+            first = match.start() + len(match[0]) - len(match[0].lstrip())
+            if _is_sign_off(body[first:].split("\n", 1)[0]):
+                return body[:first]
     return body
 
 
@@ -265,14 +269,39 @@ def _indented(body: str, text: str) -> str:
     return "\n".join(head)
 
 
+def _line_starts(text: str) -> Iterator[int]:
+    yield 0
+    start = text.find("\n")
+    while start >= 0:
+        yield start + 1
+        start = text.find("\n", start + 1)
+
+
+def _first_header(text: str) -> int | None:
+    """Where the first header of older mail ("On ... wrote:", "From: ... Sent: ...") starts in
+    ``text`` (lines stripped, as the parser has them). The parser's own read() tries its
+    patterns at every character, about 1.5 ms per 2 KB with nine languages; they all start at
+    a line, or for a quoted line (">") at the line break before it, so only those are tried.
+    The same holds for its signature patterns, or the blank line before an Outlook rule."""
+    for start in _line_starts(text):
+        if _HEADER.match(text, start) or (
+                start > 0 and text.startswith(">", start) and _HEADER.match(text, start - 1)):
+            return max(start - 1, 0)
+    return None
+
+
 def strip_reply(text: str) -> str:
     """The newest reply of a mail's text, without the quoted history, the signature and a
     "Sent from my iPhone" line. A mail that is nothing but a quote is kept whole rather than
     becoming empty."""
     whole = text.replace("\r\n", "\n").strip()
     head = _without_history(whole)
-    parsed = ReplyText(text=head, languages=list(_REPLY_LANGUAGES), keep_hyphen_lists=True).read()
-    body = _without_signature(parsed.replies[0].full_body, parsed.SIGNATURE_REGEX).rstrip()
+    flat = "\n".join(line.strip() for line in head.split("\n"))
+    newest = flat[: _first_header(flat)].strip()
+    if not newest:  # older mail on top, the answers below it or between its quotes
+        newest = ReplyText(text=head, languages=list(_REPLY_LANGUAGES),
+                           keep_hyphen_lists=True).read().replies[0].full_body
+    body = _without_signature(newest).rstrip()
     body = _SENT_FROM.sub("", "\n" + _indented(body, head)).strip("\n").rstrip()
     return body or whole
 
@@ -325,25 +354,27 @@ def _disposition(part: Message) -> str | None:
         return None
 
 
-def _parts(part: Message, reading: _Reading, depth: int = 0) -> Iterator[Message]:
-    """The leaf parts in order; a forwarded message (message/rfc822) is a leaf."""
+def _parts(part: Message, reading: _Reading, depth: int = 0) -> Iterator[tuple[Message, str]]:
+    """The leaf parts in order with their content type (parsing it costs, so once); a forwarded
+    message (message/rfc822) is a leaf."""
     if depth > _MAX_DEPTH:
         reading.defect("MIME nested too deep, inner parts ignored")
         return
     reading.defects.extend(type(d).__name__ for d in part.defects
                            if len(reading.defects) < _MAX_DEFECTS)
     payload = part.get_payload()
-    if part.get_content_type() == "message/rfc822" or not isinstance(payload, list):
-        yield part
+    kind = part.get_content_type()
+    if kind == "message/rfc822" or not isinstance(payload, list):
+        yield part, kind
         return
     for child in payload:
         if isinstance(child, Message):
             yield from _parts(child, reading, depth + 1)
 
 
-def _attachment(part: Message, reading: _Reading) -> Attachment:
+def _attachment(part: Message, kind: str, reading: _Reading) -> Attachment:
     number = len(reading.attachments) + 1
-    if part.get_content_type() == "message/rfc822":
+    if kind == "message/rfc822":
         inner = part.get_payload()
         forwarded = inner[0] if isinstance(inner, list) and inner else None
         data = (forwarded.as_bytes(policy=email.policy.compat32)
@@ -351,16 +382,15 @@ def _attachment(part: Message, reading: _Reading) -> Attachment:
         return Attachment("forwarded.eml", "message/rfc822", data)
     payload = part.get_payload(decode=True)
     name = safe_name(_unescape(_filename(part) or ""), default=f"attachment-{number}")
-    return Attachment(name, part.get_content_type(), payload if isinstance(payload, bytes) else b"")
+    return Attachment(name, kind, payload if isinstance(payload, bytes) else b"")
 
 
-def _take(part: Message, reading: _Reading, max_bytes: int, max_count: int) -> None:
+def _take(part: Message, kind: str, reading: _Reading, max_bytes: int, max_count: int) -> None:
     """File one leaf part as the text, the HTML or an attachment."""
-    kind = part.get_content_type()
     if kind.startswith("multipart/"):
         kind = "text/plain"  # a multipart without a usable boundary: its body is all there is
     if kind == "message/rfc822" or _filename(part) or _disposition(part) == "attachment":
-        attachment = _attachment(part, reading)
+        attachment = _attachment(part, kind, reading)
         if len(reading.attachments) >= max_count:
             raise MailError(f"the mail has more than {max_count} attachments")
         if len(attachment.data) > max_bytes:
@@ -430,23 +460,26 @@ def _references(headers: list[tuple[str, str]]) -> list[str]:
 def read_mail(raw: bytes, *, max_attachment_bytes: int, max_attachments: int = 20) -> Incoming:
     """What the mesh needs from a raw RFC 5322 mail. Raises MailError when the mail has neither
     text nor attachment, or its attachments are over the limits; never anything else."""
-    message = _PARSER.parsebytes(raw)
+    try:
+        message = _PARSER.parsebytes(raw)
+    except RecursionError:  # the stdlib parser recurses once per nested part
+        raise MailError("the mail's MIME parts are nested too deep") from None
     headers = _raw_headers(message)
     reading = _Reading()
-    for part in _parts(message, reading):
+    for part, kind in _parts(message, reading):
         try:
-            _take(part, reading, max_attachment_bytes, max_attachments)
-        except (MessageError, LookupError, ValueError, TypeError, AttributeError,
-                IndexError) as exc:
+            _take(part, kind, reading, max_attachment_bytes, max_attachments)
+        except (MessageError, LookupError, ValueError, TypeError, AttributeError, IndexError,
+                RecursionError) as exc:
             if isinstance(exc, MailError):
                 raise
-            reading.defect(f"unreadable part {part.get_content_type()}: {type(exc).__name__}")
+            reading.defect(f"unreadable part {kind}: {type(exc).__name__}")
     text = reading.plain if reading.plain is not None else html_to_text(reading.html or "")
     text = strip_reply(_clean_text(text)) if text.strip() else ""
     if not text and not reading.attachments:
         raise MailError("the mail has no readable text")
     sender = _single_address(_header(headers, "from"))
-    from_address = address_of(sender.addr_spec) if sender else None
+    from_address = _unescape(sender.addr_spec).lower() if sender else None
     ids = _ids(_header(headers, "message-id"))
     return Incoming(
         message_id=ids[0] if ids else None,
