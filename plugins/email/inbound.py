@@ -72,7 +72,8 @@ class SmtpHandler:
     # -- MAIL FROM -----------------------------------------------------------------------------
     async def handle_MAIL(self, server: SMTP, session: Session, envelope: Envelope,
                           address: str, mail_options: list[str]) -> str:
-        if not address or mime.address_of(address) is None:
+        local, at, domain = address.rpartition("@")  # aiosmtpd checked its syntax
+        if not (local and at and domain):
             return ("550 5.7.1 mail from the null sender or an unreadable address is not taken "
                     "here")
         envelope.mail_from = address
