@@ -11,6 +11,8 @@ from typing import Any
 import aiosmtplib
 import pytest
 
+from meshhub.bridge.pairing import PairingBook
+
 from .email_support import DOMAIN, mail, reply_to
 from .helpers import collect, eventually, make_identity, no_message
 
@@ -369,3 +371,90 @@ async def test_a_busy_listen_port_is_a_clear_failure(email_hub, tmp_path):
             assert state.state == "failed" and "cannot listen for mail" in state.detail
         finally:
             await runner.cleanup()
+
+
+async def test_forged_allow_listed_senders_leave_no_trace(email_hub, tmp_path):
+    served = await email_hub(allow="@example.com", trusted_authserv="mx.mesh.test")
+    book = PairingBook.of(served.hub)
+    for i in range(3):  # no verdict of the trusted MTA: refused, and nothing is made of them
+        refused = await served.refused(mail(f"forged{i}@example.com", f"owner@{DOMAIN}", "hi"))
+        assert "could not be verified" in refused or "no peer" in refused
+    assert not [p for p in served.hub.directory.peers.values() if p.connector == "email"]
+    assert not await book.listing("email")
+
+
+async def test_pair_mail_is_closed_without_a_code_and_spam_spends_nothing(email_hub, tmp_path):
+    served = await email_hub()
+    closed = await served.refused(mail(ANN, f"pair@{DOMAIN}", "hello", subject="join?"))
+    assert closed.startswith("550") and "no pairing is open" in closed
+    async with served.owner.client(served.url, receive=False) as owner:
+        code = (await owner.call("pair_create", connector="email"))["code"]
+    for _ in range(6):  # more than a code's attempts: words are never taken for a code
+        spam = await served.refused(mail("spam@evil.example", f"pair@{DOMAIN}",
+                                         "QUESTION ABOUTYOU", subject="Business proposal"))
+        assert "no pairing code" in spam
+    served.relay.refuse_next(1, 554, "5.7.1 not now")  # no confirmation: the code is given back
+    down = await served.refused(mail(ANN, f"pair@{DOMAIN}", "please", subject=f"code {code}"))
+    assert down.startswith("451") and "still works" in down
+    await served.send(mail(ANN, f"pair@{DOMAIN}", "please", subject=f"my code: {code.lower()}"))
+    confirm = await served.relay.wait_for("mail", lambda c: "Confirm" in str(c["subject"]))
+    await served.send(mail(ANN, str(confirm["message"]["Reply-To"]), "yes"))
+    await served.relay.wait_for("mail", lambda c: "You are" in str(c["subject"]))
+    assert PairingBook.of(served.hub).peer_for("email:" + ANN) is not None
+
+
+async def test_threads_resends_and_answered_approvals(email_hub, tmp_path):
+    served = await email_hub(allow=ANN)
+    agent = make_identity(tmp_path, "agent")
+    async with agent.client(served.url, kind="agent") as a:
+        await served.send(mail(ANN, f"agent@{DOMAIN}", "start", subject="Build"))
+        root = (await collect(a, 1))[0]
+        first = await a.send(None, "one", reply_to=root["id"])
+        await a.send(None, "two", reply_to=root["id"])
+        out = await served.relay.wait_for("mail", lambda c: "two" in c["captured"].text())
+        assert str(out["message"]["Subject"]) == "Re: Build"
+        # a client answering the second reply names it: the answer lands in the thread
+        answer = mail(ANN, f"agent@{DOMAIN}", "thanks", In_Reply_To=str(
+            out["message"]["Message-ID"]))
+        await served.send(answer)
+        assert (await collect(a, 1))[0]["reply_to"] == root["id"]
+        assert first["id"] != root["id"]
+        # a mail without a Message-ID, sent twice by a server that lost the 250: stored once
+        bare = (f"From: {ANN}\r\nTo: agent@{DOMAIN}\r\nSubject: x\r\n\r\nno id here\r\n"
+                ).encode()
+        await served.send(bare, sender=ANN, to=[f"agent@{DOMAIN}"])
+        await served.send(bare, sender=ANN, to=[f"agent@{DOMAIN}"])
+        assert "no id here" in (await collect(a, 1))[0]["text"]
+        assert await no_message(a)
+        # an approval answered by mail, the answer sent again: told, not bounced
+        request = await a.call("approval_request", to="ann", question="merge?")
+        card = await served.relay.wait_for("mail", lambda c: "merge?" in str(c["subject"]))
+        yes = reply_to(card["captured"], ANN, "approve")
+        await served.send(yes)
+        again = await served.send(yes)
+        assert "answered already: approve" in again[1]
+        assert (await a.call("approval_get", id=request["id"]))["answer"] == "approve"
+
+
+async def test_a_revoked_person_gets_no_digest(email_hub, tmp_path):
+    served = await email_hub(allow=ANN, digest_minutes=0.02)
+    carl = make_identity(tmp_path, "carl")
+    async with carl.client(served.url) as c:
+        await served.send(mail(ANN, f"carl@{DOMAIN}", "hi carl"))
+        await collect(c, 1)
+        served.connector.settings.digest_minutes = 60.0  # hold the digest back for now
+        sent = await c.send("ann", "for your digest")
+
+        async def queued() -> bool:  # the delivery is acked once the digest holds it
+            status = await c.call("message_status", id=sent["id"])
+            return status["recipients"][0]["state"] == "delivered"
+
+        await eventually(queued)
+        async with served.owner.client(served.url, receive=False) as owner:
+            await owner.call("pair_revoke", who="email:" + ANN)
+        served.connector.settings.digest_minutes = 0.0001
+        await served.connector.send_digests()
+        status = await c.call("message_status", id=sent["id"])
+        assert status["recipients"][0]["state"] == "dead"
+        assert "revoked" in status["recipients"][0]["reason"]
+    assert not [m for m in served.relay.of("mail") if "for your digest" in m["captured"].text()]

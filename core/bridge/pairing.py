@@ -14,6 +14,7 @@ The state is per hub (:meth:`PairingBook.of`), loaded at start-up and written th
 from __future__ import annotations
 
 import hashlib
+import re
 import secrets
 import sqlite3
 import time
@@ -107,6 +108,17 @@ def show_code(code: str) -> str:
     return f"{code[:4]}-{code[4:]}"
 
 
+_SHOWN_CODE = re.compile(f"(?<![A-Za-z0-9])([{CODE_ALPHABET}]{{4}})-([{CODE_ALPHABET}]{{4}})"
+                         "(?![A-Za-z0-9])", re.IGNORECASE)
+
+
+def find_code(text: str) -> str | None:
+    """A code written as :func:`show_code` shows it (``K7MX-4QPA``, any case) in free text,
+    such as a mail's subject; ordinary words never look like one (the dash is required)."""
+    found = _SHOWN_CODE.search(text)
+    return (found.group(1) + found.group(2)).upper() if found else None
+
+
 @dataclass
 class Link:
     identity: str  # the chat's identity, e.g. telegram:chat:-100123
@@ -122,6 +134,7 @@ class PairingBook:
     def __init__(self, hub: Hub) -> None:
         self.hub = hub
         self.paired: dict[str, str] = {}  # identity -> peer key (active pairings only)
+        self.revoked: set[str] = set()  # identities whose pairing was revoked
         self.targets: dict[str, str] = {}  # peer key -> current target
         self.links: dict[str, Link] = {}  # chat identity -> link
         self.loaded = False
@@ -136,14 +149,15 @@ class PairingBook:
     async def load(self) -> None:
         def run(conn: sqlite3.Connection) -> tuple[list[Any], list[Any], list[Any]]:
             return (
-                conn.execute("SELECT identity, peer FROM bridge_pairings "
-                             "WHERE revoked_at IS NULL").fetchall(),
+                conn.execute("SELECT identity, peer, revoked_at FROM bridge_pairings"
+                             ).fetchall(),
                 conn.execute("SELECT peer, target FROM bridge_targets").fetchall(),
                 conn.execute("SELECT identity, peer, conversation FROM bridge_links").fetchall(),
             )
 
         pairings, targets, links = await self.hub.store.transact(run)
-        self.paired = {identity: peer for identity, peer in pairings}
+        self.paired = {identity: peer for identity, peer, revoked in pairings if revoked is None}
+        self.revoked = {identity for identity, _peer, revoked in pairings if revoked is not None}
         self.targets = {peer: target for peer, target in targets}
         self.links = {i: Link(i, p, c) for i, p, c in links}
         self.loaded = True
@@ -202,6 +216,23 @@ class PairingBook:
                 f"one (`hub pair {connector}`)"
             )
 
+    async def unclaim(self, connector: str, identity: str, code: str) -> None:
+        """Give back a code :meth:`claim` ed for ``identity`` (what it was for could not be
+        done, e.g. the confirmation mail could not be sent); it works again until it expires."""
+        wanted = _hash(normalize_code(code))
+        await self.hub.store.transact(lambda conn: conn.execute(
+            "UPDATE bridge_codes SET used_by=NULL WHERE code_hash=? AND connector=? AND "
+            "used_by=?", (wanted, connector, identity)))
+
+    async def has_live_code(self, connector: str) -> bool:
+        """Whether a code of ``connector`` can still be redeemed (so a platform open to anyone,
+        like mail, can refuse pairing attempts while none can succeed)."""
+        now = time.time()
+        row = await self.hub.store.transact(lambda conn: conn.execute(
+            "SELECT 1 FROM bridge_codes WHERE connector=? AND used_by IS NULL AND "
+            "expires_at > ? AND attempts_left > 0 LIMIT 1", (connector, now)).fetchone())
+        return row is not None
+
     async def pair(self, connector: str, external_id: str, name: str) -> Peer:
         """Pair ``connector:external_id`` whose code was :meth:`claim` ed (a revoked pairing
         is made again)."""
@@ -215,10 +246,7 @@ class PairingBook:
         existing = self.peer_for(identity)
         if existing is not None:
             return existing
-        revoked = await self.hub.store.transact(lambda conn: conn.execute(
-            "SELECT 1 FROM bridge_pairings WHERE identity=? AND revoked_at IS NOT NULL",
-            (identity,)).fetchone())
-        if revoked:
+        if identity in self.revoked:
             return None
         return await self._pair(connector, identity, name, time.time())
 
@@ -237,6 +265,7 @@ class PairingBook:
 
         await self.hub.store.transact(save)
         self.paired[identity] = peer.key
+        self.revoked.discard(identity)
         return peer
 
     # -- pairings ----------------------------------------------------------------------------
@@ -273,6 +302,7 @@ class PairingBook:
         if identity is None:
             raise NotFound(f"no paired identity or peer {who!r}; see `hub call pairings`")
         key = self.paired.pop(identity)
+        self.revoked.add(identity)
         now = time.time()
         await self.hub.store.transact(lambda conn: conn.execute(
             "UPDATE bridge_pairings SET revoked_at=? WHERE identity=?", (now, identity)))

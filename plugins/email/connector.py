@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 from aiosmtpd.smtp import SMTP, AuthResult, LoginPassword
 
-from meshhub.bridge.pairing import PairingBook
+from meshhub.bridge.pairing import PairingBook, find_code
 from meshhub.bridge.retry import GiveUp
 from meshhub.bridge.slot import cancel_all
 from meshhub.errors import TooLarge
@@ -21,19 +21,22 @@ from meshhub.files import FileStore
 from meshhub.ids import new_id
 
 from . import mime
-from .inbound import CONNECTOR, Refused, SmtpHandler, code_in, identity_of
+from .inbound import CONNECTOR, Refused, SmtpHandler, identity_of
 from .outbound import EmailOutbound, Relay, RelayRefused
 from .settings import IDLE_REASON, EmailSettings
 from .state import EmailState
 
 if TYPE_CHECKING:
+    from email.message import EmailMessage
+
     from meshhub.hub import Hub
     from meshhub.models import Peer
 
 log = logging.getLogger(__name__)
 SMTP_LOG = logging.getLogger("mail.log")  # aiosmtpd's: a line per SMTP command at INFO
 DIGEST_TICK = 60.0  # seconds between looks at the digests due
-NOTICE_BUDGET = 300.0  # seconds a confirmation or welcome mail keeps being tried
+NOTICE_BUDGET = 300.0  # seconds a welcome mail keeps being tried
+CONFIRM_BUDGET = 20.0  # seconds a confirmation mail is tried while the sender waits
 
 
 class EmailConnector(EmailOutbound):
@@ -147,6 +150,25 @@ class EmailConnector(EmailOutbound):
         assert self.hub is not None
         return min(self.settings.max_file_bytes, FileStore.for_config(self.hub.config).max_bytes)
 
+    @property
+    def hub_(self) -> Hub:
+        """The hub, once started (the listener runs only then)."""
+        assert self.hub is not None
+        return self.hub
+
+    def may_write(self, address: str) -> str | None:
+        """Whether ``address`` may write here, changing nothing (asked at RCPT, before the
+        mail is checked): its peer's key when paired, its identity when the allow-list lets it
+        in (it is paired once a mail of it passed every check), else ``None``."""
+        book = PairingBook.of(self.hub_)
+        identity = identity_of(address)
+        peer = book.peer_for(identity)
+        if peer is not None:
+            return peer.key
+        if self.settings.allows(address) and identity not in book.revoked:
+            return identity
+        return None
+
     async def sender_peer(self, address: str) -> Peer | None:
         """The peer of a paired address, or of one the allow-list names (paired on first
         sight, unless its pairing was revoked)."""
@@ -185,25 +207,33 @@ class EmailConnector(EmailOutbound):
         answers; only a mailbox's owner can, so nobody pairs an address not theirs."""
         assert self.hub is not None
         book = PairingBook.of(self.hub)
-        existing = book.peer_for(identity_of(sender))
-        if existing is not None:
-            return f"{sender} is paired already, as {existing.name}"
-        code = code_in(f"{mail.subject}\n{mail.text}")
+        if book.peer_for(identity_of(sender)) is not None:
+            return "this address is paired already"
+        code = find_code(mail.subject) or find_code(mail.text)
         if code is None:
             raise Refused("550 5.7.1 no pairing code in the mail: put the code from `hub pair "
                           "email` (like K7MX-4QPA) in the subject")
         if self.relay is None:
             raise Refused("550 5.7.1 this hub sends no mail (no relay), so it cannot confirm "
                           "your address; ask its owner to allow-list it (MESHHUB_EMAIL_ALLOW)")
-        await book.claim(CONNECTOR, identity_of(sender), code)
+        identity = identity_of(sender)
+        await book.claim(CONNECTOR, identity, code)
         name = mail.from_name or sender.partition("@")[0]
         token = await self.email_state.confirmation(sender, name)
         domain = self.settings.domain
-        self._notice(sender, "Confirm your address for meshhub", (
+        confirmation = self._notice_mail(sender, "Confirm your address for meshhub", (
             f"Someone (we hope you) mailed a pairing code for {sender} to the meshhub at "
-            f"{domain}.\n\nTo join the mesh as {name}, reply to this mail (any text will do). "
-            "If it was not you, ignore this mail: nothing happens."),
+            f"{domain}.\n\nTo join the mesh as {name}, reply to this mail (any text will do) "
+            "within an hour. If it was not you, ignore this mail: nothing happens."),
             reply_to=f"confirm+{token}@{domain}")
+        try:  # before the answer: a code is spent only once its confirmation is on its way
+            await self.relay.send(confirmation, sender, budget=CONFIRM_BUDGET)
+        except (RelayRefused, GiveUp) as exc:
+            await book.unclaim(CONNECTOR, identity, code)
+            await self.email_state.confirmed(token)
+            log.warning("email: the confirmation to %s could not be sent: %s", sender, exc)
+            raise Refused("451 4.3.0 the confirmation mail could not be sent now; the code "
+                          "still works, try again later") from exc
         return f"code accepted; answer the confirmation mail sent to {sender}"
 
     async def finish_pairing(self, token: str, sender: str) -> str:
@@ -223,17 +253,21 @@ class EmailConnector(EmailOutbound):
             "- answer a mail from the mesh: reply to it; it lands in the same thread"))
         return f"paired as {peer.name}"
 
-    def _notice(self, to: str, subject: str, text: str, *, reply_to: str | None = None) -> None:
-        """A mail of the gateway's own (a confirmation, a welcome), sent in the background
-        and tried for a while."""
-        assert self.hub is not None and self.relay is not None
-        relay = self.relay
+    def _notice_mail(self, to: str, subject: str, text: str, *, reply_to: str | None = None
+                     ) -> EmailMessage:
+        """A mail of the gateway's own (a confirmation, a welcome)."""
         domain = str(self.settings.domain)
-        mail = mime.build_mail(mime.Outgoing(
+        return mime.build_mail(mime.Outgoing(
             from_name="meshhub", from_address=self.settings.from_address, to=to,
             reply_to=reply_to, subject=subject, text=text + "\n", html=None,
             message_id=f"<notice.{new_id()}@{domain}>", in_reply_to=None,
             references=[], headers={"Auto-Submitted": "auto-replied"}))
+
+    def _notice(self, to: str, subject: str, text: str) -> None:
+        """A notice sent in the background, tried for a while (the welcome after pairing)."""
+        assert self.relay is not None
+        relay = self.relay
+        mail = self._notice_mail(to, subject, text)
 
         async def send() -> None:
             try:
@@ -241,4 +275,4 @@ class EmailConnector(EmailOutbound):
             except (RelayRefused, GiveUp) as exc:
                 log.error("email: the mail %r to %s could not be sent: %s", subject, to, exc)
 
-        self.hub.spawn(send())
+        self.hub_.spawn(send())

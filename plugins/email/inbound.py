@@ -21,8 +21,12 @@ import logging
 import re
 import weakref
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from email.parser import BytesHeaderParser
+from email.policy import compat32
+from typing import TYPE_CHECKING, Any
 
+from meshhub.actions import ActionContext
+from meshhub.bridge.pairing import PairingBook
 from meshhub.errors import MeshError, TooLarge
 
 from . import mime
@@ -39,7 +43,8 @@ log = logging.getLogger(__name__)
 CONNECTOR = "email"
 MAX_RECIPIENTS = 20
 PARSE_IN_THREAD = 256 * 1024  # bytes; a bigger mail is parsed off the event loop
-_CODE = re.compile(r"\b([A-Z2-9]{4})-?([A-Z2-9]{4})\b")
+_FOLD = re.compile(r"\r?\n(?=[ \t])")
+PAIRING_MAIL_BYTES = 64 * 1024
 _MARKDOWN_SPECIAL = re.compile(r"[\\`*_{}\[\]<>()#+!|~-]")
 _REPLY_WORD = re.compile(r"^\s*([A-Za-z]+)\b[\s.,:;!-]*(.*)$", re.S)
 
@@ -107,25 +112,28 @@ class SmtpHandler:
         if domain.lower().rstrip(".") != self.domain or not local:
             raise Refused(f"550 5.7.1 this gateway takes mail for @{self.domain} only")
         local = local.lower()
+        connector = self.connector
         if local == "pair":
+            if not await PairingBook.of(connector.hub_).has_live_code(CONNECTOR):
+                raise Refused("550 5.7.1 no pairing is open on this hub: ask its owner for a "
+                              "code (hub pair email) first")
             return Route("pair", "", address)
         tag, plus, token = local.partition("+")
         if plus and tag == "confirm":
-            pending = await self.connector.email_state.pending_confirmation(token)
+            pending = await connector.email_state.pending_confirmation(token)
             if pending is None or pending[0] != sender.lower():
                 raise Refused("550 5.1.1 this confirmation address is unknown, used or "
                               "expired; mail your code to pair@" + self.domain + " again")
             return Route("confirm", token, address)
-        peer = await self.connector.sender_peer(sender)
-        if peer is None:
+        key = connector.may_write(sender)
+        if key is None:
             raise Refused(f"550 5.7.1 {sender} may not write here: it is not paired with this "
                           "hub. Ask the hub's owner for a code (hub pair email) and mail it "
                           f"to pair@{self.domain}")
-        hub = self.connector.hub
-        assert hub is not None
+        hub = connector.hub_
         if plus and tag == "reply":
-            thread = await self.connector.email_state.thread_of(token)
-            if thread is None or thread[0] != peer.key:
+            thread = await connector.email_state.thread_of(token)
+            if thread is None or thread[0] != key:
                 raise Refused("550 5.1.1 this reply address is unknown here, or was made for "
                               "someone else")
             return Route("reply", token, address)
@@ -155,12 +163,18 @@ class SmtpHandler:
             raw = envelope.content
         sender = str(envelope.mail_from).lower()
         try:
+            if len(raw) > PAIRING_MAIL_BYTES and any(r.kind in ("pair", "confirm")
+                                                     for r in routes):
+                raise Refused(f"552 5.3.4 a pairing mail is short: at most {PAIRING_MAIL_BYTES} "
+                              "bytes")
+            self._check_sender(sender, header_list(raw))  # before any time goes into the body
             mail = await self._read(raw)
-            self._check_sender(sender, mail)
             if mail.automatic:
                 log.info("email: an automatic mail from %s was dropped", sender)
                 return "250 2.0.0 automatic mail (auto-reply, bounce, list) dropped"
-            results = await self._take_all(sender, routes, mail)
+            # a mail without a Message-ID is keyed by its bytes: a resend stores nothing twice
+            key_id = mail.message_id or "sha256:" + hashlib.sha256(raw).hexdigest()
+            results = await self._take_all(sender, routes, mail, key_id)
         except Refused as exc:
             log.info("email: mail from %s refused: %s", sender, exc.reply)
             return exc.reply
@@ -181,27 +195,30 @@ class SmtpHandler:
             return await asyncio.to_thread(mime.read_mail, raw, max_attachment_bytes=limit)
         return mime.read_mail(raw, max_attachment_bytes=limit)
 
-    def _check_sender(self, sender: str, mail: mime.Incoming) -> None:
+    def _check_sender(self, sender: str, headers: list[tuple[str, str]]) -> None:
         """The From header names the envelope's sender, and the trusted MTA (if any) vouches
         for it."""
-        if mail.from_address != sender:
-            raise Refused(f"550 5.7.1 the From header ({mail.from_address or 'none'}) is not "
+        froms = [value for name, value in headers if name.lower() == "from"]
+        found = mime.address_of(froms[0]) if len(froms) == 1 else None
+        if found != sender:
+            raise Refused(f"550 5.7.1 the From header ({found or 'none'}) is not "
                           f"the sender ({sender}); send from your own address")
         authserv = self.connector.settings.trusted_authserv
         if authserv:
-            verdict = mime.auth_verdict(mail.headers, authserv, sender.rpartition("@")[2])
+            verdict = mime.auth_verdict(headers, authserv, sender.rpartition("@")[2])
             if not verdict.passed:
                 raise Refused(f"550 5.7.23 the sender could not be verified: {verdict.reason}")
 
-    async def _take_all(self, sender: str, routes: list[Route], mail: mime.Incoming
-                        ) -> list[str]:
+    async def _take_all(self, sender: str, routes: list[Route], mail: mime.Incoming,
+                        key_id: str) -> list[str]:
         """Take ``mail`` for each recipient; a refusal after some were served says which
         were (the sending server bounces the mail, and its Message-ID keeps a resend of it
         from storing those twice)."""
         done: list[str] = []
         for index, route in enumerate(routes):
             try:
-                done.append(await self._take(sender, route, mail, first=index == 0))
+                done.append(await self._take(sender, route, mail, key_id=key_id,
+                                             first=index == 0))
             except MeshError as exc:
                 if not done:
                     raise
@@ -209,7 +226,7 @@ class SmtpHandler:
                               f"{exc.message}") from exc
         return done
 
-    async def _take(self, sender: str, route: Route, mail: mime.Incoming, *,
+    async def _take(self, sender: str, route: Route, mail: mime.Incoming, *, key_id: str,
                     first: bool) -> str:
         """Put ``mail`` where ``route`` leads; what was done, for the SMTP answer."""
         connector = self.connector
@@ -217,7 +234,7 @@ class SmtpHandler:
             return await connector.start_pairing(sender, mail)
         if route.kind == "confirm":
             return await connector.finish_pairing(route.value, sender)
-        peer = await connector.sender_peer(sender)
+        peer = await connector.sender_peer(sender)  # an allow-listed sender is paired now
         if peer is None:  # revoked between RCPT and DATA
             raise Refused(f"550 5.7.1 {sender} may no longer write here")
         thread = await self._thread(peer, route, mail)
@@ -228,7 +245,7 @@ class SmtpHandler:
             answered = await self._approval_reply(peer, thread, mail.text)
             if answered is not None:
                 return answered
-        return await self._send(peer, route, mail, thread, first=first)
+        return await self._send(peer, route, mail, thread, key_id=key_id, first=first)
 
     async def _thread(self, peer: Peer, route: Route, mail: mime.Incoming) -> Message | None:
         """The mesh message ``mail`` answers, if it answers one ``peer`` can see and ``route``
@@ -237,7 +254,8 @@ class SmtpHandler:
         assert hub is not None
         if route.kind == "reply":
             found = await self.connector.email_state.thread_of(route.value)
-            return await hub.store.get_message(found[1]) if found else None
+            message = await hub.store.get_message(found[1]) if found else None
+            return await self._root(message) if message is not None else None
         for ref in mail.references:
             mesh_id = mime.mesh_id_of(ref, self.domain)
             if mesh_id is not None:  # a mail the gateway sent
@@ -248,8 +266,15 @@ class SmtpHandler:
                                        or peer.key in message.recipients):
                 continue
             if self._leads_to(route, message):
-                return message
+                return await self._root(message)
         return None
+
+    async def _root(self, message: Message) -> Message | None:
+        """The thread ``message`` is in (threads are flat: a reply's root)."""
+        if message.reply_to is None:
+            return message
+        hub = self.connector.hub_
+        return await hub.store.get_message(message.reply_to)
 
     @staticmethod
     def _leads_to(route: Route, message: Message) -> bool:
@@ -265,18 +290,19 @@ class SmtpHandler:
         match = _REPLY_WORD.match(text)
         if not match or match.group(1).lower() not in options:
             return None
-        hub = self.connector.hub
-        assert hub is not None
-        from meshhub.actions import ActionContext
-
+        hub = self.connector.hub_
+        context = ActionContext(hub=hub, peer=peer, surface=CONNECTOR)
+        approval_id = data.get("approval_id")
+        current = await hub.actions.call(context, "approval_get", {"id": approval_id})
+        if current["state"] != "pending":  # a resend of an answer, or a second answer
+            return f"approval {approval_id} was answered already: {current['answer']}"
         reason = mime.one_line(match.group(2), 500) or None
-        result = await hub.actions.call(
-            ActionContext(hub=hub, peer=peer, surface=CONNECTOR), "approval_answer",
-            {"id": data.get("approval_id"), "answer": match.group(1), "reason": reason})
-        return f"approval {data.get('approval_id')} answered {result['answer']}"
+        result = await hub.actions.call(context, "approval_answer", {
+            "id": approval_id, "answer": match.group(1), "reason": reason})
+        return f"approval {approval_id} answered {result['answer']}"
 
     async def _send(self, peer: Peer, route: Route, mail: mime.Incoming,
-                    thread: Message | None, *, first: bool) -> str:
+                    thread: Message | None, *, key_id: str, first: bool) -> str:
         connector = self.connector
         hub = connector.hub
         assert hub is not None
@@ -285,17 +311,21 @@ class SmtpHandler:
             body = f"**{escape_markdown(mime.one_line(mail.subject))}**\n\n{body}".rstrip()
         body, attachments = await connector.fit(body, mail.attachments)
         to = None if thread is not None else route.value
-        if route.kind == "peer":
-            to = None if thread is not None else hub.directory.peers[route.value].name
-        client_id, data = None, None
-        if mail.message_id:  # the mail's first recipient keys the mail itself (threads)
-            client_id = mail_key(mail.message_id if first else
-                                 f"{mail.message_id}|{route.kind}:{route.value}")
-            data = {"email": {"message_id": mail.message_id}}
+        # the mail's first recipient is keyed by the mail itself (a later mail names it)
+        client_id = mail_key(key_id if first else f"{key_id}|{route.kind}:{route.value}")
+        about = {"message_id": mail.message_id, "subject": mime.one_line(mail.subject)}
+        data: dict[str, Any] = {"email": {k: v for k, v in about.items() if v}}
         sent = await hub.send(peer, to, body, reply_to=thread.id if thread else None,
                               client_id=client_id, data=data, attachments=attachments or None)
         where = "its thread" if thread is not None else route.address
         return f"sent to {where} as {sent['id']}"
+
+
+def header_list(raw: bytes) -> list[tuple[str, str]]:
+    """The headers of a mail (name, unfolded raw value), in order, read without its body and
+    without decoding anything: cheap, for the checks made before a body costs time."""
+    head = BytesHeaderParser(policy=compat32).parsebytes(raw)
+    return [(name, _FOLD.sub(" ", str(value))) for name, value in head.items()]
 
 
 def mail_key(message_id: str) -> str:
@@ -310,12 +340,6 @@ class Refused(Exception):
     def __init__(self, reply: str) -> None:
         super().__init__(reply)
         self.reply = mime.one_line(reply, 500)  # one SMTP line, whatever a message held
-
-
-def code_in(text: str) -> str | None:
-    """A pairing code (``K7MX-4QPA``) in a subject or a body."""
-    found = _CODE.search(text.upper())
-    return found.group(1) + found.group(2) if found else None
 
 
 def escape_markdown(text: str) -> str:

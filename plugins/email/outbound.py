@@ -20,8 +20,10 @@ from typing import TYPE_CHECKING
 import aiosmtplib
 
 from meshhub.bridge.chat import describe, give_up, may_post
+from meshhub.bridge.pairing import PairingBook
 from meshhub.bridge.retry import ErrorKinds, GiveUp, RetryPolicy, call_with_retries
 from meshhub.render import to_html, to_text
+from meshhub.store import StateChange
 
 from . import mime
 from .inbound import CONNECTOR
@@ -187,7 +189,7 @@ class EmailOutbound:
         root = message if root_id == message.id else await hub.store.get_message(root_id)
         subject = subject_of(root or message)
         in_reply_to = None
-        if message.reply_to is not None:
+        if message.reply_to is not None and not subject.lower().startswith("re:"):
             subject = "Re: " + subject
             in_reply_to = mail_id_of(root) or mime.message_id_for(root_id, domain)
         token = await self.email_state.token_for(peer.key, root_id)
@@ -272,19 +274,34 @@ class EmailOutbound:
         assert self.hub is not None and self.relay is not None
         hub = self.hub
         due = await self.email_state.digests_due(time.time() - self.settings.digest_minutes * 60)
+        book = PairingBook.of(hub)
         for key, ids in due.items():
             peer = hub.directory.peers.get(key)
             found = [m for m in [await hub.store.get_message(i) for i in ids] if m is not None]
-            if peer is None or not found:
-                await self.email_state.digest_sent(key, ids)
+            if peer is None or not book.is_paired(peer):
+                await self._digest_dead(key, ids, "the email pairing was revoked")
                 continue
             try:
                 mail = await self.compose_digest(peer, address_of_peer(peer), found)
                 await self.relay.send(mail, address_of_peer(peer), budget=self.budget)
-            except (RelayRefused, GiveUp) as exc:
+            except RelayRefused as exc:
+                await self._digest_dead(key, ids, f"the mail relay refused the digest: {exc}")
+                continue
+            except mime.MailError as exc:
+                await self._digest_dead(key, ids, f"it cannot be written as a mail: {exc}")
+                continue
+            except GiveUp as exc:
                 log.warning("email: the digest for %s is postponed: %s", peer.name, exc)
                 continue
             await self.email_state.digest_sent(key, ids)
+
+    async def _digest_dead(self, key: str, ids: list[str], reason: str) -> None:
+        """Messages waiting for a digest that will never go: their deliveries turn ``dead``
+        with ``reason`` (acked when queued, they said ``delivered`` until now)."""
+        assert self.hub is not None
+        await self.hub.store.change_states([StateChange(i, key, "dead", reason=reason)
+                                            for i in ids])
+        await self.email_state.digest_sent(key, ids)
 
 
 def address_of_peer(peer: Peer) -> str:
@@ -301,8 +318,12 @@ def mail_id_of(message: Message | None) -> str | None:
 
 
 def subject_of(message: Message) -> str:
-    """A thread's subject: where it is, then its first line (a mail's subject, for threads
-    begun by mail)."""
+    """A thread's subject: the subject of the mail that began it, or where it is and its first
+    line (every mail of a thread has the same subject, ``Re:`` in front, as Gmail wants)."""
+    data = message.data if isinstance(message.data, dict) else {}
+    begun = data.get("email") if isinstance(data.get("email"), dict) else None
+    if begun and str(begun.get("subject") or "").strip():
+        return mime.one_line(str(begun["subject"]))
     first = next((line for line in to_text(message.body).splitlines() if line.strip()), "")
     where = message.conversation
     prefix = f"[{where}] " if where.startswith(("#", "@")) else ""

@@ -23,7 +23,7 @@ if TYPE_CHECKING:
 migrations = Migrations("meshhub.email")
 TOKEN_ALPHABET = "abcdefghijklmnopqrstuvwxyz234567"  # case-insensitive, as local parts may be
 TOKEN_LENGTH = 26  # 130 bits
-CONFIRM_TTL = 24 * 3600.0
+CONFIRM_TTL = 3600.0
 
 
 @migrations()
@@ -95,7 +95,7 @@ class EmailState:
 
     # -- pairing confirmations -------------------------------------------------------------------
     async def confirmation(self, address: str, name: str) -> str:
-        """A new confirmation token for ``address`` (valid a day)."""
+        """A new confirmation token for ``address`` (valid an hour)."""
         token = new_token()
         now = time.time()
 
