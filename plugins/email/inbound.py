@@ -45,6 +45,8 @@ MAX_RECIPIENTS = 20
 PARSE_IN_THREAD = 256 * 1024  # bytes; a bigger mail is parsed off the event loop
 _FOLD = re.compile(r"\r?\n(?=[ \t])")
 PAIRING_MAIL_BYTES = 64 * 1024
+BOUNCE_BYTES = 256 * 1024  # a delivery report's part worth reading
+NULL_SENDER = "<>"  # MAIL FROM:<>, as aiosmtpd passes it
 _MARKDOWN_SPECIAL = re.compile(r"[\\`*_{}\[\]<>()#+!|~-]")
 _REPLY_WORD = re.compile(r"^\s*([A-Za-z]+)\b[\s.,:;!-]*(.*)$", re.S)
 
@@ -53,7 +55,7 @@ _REPLY_WORD = re.compile(r"^\s*([A-Za-z]+)\b[\s.,:;!-]*(.*)$", re.S)
 class Route:
     """Where one recipient address leads."""
 
-    kind: str  # peer | conversation | group | reply | pair | confirm
+    kind: str  # peer | conversation | group | reply | pair | confirm | bounce
     value: str  # a peer key, "#conv", "@group", a reply token or a confirmation token
     address: str  # as written in RCPT
 
@@ -78,9 +80,8 @@ class SmtpHandler:
     async def handle_MAIL(self, server: SMTP, session: Session, envelope: Envelope,
                           address: str, mail_options: list[str]) -> str:
         local, at, domain = address.rpartition("@")  # aiosmtpd checked its syntax
-        if not (local and at and domain):
-            return ("550 5.7.1 mail from the null sender or an unreadable address is not taken "
-                    "here")
+        if address != NULL_SENDER and not (local and at and domain):
+            return "550 5.7.1 an unreadable sender address is not taken here"
         envelope.mail_from = address
         envelope.mail_options.extend(mail_options)
         self.routes[envelope] = []
@@ -113,6 +114,11 @@ class SmtpHandler:
             raise Refused(f"550 5.7.1 this gateway takes mail for @{self.domain} only")
         local = local.lower()
         connector = self.connector
+        if sender == NULL_SENDER:  # a delivery report: only about the mail the gateway sent
+            if address.lower() != connector.settings.from_address.lower():
+                raise Refused("550 5.7.1 delivery reports are taken only at "
+                              f"{connector.settings.from_address}")
+            return Route("bounce", "", address)
         if local == "pair":
             if not await PairingBook.of(connector.hub_).has_live_code(CONNECTOR):
                 raise Refused("550 5.7.1 no pairing is open on this hub: ask its owner for a "
@@ -162,6 +168,8 @@ class SmtpHandler:
         if isinstance(envelope.content, bytes) and not raw:
             raw = envelope.content
         sender = str(envelope.mail_from).lower()
+        if sender == NULL_SENDER:
+            return await self._bounce(raw)
         try:
             if len(raw) > PAIRING_MAIL_BYTES and any(r.kind in ("pair", "confirm")
                                                      for r in routes):
@@ -188,6 +196,16 @@ class SmtpHandler:
             log.exception("email: a mail from %s could not be taken; the sender retries", sender)
             return "451 4.3.0 the hub could not store the mail; try again later"
         return "250 2.0.0 " + mime.one_line("; ".join(results), 400)
+
+    async def _bounce(self, raw: bytes) -> str:
+        """A delivery report: when it says a mail of the gateway's failed for good, that
+        mail's deliveries to the people it names turn ``dead`` with the report's reason."""
+        try:
+            marked = await self.connector.take_bounce(raw[:BOUNCE_BYTES])
+        except Exception:
+            log.exception("email: a delivery report could not be read")
+            return "451 4.3.0 the report could not be read now; try again later"
+        return f"250 2.0.0 report taken: {marked} deliveries marked failed"
 
     async def _read(self, raw: bytes) -> mime.Incoming:
         limit = self.connector.files_limit

@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import re
 import ssl
 import time
 from typing import TYPE_CHECKING
@@ -41,6 +42,9 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 SUBJECT_CHARS = 78
 URGENT_KINDS = frozenset({"approval"})  # never held for a digest
+_FAILED = re.compile(r"^Action:\s*failed\b", re.I | re.M)
+_FINAL_RECIPIENT = re.compile(r"^Final-Recipient:\s*rfc822;\s*<?([^\s<>]+@[^\s<>]+)>?", re.I | re.M)
+_DIAGNOSTIC = re.compile(r"^Diagnostic-Code:\s*[^;]*;\s*(.+)$", re.I | re.M)
 SILENT_KINDS = frozenset({"reaction"})  # a mail per emoji would be noise: acked, not mailed
 
 
@@ -294,6 +298,27 @@ class EmailOutbound:
                 log.warning("email: the digest for %s is postponed: %s", peer.name, exc)
                 continue
             await self.email_state.digest_sent(key, ids)
+
+    async def take_bounce(self, raw: bytes) -> int:
+        """Mark dead what a delivery report (RFC 3464) says failed: the mesh messages its
+        returned headers name (``<mesh.<id>@domain>``), for the people it lists as failed
+        recipients. A report of a delay marks nothing. Returns how many were marked."""
+        assert self.hub is not None
+        text = raw.decode("latin-1")
+        if not _FAILED.search(text):
+            return 0
+        domain = re.escape(str(self.settings.domain))
+        ids = set(re.findall(rf"<mesh\.([0-9a-f]{{1,64}})@{domain}>", text, re.I)[:20])
+        people = {m.lower() for m in _FINAL_RECIPIENT.findall(text)[:20]}
+        why = _DIAGNOSTIC.search(text)
+        reason = "the mail bounced: " + mime.one_line(why.group(1) if why else "no reason given",
+                                                      300)
+        keys = [key for key in (self.hub.directory.by_identity.get(f"{CONNECTOR}:{address}")
+                                for address in people) if key]
+        changes = [StateChange(mesh_id, key, "dead", reason=reason)
+                   for mesh_id in ids for key in keys]
+        done = await self.hub.store.change_states(changes) if changes else []
+        return sum(done)
 
     async def _digest_dead(self, key: str, ids: list[str], reason: str) -> None:
         """Messages waiting for a digest that will never go: their deliveries turn ``dead``
