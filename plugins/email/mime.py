@@ -433,12 +433,13 @@ def _raw_headers(message: Message) -> list[tuple[str, str]]:
     return [(name, str(value)) for name, value in message.raw_items()]
 
 
-def _header(headers: list[tuple[str, str]], name: str) -> str:
-    """The first value of header ``name``, unfolded, or ""."""
-    for key, value in headers:
-        if key.lower() == name:
-            return re.sub(r"\r?\n", "", value)
-    return ""
+def _first_values(headers: list[tuple[str, str]]) -> dict[str, str]:
+    """Each header's first value, unfolded, by its lower-case name (one pass for all the
+    headers read_mail looks at)."""
+    first: dict[str, str] = {}
+    for name, value in reversed(headers):
+        first[name.lower()] = value
+    return {name: value.replace("\r\n", "").replace("\n", "") for name, value in first.items()}
 
 
 def _decoded(value: str) -> str:
@@ -467,21 +468,20 @@ def _display_name(address: Address, raw: str) -> str:
         return address.display_name
 
 
-def _is_automatic(headers: list[tuple[str, str]], message: Message, sender: str | None) -> bool:
+def _is_automatic(first: dict[str, str], message: Message, sender: str | None) -> bool:
     """Whether a machine sent the mail (RFC 3834), so that answering it could start a loop."""
-    names = {name.lower() for name, _ in headers}
-    auto = re.split(r"[;(\s]", _header(headers, "auto-submitted").strip().lower(), maxsplit=1)[0]
-    precedence = _header(headers, "precedence").strip().lower()
-    from_value = _header(headers, "from").strip()
+    auto = re.split(r"[;(\s]", first.get("auto-submitted", "").strip().lower(), maxsplit=1)[0]
+    precedence = first.get("precedence", "").strip().lower()
+    from_value = first.get("from", "").strip()
     return (auto not in ("", "no") or precedence in _AUTOMATIC_PRECEDENCE
-            or bool(names & {"x-autoreply", "x-autorespond"})
+            or "x-autoreply" in first or "x-autorespond" in first
             or from_value == "<>"
             or (sender or "").startswith("mailer-daemon@")
             or message.get_content_type() == "multipart/report")
 
 
-def _references(headers: list[tuple[str, str]]) -> list[str]:
-    ids = _ids(_header(headers, "in-reply-to")) + _ids(_header(headers, "references"))[::-1]
+def _references(first: dict[str, str]) -> list[str]:
+    ids = _ids(first.get("in-reply-to", "")) + _ids(first.get("references", ""))[::-1]
     return list(dict.fromkeys(ids))[:_MAX_REFERENCES]
 
 
@@ -506,19 +506,19 @@ def read_mail(raw: bytes, *, max_attachment_bytes: int, max_attachments: int = 2
     text = strip_reply(_clean_text(text)) if text.strip() else ""
     if not text and not reading.attachments:
         raise MailError("the mail has no readable text")
-    sender = _single_address(_header(headers, "from"))
+    first = _first_values(headers)
+    sender = _single_address(first.get("from", ""))
     from_address = _unescape(sender.addr_spec).lower() if sender else None
-    ids = _ids(_header(headers, "message-id"))
+    ids = _ids(first.get("message-id", ""))
     return Incoming(
         message_id=ids[0] if ids else None,
         from_address=from_address,
-        from_name=one_line(_unescape(_display_name(sender, _header(headers, "from"))))
-        if sender else "",
-        subject=one_line(_unescape(_decoded(_header(headers, "subject")))),
+        from_name=one_line(_unescape(_display_name(sender, first["from"]))) if sender else "",
+        subject=one_line(_unescape(_decoded(first.get("subject", "")))),
         text=text,
-        references=_references(headers),
+        references=_references(first),
         attachments=reading.attachments,
-        automatic=_is_automatic(headers, message, from_address),
+        automatic=_is_automatic(first, message, from_address),
         defects=reading.defects,
         headers=headers,
     )
