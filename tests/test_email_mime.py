@@ -272,6 +272,13 @@ def test_controls_leave_the_text_and_one_line_values():
     assert got.subject == "two lines"
 
 
+
+def test_a_from_that_breaks_the_stdlib_parser_is_no_address():
+    """The stdlib's address parser raises UnboundLocalError on an unclosed domain literal."""
+    got = read(mail("From: Ann <@[ \nSubject: hi"))
+    assert got.from_address is None and got.text == "hello"
+    assert address_of("a <@[ ") is None
+
 # --- malformed MIME -------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("raw, readable", [
