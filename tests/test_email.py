@@ -270,7 +270,8 @@ async def test_a_trusted_mta_verdict_is_required(email_hub, tmp_path, verdict):
     served = await email_hub(allow=ANN, trusted_authserv="mx.mesh.test")
     agent = make_identity(tmp_path, "agent")
     async with agent.client(served.url, kind="agent"):
-        message = mail(ANN, f"agent@{DOMAIN}", "verified?")
+        message = mail(ANN, f"agent@{DOMAIN}", "verified?",  # a From long enough to fold
+                       name="Ann Example who leads the release engineering group in Berlin")
         message["Authentication-Results"] = (
             f"mx.mesh.test; spf=pass smtp.mailfrom=example.com; dmarc={verdict} "
             "header.from=example.com")

@@ -42,7 +42,8 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 CONNECTOR = "email"
 MAX_RECIPIENTS = 20
-PARSE_IN_THREAD = 256 * 1024  # bytes; a bigger mail is parsed off the event loop
+PARSE_IN_THREAD = 64 * 1024  # bytes; a bigger mail is parsed off the event loop
+CHECK_HEADERS_FIRST = 16 * 1024  # bytes; a bigger mail's sender is checked before its body
 _FOLD = re.compile(r"\r?\n(?=[ \t])")
 PAIRING_MAIL_BYTES = 64 * 1024
 BOUNCE_BYTES = 256 * 1024  # a delivery report's part worth reading
@@ -71,6 +72,7 @@ class SmtpHandler:
         self.connector = connector
         self.routes: weakref.WeakKeyDictionary[Envelope, list[Route]] = (
             weakref.WeakKeyDictionary())
+        self.parsing = asyncio.Semaphore(1)
 
     @property
     def domain(self) -> str:
@@ -175,8 +177,13 @@ class SmtpHandler:
                                                      for r in routes):
                 raise Refused(f"552 5.3.4 a pairing mail is short: at most {PAIRING_MAIL_BYTES} "
                               "bytes")
-            self._check_sender(sender, header_list(raw))  # before any time goes into the body
+            if len(raw) > CHECK_HEADERS_FIRST:  # before any time goes into a long body
+                headers = header_list(raw)
+                froms = [value for name, value in headers if name.lower() == "from"]
+                self._check_sender(sender, mime.address_of(froms[0]) if len(froms) == 1
+                                   else None, headers)
             mail = await self._read(raw)
+            self._check_sender(sender, mail.from_address, mail.headers)
             if mail.automatic:
                 log.info("email: an automatic mail from %s was dropped", sender)
                 return "250 2.0.0 automatic mail (auto-reply, bounce, list) dropped"
@@ -208,22 +215,25 @@ class SmtpHandler:
         return f"250 2.0.0 report taken: {marked} deliveries marked failed"
 
     async def _read(self, raw: bytes) -> mime.Incoming:
+        """``raw`` read; a long mail off the event loop, one at a time (a flood of big mails
+        waits its turn rather than taking every thread)."""
         limit = self.connector.files_limit
-        if len(raw) > PARSE_IN_THREAD:
+        if len(raw) <= PARSE_IN_THREAD:
+            return mime.read_mail(raw, max_attachment_bytes=limit)
+        async with self.parsing:
             return await asyncio.to_thread(mime.read_mail, raw, max_attachment_bytes=limit)
-        return mime.read_mail(raw, max_attachment_bytes=limit)
 
-    def _check_sender(self, sender: str, headers: list[tuple[str, str]]) -> None:
-        """The From header names the envelope's sender, and the trusted MTA (if any) vouches
-        for it."""
-        froms = [value for name, value in headers if name.lower() == "from"]
-        found = mime.address_of(froms[0]) if len(froms) == 1 else None
+    def _check_sender(self, sender: str, found: str | None,
+                      headers: list[tuple[str, str]]) -> None:
+        """The From header's address (``found``) is the envelope's sender, and the trusted MTA
+        (if any) vouches for it in ``headers``."""
         if found != sender:
             raise Refused(f"550 5.7.1 the From header ({found or 'none'}) is not "
                           f"the sender ({sender}); send from your own address")
         authserv = self.connector.settings.trusted_authserv
         if authserv:
-            verdict = mime.auth_verdict(headers, authserv, sender.rpartition("@")[2])
+            unfolded = [(name, _FOLD.sub(" ", value)) for name, value in headers]
+            verdict = mime.auth_verdict(unfolded, authserv, sender.rpartition("@")[2])
             if not verdict.passed:
                 raise Refused(f"550 5.7.23 the sender could not be verified: {verdict.reason}")
 
