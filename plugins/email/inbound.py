@@ -30,6 +30,7 @@ from meshhub.bridge.pairing import PairingBook
 from meshhub.errors import MeshError, TooLarge
 
 from . import mime
+from .authresults import auth_verdict
 from .mime import MailError
 
 if TYPE_CHECKING:
@@ -233,7 +234,7 @@ class SmtpHandler:
         authserv = self.connector.settings.trusted_authserv
         if authserv:
             unfolded = [(name, _FOLD.sub(" ", value)) for name, value in headers]
-            verdict = mime.auth_verdict(unfolded, authserv, sender.rpartition("@")[2])
+            verdict = auth_verdict(unfolded, authserv, sender.rpartition("@")[2])
             if not verdict.passed:
                 raise Refused(f"550 5.7.23 the sender could not be verified: {verdict.reason}")
 
