@@ -83,6 +83,14 @@ class EmailHub:
         return await aiosmtplib.send(message, sender=sender, recipients=to, hostname=HOST,
                                      port=self.smtp_port, **options)
 
+    async def report(self, raw: bytes, to: str) -> Any:
+        """Mail ``raw`` from the null sender (``MAIL FROM:<>``), as a delivery report comes;
+        the gateway's answer to DATA, or the error it refused with."""
+        async with aiosmtplib.SMTP(hostname=HOST, port=self.smtp_port) as smtp:
+            await smtp.mail("")
+            await smtp.rcpt(to)
+            return await smtp.data(raw)
+
     async def refused(self, message: EmailMessage | bytes, **options: Any) -> str:
         """The refusal ``message`` gets (code and text); fails if it is taken."""
         try:

@@ -459,3 +459,46 @@ async def test_a_revoked_person_gets_no_digest(email_hub, tmp_path):
         assert status["recipients"][0]["state"] == "dead"
         assert "revoked" in status["recipients"][0]["reason"]
     assert not [m for m in served.relay.of("mail") if "for your digest" in m["captured"].text()]
+
+
+def _report(message_id: str, recipient: str, action: str) -> bytes:
+    """A delivery report (RFC 3464) as a relay writes one about a mail the gateway sent."""
+    return (f"From: MAILER-DAEMON@relay.example\r\nTo: meshhub@{DOMAIN}\r\n"
+            "Subject: Undelivered Mail Returned to Sender\r\nAuto-Submitted: auto-replied\r\n"
+            "MIME-Version: 1.0\r\nContent-Type: multipart/report; report-type=delivery-status;"
+            " boundary=r\r\n\r\n--r\r\nContent-Type: text/plain\r\n\r\nIt did not work.\r\n"
+            "--r\r\nContent-Type: message/delivery-status\r\n\r\nReporting-MTA: dns; relay\r\n"
+            f"\r\nFinal-Recipient: rfc822; {recipient}\r\nAction: {action}\r\nStatus: 5.1.1\r\n"
+            "Diagnostic-Code: smtp; 550 5.1.1 mailbox gone\r\n--r\r\n"
+            f"Content-Type: text/rfc822-headers\r\n\r\nMessage-ID: {message_id}\r\n"
+            f"To: {recipient}\r\n--r--\r\n").encode()
+
+
+async def test_a_bounce_marks_the_delivery_dead_and_a_delay_does_not(email_hub, tmp_path):
+    served = await email_hub(allow=ANN)
+    carl = make_identity(tmp_path, "carl")
+    async with carl.client(served.url) as c:
+        await served.send(mail(ANN, f"carl@{DOMAIN}", "hi"))
+        await collect(c, 1)
+        sent = await c.send("ann", "to a mailbox that is gone")
+        out = await served.relay.wait_for("mail", lambda m: "gone" in m["captured"].text())
+        message_id = str(out["message"]["Message-ID"])
+
+        async def state() -> str:
+            status = await c.call("message_status", id=sent["id"])
+            return str(status["recipients"][0]["state"])
+
+        await eventually(lambda: _is(state, "delivered"))
+        delayed = await served.report(_report(message_id, ANN, "delayed"), f"meshhub@{DOMAIN}")
+        assert "0 deliveries" in delayed.message and await state() == "delivered"
+        await served.report(_report(message_id, ANN, "failed"), f"meshhub@{DOMAIN}")
+        status = await c.call("message_status", id=sent["id"])
+        assert status["recipients"][0]["state"] == "dead"
+        assert "bounced: 550 5.1.1 mailbox gone" in status["recipients"][0]["reason"]
+        with pytest.raises(aiosmtplib.SMTPRecipientRefused) as elsewhere:
+            await served.report(_report(message_id, ANN, "failed"), f"carl@{DOMAIN}")
+        assert elsewhere.value.code == 550 and "delivery reports" in elsewhere.value.message
+
+
+async def _is(read: Any, wanted: str) -> bool:
+    return bool(await read() == wanted)
