@@ -502,3 +502,28 @@ async def test_a_bounce_marks_the_delivery_dead_and_a_delay_does_not(email_hub, 
 
 async def _is(read: Any, wanted: str) -> bool:
     return bool(await read() == wanted)
+
+
+@pytest.mark.parametrize("limits, refusal", [((3, 2), "too many connections from your"),
+                                              ((2, 5), "the gateway is busy")])
+async def test_the_listener_serves_a_bounded_number_of_sessions(email_hub, tmp_path, limits,
+                                                                refusal):
+    served = await email_hub(allow=ANN, max_sessions=limits[0],
+                             max_sessions_per_address=limits[1])
+    held = [aiosmtplib.SMTP(hostname="127.0.0.1", port=served.smtp_port) for _ in range(2)]
+    for client in held:
+        await client.connect()
+    with pytest.raises(aiosmtplib.SMTPConnectResponseError) as third:
+        await aiosmtplib.SMTP(hostname="127.0.0.1", port=served.smtp_port).connect()
+    assert third.value.code == 421 and refusal in third.value.message
+    await held[0].quit()  # one leaves: room again, and mail goes through
+    await eventually(lambda: _gate_below(served, 2))
+    agent = make_identity(tmp_path, "agent")
+    async with agent.client(served.url, kind="agent") as a:
+        await served.send(mail(ANN, f"agent@{DOMAIN}", "made it"))
+        assert "made it" in (await collect(a, 1))[0]["text"]
+    await held[1].quit()
+
+
+async def _gate_below(served: Any, n: int) -> bool:
+    return bool(served.connector.gate.total < n)

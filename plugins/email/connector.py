@@ -23,6 +23,7 @@ from meshhub.ids import new_id
 from . import mime
 from .inbound import CONNECTOR, Refused, SmtpHandler, identity_of
 from .outbound import EmailOutbound, Relay, RelayRefused
+from .sessions import Session, SessionGate
 from .settings import IDLE_REASON, EmailSettings
 from .state import EmailState
 
@@ -52,6 +53,7 @@ class EmailConnector(EmailOutbound):
         self.server: asyncio.AbstractServer | None = None
         self.port = 0
         self.handler = SmtpHandler(self)
+        self.gate = SessionGate(0, 0)
         self._tasks: list[asyncio.Task[None]] = []
 
     # -- lifecycle -----------------------------------------------------------------------------
@@ -79,8 +81,10 @@ class EmailConnector(EmailOutbound):
             return
         host, port = settings.listen_at
         loop = asyncio.get_running_loop()
+        self.gate = SessionGate(settings.max_sessions, settings.max_sessions_per_address)
         try:
-            self.server = await loop.create_server(lambda: self._protocol(tls), host, port)
+            self.server = await loop.create_server(
+                self.gate.factory(lambda gate: self._protocol(gate, tls)), host, port)
         except OSError as exc:
             self._enter("failed", f"cannot listen for mail on {host}:{port}: {exc.strerror}; "
                                   "set MESHHUB_EMAIL_LISTEN to a free host:port")
@@ -99,10 +103,10 @@ class EmailConnector(EmailOutbound):
         context.load_cert_chain(self.settings.tls_cert, self.settings.tls_key)
         return context
 
-    def _protocol(self, tls: ssl.SSLContext | None) -> SMTP:
+    def _protocol(self, gate: SessionGate, tls: ssl.SSLContext | None) -> Session:
         settings = self.settings
-        return SMTP(
-            self.handler, data_size_limit=settings.max_message_bytes, enable_SMTPUTF8=True,
+        return Session(
+            gate, self.handler, data_size_limit=settings.max_message_bytes, enable_SMTPUTF8=True,
             hostname=settings.domain, ident="meshhub", tls_context=tls,
             auth_required=bool(settings.auth_user), auth_require_tls=True,
             authenticator=self._authenticate if settings.auth_user else None, timeout=120)

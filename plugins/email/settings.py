@@ -33,6 +33,8 @@ config key                 environment variable                meaning
 ``max_file_bytes``                                             largest attachment taken (the file
                                                                store's limit)
 ``relay_timeout``                                              seconds per relay conversation (30)
+``max_sessions``                                               SMTP clients served at once (100)
+``max_sessions_per_address``                                   of them from one address (10)
 =========================  ==================================  ===================================
 """
 
@@ -117,6 +119,8 @@ class EmailSettings:
     max_message_bytes: int = 10 * 1024 * 1024
     max_file_bytes: int = 20 * 1024 * 1024
     relay_timeout: float = 30.0
+    max_sessions: int = 100
+    max_sessions_per_address: int = 10
 
     @property
     def enabled(self) -> bool:
@@ -163,6 +167,9 @@ class EmailSettings:
             max_message_bytes=int(raw.get("max_message_bytes", cls.max_message_bytes)),
             max_file_bytes=int(raw.get("max_file_bytes", cls.max_file_bytes)),
             relay_timeout=float(raw.get("relay_timeout", cls.relay_timeout)),
+            max_sessions=int(raw.get("max_sessions", cls.max_sessions)),
+            max_sessions_per_address=int(raw.get("max_sessions_per_address",
+                                                 cls.max_sessions_per_address)),
         )
         settings.check()
         return settings
@@ -189,5 +196,8 @@ class EmailSettings:
                                 "relay_password")
         if self.digest_minutes < 0:
             raise SettingsError("[email] digest_minutes must be 0 (off) or more")
+        if self.max_sessions < 1 or self.max_sessions_per_address < 1:
+            raise SettingsError("[email] max_sessions and max_sessions_per_address must be at "
+                                "least 1")
         if self.max_message_bytes < 1024:
             raise SettingsError("[email] max_message_bytes must be at least 1024")
