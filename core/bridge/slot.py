@@ -112,6 +112,26 @@ class ConnectorSlot(Generic[C]):
         return handler
 
 
+class Lifecycle:
+    """The state a connector keeps and reports to the hub (what ``hub doctor`` and the
+    ``connectors`` action show): ``idle``, ``starting``, ``running``, ``failed`` or ``stopped``,
+    with the words of the last failure. A connector class sets ``name``."""
+
+    name = ""
+
+    def __init__(self) -> None:
+        self.state = "idle"
+        self.error: str | None = None
+        self.hub: Hub | None = None
+
+    def _enter(self, state: str, detail: str = "") -> None:
+        self.state = state
+        if state == "failed":
+            self.error = detail
+        if self.hub is not None:
+            self.hub.report_connector(self.name, state, detail)
+
+
 async def cancel_all(tasks: list[asyncio.Task[None]]) -> None:
     """Cancel a connector's background tasks and wait until each has ended (whatever it
     raised), so a stopped connector leaves nothing running; empties ``tasks``."""

@@ -15,7 +15,7 @@ from aiosmtpd.smtp import SMTP, AuthResult, LoginPassword
 
 from meshhub.bridge.pairing import PairingBook, find_code
 from meshhub.bridge.retry import GiveUp
-from meshhub.bridge.slot import cancel_all
+from meshhub.bridge.slot import Lifecycle, cancel_all
 from meshhub.errors import TooLarge
 from meshhub.files import FileStore
 from meshhub.ids import new_id
@@ -40,13 +40,13 @@ NOTICE_BUDGET = 300.0  # seconds a welcome mail keeps being tried
 CONFIRM_BUDGET = 20.0  # seconds a confirmation mail is tried while the sender waits
 
 
-class EmailConnector(EmailOutbound):
+class EmailConnector(EmailOutbound, Lifecycle):
     """Registered as connector ``email``; idle until a mail domain is configured."""
 
+    name = CONNECTOR
+
     def __init__(self) -> None:
-        self.state = "idle"  # idle | starting | running | failed | stopped
-        self.error: str | None = None
-        self.hub: Hub | None = None
+        super().__init__()
         self.settings = EmailSettings()
         self.files: FileStore | None = None
         self.relay: Relay | None = None
@@ -131,13 +131,6 @@ class EmailConnector(EmailOutbound):
             await self.relay.close()
         if self.state != "idle":
             self._enter("stopped")
-
-    def _enter(self, state: str, detail: str = "") -> None:
-        self.state = state
-        if state == "failed":
-            self.error = detail
-        if self.hub is not None:
-            self.hub.report_connector(CONNECTOR, state, detail)
 
     async def _digest_timer(self) -> None:
         tick = min(DIGEST_TICK, max(1.0, self.settings.digest_minutes * 15))

@@ -42,7 +42,7 @@ from meshhub.bridge.chat import ChatEvent, ChatHandler, describe, parse_command
 from meshhub.bridge.loops import LoopGuard
 from meshhub.bridge.pairing import PairingBook
 from meshhub.bridge.retry import GiveUp, RateLimiter
-from meshhub.bridge.slot import cancel_all
+from meshhub.bridge.slot import Lifecycle, cancel_all
 from meshhub.errors import InvalidRequest, MeshError, TooLarge
 from meshhub.files import FileStore
 from meshhub.render import to_mrkdwn
@@ -62,13 +62,13 @@ KEPT_RETRY = 60.0  # seconds between tries of events whose handling failed
 MAX_ATTEMPTS = 5  # failed tries (each logged); then an event is left in the store, untried
 SEEN_EVENTS = 50_000  # ids of recent events kept in memory (all of a day's are in the store)
 _MENTION = re.compile(r"<@([UW][A-Z0-9]+)(?:\|[^>]*)?>")
-class SlackConnector(SlackOutbound):
+class SlackConnector(SlackOutbound, Lifecycle):
     """Registered as connector ``slack``; idle until a bot token is configured."""
 
+    name = adapter.CONNECTOR
+
     def __init__(self) -> None:
-        self.state = "idle"  # idle | starting | running | failed | stopped
-        self.error: str | None = None
-        self.hub: Hub | None = None
+        super().__init__()
         self.settings = SlackSettings()
         self.client: AsyncWebClient | None = None
         self.app: AsyncApp | None = None
@@ -133,13 +133,6 @@ class SlackConnector(SlackOutbound):
             await self.session.close()
         if self.state != "idle":
             self._enter("stopped")
-
-    def _enter(self, state: str, detail: str = "") -> None:
-        self.state = state
-        if state == "failed":
-            self.error = detail
-        if self.hub is not None:
-            self.hub.report_connector(adapter.CONNECTOR, state, detail)
 
     async def _run(self) -> None:
         try:
