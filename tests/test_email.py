@@ -527,3 +527,11 @@ async def test_the_listener_serves_a_bounded_number_of_sessions(email_hub, tmp_p
 
 async def _gate_below(served: Any, n: int) -> bool:
     return bool(served.connector.gate.total < n)
+
+
+async def test_pair_create_says_where_to_mail_the_code(email_hub, tmp_path):
+    served = await email_hub()
+    async with served.owner.client(served.url, receive=False) as owner:
+        made = await owner.call("pair_create", connector="email")
+    assert f"mail the code {made['code']} (in the subject) to pair@{DOMAIN}" in made["how"]
+    assert "warning" not in made
