@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING
 import aiosmtplib
 
 from meshhub.bridge.chat import describe, give_up, may_post
+from meshhub.bridge.markdown import escape
 from meshhub.bridge.pairing import PairingBook
 from meshhub.bridge.retry import ErrorKinds, GiveUp, RetryPolicy, call_with_retries
 from meshhub.render import to_html, to_text
@@ -209,7 +210,7 @@ class EmailOutbound:
             from_name=f"{name} via meshhub", from_address=self.settings.from_address,
             to=address, reply_to=f"reply+{token}@{domain}", subject=subject,
             text=f"{text}\n\n-- \n{footer}\n",
-            html=f"<div>{to_html(body)}</div><hr><p><small>{_escape(footer)}</small></p>",
+            html=f"<div>{to_html(body)}</div><hr><p><small>{escape(footer)}</small></p>",
             message_id=mime.message_id_for(message.id, domain), in_reply_to=in_reply_to,
             references=[in_reply_to] if in_reply_to else [], attachments=attachments,
             headers=self._headers(message))
@@ -260,7 +261,7 @@ class EmailOutbound:
             head = f"{describe(hub, message)}, {when} UTC"
             reply = f"reply+{token}@{domain}"
             parts.append(f"{head}\n\n{to_text(message.body)}\n\n(answer: {reply})")
-            html.append(f"<h3>{_escape(head)}</h3><div>{to_html(message.body)}</div>"
+            html.append(f"<h3>{escape(head)}</h3><div>{to_html(message.body)}</div>"
                         f"<p><small>answer: <a href=\"mailto:{reply}\">{reply}</a></small></p>")
         count = len(messages)
         out = mime.Outgoing(
@@ -363,9 +364,3 @@ def approval_hint(message: Message) -> str:
     words = " or ".join(f"**{o}**" for o in options) or "your answer"
     return (f"Reply to this mail with one word, {words}, as the first line; anything after "
             "it is your reason.")
-
-
-def _escape(text: str) -> str:
-    from html import escape
-
-    return escape(text, quote=True)
