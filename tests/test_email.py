@@ -396,7 +396,7 @@ async def test_pair_mail_is_closed_without_a_code_and_spam_spends_nothing(email_
         assert "no pairing code" in spam
     served.relay.refuse_next(1, 554, "5.7.1 not now")  # no confirmation: the code is given back
     down = await served.refused(mail(ANN, f"pair@{DOMAIN}", "please", subject=f"code {code}"))
-    assert down.startswith("451") and "still works" in down
+    assert down.startswith("554") and "still works" in down
     await served.send(mail(ANN, f"pair@{DOMAIN}", "please", subject=f"my code: {code.lower()}"))
     confirm = await served.relay.wait_for("mail", lambda c: "Confirm" in str(c["subject"]))
     await served.send(mail(ANN, str(confirm["message"]["Reply-To"]), "yes"))

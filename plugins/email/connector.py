@@ -67,6 +67,7 @@ class EmailConnector(EmailOutbound, Lifecycle):
         if SMTP_LOG.getEffectiveLevel() < logging.WARNING:
             SMTP_LOG.setLevel(logging.WARNING)  # the gateway logs what matters itself
         self.email_state = EmailState(hub.store)
+        self.secret = await self.email_state.secret()
         self.files = FileStore(hub.config.home / "files", self.files_limit)
         try:
             tls = self._tls_context()
@@ -204,8 +205,9 @@ class EmailConnector(EmailOutbound, Lifecycle):
         answers; only a mailbox's owner can, so nobody pairs an address not theirs."""
         assert self.hub is not None
         book = PairingBook.of(self.hub)
+        accepted = f"code accepted; answer the confirmation mail sent to {sender}"
         if book.peer_for(identity_of(sender)) is not None:
-            return "this address is paired already"
+            return accepted  # paired already: the same answer, so it tells a forger nothing
         code = find_code(mail.subject) or find_code(mail.text)
         if code is None:
             raise Refused("550 5.7.1 no pairing code in the mail: put the code from `hub pair "
@@ -229,9 +231,12 @@ class EmailConnector(EmailOutbound, Lifecycle):
             await book.unclaim(CONNECTOR, identity, code)
             await self.email_state.confirmed(token)
             log.warning("email: the confirmation to %s could not be sent: %s", sender, exc)
+            if isinstance(exc, RelayRefused):  # trying again will not help
+                raise Refused(f"554 5.7.1 the relay refused the confirmation mail to this "
+                              f"address ({exc}); the code still works") from exc
             raise Refused("451 4.3.0 the confirmation mail could not be sent now; the code "
                           "still works, try again later") from exc
-        return f"code accepted; answer the confirmation mail sent to {sender}"
+        return accepted
 
     async def finish_pairing(self, token: str, sender: str) -> str:
         assert self.hub is not None

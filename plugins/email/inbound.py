@@ -47,7 +47,7 @@ PARSE_IN_THREAD = 64 * 1024  # bytes; a bigger mail is parsed off the event loop
 CHECK_HEADERS_FIRST = 16 * 1024  # bytes; a bigger mail's sender is checked before its body
 _FOLD = re.compile(r"\r?\n(?=[ \t])")
 PAIRING_MAIL_BYTES = 64 * 1024
-BOUNCE_BYTES = 256 * 1024  # a delivery report's part worth reading
+BOUNCE_BYTES = 64 * 1024  # a delivery report's part worth reading
 NULL_SENDER = "<>"  # MAIL FROM:<>, as aiosmtpd passes it
 _MARKDOWN_SPECIAL = re.compile(r"[\\`*_{}\[\]<>()#+!|~-]")
 _REPLY_WORD = re.compile(r"^\s*([A-Za-z]+)\b[\s.,:;!-]*(.*)$", re.S)
@@ -57,7 +57,7 @@ _REPLY_WORD = re.compile(r"^\s*([A-Za-z]+)\b[\s.,:;!-]*(.*)$", re.S)
 class Route:
     """Where one recipient address leads."""
 
-    kind: str  # peer | conversation | group | reply | pair | confirm | bounce
+    kind: str  # peer | conversation | group | reply | pair | confirm | bounce | later
     value: str  # a peer key, "#conv", "@group", a reply token or a confirmation token
     address: str  # as written in RCPT
 
@@ -139,6 +139,8 @@ class SmtpHandler:
             raise Refused(f"550 5.7.1 {sender} may not write here: it is not paired with this "
                           "hub. Ask the hub's owner for a code (hub pair email) and mail it "
                           f"to pair@{self.domain}")
+        if key == identity_of(sender):  # allow-listed, not a peer yet: nothing is told before
+            return Route("later", "", address)  # its mail passed the checks (see _take)
         hub = connector.hub_
         if plus and tag == "reply":
             thread = await connector.email_state.thread_of(token)
@@ -248,11 +250,12 @@ class SmtpHandler:
             try:
                 done.append(await self._take(sender, route, mail, key_id=key_id,
                                              first=index == 0))
-            except MeshError as exc:
+            except (MeshError, Refused) as exc:
                 if not done:
                     raise
+                why = exc.message if isinstance(exc, MeshError) else exc.reply
                 raise Refused(f"550 5.7.1 {'; '.join(done)}; but not to {route.address}: "
-                              f"{exc.message}") from exc
+                              f"{why}") from exc
         return done
 
     async def _take(self, sender: str, route: Route, mail: mime.Incoming, *, key_id: str,
@@ -266,6 +269,8 @@ class SmtpHandler:
         peer = await connector.sender_peer(sender)  # an allow-listed sender is paired now
         if peer is None:  # revoked between RCPT and DATA
             raise Refused(f"550 5.7.1 {sender} may no longer write here")
+        if route.kind == "later":
+            route = await self.route(sender, route.address)
         thread = await self._thread(peer, route, mail)
         if thread is None and route.kind == "reply":
             raise Refused("550 5.1.1 the thread this address answers is gone from the hub; "
@@ -323,8 +328,10 @@ class SmtpHandler:
         context = ActionContext(hub=hub, peer=peer, surface=CONNECTOR)
         approval_id = data.get("approval_id")
         current = await hub.actions.call(context, "approval_get", {"id": approval_id})
-        if current["state"] != "pending":  # a resend of an answer, or a second answer
-            return f"approval {approval_id} was answered already: {current['answer']}"
+        if current["state"] != "pending":
+            if str(current["answer"]).lower() == match.group(1).lower():  # a resend of it
+                return f"approval {approval_id} was answered already: {current['answer']}"
+            return None  # a later word on it: an ordinary reply in its thread
         reason = mime.one_line(match.group(2), 500) or None
         result = await hub.actions.call(context, "approval_answer", {
             "id": approval_id, "answer": match.group(1), "reason": reason})
@@ -354,7 +361,7 @@ def header_list(raw: bytes) -> list[tuple[str, str]]:
     """The headers of a mail (name, unfolded raw value), in order, read without its body and
     without decoding anything: cheap, for the checks made before a body costs time."""
     head = BytesHeaderParser(policy=compat32).parsebytes(raw)
-    return [(name, _FOLD.sub(" ", str(value))) for name, value in head.items()]
+    return [(name, _FOLD.sub(" ", mime.header_text(value))) for name, value in head.raw_items()]
 
 
 def mail_key(message_id: str) -> str:

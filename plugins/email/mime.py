@@ -109,6 +109,11 @@ def _unescape(value: str) -> str:
     return raw.decode("utf-8", "replace")
 
 
+def header_text(value: object) -> str:
+    """A raw header value as the parser kept it (8-bit bytes as surrogate escapes), as text."""
+    return _unescape(str(value))
+
+
 # --- addresses and message ids ----------------------------------------------------------------
 
 _MSG_ID = re.compile(r"<([!-;=?-~]{1,250}@[!-;=?-~]{1,250})>")
@@ -172,17 +177,27 @@ def address_of(text: str) -> str | None:
     return _unescape(address.addr_spec).lower() if address else None
 
 
-def message_id_for(mesh_id: str, domain: str) -> str:
-    """The Message-ID of the mail that carries mesh message ``mesh_id``."""
-    return f"<mesh.{mesh_id}@{domain}>"
+def message_id_for(mesh_id: str, domain: str, tag: str = "") -> str:
+    """The Message-ID of the mail that carries mesh message ``mesh_id`` (to one person, when
+    ``tag`` says whom: a delivery report naming it is then believed only with the right tag)."""
+    return f"<mesh.{mesh_id}{'.' + tag if tag else ''}@{domain}>"
+
+
+_OUR_ID = re.compile(r"<?mesh\.([0-9a-f]+)(?:\.([0-9a-z]+))?@([^<>@\s]+)>?")
+
+
+def mesh_id_and_tag(message_id: str, domain: str) -> tuple[str, str] | None:
+    """(mesh message id, tag) back from one of our Message-IDs; None if it is not ours."""
+    match = _OUR_ID.fullmatch(message_id.strip())
+    if not match or match[3].lower() != domain.lower():
+        return None
+    return match[1], match[2] or ""
 
 
 def mesh_id_of(message_id: str, domain: str) -> str | None:
     """The mesh message id back from one of our Message-IDs; None if it is not ours."""
-    match = re.fullmatch(r"<?mesh\.([0-9a-f]+)@([^<>@\s]+)>?", message_id.strip())
-    if not match or match[2].lower() != domain.lower():
-        return None
-    return match[1]
+    found = mesh_id_and_tag(message_id, domain)
+    return found[0] if found else None
 
 
 def _ids(value: str) -> list[str]:
@@ -373,7 +388,8 @@ def read_mail(raw: bytes, *, max_attachment_bytes: int, max_attachments: int = 2
     if not text and not reading.attachments:
         raise MailError("the mail has no readable text")
     first = _first_values(headers)
-    sender = _single_address(first.get("from", ""))
+    froms = sum(1 for name, _value in headers if name.lower() == "from")
+    sender = _single_address(first.get("from", "")) if froms == 1 else None  # RFC 5322: one
     from_address = _unescape(sender.addr_spec).lower() if sender else None
     ids = _ids(first.get("message-id", ""))
     return Incoming(

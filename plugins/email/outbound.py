@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
+import hmac
 import logging
 import re
 import ssl
@@ -43,9 +45,12 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 SUBJECT_CHARS = 78
 URGENT_KINDS = frozenset({"approval"})  # never held for a digest
-_FAILED = re.compile(r"^Action:\s*failed\b", re.I | re.M)
-_FINAL_RECIPIENT = re.compile(r"^Final-Recipient:\s*rfc822;\s*<?([^\s<>]+@[^\s<>]+)>?", re.I | re.M)
-_DIAGNOSTIC = re.compile(r"^Diagnostic-Code:\s*[^;]*;\s*(.+)$", re.I | re.M)
+# delivery reports, read line by line (every pattern stays on one line: linear time)
+_FAILED = re.compile(r"^Action:[ \t]*failed\b", re.I | re.M)
+_FINAL_RECIPIENT = re.compile(r"^Final-Recipient:[ \t]*rfc822;[ \t]*<?([^\s<>;]+@[^\s<>;]+)",
+                              re.I | re.M)
+_DIAGNOSTIC = re.compile(r"^Diagnostic-Code:[ \t]*[^;\n]*;[ \t]*([^\n]+)$", re.I | re.M)
+_RETURNED_ID = re.compile(r"^Message-ID:[ \t]*(<[^<>\n]{1,300}>)", re.I | re.M)
 SILENT_KINDS = frozenset({"reaction"})  # a mail per emoji would be noise: acked, not mailed
 
 
@@ -147,6 +152,7 @@ class EmailOutbound:
     email_state: EmailState
     files: FileStore | None
     relay: Relay | None
+    secret: bytes  # signs the Message-IDs of mail out (see tag_for)
 
     @property
     def budget(self) -> float:
@@ -192,11 +198,15 @@ class EmailOutbound:
         hub, domain = self.hub, str(self.settings.domain)
         root_id = message.reply_to or message.id
         root = message if root_id == message.id else await hub.store.get_message(root_id)
-        subject = subject_of(root or message)
+        subject = subject_of(root or message, peer.key)
         in_reply_to = None
-        if message.reply_to is not None and not subject.lower().startswith("re:"):
-            subject = "Re: " + subject
-            in_reply_to = mail_id_of(root) or mime.message_id_for(root_id, domain)
+        if message.reply_to is not None:
+            if not subject.lower().startswith("re:"):
+                subject = "Re: " + subject
+            # the person's own mail when they began the thread, else the root as mailed to them
+            own = mail_id_of(root) if root is not None and root.sender == peer.key else None
+            in_reply_to = own or mime.message_id_for(root_id, domain,
+                                                     self.tag_for(root_id, peer.key))
         token = await self.email_state.token_for(peer.key, root_id)
         sender = hub.directory.peers.get(message.sender)
         name = sender.name if sender is not None else "meshhub"
@@ -211,7 +221,9 @@ class EmailOutbound:
             to=address, reply_to=f"reply+{token}@{domain}", subject=subject,
             text=f"{text}\n\n-- \n{footer}\n",
             html=f"<div>{to_html(body)}</div><hr><p><small>{escape(footer)}</small></p>",
-            message_id=mime.message_id_for(message.id, domain), in_reply_to=in_reply_to,
+            message_id=mime.message_id_for(message.id, domain,
+                                           self.tag_for(message.id, peer.key)),
+            in_reply_to=in_reply_to,
             references=[in_reply_to] if in_reply_to else [], attachments=attachments,
             headers=self._headers(message))
         return mime.build_mail(out)
@@ -286,6 +298,9 @@ class EmailOutbound:
             if peer is None or not book.is_paired(peer):
                 await self._digest_dead(key, ids, "the email pairing was revoked")
                 continue
+            if not found:  # gone from the store: nothing left to mail
+                await self.email_state.digest_sent(key, ids)
+                continue
             try:
                 mail = await self.compose_digest(peer, address_of_peer(peer), found)
                 await self.relay.send(mail, address_of_peer(peer), budget=self.budget)
@@ -298,28 +313,44 @@ class EmailOutbound:
             except GiveUp as exc:
                 log.warning("email: the digest for %s is postponed: %s", peer.name, exc)
                 continue
+            except Exception:  # one person's trouble never holds back the others' digests
+                log.exception("email: the digest for %s failed; tried again later", peer.name)
+                continue
             await self.email_state.digest_sent(key, ids)
 
+    def tag_for(self, mesh_id: str, peer_key: str) -> str:
+        """What signs the Message-ID of ``mesh_id`` mailed to ``peer_key``."""
+        mac = hmac.new(self.secret, f"{mesh_id}|{peer_key}".encode(), hashlib.sha256)
+        return mac.hexdigest()[:20]
+
     async def take_bounce(self, raw: bytes) -> int:
-        """Mark dead what a delivery report (RFC 3464) says failed: the mesh messages its
-        returned headers name (``<mesh.<id>@domain>``), for the people it lists as failed
-        recipients. A report of a delay marks nothing. Returns how many were marked."""
+        """Mark dead what a delivery report (RFC 3464) says failed for good: the mail whose
+        ``Message-ID`` it returns, for the people it lists as failed recipients, and only when
+        that Message-ID's tag is the one the gateway signed for that person (nobody can report
+        a failure of a mail they did not get) and the delivery said ``delivered``. A report of
+        a delay marks nothing. Returns how many were marked."""
         assert self.hub is not None
         text = raw.decode("latin-1")
         if not _FAILED.search(text):
             return 0
-        domain = re.escape(str(self.settings.domain))
-        ids = set(re.findall(rf"<mesh\.([0-9a-f]{{1,64}})@{domain}>", text, re.I)[:20])
-        people = {m.lower() for m in _FINAL_RECIPIENT.findall(text)[:20]}
+        domain = str(self.settings.domain)
+        returned = [found for found in (mime.mesh_id_and_tag(m, domain)
+                                        for m in _RETURNED_ID.findall(text)[:5]) if found]
         why = _DIAGNOSTIC.search(text)
         reason = "the mail bounced: " + mime.one_line(why.group(1) if why else "no reason given",
                                                       300)
-        keys = [key for key in (self.hub.directory.by_identity.get(f"{CONNECTOR}:{address}")
-                                for address in people) if key]
-        changes = [StateChange(mesh_id, key, "dead", reason=reason)
-                   for mesh_id in ids for key in keys]
-        done = await self.hub.store.change_states(changes) if changes else []
-        return sum(done)
+        store, marked = self.hub.store, 0
+        for address in {m.lower() for m in _FINAL_RECIPIENT.findall(text)[:20]}:
+            key = self.hub.directory.by_identity.get(f"{CONNECTOR}:{address}")
+            for mesh_id, tag in returned if key else []:
+                if not hmac.compare_digest(tag, self.tag_for(mesh_id, str(key))):
+                    continue
+                states = {d.recipient: d.state for d in await store.deliveries_of(mesh_id)}
+                if states.get(str(key)) == "delivered":
+                    done = await store.change_states([StateChange(mesh_id, str(key), "dead",
+                                                                  reason=reason)])
+                    marked += sum(done)
+        return marked
 
     async def _digest_dead(self, key: str, ids: list[str], reason: str) -> None:
         """Messages waiting for a digest that will never go: their deliveries turn ``dead``
@@ -343,13 +374,15 @@ def mail_id_of(message: Message | None) -> str | None:
         "message_id") else None
 
 
-def subject_of(message: Message) -> str:
-    """A thread's subject: the subject of the mail that began it, or where it is and its first
-    line (every mail of a thread has the same subject, ``Re:`` in front, as Gmail wants)."""
+def subject_of(message: Message, reader: str) -> str:
+    """A thread's subject for ``reader``: where it is and its first line, or, when the reader
+    began the thread by mail, that mail's subject as they wrote it (every mail of a thread has
+    the same subject for its reader, ``Re:`` in front, as Gmail wants)."""
     data = message.data if isinstance(message.data, dict) else {}
     begun = data.get("email") if isinstance(data.get("email"), dict) else None
-    if begun and str(begun.get("subject") or "").strip():
-        return mime.one_line(str(begun["subject"]))
+    subject = str(begun.get("subject") or "").strip() if begun else ""
+    if subject and message.sender == reader:
+        return mime.one_line(subject)
     first = next((line for line in to_text(message.body).splitlines() if line.strip()), "")
     where = message.conversation
     prefix = f"[{where}] " if where.startswith(("#", "@")) else ""

@@ -1,11 +1,14 @@
 """How many SMTP clients the listener serves at once: a limit in all and one per client address,
 and a deadline for a whole session, so clients that connect and stall (or trickle a byte now and
 then, which resets aiosmtpd's idle timer) cannot take every socket and every buffer of the hub.
-A client over a limit is answered ``421`` (try later) and closed before anything else."""
+A client over a limit is answered ``421`` (try later) and closed before anything else. The MTA
+in front of a gateway connects from one address: the per-address limit (20) is as many sessions
+as Postfix opens to one destination by default; raise it with the MTA's."""
 
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import logging
 from collections import Counter
 from collections.abc import Callable
@@ -15,6 +18,18 @@ from aiosmtpd.smtp import SMTP
 
 log = logging.getLogger(__name__)
 SESSION_SECONDS = 1800.0  # the longest a session may last, whatever it does
+
+
+def client_of(host: str) -> str:
+    """Whom a connection counts against: its IPv4 address, or its IPv6 /64 (one machine can
+    take a whole /64)."""
+    try:
+        ip = ipaddress.ip_address(host.split("%", 1)[0])
+    except ValueError:
+        return host
+    if ip.version == 6:
+        return str(ipaddress.ip_network(f"{ip}/64", strict=False))
+    return str(ip)
 
 
 class SessionGate:
@@ -68,7 +83,7 @@ class Session(SMTP):
             super().connection_made(transport)
             return
         peer = transport.get_extra_info("peername")
-        address = str(peer[0]) if isinstance(peer, tuple) and peer else "?"
+        address = client_of(str(peer[0]) if isinstance(peer, tuple) and peer else "?")
         if self.gate.open[address] >= self.gate.most_per_address:
             self.refused = True
             log.warning("email: %s has %d SMTP sessions open already; refused", address,

@@ -34,7 +34,7 @@ config key                 environment variable                meaning
                                                                store's limit)
 ``relay_timeout``                                              seconds per relay conversation (30)
 ``max_sessions``                                               SMTP clients served at once (100)
-``max_sessions_per_address``                                   of them from one address (10)
+``max_sessions_per_address``                                   of them from one address (20)
 =========================  ==================================  ===================================
 """
 
@@ -120,7 +120,7 @@ class EmailSettings:
     max_file_bytes: int = 20 * 1024 * 1024
     relay_timeout: float = 30.0
     max_sessions: int = 100
-    max_sessions_per_address: int = 10
+    max_sessions_per_address: int = 20
 
     @property
     def enabled(self) -> bool:

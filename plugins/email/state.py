@@ -61,6 +61,15 @@ def m001_create_email_state(db: Database) -> None:
     )
 
 
+@migrations()
+def m002_create_email_secret(db: Database) -> None:
+    """A secret of this hub's gateway: it signs the Message-ID of each mail out, so a delivery
+    report is believed only about a mail the gateway really sent to that person."""
+    db.execute("CREATE TABLE email_secret (id INTEGER PRIMARY KEY CHECK (id = 1), "
+               "secret TEXT NOT NULL)")
+    db.execute("INSERT INTO email_secret (id, secret) VALUES (1, ?)", (secrets.token_hex(32),))
+
+
 def new_token() -> str:
     return "".join(secrets.choice(TOKEN_ALPHABET) for _ in range(TOKEN_LENGTH))
 
@@ -70,6 +79,11 @@ class EmailState:
 
     def __init__(self, store: Store) -> None:
         self.store = store
+
+    async def secret(self) -> bytes:
+        row = await self.store.transact(lambda conn: conn.execute(
+            "SELECT secret FROM email_secret WHERE id=1").fetchone())
+        return bytes.fromhex(row[0])
 
     # -- reply addresses -------------------------------------------------------------------------
     async def token_for(self, peer: str, root: str) -> str:
