@@ -377,9 +377,15 @@ async def test_a_busy_listen_port_is_a_clear_failure(email_hub, tmp_path):
 async def test_forged_allow_listed_senders_leave_no_trace(email_hub, tmp_path):
     served = await email_hub(allow="@example.com", trusted_authserv="mx.mesh.test")
     book = PairingBook.of(served.hub)
-    for i in range(3):  # no verdict of the trusted MTA: refused, and nothing is made of them
-        refused = await served.refused(mail(f"forged{i}@example.com", f"owner@{DOMAIN}", "hi"))
-        assert "could not be verified" in refused or "no peer" in refused
+    agent = make_identity(tmp_path, "agent")
+    async with agent.client(served.url, kind="agent") as a:
+        for i in range(3):  # no verdict of the trusted MTA: refused at DATA, nothing made
+            refused = await served.refused(mail(f"forged{i}@example.com", f"agent@{DOMAIN}"))
+            assert refused.startswith("550 5.7.23") and "could not be verified" in refused
+        # nor does RCPT tell such a sender which names exist: both are taken until DATA
+        probe = mail("forged9@example.com", [f"agent@{DOMAIN}", f"nobody@{DOMAIN}"])
+        assert "could not be verified" in await served.refused(probe)
+        assert await no_message(a)
     assert not [p for p in served.hub.directory.peers.values() if p.connector == "email"]
     assert not await book.listing("email")
 
@@ -535,3 +541,56 @@ async def test_pair_create_says_where_to_mail_the_code(email_hub, tmp_path):
         made = await owner.call("pair_create", connector="email")
     assert f"mail the code {made['code']} (in the subject) to pair@{DOMAIN}" in made["how"]
     assert "warning" not in made
+
+
+async def test_threading_holds_for_every_reader_and_reports_need_the_right_tag(email_hub,
+                                                                              tmp_path):
+    served = await email_hub(allow="@example.com")
+    relay = served.relay
+    carl = make_identity(tmp_path, "carl")
+    async with carl.client(served.url) as c:
+        await c.call("conversation_join", name="#general")
+        bob = mail("bob@example.com", f"general@{DOMAIN}", "bob here", subject="")
+        await served.send(bob)  # Bob joins the mesh (and #general) by writing to it
+        await collect(c, 1)
+        first = mail(ANN, f"general@{DOMAIN}", "numbers?", subject="Re: Budget 2027")
+        await served.send(first)
+        root = (await collect(c, 1))[0]
+        await c.send(None, "here they are", reply_to=root["id"])
+        to_ann = await relay.wait_for("mail", lambda m: m["to"] == [ANN] and "here they" in
+                                      m["captured"].text())
+        to_bob = await relay.wait_for("mail", lambda m: m["to"] == ["bob@example.com"] and
+                                      "here they" in m["captured"].text())
+        assert to_ann["message"]["In-Reply-To"] == str(first["Message-ID"])
+        assert str(to_ann["message"]["Subject"]) == "Re: Budget 2027"
+        assert str(to_bob["message"]["In-Reply-To"]).startswith("<mesh." + root["id"] + ".")
+        assert str(to_bob["message"]["Subject"]).startswith("Re: [#general] ")
+        assert to_ann["message"]["Message-ID"] != to_bob["message"]["Message-ID"]
+
+        # a report about Bob's copy, naming the root in References, marks only that copy;
+        # one with another person's tag, or about a mail never sent to them, marks nothing
+        reply_id = str(to_bob["message"]["Message-ID"])
+        forged = reply_id.replace(reply_id.split(".")[2].split("@")[0], "0" * 20)
+        at = f"meshhub@{DOMAIN}"
+        for wrong in (_report(forged, "bob@example.com", "failed"),
+                      _report(reply_id, ANN, "failed")):
+            assert "0 deliveries" in (await served.report(wrong, at)).message
+        report = _report(reply_id, "bob@example.com", "failed").replace(
+            b"Message-ID:", b"References: <mesh." + root["id"].encode() + b".x@mesh.test>\r\n"
+            b"Message-ID:")
+        assert "1 deliveries" in (await served.report(report, at)).message
+
+
+async def test_two_from_headers_and_long_utf8_senders(email_hub, tmp_path):
+    served = await email_hub(allow="@example.com")
+    agent = make_identity(tmp_path, "agent")
+    async with agent.client(served.url, kind="agent") as a:
+        twice = (f"From: {ANN}\r\nFrom: eve@example.com\r\nTo: agent@{DOMAIN}\r\n"
+                 "Subject: x\r\n\r\nwho am I\r\n").encode()
+        refused = await served.refused(twice, sender=ANN, to=[f"agent@{DOMAIN}"])
+        assert refused.startswith("550") and "From header (none)" in refused
+        long_mail = mail("jörg@example.com", f"agent@{DOMAIN}", "lang " * 5000)
+        await served.send(long_mail)  # over the size whose headers are read first
+        got = (await collect(a, 1))[0]
+        assert got["text"].startswith("**hi**\n\nlang lang")
+        assert served.hub.directory.by_identity["email:jörg@example.com"] == got["from_key"]
