@@ -464,3 +464,20 @@ def test_what_build_mail_writes_read_mail_reads_back(name, subject, text):
     assert got.from_name.replace(" ", "") == one_line(name).replace(" ", "")
     assert got.from_address == "hub@mesh.example"
     assert got.message_id == "mesh.0a1b@mesh.example"
+
+
+def test_long_message_ids_are_written_as_ids_never_encoded():
+    from aiosmtplib.email import flatten_message
+
+    outlook = ("<AM0PR07MB1234567890ABCDEF1234567890ABCDEF12345678@AM0PR07MB1234.eurprd07.prod"
+               ".outlook.com>")
+    ours = message_id_for("01a2442fb38a000000fbf908", "mail.example-company.co.uk", "f" * 20)
+    built = build_mail(Outgoing(
+        from_name="carl", from_address="hub@mail.example-company.co.uk", to="ann@example.com",
+        reply_to=None, subject="Re: hi", text="hi", html=None, message_id=ours,
+        in_reply_to=outlook, references=[outlook, ours]))
+    raw = flatten_message(built)  # as aiosmtplib writes it to the relay
+    assert f"In-Reply-To: {outlook}\r\n".encode() in raw
+    assert f"References: {outlook}\r\n {ours}\r\n".encode() in raw
+    assert b"=?" not in raw
+    assert read(raw).references == [outlook.strip("<>"), ours.strip("<>")]

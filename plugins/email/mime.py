@@ -19,10 +19,11 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from email.errors import HeaderParseError, MessageError
 from email.header import decode_header, make_header
-from email.headerregistry import Address
+from email.headerregistry import Address, HeaderRegistry
 from email.message import EmailMessage, Message
 from email.parser import BytesParser
 from email.utils import format_datetime, getaddresses
+from typing import Any
 
 from meshhub.files import safe_name
 
@@ -455,10 +456,33 @@ def _body(mail: EmailMessage, out: Outgoing) -> None:
                             filename=safe_name(attachment.name))
 
 
+class _IdsHeader:
+    """In-Reply-To and References: message ids a client must read as written. The policy would
+    RFC 2047-encode such a value once it is longer than a line (an Outlook Message-ID is), and
+    no client decodes it there; this folds between the ids and never encodes."""
+
+    max_count = 1
+
+    @classmethod
+    def parse(cls, value: str, kwds: dict[str, Any]) -> None:
+        kwds["decoded"] = " ".join(value.split())
+        kwds["parse_tree"] = None  # not used: fold() below writes the value
+
+    def fold(self, *, policy: email.policy.Policy) -> str:
+        name = str(getattr(self, "name", ""))
+        return f"{name}: " + f"{policy.linesep} ".join(str(self).split()) + policy.linesep
+
+
+_HEADERS = HeaderRegistry()
+_HEADERS.map_to_type("in-reply-to", _IdsHeader)
+_HEADERS.map_to_type("references", _IdsHeader)
+_WRITE_POLICY = email.policy.SMTP.clone(header_factory=_HEADERS)
+
+
 def build_mail(out: Outgoing) -> EmailMessage:
     """The mail for a mesh message, for policy SMTP (CRLF). Every header value is one line and
     addresses go through Address, so no field can add a header or a recipient."""
-    mail = EmailMessage(policy=email.policy.SMTP)
+    mail = EmailMessage(policy=_WRITE_POLICY)
     mail["From"] = _address(out.from_name, out.from_address)
     mail["To"] = _address("", out.to)
     if out.reply_to:
