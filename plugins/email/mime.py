@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from email.errors import HeaderParseError, MessageError
 from email.header import decode_header, make_header
-from email.headerregistry import Address, HeaderRegistry
+from email.headerregistry import Address, BaseHeader, HeaderRegistry
 from email.message import EmailMessage, Message
 from email.parser import BytesParser
 from email.utils import format_datetime, getaddresses
@@ -456,7 +456,7 @@ def _body(mail: EmailMessage, out: Outgoing) -> None:
                             filename=safe_name(attachment.name))
 
 
-class _IdsHeader:
+class _IdsHeader(BaseHeader):
     """In-Reply-To and References: message ids a client must read as written. The policy would
     RFC 2047-encode such a value once it is longer than a line (an Outlook Message-ID is), and
     no client decodes it there; this folds between the ids and never encodes."""
