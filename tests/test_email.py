@@ -382,12 +382,26 @@ async def test_forged_allow_listed_senders_leave_no_trace(email_hub, tmp_path):
         for i in range(3):  # no verdict of the trusted MTA: refused at DATA, nothing made
             refused = await served.refused(mail(f"forged{i}@example.com", f"agent@{DOMAIN}"))
             assert refused.startswith("550 5.7.23") and "could not be verified" in refused
-        # nor does RCPT tell such a sender which names exist: both are taken until DATA
-        probe = mail("forged9@example.com", [f"agent@{DOMAIN}", f"nobody@{DOMAIN}"])
-        assert "could not be verified" in await served.refused(probe)
+        # nor does RCPT tell such a sender which names exist, or who is paired: every address
+        # is taken until DATA, where the MTA's verdict is read
+        async with aiosmtplib.SMTP(hostname="127.0.0.1", port=served.smtp_port) as smtp:
+            await smtp.mail("eve@evil.example")
+            for address in (f"agent@{DOMAIN}", f"nobody@{DOMAIN}"):
+                assert (await smtp.rcpt(address)).code == 250
+            with pytest.raises(aiosmtplib.SMTPDataError) as refused_data:
+                await smtp.data(bytes(mail("eve@evil.example", f"nobody@{DOMAIN}")))
+            assert "could not be verified" in refused_data.value.message
         assert await no_message(a)
     assert not [p for p in served.hub.directory.peers.values() if p.connector == "email"]
     assert not await book.listing("email")
+
+
+async def test_an_allow_listed_newcomer_writing_to_nobody_leaves_nothing(email_hub, tmp_path):
+    served = await email_hub(allow="@example.com")
+    refused = await served.refused(mail("newbie@example.com", f"nobody@{DOMAIN}"))
+    assert refused.startswith("550 5.1.1") and "named 'nobody'" in refused
+    assert "email:newbie@example.com" not in served.hub.directory.by_identity
+    assert not await PairingBook.of(served.hub).listing("email")
 
 
 async def test_pair_mail_is_closed_without_a_code_and_spam_spends_nothing(email_hub, tmp_path):
@@ -440,6 +454,8 @@ async def test_threads_resends_and_answered_approvals(email_hub, tmp_path):
         await served.send(yes)
         again = await served.send(yes)
         assert "answered already: approve" in again[1]
+        late = await served.refused(reply_to(card["captured"], ANN, "deny"))
+        assert late.startswith("550") and "your deny was not applied" in late
         assert (await a.call("approval_get", id=request["id"]))["answer"] == "approve"
 
 
@@ -570,15 +586,23 @@ async def test_threading_holds_for_every_reader_and_reports_need_the_right_tag(e
         # a report about Bob's copy, naming the root in References, marks only that copy;
         # one with another person's tag, or about a mail never sent to them, marks nothing
         reply_id = str(to_bob["message"]["Message-ID"])
+        root_to_bob = str(to_bob["message"]["In-Reply-To"])
+
+        async def states() -> dict[str, str]:
+            status = await c.call("message_status", id=reply_id.split(".")[1])
+            return {r["name"]: r["state"] for r in status["recipients"]}
+
+        await eventually(lambda: _all_delivered(states))
         forged = reply_id.replace(reply_id.split(".")[2].split("@")[0], "0" * 20)
         at = f"meshhub@{DOMAIN}"
         for wrong in (_report(forged, "bob@example.com", "failed"),
                       _report(reply_id, ANN, "failed")):
             assert "0 deliveries" in (await served.report(wrong, at)).message
         report = _report(reply_id, "bob@example.com", "failed").replace(
-            b"Message-ID:", b"References: <mesh." + root["id"].encode() + b".x@mesh.test>\r\n"
-            b"Message-ID:")
+            b"Message-ID:", b"References: " + root_to_bob.encode() + b"\r\nMessage-ID:")
         assert "1 deliveries" in (await served.report(report, at)).message
+        assert await states() == {"ann": "delivered", "bob": "dead"}
+        assert all(d.state != "dead" for d in await served.hub.store.deliveries_of(root["id"]))
 
 
 async def test_two_from_headers_and_long_utf8_senders(email_hub, tmp_path):
@@ -594,3 +618,8 @@ async def test_two_from_headers_and_long_utf8_senders(email_hub, tmp_path):
         got = (await collect(a, 1))[0]
         assert got["text"].startswith("**hi**\n\nlang lang")
         assert served.hub.directory.by_identity["email:jörg@example.com"] == got["from_key"]
+
+
+async def _all_delivered(states: Any) -> bool:
+    found = await states()
+    return bool(found) and all(state == "delivered" for state in found.values())

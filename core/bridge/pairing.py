@@ -224,6 +224,14 @@ class PairingBook:
             "UPDATE bridge_codes SET used_by=NULL WHERE code_hash=? AND connector=? AND "
             "used_by=?", (wanted, connector, identity)))
 
+    async def is_live(self, connector: str, code: str) -> bool:
+        """Whether ``code`` would be taken now, without spending it or an attempt."""
+        wanted, now = _hash(normalize_code(code)), time.time()
+        row = await self.hub.store.transact(lambda conn: conn.execute(
+            "SELECT 1 FROM bridge_codes WHERE code_hash=? AND connector=? AND used_by IS NULL "
+            "AND expires_at > ? AND attempts_left > 0", (wanted, connector, now)).fetchone())
+        return row is not None
+
     async def has_live_code(self, connector: str) -> bool:
         """Whether a code of ``connector`` can still be redeemed (so a platform open to anyone,
         like mail, can refuse pairing attempts while none can succeed)."""

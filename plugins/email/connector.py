@@ -206,12 +206,15 @@ class EmailConnector(EmailOutbound, Lifecycle):
         assert self.hub is not None
         book = PairingBook.of(self.hub)
         accepted = f"code accepted; answer the confirmation mail sent to {sender}"
-        if book.peer_for(identity_of(sender)) is not None:
-            return accepted  # paired already: the same answer, so it tells a forger nothing
         code = find_code(mail.subject) or find_code(mail.text)
         if code is None:
             raise Refused("550 5.7.1 no pairing code in the mail: put the code from `hub pair "
                           "email` (like K7MX-4QPA) in the subject")
+        if book.peer_for(identity_of(sender)) is not None:  # the answers a stranger would get
+            if not await book.is_live(CONNECTOR, code):
+                raise Refused("550 5.7.1 that pairing code is wrong, used or expired; ask the "
+                              "hub's owner for a new one (`hub pair email`)")
+            return accepted  # nothing is sent, nothing spent: the address is paired already
         if self.relay is None:
             raise Refused("550 5.7.1 this hub sends no mail (no relay), so it cannot confirm "
                           "your address; ask its owner to allow-list it (MESHHUB_EMAIL_ALLOW)")

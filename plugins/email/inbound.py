@@ -47,7 +47,7 @@ PARSE_IN_THREAD = 64 * 1024  # bytes; a bigger mail is parsed off the event loop
 CHECK_HEADERS_FIRST = 16 * 1024  # bytes; a bigger mail's sender is checked before its body
 _FOLD = re.compile(r"\r?\n(?=[ \t])")
 PAIRING_MAIL_BYTES = 64 * 1024
-BOUNCE_BYTES = 64 * 1024  # a delivery report's part worth reading
+BOUNCE_BYTES = 256 * 1024  # a delivery report's part worth reading
 NULL_SENDER = "<>"  # MAIL FROM:<>, as aiosmtpd passes it
 _MARKDOWN_SPECIAL = re.compile(r"[\\`*_{}\[\]<>()#+!|~-]")
 _REPLY_WORD = re.compile(r"^\s*([A-Za-z]+)\b[\s.,:;!-]*(.*)$", re.S)
@@ -109,9 +109,14 @@ class SmtpHandler:
         envelope.rcpt_options.extend(rcpt_options)
         return "250 OK"
 
-    async def route(self, sender: str, address: str) -> Route:
+    async def route(self, sender: str, address: str, *, at_data: bool = False) -> Route:
         """Where ``address`` leads for mail from ``sender``; :class:`Refused` with the reply
-        to give when it leads nowhere or ``sender`` may not use it."""
+        to give when it leads nowhere or ``sender`` may not use it.
+
+        At ``RCPT`` (``at_data`` false) an address is only taken, looked up later (a ``later``
+        route), while the sender is not known to be who it says: when a trusted MTA vouches
+        (its verdict comes with the headers, at DATA), and for an allow-listed sender that is
+        not a peer yet. So a forged sender learns nothing about who is on the mesh."""
         local, _, domain = address.strip().rpartition("@")
         if domain.lower().rstrip(".") != self.domain or not local:
             raise Refused(f"550 5.7.1 this gateway takes mail for @{self.domain} only")
@@ -134,13 +139,15 @@ class SmtpHandler:
                 raise Refused("550 5.1.1 this confirmation address is unknown, used or "
                               "expired; mail your code to pair@" + self.domain + " again")
             return Route("confirm", token, address)
+        if not at_data and connector.settings.trusted_authserv:
+            return Route("later", "", address)
         key = connector.may_write(sender)
         if key is None:
             raise Refused(f"550 5.7.1 {sender} may not write here: it is not paired with this "
                           "hub. Ask the hub's owner for a code (hub pair email) and mail it "
                           f"to pair@{self.domain}")
-        if key == identity_of(sender):  # allow-listed, not a peer yet: nothing is told before
-            return Route("later", "", address)  # its mail passed the checks (see _take)
+        if key == identity_of(sender) and not at_data:
+            return Route("later", "", address)
         hub = connector.hub_
         if plus and tag == "reply":
             thread = await connector.email_state.thread_of(token)
@@ -245,8 +252,10 @@ class SmtpHandler:
         """Take ``mail`` for each recipient; a refusal after some were served says which
         were (the sending server bounces the mail, and its Message-ID keeps a resend of it
         from storing those twice)."""
+        resolved = [await self.route(sender, r.address, at_data=True) if r.kind == "later"
+                    else r for r in routes]  # every address, before anything is made
         done: list[str] = []
-        for index, route in enumerate(routes):
+        for index, route in enumerate(resolved):
             try:
                 done.append(await self._take(sender, route, mail, key_id=key_id,
                                              first=index == 0))
@@ -269,8 +278,6 @@ class SmtpHandler:
         peer = await connector.sender_peer(sender)  # an allow-listed sender is paired now
         if peer is None:  # revoked between RCPT and DATA
             raise Refused(f"550 5.7.1 {sender} may no longer write here")
-        if route.kind == "later":
-            route = await self.route(sender, route.address)
         thread = await self._thread(peer, route, mail)
         if thread is None and route.kind == "reply":
             raise Refused("550 5.1.1 the thread this address answers is gone from the hub; "
@@ -331,7 +338,8 @@ class SmtpHandler:
         if current["state"] != "pending":
             if str(current["answer"]).lower() == match.group(1).lower():  # a resend of it
                 return f"approval {approval_id} was answered already: {current['answer']}"
-            return None  # a later word on it: an ordinary reply in its thread
+            raise Refused(f"550 5.7.1 approval {approval_id} was answered already "
+                          f"({current['answer']}); your {match.group(1).lower()} was not applied")
         reason = mime.one_line(match.group(2), 500) or None
         result = await hub.actions.call(context, "approval_answer", {
             "id": approval_id, "answer": match.group(1), "reason": reason})

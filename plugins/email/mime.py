@@ -469,8 +469,7 @@ class _IdsHeader(BaseHeader):
         kwds["parse_tree"] = None  # not used: fold() below writes the value
 
     def fold(self, *, policy: email.policy.Policy) -> str:
-        name = str(getattr(self, "name", ""))
-        return f"{name}: " + f"{policy.linesep} ".join(str(self).split()) + policy.linesep
+        return f"{self.name}: " + f"{policy.linesep} ".join(str(self).split()) + policy.linesep
 
 
 _HEADERS = HeaderRegistry()

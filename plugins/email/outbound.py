@@ -47,8 +47,8 @@ SUBJECT_CHARS = 78
 URGENT_KINDS = frozenset({"approval"})  # never held for a digest
 # delivery reports, read line by line (every pattern stays on one line: linear time)
 _FAILED = re.compile(r"^Action:[ \t]*failed\b", re.I | re.M)
-_FINAL_RECIPIENT = re.compile(r"^Final-Recipient:[ \t]*rfc822;[ \t]*<?([^\s<>;]+@[^\s<>;]+)",
-                              re.I | re.M)
+_FINAL_RECIPIENT = re.compile(r"^(?:Final|Original)-Recipient:[ \t]*(?:rfc822|utf-8);[ \t]*"
+                              r"<?([^\s<>;]+@[^\s<>;]+)", re.I | re.M)
 _DIAGNOSTIC = re.compile(r"^Diagnostic-Code:[ \t]*[^;\n]*;[ \t]*([^\n]+)$", re.I | re.M)
 _RETURNED_ID = re.compile(r"^Message-ID:[ \t]*(<[^<>\n]{1,300}>)", re.I | re.M)
 SILENT_KINDS = frozenset({"reaction"})  # a mail per emoji would be noise: acked, not mailed
@@ -327,8 +327,9 @@ class EmailOutbound:
         """Mark dead what a delivery report (RFC 3464) says failed for good: the mail whose
         ``Message-ID`` it returns, for the people it lists as failed recipients, and only when
         that Message-ID's tag is the one the gateway signed for that person (nobody can report
-        a failure of a mail they did not get) and the delivery said ``delivered``. A report of
-        a delay marks nothing. Returns how many were marked."""
+        a failure of a mail they did not get) and the delivery is ``pushed`` or ``delivered``
+        (never one still queued, nor read). A report of a delay marks nothing. Returns how many
+        were marked."""
         assert self.hub is not None
         text = raw.decode("latin-1")
         if not _FAILED.search(text):
@@ -346,7 +347,7 @@ class EmailOutbound:
                 if not hmac.compare_digest(tag, self.tag_for(mesh_id, str(key))):
                     continue
                 states = {d.recipient: d.state for d in await store.deliveries_of(mesh_id)}
-                if states.get(str(key)) == "delivered":
+                if states.get(str(key)) in ("pushed", "delivered"):  # a report may beat the ack
                     done = await store.change_states([StateChange(mesh_id, str(key), "dead",
                                                                   reason=reason)])
                     marked += sum(done)

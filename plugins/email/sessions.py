@@ -27,6 +27,8 @@ def client_of(host: str) -> str:
         ip = ipaddress.ip_address(host.split("%", 1)[0])
     except ValueError:
         return host
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        return str(ip.ipv4_mapped)
     if ip.version == 6:
         return str(ipaddress.ip_network(f"{ip}/64", strict=False))
     return str(ip)
