@@ -227,7 +227,7 @@ class SmtpHandler:
     async def _read(self, raw: bytes) -> mime.Incoming:
         """``raw`` read; a long mail off the event loop, one at a time (a flood of big mails
         waits its turn rather than taking every thread)."""
-        limit = self.connector.files_limit  # the file store's limit, or the gateway's
+        limit = self.connector.files_limit
         if len(raw) <= PARSE_IN_THREAD:
             return mime.read_mail(raw, max_attachment_bytes=limit)
         async with self.parsing:
