@@ -20,7 +20,7 @@ from meshhub.hub import Hub
 from meshhub.server import serve
 
 from .fakes.smtp_relay import Captured, FakeRelay
-from .helpers import HOST, Identity, free_port
+from .helpers import HOST, ConnectorHub, Identity, free_port
 
 DOMAIN = "mesh.test"
 
@@ -56,21 +56,10 @@ def reply_to(captured: Captured, sender: str, text: str, *, keep_headers: bool =
 
 
 @dataclass
-class EmailHub:
-    hub: Hub
-    runner: Any
-    port: int
+class EmailHub(ConnectorHub):
     smtp_port: int
     relay: FakeRelay
-    owner: Identity
-
-    @property
-    def url(self) -> str:
-        return f"http://{HOST}:{self.port}"
-
-    @property
-    def connector(self) -> Any:
-        return self.hub.connectors["email"].for_hub(self.hub)
+    connector_name = "email"
 
     async def send(self, message: EmailMessage | bytes, *, sender: str | None = None,
                    to: list[str] | None = None, **options: Any) -> Any:
@@ -136,7 +125,7 @@ async def email_hub(tmp_path: Path, relay: FakeRelay) -> AsyncIterator[Any]:
                             **relay.settings(), **settings}
         hub = Hub(cfg)
         runner, port = await serve(hub, HOST, free_port())
-        item = EmailHub(hub, runner, port, smtp_port, relay, Identity(home, "owner"))
+        item = EmailHub(hub, runner, port, Identity(home, "owner"), smtp_port, relay)
         started.append(item)
         assert item.connector is not None and item.connector.state == "running", (
             hub.connector_states.get("email"))

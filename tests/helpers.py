@@ -137,6 +137,26 @@ class Identity:
         return result
 
 
+@dataclass
+class ConnectorHub:
+    """An in-process hub served on 127.0.0.1 for a connector's tests, with its owner; a
+    connector's support module adds its fake platform and sets ``connector_name``."""
+
+    hub: Hub
+    runner: Any
+    port: int
+    owner: Identity
+    connector_name = ""
+
+    @property
+    def url(self) -> str:
+        return f"http://{HOST}:{self.port}"
+
+    @property
+    def connector(self) -> Any:
+        return self.hub.connectors[self.connector_name].for_hub(self.hub)
+
+
 def make_identity(root: Path, name: str) -> Identity:
     home = root / name
     init_home(home, name)

@@ -19,24 +19,13 @@ from meshhub.hub import Hub
 from meshhub.server import serve
 
 from .fakes.slack_api import FakeSlack, SlackUser
-from .helpers import HOST, Identity, free_port
+from .helpers import HOST, ConnectorHub, Identity, free_port
 
 
 @dataclass
-class SlackHub:
-    hub: Hub
-    runner: Any
-    port: int
+class SlackHub(ConnectorHub):
     slack: FakeSlack
-    owner: Identity
-
-    @property
-    def url(self) -> str:
-        return f"http://{HOST}:{self.port}"
-
-    @property
-    def connector(self) -> Any:
-        return self.hub.connectors["slack"].for_hub(self.hub)
+    connector_name = "slack"
 
     async def pair(self, user: SlackUser) -> str:
         """Pair ``user`` the way a person does: the owner makes a code, the user sends it with
@@ -89,7 +78,7 @@ async def slack_hub(tmp_path: Path, slack: FakeSlack) -> AsyncIterator[Any]:
             setattr(cfg, key, value)
         hub = Hub(cfg)
         runner, port = await serve(hub, HOST, free_port())
-        item = SlackHub(hub, runner, port, slack, Identity(home, "owner"))
+        item = SlackHub(hub, runner, port, Identity(home, "owner"), slack)
         started.append(item)
         slack.mode = mode
         slack.events_url = f"{item.url}/slack/events"

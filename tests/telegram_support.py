@@ -16,24 +16,13 @@ from meshhub.hub import Hub
 from meshhub.server import serve
 
 from .fakes.telegram_api import FakeTelegram, TgUser
-from .helpers import HOST, Identity, free_port
+from .helpers import HOST, ConnectorHub, Identity, free_port
 
 
 @dataclass
-class TgHub:
-    hub: Hub
-    runner: Any
-    port: int
+class TgHub(ConnectorHub):
     tg: FakeTelegram
-    owner: Identity
-
-    @property
-    def url(self) -> str:
-        return f"http://{HOST}:{self.port}"
-
-    @property
-    def connector(self) -> Any:
-        return self.hub.connectors["telegram"].for_hub(self.hub)
+    connector_name = "telegram"
 
     async def pair(self, user: TgUser) -> dict[str, Any]:
         """Pair ``user`` the way a person does: the owner makes a code, the user sends it."""
@@ -73,7 +62,7 @@ async def tg_hub(tmp_path: Path, telegram: FakeTelegram) -> AsyncIterator[Any]:
             setattr(cfg, key, value)
         hub = Hub(cfg)
         runner, port = await serve(hub, HOST, port)
-        item = TgHub(hub, runner, port, telegram, Identity(home, "owner"))
+        item = TgHub(hub, runner, port, Identity(home, "owner"), telegram)
         started.append(item)
         if wait_ready:
             await asyncio.wait_for(item.connector.ready.wait(), 10)
