@@ -5,8 +5,11 @@ bounces it with the reason and nothing is stored:
 
 - ``RCPT``: the address must be on the gateway's domain and name something (a peer, a
   conversation, a group, a reply address of the sender's, ``pair@``, a confirmation); the sender
-  must be paired or allow-listed (except for ``pair@`` and confirmations). A stranger learns
-  nothing about who is on the mesh: their sender is refused before any name is looked up.
+  must be paired or allow-listed (except for ``pair@``, confirmations and delivery reports). A
+  stranger learns nothing about who is on the mesh: their sender is refused before any name is
+  looked up. While the sender is not known to be who it says (a trusted MTA's verdict comes
+  only with the headers; an allow-listed address is not a peer yet), addresses are looked up at
+  ``DATA`` instead, all before anything is stored.
 - ``DATA``: the From header must be the envelope sender; with a trusted MTA in front, its
   SPF/DKIM/DMARC verdict must pass; the MIME must give text or a file. Then the mail is sent on the
   mesh, and ``250`` is answered only once the mesh stored it: a lost answer makes the sending
