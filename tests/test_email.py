@@ -623,3 +623,20 @@ async def test_two_from_headers_and_long_utf8_senders(email_hub, tmp_path):
 async def _all_delivered(states: Any) -> bool:
     found = await states()
     return bool(found) and all(state == "delivered" for state in found.values())
+
+
+@pytest.mark.parametrize("settings, says", [
+    ({"digest_minutes": "soon"}, "digest_minutes must be a number"),
+    ({"max_sessions": 0}, "max_sessions and max_sessions_per_address must be at least 1"),
+    ({"listen": "nowhere:port"}, "listen must be host:port"),
+    ({"auth_user": "mta", "auth_password": "x"}, "auth_user needs tls_cert"),
+    ({"relay_tls": "maybe"}, "relay_tls must be one of starttls, tls, none"),
+])
+def test_a_wrong_setting_says_what_to_fix(settings, says):
+    from types import SimpleNamespace
+
+    from meshhub_email.settings import EmailSettings, SettingsError
+
+    config = SimpleNamespace(section=lambda name: {"domain": DOMAIN, **settings})
+    with pytest.raises(SettingsError, match=says):
+        EmailSettings.load(config)  # type: ignore[arg-type]

@@ -94,6 +94,15 @@ def host_port(value: str, what: str, default_port: int) -> tuple[str, int]:
     return host, port
 
 
+def _number(raw: dict[str, Any], key: str, kind: type[int] | type[float],
+            default: float) -> Any:
+    value = raw.get(key)
+    try:
+        return kind(default if value is None or value == "" else value)
+    except (TypeError, ValueError):
+        raise SettingsError(f"[email] {key} must be a number, not {raw.get(key)!r}") from None
+
+
 def _allow_list(value: Any) -> frozenset[str]:
     items = value.split(",") if isinstance(value, str) else list(value or [])
     return frozenset(str(item).strip().lower() for item in items if str(item).strip())
@@ -163,13 +172,13 @@ class EmailSettings:
             tls_key=Path(raw["tls_key"]) if raw.get("tls_key") else None,
             auth_user=raw.get("auth_user") or None,
             auth_password=raw.get("auth_password") or None,
-            digest_minutes=float(raw.get("digest_minutes") or 0),
-            max_message_bytes=int(raw.get("max_message_bytes", cls.max_message_bytes)),
-            max_file_bytes=int(raw.get("max_file_bytes", cls.max_file_bytes)),
-            relay_timeout=float(raw.get("relay_timeout", cls.relay_timeout)),
-            max_sessions=int(raw.get("max_sessions", cls.max_sessions)),
-            max_sessions_per_address=int(raw.get("max_sessions_per_address",
-                                                 cls.max_sessions_per_address)),
+            digest_minutes=_number(raw, "digest_minutes", float, 0),
+            max_message_bytes=_number(raw, "max_message_bytes", int, cls.max_message_bytes),
+            max_file_bytes=_number(raw, "max_file_bytes", int, cls.max_file_bytes),
+            relay_timeout=_number(raw, "relay_timeout", float, cls.relay_timeout),
+            max_sessions=_number(raw, "max_sessions", int, cls.max_sessions),
+            max_sessions_per_address=_number(raw, "max_sessions_per_address", int,
+                                             cls.max_sessions_per_address),
         )
         settings.check()
         return settings
