@@ -18,6 +18,7 @@ from collections import defaultdict
 from typing import TYPE_CHECKING
 
 from . import codec
+from .bridge.retry import every
 from .store import StateChange
 
 if TYPE_CHECKING:
@@ -186,12 +187,7 @@ class Dispatcher:
 
     async def _sweep_leases(self) -> None:
         tick = max(0.05, min(self.hub.config.lease_seconds / 3, 5.0))
-        while True:
-            await asyncio.sleep(tick)
-            try:
-                await self.sweep_leases_once()
-            except Exception:
-                log.exception("lease sweep failed")
+        await every(tick, self.sweep_leases_once, log, "lease sweep failed")
 
     async def sweep_leases_once(self) -> int:
         store, cfg = self.hub.store, self.hub.config

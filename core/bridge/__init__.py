@@ -6,7 +6,8 @@
   buttons), from a platform-neutral :class:`~.chat.ChatEvent`;
 - :mod:`.loops`: loop prevention (origins, own-message guard);
 - :mod:`.markdown`: Markdown to chat HTML, escaped, and splitting at a platform's length limit;
-- :mod:`.retry`: retries with backoff honouring ``retry_after``, and rate limits.
+- :mod:`.retry`: retries with backoff honouring ``retry_after``, rate limits, and work repeated
+  every so often (the lease sweep, a connector's retries).
 
 Nothing here imports a platform SDK.
 """

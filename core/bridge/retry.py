@@ -8,6 +8,7 @@ carry a "retry after N seconds"); the loop here is the same for Telegram, Slack 
 from __future__ import annotations
 
 import asyncio
+import logging
 import random
 import time
 from collections.abc import Awaitable, Callable
@@ -102,6 +103,18 @@ async def call_limited(call: Callable[[], Awaitable[T]], kinds: ErrorKinds, limi
     return await call_with_retries(
         attempt, kinds, RetryPolicy(budget=budget, max_retry_after=budget),
         on_retry_after=lambda seconds: limiter.pause(key, seconds))
+
+
+async def every(seconds: float, work: Callable[[], Awaitable[object]], logger: logging.Logger,
+                failed: str) -> None:
+    """Run ``work`` every ``seconds`` until cancelled; a failure is logged (``failed`` says
+    what did not happen) and the next round tries again. For a background task."""
+    while True:
+        await asyncio.sleep(seconds)
+        try:
+            await work()
+        except Exception:
+            logger.exception(failed)
 
 
 @dataclass

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 from aiosmtpd.smtp import SMTP, AuthResult, LoginPassword
 
 from meshhub.bridge.pairing import PairingBook, find_code
-from meshhub.bridge.retry import GiveUp
+from meshhub.bridge.retry import GiveUp, every
 from meshhub.bridge.slot import Lifecycle, cancel_all
 from meshhub.errors import TooLarge
 from meshhub.files import FileStore
@@ -135,12 +135,8 @@ class EmailConnector(EmailOutbound, Lifecycle):
 
     async def _digest_timer(self) -> None:
         tick = min(DIGEST_TICK, max(1.0, self.settings.digest_minutes * 15))
-        while True:
-            await asyncio.sleep(tick)
-            try:
-                await self.send_digests()
-            except Exception:
-                log.exception("email: the digests could not be sent; trying again")
+        await every(tick, self.send_digests, log,
+                    "email: the digests could not be sent; trying again")
 
     # -- who writes ----------------------------------------------------------------------------
     @property

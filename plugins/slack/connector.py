@@ -41,7 +41,7 @@ from yarl import URL
 from meshhub.bridge.chat import ChatEvent, ChatHandler, describe, parse_command
 from meshhub.bridge.loops import LoopGuard
 from meshhub.bridge.pairing import PairingBook
-from meshhub.bridge.retry import GiveUp, RateLimiter
+from meshhub.bridge.retry import GiveUp, RateLimiter, every
 from meshhub.bridge.slot import Lifecycle, cancel_all
 from meshhub.errors import InvalidRequest, MeshError, TooLarge
 from meshhub.files import FileStore
@@ -176,12 +176,9 @@ class SlackConnector(SlackOutbound, Lifecycle):
         self.ready.set()
         self._enter("running", f"{self.settings.mode}, bot {me.get('user') or self.bot_user} "
                                f"in {me.get('team') or self.team}")
-        while True:  # what failed for want of Slack or the store, tried again
-            await asyncio.sleep(KEPT_RETRY)
-            try:
-                await self._handle_kept()
-            except Exception:
-                log.exception("slack: cannot read the events kept for another try")
+        # what failed for want of Slack or the store, tried again
+        await every(KEPT_RETRY, self._handle_kept, log,
+                    "slack: cannot read the events kept for another try")
 
     async def _handle_kept(self) -> None:
         assert self.slack_state is not None
