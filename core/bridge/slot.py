@@ -125,11 +125,29 @@ class Lifecycle:
         self.hub: Hub | None = None
 
     def _enter(self, state: str, detail: str = "") -> None:
+        detail = self._scrub(detail)
         self.state = state
         if state == "failed":
             self.error = detail
         if self.hub is not None:
-            self.hub.report_connector(self.name, state, detail)
+            self.hub.report_connector(self.name, self._shown(state), detail)
+
+    def _shown(self, state: str) -> str:
+        """The state word the hub gets for ``state`` (a connector's own words map here)."""
+        return state
+
+    def _scrub(self, detail: str) -> str:
+        """``detail`` without any secret it may quote (a token in a URL)."""
+        return detail
+
+    async def _watch(self, run: Callable[[], Awaitable[None]], doing: str) -> None:
+        """Run the connector's main task; a crash (a bug, a broken store) puts it in ``failed``
+        saying what stopped, ``doing``, instead of going quiet."""
+        try:
+            await run()
+        except Exception as exc:
+            self._enter("failed", f"{doing}: {type(exc).__name__}: {exc}")
+            logging.getLogger(type(self).__module__).exception("%s: %s", self.name, self.error)
 
 
 async def cancel_all(tasks: list[asyncio.Task[None]]) -> None:

@@ -111,7 +111,8 @@ class SlackConnector(SlackOutbound, Lifecycle):
             host = URL(settings.public_url).host
             if host:
                 hub.extra_hosts.add(host.lower())
-        self._tasks.append(asyncio.create_task(self._run(), name="slack"))
+        self._tasks.append(asyncio.create_task(self._watch(self._connect, "stopped"),
+                                               name="slack"))
 
     def _build_app(self, client: AsyncWebClient) -> AsyncApp:
         secret = self.settings.signing_secret
@@ -133,13 +134,6 @@ class SlackConnector(SlackOutbound, Lifecycle):
             await self.session.close()
         if self.state != "idle":
             self._enter("stopped")
-
-    async def _run(self) -> None:
-        try:
-            await self._connect()
-        except Exception as exc:  # a bug or a broken store: say so instead of going quiet
-            self._enter("failed", f"stopped: {type(exc).__name__}: {exc}")
-            log.exception("slack: %s", self.error)
 
     async def _connect(self) -> None:
         assert self.client is not None and self.app is not None

@@ -33,7 +33,7 @@ from meshhub.bridge.loops import LoopGuard
 from meshhub.bridge.markdown import markdown_to_html
 from meshhub.bridge.pairing import PairingBook
 from meshhub.bridge.retry import ErrorKinds, GiveUp, RateLimiter, call_limited
-from meshhub.bridge.slot import cancel_all
+from meshhub.bridge.slot import Lifecycle, cancel_all
 from meshhub.errors import InvalidRequest, MeshError, NotFound, TooLarge
 from meshhub.files import FileStore
 from telegram import Bot, CallbackQuery, InputFile, Update
@@ -98,13 +98,14 @@ class TokenFilter(logging.Filter):
         return True
 
 
-class TelegramConnector:
-    """Registered as connector ``telegram``; idle until a token is configured."""
+class TelegramConnector(Lifecycle):
+    """Registered as connector ``telegram``; idle until a token is configured. Its states are
+    ``polling`` or ``webhook`` where others say ``running``."""
+
+    name = adapter.CONNECTOR
 
     def __init__(self) -> None:
-        self.state = "idle"  # idle | starting | polling | webhook | failed | stopped
-        self.error: str | None = None
-        self.hub: Hub | None = None
+        super().__init__()
         self.settings = TelegramSettings()
         self.bot: Bot | None = None
         self.tg_state: TelegramState | None = None
@@ -149,7 +150,8 @@ class TelegramConnector:
             host = URL(self.settings.webhook_url).host
             if host:
                 hub.extra_hosts.add(host.lower())
-        self._tasks.append(asyncio.create_task(self._run(), name="telegram"))
+        self._tasks.append(asyncio.create_task(
+            self._watch(self._connect_and_poll, "stopped taking updates"), name="telegram"))
 
     async def stop(self) -> None:
         await cancel_all(self._tasks)
@@ -162,31 +164,19 @@ class TelegramConnector:
             for name in HTTP_LOGGERS:
                 logging.getLogger(name).removeFilter(self._log_filter)
 
-    def _enter(self, state: str, detail: str = "") -> None:
-        """Take a new state and report it to the hub, where ``polling`` and ``webhook`` are
-        ``running`` (see :mod:`meshhub.connectors`). The bot token never reaches the detail."""
-        detail = self._scrub(detail)
-        self.state = state
-        if state == "failed":
-            self.error = detail
-        if self.hub is not None:
-            shown = "running" if state in ("polling", "webhook") else state
-            self.hub.report_connector(adapter.CONNECTOR, shown, detail)
+    def _shown(self, state: str) -> str:
+        """``polling`` and ``webhook`` are ``running`` to the hub (see
+        :mod:`meshhub.connectors`)."""
+        return "running" if state in ("polling", "webhook") else state
 
     def _scrub(self, text: str) -> str:
+        """The bot token never reaches a state's detail."""
         return scrub(text, self.settings.token)
 
     def _refused(self, exc: Exception) -> None:
         self._enter("failed", f"Telegram refused the bot token ({exc}); check "
                               "MESHHUB_TELEGRAM_TOKEN or [telegram] token and restart the hub")
         log.error("telegram: %s", self.error)
-
-    async def _run(self) -> None:
-        try:
-            await self._connect_and_poll()
-        except Exception as exc:  # a bug or a broken store: say so instead of going quiet
-            self._enter("failed", f"stopped taking updates: {type(exc).__name__}: {exc}")
-            log.exception("telegram: %s", self.error)
 
     async def _connect_and_poll(self) -> None:
         assert self.bot is not None and self.tg_state is not None
