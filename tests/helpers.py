@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from aiohttp import web
 from nacl.signing import SigningKey
 
 from meshhub.client import MeshClient
@@ -135,6 +136,15 @@ class Identity:
             raise AssertionError(f"hub {' '.join(args)} failed ({result.returncode}):\n"
                                  f"{result.stdout}\n{result.stderr}")
         return result
+
+
+async def serve_app(app: web.Application) -> tuple[web.AppRunner, int]:
+    """Serve ``app`` on 127.0.0.1 on a free port: (its runner, the port). Stop it with
+    ``await runner.cleanup()``."""
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    await web.TCPSite(runner, HOST, 0).start()
+    return runner, int(runner.addresses[0][1])
 
 
 @dataclass

@@ -35,6 +35,8 @@ from meshhub_mcp.sdk import (
     run_stdio,
 )
 
+from .helpers import serve_app
+
 HERE = Path(meshhub_mcp.__file__).resolve().parent  # the probe server lives in the package
 pytestmark = pytest.mark.asyncio
 SCHEMA = {"type": "object", "properties": {"x": {"type": "string"}}, "required": ["x"]}
@@ -228,13 +230,9 @@ async def http_hub() -> Any:
 
     server = build_server("hub", "9", "HTTP instructions.", _tools, _call, {"claude/channel": {}})
     mount_http(app, "/mcp", server, lambda t: t in {"good", "other"}, on_stream)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    host, port = runner.addresses[0][:2]
+    runner, port = await serve_app(app)
     try:
-        yield f"http://{host}:{port}/mcp", streams, ready
+        yield f"http://127.0.0.1:{port}/mcp", streams, ready
     finally:
         await runner.cleanup()
 

@@ -25,6 +25,7 @@ from slack_sdk.socket_mode.response import SocketModeResponse
 from slack_sdk.web.async_client import AsyncWebClient
 
 from .fakes.slack_api import BOT_ID, BOT_USER, FakeSlack, SlackUser
+from .helpers import serve_app
 
 ADA = SlackUser("U0ADA", "ada", real_name="Ada Lovelace", display_name="ada")
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -50,11 +51,8 @@ async def serve(handler: Handler) -> tuple[web.AppRunner, str]:
     """An app's request URL on 127.0.0.1, answered by ``handler``."""
     app = web.Application()
     app.router.add_post("/slack/events", handler)
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    return runner, f"http://127.0.0.1:{runner.addresses[0][1]}/slack/events"
+    runner, port = await serve_app(app)
+    return runner, f"http://127.0.0.1:{port}/slack/events"
 
 
 async def test_the_web_api_answers_the_real_client(slack: FakeSlack,

@@ -33,6 +33,7 @@ from typing import Any
 import aiohttp
 from aiohttp import web
 
+from ..helpers import serve_app
 from .calls import CallLog
 from .slack_events import (
     APP_ID,
@@ -122,11 +123,7 @@ class FakeSlack(Workspace, CallLog):
         app.router.add_get("/files/{file_id}/{name}", self._download)
         app.router.add_post("/respond/{id}", self._respond)
         app.router.add_get("/socket", self._socket)
-        self._runner = web.AppRunner(app, access_log=None)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, HOST, 0)
-        await site.start()
-        self.port = int(self._runner.addresses[0][1])
+        self._runner, self.port = await serve_app(app)
         self._http = aiohttp.ClientSession()
         return self
 
