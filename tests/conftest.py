@@ -12,7 +12,16 @@ from meshhub.hub import Hub
 from meshhub.plugins import build_plugin_host
 from meshhub.server import serve
 
-from .helpers import HOST, HubProcess, Identity, InProcessHub, base_env, free_port, make_identity
+from .helpers import (
+    HOST,
+    HubProcess,
+    Identity,
+    InProcessHub,
+    base_env,
+    free_port,
+    make_identity,
+    owner_home,
+)
 
 
 @pytest.fixture(scope="session")
@@ -38,9 +47,7 @@ def hub_factory(tmp_path: Path) -> Iterator[object]:
     started: list[HubProcess] = []
 
     def make(name: str = "hub", port: int | None = None, **env: str) -> HubProcess:
-        home = tmp_path / name
-        if not (home / "identity.key").exists():
-            init_home(home, "owner")  # not the OS user's name, which a test may use
+        home = owner_home(tmp_path, name)
         hub = HubProcess(home=home, port=port or free_port(), env=base_env(home, **env))
         started.append(hub)
         return hub.start()

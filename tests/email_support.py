@@ -15,12 +15,12 @@ from typing import Any
 import aiosmtplib
 import pytest
 
-from meshhub.config import init_home, load_config
+from meshhub.config import load_config
 from meshhub.hub import Hub
 from meshhub.server import serve
 
 from .fakes.smtp_relay import Captured, FakeRelay
-from .helpers import HOST, ConnectorHub, Identity, free_port
+from .helpers import HOST, ConnectorHub, Identity, free_port, owner_home
 
 DOMAIN = "mesh.test"
 
@@ -116,9 +116,7 @@ async def email_hub(tmp_path: Path, relay: FakeRelay) -> AsyncIterator[Any]:
     started: list[EmailHub] = []
 
     async def make(name: str = "hub", **settings: Any) -> EmailHub:
-        home = tmp_path / name
-        if not (home / "identity.key").exists():
-            init_home(home, "owner")
+        home = owner_home(tmp_path, name)
         cfg = load_config(home)
         smtp_port = free_port()
         cfg.raw["email"] = {"domain": DOMAIN, "listen": f"{HOST}:{smtp_port}",

@@ -167,6 +167,15 @@ class ConnectorHub:
         return self.hub.connectors[self.connector_name].for_hub(self.hub)
 
 
+def owner_home(root: Path, name: str = "hub") -> Path:
+    """A hub's home under ``root``, made on first use with the owner ``owner`` (not the OS
+    user's name, which a test may use); a hub started again keeps its home."""
+    home = root / name
+    if not (home / "identity.key").exists():
+        init_home(home, "owner")
+    return home
+
+
 def make_identity(root: Path, name: str) -> Identity:
     home = root / name
     init_home(home, name)

@@ -14,12 +14,12 @@ from typing import Any
 import pytest
 
 from meshhub.client import MeshClient
-from meshhub.config import init_home, load_config
+from meshhub.config import load_config
 from meshhub.hub import Hub
 from meshhub.server import serve
 
 from .fakes.slack_api import FakeSlack, SlackUser
-from .helpers import HOST, ConnectorHub, Identity, free_port
+from .helpers import HOST, ConnectorHub, Identity, free_port, owner_home
 
 
 @dataclass
@@ -68,9 +68,7 @@ async def slack_hub(tmp_path: Path, slack: FakeSlack) -> AsyncIterator[Any]:
     async def make(name: str = "hub", mode: str = "events",
                    slack_settings: dict[str, Any] | None = None,
                    raw: dict[str, Any] | None = None, **settings: Any) -> SlackHub:
-        home = tmp_path / name
-        if not (home / "identity.key").exists():
-            init_home(home, "owner")
+        home = owner_home(tmp_path, name)
         cfg = load_config(home)
         cfg.raw.update(raw or {})
         cfg.raw["slack"] = {**slack.settings(mode), **(slack_settings or {})}
