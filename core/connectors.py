@@ -32,6 +32,8 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
+from .sanitize import one_line
+
 log = logging.getLogger(__name__)
 
 STATES = ("starting", "running", "idle", "failed", "stopped")
@@ -72,11 +74,6 @@ class ConnectorState:
                 "updated_at": self.updated_at}
 
 
-def one_line(text: str) -> str:
-    line = " ".join(text.split())
-    return line if len(line) <= MAX_DETAIL else line[:MAX_DETAIL - 1] + "…"
-
-
 class ConnectorStates:
     """Connector name -> its current :class:`ConnectorState`; in memory, per hub."""
 
@@ -90,7 +87,7 @@ class ConnectorStates:
         now = time.time()
         old = self._states.get(name)
         since = old.since if old is not None and old.state == state else now
-        entry = ConnectorState(name, state, one_line(detail), since, now)
+        entry = ConnectorState(name, state, one_line(detail, MAX_DETAIL), since, now)
         self._states[name] = entry
         if old is None or old.state != state or old.detail != entry.detail:
             log.debug("connector %s: %s", name, entry.summary())

@@ -13,6 +13,21 @@ import re
 
 # C0 controls but tab and newline, DEL, C1 controls, and the Unicode bidi controls
 _UNSAFE = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069]")
+# what a one-line value drops: those, tab and newline, and lone surrogates (no encoding takes them)
+_NOT_IN_LINE = re.compile("[\x00-\x1f\x7f-\x9f\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069"
+                          "\ud800-\udfff]")
+_WHITESPACE_RUN = re.compile(r"\s+")
+
+
+def one_line(text: str, limit: int = 200) -> str:
+    """One line fit for a mail header, a name or a status detail: every whitespace run (line
+    breaks included, so no value can start a new header) is one space, controls and bidi
+    overrides (which make a name read differently than it is) are gone, and at most ``limit``
+    characters, cut with "…"."""
+    line = _NOT_IN_LINE.sub("", _WHITESPACE_RUN.sub(" ", text)).strip()
+    if len(line) <= limit:
+        return line
+    return line[: max(limit - 1, 0)].rstrip() + "…"
 
 
 def _visible(match: re.Match[str]) -> str:

@@ -26,6 +26,7 @@ from email.utils import format_datetime, getaddresses
 from typing import Any
 
 from meshhub.files import safe_name
+from meshhub.sanitize import one_line
 
 from .replies import html_to_text, strip_reply
 
@@ -72,24 +73,11 @@ class Outgoing:
 
 
 
-# --- one-line values and clean text ---------------------------------------------------------
+# --- clean text ---------------------------------------------------------------------------------
 
 _CONTROLS = "\x00-\x08\x0b-\x1f\x7f-\x9f"
-_BIDI = "\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069"
 _SURROGATES = "\ud800-\udfff"
-_WHITESPACE_RUN = re.compile(r"\s+")
-_NOT_IN_LINE = re.compile(f"[{_CONTROLS}\t\n{_BIDI}{_SURROGATES}]")
 _NOT_IN_TEXT = re.compile(f"[{_CONTROLS}{_SURROGATES}]")
-
-
-def one_line(text: str, limit: int = 200) -> str:
-    """One line fit for a header or a name: every whitespace run (line breaks included, so no
-    value can start a new header) is one space, controls and bidi overrides (which make a name
-    read differently than it is) are gone, and at most ``limit`` characters, cut with "…"."""
-    line = _NOT_IN_LINE.sub("", _WHITESPACE_RUN.sub(" ", text)).strip()
-    if len(line) <= limit:
-        return line
-    return line[: max(limit - 1, 0)].rstrip() + "…"
 
 
 def _clean_text(text: str) -> str:
