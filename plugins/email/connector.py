@@ -68,7 +68,8 @@ class EmailConnector(EmailOutbound, Lifecycle):
             SMTP_LOG.setLevel(logging.WARNING)  # the gateway logs what matters itself
         self.email_state = EmailState(hub.store)
         self.secret = await self.email_state.secret()
-        self.files = FileStore(hub.config.home / "files", self.files_limit)
+        self.files = FileStore(hub.config.home / "files", min(
+            settings.max_file_bytes, FileStore.for_config(hub.config).max_bytes))
         try:
             tls = self._tls_context()
             if settings.relay_at is not None:
@@ -139,11 +140,6 @@ class EmailConnector(EmailOutbound, Lifecycle):
                     "email: the digests could not be sent; trying again")
 
     # -- who writes ----------------------------------------------------------------------------
-    @property
-    def files_limit(self) -> int:
-        assert self.hub is not None
-        return min(self.settings.max_file_bytes, FileStore.for_config(self.hub.config).max_bytes)
-
     @property
     def hub_(self) -> Hub:
         """The hub, once started (the listener runs only then)."""

@@ -230,7 +230,8 @@ class SmtpHandler:
     async def _read(self, raw: bytes) -> mime.Incoming:
         """``raw`` read; a long mail off the event loop, one at a time (a flood of big mails
         waits its turn rather than taking every thread)."""
-        limit = self.connector.files_limit
+        assert self.connector.files is not None
+        limit = self.connector.files.max_bytes
         if len(raw) <= PARSE_IN_THREAD:
             return mime.read_mail(raw, max_attachment_bytes=limit)
         async with self.parsing:
