@@ -224,21 +224,17 @@ class PairingBook:
             "UPDATE bridge_codes SET used_by=NULL WHERE code_hash=? AND connector=? AND "
             "used_by=?", (wanted, connector, identity)))
 
-    async def is_live(self, connector: str, code: str) -> bool:
-        """Whether ``code`` would be taken now, without spending it or an attempt."""
-        wanted, now = _hash(normalize_code(code)), time.time()
+    async def is_live(self, connector: str, code: str | None = None) -> bool:
+        """Whether ``code`` (without one: any code of ``connector``) would be taken now, asked
+        without spending it or an attempt; a platform open to anyone, like mail, refuses
+        pairing attempts while none can succeed."""
+        sql = ("SELECT 1 FROM bridge_codes WHERE connector=? AND used_by IS NULL AND "
+               "expires_at > ? AND attempts_left > 0")
+        args: tuple[Any, ...] = (connector, time.time())
+        if code is not None:
+            sql, args = sql + " AND code_hash=?", (*args, _hash(normalize_code(code)))
         row = await self.hub.store.transact(lambda conn: conn.execute(
-            "SELECT 1 FROM bridge_codes WHERE code_hash=? AND connector=? AND used_by IS NULL "
-            "AND expires_at > ? AND attempts_left > 0", (wanted, connector, now)).fetchone())
-        return row is not None
-
-    async def has_live_code(self, connector: str) -> bool:
-        """Whether a code of ``connector`` can still be redeemed (so a platform open to anyone,
-        like mail, can refuse pairing attempts while none can succeed)."""
-        now = time.time()
-        row = await self.hub.store.transact(lambda conn: conn.execute(
-            "SELECT 1 FROM bridge_codes WHERE connector=? AND used_by IS NULL AND "
-            "expires_at > ? AND attempts_left > 0 LIMIT 1", (connector, now)).fetchone())
+            sql + " LIMIT 1", args).fetchone())
         return row is not None
 
     async def pair(self, connector: str, external_id: str, name: str) -> Peer:

@@ -131,7 +131,7 @@ class SmtpHandler:
                               f"{connector.settings.from_address}")
             return Route("bounce", "", address)
         if local == "pair":
-            if not await PairingBook.of(connector.hub_).has_live_code(CONNECTOR):
+            if not await PairingBook.of(connector.hub_).is_live(CONNECTOR):
                 raise Refused("550 5.7.1 no pairing is open on this hub: ask its owner for a "
                               "code (hub pair email) first")
             return Route("pair", "", address)
