@@ -30,6 +30,8 @@ from meshhub import hookimpl
 from meshhub.actions import Action, ActionContext, action
 from meshhub.errors import InvalidRequest, NotFound
 
+from .slot import ConnectorSlot
+
 if TYPE_CHECKING:
     from meshhub.hub import Hub
     from meshhub.models import Peer
@@ -391,9 +393,10 @@ async def pair_create(
             code="unknown_connector",
         )
     result = await PairingBook.of(hub).create_code(connector, ctx.peer.key)
-    how = str(getattr(hub.connectors.get(connector), "pair_how",
-                      "send /pair {code} to the {name} bot"))
-    result["how"] = how.format(code=result["code"], name=connector) + " within 10 minutes"
+    slot = hub.connectors.get(connector)
+    how = (slot.how_to_pair(hub, result["code"]) if isinstance(slot, ConnectorSlot) else
+           f"send /pair {result['code']} to the {connector} bot")
+    result["how"] = how + " within 10 minutes"
     state = hub.connector_states.get(connector)
     if state is None or not state.is_running:
         why = "its state is unknown" if state is None else (

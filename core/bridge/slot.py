@@ -84,6 +84,13 @@ class ConnectorSlot(Generic[C]):
     def for_hub(self, hub: Hub) -> C | None:
         return self.running.get(hub)
 
+    def how_to_pair(self, hub: Hub, code: str) -> str:
+        """Where a person sends ``code``: the running connector's own words when it has them
+        (``pair_how``, which may name what only it knows, such as a mail domain), else the
+        slot's."""
+        how = getattr(self.for_hub(hub), "pair_how", None) or self.pair_how
+        return str(how).format(code=code, name=self.name)
+
     async def deliver(self, hub: Hub, peer: Peer, message: Message) -> bool | None:
         """The body of the plugin's ``meshhub_deliver``: ``None`` for another connector's
         peer, ``False`` while this one is not running (the lease retries it)."""

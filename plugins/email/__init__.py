@@ -39,22 +39,10 @@ def _make() -> EmailConnector:
     return EmailConnector()
 
 
-class EmailSlot(ConnectorSlot["EmailConnector"]):
-    """The gateway's slot: it tells a person the address to mail a pairing code to."""
-
-    @property
-    def pair_how(self) -> str:
-        domain = self.last.settings.domain if self.last is not None else None
-        where = f"pair@{domain}" if domain else "pair@ the hub's mail domain"
-        return (f"mail the code {{code}} (in the subject) to {where}, then answer the "
-                "confirmation mail")
-
-    @pair_how.setter
-    def pair_how(self, value: str) -> None:
-        pass  # the text above is made from the running gateway's domain
-
-
-CONNECTOR = EmailSlot(NAME, _idle_reason, _make, sdk="aiosmtpd")
+CONNECTOR: ConnectorSlot[EmailConnector] = ConnectorSlot(
+    NAME, _idle_reason, _make, sdk="aiosmtpd",
+    pair_how="mail the code {code} (in the subject) to pair@ the hub's mail domain, then "
+             "answer the confirmation mail")
 
 
 @hookimpl

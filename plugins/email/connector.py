@@ -141,6 +141,12 @@ class EmailConnector(EmailOutbound, Lifecycle):
 
     # -- who writes ----------------------------------------------------------------------------
     @property
+    def pair_how(self) -> str:
+        """Where a person mails a pairing code (see ``ConnectorSlot.how_to_pair``)."""
+        return (f"mail the code {{code}} (in the subject) to pair@{self.settings.domain}, then "
+                "answer the confirmation mail")
+
+    @property
     def hub_(self) -> Hub:
         """The hub, once started (the listener runs only then)."""
         assert self.hub is not None
