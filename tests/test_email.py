@@ -632,11 +632,13 @@ async def _all_delivered(states: Any) -> bool:
     ({"auth_user": "mta", "auth_password": "x"}, "auth_user needs tls_cert"),
     ({"relay_tls": "maybe"}, "relay_tls must be one of starttls, tls, none"),
 ])
-def test_a_wrong_setting_says_what_to_fix(settings, says):
-    from types import SimpleNamespace
-
+def test_a_wrong_setting_says_what_to_fix(tmp_path, settings, says):
+    from meshhub.config import load_config
     from meshhub_email.settings import EmailSettings, SettingsError
 
-    config = SimpleNamespace(section=lambda name: {"domain": DOMAIN, **settings})
+    from .helpers import owner_home
+
+    config = load_config(owner_home(tmp_path))
+    config.raw["email"] = {"domain": DOMAIN, **settings}
     with pytest.raises(SettingsError, match=says):
-        EmailSettings.load(config)  # type: ignore[arg-type]
+        EmailSettings.load(config)
