@@ -361,8 +361,13 @@ class MeshClient:
         return await self.call("send", text=text, **params)
 
     async def ack(self, *message_ids: str) -> None:
-        if self._ws is not None and message_ids:
-            await self._ws.send_str(codec.dumps({"type": "ack", "ids": list(message_ids)}))
+        """Tell the hub these messages arrived. On a connection that has just dropped the ack
+        goes nowhere, and that is safe: the hub pushes them again (and they are deduped)."""
+        ws = self._ws
+        if ws is None or ws.closed or not message_ids:
+            return
+        with contextlib.suppress(ConnectionError):
+            await ws.send_str(codec.dumps({"type": "ack", "ids": list(message_ids)}))
 
     async def messages(self, *, auto_ack: bool = False) -> AsyncIterator[dict[str, Any]]:
         """Messages pushed to this peer, until the connection ends."""

@@ -39,6 +39,8 @@ _NUMBERS: dict[str, tuple[str, type[int] | type[float]]] = {
     "pong_timeout": ("MESHHUB_PONG_TIMEOUT", float),
     "grace_seconds": ("MESHHUB_GRACE_SECONDS", float),
     "max_body_bytes": ("MESHHUB_MAX_BODY_BYTES", int),
+    "outbound_bytes": ("MESHHUB_OUTBOUND_BYTES", int),
+    "stall_seconds": ("MESHHUB_STALL_SECONDS", float),
 }
 HUB_URL_FORMS = "http://HOST:PORT, https://HOST[:PORT] or HOST:PORT"
 _URL_SCHEMES = {"http": "http", "https": "https", "ws": "http", "wss": "https"}
@@ -186,6 +188,8 @@ class Config:
     pong_timeout: float = 75.0
     grace_seconds: float = 90.0
     max_body_bytes: int = 64 * 1024
+    outbound_bytes: int = 4 * 1024 * 1024  # per connection: frames queued but not yet written
+    stall_seconds: float = 60.0  # a connection whose write waits this long is cut
     sqlite_synchronous: str = "FULL"
     disabled_plugins: list[str] = field(default_factory=list)
     allowed_hosts: list[str] = field(default_factory=list)  # Host names of a public deployment

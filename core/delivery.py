@@ -40,6 +40,15 @@ def may_push(peer: Peer, priority: str) -> bool:
     return peer.status in _GATES.get(priority, _GATES["next"])
 
 
+def _page_size(conn: Connection, frames: list[str]) -> int:
+    """How many messages the next drain page reads: about what the connection's queue holds,
+    so a backlog of large messages is not read into memory a whole page at a time."""
+    if not frames:
+        return DRAIN_PAGE
+    average = max(1, sum(map(len, frames)) // len(frames))
+    return max(10, min(DRAIN_PAGE, conn.max_queued // average))
+
+
 class Dispatcher:
     def __init__(self, hub: Hub) -> None:
         self.hub = hub
@@ -70,8 +79,9 @@ class Dispatcher:
                 if conns:
                     frame = frame or self.frame(message)
                     for conn in conns:
-                        conn.send_raw(frame)
-                # no connection any more: the lease lapses and the sweeper re-queues it
+                        conn.offer(frame)
+                # no connection any more, or one that fell behind: the lease lapses and the
+                # sweeper re-queues it, or the catch-up drain pushes it first
             else:
                 peer = self.hub.directory.peers.get(recipient)
                 if peer is not None and self.hub.is_bridged(peer):
@@ -123,8 +133,9 @@ class Dispatcher:
         store, cfg = self.hub.store, self.hub.config
         cursor = ""
         final = False
+        page = DRAIN_PAGE
         while True:
-            batch = await store.pending_for(peer.key, DRAIN_PAGE, after=cursor,
+            batch = await store.pending_for(peer.key, page, after=cursor,
                                             include_pushed=not queued_only)
             if not batch:
                 if final:
@@ -138,16 +149,27 @@ class Dispatcher:
                 continue
             cursor = batch[-1].id
             pushable = [m for m in batch if may_push(peer, m.priority)]
-            if pushable:
+            frames = [self.frame(m) for m in pushable]
+            start = 0
+            while start < len(frames):
+                # lease only what fits now, so no lease runs out while it waits for room
+                if not await conn.wait_room(len(frames[start])):
+                    return
+                end = start + 1
+                room = conn.max_queued - conn.queued - len(frames[start])
+                while end < len(frames) and len(frames[end]) <= room:
+                    room -= len(frames[end])
+                    end += 1
                 lease = time.time() + cfg.lease_seconds
                 await store.change_states(
-                    [StateChange(m.id, peer.key, "pushed", lease) for m in pushable]
+                    [StateChange(m.id, peer.key, "pushed", lease) for m in pushable[start:end]]
                 )
-                for message in pushable:
-                    conn.send_raw(self.frame(message))
-                await conn.wait_drained(DRAIN_PAGE)
+                for frame in frames[start:end]:
+                    conn.send_raw(frame)
+                start = end
             if conn.ws.closed:
                 return
+            page = _page_size(conn, frames)
 
     async def redrain(self, peer_key: str) -> None:
         """After a status change, push what the old status held back (still queued)."""
@@ -214,8 +236,9 @@ class Dispatcher:
             for message_id, ok in zip(ids, changed, strict=True):
                 message = await store.get_message(message_id) if ok else None
                 if message is not None:
+                    frame = self.frame(message)
                     for conn in conns:
-                        conn.send_raw(self.frame(message))
+                        conn.offer(frame)  # one behind takes nothing: its catch-up will
         return len(expired)
 
     async def _sweep_ttl(self) -> None:

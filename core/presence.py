@@ -7,6 +7,13 @@ the peer stays "online" for a grace window (90 s by default): a reconnect inside
 announced as ``joined`` (it joined the mesh), whether or not it stays connected. Liveness is
 judged by pings alone (no process-id checks): the hub pings every 30 s and closes a connection
 whose last sign of life is 75 s old.
+
+Each connection holds what it has not yet written in a bounded queue (``outbound_bytes``, 4 MiB by
+default): a push that would pass the bound is not queued; the connection falls *behind* (no
+longer live, so new messages for its peer stay queued in the store and the lease sweeper leaves
+it alone) until its queue is empty again, when the dispatcher drains the store to it as on a
+reconnect. A connection whose writes have not moved for ``stall_seconds`` (60 s) is cut: its
+reader stopped reading. What it was sent stays queued in the store for its next connection.
 """
 
 from __future__ import annotations
@@ -16,11 +23,12 @@ import contextlib
 import logging
 import time
 from collections import deque
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
-from . import codec
+from . import codec, memory
 from .ids import new_id
 
 if TYPE_CHECKING:
@@ -31,14 +39,25 @@ log = logging.getLogger(__name__)
 
 CLOSE_PONG_TIMEOUT = 4000
 CLOSE_SHUTDOWN = 1001
+CLOSE_STALLED = 4008
+DEFAULT_OUTBOUND = 4 * 1024 * 1024
+MAX_QUEUED_FRAMES = 20_000  # and at most this many frames, however small
+TRIM_DELAY = 1.0  # seconds after a detach; detaches that come together share one
+OVERFLOW = 4  # times the bound: answers and events never read; the connection is cut
 
 
 class Connection:
-    """One WebSocket of one peer, with its own ordered outgoing queue."""
+    """One WebSocket of one peer, with its own ordered, bounded outgoing queue.
 
-    def __init__(self, ws: web.WebSocketResponse, peer: Peer, *, receive: bool) -> None:
+    ``transport`` (the request's) lets the hub cut a connection whose reader has stopped: a
+    WebSocket close would wait behind the very data the reader is not taking.
+    """
+
+    def __init__(self, ws: web.WebSocketResponse, peer: Peer, *, receive: bool,
+                 transport: asyncio.Transport | None = None) -> None:
         self.id = new_id()
         self.ws = ws
+        self.transport = transport
         self.peer = peer
         self.receive = receive
         self.surface = peer.connector  # what it is to people: cli, mcp, web (the page)...
@@ -48,8 +67,16 @@ class Connection:
         self.drain_lock = asyncio.Lock()
         self.last_seen = time.monotonic()
         self.last_ping = time.monotonic()
+        self.max_queued = DEFAULT_OUTBOUND  # characters of frame text; set from the config
+        self.queued = 0  # characters of frame text waiting to be written
+        self.behind = False  # a push found the queue full: pushes wait for it to drain
+        self.on_room: Callable[[], None] | None = None  # called when it is no longer behind
+        self.writing_since: float | None = None  # when the write in progress began
         self._out: deque[str | None] = deque()
         self._wake: asyncio.Future[None] | None = None  # set while the writer waits for work
+        self._room: asyncio.Future[None] | None = None  # set while a drain waits for room
+        self.unsettled = 0  # characters of pipelined sends not yet written to the store
+        self._settled: asyncio.Future[None] | None = None
         self._writer = asyncio.create_task(self._write_loop(), name=f"ws-writer-{self.id}")
 
     def send(self, frame: dict[str, Any]) -> None:
@@ -57,19 +84,86 @@ class Connection:
         self.send_raw(codec.dumps(frame))
 
     def send_raw(self, text: str | None) -> None:
-        """Queue encoded frame text (``None``: end the writer once the rest has left)."""
+        """Queue encoded frame text (``None``: end the writer once the rest has left).
+
+        Answers and events always queue (they are small and a client waits for them); message
+        pushes go through :meth:`offer`, which keeps to the bound.
+        """
+        if text is not None:
+            self.queued += len(text)
+            if self.queued > OVERFLOW * self.max_queued and self.transport is not None:
+                # answers and events it never reads: a client that sends but does not listen
+                log.warning("cut the connection of %s: %d characters of answers and events "
+                            "it does not read", self.peer.name, self.queued)
+                self.cut()
+                return
         self._out.append(text)
         wake, self._wake = self._wake, None
         if wake is not None and not wake.done():
             wake.set_result(None)
 
+    def has_room(self, size: int) -> bool:
+        """Whether a push of ``size`` characters fits (an empty queue takes any one frame)."""
+        return not self.queued or (self.queued + size <= self.max_queued
+                                   and len(self._out) < MAX_QUEUED_FRAMES)
+
+    def offer(self, text: str) -> bool:
+        """Queue a message push if it fits; if not, fall behind and queue nothing (the
+        delivery row stays in the store, and the drain that follows the catch-up pushes it)."""
+        if self.behind or not self.has_room(len(text)):
+            if not self.behind:
+                self.behind, self.live = True, False
+                log.info("%s is not reading fast enough (%d characters queued): pushes wait",
+                         self.peer.name, self.queued)
+            return False
+        self.send_raw(text)
+        return True
+
+    async def wait_room(self, size: int) -> bool:
+        """Wait until a push of ``size`` fits; False once the connection has closed."""
+        while not self.has_room(size):
+            if self.ws.closed or self._writer.done():
+                return False
+            self._room = asyncio.get_running_loop().create_future()
+            await self._room
+        return not self.ws.closed
+
+    def send_started(self, size: int) -> Callable[[], None]:
+        """Count a pipelined send whose write has not settled; returns what settles it."""
+        self.unsettled += size
+
+        def settled() -> None:
+            self.unsettled -= size
+            if self.unsettled <= self.max_queued // 2:
+                wake, self._settled = self._settled, None
+                if wake is not None and not wake.done():
+                    wake.set_result(None)
+
+        return settled
+
+    async def wait_settled(self) -> None:
+        """Hold the reading of this connection's frames while its unsettled sends pass the
+        bound: a flood waits in the sender's socket, not in the hub's memory."""
+        while self.unsettled > self.max_queued and not self.ws.closed:
+            self._settled = asyncio.get_running_loop().create_future()
+            await self._settled
+
     @property
     def backlog(self) -> int:
         return len(self._out)
 
-    async def wait_drained(self, below: int) -> None:
-        while len(self._out) > below and not self.ws.closed:
-            await asyncio.sleep(0.005)
+    def _written(self, size: int) -> None:
+        self.queued -= size
+        if self.queued <= self.max_queued // 2:
+            room, self._room = self._room, None
+            if room is not None and not room.done():
+                room.set_result(None)
+        if self.behind and not self.queued:
+            # caught up with everything queued: the catch-up drain re-pushes only what was
+            # leased but not queued, plus what the reader has not acked yet
+            self.behind = False
+            if self.on_room is not None:
+                self.on_room()
 
     async def _write_loop(self) -> None:
         """Write queued frames in order; one wake-up per burst, not one queue hop per frame."""
@@ -84,11 +178,35 @@ class Connection:
                 if text is None:
                     return
                 if not self.ws.closed:
+                    self.writing_since = time.monotonic()
                     await self.ws.send_str(text)
+                    self.writing_since = None
+                self._written(len(text))
         except (ConnectionError, RuntimeError) as exc:  # peer vanished mid-write
             log.debug("connection %s write failed: %s", self.id, exc)
         except asyncio.CancelledError:
             pass
+        finally:
+            self._release()
+
+    def _release(self) -> None:
+        """The writer has ended: let go of what it will never write, and wake a waiting drain."""
+        self._out.clear()
+        self.queued = 0
+        self.writing_since = None
+        room, self._room = self._room, None
+        if room is not None and not room.done():
+            room.set_result(None)
+
+    def stalled(self, now: float, limit: float) -> bool:
+        """One write has waited ``limit`` seconds: the reader is not taking anything."""
+        return self.writing_since is not None and now - self.writing_since > limit
+
+    def cut(self) -> None:
+        """Drop the connection at once, unsent data and all (a reader that stopped)."""
+        if self.transport is not None:
+            self.transport.abort()
+        self._writer.cancel()
 
     def finish(self) -> None:
         """Let the writer send what is queued, then end."""
@@ -108,6 +226,7 @@ class Presence:
         self.hub = hub
         self.connections: dict[str, list[Connection]] = {}
         self._leaving: dict[str, asyncio.TimerHandle] = {}
+        self._trim: asyncio.TimerHandle | None = None  # a memory release after a detach
         self._task: asyncio.Task[None] | None = None
 
     # -- connections -------------------------------------------------------------------------
@@ -148,6 +267,9 @@ class Presence:
         peer = conn.peer
         first = not self.is_receiving(peer.key)
         before = self.surfaces(peer.key)
+        conn.max_queued = self.hub.config.outbound_bytes
+        if conn.receive:
+            conn.on_room = lambda: self._catch_up(conn)
         self.connections.setdefault(peer.key, []).append(conn)
         if not conn.receive:
             peer.last_seen = time.time()  # a send-only command (`hub send`) is a sign of life
@@ -164,6 +286,11 @@ class Presence:
             await self.announce(peer, "surfaces")
         return False
 
+    def _catch_up(self, conn: Connection) -> None:
+        """A connection that fell behind has room again: push it what waited in the store."""
+        if conn in self.connections.get(conn.peer.key, ()):
+            self.hub.spawn(self.hub.dispatcher.drain(conn))
+
     def detach(self, conn: Connection) -> None:
         conns = self.connections.get(conn.peer.key, [])
         before = self.surfaces(conn.peer.key)
@@ -174,11 +301,17 @@ class Presence:
         if conn.receive and self.is_receiving(conn.peer.key) and \
                 self.surfaces(conn.peer.key) != before:  # still online, on fewer surfaces
             self.hub.spawn(self.announce(conn.peer, "surfaces"))
+        if self._trim is None:  # what the connection held is free now: give it back
+            self._trim = asyncio.get_running_loop().call_later(TRIM_DELAY, self._release)
         if conn.receive and not self.is_receiving(conn.peer.key):
             loop = asyncio.get_running_loop()
             self._leaving[conn.peer.key] = loop.call_later(
                 self.hub.config.grace_seconds, self._leave, conn.peer
             )
+
+    def _release(self) -> None:
+        self._trim = None
+        memory.release()
 
     def _leave(self, peer: Peer) -> None:
         self._leaving.pop(peer.key, None)
@@ -208,6 +341,8 @@ class Presence:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
+        if self._trim is not None:
+            self._trim.cancel()
         for timer in self._leaving.values():
             timer.cancel()
         self._leaving.clear()
@@ -221,11 +356,24 @@ class Presence:
             await asyncio.sleep(tick)
             now = time.monotonic()
             for conn in self.all_connections():
-                if now - conn.last_seen > cfg.pong_timeout:
+                if conn.stalled(now, cfg.stall_seconds):
+                    log.warning("cut the connection of %s: it has taken nothing for %.0f s "
+                                "(%d characters waiting)", conn.peer.name,
+                                now - (conn.writing_since or now), conn.queued)
+                    self._cut(conn)
+                elif now - conn.last_seen > cfg.pong_timeout:
                     log.info("closing %s: no pong for %.0f s", conn.peer.name,
                              now - conn.last_seen)
                     self.hub.spawn(conn.close(CLOSE_PONG_TIMEOUT, "pong timeout"))
-                elif now - conn.last_ping >= cfg.ping_interval:
+                elif now - conn.last_ping >= cfg.ping_interval and conn.writing_since is None:
+                    # a write in progress means the socket is full: a ping would wait behind
+                    # it, and hold up this loop for every other connection
                     conn.last_ping = now
                     with contextlib.suppress(Exception):
                         await conn.ws.ping()
+
+    def _cut(self, conn: Connection) -> None:
+        if conn.transport is not None:
+            conn.cut()
+        else:  # no transport to abort: a close is the best there is
+            self.hub.spawn(conn.close(CLOSE_STALLED, "not reading"))

@@ -145,7 +145,7 @@ async def _admit_hello(hub: Hub, hello: dict[str, Any], nonce: str, *, local: bo
 
 
 async def _authenticate(hub: Hub, ws: web.WebSocketResponse, nonce: str, *, local: bool,
-                        direct: bool) -> Connection | None:
+                        direct: bool, transport: Any = None) -> Connection | None:
     for _attempt in range(MAX_HELLO_ATTEMPTS):
         try:
             msg = await ws.receive(timeout=HELLO_TIMEOUT)
@@ -177,7 +177,8 @@ async def _authenticate(hub: Hub, ws: web.WebSocketResponse, nonce: str, *, loca
             await ws.send_json(error_frame(MeshError("the hub failed on this hello; nothing was "
                                                      "stored", code="internal")))
             continue
-        conn = Connection(ws, peer, receive=hello.get("receive", True) is not False)
+        conn = Connection(ws, peer, receive=hello.get("receive", True) is not False,
+                          transport=transport)
         conn.token_hash, conn.cap = token_hash, cap
         await welcome(hub, conn, created=created)
         return conn
@@ -223,8 +224,9 @@ def _parse(msg: Any) -> dict[str, Any]:
     return frame
 
 
-def _answer_send(conn: Connection, call_id: Any) -> Any:
+def _answer_send(conn: Connection, call_id: Any, settled: Callable[[], None]) -> Any:
     def answer(result: dict[str, Any] | None, error: BaseException | None) -> None:
+        settled()
         if error is None:
             conn.send({"type": "result", "id": call_id, "result": result})
         elif isinstance(error, MeshError):
@@ -254,8 +256,10 @@ async def _handle_frame(hub: Hub, conn: Connection, frame: dict[str, Any]) -> No
             action = hub.actions.get("send")
             check_allowed(ctx, action)
             args = action.validate(params)
-            pending = await hub.prepare_send(conn.peer, args.pop("to"), args.pop("text"), **args)
-            pending.when_done(_answer_send(conn, call_id))
+            text = args.pop("text")
+            pending = await hub.prepare_send(conn.peer, args.pop("to"), text, **args)
+            pending.when_done(_answer_send(conn, call_id, conn.send_started(len(text))))
+            await conn.wait_settled()
             return
         result = await hub.actions.call(ctx, name, params)
         conn.send({"type": "result", "id": call_id, "result": result})
@@ -279,7 +283,7 @@ async def websocket_handler(request: web.Request) -> web.WebSocketResponse:
     nonce = secrets.token_hex(16)
     await ws.send_json({"type": "challenge", "nonce": nonce, "hub": {"version": __version__}})
     conn = await _authenticate(hub, ws, nonce, local=is_local_same_user(request),
-                               direct=arrived_directly(request))
+                               direct=arrived_directly(request), transport=request.transport)
     if conn is None:
         return ws
     await serve_frames(hub, conn)

@@ -221,7 +221,7 @@ async def page_socket(request: web.Request) -> web.StreamResponse:
     ws = web.WebSocketResponse(autoping=False, max_msg_size=frame_limit(hub),
                                protocols=(sessions.PROTOCOL,))
     await ws.prepare(request)
-    conn = WebConnection(ws, peer, receive=True)
+    conn = WebConnection(ws, peer, receive=True, transport=request.transport)
     conn.token_hash, conn.cap = token_hash, cap
     await welcome(hub, conn)
     await serve_frames(hub, conn)
