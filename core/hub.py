@@ -24,6 +24,7 @@ from .connectors import ConnectorState, ConnectorStates
 from .delivery import Dispatcher
 from .directory import Directory
 from .errors import InvalidRequest, MeshError, NotFound, TooLarge
+from .fields import MAX_CLIENT_ID
 from .ids import new_id
 from .local import default_name
 from .models import PRIORITIES, Message, Peer
@@ -33,7 +34,6 @@ from .store import Store
 
 log = logging.getLogger(__name__)
 
-MAX_CLIENT_ID = 128
 WS_CONNECTORS = frozenset({"cli", "mcp", "ws", "web", "bench"})
 
 
