@@ -17,9 +17,11 @@ from typing import Any
 
 import aiohttp
 import pytest
+from nacl.signing import SigningKey
 
 from meshhub.admission import is_loopback
-from meshhub.client import ws_url
+from meshhub.builtins.hello_auth import sign_hello
+from meshhub.client import audience, ws_url
 from meshhub.errors import MeshError
 from meshhub.fields import (
     MAX_CLIENT_ID,
@@ -28,6 +30,7 @@ from meshhub.fields import (
     MAX_GROUPS,
     MAX_LABEL,
     MAX_MIME,
+    MAX_NAMES,
     MAX_REASON,
     MAX_ROLE,
     MAX_SESSION,
@@ -37,8 +40,9 @@ from meshhub.fields import (
 
 from .helpers import Identity, collect
 
-DOCUMENTED = set(re.findall(r"^\| `([a-z_]+)` ", (Path(__file__).parents[1] / "docs" /
-                                                   "protocol.md").read_text(), re.M))
+PROTOCOL = (Path(__file__).parents[1] / "docs" / "protocol.md").read_text()
+DOCUMENTED = set(re.findall(r"^\| `([a-z_]+)`\s*\|", PROTOCOL.split("## Error codes")[1]
+                            .split("## Close codes")[0], re.M))
 DEEP = "[" * 10_000 + "]" * 10_000
 NESTED = "[" * 1000 + "]" * 1000  # within what a JSON reader may parse, too deep to answer
 
@@ -194,6 +198,9 @@ async def test_labels_invites_reasons_media_types_and_client_ids_are_bounded(inp
         err = await refused(a.call("send", to="bob", text="hi",
                                    client_id="c" * (MAX_CLIENT_ID + 1)), "too_long")
         assert_too_long(err, "client_id", MAX_CLIENT_ID)
+        err = await refused(a.call("send", to="bob", text="hi",
+                                   mentions=["bob"] * (MAX_NAMES + 1)), "too_long")
+        assert_too_long(err, "mentions", MAX_NAMES)
         assert rows(hub, "SELECT COUNT(*) FROM messages") == messages
 
 
@@ -297,6 +304,29 @@ async def test_hostile_frames_before_hello_get_error_frames(inproc, caplog):
                 await ws.send_str(frame)
                 (answer,) = await _answers(ws, 1)
                 assert answer["code"] in DOCUMENTED - {"internal"}, (what, answer)
+    assert hub.hub.directory.peers == {}
+    no_tracebacks(caplog)
+
+
+async def test_signed_hellos_with_wrong_types_are_refused_cleanly(inproc, caplog):
+    """Past the signature check, each field of a hello is read with its type in mind."""
+    caplog.set_level(logging.WARNING)
+    hub = await inproc()
+    key = SigningKey.generate()
+    wrong = [{"kind": ["agent"]}, {"groups": ["ops"]}, {"groups": {"ops": 5}}, {"name": 5},
+             {"connector": {"a": 1}}, {"role": 5}, {"session": ["s"]}, {"receive": "x"},
+             {"invite": 5}, {"member_name": []}, {"attestation": "x"}, {"member_key": 5},
+             {"ts": "1"}, {"audience": 5}, {"nonce": ["x"]}, {"token": 5},
+             {"groups": {"": "lead"}}]
+    async with aiohttp.ClientSession() as http:
+        for fields in wrong:
+            async with http.ws_connect(ws_url(hub.url)) as ws:
+                nonce = (await ws.receive_json())["nonce"]
+                hello = {"type": "hello", "name": "zed", "nonce": nonce,
+                         "audience": audience(hub.url), **fields}
+                await ws.send_str(json.dumps(sign_hello(key, hello)))
+                (answer,) = await _answers(ws, 1)
+                assert answer["code"] in DOCUMENTED - {"internal"}, (fields, answer)
     assert hub.hub.directory.peers == {}
     no_tracebacks(caplog)
 

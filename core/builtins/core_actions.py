@@ -18,6 +18,7 @@ from meshhub.errors import Forbidden, InvalidRequest, NotFound
 from meshhub.fields import (
     MAX_CLIENT_ID,
     MAX_GROUPS,
+    MAX_NAMES,
     MAX_ROLE,
     MAX_SUMMARY,
     MAX_TOPIC,
@@ -73,8 +74,10 @@ async def send(
     reply_to: Annotated[str | None, "id of a thread's root message to reply to"] = None,
     priority: Annotated[Literal["now", "next", "low"], "now = urgent, next = normal, low = FYI"]
     = "next",
-    mentions: Annotated[list[str] | None, "names to flag (@name in the text works too)"] = None,
-    whisper: Annotated[list[str] | None, "only these recipients may see it"] = None,
+    mentions: Annotated[list[str] | None, "names to flag (@name in the text works too)",
+                        Field(max_length=MAX_NAMES)] = None,
+    whisper: Annotated[list[str] | None, "only these recipients may see it",
+                       Field(max_length=MAX_NAMES)] = None,
     client_id: Annotated[str | None, "your id for this send; a resend with it is a no-op",
                          Field(max_length=MAX_CLIENT_ID)] = None,
 ) -> dict[str, Any]:
