@@ -20,6 +20,7 @@ import pytest
 from nacl.signing import SigningKey
 
 from meshhub.admission import is_loopback
+from meshhub.bridge.chat import parse_call
 from meshhub.builtins.hello_auth import sign_hello
 from meshhub.client import audience, ws_url
 from meshhub.errors import MeshError
@@ -496,3 +497,13 @@ def test_loopback_names_match_exactly():
                  "localhost.:7420.evil.example"):
         assert not is_loopback(host), host
 
+
+
+def test_a_chat_call_reads_its_values_as_safe_json_or_as_text():
+    """``/call`` on Telegram or Slack: a value that is JSON the hub cannot keep (a lone
+    surrogate, nesting a JSON reader cannot follow) stays the text it was, never an error."""
+    action, params = parse_call("set_summary summary='\"\\ud800\"' n=3 groups='{\"a\": \"b\"}'")
+    assert (action, params["n"], params["groups"]) == ("set_summary", 3, {"a": "b"})
+    assert params["summary"] == '"\\ud800"'
+    deep = "[" * 3000 + "]" * 3000
+    assert parse_call(f"whoami x={deep}")[1] == {"x": deep}
