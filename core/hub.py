@@ -312,7 +312,11 @@ class Hub:
             raise InvalidRequest(f"priority must be one of {', '.join(PRIORITIES)}")
         if not body.strip() and not attachments and data is None:
             raise InvalidRequest("the message is empty")
-        size = len(body.encode())
+        try:
+            size = len(body.encode())
+        except UnicodeEncodeError:  # a lone surrogate, from a surface that let one through
+            raise InvalidRequest("the message is not UTF-8 text (it holds a lone surrogate)",
+                                 code="malformed") from None
         if size > self.config.max_body_bytes:
             raise TooLarge(
                 f"the message is {size} bytes; this hub accepts at most "

@@ -507,3 +507,15 @@ def test_a_chat_call_reads_its_values_as_safe_json_or_as_text():
     assert params["summary"] == '"\\ud800"'
     deep = "[" * 3000 + "]" * 3000
     assert parse_call(f"whoami x={deep}")[1] == {"x": deep}
+
+
+async def test_a_body_that_is_not_utf8_text_is_refused_on_every_path(inproc, people):
+    """The WebSocket and HTTP refuse a lone surrogate as they read JSON; a connector inside the
+    hub that hands one over (its platform's JSON reader let it through) is refused too."""
+    hub = await inproc()
+    ann, bob = people("ann", "bob")
+    async with ann.client(hub.url), bob.client(hub.url):
+        sender = hub.hub.directory.find("ann")
+        err = await refused(hub.hub.send(sender, "bob", "hi \ud800"), "malformed")
+        assert "surrogate" in err.message
+    assert rows(hub, "SELECT COUNT(*) FROM messages") == [(0,)]
