@@ -214,6 +214,9 @@ async def test_the_schemas_show_the_limits(inproc, people):
     assert described["join_group"]["role"]["maxLength"] == MAX_ROLE
     assert described["conversation_topic"]["topic"]["maxLength"] == MAX_TOPIC
     assert described["token_create"]["label"]["maxLength"] == MAX_LABEL
+    async with aiohttp.ClientSession() as http, http.get(hub.url + "/openapi.json") as resp:
+        document = json.dumps(await resp.json())
+    assert f'"maxLength": {MAX_SUMMARY}' in document and f'"maxLength": {MAX_TOPIC}' in document
 
 
 async def test_a_peers_answer_stays_bounded(inproc, people):
