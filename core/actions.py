@@ -3,7 +3,9 @@
 An action is an async function ``handler(ctx, **params)`` with typed keyword parameters and a
 docstring. The registry turns its signature into a pydantic model, which validates input the same
 way on every surface and yields the JSON schema that the OpenAPI document, the MCP tool list and
-the CLI are generated from. Parameter help comes from ``Annotated[T, "help text"]``.
+the CLI are generated from. Parameter help comes from ``Annotated[T, "help text"]``; other
+metadata in the annotation stays with the type, so ``Annotated[str, "help",
+Field(max_length=...)]`` is checked on every surface and shows in the schema (``maxLength``).
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model
 
 from .errors import Forbidden, InvalidRequest, NotFound
+from .fields import TooLong
 from .store import CAPS
 
 if TYPE_CHECKING:
@@ -71,11 +74,7 @@ class Action:
         try:
             model = self.params.model_validate(params or {})
         except ValidationError as exc:
-            problems = "; ".join(
-                f"{'.'.join(str(p) for p in err['loc']) or 'params'}: {err['msg']}"
-                for err in exc.errors()
-            )
-            raise InvalidRequest(f"bad parameters for {self.name}: {problems}") from None
+            raise _refusal(self.name, exc) from None
         return {name: getattr(model, name) for name in type(model).model_fields}
 
     def describe(self) -> dict[str, Any]:
@@ -89,6 +88,29 @@ class Action:
             "cap": self.cap,
             "plugin": self.plugin,
         }
+
+
+_LENGTH_ERRORS = frozenset({"string_too_long", "too_long"})
+
+
+def _where(loc: tuple[int | str, ...]) -> str:
+    """A bad value's place, ``groups.backend``: each part cut short, since a part may be a
+    key the caller chose (of any length)."""
+    return ".".join(str(part)[:40] for part in loc if part != "[key]") or "params"
+
+
+def _refusal(action_name: str, exc: ValidationError) -> InvalidRequest:
+    """What bad parameters are told: a field over its maximum as :class:`TooLong` (field and
+    limit named), anything else as ``invalid_request`` naming each bad field."""
+    for err in exc.errors():
+        if err["type"] in _LENGTH_ERRORS:
+            text = err["type"] == "string_too_long"
+            field = _where(err["loc"]) + (" (a name in it)" if err["loc"][-1:] == ("[key]",)
+                                          else "")
+            return TooLong(field, int(err["ctx"]["max_length"]),
+                           "characters" if text else "items")
+    problems = "; ".join(f"{_where(err['loc'])}: {err['msg']}" for err in exc.errors())
+    return InvalidRequest(f"bad parameters for {action_name}: {problems}")
 
 
 # a full stop that ends a sentence: followed by a space or the end, and not that of "e.g."
@@ -115,7 +137,8 @@ def _params_model(name: str, fn: Handler) -> type[BaseModel]:
         if typing.get_origin(annotation) is typing.Annotated:
             base, *extras = typing.get_args(annotation)
             help_text = next((e for e in extras if isinstance(e, str)), None)
-            annotation = base
+            checks = tuple(e for e in extras if not isinstance(e, str))
+            annotation = typing.Annotated[(base, *checks)] if checks else base
         default = ... if param.default is inspect.Parameter.empty else param.default
         fields[pname] = (annotation, Field(default, description=help_text))
     model_name = "".join(part.capitalize() for part in name.split("_")) + "Params"

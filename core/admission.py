@@ -51,10 +51,12 @@ TOKEN_PREFIX = "mh_"
 # -- Host and Origin ----------------------------------------------------------------------------
 def host_name(value: str) -> str:
     """The host part of a ``Host`` header or ``host:port``, lower-case, without the port or
-    IPv6 brackets (the port is never compared)."""
+    IPv6 brackets (the port is never compared). Anything after the brackets but a port stays,
+    so ``[::1].evil.example`` is no loopback address."""
     value = value.strip().lower()
     if value.startswith("["):
-        return value[1:].partition("]")[0]
+        address, _, rest = value[1:].partition("]")
+        return address if not rest or rest.startswith(":") and rest[1:].isdigit() else value
     if value.count(":") == 1:
         return value.partition(":")[0]
     return value  # a bare IPv6 address, or a name without a port

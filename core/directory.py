@@ -12,23 +12,24 @@ from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, TypeGuard
 
 from .errors import InvalidRequest, MeshError, NotFound
+from .fields import MAX_GROUP, MAX_NAME, check_length
 from .ids import peer_key_for
 from .models import Conversation, Invite, Member, Peer
 
 if TYPE_CHECKING:
     from .store import Store
 
-NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,39}$")
+NAME_RE = re.compile(rf"^[A-Za-z0-9][A-Za-z0-9_.-]{{0,{MAX_NAME - 1}}}$")
 KEYLIKE_RE = re.compile(r"^[0-9A-Fa-f]{8}$")
-NAME_RULE = ("1 to 40 letters, digits, '_', '.' or '-', starting with a letter or digit, and "
-             "not 8 hex digits (that reads as a peer key)")
+NAME_RULE = (f"1 to {MAX_NAME} letters, digits, '_', '.' or '-', starting with a letter or "
+             "digit, and not 8 hex digits (that reads as a peer key)")
 GROUP_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,39}(/[A-Za-z0-9][A-Za-z0-9_.-]{0,39})*$")
 DEFAULT_CONVERSATION = "general"
 
 
 def clean_name(name: str) -> str:
     """A display name usable as a target: letters, digits, ``_.-``; at most 40 characters."""
-    cleaned = re.sub(r"[^A-Za-z0-9_.-]+", "-", name.strip()).strip("-.")[:40]
+    cleaned = re.sub(r"[^A-Za-z0-9_.-]+", "-", name.strip()).strip("-.")[:MAX_NAME]
     return cleaned or "peer"
 
 
@@ -50,8 +51,10 @@ def is_valid_name(name: object) -> TypeGuard[str]:
     return isinstance(name, str) and bool(NAME_RE.match(name)) and not KEYLIKE_RE.match(name)
 
 
-def check_group(group: str) -> str:
-    group = group.lstrip("@")
+def check_group(group: str, field: str = "group") -> str:
+    """A group (or conversation) name as written, ``@`` dropped: refused when it is over
+    :data:`~meshhub.fields.MAX_GROUP` characters or not made of name parts."""
+    group = check_length(field, group.lstrip("@"), MAX_GROUP)
     if not GROUP_RE.match(group) or group == "all":
         raise InvalidRequest(
             f"bad group name {group!r}: use letters, digits, '_.-', and '/' for subgroups"

@@ -73,9 +73,22 @@ class FileStore:
 
     def put(self, data: bytes, name: str, mime: str | None = None) -> StoredFile:
         """Store ``data`` (idempotent: the same bytes land on the same blob)."""
+        stored = self.describe(data, name, mime)
+        self.write(stored, data)
+        return stored
+
+    def describe(self, data: bytes, name: str, mime: str | None = None) -> StoredFile:
+        """What storing ``data`` under ``name`` gives, without storing anything: a caller can
+        check the rest of a request before it keeps a byte (:meth:`write` stores it)."""
         self.check_size(len(data))
-        digest = hashlib.sha256(data).hexdigest()
-        path = self.path_of(digest)
+        clean = safe_name(name)
+        guessed = mimetypes.guess_type(clean)[0]
+        return StoredFile(hashlib.sha256(data).hexdigest(), clean, len(data),
+                          mime or guessed or "application/octet-stream")
+
+    def write(self, stored: StoredFile, data: bytes) -> None:
+        """Write the blob of ``data`` (described by :meth:`describe`) unless it is there."""
+        path = self.path_of(stored.file)
         if not path.exists():
             path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
             fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".incoming-")
@@ -88,9 +101,6 @@ class FileStore:
             except BaseException:
                 Path(tmp).unlink(missing_ok=True)
                 raise
-        clean = safe_name(name)
-        guessed = mimetypes.guess_type(clean)[0]
-        return StoredFile(digest, clean, len(data), mime or guessed or "application/octet-stream")
 
     def get(self, sha256: str) -> bytes:
         path = self.path_of(sha256)

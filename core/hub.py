@@ -24,6 +24,7 @@ from .connectors import ConnectorState, ConnectorStates
 from .delivery import Dispatcher
 from .directory import Directory
 from .errors import InvalidRequest, MeshError, NotFound, TooLarge
+from .fields import MAX_CLIENT_ID
 from .ids import new_id
 from .local import default_name
 from .models import PRIORITIES, Message, Peer
@@ -33,7 +34,6 @@ from .store import Store
 
 log = logging.getLogger(__name__)
 
-MAX_CLIENT_ID = 128
 WS_CONNECTORS = frozenset({"cli", "mcp", "ws", "web", "bench"})
 
 
@@ -312,7 +312,11 @@ class Hub:
             raise InvalidRequest(f"priority must be one of {', '.join(PRIORITIES)}")
         if not body.strip() and not attachments and data is None:
             raise InvalidRequest("the message is empty")
-        size = len(body.encode())
+        try:
+            size = len(body.encode())
+        except UnicodeEncodeError:  # a lone surrogate, from a surface that let one through
+            raise InvalidRequest("the message is not UTF-8 text (it holds a lone surrogate)",
+                                 code="malformed") from None
         if size > self.config.max_body_bytes:
             raise TooLarge(
                 f"the message is {size} bytes; this hub accepts at most "

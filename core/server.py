@@ -15,6 +15,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from aiohttp import WSCloseCode, WSMsgType, web
+from aiohttp.http_exceptions import HttpProcessingError
 
 from . import __version__, codec, members
 from .actions import ActionContext, check_allowed
@@ -28,6 +29,7 @@ from .admission import (
 )
 from .directory import check_group, check_name, is_valid_name
 from .errors import AuthFailed, InvalidRequest, MeshError, TooLarge, Unauthorized
+from .fields import MAX_CONNECTOR, MAX_GROUPS, MAX_ROLE, check_length
 from .hub import WS_CONNECTORS, Hub
 from .models import PEER_KINDS, Peer
 from .openapi import openapi_document
@@ -37,9 +39,24 @@ log = logging.getLogger(__name__)
 
 HELLO_TIMEOUT = 15.0
 MAX_HELLO_ATTEMPTS = 3
-MAX_ROLE = 100
-MAX_GROUPS = 50
 HUB_KEY: web.AppKey[Hub] = web.AppKey("hub", Hub)
+
+
+class _RequestErrorsWithoutTracebacks(logging.Filter):
+    """aiohttp answers a request it cannot parse (a request line over 8 KB, a bad header) with
+    a 4xx, and logs a traceback at ERROR for it: anyone could fill the hub's log that way. Such
+    a record becomes one WARNING line naming the error."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        error = record.exc_info[1] if record.exc_info else None
+        if isinstance(error, HttpProcessingError) and error.code < 500:
+            record.msg = f"{record.msg}: {type(error).__name__} ({error.code})"
+            record.exc_info, record.exc_text = None, None
+            record.levelno, record.levelname = logging.WARNING, "WARNING"
+        return True
+
+
+logging.getLogger("aiohttp.server").addFilter(_RequestErrorsWithoutTracebacks())
 
 
 class ListenError(Exception):
@@ -79,29 +96,33 @@ def error_frame(exc: MeshError, call_id: Any = None) -> dict[str, Any]:
 
 # -- WebSocket peer protocol ---------------------------------------------------------------------
 def _check_hello_fields(hub: Hub, hello: dict[str, Any]) -> dict[str, Any]:
-    """The peer fields of a hello, checked before anything is registered."""
+    """The peer fields of a hello, checked before anything is registered: a wrong type is
+    ``malformed``, a field over its maximum (:mod:`meshhub.fields`) is ``too_long``."""
     kind = hello.get("kind") or "agent"
     if kind not in PEER_KINDS:
         raise InvalidRequest(f"kind must be one of {', '.join(PEER_KINDS)}", code="malformed")
     connector = hello.get("connector") or "cli"
-    if not isinstance(connector, str) or len(connector) > 40:
+    if not isinstance(connector, str):
         raise InvalidRequest("connector is a short name (cli, mcp...)", code="malformed")
+    check_length("connector", connector, MAX_CONNECTOR)
     if connector in hub.connector_names and connector not in WS_CONNECTORS:
         raise AuthFailed(
             f"{connector} peers are bridged by the hub's {connector} connector; "
             "a WebSocket peer cannot claim that surface", code="unauthorized",
         )
     role = hello.get("role")
-    if role is not None and (not isinstance(role, str) or len(role) > MAX_ROLE):
-        raise InvalidRequest(f"role is text of at most {MAX_ROLE} characters", code="malformed")
+    if role is not None:
+        if not isinstance(role, str):
+            raise InvalidRequest("role is text", code="malformed")
+        check_length("role", role, MAX_ROLE)
     groups = hello.get("groups")
     if groups is not None:
-        if not isinstance(groups, dict) or len(groups) > MAX_GROUPS or not all(
-            isinstance(r, str) and len(r) <= MAX_ROLE for r in groups.values()
-        ):
-            raise InvalidRequest(f"groups is an object of at most {MAX_GROUPS} group names to "
-                                 "roles (text)", code="malformed")
-        groups = {check_group(g): r for g, r in groups.items()}
+        if not isinstance(groups, dict) or not all(isinstance(r, str) for r in groups.values()):
+            raise InvalidRequest("groups is an object of group names to roles (text)",
+                                 code="malformed")
+        check_length("groups", groups, MAX_GROUPS)
+        groups = {check_group(g): check_length("groups (a role in it)", r, MAX_ROLE)
+                  for g, r in groups.items()}
     return {"name": check_name(hello.get("name")), "kind": kind, "connector": connector,
             "role": role, "groups": groups}
 
@@ -215,10 +236,7 @@ def _welcome_view(hub: Hub, conn: Connection) -> dict[str, Any]:
 def _parse(msg: Any) -> dict[str, Any]:
     if msg.type != WSMsgType.TEXT:
         raise InvalidRequest("frames are JSON text", code="malformed")
-    try:
-        frame = codec.loads(msg.data)
-    except codec.JSONDecodeError as exc:
-        raise InvalidRequest(f"not JSON: {exc.msg} at {exc.pos}", code="malformed") from None
+    frame = read_json(msg.data, "a frame")
     if not isinstance(frame, dict) or not isinstance(frame.get("type"), str):
         raise InvalidRequest("a frame is a JSON object with a string 'type'", code="malformed")
     return frame
@@ -326,6 +344,17 @@ async def serve_frames(hub: Hub, conn: Connection) -> None:
         conn.finish()
 
 
+def read_json(text: str | bytes, what: str) -> Any:
+    """JSON from a peer (a frame, a request body), refused with ``malformed`` when it is not
+    UTF-8 JSON the hub can keep: a lone surrogate, ``NaN``, nesting deeper than
+    :data:`meshhub.codec.MAX_DEPTH` (the one edge check for the WebSocket and the HTTP API)."""
+    try:
+        return codec.read(text)
+    except codec.JSONDecodeError as exc:
+        where = f" at {exc.pos}" if exc.pos else ""
+        raise InvalidRequest(f"{what} must be JSON: {exc.msg}{where}", code="malformed") from None
+
+
 # -- HTTP API ------------------------------------------------------------------------------------
 async def _peer_for_request(hub: Hub, request: web.Request) -> tuple[Peer, str, str]:
     header = request.headers.get("Authorization", "")
@@ -345,11 +374,10 @@ async def api_call(request: web.Request) -> web.Response:
         action = hub.actions.get(request.match_info["action"])
         if request.can_read_body:
             try:
-                params = await request.json()
+                body = await request.read()
             except web.HTTPRequestEntityTooLarge:
                 raise body_too_large(hub) from None
-            except ValueError:  # not JSON, or not UTF-8
-                raise InvalidRequest("the body must be a JSON object", code="malformed") from None
+            params = read_json(body, "the body")
         else:
             params = {}
         if not isinstance(params, dict):

@@ -144,7 +144,7 @@ async def test_a_bad_hello_registers_nothing(hub, people):
     (ann,) = people("ann")
     before = {t: rows(hub, t) for t in ("peers", "members", "deliveries",
                                        "conversation_members")}
-    for options, code in (({"role": "r" * 500}, "malformed"),
+    for options, code in (({"role": "r" * 500}, "too_long"),
                           ({"groups": {"bad group!": "lead"}}, "invalid_request"),
                           ({"name": "@ops"}, "bad_name"), ({"name": "deadbeef"}, "bad_name"),
                           ({"kind": "robot"}, "malformed")):

@@ -32,6 +32,7 @@ import shlex
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from meshhub import codec
 from meshhub.actions import ActionContext
 from meshhub.errors import InvalidRequest, MeshError, NotFound
 from meshhub.views import presence_text
@@ -421,7 +422,8 @@ async def give_up(hub: Hub, peer: Peer, message: Message, reason: str) -> None:
 
 
 def parse_call(args: str) -> tuple[str, dict[str, Any]]:
-    """``ACTION k=v k2="a b"`` -> (action, params); values are JSON when they parse as JSON."""
+    """``ACTION k=v k2="a b"`` -> (action, params); values are JSON when they parse as JSON
+    the hub can keep (:func:`meshhub.codec.read`), else the text as written."""
     try:
         words = shlex.split(args)
     except ValueError as exc:
@@ -434,7 +436,7 @@ def parse_call(args: str) -> tuple[str, dict[str, Any]]:
         if not sep:
             raise InvalidRequest(f"parameters are key=value, got {word!r}")
         try:
-            params[key] = json.loads(value)
-        except json.JSONDecodeError:
+            params[key] = codec.read(value)
+        except codec.JSONDecodeError:
             params[key] = value
     return words[0], params

@@ -7,9 +7,12 @@ import time
 from collections.abc import Callable
 from typing import Annotated, Any, Literal
 
+from pydantic import Field
+
 from meshhub import hookimpl, members
 from meshhub.actions import Action, ActionContext, action
-from meshhub.errors import Forbidden, InvalidRequest
+from meshhub.errors import Forbidden
+from meshhub.fields import MAX_GROUPS, MAX_LABEL, MAX_ROLE
 
 Duration = Annotated[str | None, "how long it lasts: 30d, 24h, 90m, 45s, or never"]
 
@@ -27,9 +30,11 @@ async def invite_create(
     ctx: ActionContext,
     uses: Annotated[int, "how many people may join with it"] = 1,
     expires: Duration = "24h",
-    role: Annotated[str, "the role its members' peers start with"] = "",
-    groups: Annotated[dict[str, str] | None, "groups its members start in (group: role)"]
-    = None,
+    role: Annotated[str, "the role its members' peers start with", Field(max_length=MAX_ROLE)]
+    = "",
+    groups: Annotated[dict[str, Annotated[str, Field(max_length=MAX_ROLE)]] | None,
+                      "groups its members start in (group: role)",
+                      Field(max_length=MAX_GROUPS)] = None,
 ) -> dict[str, Any]:
     """Create an invite code that lets new members join this hub (`hub join CODE`). The code is
     shown once; only its hash is kept."""
@@ -102,7 +107,7 @@ async def member_remove(
 @action()
 async def token_create(
     ctx: ActionContext,
-    label: Annotated[str, "what the token is for"] = "default",
+    label: Annotated[str, "what the token is for", Field(max_length=MAX_LABEL)] = "default",
     cap: Annotated[Literal["read", "send", "admin"],
                    "the most it may do: read, send (what you do), admin (owner actions too)"]
     = "send",
@@ -111,8 +116,6 @@ async def token_create(
     """Create a bearer token that acts as you on the HTTP API and /mcp. Shown once; only its
     hash is kept."""
     _not_with_a_token(ctx)
-    if len(label) > 100:
-        raise InvalidRequest("a label is at most 100 characters")
     token, info = await members.create_token(
         ctx.hub, ctx.peer, label=label, cap=cap, held=ctx.cap,
         expires_in=members.parse_duration(expires),

@@ -17,17 +17,17 @@ import time
 from collections.abc import Callable
 from typing import Annotated, Any, Literal
 
+from pydantic import Field
 from sqlite_utils import Database
 from sqlite_utils.migrations import Migrations
 
 from meshhub import hookimpl
 from meshhub.actions import Action, ActionContext, action
 from meshhub.errors import InvalidRequest, NotFound, TooLarge
+from meshhub.fields import MAX_OPTION, MAX_OPTIONS, MAX_REASON
 from meshhub.ids import new_id
 
 DEFAULT_OPTIONS = ["approve", "deny"]
-MAX_OPTIONS = 8
-MAX_OPTION_LENGTH = 40
 
 migrations = Migrations("meshhub.approvals")
 
@@ -101,9 +101,9 @@ async def approval_request(
         raise InvalidRequest("the question is empty")
     choices = [" ".join(o.split()) for o in (options or DEFAULT_OPTIONS)]
     if not 1 <= len(choices) <= MAX_OPTIONS or any(
-            not o or len(o) > MAX_OPTION_LENGTH for o in choices):
+            not o or len(o) > MAX_OPTION for o in choices):
         raise InvalidRequest(
-            f"options are 1 to {MAX_OPTIONS} answers of 1 to {MAX_OPTION_LENGTH} characters")
+            f"options are 1 to {MAX_OPTIONS} answers of 1 to {MAX_OPTION} characters")
     if len({o.lower() for o in choices}) != len(choices):
         raise InvalidRequest("options must differ from one another")
     body = f"Approval requested: {question}\n(answer: {' / '.join(choices)})"
@@ -131,7 +131,8 @@ async def approval_answer(
     ctx: ActionContext,
     id: Annotated[str, "the approval's id"],
     answer: Annotated[str, "one of the request's options (e.g. approve or deny)"],
-    reason: Annotated[str | None, "why, shown to the asker"] = None,
+    reason: Annotated[str | None, "why, shown to the asker", Field(max_length=MAX_REASON)]
+    = None,
 ) -> dict[str, Any]:
     """Answer an approval request addressed to you; the asker is told at once."""
     current = await _load(ctx, id)

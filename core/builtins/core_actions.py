@@ -9,10 +9,21 @@ import time
 from collections.abc import Callable
 from typing import Annotated, Any, Literal
 
+from pydantic import Field
+
 from meshhub import hookimpl
 from meshhub.actions import Action, ActionContext, action
 from meshhub.directory import check_group
 from meshhub.errors import Forbidden, InvalidRequest, NotFound
+from meshhub.fields import (
+    MAX_CLIENT_ID,
+    MAX_GROUPS,
+    MAX_NAMES,
+    MAX_ROLE,
+    MAX_SUMMARY,
+    MAX_TOPIC,
+    TooLong,
+)
 from meshhub.models import STATUSES, Conversation
 from meshhub.store import StateChange
 
@@ -63,10 +74,12 @@ async def send(
     reply_to: Annotated[str | None, "id of a thread's root message to reply to"] = None,
     priority: Annotated[Literal["now", "next", "low"], "now = urgent, next = normal, low = FYI"]
     = "next",
-    mentions: Annotated[list[str] | None, "names to flag (@name in the text works too)"] = None,
-    whisper: Annotated[list[str] | None, "only these recipients may see it"] = None,
-    client_id: Annotated[str | None, "your id for this send; a resend with it is a no-op"]
-    = None,
+    mentions: Annotated[list[str] | None, "names to flag (@name in the text works too)",
+                        Field(max_length=MAX_NAMES)] = None,
+    whisper: Annotated[list[str] | None, "only these recipients may see it",
+                       Field(max_length=MAX_NAMES)] = None,
+    client_id: Annotated[str | None, "your id for this send; a resend with it is a no-op",
+                         Field(max_length=MAX_CLIENT_ID)] = None,
 ) -> dict[str, Any]:
     """Send a message. The result's ``id`` means it is stored and will be delivered."""
     return await ctx.hub.send(
@@ -253,10 +266,11 @@ async def set_status(
 
 @action()
 async def set_summary(
-    ctx: ActionContext, summary: Annotated[str, "one line on what you are doing"]
+    ctx: ActionContext,
+    summary: Annotated[str, "one line on what you are doing", Field(max_length=MAX_SUMMARY)],
 ) -> dict[str, Any]:
     """Set the one-line summary others see next to your name."""
-    ctx.peer.summary = " ".join(summary.split())[:200]
+    ctx.peer.summary = " ".join(summary.split())
     return await _changed(ctx, "summary")
 
 
@@ -264,10 +278,13 @@ async def set_summary(
 async def join_group(
     ctx: ActionContext,
     group: Annotated[str, "group name, e.g. backend or backend/db"],
-    role: Annotated[str, "your role in the group"] = "member",
+    role: Annotated[str, "your role in the group", Field(max_length=MAX_ROLE)] = "member",
 ) -> dict[str, Any]:
-    """Join a @group (created on first join)."""
-    ctx.peer.groups[check_group(group)] = role
+    """Join a @group (created on first join); a peer is in at most 50 groups."""
+    name = check_group(group)
+    if name not in ctx.peer.groups and len(ctx.peer.groups) >= MAX_GROUPS:
+        raise TooLong("groups", MAX_GROUPS, "groups (leave one to join another)")
+    ctx.peer.groups[name] = role
     await ctx.hub.directory.save_peer(ctx.peer)
     return await _changed(ctx, "groups")
 
@@ -299,11 +316,11 @@ async def conversations(ctx: ActionContext) -> list[dict[str, Any]]:
 async def conversation_create(
     ctx: ActionContext,
     name: Annotated[str, "conversation name, with or without #"],
-    topic: Annotated[str, "what it is about"] = "",
+    topic: Annotated[str, "what it is about", Field(max_length=MAX_TOPIC)] = "",
 ) -> dict[str, Any]:
     """Create a #conversation and join it."""
     bare = name.lstrip("#").lower()
-    check_group(bare)
+    check_group(bare, "name")
     if bare in ctx.hub.directory.conversations:
         raise InvalidRequest(f"#{bare} already exists; join it instead", code="exists")
     conv = Conversation(name=bare, topic=topic, created_by=ctx.peer.key, created_at=time.time())
@@ -337,7 +354,7 @@ async def conversation_leave(
 async def conversation_topic(
     ctx: ActionContext,
     name: Annotated[str, "conversation name"],
-    topic: Annotated[str, "the new topic"],
+    topic: Annotated[str, "the new topic", Field(max_length=MAX_TOPIC)],
 ) -> dict[str, Any]:
     """Set a #conversation's topic (members only)."""
     conv = ctx.hub.directory.conversation(name)

@@ -3,7 +3,9 @@
 who may read it (migration set ``meshhub.files``).
 
 A peer may read a file it uploaded or that came to it as an attachment of a message it sent or
-received; the hub's owner may read any. Requests travel as one WebSocket frame or HTTP body, so
+received; the hub's owner may read any. The same bytes are one blob, but a name is per reader:
+each peer gets the name it uploaded the file under, or the one its message carried, never
+another uploader's. Requests travel as one WebSocket frame or HTTP body, so
 ``file_put`` through them is bounded by the frame limit too; connectors inside the hub use the
 store directly.
 """
@@ -17,12 +19,14 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Annotated, Any
 
+from pydantic import Field
 from sqlite_utils import Database
 from sqlite_utils.migrations import Migrations
 
 from meshhub import hookimpl
 from meshhub.actions import Action, ActionContext, action
 from meshhub.errors import InvalidRequest, NotFound
+from meshhub.fields import MAX_MIME
 from meshhub.files import FileStore
 
 if TYPE_CHECKING:
@@ -72,20 +76,29 @@ async def grant(hub: Hub, file: dict[str, Any], peers: list[str], uploader: str 
     await hub.store.transact(run)
 
 
-async def may_read(hub: Hub, peer_key: str, sha256: str) -> bool:
-    def run(conn: sqlite3.Connection) -> bool:
-        if conn.execute("SELECT 1 FROM files WHERE file=? AND peer=?",
-                        (sha256, peer_key)).fetchone():
-            return True
-        # the grant of a just-sent attachment may not be written yet: ask the messages this
-        # peer sent or received, matching the attachment's ``file`` field exactly (a file name
-        # that happens to be a digest must not open the file)
-        return conn.execute(
-            "SELECT 1 FROM messages m WHERE m.attachments_json != '[]' AND (m.sender=? OR "
-            "EXISTS (SELECT 1 FROM deliveries d WHERE d.message_id=m.id AND d.recipient=?)) "
-            "AND EXISTS (SELECT 1 FROM json_each(m.attachments_json) a "
-            "WHERE json_extract(a.value, '$.file') = ?) LIMIT 1",
-            (peer_key, peer_key, sha256)).fetchone() is not None
+async def label_for(hub: Hub, peer_key: str, sha256: str, *,
+                    any_peer: bool = False) -> tuple[str, str] | None:
+    """(name, mime) of a file as ``peer_key`` was given it, or ``None`` when it may not read
+    it; ``any_peer`` (the owner): some uploader's label when it was given none itself."""
+    def run(conn: sqlite3.Connection) -> tuple[str, str] | None:
+        row = conn.execute("SELECT name, mime FROM files WHERE file=? AND peer=?",
+                           (sha256, peer_key)).fetchone()
+        if row is None:
+            # the grant of a just-sent attachment may not be written yet: ask the messages this
+            # peer sent or received, matching the attachment's ``file`` field exactly (a file
+            # name that happens to be a digest must not open the file)
+            row = conn.execute(
+                "SELECT json_extract(a.value, '$.name'), json_extract(a.value, '$.mime') "
+                "FROM messages m, json_each(m.attachments_json) a "
+                "WHERE m.attachments_json != '[]' AND (m.sender=? OR EXISTS (SELECT 1 FROM "
+                "deliveries d WHERE d.message_id=m.id AND d.recipient=?)) "
+                "AND json_extract(a.value, '$.file') = ? LIMIT 1",
+                (peer_key, peer_key, sha256)).fetchone()
+        if row is None and any_peer:
+            row = conn.execute("SELECT name, mime FROM files WHERE file=? "
+                               "ORDER BY uploaded DESC, created_at LIMIT 1", (sha256,)).fetchone()
+        return None if row is None else (str(row[0] or "file"),
+                                         str(row[1] or "application/octet-stream"))
 
     return await hub.store.transact(run)
 
@@ -94,23 +107,34 @@ async def may_read(hub: Hub, peer_key: str, sha256: str) -> bool:
 async def file_put(
     ctx: ActionContext,
     content: Annotated[str, "the file's bytes, base64-encoded"],
-    name: Annotated[str, "the file name to show (made safe)"],
-    mime: Annotated[str | None, "media type; guessed from the name when left out"] = None,
+    name: Annotated[str, "the file name to show (made safe, cut to 120 characters)"],
+    mime: Annotated[str | None, "media type; guessed from the name when left out",
+                    Field(max_length=MAX_MIME)] = None,
     to: Annotated[str | list[str] | None, "also send it at once to these targets"] = None,
     text: Annotated[str, "the message to send with it (with ``to``)"] = "",
     reply_to: Annotated[str | None, "send it as a reply in this thread"] = None,
 ) -> dict[str, Any]:
-    """Store a file on the hub; with ``to`` (or ``reply_to``) also send it as an attachment."""
+    """Store a file on the hub; with ``to`` (or ``reply_to``) also send it as an attachment.
+
+    A send that is refused (an unknown target, a thread you cannot see) stores nothing."""
     try:
         data = base64.b64decode(content, validate=True)
     except (binascii.Error, ValueError):
         raise InvalidRequest("content must be base64") from None
-    stored = store_for(ctx.hub).put(data, name, mime).attachment()
-    await grant(ctx.hub, stored, [ctx.peer.key], ctx.peer.key)
-    result: dict[str, Any] = dict(stored)
+    files_store = store_for(ctx.hub)
+    stored = files_store.describe(data, name, mime)
+    attachment = stored.attachment()
+    pending = None
     if to is not None or reply_to is not None:
-        result["sent"] = await ctx.hub.send(ctx.peer, to, text, reply_to=reply_to,
-                                            attachments=[stored])
+        pending = await ctx.hub.prepare_send(ctx.peer, to, text, reply_to=reply_to,
+                                             attachments=[attachment])
+    # written before the message just queued can commit (no await in between), so the
+    # attachment's blob is there when the message is accepted
+    files_store.write(stored, data)
+    await grant(ctx.hub, attachment, [ctx.peer.key], ctx.peer.key)
+    result: dict[str, Any] = dict(attachment)
+    if pending is not None:
+        result["sent"] = await pending.wait()
     return result
 
 
@@ -118,14 +142,14 @@ async def file_put(
 async def file_get(
     ctx: ActionContext, id: Annotated[str, "the file's id (its sha256)"]
 ) -> dict[str, Any]:
-    """A file you uploaded or received: its name, size, type and base64 content."""
-    if not ctx.is_admin and not await may_read(ctx.hub, ctx.peer.key, id):
+    """A file you uploaded or received: its name, size, type and base64 content.
+
+    The name is the one you uploaded it under, or the one the message that brought it gave."""
+    label = await label_for(ctx.hub, ctx.peer.key, id, any_peer=ctx.is_admin)
+    if label is None and not ctx.is_admin:
         raise NotFound(f"no file {id} that you uploaded or received")
     data = store_for(ctx.hub).get(id)
-    row = await ctx.hub.store.transact(lambda conn: conn.execute(
-        "SELECT name, mime FROM files WHERE file=? ORDER BY uploaded DESC LIMIT 1",
-        (id,)).fetchone())
-    name, mime = row if row else ("file", "application/octet-stream")
+    name, mime = label or ("file", "application/octet-stream")
     return {"file": id, "name": name, "size": len(data), "mime": mime,
             "content": base64.b64encode(data).decode()}
 

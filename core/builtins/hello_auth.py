@@ -28,6 +28,7 @@ from nacl.signing import SigningKey, VerifyKey
 
 from meshhub import hookimpl
 from meshhub.errors import AuthFailed
+from meshhub.fields import MAX_SESSION, check_length
 
 MAX_ATTESTATION_SECONDS = 30 * 86400
 
@@ -115,8 +116,10 @@ def verify_hello(hello: dict[str, Any], nonce: str, now: float | None = None) ->
             "challenge", code="replayed",
         )
     session = hello.get("session")
-    if session is not None and (not isinstance(session, str) or len(session) > 100):
+    if session is not None and not isinstance(session, str):
         raise AuthFailed("session is a short label (text)", code="malformed")
+    if session is not None:
+        check_length("session", session, MAX_SESSION)
     public_key = verify_key.encode().hex()  # one spelling of a key (lower-case hex) everywhere
     member_key = public_key
     if "attestation" in hello or "member_key" in hello:

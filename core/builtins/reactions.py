@@ -20,8 +20,8 @@ from sqlite_utils.migrations import Migrations
 from meshhub import hookimpl
 from meshhub.actions import Action, ActionContext, action
 from meshhub.errors import InvalidRequest, NotFound
+from meshhub.fields import MAX_EMOJI
 
-MAX_EMOJI = 32
 MAX_LOOKUP = 200
 reaction_migrations = Migrations("meshhub.reactions")
 

@@ -30,6 +30,7 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
+from meshhub import codec
 from meshhub.local import claim_socket, session_socket
 
 log = logging.getLogger("meshhub_mcp")
@@ -92,7 +93,7 @@ class HookServer:
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
             line = await asyncio.wait_for(reader.readline(), HUB_BUDGET)
-            request = json.loads(line)
+            request = codec.read(line)
             event = request.get("event") if isinstance(request, dict) else None
             output = await self.answer(event) if isinstance(event, str) else None
             writer.write(json.dumps({"output": output}).encode() + b"\n")

@@ -154,12 +154,20 @@ async def join(request: web.Request) -> web.StreamResponse:
         return _join_page(request.query.get("code", ""))
     try:
         sessions.check_page_origin(request)
-        form = await request.post()
+        form = await _form(request)
         code, name = str(form.get("code", "")), str(form.get("name", "")).strip()
         peer = await sessions.join_by_invite(hub, code, name)
         return await _signed_in(request, peer)
     except MeshError as exc:
         return _message_page("Cannot join", exc.message, exc.http_status)
+
+
+async def _form(request: web.Request) -> Any:
+    """The posted form; one that is not URL-encoded UTF-8 text is the sender's error."""
+    try:
+        return await request.post()
+    except ValueError:  # UnicodeDecodeError among them
+        raise MeshError("the form is not UTF-8 text", code="malformed") from None
 
 
 async def session(request: web.Request) -> web.Response:
