@@ -24,6 +24,7 @@ from meshhub import hookimpl
 from meshhub.actions import Action, ActionContext, action
 from meshhub.errors import InvalidRequest, NotFound
 from meshhub.files import FileStore
+from meshhub.limits import account
 
 if TYPE_CHECKING:
     from meshhub.hub import Hub
@@ -105,7 +106,9 @@ async def file_put(
         data = base64.b64decode(content, validate=True)
     except (binascii.Error, ValueError):
         raise InvalidRequest("content must be base64") from None
+    ctx.hub.limits.storage.check(account(ctx.peer), len(data))
     stored = store_for(ctx.hub).put(data, name, mime).attachment()
+    ctx.hub.limits.storage.add(account(ctx.peer), len(data))
     await grant(ctx.hub, stored, [ctx.peer.key], ctx.peer.key)
     result: dict[str, Any] = dict(stored)
     if to is not None or reply_to is not None:
@@ -157,6 +160,16 @@ def meshhub_register_migrations(register: Callable[[Migrations], None]) -> None:
 def meshhub_register_actions(register: Callable[[Action], None]) -> None:
     for item in ALL:
         register(item)
+
+
+@hookimpl
+async def meshhub_startup(hub: Hub) -> None:
+    """The files each peer uploaded count against its storage quota (:mod:`meshhub.limits`)."""
+    rows = await hub.store.transact(lambda conn: conn.execute(
+        "SELECT peer, SUM(size) FROM files WHERE uploaded = 1 GROUP BY peer").fetchall())
+    for key, size in rows:
+        peer = hub.directory.peers.get(key)
+        hub.limits.storage.add(account(peer) if peer is not None else key, int(size))
 
 
 @hookimpl
