@@ -90,7 +90,8 @@ class RateLimit:
         if wait:
             raise RateLimited(
                 f"too many {self.what}: at most {self.burst} at once and {self.rate:g} a second "
-                f"after that ({self.settings}); try again in {wait:.1f} s", retry_after=wait)
+                f"after that ({self.settings}); try again in {max(wait, 0.1):.1f} s",
+                retry_after=wait)
 
     def _forget_idle(self, now: float) -> None:
         for key, bucket in list(self.buckets.items()):
