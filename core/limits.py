@@ -269,15 +269,20 @@ class Limits:
     def close_websocket(self) -> None:
         self.websockets -= 1
 
-    def join(self, peer: Peer) -> None:
-        """Count an admitted WebSocket against its member's cap; raise if it is full."""
-        key = account(peer)
+    def check_room(self, key: str) -> None:
+        """Raise if account ``key`` has its most WebSockets open (before a hello stores
+        anything; :meth:`join` counts)."""
         count = self.member_websockets.get(key, 0)
         if self.max_member_connections and count >= self.max_member_connections:
             raise TooManyConnections(
                 f"this member has {count} connections open, the most a member may "
                 "(max_member_connections); close one and try again")
-        self.member_websockets[key] = count + 1
+
+    def join(self, peer: Peer) -> None:
+        """Count an admitted WebSocket against its member's cap; raise if it is full."""
+        key = account(peer)
+        self.check_room(key)
+        self.member_websockets[key] = self.member_websockets.get(key, 0) + 1
 
     def leave(self, peer: Peer) -> None:
         key = account(peer)

@@ -37,7 +37,7 @@ from .errors import (
     Unauthorized,
 )
 from .hub import WS_CONNECTORS, Hub
-from .limits import GuardedRunner
+from .limits import GuardedRunner, account
 from .models import PEER_KINDS, Peer
 from .openapi import openapi_document
 from .presence import Connection
@@ -126,11 +126,14 @@ async def _admit_hello(hub: Hub, hello: dict[str, Any], nonce: str, *, local: bo
         if not isinstance(token, str):
             raise InvalidRequest("token is a string", code="malformed")
         peer, cap, token_hash = await members.token_peer(hub, token)
+        hub.limits.check_room(account(peer))
         return peer, False, token_hash, cap
     proof = await hub.plugins.first("meshhub_authenticate_hello", hub=hub, hello=hello,
                                     nonce=nonce)
     if proof is None:
         raise AuthFailed("no plugin accepts this kind of hello", code="unauthorized")
+    if proof.get("member_key") is not None:
+        hub.limits.check_room(proof["member_key"])
     if proof.get("member_key") is not None:  # a key's signature: meant for this hub?
         check_audience(hub, hello.get("audience"), direct=direct)
     # a plugin may bind the identity to an existing peer (a linked device, say)

@@ -190,6 +190,7 @@ async def test_a_member_over_its_connection_cap_gets_an_error_frame_and_a_close(
             await third.connect()
         assert err.value.code == "too_many_connections"
         await third.close()
+        assert "ann-3" not in {p.name for p in hub.hub.directory.peers.values()}
         async with bob.client(hub.url) as b:  # another member still gets in
             assert b.peer["name"] == "bob"
     async with ann.client(hub.url, name="ann-3", session="ann-3") as again:  # freed on close
