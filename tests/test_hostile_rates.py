@@ -21,6 +21,9 @@ import pytest
 from meshhub.client import ws_url
 from meshhub.errors import MeshError
 
+from .fakes.telegram_api import TgUser
+from .helpers import make_identity
+
 SLOW = 0.001  # a refill rate (tokens per second) no test lives long enough to see
 
 
@@ -118,6 +121,22 @@ async def test_a_bridged_person_without_a_member_is_limited_per_peer(inproc, peo
         assert err.value.code == "rate_limited"
         await hub.hub.send(other, "ann", "not limited by the first")
     assert await _messages(hub) == 3
+
+
+async def test_a_telegram_person_flooding_is_told_and_the_rest_is_not_stored(tg_hub, tmp_path):
+    served = await tg_hub(send_burst=3, send_rate=SLOW)
+    ann = TgUser(5001, "Ann", "Smith")
+    await served.pair(ann)
+    carl = make_identity(tmp_path, "carl")
+    async with carl.client(served.url) as c:
+        for i in range(5):
+            await served.tg.send_text(ann, f"@carl flood {i}")
+        reply = await served.tg.wait_for(
+            "sendMessage", lambda m: m["chat_id"] == ann.id and "too many sends" in m["text"])
+        assert "send_rate" in reply["text"]
+        got = [(await c.next_message(10))["text"] for _ in range(3)]
+        assert got == [f"flood {i}" for i in range(3)]
+    assert (await served.hub.store.stats())["messages"] == 3
 
 
 # -- storage quotas ----------------------------------------------------------------------------
