@@ -23,6 +23,7 @@ from meshhub.errors import MeshError
 
 from .fakes.telegram_api import TgUser
 from .helpers import make_identity
+from .test_mcp import http_session
 
 SLOW = 0.001  # a refill rate (tokens per second) no test lives long enough to see
 
@@ -121,6 +122,18 @@ async def test_a_bridged_person_without_a_member_is_limited_per_peer(inproc, peo
         assert err.value.code == "rate_limited"
         await hub.hub.send(other, "ann", "not limited by the first")
     assert await _messages(hub) == 3
+
+
+async def test_mcp_tools_are_rate_limited_like_any_action(inproc, people):
+    hub = await inproc(action_burst=6, action_rate=SLOW)
+    (ann,) = people("ann")
+    async with ann.client(hub.url) as a:
+        token = (await a.call("token_create", label="mcp"))["token"]
+    async with http_session(hub.url + "/mcp", token) as h:
+        answers = [await h.session.call_tool("mesh_peers", {}) for _ in range(8)]
+    refused = [r.content[0].text for r in answers if r.is_error]
+    assert refused and all("too many actions" in text for text in refused)
+    assert not answers[0].is_error
 
 
 async def test_a_telegram_person_flooding_is_told_and_the_rest_is_not_stored(tg_hub, tmp_path):
