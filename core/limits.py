@@ -225,13 +225,13 @@ class GuardedRunner(web.AppRunner):
         super().__init__(app, **kwargs)
         self.guard = guard
 
+    async def setup(self) -> None:
+        await super().setup()
+        self.guard.server = super().server
+
     @property
     def server(self) -> Any:
-        server = super().server
-        if server is None:
-            return None
-        self.guard.server = server
-        return self.guard
+        return self.guard if super().server is not None else None
 
 
 class Limits:

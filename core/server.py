@@ -132,10 +132,9 @@ async def _admit_hello(hub: Hub, hello: dict[str, Any], nonce: str, *, local: bo
                                     nonce=nonce)
     if proof is None:
         raise AuthFailed("no plugin accepts this kind of hello", code="unauthorized")
-    if proof.get("member_key") is not None:
-        hub.limits.check_room(proof["member_key"])
     if proof.get("member_key") is not None:  # a key's signature: meant for this hub?
         check_audience(hub, hello.get("audience"), direct=direct)
+        hub.limits.check_room(proof["member_key"])
     # a plugin may bind the identity to an existing peer (a linked device, say)
     peer = await hub.plugins.first("meshhub_resolve_identity", hub=hub,
                                    identity=proof["identity"])
