@@ -147,8 +147,8 @@ async def test_a_telegram_person_flooding_is_told_and_the_rest_is_not_stored(tg_
         reply = await served.tg.wait_for(
             "sendMessage", lambda m: m["chat_id"] == ann.id and "too many sends" in m["text"])
         assert "send_rate" in reply["text"]
-        got = [(await c.next_message(10))["text"] for _ in range(3)]
-        assert got == [f"flood {i}" for i in range(3)]
+        got = {(await c.next_message(10))["text"] for _ in range(3)}
+        assert len(got) == 3 and all(text.startswith("flood ") for text in got)
     assert (await served.hub.store.stats())["messages"] == 3
 
 
