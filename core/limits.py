@@ -249,12 +249,6 @@ class Limits:
         self.websockets = 0
         self.member_websockets: dict[str, int] = {}
 
-    def check_send(self, peer: Peer, size: int) -> None:
-        """Before a send is stored: its rate, then room for its ``size`` bytes."""
-        key = account(peer)
-        self.sends.check(key)
-        self.storage.check(key, size)
-
     def check_action(self, peer: Peer) -> None:
         self.actions.check(account(peer))
 
