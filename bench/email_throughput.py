@@ -210,7 +210,10 @@ async def measure(root: Path, mails: list[EmailMessage], synchronous: str | None
         if synchronous:
             set_synchronous(home, synchronous)
         env = {"MESHHUB_EMAIL_DOMAIN": DOMAIN, "MESHHUB_EMAIL_LISTEN": f"{HOST}:{smtp_port}",
-               "MESHHUB_EMAIL_ALLOW": SENDER}
+               "MESHHUB_EMAIL_ALLOW": SENDER,
+               # one sender's mails as fast as they go: past the per-member send rate
+               # (meshhub.limits), turned off to measure the gateway's speed
+               "MESHHUB_SEND_RATE": "0"}
         procs.append(await asyncio.to_thread(start_hub, home, port, env))
         async with MeshClient(f"http://{HOST}:{port}", load_signing_key(agent_home),
                               name=PEER, kind="agent") as agent:

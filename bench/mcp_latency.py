@@ -211,7 +211,11 @@ def start_hub(root: Path, synchronous: str | None) -> tuple[subprocess.Popen[byt
         config.write_text(f'{text}{table}sqlite_synchronous = "{synchronous}"\n')
     url = f"http://127.0.0.1:{port}"
     proc = subprocess.Popen([HUB, "start", "--host", "127.0.0.1", "--port", str(port),
-                             "--log-level", "warning"], env=env_for(home, url),
+                             "--log-level", "warning"],
+                            # back-to-back samples pass the per-member rates (meshhub.limits);
+                            # off, to measure latency alone
+                            env=env_for(home, url, MESHHUB_SEND_RATE="0",
+                                        MESHHUB_ACTION_RATE="0"),
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     for _ in range(400):
         with contextlib.suppress(OSError):

@@ -568,6 +568,9 @@ def bench(args: argparse.Namespace) -> dict[str, Any]:
                 f'[hub]\nsqlite_synchronous = "{args.sqlite_synchronous}"\n')
         env = {k: v for k, v in os.environ.items() if not k.startswith("MESHHUB_")}
         env["MESHHUB_HOME"] = str(home)
+        # each peer pipelines its sends as fast as the hub takes them: past the per-member
+        # send rate (meshhub.limits), which this bench turns off to measure the hub's speed
+        env["MESHHUB_SEND_RATE"] = "0"
         port = free_port()
         hub_url = f"http://{HOST}:{port}"
         hub_log = root / "hub.log"

@@ -210,6 +210,8 @@ class ActionRegistry:
             ) from None
 
     async def call(self, ctx: ActionContext, name: str, params: dict[str, Any] | None) -> Any:
+        if name != "send":  # a send is counted by its own rate, in Hub.prepare_send
+            ctx.hub.limits.check_action(ctx.peer)
         item = self.get(name)
         check_allowed(ctx, item)
         return await item.handler(ctx, **item.validate(params))

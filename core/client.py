@@ -180,6 +180,8 @@ class MeshClient:
             self.url, heartbeat=None, autoping=True, max_msg_size=0), CONNECT_SECONDS)
         try:
             challenge = await ws.receive_json(timeout=10)
+            if challenge.get("type") == "error":  # refused before a hello (a full hub)
+                raise error_from(challenge)
             if challenge.get("type") != "challenge":
                 raise MeshError(f"expected a challenge, got {challenge.get('type')}")
             fields = {"type": "hello", "v": 1, "nonce": challenge["nonce"],

@@ -41,7 +41,22 @@ _NUMBERS: dict[str, tuple[str, type[int] | type[float]]] = {
     "max_body_bytes": ("MESHHUB_MAX_BODY_BYTES", int),
     "outbound_bytes": ("MESHHUB_OUTBOUND_BYTES", int),
     "stall_seconds": ("MESHHUB_STALL_SECONDS", float),
+    "send_rate": ("MESHHUB_SEND_RATE", float),
+    "send_burst": ("MESHHUB_SEND_BURST", int),
+    "action_rate": ("MESHHUB_ACTION_RATE", float),
+    "action_burst": ("MESHHUB_ACTION_BURST", int),
+    "member_quota_bytes": ("MESHHUB_MEMBER_QUOTA_BYTES", int),
+    "total_quota_bytes": ("MESHHUB_TOTAL_QUOTA_BYTES", int),
+    "max_member_connections": ("MESHHUB_MAX_MEMBER_CONNECTIONS", int),
+    "max_ws_connections": ("MESHHUB_MAX_WS_CONNECTIONS", int),
+    "max_connections": ("MESHHUB_MAX_CONNECTIONS", int),
+    "header_timeout": ("MESHHUB_HEADER_TIMEOUT", float),
+    "hello_timeout": ("MESHHUB_HELLO_TIMEOUT", float),
 }
+_LIMITS = frozenset({  # meshhub.limits: 0 is no limit, below 0 means nothing
+    "send_rate", "send_burst", "action_rate", "action_burst", "member_quota_bytes",
+    "total_quota_bytes", "max_member_connections", "max_ws_connections", "max_connections",
+    "header_timeout", "hello_timeout"})
 HUB_URL_FORMS = "http://HOST:PORT, https://HOST[:PORT] or HOST:PORT"
 _URL_SCHEMES = {"http": "http", "https": "https", "ws": "http", "wss": "https"}
 
@@ -190,6 +205,18 @@ class Config:
     max_body_bytes: int = 64 * 1024
     outbound_bytes: int = 4 * 1024 * 1024  # per connection: frames queued but not yet written
     stall_seconds: float = 60.0  # a connection whose write waits this long is cut
+    # limits under abuse (meshhub.limits); 0 is no limit
+    send_rate: float = 30.0  # sends a second per member, after a burst of send_burst
+    send_burst: int = 300
+    action_rate: float = 30.0  # other actions a second per member, after action_burst
+    action_burst: int = 300
+    member_quota_bytes: int = 1 << 30  # message bodies and uploaded files, per member
+    total_quota_bytes: int = 10 << 30
+    max_member_connections: int = 100  # WebSockets per member
+    max_ws_connections: int = 8000
+    max_connections: int = 10000  # open TCP and local-socket connections of every kind
+    header_timeout: float = 20.0  # a new connection's first request head must arrive by then
+    hello_timeout: float = 15.0  # a WebSocket must be admitted (its hello) by then
     sqlite_synchronous: str = "FULL"
     disabled_plugins: list[str] = field(default_factory=list)
     allowed_hosts: list[str] = field(default_factory=list)  # Host names of a public deployment
@@ -311,6 +338,8 @@ def _number(attr: str, value: Any, kind: type[int] | type[float], where: str) ->
         raise ConfigError(f"{where} must be {what}, not {value!r}") from None
     if attr == "port" and not 0 <= number <= 65535:
         raise ConfigError(f"{where} must be a port, 0-65535 (0 picks a free one), not {value!r}")
+    if attr in _LIMITS and number < 0:
+        raise ConfigError(f"{where} must be 0 (no limit) or more, not {value!r}")
     return number
 
 

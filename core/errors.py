@@ -59,3 +59,28 @@ class AuthFailed(MeshError):
 
     code = "auth_failed"
     http_status = 401
+
+
+class RateLimited(MeshError):
+    """Over a per-member rate (sends or actions); ``retry_after`` says when one more fits."""
+
+    code = "rate_limited"
+    http_status = 429
+
+    def __init__(self, message: str, *, retry_after: float, **details: Any) -> None:
+        super().__init__(message, retry_after=round(retry_after, 3), **details)
+
+
+class QuotaExceeded(MeshError):
+    """Storing this would pass a storage quota; the details name the quota, its limit and what
+    is used."""
+
+    code = "quota_exceeded"
+    http_status = 413
+
+
+class TooManyConnections(MeshError):
+    """A WebSocket over the hub's cap, per member or in total."""
+
+    code = "too_many_connections"
+    http_status = 429

@@ -26,6 +26,7 @@ from .directory import Directory
 from .errors import InvalidRequest, MeshError, NotFound, TooLarge
 from .fields import MAX_CLIENT_ID
 from .ids import new_id
+from .limits import Limits, account
 from .local import default_name
 from .models import PRIORITIES, Message, Peer
 from .plugins import PluginHost, build_plugin_host, short_error
@@ -120,6 +121,7 @@ class Hub:
         self.routes: list[tuple[str, str, Any]] = []
         self.store: Store = None  # type: ignore[assignment]  # set by start()
         self.directory: Directory = None  # type: ignore[assignment]
+        self.limits = Limits(config)
         self.presence = Presence(self)
         self.dispatcher = Dispatcher(self)
         self.started_at = time.time()
@@ -177,6 +179,7 @@ class Hub:
         self.directory = Directory(store)
         self.directory.on_created = lambda peer: self.presence.announce(peer, "joined")
         await self.directory.load()
+        self.spawn(self.limits.storage.load(self, time.time()))
         with contextlib.suppress(FileNotFoundError):
             self.owner_key = load_signing_key(self.config.home).verify_key.encode().hex()
         if self.owner_key is not None:
@@ -308,6 +311,7 @@ class Hub:
         data: dict[str, Any] | None = None,
         attachments: list[dict[str, Any]] | None = None,
     ) -> PendingSend:
+        self.limits.sends.check(account(sender))
         if priority not in PRIORITIES:
             raise InvalidRequest(f"priority must be one of {', '.join(PRIORITIES)}")
         if not body.strip() and not attachments and data is None:
@@ -350,6 +354,7 @@ class Hub:
             done: asyncio.Future[tuple[str, bool]] = asyncio.get_running_loop().create_future()
             done.set_result((earlier.id, False))
             return PendingSend(message=earlier, insert=done, leased=set(), hub=self)
+        self.limits.storage.check(account(sender), size)
         message = Message(
             id=new_id(),
             sender=sender.key,
@@ -371,7 +376,20 @@ class Hub:
         insert = asyncio.ensure_future(self.store.insert_message(  # queued now, in call order
             message, route.mentioned, leased, time.time() + self.config.lease_seconds
         ))
+        self._count_stored(insert, account(sender), size)
         return PendingSend(message=message, insert=insert, leased=leased, hub=self)
+
+    def _count_stored(self, insert: asyncio.Future[tuple[str, bool]], key: str,
+                      size: int) -> None:
+        """Count ``size`` bytes against ``key``'s quota now, so sends in flight count too; give
+        them back if the write stores nothing (it failed, or was a resend)."""
+        self.limits.storage.add(key, size)
+
+        def settled(future: asyncio.Future[tuple[str, bool]]) -> None:
+            if future.cancelled() or future.exception() is not None or not future.result()[1]:
+                self.limits.storage.add(key, -size)
+
+        insert.add_done_callback(settled)
 
     async def send(self, sender: Peer, to: str | list[str] | None, body: str,
                    **options: Any) -> dict[str, Any]:

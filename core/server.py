@@ -8,6 +8,7 @@ import asyncio
 import contextlib
 import errno
 import logging
+import math
 import os
 import secrets
 import time
@@ -28,17 +29,26 @@ from .admission import (
     prepare_socket,
 )
 from .directory import check_group, check_name, is_valid_name
-from .errors import AuthFailed, InvalidRequest, MeshError, TooLarge, Unauthorized
+from .errors import (
+    AuthFailed,
+    InvalidRequest,
+    MeshError,
+    TooLarge,
+    TooManyConnections,
+    Unauthorized,
+)
 from .fields import MAX_CONNECTOR, MAX_GROUPS, MAX_ROLE, check_length
 from .hub import WS_CONNECTORS, Hub
+from .limits import GuardedRunner, account
 from .models import PEER_KINDS, Peer
 from .openapi import openapi_document
 from .presence import Connection
 
 log = logging.getLogger(__name__)
 
-HELLO_TIMEOUT = 15.0
 MAX_HELLO_ATTEMPTS = 3
+KEEPALIVE_SECONDS = 75.0  # an idle HTTP connection between requests is closed after this
+CLOSE_TRY_LATER = 1013
 HUB_KEY: web.AppKey[Hub] = web.AppKey("hub", Hub)
 
 
@@ -137,6 +147,7 @@ async def _admit_hello(hub: Hub, hello: dict[str, Any], nonce: str, *, local: bo
         if not isinstance(token, str):
             raise InvalidRequest("token is a string", code="malformed")
         peer, cap, token_hash = await members.token_peer(hub, token)
+        hub.limits.check_room(account(peer))
         return peer, False, token_hash, cap
     proof = await hub.plugins.first("meshhub_authenticate_hello", hub=hub, hello=hello,
                                     nonce=nonce)
@@ -144,6 +155,7 @@ async def _admit_hello(hub: Hub, hello: dict[str, Any], nonce: str, *, local: bo
         raise AuthFailed("no plugin accepts this kind of hello", code="unauthorized")
     if proof.get("member_key") is not None:  # a key's signature: meant for this hub?
         check_audience(hub, hello.get("audience"), direct=direct)
+        hub.limits.check_room(proof["member_key"])
     # a plugin may bind the identity to an existing peer (a linked device, say)
     peer = await hub.plugins.first("meshhub_resolve_identity", hub=hub,
                                    identity=proof["identity"])
@@ -167,9 +179,17 @@ async def _admit_hello(hub: Hub, hello: dict[str, Any], nonce: str, *, local: bo
 
 async def _authenticate(hub: Hub, ws: web.WebSocketResponse, nonce: str, *, local: bool,
                         direct: bool, transport: Any = None) -> Connection | None:
+    """The admitted connection, or None once it is closed. Every attempt shares one deadline
+    (``hello_timeout``), so bad hellos cannot keep a connection waiting longer."""
+    loop = asyncio.get_running_loop()
+    limit = hub.config.hello_timeout
+    deadline = loop.time() + limit if limit > 0 else math.inf
     for _attempt in range(MAX_HELLO_ATTEMPTS):
         try:
-            msg = await ws.receive(timeout=HELLO_TIMEOUT)
+            left = deadline - loop.time()
+            if left <= 0:
+                raise TimeoutError
+            msg = await ws.receive(timeout=None if left == math.inf else left)
         except TimeoutError:
             await ws.close(code=1008, message=b"no hello")
             return None
@@ -190,6 +210,11 @@ async def _authenticate(hub: Hub, ws: web.WebSocketResponse, nonce: str, *, loca
                     and hub.directory.member(peer.member_key) is None):
                 # removed while this hello was being stored: no await from here to attach
                 raise AuthFailed("this key was removed from the hub", code="removed")
+            hub.limits.join(peer)
+        except TooManyConnections as exc:
+            await ws.send_json(error_frame(exc))
+            await ws.close(code=CLOSE_TRY_LATER, message=b"too many connections")
+            return None
         except MeshError as exc:
             await ws.send_json(error_frame(exc))
             continue
@@ -298,13 +323,26 @@ async def websocket_handler(request: web.Request) -> web.WebSocketResponse:
     hub = request.app[HUB_KEY]
     ws = web.WebSocketResponse(autoping=False, max_msg_size=frame_limit(hub))
     await ws.prepare(request)
-    nonce = secrets.token_hex(16)
-    await ws.send_json({"type": "challenge", "nonce": nonce, "hub": {"version": __version__}})
-    conn = await _authenticate(hub, ws, nonce, local=is_local_same_user(request),
-                               direct=arrived_directly(request), transport=request.transport)
-    if conn is None:
+    try:
+        hub.limits.open_websocket()
+    except TooManyConnections as exc:
+        await ws.send_json(error_frame(exc))
+        await ws.close(code=CLOSE_TRY_LATER, message=b"too many connections")
         return ws
-    await serve_frames(hub, conn)
+    try:
+        nonce = secrets.token_hex(16)
+        await ws.send_json({"type": "challenge", "nonce": nonce, "hub": {"version": __version__}})
+        conn = await _authenticate(hub, ws, nonce, local=is_local_same_user(request),
+                                   direct=arrived_directly(request),
+                                   transport=request.transport)
+        if conn is None:
+            return ws
+        try:
+            await serve_frames(hub, conn)
+        finally:
+            hub.limits.leave(conn.peer)
+    finally:
+        hub.limits.close_websocket()
     return ws
 
 
@@ -364,7 +402,11 @@ async def _peer_for_request(hub: Hub, request: web.Request) -> tuple[Peer, str, 
 
 
 def json_error(exc: MeshError) -> web.Response:
-    return web.json_response({"error": exc.to_dict()}, status=exc.http_status)
+    response = web.json_response({"error": exc.to_dict()}, status=exc.http_status)
+    retry_after = exc.details.get("retry_after")
+    if isinstance(retry_after, int | float):
+        response.headers["Retry-After"] = str(max(1, math.ceil(retry_after)))
+    return response
 
 
 async def api_call(request: web.Request) -> web.Response:
@@ -410,6 +452,15 @@ async def openapi(request: web.Request) -> web.Response:
 
 
 @web.middleware
+async def head_received(request: web.Request,
+                        handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+                        ) -> web.StreamResponse:
+    """A request head arrived: its connection is no longer held to ``header_timeout``."""
+    request.app[HUB_KEY].limits.sockets.head_received(request.protocol)
+    return await handler(request)
+
+
+@web.middleware
 async def request_guard(request: web.Request,
                         handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
                         ) -> web.StreamResponse:
@@ -429,7 +480,8 @@ async def request_guard(request: web.Request,
 def build_app(hub: Hub) -> web.Application:
     """The hub's application: every route behind the Host and Origin checks (see
     :mod:`meshhub.admission`)."""
-    app = web.Application(client_max_size=frame_limit(hub), middlewares=[request_guard])
+    app = web.Application(client_max_size=frame_limit(hub),
+                          middlewares=[head_received, request_guard])
     app[HUB_KEY] = hub
     app.router.add_get("/health", health)
     app.router.add_get("/openapi.json", openapi)
@@ -474,7 +526,8 @@ async def serve(hub: Hub, host: str, port: int) -> tuple[web.AppRunner, int]:
                     os.unlink(path)
 
     app.on_cleanup.append(remove_socket)
-    runner = web.AppRunner(app, handle_signals=False, access_log=None, shutdown_timeout=5.0)
+    runner = GuardedRunner(app, hub.limits.sockets, handle_signals=False, access_log=None,
+                           shutdown_timeout=5.0, keepalive_timeout=KEEPALIVE_SECONDS)
     try:
         await runner.setup()
     except BaseException:

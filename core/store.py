@@ -194,6 +194,12 @@ class Store(Protocol):
 
     async def stats(self) -> dict[str, Any]: ...
 
+    async def stored_bytes(self, before: float) -> dict[str, int]:
+        """Bytes of message bodies (UTF-8) per sender, of the messages created before
+        ``before``: the storage quotas' starting point (:mod:`meshhub.limits`), read once at
+        start. It may take a while with many messages; it must not hold up other calls."""
+        ...
+
     # plugins' own tables (the migration sets they registered)
     async def transact(self, fn: Callable[[Any], T]) -> T:
         """Run ``fn(connection)`` on the store's connection inside one transaction and return

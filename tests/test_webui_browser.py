@@ -263,7 +263,8 @@ async def test_untrusted_markup_runs_nothing(browser, hub, people):
         assert await table.locator("[style]").count() == 0
 
 
-async def test_paged_history_and_signed_out_screen(browser, hub, people):
+async def test_paged_history_and_signed_out_screen(browser, hub_factory, people):
+    hub = hub_factory(MESHHUB_SEND_RATE="0")  # 1,000 sends at once from one member
     (bob,) = people("bob")
     link = await sign_in_link(hub)  # the owner's peer exists from here on, in #general
     async with bob.client(hub.url, receive=False) as b:

@@ -28,6 +28,7 @@ from meshhub.actions import Action, ActionContext, action
 from meshhub.errors import InvalidRequest, NotFound
 from meshhub.fields import MAX_MIME
 from meshhub.files import FileStore
+from meshhub.limits import account
 
 if TYPE_CHECKING:
     from meshhub.hub import Hub
@@ -121,6 +122,7 @@ async def file_put(
         data = base64.b64decode(content, validate=True)
     except (binascii.Error, ValueError):
         raise InvalidRequest("content must be base64") from None
+    ctx.hub.limits.storage.check(account(ctx.peer), len(data))
     files_store = store_for(ctx.hub)
     stored = files_store.describe(data, name, mime)
     attachment = stored.attachment()
@@ -131,6 +133,7 @@ async def file_put(
     # written before the message just queued can commit (no await in between), so the
     # attachment's blob is there when the message is accepted
     files_store.write(stored, data)
+    ctx.hub.limits.storage.add(account(ctx.peer), len(data))
     await grant(ctx.hub, attachment, [ctx.peer.key], ctx.peer.key)
     result: dict[str, Any] = dict(attachment)
     if pending is not None:
@@ -181,6 +184,16 @@ def meshhub_register_migrations(register: Callable[[Migrations], None]) -> None:
 def meshhub_register_actions(register: Callable[[Action], None]) -> None:
     for item in ALL:
         register(item)
+
+
+@hookimpl
+async def meshhub_startup(hub: Hub) -> None:
+    """The files each peer uploaded count against its storage quota (:mod:`meshhub.limits`)."""
+    rows = await hub.store.transact(lambda conn: conn.execute(
+        "SELECT peer, SUM(size) FROM files WHERE uploaded = 1 GROUP BY peer").fetchall())
+    for key, size in rows:
+        peer = hub.directory.peers.get(key)
+        hub.limits.storage.add(account(peer) if peer is not None else key, int(size))
 
 
 @hookimpl

@@ -475,6 +475,18 @@ class SQLiteStore(MessageReads, MemberTables):
 
         return self._read(run)
 
+    async def stored_bytes(self, before: float) -> dict[str, int]:
+        def run() -> dict[str, int]:  # a connection of its own, in a thread: one long scan
+            conn = sqlite3.connect(f"file:{self.path}?mode=ro", uri=True)
+            try:
+                return {sender: int(size) for sender, size in conn.execute(
+                    "SELECT sender, SUM(LENGTH(CAST(body AS BLOB))) FROM messages "
+                    "WHERE created_at < ? GROUP BY sender", (before,))}
+            finally:
+                conn.close()
+
+        return await asyncio.to_thread(run)
+
 
 @hookimpl
 def meshhub_provide_store(hub: Any) -> SQLiteStore:
