@@ -138,3 +138,16 @@ async def test_slack_approval_buttons_and_footer_are_harmless(slack_hub, tmp_pat
         assert harmless(json.dumps(update["blocks"], ensure_ascii=False)), update["blocks"]
         told = (await collect(c, 1))[0]
         assert told["data"]["answer"] == OPTION
+
+
+def test_chat_headers_and_footers_show_controls_visibly():
+    """The header and footer lines over a relayed message (Telegram's bold line, Slack's
+    context line) whatever they are given, not only the body."""
+    from meshhub_slack import adapter as slack_adapter
+    from meshhub_telegram import adapter as telegram_adapter
+
+    chunks = telegram_adapter.render("carl\x00\u202e", "body", footer="→ ok\x1b[2K")
+    assert harmless("".join(chunks)) and "carl\\x00\\u202e" in chunks[0]
+    posts = slack_adapter.render("body", context="carl\x9b\u202e", footer="→ ok\x1b]0;t\x07")
+    shown = json.dumps([blocks for _text, blocks in posts], ensure_ascii=False)
+    assert harmless(shown) and "carl\\\\x9b\\\\u202e" in shown
