@@ -82,6 +82,9 @@ async def test_mcp_push_and_tool_results_show_controls_visibly(hub, people):
         assert VISIBLE in push.content
         peers = await b.session.call_tool("mesh_peers", {})
         inbox = await b.session.call_tool("mesh_inbox", {})
+        refused = await b.session.call_tool("mesh_conversation_topic",
+                                            {"name": "nowhere\u202e\x1b[2K", "topic": "t"})
+    assert refused.is_error and harmless(refused.content[0].text)  # type: ignore[union-attr]
     for result in (peers, inbox):
         text = result.content[0].text  # type: ignore[union-attr]
         assert harmless(text) and json.loads(text) == result.structured_content, text
