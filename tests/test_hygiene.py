@@ -113,6 +113,10 @@ async def test_telegram_approval_buttons_flash_and_footer_are_harmless(tg_hub, t
         assert harmless(edited["text"]) and "by Ann-Smith" in edited["text"]
         told = (await collect(c, 1))[0]
         assert told["data"]["answer"] == OPTION  # the answer as data is the option as given
+        # a forged button: the refusal flashed back does not carry its controls either
+        await tg.press(ann, shown["result"], "ap:x\x1b[2K\u202e:0")
+        forged = await tg.wait_for("answerCallbackQuery", count=2)
+        assert harmless(forged["text"]), forged["text"]
 
 
 SLACK_ANN = SlackUser("UANN0101", "ann", real_name="Ann Lee", display_name="Ann Lee")

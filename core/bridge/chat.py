@@ -390,7 +390,7 @@ class ChatHandler:
             result = await self.call(peer, connector, "approval_answer", id=approval_id,
                                      answer=answer)
         except MeshError as exc:
-            return exc.message, None
+            return for_terminal(exc.message, one_line=True), None
         except (ValueError, IndexError):
             return "That button is broken.", None
         answer = for_terminal(str(result["answer"]), one_line=True)
