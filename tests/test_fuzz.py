@@ -26,6 +26,7 @@ import contextlib
 import json
 import logging
 from collections.abc import Callable, Coroutine
+from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
@@ -45,7 +46,7 @@ from meshhub_telegram import adapter
 
 from .email_support import DOMAIN
 from .fakes.telegram_api import TgUser
-from .helpers import Identity
+from .helpers import Identity, make_identity
 
 BUDGET = {"ws_before_hello": 1500, "ws_after_hello": 2500, "http": 3000,
           "telegram_adapter": 1200, "telegram_webhook": 300, "mime": 1200, "smtp": 300}
@@ -84,14 +85,21 @@ def text(long: tuple[int, ...] = (70_000, 300_000)) -> st.SearchStrategy[str]:
     """Text as a peer might send it to hurt: controls, bidi, combining marks, astral planes,
     names that resolve, sometimes ``long`` (over a limit); never a lone surrogate (the
     clean-errors tests)."""
+    spiced = st.lists(st.one_of(st.sampled_from(SPICE + KNOWN_WORDS), st.text(max_size=4)),
+                      max_size=6).map("".join)
     return st.one_of(
-        st.text(max_size=30),
-        st.sampled_from(KNOWN_WORDS),
-        st.lists(st.one_of(st.sampled_from(SPICE + KNOWN_WORDS), st.text(max_size=4)),
-                 max_size=6).map("".join),
+        st.text(max_size=30), st.text(max_size=30), st.sampled_from(KNOWN_WORDS), spiced,
+        spiced, spiced,
         st.tuples(st.sampled_from(SPICE), st.sampled_from(long)).map(
             lambda t: (t[0] * t[1])[: t[1]]),
     )
+
+
+def names() -> st.SearchStrategy[str]:
+    """A value that names something (a peer, a group, a conversation): mostly one that
+    resolves, so calls get past the lookup."""
+    resolving = st.sampled_from(["bob", "owner", "*", "@ops", "#fuzz", "ops", "fuzz"])
+    return st.one_of(resolving, resolving, st.sampled_from(KNOWN_WORDS), text())
 
 
 def json_values(depth: int = 3) -> st.SearchStrategy[Any]:
@@ -102,17 +110,23 @@ def json_values(depth: int = 3) -> st.SearchStrategy[Any]:
         max_leaves=6)
 
 
-def from_schema(schema: dict[str, Any], defs: dict[str, Any]) -> st.SearchStrategy[Any]:
-    """Values of ``schema`` (the subset the action schemas use), with hostile text."""
+# not "member" nor "who": bob, whom the sends reach, is not removed or unpaired
+NAMING = {"to", "name", "group", "conversation", "connector", "approver"}
+
+
+def from_schema(schema: dict[str, Any], defs: dict[str, Any], field: str = ""
+                ) -> st.SearchStrategy[Any]:
+    """Values of ``schema`` (the subset the action schemas use), with hostile text; a
+    ``field`` that names something mostly gets a name that resolves."""
     if "$ref" in schema:
-        return from_schema(defs[schema["$ref"].rsplit("/", 1)[-1]], defs)
+        return from_schema(defs[schema["$ref"].rsplit("/", 1)[-1]], defs, field)
     if "enum" in schema:
         return st.sampled_from(schema["enum"])
     if "anyOf" in schema:
-        return st.one_of([from_schema(s, defs) for s in schema["anyOf"]])
+        return st.one_of([from_schema(s, defs, field) for s in schema["anyOf"]])
     kind = schema.get("type")
     if kind == "string":
-        return text()
+        return names() if field in NAMING else text()
     if kind == "integer":
         return st.one_of(st.integers(-3, 600), st.integers())
     if kind == "number":
@@ -122,7 +136,7 @@ def from_schema(schema: dict[str, Any], defs: dict[str, Any]) -> st.SearchStrate
     if kind == "null":
         return st.none()
     if kind == "array":
-        return st.lists(from_schema(schema.get("items", {}), defs), max_size=5)
+        return st.lists(from_schema(schema.get("items", {}), defs, field), max_size=5)
     if kind == "object":
         if "properties" not in schema:
             return st.dictionaries(text(), text(), max_size=4)
@@ -136,13 +150,15 @@ def params(schema: dict[str, Any], defs: dict[str, Any]) -> st.SearchStrategy[di
     props = schema.get("properties", {})
     required = set(schema.get("required", []))
     typed = st.fixed_dictionaries(
-        {k: from_schema(v, defs) for k, v in props.items() if k in required},
-        optional={k: from_schema(v, defs) for k, v in props.items() if k not in required})
+        {k: from_schema(v, defs, k) for k, v in props.items() if k in required},
+        optional={k: from_schema(v, defs, k) for k, v in props.items() if k not in required})
     wrong = st.dictionaries(st.sampled_from(sorted(props)) if props else st.text(max_size=8),
                             json_values(), max_size=len(props) + 1)
     extra = st.tuples(typed, st.dictionaries(st.text(max_size=8), json_values(), min_size=1,
                                              max_size=2)).map(lambda t: {**t[1], **t[0]})
-    return st.one_of(typed, typed, typed, wrong, extra)
+    minimal = st.fixed_dictionaries(  # the required ones and those that name something
+        {k: from_schema(v, defs, k) for k, v in props.items() if k in required | NAMING})
+    return st.one_of(minimal, minimal, typed, typed, wrong, extra)
 
 
 def calls(schemas: dict[str, dict[str, Any]], defs: dict[str, Any]
@@ -151,7 +167,11 @@ def calls(schemas: dict[str, dict[str, Any]], defs: dict[str, Any]
     parameters value that is not an object."""
     known = st.sampled_from(sorted(schemas)).flatmap(
         lambda name: st.tuples(st.just(name), params(schemas[name], defs)))
-    return st.one_of(known, known, known, known,
+    sends = st.tuples(st.just("send"), st.fixed_dictionaries(
+        {"text": text(long=(5000,)).filter(str.strip), "to": names()},
+        optional={"priority": st.sampled_from(["now", "next", "low"]),
+                  "client_id": st.sampled_from(["a", "b", "c"])}))  # repeats: idempotency
+    return st.one_of(known, known, known, sends, sends,
                      st.tuples(st.one_of(st.text(max_size=60), st.sampled_from(sorted(schemas))),
                                json_values()))
 
@@ -195,11 +215,13 @@ async def alive(url: str) -> None:
         assert resp.status == 200 and (await resp.json())["ok"] is True
 
 
-async def owner_token(served: Any) -> str:
-    async with served.owner.client(served.url, receive=False) as owner:
-        await owner.call("conversation_create", name="general")
-        await owner.call("join_group", group="ops")
-        return str((await owner.call("token_create", label="fuzz", cap="admin"))["token"])
+async def populate(control: Any, url: str, root: Path) -> None:
+    """#fuzz and @ops with the owner and bob in them, so a send has someone to reach."""
+    await control.call("conversation_create", name="fuzz")
+    await control.call("join_group", group="ops")
+    async with make_identity(root, "bob").client(url, receive=False) as bob:
+        await bob.call("conversation_join", name="fuzz")
+        await bob.call("join_group", group="ops")
 
 
 # -- HTTP: /api/{action}, from /openapi.json ----------------------------------------------------
@@ -220,8 +242,7 @@ async def test_http_api_calls_built_from_the_openapi_document(inproc, tmp_path, 
     owner = Identity(tmp_path / "hub", "owner")
     added = count("http")
     async with aiohttp.ClientSession() as http, owner.client(url, receive=False) as control:
-        await control.call("conversation_create", name="fuzz")
-        await control.call("join_group", group="ops")
+        await populate(control, url, tmp_path / "people")
 
         async def fresh_token() -> str:
             made = await control.call("token_create", label="fuzz", cap="admin")
@@ -376,8 +397,7 @@ async def test_websocket_frames_after_hello(inproc, tmp_path, hub_errors):
     owner = Identity(tmp_path / "hub", "owner")
     added = count("ws_after_hello")
     async with owner.client(url, receive=False) as control:
-        await control.call("conversation_create", name="fuzz")
-        await control.call("join_group", group="ops")
+        await populate(control, url, tmp_path / "people")
         described = await control.call("actions")
         schemas = {a["name"]: a["input_schema"] for a in described}
         token = str((await control.call("token_create", label="ws", cap="admin"))["token"])
