@@ -626,7 +626,7 @@ async def test_generated_mail_through_the_smtp_listener(email_hub, hub_errors):
     recipients = st.sampled_from([f"owner@{DOMAIN}", f"pair@{DOMAIN}", f"ops@{DOMAIN}",
                                   f"conv+general@{DOMAIN}", f"reply+zz@{DOMAIN}",
                                   f"nobody@{DOMAIN}", "x@elsewhere.example"])
-    senders = st.sampled_from(["ann@example.com", "eve@evil.example"])
+    senders = st.sampled_from(["ann@example.com", "ann@example.com", "eve@evil.example"])
 
     async def deliver(raw: bytes, sender: str, to: str) -> None:
         before = await rows(hub)
@@ -643,8 +643,10 @@ async def test_generated_mail_through_the_smtp_listener(email_hub, hub_errors):
 
     run = on_loop(asyncio.get_running_loop())
 
+    from_ann = mails().map(lambda raw: b"From: Ann <ann@example.com>\r\n" + raw)
+
     @fuzz_settings("smtp")
-    @given(mails(), senders, recipients)
+    @given(st.one_of(mails(), from_ann, from_ann), senders, recipients)
     def one(raw: bytes, sender: str, to: str) -> None:
         run(deliver(raw, sender, to))
         added()
