@@ -1,5 +1,5 @@
 """What a peer could use against a reader, neutralised: terminal control sequences and bidi
-overrides in text that the CLI prints.
+overrides in text that a person is shown (the CLI, MCP tool results, chat headers and buttons).
 
 A peer's message, summary or name is untrusted input. Printed as is, ``ESC[2K ESC[1A`` erases
 the line above and rewrites it, an OSC sequence retitles the window, and U+202E turns the rest
@@ -9,7 +9,9 @@ so the reader sees that something was there, and nothing happens to their screen
 
 from __future__ import annotations
 
+import json
 import re
+from typing import Any
 
 # C0 controls but tab and newline, DEL, C1 controls, and the Unicode bidi controls
 _UNSAFE = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069]")
@@ -17,6 +19,10 @@ _UNSAFE = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\u061c\u200e\u200f\u202a-\u202
 _NOT_IN_LINE = re.compile("[\x00-\x1f\x7f-\x9f\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069"
                           "\ud800-\udfff]")
 _WHITESPACE_RUN = re.compile(r"\s+")
+# what JSON text may carry unescaped but a reader's screen must not get: DEL, C1 controls, the
+# bidi controls, and lone surrogates (which no encoding takes); JSON escapes C0 controls itself
+_UNSAFE_IN_JSON = re.compile("[\x7f-\x9f\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069"
+                             "\ud800-\udfff]")
 
 
 def one_line(text: str, limit: int = 200) -> str:
@@ -40,3 +46,15 @@ def for_terminal(text: str, *, one_line: bool = False) -> str:
     ``one_line``: newlines and tabs become spaces too (a table cell, a name)."""
     safe = _UNSAFE.sub(_visible, text.replace("\r\n", "\n"))
     return safe.replace("\n", " ").replace("\t", " ") if one_line else safe
+
+
+def _json_escape(match: re.Match[str]) -> str:
+    return f"\\u{ord(match.group()):04x}"
+
+
+def for_json(value: Any) -> str:
+    """``value`` as compact JSON text fit to show (a tool result a person may read): non-ASCII
+    text stays readable, but every control, bidi and lone surrogate character is a ``\\uXXXX``
+    escape, so the text parses back to exactly ``value`` and does nothing to a screen."""
+    text = json.dumps(value, separators=(",", ":"), ensure_ascii=False, default=str)
+    return _UNSAFE_IN_JSON.sub(_json_escape, text)

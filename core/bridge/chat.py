@@ -35,6 +35,7 @@ from typing import TYPE_CHECKING, Any
 from meshhub import codec
 from meshhub.actions import ActionContext
 from meshhub.errors import InvalidRequest, MeshError, NotFound
+from meshhub.sanitize import for_terminal
 from meshhub.views import presence_text
 
 from .loops import is_echo, origin
@@ -161,7 +162,8 @@ def buttons(message: Message) -> list[tuple[str, str]]:
         return []
     approval_id = str(message.data.get("approval_id", ""))
     options = message.data.get("options") or []
-    return [(str(opt).capitalize(), f"{BUTTON_PREFIX}{approval_id}:{i}")
+    return [(for_terminal(str(opt), one_line=True).capitalize(),
+             f"{BUTTON_PREFIX}{approval_id}:{i}")
             for i, opt in enumerate(options)]
 
 
@@ -383,16 +385,17 @@ class ChatHandler:
         try:
             approval = await self.call(peer, connector, "approval_get", id=approval_id)
             if approval["state"] != "pending":
-                return (f"Already answered: {approval['answer']}",
-                        f"→ {approval['answer']}")
+                answered = for_terminal(str(approval["answer"]), one_line=True)
+                return f"Already answered: {answered}", f"→ {answered}"
             answer = approval["options"][int(index)]
             result = await self.call(peer, connector, "approval_answer", id=approval_id,
                                      answer=answer)
         except MeshError as exc:
-            return exc.message, None
+            return for_terminal(exc.message, one_line=True), None
         except (ValueError, IndexError):
             return "That button is broken.", None
-        return f"Answered: {result['answer']}", f"→ {result['answer']} by {peer.name}"
+        answer = for_terminal(str(result["answer"]), one_line=True)
+        return f"Answered: {answer}", f"→ {answer} by {peer.name}"
 
 
 async def may_post(hub: Hub, peer: Peer, message: Message, *, connector: str, chat: str,

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import contextvars
 import inspect
-import json
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, BinaryIO, Protocol
@@ -31,6 +30,7 @@ from mcp.server.lowlevel import NotificationOptions, Server
 from mcp.server.streamable_http_manager import StreamableHTTPSessionManager
 from mcp.shared.message import SessionMessage
 from mcp.types import NotificationParams
+from meshhub.sanitize import for_json, for_terminal
 
 from .asgi_bridge import AsgiBridge, Lifespan, SseTap, mount_asgi
 from .stdio_transport import stdio_streams
@@ -172,13 +172,13 @@ def build_server(
         try:
             result = await call_tool(params.name, dict(params.arguments or {}))
         except Exception as exc:  # a tool failure is a result, not a protocol error
-            text = str(exc) or type(exc).__name__
+            text = for_terminal(str(exc) or type(exc).__name__)
             return types.CallToolResult(content=[types.TextContent(text=text)], is_error=True)
         finally:
             _CALLER.reset(reset)
         if isinstance(result, str):
             return types.CallToolResult(content=[types.TextContent(text=result)])
-        text = json.dumps(result, separators=(",", ":"), ensure_ascii=False)
+        text = for_json(result)  # what is shown; the structured content keeps the data
         content: list[types.ContentBlock] = [types.TextContent(text=text)]
         return types.CallToolResult(content=content, structured_content=result)
 

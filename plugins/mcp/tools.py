@@ -21,6 +21,8 @@ import os
 from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
 
+from meshhub.sanitize import for_terminal
+
 log = logging.getLogger(__name__)
 
 TOOL_PREFIX = "mesh_"
@@ -79,7 +81,12 @@ def _plural(n: int, word: str, plural: str | None = None) -> str:
 
 
 def summarize(action: str, result: Any) -> str:
-    """One line saying what a result holds, so a model needn't parse the JSON to know."""
+    """One line saying what a result holds, so a model needn't parse the JSON to know; what a
+    peer wrote in it (a connector's detail, a name) made visible, not acted on."""
+    return for_terminal(_summary(action, result), one_line=True)
+
+
+def _summary(action: str, result: Any) -> str:
     if isinstance(result, list):
         if action == "peers":
             online = sum(1 for p in result if p.get("online"))
@@ -216,12 +223,14 @@ def _where(conversation: str) -> str:
 
 
 def channel_content(message: dict[str, Any]) -> str:
-    """The text a pushed message shows: sender, conversation, thread, then the text."""
+    """The text a pushed message shows: sender, conversation, thread, then the text, with
+    control and bidi characters made visible (:mod:`meshhub.sanitize`); the text as sent is
+    what ``mesh_inbox`` returns."""
     thread = f", replying in thread {message['reply_to']}" if message.get("reply_to") else ""
     urgent = " [urgent]" if message.get("priority") == "now" else ""
-    return (f"{message.get('from')} ({message.get('from_key')}) in "
-            f"{_where(message.get('conversation', 'dm'))}{thread}{urgent}: "
-            f"{message.get('text', '')}")
+    head = (f"{message.get('from')} ({message.get('from_key')}) in "
+            f"{_where(message.get('conversation', 'dm'))}{thread}{urgent}")
+    return f"{for_terminal(head, one_line=True)}: {for_terminal(str(message.get('text', '')))}"
 
 
 CHANNEL_KEYS = ("id", "from", "from_key", "conversation", "reply_to", "priority", "kind")

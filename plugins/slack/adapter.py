@@ -19,6 +19,7 @@ import emoji as emoji_names
 
 from meshhub.bridge.chat import ChatEvent
 from meshhub.render import to_mrkdwn
+from meshhub.sanitize import for_terminal
 
 CONNECTOR = "slack"
 TEXT_LIMIT = 3000  # a section block's text; longer messages are posted in parts
@@ -247,7 +248,10 @@ def render(body: str, *, context: str | None = None,
 
 
 def _context(text: str) -> dict[str, Any]:
-    return {"type": "context", "elements": [{"type": "plain_text", "text": text[:2000],
+    """A small plain-text line (who and where, or how it was settled), control and bidi
+    characters made visible."""
+    line = for_terminal(text, one_line=True)
+    return {"type": "context", "elements": [{"type": "plain_text", "text": line[:2000],
                                              "emoji": True}]}
 
 

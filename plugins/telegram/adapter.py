@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING
 
 from meshhub.bridge.chat import ChatEvent
 from meshhub.bridge.markdown import escape, markdown_to_html, split_html
+from meshhub.sanitize import for_terminal
 from telegram import InlineKeyboardButton, InlineKeyboardMarkup
 
 if TYPE_CHECKING:
@@ -88,12 +89,13 @@ def file_of(message: TgMessage) -> FileRef | None:
 
 
 def render(header: str, body: str, *, footer: str | None = None) -> list[str]:
-    """A mesh message as HTML chunks within Telegram's 4096-character limit."""
-    html = f"<b>{escape(header)}</b>"
+    """A mesh message as HTML chunks within Telegram's 4096-character limit; the header and
+    footer lines, like the body, with control and bidi characters made visible."""
+    html = f"<b>{escape(for_terminal(header, one_line=True))}</b>"
     if body.strip():
         html += "\n" + markdown_to_html(body)
     if footer:
-        html += f"\n<i>{escape(footer)}</i>"
+        html += f"\n<i>{escape(for_terminal(footer, one_line=True))}</i>"
     return split_html(html, TEXT_LIMIT)
 
 
