@@ -33,6 +33,7 @@ from .errors import (
     AuthFailed,
     InvalidRequest,
     MeshError,
+    RateLimited,
     TooLarge,
     TooManyConnections,
     Unauthorized,
@@ -49,6 +50,7 @@ log = logging.getLogger(__name__)
 MAX_HELLO_ATTEMPTS = 3
 KEEPALIVE_SECONDS = 75.0  # an idle HTTP connection between requests is closed after this
 CLOSE_TRY_LATER = 1013
+MAX_FLOOD_PAUSE = 1.0  # seconds a rate-limited connection's next frame waits, at most
 HUB_KEY: web.AppKey[Hub] = web.AppKey("hub", Hub)
 
 
@@ -371,6 +373,11 @@ async def serve_frames(hub: Hub, conn: Connection) -> None:
                 frame = _parse(msg)
                 call_id = frame.get("id")
                 await _handle_frame(hub, conn, frame)
+            except RateLimited as exc:
+                conn.send(error_frame(exc, call_id))
+                # its bucket is empty: the frames behind this one wait in its own socket rather
+                # than each costing the hub a refusal (a flood cannot crowd out other peers)
+                await asyncio.sleep(min(exc.details["retry_after"], MAX_FLOOD_PAUSE))
             except MeshError as exc:
                 conn.send(error_frame(exc, call_id))
             except Exception:
