@@ -3,13 +3,14 @@
 
     python bench/abuse.py [--seconds 20] [--quick] [--json] [--summary-json]
 
-One real hub (``hub start`` on 127.0.0.1, a temporary home), and in the same run:
+One real hub (``hub start`` on 127.0.0.1, a temporary home, its defaults but a 5 s
+``header_timeout`` so that a short attack outlasts it), and in the same run:
 
-- **the healthy pair**, in this process: ``ann`` sends ``bob`` 100 messages a second (each
-  carries its send time) and ``bob`` acks each; latency is send to receipt.
+- **the healthy pair**, in this process: ``ann`` and ``bob`` send each other 20 messages a
+  second each (each carries its send time) and ack each; latency is send to receipt.
 - **quiet**: the pair alone, for ``--seconds``.
 - **attack**: the pair again, for as long, while
-  - a *flooder* (its own process) pipelines 4 KB sends as fast as the hub takes them, half to
+  - a *flooder* (its own process) pipelines 32 KB sends as fast as the hub takes them, half to
     an offline peer, half to the stalled reader;
   - a *stalled reader* (its own process, stopped with SIGSTOP once connected) takes nothing
     from its socket;
@@ -53,9 +54,10 @@ from meshhub.client import MeshClient  # noqa: E402
 from meshhub.config import init_home, load_signing_key  # noqa: E402
 from meshhub.errors import MeshError  # noqa: E402
 
-RATE = 100  # healthy messages a second
+RATE = 20  # healthy messages a second, each way (under the default send rate of 30)
+HEADER_TIMEOUT = 5  # the hub's, so a short attack outlasts it
 IDLE_SOCKETS = 500
-FLOOD_BODY = 4096
+FLOOD_BODY = 32 * 1024  # half of them fill the stalled reader past its 4 MiB queue
 MB = 1024 * 1024
 GOAL_P99_RATIO = 2.0
 GOAL_RSS_MB = 64.0
@@ -142,15 +144,15 @@ class Watch:
         return [r for r in self.rows if r[0] == phase]
 
 
-async def healthy(ann: MeshClient, bob: MeshClient, seconds: float) -> list[float]:
-    """``ann`` -> ``bob`` at RATE a second for ``seconds``; the latencies in ms."""
-    latencies: list[float] = []
+async def one_way(sender: MeshClient, receiver: MeshClient, seconds: float,
+                  latencies: list[float]) -> None:
+    """``sender`` -> ``receiver`` at RATE a second for ``seconds``; latencies in ms."""
     count = int(seconds * RATE)
 
     async def receive() -> None:
         for _ in range(count):
-            message = await bob.next_message(timeout=30)
-            await bob.ack(message["id"])
+            message = await receiver.next_message(timeout=30)
+            await receiver.ack(message["id"])
             latencies.append((time.perf_counter() - float(message["text"])) * 1000)
 
     receiving = asyncio.create_task(receive())
@@ -159,8 +161,16 @@ async def healthy(ann: MeshClient, bob: MeshClient, seconds: float) -> list[floa
         delay = start + i / RATE - time.perf_counter()
         if delay > 0:
             await asyncio.sleep(delay)
-        await ann.call_nowait("send", to="bob", text=repr(time.perf_counter()))
+        await sender.call_nowait("send", to=receiver.peer["name"],
+                                 text=repr(time.perf_counter()))
     await receiving
+
+
+async def healthy(ann: MeshClient, bob: MeshClient, seconds: float) -> list[float]:
+    """``ann`` and ``bob`` write each other at RATE a second each; the latencies in ms."""
+    latencies: list[float] = []
+    await asyncio.gather(one_way(ann, bob, seconds, latencies),
+                         one_way(bob, ann, seconds, latencies))
     return latencies
 
 
@@ -171,7 +181,8 @@ async def run(seconds: float, root: Path) -> dict[str, Any]:
         init_home(homes[name], "owner" if name == "hub" else name)
     port = free_port()
     url = f"http://{HOST}:{port}"
-    hub = await asyncio.to_thread(start_hub, homes["hub"], port, {})
+    hub = await asyncio.to_thread(start_hub, homes["hub"], port,
+                                  {"MESHHUB_HEADER_TIMEOUT": str(HEADER_TIMEOUT)})
     procs: list[subprocess.Popen[Any]] = [hub]
     idle: list[socket.socket] = []
     watch = Watch(hub.pid)
