@@ -28,6 +28,7 @@ DEFAULT_PORT = 7420
 KEY_FILE = "identity.key"
 CONFIG_FILE = "config.toml"
 PID_FILE = "hub.pid"
+MIN_OUTBOUND = 256 * 1024  # outbound_bytes: room for a few of the largest messages
 LOCK_PATIENCE = 0.5  # how long a starting hub waits out a lookup holding hub.pid's lock
 
 # [hub] setting -> (its environment variable, its type)
@@ -340,6 +341,11 @@ def _number(attr: str, value: Any, kind: type[int] | type[float], where: str) ->
         raise ConfigError(f"{where} must be a port, 0-65535 (0 picks a free one), not {value!r}")
     if attr in _LIMITS and number < 0:
         raise ConfigError(f"{where} must be 0 (no limit) or more, not {value!r}")
+    if attr == "outbound_bytes" and number < MIN_OUTBOUND:
+        raise ConfigError(f"{where} must be at least {MIN_OUTBOUND} (a connection's queue "
+                          f"holds at least one large message), not {value!r}")
+    if attr == "stall_seconds" and number <= 0:
+        raise ConfigError(f"{where} must be a number of seconds above 0, not {value!r}")
     return number
 
 

@@ -133,7 +133,9 @@ class Dispatcher:
         store, cfg = self.hub.store, self.hub.config
         cursor = ""
         final = False
-        page = DRAIN_PAGE
+        # the first page as if every message were the largest (a backlog of big ones is not
+        # read into memory 500 at a time); later pages are sized by what came before
+        page = max(10, min(DRAIN_PAGE, conn.max_queued // cfg.max_body_bytes))
         while True:
             batch = await store.pending_for(peer.key, page, after=cursor,
                                             include_pushed=not queued_only)
@@ -149,7 +151,7 @@ class Dispatcher:
                 continue
             cursor = batch[-1].id
             pushable = [m for m in batch if may_push(peer, m.priority)]
-            frames = [self.frame(m) for m in pushable]
+            frames = [conn.render(self.frame(m)) for m in pushable]
             start = 0
             while start < len(frames):
                 # lease only what fits now, so no lease runs out while it waits for room

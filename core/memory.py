@@ -15,7 +15,7 @@ from collections.abc import Callable
 _trim: Callable[[int], int] | None = None
 try:
     _trim = ctypes.CDLL(None).malloc_trim  # glibc: Linux, not musl, not macOS
-except (AttributeError, OSError):
+except (AttributeError, OSError, TypeError):  # no such function; no C library to ask
     pass
 
 

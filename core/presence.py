@@ -43,7 +43,7 @@ CLOSE_STALLED = 4008
 DEFAULT_OUTBOUND = 4 * 1024 * 1024
 MAX_QUEUED_FRAMES = 20_000  # and at most this many frames, however small
 TRIM_DELAY = 1.0  # seconds after a detach; detaches that come together share one
-OVERFLOW = 4  # times the bound: answers and events never read; the connection is cut
+OVERFLOW = 4  # times the bound: events it does not read; the connection is cut
 
 
 class Connection:
@@ -76,6 +76,7 @@ class Connection:
         self._wake: asyncio.Future[None] | None = None  # set while the writer waits for work
         self._room: asyncio.Future[None] | None = None  # set while a drain waits for room
         self.unsettled = 0  # characters of pipelined sends not yet written to the store
+        self._cut = False
         self._settled: asyncio.Future[None] | None = None
         self._writer = asyncio.create_task(self._write_loop(), name=f"ws-writer-{self.id}")
 
@@ -86,21 +87,39 @@ class Connection:
     def send_raw(self, text: str | None) -> None:
         """Queue encoded frame text (``None``: end the writer once the rest has left).
 
-        Answers and events always queue (they are small and a client waits for them); message
-        pushes go through :meth:`offer`, which keeps to the bound.
+        Answers always queue (a client waits for them; :meth:`wait_for_answers` stops reading
+        the calls of a client that lets them pile up); events go through :meth:`send_event`,
+        message pushes through :meth:`offer`, both of which keep to a bound.
         """
         if text is not None:
             self.queued += len(text)
-            if self.queued > OVERFLOW * self.max_queued and self.transport is not None:
-                # answers and events it never reads: a client that sends but does not listen
-                log.warning("cut the connection of %s: %d characters of answers and events "
-                            "it does not read", self.peer.name, self.queued)
-                self.cut()
-                return
         self._out.append(text)
         wake, self._wake = self._wake, None
         if wake is not None and not wake.done():
             wake.set_result(None)
+
+    def render(self, text: str) -> str:
+        """A message frame as this connection sends it (the web page's adds its HTML), so
+        that the bound counts what is really queued."""
+        return text
+
+    def send_event(self, text: str) -> None:
+        """Queue an event (a presence change). Events are not kept for later: a connection that
+        lets them pile past :data:`OVERFLOW` times its bound is not reading them, and is cut."""
+        if self.queued + len(text) > OVERFLOW * self.max_queued:
+            if not self._cut:
+                log.warning("cut the connection of %s: %d characters of events it does not "
+                            "read", self.peer.name, self.queued)
+                self.cut()
+            return
+        self.send_raw(text)
+
+    async def wait_for_answers(self) -> None:
+        """Hold the reading of this connection's calls while what it has not read passes its
+        bound: a client that calls and never reads its answers stops being read."""
+        while self.queued > self.max_queued and not self.ws.closed and not self._cut:
+            self._room = self._room or asyncio.get_running_loop().create_future()
+            await self._room
 
     def has_room(self, size: int) -> bool:
         """Whether a push of ``size`` characters fits (an empty queue takes any one frame)."""
@@ -110,6 +129,7 @@ class Connection:
     def offer(self, text: str) -> bool:
         """Queue a message push if it fits; if not, fall behind and queue nothing (the
         delivery row stays in the store, and the drain that follows the catch-up pushes it)."""
+        text = self.render(text)
         if self.behind or not self.has_room(len(text)):
             if not self.behind:
                 self.behind, self.live = True, False
@@ -124,7 +144,7 @@ class Connection:
         while not self.has_room(size):
             if self.ws.closed or self._writer.done():
                 return False
-            self._room = asyncio.get_running_loop().create_future()
+            self._room = self._room or asyncio.get_running_loop().create_future()
             await self._room
         return not self.ws.closed
 
@@ -144,7 +164,7 @@ class Connection:
     async def wait_settled(self) -> None:
         """Hold the reading of this connection's frames while its unsettled sends pass the
         bound: a flood waits in the sender's socket, not in the hub's memory."""
-        while self.unsettled > self.max_queued and not self.ws.closed:
+        while self.unsettled > self.max_queued and not self.ws.closed and not self._cut:
             self._settled = asyncio.get_running_loop().create_future()
             await self._settled
 
@@ -190,13 +210,15 @@ class Connection:
             self._release()
 
     def _release(self) -> None:
-        """The writer has ended: let go of what it will never write, and wake a waiting drain."""
+        """The writer has ended: let go of what it will never write, and wake whatever waits on
+        it (a drain waiting for room, a reader loop waiting for answers or settles)."""
         self._out.clear()
         self.queued = 0
         self.writing_since = None
-        room, self._room = self._room, None
-        if room is not None and not room.done():
-            room.set_result(None)
+        for waiter in (self._room, self._settled):
+            if waiter is not None and not waiter.done():
+                waiter.set_result(None)
+        self._room = self._settled = None
 
     def stalled(self, now: float, limit: float) -> bool:
         """One write has waited ``limit`` seconds: the reader is not taking anything."""
@@ -204,6 +226,7 @@ class Connection:
 
     def cut(self) -> None:
         """Drop the connection at once, unsent data and all (a reader that stopped)."""
+        self._cut = True
         if self.transport is not None:
             self.transport.abort()
         self._writer.cancel()
@@ -328,7 +351,7 @@ class Presence:
                              "peer": self.hub.peer_view(peer)})
         for conn in self.all_connections():
             if conn.peer.key != peer.key and conn.receive:
-                conn.send_raw(frame)
+                conn.send_event(frame)
         await self.hub.plugins.each("meshhub_presence_changed", hub=self.hub, peer=peer,
                                     event=change)
 

@@ -369,6 +369,7 @@ async def serve_frames(hub: Hub, conn: Connection) -> None:
                                 conn.peer.name, frame_limit(hub))
                 break
             call_id = None
+            await conn.wait_for_answers()
             try:
                 frame = _parse(msg)
                 call_id = frame.get("id")

@@ -50,9 +50,10 @@ class WebConnection(Connection):
                 frame = {**frame, "html": rendered}
         super().send(frame)
 
-    def send_raw(self, text: str | None) -> None:
-        if text is not None and text.startswith(MESSAGE_FRAME):
-            frame = codec.loads(text)
-            frame["html"] = to_html(frame["message"]["text"])
-            text = codec.dumps(frame)
-        super().send_raw(text)
+    def render(self, text: str) -> str:
+        """A pushed message frame with its HTML beside it (counted by the queue's bound)."""
+        if not text.startswith(MESSAGE_FRAME):
+            return text
+        frame = codec.loads(text)
+        frame["html"] = to_html(frame["message"]["text"])
+        return codec.dumps(frame)
