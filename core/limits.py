@@ -88,10 +88,25 @@ class RateLimit:
             bucket = self.buckets[key] = TokenBucket(self.rate, self.burst, now)
         wait = bucket.take(now)
         if wait:
-            raise RateLimited(
-                f"too many {self.what}: at most {self.burst} at once and {self.rate:g} a second "
-                f"after that ({self.settings}); try again in {max(wait, 0.1):.1f} s",
-                retry_after=wait)
+            raise self._refusal(wait)
+
+    def _refusal(self, wait: float) -> RateLimited:
+        return RateLimited(
+            f"too many {self.what}: at most {self.burst} at once and {self.rate:g} a second "
+            f"after that ({self.settings}); try again in {max(wait, 0.1):.1f} s",
+            retry_after=wait)
+
+    def ready(self, key: str) -> None:
+        """Raise :class:`RateLimited` if a use by ``key`` would be refused now, without
+        counting one: for a feature that must know before it stores the first of two writes
+        (an approval row, then its message)."""
+        bucket = self.buckets.get(key)
+        if not self.enabled or bucket is None:
+            return
+        bucket.refill(time.monotonic())
+        if bucket.tokens < 1:
+            wait = (1 - bucket.tokens) / self.rate
+            raise self._refusal(wait)
 
     def _forget_idle(self, now: float) -> None:
         for key, bucket in list(self.buckets.items()):
@@ -248,6 +263,13 @@ class Limits:
         self.max_ws_connections = config.max_ws_connections
         self.websockets = 0
         self.member_websockets: dict[str, int] = {}
+
+    def can_send(self, peer: Peer, size: int) -> None:
+        """Raise what a send of ``size`` bytes by ``peer`` would be refused with now (its rate
+        or a quota), counting nothing: checked before a feature stores a row that a refused
+        send would leave behind."""
+        self.sends.ready(account(peer))
+        self.storage.check(account(peer), size)
 
     def check_action(self, peer: Peer) -> None:
         self.actions.check(account(peer))

@@ -228,7 +228,14 @@ async def _authenticate(hub: Hub, ws: web.WebSocketResponse, nonce: str, *, loca
         conn = Connection(ws, peer, receive=hello.get("receive", True) is not False,
                           transport=transport)
         conn.token_hash, conn.cap = token_hash, cap
-        await welcome(hub, conn, created=created)
+        try:
+            await welcome(hub, conn, created=created)
+        except BaseException:  # its member's slot, and presence, are given back
+            hub.limits.leave(peer)
+            if conn in hub.presence.connections.get(peer.key, ()):
+                hub.presence.detach(conn)
+            conn.finish()
+            raise
         return conn
     await ws.close(code=1008, message=b"too many bad hellos")
     return None

@@ -344,3 +344,40 @@ def test_the_limits_are_documented_settings():
                  "max_ws_connections", "max_connections", "header_timeout", "hello_timeout"):
         var, _kind = _NUMBERS[attr]
         assert var in text and attr in text, attr
+
+
+# -- features that write a row and send a message: a refused send leaves neither --------------
+async def test_an_approval_refused_by_the_send_rate_leaves_no_row_and_stays_answerable(
+        inproc, people):
+    hub = await inproc(send_burst=2, send_rate=SLOW)
+    ann, bob = people("ann", "bob")
+    async with ann.client(hub.url) as a, bob.client(hub.url) as b:
+        asked = await a.call("approval_request", to="bob", question="ship it?")
+        await a.send("bob", "one more")  # ann's two sends are spent
+        with pytest.raises(MeshError) as refused:
+            await a.call("approval_request", to="bob", question="and this?")
+        assert refused.value.code == "rate_limited"
+        assert [x["question"] for x in await a.call("approvals")] == ["ship it?"]
+        for i in range(2):
+            await b.send("ann", f"spent {i}")  # bob's too
+        with pytest.raises(MeshError) as refused:
+            await b.call("approval_answer", id=asked["id"], answer="approve")
+        assert refused.value.code == "rate_limited"
+        (still,) = await b.call("approvals")
+        assert still["state"] == "pending"  # not answered by a send that was refused
+
+
+async def test_mail_refused_by_the_send_rate_is_deferred_not_bounced(email_hub, tmp_path):
+    from .email_support import DOMAIN, mail
+
+    served = await email_hub()
+    ann = "ann@example.org"
+    await served.pair(ann)
+    agent = make_identity(tmp_path, "agent")
+    async with agent.client(served.url, kind="agent"):
+        pass
+    served.hub.limits.sends.rate, served.hub.limits.sends.burst = SLOW, 1
+    answer = await served.send(mail(ann, f"agent@{DOMAIN}", "first"))
+    assert answer[1].startswith("2.0.0"), answer
+    refusal = await served.refused(mail(ann, f"agent@{DOMAIN}", "second"))
+    assert refusal.startswith("451 4.7.1 too many sends"), refusal  # the sender tries later

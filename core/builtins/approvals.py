@@ -110,6 +110,7 @@ async def approval_request(
     if len(body.encode()) > ctx.hub.config.max_body_bytes:  # checked before anything is stored
         raise TooLarge(f"the question is too long; the limit is "
                        f"{ctx.hub.config.max_body_bytes} bytes")
+    ctx.hub.limits.can_send(ctx.peer, len(body.encode()))  # no row for a send refused
     approval_id = new_id()
     now = time.time()
     await ctx.hub.store.transact(lambda conn: conn.execute(
@@ -144,6 +145,9 @@ async def approval_answer(
     chosen = next((o for o in current["options"] if o.lower() == answer.strip().lower()), None)
     if chosen is None:
         raise InvalidRequest(f"answer one of: {', '.join(current['options'])}")
+    because = f"\nReason: {reason}" if reason else ""
+    body = f"{ctx.peer.name} answered **{chosen}** to: {current['question']}{because}"
+    ctx.hub.limits.can_send(ctx.peer, len(body.encode()))  # not answered by a refused send
     now = time.time()
 
     def claim(conn: sqlite3.Connection) -> bool:
@@ -154,8 +158,6 @@ async def approval_answer(
 
     if not await ctx.hub.store.transact(claim):
         raise InvalidRequest(f"approval {id} was already answered", code="exists")
-    because = f"\nReason: {reason}" if reason else ""
-    body = f"{ctx.peer.name} answered **{chosen}** to: {current['question']}{because}"
     asker = ctx.hub.directory.peers.get(current["asker_key"])
     answer_id = None
     if asker is not None:

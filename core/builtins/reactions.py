@@ -19,7 +19,7 @@ from sqlite_utils.migrations import Migrations
 
 from meshhub import hookimpl
 from meshhub.actions import Action, ActionContext, action
-from meshhub.errors import InvalidRequest, NotFound
+from meshhub.errors import InvalidRequest, NotFound, QuotaExceeded, RateLimited
 from meshhub.fields import MAX_EMOJI
 
 MAX_LOOKUP = 200
@@ -96,11 +96,14 @@ async def react(
     notified = None
     if changed and not remove and message.sender != me and message.sender in peers:
         preview = " ".join(message.body.split())[:60]
-        await ctx.hub.send(
-            ctx.peer, message.sender, f"reacted {emoji} to your message {id}: \"{preview}\"",
-            kind="reaction", data={"message_id": id, "emoji": emoji},
-        )
-        notified = peers[message.sender].name
+        try:
+            await ctx.hub.send(
+                ctx.peer, message.sender, f"reacted {emoji} to your message {id}: "
+                f"\"{preview}\"", kind="reaction", data={"message_id": id, "emoji": emoji},
+            )
+            notified = peers[message.sender].name
+        except (RateLimited, QuotaExceeded):
+            pass  # the reaction stands; only the courtesy message to its author is not sent
     return {"id": id, "changed": changed, "reactions": reactions, "notified": notified}
 
 

@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING, Any
 
 from meshhub.actions import ActionContext
 from meshhub.bridge.pairing import PairingBook
-from meshhub.errors import MeshError, TooLarge
+from meshhub.errors import MeshError, QuotaExceeded, RateLimited, TooLarge
 
 from . import mime
 from .authresults import auth_verdict
@@ -210,6 +210,10 @@ class SmtpHandler:
             return f"550 5.6.0 {mime.one_line(str(exc))}"
         except TooLarge as exc:
             return f"552 5.3.4 {mime.one_line(exc.message)}"
+        except RateLimited as exc:  # for now: the sending server tries again later
+            return f"451 4.7.1 {mime.one_line(exc.message)}"
+        except QuotaExceeded as exc:
+            return f"452 4.3.1 {mime.one_line(exc.message)}"
         except MeshError as exc:
             return f"550 5.7.1 {mime.one_line(exc.message)}"
         except Exception:
@@ -264,8 +268,8 @@ class SmtpHandler:
                 done.append(await self._take(sender, route, mail, key_id=key_id,
                                              first=index == 0))
             except (MeshError, Refused) as exc:
-                if not done:
-                    raise
+                if not done or isinstance(exc, RateLimited | QuotaExceeded):
+                    raise  # a retry of the whole mail stores the done ones no second time
                 why = exc.message if isinstance(exc, MeshError) else exc.reply
                 raise Refused(f"550 5.7.1 {'; '.join(done)}; but not to {route.address}: "
                               f"{why}") from exc
