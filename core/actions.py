@@ -209,8 +209,11 @@ class ActionRegistry:
                 code="unknown_action",
             ) from None
 
-    async def call(self, ctx: ActionContext, name: str, params: dict[str, Any] | None) -> Any:
-        if name != "send":  # a send is counted by its own rate, in Hub.prepare_send
+    async def call(self, ctx: ActionContext, name: str, params: dict[str, Any] | None, *,
+                   counted: bool = True) -> Any:
+        """Run an action as ``ctx.peer``. ``counted=False``: the hub's own bookkeeping on a
+        peer's behalf (an unread count it pushes), which does not spend the peer's rate."""
+        if counted and name != "send":  # a send is counted by its own rate, in prepare_send
             ctx.hub.limits.check_action(ctx.peer)
         item = self.get(name)
         check_allowed(ctx, item)

@@ -310,7 +310,9 @@ async def _handle_frame(hub: Hub, conn: Connection, frame: dict[str, Any]) -> No
             args = action.validate(params)
             text = args.pop("text")
             pending = await hub.prepare_send(conn.peer, args.pop("to"), text, **args)
-            pending.when_done(_answer_send(conn, call_id, conn.send_started(len(text))))
+            # counted at 1 KiB at least, so a flood of tiny sends is held back as well
+            settled = conn.send_started(max(len(text), 1024))
+            pending.when_done(_answer_send(conn, call_id, settled))
             await conn.wait_settled()
             return
         result = await hub.actions.call(ctx, name, params)

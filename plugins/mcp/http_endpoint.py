@@ -147,7 +147,7 @@ class McpEndpoint:
             hub.dispatcher.ack(peer, ids, state)
 
         async def counts() -> dict[str, Any]:
-            return await hub.actions.call(ctx, "check", {})
+            return await hub.actions.call(ctx, "check", {}, counted=False)
 
         pusher = Pusher(mode, sender.send_channel, ack, counts)
         token = caller.token or ""

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextvars
 import inspect
+import logging
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, BinaryIO, Protocol
@@ -30,10 +31,16 @@ from mcp.server.lowlevel import NotificationOptions, Server
 from mcp.server.streamable_http_manager import StreamableHTTPSessionManager
 from mcp.shared.message import SessionMessage
 from mcp.types import NotificationParams
+from meshhub.errors import MeshError
 from meshhub.sanitize import for_json, for_terminal
 
 from .asgi_bridge import AsgiBridge, Lifespan, SseTap, mount_asgi
 from .stdio_transport import stdio_streams
+
+log = logging.getLogger(__name__)
+
+# failures whose text is meant for the caller (a refusal, a bad argument, the hub out of reach)
+SAYABLE = (MeshError, ValueError, PermissionError, ConnectionError, TimeoutError)
 
 CHANNEL_METHOD = "notifications/claude/channel"
 CHANNEL_CAPABILITY = "claude/channel"
@@ -172,7 +179,11 @@ def build_server(
         try:
             result = await call_tool(params.name, dict(params.arguments or {}))
         except Exception as exc:  # a tool failure is a result, not a protocol error
-            text = for_terminal(str(exc) or type(exc).__name__)
+            if isinstance(exc, SAYABLE):
+                text = for_terminal(str(exc) or type(exc).__name__)
+            else:  # a bug or a failing store: logged here, not shown to the agent
+                log.exception("the %s tool failed", params.name)
+                text = "the hub failed on this call; it was not applied"
             return types.CallToolResult(content=[types.TextContent(text=text)], is_error=True)
         finally:
             _CALLER.reset(reset)
