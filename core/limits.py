@@ -243,10 +243,35 @@ class GuardedRunner(web.AppRunner):
     async def setup(self) -> None:
         await super().setup()
         self.guard.server = super().server
+        raise_file_limit(self.guard.max_connections)
 
     @property
     def server(self) -> Any:
         return self.guard if super().server is not None else None
+
+
+FILE_MARGIN = 256  # descriptors beyond the connections: the database, files, the logs, pipes
+
+
+def raise_file_limit(connections: int) -> None:
+    """Raise this process's soft limit on open files (often 1024) toward its hard limit, so
+    that ``max_connections`` is reached before the process runs out of descriptors (at which
+    point it could not even open its database). Logged when the hard limit is too low."""
+    import resource  # POSIX only, like the rest of the hub's process handling
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    wanted = connections + FILE_MARGIN if connections else hard
+    target = wanted if hard == resource.RLIM_INFINITY else min(wanted, hard)
+    if soft != resource.RLIM_INFINITY and target > soft:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+        except (ValueError, OSError) as exc:
+            log.warning("could not raise the open-file limit from %d: %s", soft, exc)
+            return
+        soft = target
+    if connections and soft != resource.RLIM_INFINITY and soft < wanted:
+        log.warning("max_connections is %d but this process may open only %d files (ulimit "
+                    "-n); lower max_connections or raise the limit", connections, soft)
 
 
 class Limits:

@@ -263,6 +263,19 @@ async def test_untrusted_markup_runs_nothing(browser, hub, people):
         assert await table.locator("[style]").count() == 0
 
 
+async def test_a_summary_with_bidi_and_control_characters_shows_them(browser, hub, people):
+    """A summary that would read backwards (U+202E) or carries a terminal escape is shown with
+    those characters as visible escapes, in the people list and in the conversation's header."""
+    (bob,) = people("bob")
+    async with bob.client(hub.url) as b:
+        page, _ = await signed_in(browser, hub)
+        await b.call("set_summary", summary="ok \u202edesrever\x1b[2K")
+        row = page.get_by_test_id("presence").locator("[data-testid=peer][data-name=bob]")
+        summary = row.get_by_test_id("peer-summary")
+        await summary.filter(has_text="desrever").wait_for()
+        assert await summary.text_content() == "ok \\u202edesrever\\x1b[2K"
+
+
 async def test_paged_history_and_signed_out_screen(browser, hub_factory, people):
     hub = hub_factory(MESHHUB_SEND_RATE="0")  # 1,000 sends at once from one member
     (bob,) = people("bob")

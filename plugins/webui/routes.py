@@ -224,15 +224,25 @@ async def page_socket(request: web.Request) -> web.StreamResponse:
     try:
         sessions.check_page_origin(request)
         peer, cap, token_hash = await sessions.session_of(hub, request)
+        hub.limits.open_websocket()  # the same caps as the peer protocol's sockets
     except MeshError as exc:
         return json_error(exc)
-    ws = web.WebSocketResponse(autoping=False, max_msg_size=frame_limit(hub),
-                               protocols=(sessions.PROTOCOL,))
-    await ws.prepare(request)
-    conn = WebConnection(ws, peer, receive=True, transport=request.transport)
-    conn.token_hash, conn.cap = token_hash, cap
-    await welcome(hub, conn)
-    await serve_frames(hub, conn)
+    try:
+        hub.limits.join(peer)
+    except MeshError as exc:
+        hub.limits.close_websocket()
+        return json_error(exc)
+    try:
+        ws = web.WebSocketResponse(autoping=False, max_msg_size=frame_limit(hub),
+                                   protocols=(sessions.PROTOCOL,))
+        await ws.prepare(request)
+        conn = WebConnection(ws, peer, receive=True, transport=request.transport)
+        conn.token_hash, conn.cap = token_hash, cap
+        await welcome(hub, conn)
+        await serve_frames(hub, conn)
+    finally:
+        hub.limits.leave(peer)
+        hub.limits.close_websocket()
     return ws
 
 

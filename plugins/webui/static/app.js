@@ -3,7 +3,7 @@
 // unread counts, reactions, reply counts) and wires the views together.
 
 import { Composer } from "./composer.js";
-import { download, el, fromBase64, surfacesOf } from "./dom.js";
+import { download, el, fromBase64, surfacesOf, visible } from "./dom.js";
 import { Panels } from "./panels.js";
 import { PresenceList } from "./presence.js";
 import { forgetSession, onSessionReplaced, sessionFetch } from "./session.js";
@@ -232,7 +232,7 @@ class Page {
   }
 
   paintTitle() {
-    $("view-title").textContent = this.titleOf(this.view);
+    $("view-title").textContent = visible(this.titleOf(this.view));
     let topic = "";
     if (this.view === "all") topic = "Everything you sent or received";
     else if (this.view.startsWith("#")) {
@@ -242,7 +242,7 @@ class Page {
       const status = peer?.online ? peer.status : "offline";
       if (peer) topic = [surfacesOf(peer), status, peer.summary].filter(Boolean).join(" · ");
     }
-    $("view-topic").textContent = topic;
+    $("view-topic").textContent = visible(topic);
   }
 
   async openView(view) {

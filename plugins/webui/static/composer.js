@@ -1,7 +1,7 @@
 // Writing a message: Enter sends, Shift+Enter starts a new line, @name and #conversation
 // complete from what the hub knows, and a whisper limits who may read it.
 
-import { el, fill } from "./dom.js";
+import { el, fill, visible } from "./dom.js";
 
 const TOKEN_BEFORE_CARET = /(^|[\s(])([@#])([\w.\-/]*)$/;
 const MAX_SUGGESTIONS = 8;
@@ -172,7 +172,7 @@ export class Composer {
       this.input.value = "";
       this.changed();
     } catch (error) {
-      this.error.textContent = error.message;
+      this.error.textContent = visible(error.message);
     } finally {
       this.button.disabled = this.input.disabled;
       this.input.focus();

@@ -17,10 +17,23 @@ export function el(tag, attrs, ...children) {
   return node;
 }
 
+// control characters but tab and newline, and the bidi controls (U+202E turns a summary around)
+const UNSAFE = /[\u0000-\u0008\u000b-\u001f\u007f-\u009f\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069]/g;
+
+/** Text a peer wrote, with each control or bidi character shown as an escape (\x1b, \u202e),
+ * as the hub's terminal and chat renderings show them: seen, and doing nothing. */
+export function visible(text) {
+  return String(text).replace(UNSAFE, (c) => {
+    const code = c.charCodeAt(0);
+    return code < 0x100 ? `\\x${code.toString(16).padStart(2, "0")}`
+      : `\\u${code.toString(16).padStart(4, "0")}`;
+  });
+}
+
 function append(node, children) {
   for (const child of children.flat(Infinity)) {
     if (child === null || child === undefined || child === false) continue;
-    node.append(child instanceof Node ? child : document.createTextNode(String(child)));
+    node.append(child instanceof Node ? child : document.createTextNode(visible(child)));
   }
 }
 
