@@ -8,8 +8,8 @@ so slow that no token comes back during a test, and a timeout is waited out, not
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import base64
+import contextlib
 import os
 import select
 import socket
