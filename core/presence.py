@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, Any
 from aiohttp import web
 
 from . import codec, memory
+from .config import Config
 from .ids import new_id
 
 if TYPE_CHECKING:
@@ -40,10 +41,15 @@ log = logging.getLogger(__name__)
 CLOSE_PONG_TIMEOUT = 4000
 CLOSE_SHUTDOWN = 1001
 CLOSE_STALLED = 4008
-DEFAULT_OUTBOUND = 4 * 1024 * 1024
 MAX_QUEUED_FRAMES = 20_000  # and at most this many frames, however small
 TRIM_DELAY = 1.0  # seconds after a detach; detaches that come together share one
 OVERFLOW = 4  # times the bound: events it does not read; the connection is cut
+
+
+def _wake(waiter: asyncio.Future[None] | None) -> None:
+    """Resolve a waiter, if there is one still waiting."""
+    if waiter is not None and not waiter.done():
+        waiter.set_result(None)
 
 
 class Connection:
@@ -67,7 +73,7 @@ class Connection:
         self.drain_lock = asyncio.Lock()
         self.last_seen = time.monotonic()
         self.last_ping = time.monotonic()
-        self.max_queued = DEFAULT_OUTBOUND  # characters of frame text; set from the config
+        self.max_queued = Config.outbound_bytes  # characters of frame text; set on attach
         self.queued = 0  # characters of frame text waiting to be written
         self.behind = False  # a push found the queue full: pushes wait for it to drain
         self.on_room: Callable[[], None] | None = None  # called when it is no longer behind
@@ -95,8 +101,7 @@ class Connection:
             self.queued += len(text)
         self._out.append(text)
         wake, self._wake = self._wake, None
-        if wake is not None and not wake.done():
-            wake.set_result(None)
+        _wake(wake)
 
     def render(self, text: str) -> str:
         """A message frame as this connection sends it (the web page's adds its HTML), so
@@ -156,8 +161,7 @@ class Connection:
             self.unsettled -= size
             if self.unsettled <= self.max_queued // 2:
                 wake, self._settled = self._settled, None
-                if wake is not None and not wake.done():
-                    wake.set_result(None)
+                _wake(wake)
 
         return settled
 
@@ -168,16 +172,11 @@ class Connection:
             self._settled = asyncio.get_running_loop().create_future()
             await self._settled
 
-    @property
-    def backlog(self) -> int:
-        return len(self._out)
-
     def _written(self, size: int) -> None:
         self.queued -= size
         if self.queued <= self.max_queued // 2:
             room, self._room = self._room, None
-            if room is not None and not room.done():
-                room.set_result(None)
+            _wake(room)
         if self.behind and not self.queued:
             # caught up with everything queued: the catch-up drain re-pushes only what was
             # leased but not queued, plus what the reader has not acked yet
@@ -215,9 +214,8 @@ class Connection:
         self._out.clear()
         self.queued = 0
         self.writing_since = None
-        for waiter in (self._room, self._settled):
-            if waiter is not None and not waiter.done():
-                waiter.set_result(None)
+        _wake(self._room)
+        _wake(self._settled)
         self._room = self._settled = None
 
     def stalled(self, now: float, limit: float) -> bool:
@@ -240,8 +238,6 @@ class Connection:
         with contextlib.suppress(Exception):
             await self.ws.close(code=code, message=message.encode())
 
-    def stop_writer(self) -> None:
-        self._writer.cancel()
 
 
 class Presence:

@@ -6,11 +6,13 @@ socket; the hub is a real ``hub start`` process whose RSS is read from the syste
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
 import subprocess
 import sys
 from collections import Counter
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -25,13 +27,21 @@ GROWTH_BOUND = 64 * MB  # docs/operations.md, "Limits under abuse"
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def start_reader(hub: HubProcess, who: Identity) -> subprocess.Popen[str]:
+@contextlib.contextmanager
+def reader_process(hub: HubProcess, who: Identity) -> Iterator[subprocess.Popen[str]]:
+    """The reader peer's process, welcomed; killed at the end (continued first if stopped)."""
     proc = subprocess.Popen(
         [sys.executable, "-m", "tests.reader_peer", hub.url, str(who.home), who.name],
         cwd=ROOT, env=base_env(who.home), stdout=subprocess.PIPE, text=True,
     )
-    assert read_line(proc).strip() == "ready"
-    return proc
+    try:
+        assert read_line(proc).strip() == "ready"
+        yield proc
+    finally:
+        if proc.poll() is None:
+            os.kill(proc.pid, signal.SIGCONT)
+            proc.kill()
+            proc.wait(10)
 
 
 class RssSampler:
@@ -99,8 +109,7 @@ async def test_a_reader_that_stops_costs_bounded_memory_and_gets_everything_late
     hub = hub_factory(MESHHUB_LEASE_SECONDS="2", MESHHUB_STALL_SECONDS="600",
                       MESHHUB_SEND_RATE="0")
     slow, fast = people("slow", "fast")
-    reader = start_reader(hub, slow)
-    try:
+    with reader_process(hub, slow) as reader:
         async with fast.client(hub.url) as sender:
             sampler = RssSampler(hub.proc.pid)
             idle = await settled_rss(sampler, 1.0)
@@ -124,19 +133,13 @@ async def test_a_reader_that_stops_costs_bounded_memory_and_gets_everything_late
         with sampler:
             after = await settled_rss(sampler)
         assert after <= idle * 1.10, f"RSS {after / MB:.0f} MB after, {idle / MB:.0f} MB idle"
-    finally:
-        if reader.poll() is None:
-            os.kill(reader.pid, signal.SIGCONT)
-            reader.kill()
-            reader.wait(10)
 
 
 async def test_a_reader_stuck_past_the_deadline_is_cut_and_gets_the_rest_on_return(
         hub_factory: Any, people: Any) -> None:
     hub = hub_factory(MESHHUB_STALL_SECONDS="2", MESHHUB_SEND_RATE="0")
     slow, fast = people("slow", "fast")
-    reader = start_reader(hub, slow)
-    try:
+    with reader_process(hub, slow) as reader:
         async with fast.client(hub.url) as sender:
             os.kill(reader.pid, signal.SIGSTOP)
             await flood(sender, "slow", 600)
@@ -149,11 +152,6 @@ async def test_a_reader_stuck_past_the_deadline_is_cut_and_gets_the_rest_on_retu
             os.kill(reader.pid, signal.SIGCONT)
             seen = read_ids(reader, 600, timeout=60)  # after its reconnect: nothing lost
             assert seen["lost"] == 1 and seen["ready"] == 1  # cut once, back once
-    finally:
-        if reader.poll() is None:
-            os.kill(reader.pid, signal.SIGCONT)
-            reader.kill()
-            reader.wait(10)
 
 
 async def test_a_large_answer_is_not_taken_for_a_reader_that_stopped(
