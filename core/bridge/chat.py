@@ -149,6 +149,11 @@ def describe(hub: Hub, message: Message) -> str:
     sender = peers[message.sender].name if message.sender in peers else message.sender
     where = "" if message.conversation in ("dm", "multi") else f" in {message.conversation}"
     if message.kind == "approval":
+        data = message.data if isinstance(message.data, dict) else {}
+        if data.get("kind") == "permission":
+            return f"{sender} asks to run {data.get('tool') or 'a tool'}"
+        if data.get("kind") == "question":
+            return f"{sender} asks you"
         return f"{sender} asks for your approval"
     if message.kind == "approval_answer":
         return f"{sender} answered your approval request"
@@ -218,6 +223,11 @@ class ChatHandler:
     async def _send_text(self, peer: Peer, event: ChatEvent, text: str) -> ChatOutcome:
         body = f"(edited) {text}" if event.edited else text
         if event.reply_to is not None:
+            question = await self._open_question(event.reply_to)
+            if question is not None and not event.edited:
+                await self.call(peer, event.connector, "approval_answer", id=question,
+                                answer=text)
+                return ChatOutcome(reply="Answered.")
             return ChatOutcome(sent=await self._send(peer, event, None, body, event.reply_to))
         address = split_address(text) if not event.edited else None
         if address is not None:
@@ -228,6 +238,16 @@ class ChatHandler:
                 return ChatOutcome(reply=f"Now talking to **{target}**.")
             return ChatOutcome(sent=await self._send(peer, event, target, rest))
         return ChatOutcome(sent=await self._send(peer, event, self.book.target(peer), body))
+
+    async def _open_question(self, message_id: str) -> str | None:
+        """The approval id when ``message_id`` is a request whose answer is free text (a
+        question without options): a reply to its card is the answer, not a thread reply."""
+        card = await self.hub.store.get_message(message_id)
+        if card is None or card.kind != "approval" or not isinstance(card.data, dict):
+            return None
+        if card.data.get("kind") != "question" or card.data.get("options"):
+            return None
+        return str(card.data.get("approval_id") or "") or None
 
     async def _check_target(self, peer: Peer, target: str) -> None:
         if target.startswith("#"):
@@ -306,13 +326,15 @@ class ChatHandler:
             if not items:
                 return ChatOutcome(reply="No approvals are waiting for you.")
             return ChatOutcome(reply="**Waiting for you**\n" + "\n".join(
-                f"• `{a['id']}` from `{a['asker']}`: {a['question']}" for a in items))
+                f"• `{a.get('ref') or a['id']}` from `{a['asker']}`: {a['question']}"
+                for a in items))
         if name in ("approve", "deny"):
             approval_id, _, reason = args.partition(" ")
             if not approval_id:
                 return ChatOutcome(reply=commands(f"Say which: `/{name} ID [reason]`.", p))
+            answer = await self._option_for(peer, surface, approval_id, name)
             result = await self.call(peer, surface, "approval_answer", id=approval_id,
-                                     answer=name, reason=reason or None)
+                                     answer=answer, reason=reason or None)
             return ChatOutcome(reply=f"Answered **{result['answer']}**.")
         if name == "actions":
             return ChatOutcome(reply=commands("**Actions** (run with `/call NAME key=value`)\n",
@@ -325,6 +347,20 @@ class ChatHandler:
         if name in ("link", "unlink"):
             return ChatOutcome(reply="Use this command in the group chat you want to link.")
         return ChatOutcome(reply=commands(f"Unknown command /{name}; /help lists them.", p))
+
+    async def _option_for(self, peer: Peer, surface: str, approval_id: str, word: str) -> str:
+        """What ``/approve`` or ``/deny`` answers to the request ``approval_id`` (its id or its
+        ``ref``, any case) waiting for ``peer``: the option of that name, else the first option
+        (approve) or the last (deny), so ``/approve`` on a tool permission is ``allow``. A
+        request not waiting for them gets the word itself, and the core says why not."""
+        wanted = approval_id.lower()
+        waiting = await self.call(peer, surface, "approvals", role="approver", limit=500)
+        options = next((a["options"] for a in waiting
+                        if wanted in (str(a["id"]).lower(), str(a.get("ref") or "").lower())),
+                       None)
+        if not options or any(o.lower() == word for o in options):
+            return word
+        return str(options[0] if word == "approve" else options[-1])
 
     async def _group(self, event: ChatEvent) -> ChatOutcome:
         p = event.command_prefix

@@ -392,6 +392,33 @@ class TelegramConnector(Lifecycle):
             chunks[-1], chat_id=chat_id, message_id=message.message_id,
             parse_mode=ParseMode.HTML))
 
+    def approval_settled(self, approval: dict[str, Any], message: Message | None) -> None:
+        """Every card of a settled request gets how it was settled (``label``) under it and
+        loses its buttons; in the background, so whoever settled it never waits on
+        Telegram."""
+        if message is None or self.hub is None or not self.ready.is_set():
+            return
+        self.hub.spawn(self._settle_cards(str(approval["label"]), message))
+
+    async def _settle_cards(self, label: str, message: Message) -> None:
+        bot = self.bot
+        assert self.hub is not None and self.tg_state is not None and bot is not None
+        header = describe(self.hub, message)
+        plain = adapter.render(header, message.body)
+        footed = adapter.render(header, message.body, footer=label)
+        # the buttons are on the last part; a footer that would not fit there is left out
+        text = footed[-1] if len(footed) == len(plain) else plain[-1]
+        for chat_id, parts in (await self.tg_state.posts_of(message.id)).items():
+            tg_id = parts.get(len(plain) - 1)
+            if tg_id is None:
+                continue
+            try:
+                await self._call(chat_id, lambda c=chat_id, t=tg_id: bot.edit_message_text(
+                    text, chat_id=c, message_id=t, parse_mode=ParseMode.HTML))
+            except Exception as exc:
+                log.warning("telegram: the card of %s in chat %s was not updated: %s",
+                            message.id, chat_id, self._scrub(str(exc)))
+
     # -- webhook -------------------------------------------------------------------------------
     async def webhook(self, request: web.Request) -> web.Response:
         """``POST`` of an update by Telegram (or a test); answered 200 once handled."""
