@@ -26,10 +26,12 @@ class TgHub(ConnectorHub):
     connector_name = "telegram"
 
     async def pair(self, user: TgUser, **options: Any) -> dict[str, Any]:
-        """Pair ``user`` the way a person does: the owner makes a code (``options`` go to
-        ``pair_create``), the user sends it."""
+        """Pair ``user`` the way a person does: the owner makes a code, the user sends it.
+        ``user`` is a new person unless ``options`` (for ``pair_create``) say otherwise:
+        ``new_person=False`` links them to the owner."""
         async with self.owner.client(self.url, receive=False) as owner:
-            code = (await owner.call("pair_create", connector="telegram", **options))["code"]
+            code = (await owner.call("pair_create", connector="telegram",
+                                     **{"new_person": True, **options}))["code"]
         await self.tg.send_text(user, f"/pair {code}")
         reply = await self.tg.wait_for(
             "sendMessage", lambda c: c["chat_id"] == user.id and "Paired" in c["text"])
@@ -37,8 +39,9 @@ class TgHub(ConnectorHub):
 
 
 def paired_name(reply: dict[str, Any]) -> str:
-    """The peer name a "Paired: you are `NAME`" reply gives."""
-    found = re.search(r"you are <code>([^<]+)</code>", reply["text"])
+    """The peer name a "Paired" reply gives (``you are `NAME``` or ``linked to ..., as
+    `NAME```)."""
+    found = re.search(r"<code>([^<]+)</code>", reply["text"])
     assert found, reply["text"]
     return found.group(1)
 
