@@ -90,10 +90,11 @@ async def test_approval_buttons_answer_and_the_asker_is_told(tg_hub, tmp_path):
         assert told["reply_to"] == request["message_id"]
         assert told["data"]["answer"] == "approve"
         edited = await tg.wait_for("editMessageText")
-        assert "approve by Ann-Smith" in edited["text"]
-        assert "reply_markup" not in edited  # the buttons are gone
         listed = await c.call("approvals", state="all")
         assert listed[0]["state"] == "answered" and listed[0]["answer"] == "approve"
+        assert listed[0]["answered_on"] == "telegram"
+        assert listed[0]["label"] in edited["text"]
+        assert "reply_markup" not in edited  # the buttons are gone
         # a second tap is answered politely and changes nothing
         await tg.press(ANN, shown["result"], keyboard[1]["callback_data"])
         second = await tg.wait_for("answerCallbackQuery", count=2)
@@ -179,7 +180,7 @@ async def test_a_real_hub_process_configured_by_environment(hub_factory, tmp_pat
         async with carl.client(hub.url) as c:
             await tg.send_text(ANN, "@carl from a real process")
             assert (await collect(c, 1))[0]["text"] == "from a real process"
-            await c.send("Ann-Smith", "and back")
+            await c.send("owner-telegram", "and back")  # the code linked Ann to the owner
             await tg.wait_for("sendMessage", lambda m: "and back" in m["text"])
         await asyncio.to_thread(hub.stop)
 

@@ -354,14 +354,13 @@ class ChatHandler:
 
     async def _option_for(self, peer: Peer, surface: str, approval_id: str, word: str) -> str:
         """What ``/approve`` or ``/deny`` answers to the request ``approval_id`` (its id or its
-        ``ref``, any case) waiting for ``peer``: the option of that name, else the first option
-        (approve) or the last (deny), so ``/approve`` on a tool permission is ``allow``. A
-        request not waiting for them gets the word itself, and the core says why not."""
-        wanted = approval_id.lower()
-        waiting = await self.call(peer, surface, "approvals", role="approver", limit=500)
-        options = next((a["options"] for a in waiting
-                        if wanted in (str(a["id"]).lower(), str(a.get("ref") or "").lower())),
-                       None)
+        ``ref``, any case): the option of that name, else the first option (approve) or the
+        last (deny), so ``/approve`` on a tool permission is ``allow``. A request they may not
+        see gets the word itself, and ``approval_answer`` says why not."""
+        try:
+            options = (await self.call(peer, surface, "approval_get", id=approval_id))["options"]
+        except MeshError:
+            return word
         if not options or any(o.lower() == word for o in options):
             return word
         return str(options[0] if word == "approve" else options[-1])
@@ -413,29 +412,52 @@ class ChatHandler:
         to = None if reply_to is not None else "#" + link.conversation
         return ChatOutcome(sent=await self._send(sender, event, to, text, reply_to, data=data))
 
-    async def press(self, connector: str, user_id: str, token: str) -> tuple[str, str | None]:
-        """A button was pressed: (short text to flash to the presser, the line to add under
-        the message when it is settled, or ``None``)."""
+    async def press(self, connector: str, user_id: str, token: str,
+                    card: Message | None = None) -> tuple[str, bool]:
+        """A button under ``card`` (the request message, when the connector knows it) was
+        pressed: (short text to flash to the presser, whether this press answered it).
+
+        The press only answers; every card of the request, this one included, is updated
+        through ``meshhub_approval_settled``, whichever surface settled it."""
         peer = self.paired_peer(connector, user_id)
         if peer is None:
-            return "You are not paired with this hub.", None
+            return "You are not paired with this hub.", False
         if not token.startswith(BUTTON_PREFIX):
-            return "This button is no longer supported.", None
+            return "This button is no longer supported.", False
         approval_id, _, index = token[len(BUTTON_PREFIX):].rpartition(":")
         try:
-            approval = await self.call(peer, connector, "approval_get", id=approval_id)
-            if approval["state"] != "pending":
-                answered = for_terminal(str(approval["answer"]), one_line=True)
-                return f"Already answered: {answered}", f"→ {answered}"
-            answer = approval["options"][int(index)]
+            answer = await self._pressed_option(peer, connector, approval_id, int(index), card)
             result = await self.call(peer, connector, "approval_answer", id=approval_id,
                                      answer=answer)
         except MeshError as exc:
-            return for_terminal(exc.message, one_line=True), None
+            return await self._refusal(peer, connector, approval_id, exc), False
         except (ValueError, IndexError):
-            return "That button is broken.", None
-        answer = for_terminal(str(result["answer"]), one_line=True)
-        return f"Answered: {answer}", f"→ {answer} by {peer.name}"
+            return "That button is broken.", False
+        return f"Answered: {for_terminal(str(result['answer']), one_line=True)}", True
+
+    async def _pressed_option(self, peer: Peer, connector: str, approval_id: str, index: int,
+                              card: Message | None) -> str:
+        """The option button ``index`` stands for: from the card it is under, else (a card the
+        connector lost track of) from the approval itself."""
+        data = card.data if card is not None and isinstance(card.data, dict) else {}
+        if data.get("approval_id") == approval_id:
+            options = data.get("options") or []
+        else:
+            options = (await self.call(peer, connector, "approval_get", id=approval_id))["options"]
+        return str(options[index])
+
+    async def _refusal(self, peer: Peer, connector: str, approval_id: str,
+                       exc: MeshError) -> str:
+        """What a refused press flashes: for a settled request how it was settled (its
+        ``label``), else the refusal's own words (``only ann may answer this request``)."""
+        text = exc.message
+        if exc.code == "exists":
+            try:
+                settled = await self.call(peer, connector, "approval_get", id=approval_id)
+                text = f"Already answered: {settled['label']}"
+            except MeshError:
+                pass  # not theirs to see: the refusal's words say enough
+        return for_terminal(text, one_line=True)
 
 
 async def may_post(hub: Hub, peer: Peer, message: Message, *, connector: str, chat: str,

@@ -77,7 +77,7 @@ async def meshhub_reaction_changed(hub: Hub, message: Message, peer: Peer, emoji
         await connector.mirror_reaction(message, peer, emoji, added, by)
 
 
-@hookimpl(optionalhook=True)
+@hookimpl
 def meshhub_approval_settled(hub: Hub, approval: dict[str, Any], message: Message | None
                              ) -> None:
     connector = CONNECTOR.for_hub(hub)

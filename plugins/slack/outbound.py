@@ -356,18 +356,20 @@ class SlackOutbound:
 
     async def _settle_cards(self, label: str, message: Message) -> None:
         assert self.hub is not None and self.slack_state is not None
-        client = self.client
-        assert client is not None
         last = len(adapter.render(message.body)) - 1
-        for channel, parts in (await self.slack_state.every_part(message.id)).items():
-            ts = parts.get(last)
-            if ts is None or ts.startswith("file:"):
-                continue
-            context = describe(self.hub, message) if channel.startswith("D") else None
-            text, blocks = adapter.render(message.body, context=context, footer=label)[-1]
-            try:
-                await self._call(channel, partial(client.chat_update, channel=channel, ts=ts,
-                                                  text=text, blocks=blocks))
-            except Exception as exc:
-                log.warning("slack: the card of %s in %s was not updated: %s", message.id,
-                            channel, exc)
+        posts = await self.slack_state.every_part(message.id)
+        await asyncio.gather(*(self._update_card(channel, parts[last], label, message)
+                               for channel, parts in posts.items()
+                               if last in parts and not parts[last].startswith("file:")))
+
+    async def _update_card(self, channel: str, ts: str, label: str, message: Message) -> None:
+        assert self.hub is not None and self.client is not None
+        client = self.client
+        context = describe(self.hub, message) if channel.startswith("D") else None
+        text, blocks = adapter.render(message.body, context=context, footer=label)[-1]
+        try:
+            await self._call(channel, partial(client.chat_update, channel=channel, ts=ts,
+                                              text=text, blocks=blocks))
+        except Exception as exc:
+            log.warning("slack: the card of %s in %s was not updated: %s", message.id, channel,
+                        exc)

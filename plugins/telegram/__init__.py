@@ -68,7 +68,7 @@ async def meshhub_deliver(hub: Hub, peer: Peer, message: Message) -> bool | None
     return await CONNECTOR.deliver(hub, peer, message)
 
 
-@hookimpl(optionalhook=True)
+@hookimpl
 def meshhub_approval_settled(hub: Hub, approval: dict[str, Any], message: Message | None
                              ) -> None:
     connector = CONNECTOR.for_hub(hub)
