@@ -119,3 +119,19 @@ async def test_a_reply_to_a_question_card_answers_it(tg_hub, tmp_path):
         assert (got["state"], got["answer"]) == ("answered", "release/2.0")
         edited = await tg.wait_for("editMessageText")
         assert html.escape(got["label"], quote=False) in edited["text"]
+
+
+async def test_a_tool_permission_card_is_answered_by_its_ref(tg_hub):
+    served = await tg_hub()
+    tg = served.tg
+    await served.pair(ANN, new_person=False)
+    async with served.owner.client(served.url) as session:
+        asked = await session.call("permission_request", tool="Bash", description="rm -rf build",
+                                   request_id="tbxkq")
+        card = await _card(tg, "rm -rf build")
+        assert "asks to run Bash" in card["text"]
+        await tg.send_text(ANN, "/approve TBXKQ fine")
+        await tg.wait_for("sendMessage", lambda m: "Answered" in m["text"] and "allow" in m["text"])
+        got = await session.call("approval_get", id="tbxkq")
+        assert (got["id"], got["answer"], got["reason"]) == (asked["id"], "allow", "fine")
+        assert "reply_markup" not in await tg.wait_for("editMessageText")
