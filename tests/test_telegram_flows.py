@@ -98,8 +98,9 @@ async def test_approval_buttons_answer_and_the_asker_is_told(tg_hub, tmp_path):
         # a second tap is answered politely and changes nothing
         await tg.press(ANN, shown["result"], keyboard[1]["callback_data"])
         second = await tg.wait_for("answerCallbackQuery", count=2)
-        assert second["text"].startswith("Already answered")
+        assert second["text"] == f"Already answered: {listed[0]['label']}"
         assert await no_message(c, 0.3)
+    assert len(tg.of("editMessageText")) == 1  # the press answered; only the hook edited
 
 
 async def test_a_linked_group_bridges_both_ways_without_echo(tg_hub, tmp_path):
