@@ -4,6 +4,8 @@ an in-process hub whose Telegram connector talks to the fake Bot API."""
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 
 from meshhub.errors import Forbidden, NotFound
@@ -127,3 +129,34 @@ async def test_a_session_of_the_member_cannot_link_a_phone_or_change_its_reach(t
             await s.call("pair_create", connector="telegram")
         with pytest.raises(Forbidden, match="agent session"):
             await s.call("surfaces_set", reach="always")
+
+
+async def test_surfaces_and_approvals_from_a_terminal(tg_hub):
+    served = await tg_hub()
+    owner = served.owner
+    async with owner.client(served.url, receive=False) as o:
+        await link_phone(served, o)
+    listed = await asyncio.to_thread(owner.cli, served.url, "surfaces")
+    assert "owner-telegram" in listed.stdout and "reach: auto" in listed.stdout
+    muted = await asyncio.to_thread(owner.cli, served.url, "surfaces", "off", "owner-telegram")
+    assert "owner-telegram  telegram   linked" in " ".join(muted.stdout.split("\n"))
+    assert "off" in muted.stdout.splitlines()[-1]
+    wrong = await asyncio.to_thread(owner.cli, served.url, "surfaces", "set", "sometimes",
+                                    check=False)
+    assert wrong.returncode == 2
+    session = owner.client(served.url, name="owner-proj", kind="agent", connector="mcp",
+                           session="owner-proj", member_name="owner", receive=False)
+    async with session as s:
+        asked = await s.call("permission_request", tool="Bash", description="make deploy",
+                             request_id="zxcvb")
+        waiting = await asyncio.to_thread(owner.cli, served.url, "approvals")
+        assert "zxcvb" in waiting.stdout and "Bash: make deploy" in waiting.stdout
+        answered = await asyncio.to_thread(owner.cli, served.url, "approvals", "answer",
+                                           "ZXCVB", "deny", "--reason", "not today")
+        assert answered.stdout.startswith("deny, answered by owner on cli: make deploy")
+        settled = await s.call("approval_wait", id=asked["id"], timeout=5)
+        assert (settled["answer"], settled["reason"]) == ("deny", "not today")
+    empty = await asyncio.to_thread(owner.cli, served.url, "approvals")
+    assert empty.stdout.strip() == "nothing waits for your answer"
+    policy = await asyncio.to_thread(owner.cli, served.url, "approvals", "policy")
+    assert "approval policy of owner" in policy.stdout and "auto allow" in policy.stdout
