@@ -56,11 +56,11 @@ SURFACE_NAMES = {"ws": None, "http": "web"}  # None: the peer's own connector (c
 
 
 def policies(hub: Hub) -> PolicyBook:
-    book: PolicyBook | None = getattr(hub, "_approval_policies", None)
-    if book is None:
-        book = PolicyBook(hub.config.section("approvals"))
-        hub._approval_policies = book  # type: ignore[attr-defined]
-    return book
+    """The hub's approval policy, read from its config once."""
+    book = ApprovalBook.of(hub)
+    if book.policies is None:
+        book.policies = PolicyBook(hub.config.section("approvals"))
+    return book.policies
 
 
 def policy_of(hub: Hub, peer: Peer) -> tuple[str, Policy]:
