@@ -181,7 +181,7 @@ async def test_a_real_hub_process_configured_by_environment(hub_factory, tmp_pat
         async with carl.client(hub.url) as c:
             await tg.send_text(ANN, "@carl from a real process")
             assert (await collect(c, 1))[0]["text"] == "from a real process"
-            await c.send("owner-telegram", "and back")  # the code linked Ann to the owner
+            await c.send("Ann-Smith", "and back")
             await tg.wait_for("sendMessage", lambda m: "and back" in m["text"])
         await asyncio.to_thread(hub.stop)
 
