@@ -123,6 +123,9 @@ class TelegramConnector(Lifecycle):
     async def start(self, hub: Hub) -> None:
         self.hub = hub
         self.settings = TelegramSettings.load(hub.config)
+        given = self.settings
+        self.limiter = RateLimiter(rate=given.chat_rate, burst=given.chat_burst,
+                                   global_rate=given.bot_rate, global_burst=given.bot_burst)
         if not self.settings.enabled:
             log.info("telegram: %s; the connector is idle", IDLE_REASON)
             self._enter("idle", IDLE_REASON)
