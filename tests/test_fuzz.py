@@ -458,7 +458,10 @@ async def test_websocket_frames_after_hello(inproc, tmp_path, hub_errors):
         @fuzz_settings("ws_after_hello")
         @given(call_frames(schemas, {}))
         def one(frame: Any) -> None:
-            run(exchange(link, frame))
+            try:
+                run(asyncio.wait_for(exchange(link, frame), 100))
+            except TimeoutError:
+                raise AssertionError(f"no answer: {json.dumps(frame)[:500]}") from None
             added()
 
         await asyncio.to_thread(one)
