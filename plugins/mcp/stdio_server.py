@@ -12,7 +12,8 @@ Once the hub answers, its own list wins, and the client is told with
 ``notifications/tools/list_changed`` if that changed anything (the hub may run other plugins).
 The hub is retried in the background for as long as the session lives; a tool called while it is
 unreachable returns an error result saying so. Arriving messages are written as channel
-notifications (see :mod:`.push`) and acked only after that.
+notifications (see :mod:`.push`) and acked only after that. Claude Code's tool-permission
+prompts are relayed to the member's people (see :mod:`.permissions`).
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ from meshhub.config import load_config
 from meshhub.errors import AuthFailed, MeshError
 
 from .hook_server import HookServer
+from .permissions import PermissionRelay
 from .push import Pusher
 from .sdk import CHANNEL_CAPABILITY, ChannelClosed, ChannelSender, ToolSpec, build_server, run_stdio
 from .session import SessionOptions, session_client
@@ -67,8 +69,9 @@ class StdioSession:
         self._first_look = asyncio.Event()  # ...and, if it worked, the hub's tools are in
         self._state = "starting"  # "up", "down" or "refused" once known
         self._refusal = ""
+        self.relay = PermissionRelay(self.client.call, self.client.connected)
         self.hooks = HookServer(opts.home, opts.name, self.client.call,
-                                self.client.connected.is_set)
+                                self.client.connected.is_set, self.relay.hook_event)
 
     # -- the hub connection ----------------------------------------------------------------
     def _note(self, state: str, detail: str = "") -> None:
@@ -214,8 +217,9 @@ class StdioSession:
             {CHANNEL_CAPABILITY: {}}, tools_change=True,
         )
         try:
-            await run_stdio(server, self.on_ready)
+            await run_stdio(server, self.on_ready, on_permission=self.relay.on_request)
         finally:
+            await self.relay.close()
             watching.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await watching

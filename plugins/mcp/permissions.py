@@ -1,0 +1,168 @@
+"""Claude Code's tool-permission prompts, relayed to the member's people through the hub.
+
+Claude Code (2.1.81+) sends a session that declares ``claude/channel/permission`` each prompt it
+shows in the terminal as ``notifications/claude/channel/permission_request``; the first verdict,
+from the terminal or from us (``notifications/claude/channel/permission``), wins, and the
+terminal dialog stays open meanwhile. For each prompt :class:`PermissionRelay`:
+
+* asks the hub with ``permission_request`` (the member's policy decides who answers; a tool the
+  policy allows or denies comes back already answered and its verdict is sent at once);
+* while the approval is pending, waits for it with ``approval_wait`` (across reconnects) and
+  sends the answer once someone gave one; a prompt that was closed or expired gets nothing (the
+  terminal dialog is still there);
+* closes the cards the terminal made moot: the session's hooks say when
+  (:meth:`PermissionRelay.hook_event`): after ``post-tool-use`` or ``post-tool-use-failure`` the
+  oldest pending prompt of that tool was answered at the terminal, and ``stop`` or
+  ``user-prompt-submit`` mean no prompt is open any more.
+
+A prompt arriving while the hub is unreachable is logged and dropped (the terminal still asks).
+Nothing here may end the MCP session: failures are logged.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Awaitable, Callable, Coroutine
+from dataclasses import dataclass
+from typing import Any
+
+from meshhub.errors import MeshError
+
+from .sdk import ChannelClosed, ChannelSender, PermissionRequest
+
+log = logging.getLogger("meshhub_mcp")
+
+WAIT = 300  # seconds one approval_wait may block on the hub
+CLOSE_BUDGET = 1.0  # seconds a session that ends spends closing its prompts' cards
+VERDICTS = ("allow", "deny")
+TOOL_DONE = ("post-tool-use", "post-tool-use-failure")  # the oldest prompt of the tool is over
+TURN_OVER = ("stop", "user-prompt-submit")  # every prompt of the session is over
+
+Call = Callable[..., Awaitable[Any]]
+
+
+@dataclass
+class Relayed:
+    """One prompt whose approval is pending on the hub."""
+
+    approval_id: str
+    request_id: str
+    tool: str
+    sender: ChannelSender
+
+
+class PermissionRelay:
+    """The session's relayed prompts. ``call(action, **params)`` runs an action over the session's
+    connection; ``connected`` is set while that connection is up."""
+
+    def __init__(self, call: Call, connected: asyncio.Event) -> None:
+        self._call = call
+        self._connected = connected
+        self._pending: dict[str, Relayed] = {}  # approval id -> prompt, oldest first
+        self._tasks: set[asyncio.Task[Any]] = set()
+
+    async def on_request(self, request: PermissionRequest, sender: ChannelSender) -> None:
+        """Ask the hub about one prompt; answer it at once if the policy did, else watch it."""
+        if not self._connected.is_set():
+            log.warning("permission prompt %s (%s) not relayed: the hub is not reachable",
+                        request.request_id, request.tool_name)
+            return
+        try:
+            view = await self._call(
+                "permission_request", tool=request.tool_name, description=request.description,
+                input_preview=request.input_preview, request_id=request.request_id)
+        except (ConnectionError, MeshError, TimeoutError) as exc:
+            log.warning("permission prompt %s (%s) not relayed: %s", request.request_id,
+                        request.tool_name, exc)
+            return
+        if view.get("state") == "pending":
+            relayed = Relayed(view["id"], request.request_id, request.tool_name, sender)
+            self._pending[relayed.approval_id] = relayed
+            self._spawn(self._watch(relayed))
+        else:
+            await self._settled(request.request_id, sender, view)
+
+    async def _watch(self, relayed: Relayed) -> None:
+        """Wait on the hub until the approval is settled, then pass its verdict on."""
+        try:
+            view = await self._wait(relayed.approval_id)
+        finally:
+            self._pending.pop(relayed.approval_id, None)
+        if view is not None:
+            await self._settled(relayed.request_id, relayed.sender, view)
+
+    async def _wait(self, approval_id: str) -> dict[str, Any] | None:
+        """The approval once it is not pending; ``None`` if the hub cannot say any more."""
+        while True:
+            try:
+                view = await self._call("approval_wait", id=approval_id, timeout=WAIT)
+            except ConnectionError:  # lost: ask again on the next connection
+                await self._connected.wait()
+                continue
+            except MeshError as exc:
+                log.warning("stopped waiting for approval %s: %s", approval_id, exc)
+                return None
+            if view.get("state") != "pending":
+                return view
+
+    async def _settled(self, request_id: str, sender: ChannelSender,
+                       view: dict[str, Any]) -> None:
+        """Send the verdict of an answered approval; a closed or expired one gets none."""
+        answer = view.get("answer")
+        if view.get("state") != "answered":
+            log.info("permission prompt %s: %s", request_id, view.get("label"))
+            return
+        if answer not in VERDICTS:
+            log.warning("permission prompt %s answered %r: not a verdict", request_id, answer)
+            return
+        try:
+            await sender.send_permission(request_id, answer)
+        except ChannelClosed:
+            log.info("permission prompt %s: the session is gone", request_id)
+
+    # -- the terminal moved on ----------------------------------------------------------------
+    def hook_event(self, event: str, tool: str | None) -> None:
+        """A hook ran: close the prompts it shows were settled in the terminal (in the
+        background: the hook's answer does not wait)."""
+        if event in TOOL_DONE and tool is not None:
+            oldest = next((r for r in self._pending.values() if r.tool == tool), None)
+            done = [oldest] if oldest is not None else []
+        elif event in TURN_OVER:
+            done = list(self._pending.values())
+        else:
+            return
+        for relayed in done:
+            del self._pending[relayed.approval_id]
+            self._spawn(self._close(relayed))
+
+    async def _close(self, relayed: Relayed, why: str = "terminal") -> None:
+        try:
+            await self._call("approval_close", id=relayed.approval_id, why=why)
+        except (ConnectionError, MeshError, TimeoutError) as exc:  # answered meanwhile, or away
+            log.info("could not close approval %s: %s", relayed.approval_id, exc)
+
+    def _spawn(self, work: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.create_task(work)
+        self._tasks.add(task)
+        task.add_done_callback(self._done)
+
+    def _done(self, task: asyncio.Task[Any]) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.error("the permission relay failed", exc_info=task.exception())
+
+    async def close(self) -> None:
+        """The session ends, and its terminal with it: the cards still pending are cancelled
+        (briefly, if the hub is there; else they expire), and the watching stops."""
+        left, self._pending = list(self._pending.values()), {}
+        if left and self._connected.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(
+                    asyncio.gather(*(self._close(r, "cancelled") for r in left)), CLOSE_BUDGET)
+        for task in list(self._tasks):
+            task.cancel()
+        for task in list(self._tasks):
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
