@@ -13,7 +13,8 @@ Once the hub answers, its own list wins, and the client is told with
 The hub is retried in the background for as long as the session lives; a tool called while it is
 unreachable returns an error result saying so. Arriving messages are written as channel
 notifications (see :mod:`.push`) and acked only after that. Claude Code's tool-permission
-prompts are relayed to the member's people (see :mod:`.permissions`).
+prompts are relayed to the member's people (see :mod:`.permissions`), unless
+``MESHHUB_PERMISSION_RELAY=off``.
 """
 
 from __future__ import annotations
@@ -217,7 +218,8 @@ class StdioSession:
             {CHANNEL_CAPABILITY: {}}, tools_change=True,
         )
         try:
-            await run_stdio(server, self.on_ready, on_permission=self.relay.on_request)
+            relay = self.relay.on_request if self.opts.permission_relay else None
+            await run_stdio(server, self.on_ready, on_permission=relay)
         finally:
             await self.relay.close()
             watching.cancel()
