@@ -58,6 +58,9 @@ class Action:
     cap: str = "send"  # the token capability it needs: read, send or admin
     plugin: str = ""
     tags: list[str] = field(default_factory=list)
+    # it may wait a long time (``ask``, ``approval_wait``): a WebSocket serves it beside the
+    # connection's other frames instead of in their order
+    concurrent: bool = False
 
     @property
     def summary(self) -> str:
@@ -150,12 +153,13 @@ def _params_model(name: str, fn: Handler) -> type[BaseModel]:
 
 def action(
     name: str | None = None, *, admin: bool = False, read_only: bool = False,
-    cap: str | None = None,
+    cap: str | None = None, concurrent: bool = False,
 ) -> Callable[[Handler], Action]:
     """Turn ``async def handler(ctx, ...)`` into an :class:`Action`.
 
     ``cap`` is the bearer-token capability the action needs; by default ``admin`` for admin
-    actions, ``read`` for read-only ones and ``send`` for the rest.
+    actions, ``read`` for read-only ones and ``send`` for the rest. ``concurrent``: the action
+    may wait (for a person's answer), so it must not hold up the caller's other calls.
     """
     if cap is not None and cap not in CAPS:
         raise ValueError(f"cap must be one of {', '.join(CAPS)}, not {cap!r}")
@@ -170,6 +174,7 @@ def action(
             admin=admin,
             read_only=read_only,
             cap=cap or ("admin" if admin else "read" if read_only else "send"),
+            concurrent=concurrent,
         )
 
     return wrap

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, TypeGuard
 from .errors import InvalidRequest, MeshError, NotFound
 from .fields import MAX_GROUP, MAX_NAME, check_length
 from .ids import peer_key_for
-from .models import Conversation, Invite, Member, Peer
+from .models import SESSION_CONNECTORS, Conversation, Invite, Member, Peer
 
 if TYPE_CHECKING:
     from .store import Store
@@ -31,6 +31,12 @@ def clean_name(name: str) -> str:
     """A display name usable as a target: letters, digits, ``_.-``; at most 40 characters."""
     cleaned = re.sub(r"[^A-Za-z0-9_.-]+", "-", name.strip()).strip("-.")[:MAX_NAME]
     return cleaned or "peer"
+
+
+def is_linked_surface(peer: Peer) -> bool:
+    """A chat account (Telegram, Slack, email) a member linked to itself: one more way to reach
+    that member, not a person of its own."""
+    return peer.member_key is not None and peer.connector not in SESSION_CONNECTORS
 
 
 class NameTaken(MeshError):
@@ -83,6 +89,8 @@ class Directory:
         self.conversations: dict[str, Conversation] = {}
         self.members: dict[str, Member] = {}  # member key -> member, removed ones included
         self.invites: dict[str, Invite] = {}  # code hash -> invite
+        # member key -> keys of its linked chat surfaces (a Telegram account it paired itself)
+        self.linked: dict[str, set[str]] = {}
         # told about every peer seen for the first time (the hub announces it as ``joined``)
         self.on_created: Callable[[Peer], Awaitable[None]] | None = None
 
@@ -105,6 +113,8 @@ class Directory:
         self.peers[peer.key] = peer
         self.by_name[peer.name.lower()] = peer.key
         self.by_identity[peer.identity] = peer.key
+        if is_linked_surface(peer):
+            self.linked.setdefault(str(peer.member_key), set()).add(peer.key)
 
     # -- peers -------------------------------------------------------------------------------
     def get(self, key: str) -> Peer:
@@ -226,6 +236,12 @@ class Directory:
     def peers_of(self, member_key: str) -> list[Peer]:
         return [p for p in self.peers.values() if p.member_key == member_key]
 
+    def member_named(self, name: str) -> Member | None:
+        """The enrolled member called ``name`` (any case)."""
+        lowered = name.lower()
+        return next((m for m in self.members.values()
+                     if m.removed_at is None and m.name.lower() == lowered), None)
+
     async def forget(self, peer: Peer) -> None:
         """Take a peer out of the mesh (its member was removed): its name is free again, its
         conversation seats are given up; messages it sent keep its key as sender."""
@@ -235,7 +251,18 @@ class Directory:
         if self.by_name.get(peer.name.lower()) == peer.key:
             del self.by_name[peer.name.lower()]
         self.by_identity.pop(peer.identity, None)
+        self._unlink(peer)
         await self.store.delete_peer(peer.key)
+
+    def _unlink(self, peer: Peer) -> None:
+        for keys in self.linked.values():
+            keys.discard(peer.key)
+
+    async def unlink_surface(self, peer: Peer) -> None:
+        """A linked chat account no longer belongs to its member (its pairing was revoked)."""
+        self._unlink(peer)
+        peer.member_key = None
+        await self.save_peer(peer)
 
     def new_key(self, identity: str) -> str:
         attempt = 0
@@ -273,7 +300,10 @@ class Directory:
                 self.rename(peer, self.unique_name(new, owner=peer.key))
             peer.kind, peer.connector, peer.last_seen = kind, connector, now
             peer.public_key = public_key or peer.public_key
+            if member_key is not None and member_key != peer.member_key:
+                self._unlink(peer)  # a surface linked again, to another member
             peer.member_key = member_key or peer.member_key
+            self._index(peer)
             if role is not None:
                 peer.role = role
             if groups is not None:

@@ -105,6 +105,17 @@ def meshhub_reaction_changed(
     reaction on the platform message that shows ``message`` (Slack's ``reactions.add``)."""
 
 
+@hookspec
+def meshhub_approval_settled(
+    hub: Hub, approval: dict[str, Any], message: Message | None
+) -> None | Awaitable[None]:
+    """After an approval request left ``pending``: answered (on some surface, or by the
+    policy), closed (answered at the terminal, cancelled) or expired. ``approval`` is its
+    public view (``approval["label"]`` says what happened, e.g. ``allow, answered by ann on
+    telegram``); ``message`` is the request message the surfaces show. A bridge updates the card
+    it posted for ``message`` (Telegram edits it and drops its buttons)."""
+
+
 # -- storage ------------------------------------------------------------------------------------
 @hookspec(firstresult=True)
 def meshhub_provide_store(hub: Hub) -> Store | None:

@@ -28,14 +28,14 @@ from .fields import MAX_CLIENT_ID
 from .ids import new_id
 from .limits import Limits, account
 from .local import default_name
-from .models import PRIORITIES, Message, Peer
+from .models import PRIORITIES, SESSION_CONNECTORS, Message, Peer
 from .plugins import PluginHost, build_plugin_host, short_error
 from .presence import Presence
 from .store import Store
 
 log = logging.getLogger(__name__)
 
-WS_CONNECTORS = frozenset({"cli", "mcp", "ws", "web", "bench"})
+WS_CONNECTORS = SESSION_CONNECTORS
 
 
 @dataclass

@@ -13,6 +13,10 @@ DeliveryState = Literal["queued", "pushed", "delivered", "read", "dead"]
 PEER_KINDS: tuple[str, ...] = ("agent", "human", "service")
 STATUSES: tuple[str, ...] = ("online", "idle", "working", "dnd", "away")
 PRIORITIES: tuple[str, ...] = ("now", "next", "low")
+# connectors whose peers hold a key or token and connect themselves (over the WebSocket or
+# HTTP); the others are chat platforms a connector bridges inside the hub
+SESSION_CONNECTORS = frozenset({"cli", "mcp", "ws", "web", "bench"})
+REACH_MODES: tuple[str, ...] = ("auto", "always", "never")
 
 
 @dataclass
@@ -110,6 +114,9 @@ class Member:
     invite: str | None = None  # the id of the invite it joined with
     created_at: float = 0.0
     removed_at: float | None = None
+    # how a message to the member reaches its linked chat surfaces (see :mod:`meshhub.reach`):
+    # {"reach": "auto"|"always"|"never", "muted": [peer keys of surfaces switched off]}
+    prefs: dict[str, Any] = field(default_factory=dict)
 
     def public(self) -> dict[str, Any]:
         return asdict(self)

@@ -23,13 +23,14 @@ import contextlib
 import logging
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
 from . import codec, memory
 from .config import Config
+from .errors import InvalidRequest
 from .ids import new_id
 
 if TYPE_CHECKING:
@@ -43,6 +44,7 @@ CLOSE_SHUTDOWN = 1001
 CLOSE_STALLED = 4008
 MAX_QUEUED_FRAMES = 20_000  # and at most this many frames, however small
 TRIM_DELAY = 1.0  # seconds after a detach; detaches that come together share one
+MAX_ASIDE = 16  # calls that may wait (ask, approval_wait) open at once per connection
 OVERFLOW = 4  # times the bound: events it does not read; the connection is cut
 
 
@@ -85,6 +87,7 @@ class Connection:
         self._cut = False
         self._settled: asyncio.Future[None] | None = None
         self._writer = asyncio.create_task(self._write_loop(), name=f"ws-writer-{self.id}")
+        self._aside: set[asyncio.Task[None]] = set()  # calls that may wait (for a person)
 
     def send(self, frame: dict[str, Any]) -> None:
         """Queue a frame; frames leave in the order they were queued."""
@@ -229,8 +232,25 @@ class Connection:
             self.transport.abort()
         self._writer.cancel()
 
+    def aside(self, answer: Coroutine[Any, Any, dict[str, Any]]) -> None:
+        """Serve a call that may wait a long time beside the connection's other frames: its
+        answer frame is sent when ``answer`` gives it. At most :data:`MAX_ASIDE` at once."""
+        if len(self._aside) >= MAX_ASIDE:
+            answer.close()
+            raise InvalidRequest(f"at most {MAX_ASIDE} waiting calls per connection; let one "
+                                 "finish first", code="too_many_calls")
+
+        async def run() -> None:
+            self.send(await answer)
+
+        task = asyncio.create_task(run())
+        self._aside.add(task)
+        task.add_done_callback(self._aside.discard)
+
     def finish(self) -> None:
-        """Let the writer send what is queued, then end."""
+        """Let the writer send what is queued, then end; waiting calls are given up."""
+        for task in list(self._aside):
+            task.cancel()
         self.send_raw(None)
 
     async def close(self, code: int = 1000, message: str = "") -> None:

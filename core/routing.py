@@ -6,7 +6,8 @@ Tokens (a list, or one string separated by commas or spaces):
 - ``@group``: every peer in the group or a subgroup (``@a`` reaches ``@a/b``), but the sender;
 - ``#conversation``: its members but the sender (the sender joins it by sending);
 - an 8-hex peer key or a display name (case-insensitive): that peer, the sender included, so a
-  session can DM its own other sessions.
+  session can DM its own other sessions; a member's name also reaches the chat accounts that
+  member linked, as it chose (:mod:`meshhub.reach`).
 
 A token nobody answers to is refused with the closest known names: nothing is queued for nobody.
 """
@@ -19,6 +20,7 @@ from typing import TYPE_CHECKING
 
 from .errors import InvalidRequest, UnknownTarget
 from .ids import is_peer_key
+from .reach import member_reach
 
 if TYPE_CHECKING:
     from .hub import Hub
@@ -78,6 +80,12 @@ async def resolve_token(hub: Hub, token: str, sender: Peer) -> tuple[list[str], 
         return [k for k in sorted(conv.members) if k != sender.key], "#" + conv.name
     peer = directory.peers.get(token) if is_peer_key(token) else None
     peer = peer or directory.find(token)
+    if directory.linked:  # some member linked a chat account: its name may reach it there
+        member = directory.member_named(token)
+        if member is not None and directory.linked.get(member.key):
+            keys = member_reach(hub, member, peer, sender)
+            if keys:
+                return keys, "dm"
     if peer is None:
         close = directory.closest_names(token)
         raise UnknownTarget(

@@ -315,6 +315,9 @@ async def _handle_frame(hub: Hub, conn: Connection, frame: dict[str, Any]) -> No
             pending.when_done(_answer_send(conn, call_id, settled))
             await conn.wait_settled()
             return
+        if hub.actions.get(name).concurrent:  # it may wait for a person: beside the others
+            conn.aside(_call_frame(hub, ctx, name, params, call_id))
+            return
         result = await hub.actions.call(ctx, name, params)
         conn.send({"type": "result", "id": call_id, "result": result})
     elif kind == "ack":
@@ -328,6 +331,20 @@ async def _handle_frame(hub: Hub, conn: Connection, frame: dict[str, Any]) -> No
         raise InvalidRequest(
             f"unknown frame type {kind!r}; expected call, ack or ping", code="unknown_frame"
         )
+
+
+async def _call_frame(hub: Hub, ctx: ActionContext, name: str, params: dict[str, Any],
+                      call_id: Any) -> dict[str, Any]:
+    """The answer frame of a call served beside the connection's other frames."""
+    try:
+        return {"type": "result", "id": call_id,
+                "result": await hub.actions.call(ctx, name, params)}
+    except MeshError as exc:
+        return error_frame(exc, call_id)
+    except Exception:
+        log.exception("%s call from %s failed", name, ctx.peer.name)
+        return error_frame(MeshError("the hub failed on this call; it was not applied",
+                                     code="internal"), call_id)
 
 
 async def websocket_handler(request: web.Request) -> web.WebSocketResponse:

@@ -93,7 +93,7 @@ class EmailHub(ConnectorHub):
     async def pair(self, address: str, name: str = "ann") -> Captured:
         """Pair ``address`` the way a person does; returns the welcome mail."""
         async with self.owner.client(self.url, receive=False) as owner:
-            code = (await owner.call("pair_create", connector="email"))["code"]
+            code = (await owner.call("pair_create", connector="email", new_person=True))["code"]
         await self.send(mail(address, f"pair@{DOMAIN}", "please", subject=f"code {code}",
                              name=name))
         confirm = await self.relay.wait_for(

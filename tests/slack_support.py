@@ -31,7 +31,7 @@ class SlackHub(ConnectorHub):
         """Pair ``user`` the way a person does: the owner makes a code, the user sends it with
         the slash command; returns the answer Slack showed them."""
         async with self.owner.client(self.url, receive=False) as owner:
-            code = (await owner.call("pair_create", connector="slack"))["code"]
+            code = (await owner.call("pair_create", connector="slack", new_person=True))["code"]
         dm = self.slack.open_dm([user.id])["id"]
         status, body = await self.slack.send_command(user, f"pair {code}", dm)
         assert status == 200 and "Paired" in body, body

@@ -27,7 +27,7 @@ class TgHub(ConnectorHub):
     async def pair(self, user: TgUser) -> dict[str, Any]:
         """Pair ``user`` the way a person does: the owner makes a code, the user sends it."""
         async with self.owner.client(self.url, receive=False) as owner:
-            code = (await owner.call("pair_create", connector="telegram"))["code"]
+            code = (await owner.call("pair_create", connector="telegram", new_person=True))["code"]
         await self.tg.send_text(user, f"/pair {code}")
         reply = await self.tg.wait_for(
             "sendMessage", lambda c: c["chat_id"] == user.id and "Paired" in c["text"])

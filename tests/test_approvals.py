@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from meshhub.errors import InvalidRequest, NotFound
+from meshhub.errors import Forbidden, InvalidRequest, NotFound
 
 from .helpers import collect
 
@@ -18,7 +18,7 @@ async def test_request_answer_and_the_asker_is_notified(hub, people):
         request = (await collect(b, 1))[0]
         assert request["kind"] == "approval" and request["priority"] == "now"
         assert request["data"] == {"approval_id": asked["id"], "question": "merge PR 12?",
-                                   "options": ["approve", "deny"]}
+                                   "options": ["approve", "deny"], "kind": "approval"}
         pending = await b.call("approvals", role="approver")
         assert [p["id"] for p in pending] == [asked["id"]]
 
@@ -44,11 +44,12 @@ async def test_options_and_refusals(hub, people):
                              options=["eu-west", "us-east", "both"])
         with pytest.raises(InvalidRequest, match="answer one of: eu-west, us-east, both"):
             await b.call("approval_answer", id=asked["id"], answer="approve")
-        with pytest.raises(NotFound):  # carl was not asked: he cannot see it, let alone answer
+        # carl was not asked: he is told so (a button he was shown), and cannot read it
+        with pytest.raises(Forbidden, match="not one of the people asked"):
             await c.call("approval_answer", id=asked["id"], answer="both")
         with pytest.raises(NotFound):
             await c.call("approval_get", id=asked["id"])
-        with pytest.raises(InvalidRequest, match="for bob to answer"):
+        with pytest.raises(Forbidden, match="only bob may answer"):
             await a.call("approval_answer", id=asked["id"], answer="both")
         with pytest.raises(InvalidRequest, match="cannot approve your own"):
             await a.call("approval_request", to="ann", question="me?")

@@ -224,8 +224,9 @@ def test_send_reads_the_message_from_stdin_or_a_file(tmp_path, hub, people):
 def test_actions_show_whole_first_sentences(tmp_path):
     out = hub(tmp_path / "ann", "actions")
     assert out.returncode == 0, out.stderr
-    assert ("Ask a peer to approve something; their answer comes back to you as a message of "
-            "kind ``approval_answer`` (and in ``approvals``).") in out.stdout
+    assert ("Ask someone to approve something; the first answer from any of their surfaces "
+            "comes back to you as a message of kind ``approval_answer`` (and in "
+            "``approvals``).") in out.stdout
     assert "join this hub (`hub join CODE`).\n" in out.stdout
     described = json.loads(hub(tmp_path / "ann", "actions", "--json").stdout)
     for action in described:

@@ -409,7 +409,7 @@ async def test_pair_mail_is_closed_without_a_code_and_spam_spends_nothing(email_
     closed = await served.refused(mail(ANN, f"pair@{DOMAIN}", "hello", subject="join?"))
     assert closed.startswith("550") and "no pairing is open" in closed
     async with served.owner.client(served.url, receive=False) as owner:
-        code = (await owner.call("pair_create", connector="email"))["code"]
+        code = (await owner.call("pair_create", connector="email", new_person=True))["code"]
     for _ in range(6):  # more than a code's attempts: words are never taken for a code
         spam = await served.refused(mail("spam@evil.example", f"pair@{DOMAIN}",
                                          "QUESTION ABOUTYOU", subject="Business proposal"))

@@ -54,6 +54,10 @@ class Recorder:
     async def meshhub_reaction_changed(self, hub, message, peer, emoji, added, by):
         self.calls.append(("reaction", (message.body, peer.name, emoji, added, len(by))))
 
+    @hookimpl
+    def meshhub_approval_settled(self, hub, approval, message):
+        self.calls.append(("settled", (approval["label"], message.id if message else None)))
+
 
 async def test_fan_out_hooks_startup_presence_accepted_describe_shutdown(inproc, tmp_path):
     recorder = Recorder()
@@ -72,6 +76,9 @@ async def test_fan_out_hooks_startup_presence_accepted_describe_shutdown(inproc,
         await b.call("react", id=sent["id"], emoji="👍", remove=True)
         await collect(a, 1)  # the notice of bob's reaction
         await b.call("reactions", ids=[sent["id"]])  # a round trip: the hooks have run
+        asked = await a.call("approval_request", to="bob", question="ship it?")
+        await b.call("approval_answer", id=asked["id"], answer="approve")
+        await collect(a, 1)  # the answer: the hook has been started
     await served.stop()
     kinds = [c[0] for c in recorder.calls]
     assert kinds[0] == "startup" and kinds[-1] == "shutdown"
@@ -82,6 +89,7 @@ async def test_fan_out_hooks_startup_presence_accepted_describe_shutdown(inproc,
     reactions = [c[1] for c in recorder.calls if c[0] == "reaction"]
     assert reactions == [("react to me", "bob", "👍", True, 1),
                          ("react to me", "bob", "👍", False, 0)]
+    assert ("settled", ("approve, answered by bob on cli", asked["message_id"])) in recorder.calls
 
 
 class RoleTargets:

@@ -146,13 +146,13 @@ def check_push(push: Channel, *, sender: str, text: str, conversation: str) -> N
 
 
 async def expected_tools(who: Identity, hub_url: str) -> set[str]:
-    """The registry, through the documented rule: no admin, no token_* or web_* (credentials),
-    no hub introspection."""
+    """The registry, through the documented rule: no admin, no token_*, web_* or pair_*
+    (credentials), no hub introspection or session plumbing."""
     async with who.client(hub_url, receive=False) as c:
         described = await c.call("actions")
     return {
         "mesh_" + a["name"] for a in described
-        if not a["admin"] and not a["name"].startswith(("token_", "web_"))
+        if not a["admin"] and not a["name"].startswith(("token_", "web_", "pair_"))
         and a["name"] not in HUB_ADMIN_ACTIONS
     }
 

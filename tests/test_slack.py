@@ -168,7 +168,7 @@ async def test_no_loop_between_slack_and_a_telegram_group_on_one_conversation(
     tg_connector = served.hub.connectors["telegram"]
     await asyncio.wait_for(tg_connector.for_hub(served.hub).ready.wait(), 10)
     async with served.owner.client(served.url, receive=False) as owner:
-        code = (await owner.call("pair_create", connector="telegram"))["code"]
+        code = (await owner.call("pair_create", connector="telegram", new_person=True))["code"]
     await telegram.send_text(tg_ann, f"/pair {code}")
     await telegram.wait_for("sendMessage", lambda m: "Paired" in m["text"])
     await telegram.send_text(tg_ann, "/link #general", chat=tg_group)

@@ -206,9 +206,13 @@ class ChatHandler:
                                                   p))
             peer = await self.book.redeem(event.connector, event.user_id, command[1],
                                           event.user_name)
+            member = self.hub.directory.member(peer.member_key)
+            who = (f"linked to **{member.name}**: this chat is one more way to reach you, "
+                   f"as `{peer.name}`" if member is not None
+                   else f"you are `{peer.name}` on the mesh")
             return ChatOutcome(reply=(
-                f"Paired: you are `{peer.name}` on the mesh. Plain text goes to "
-                f"**{self.book.target(peer)}**; " + commands("/help shows the rest.", p)))
+                f"Paired: {who}. Plain text goes to **{self.book.target(peer)}**; "
+                + commands("/help shows the rest.", p)))
         if peer is None:
             return ChatOutcome(reply=commands(join_hint(event.connector), p))
         if command:

@@ -1,12 +1,22 @@
 """Who a bridge lets in: one-time pairing codes, paired identities, linked group chats, and each
 bridged person's current target. A built-in plugin (``pairing``) with its own tables.
 
-Pairing: the hub's owner runs ``hub pair telegram`` (action ``pair_create``) and gets a code such
-as ``K7MX-4QPA``, valid for 10 minutes. Whoever sends it to the bot (``/pair K7MX-4QPA``) becomes
-the peer ``telegram:<user id>``, a human named after their platform name (made unique). Every
-wrong code spends one of the 5 attempts of every live code of that connector, so guessing is
-bounded by 5 tries per issued code. Codes are stored hashed. ``pair_revoke`` shuts a paired
-identity out again: its input is refused and what is still queued for it goes ``dead``.
+Pairing: a member runs ``hub pair telegram`` (action ``pair_create``) and gets a code such as
+``K7MX-4QPA``, valid for 10 minutes. Whoever sends it to the bot (``/pair K7MX-4QPA``) is let in
+as the peer ``telegram:<user id>``:
+
+* by default the account is **linked to the member who made the code**: its peer carries that
+  member's key and is named after it (``ann-telegram``), so it is one more way to reach the
+  member (:mod:`meshhub.reach`) and what it answers counts as the member's. Only a person's own
+  terminal or web page makes such a code (never an agent session, which a peer's message could
+  talk into handing one out);
+* with ``new_person`` (``hub pair telegram --new-person``, the owner only) the account becomes
+  a person of its own, a human named after their platform name (made unique).
+
+Every wrong code spends one of the 5 attempts of every live code of that connector, so guessing
+is bounded by 5 tries per issued code. Codes are stored hashed. ``pair_revoke`` shuts a paired
+identity out again: its input is refused, what is still queued for it goes ``dead``, and a
+linked account no longer speaks for its member.
 
 The state is per hub (:meth:`PairingBook.of`), loaded at start-up and written through.
 """
@@ -28,7 +38,8 @@ from sqlite_utils.migrations import Migrations
 
 from meshhub import hookimpl
 from meshhub.actions import Action, ActionContext, action
-from meshhub.errors import InvalidRequest, NotFound
+from meshhub.errors import Forbidden, InvalidRequest, NotFound
+from meshhub.models import SESSION_CONNECTORS
 
 from .slot import ConnectorSlot
 
@@ -92,6 +103,13 @@ def m001_create_pairing(db: Database) -> None:
         )
         """
     )
+
+
+@migrations()
+def m002_linked_codes(db: Database) -> None:
+    """Codes made by a member link the account to that member (``member_key``)."""
+    db.execute("ALTER TABLE bridge_codes ADD COLUMN member_key TEXT")
+    db.execute("ALTER TABLE bridge_pairings ADD COLUMN member_key TEXT")
 
 
 def _hash(code: str) -> str:
@@ -165,7 +183,9 @@ class PairingBook:
         self.loaded = True
 
     # -- codes -------------------------------------------------------------------------------
-    async def create_code(self, connector: str, created_by: str) -> dict[str, Any]:
+    async def create_code(self, connector: str, created_by: str,
+                          member_key: str | None = None) -> dict[str, Any]:
+        """A new code; with ``member_key`` it links the account to that member."""
         code = new_code()
         now = time.time()
 
@@ -173,8 +193,9 @@ class PairingBook:
             conn.execute("DELETE FROM bridge_codes WHERE expires_at < ?", (now - 86400,))
             conn.execute(
                 "INSERT INTO bridge_codes (code_hash, connector, created_by, created_at, "
-                "expires_at, attempts_left) VALUES (?,?,?,?,?,?)",
-                (_hash(code), connector, created_by, now, now + CODE_TTL, CODE_ATTEMPTS),
+                "expires_at, attempts_left, member_key) VALUES (?,?,?,?,?,?,?)",
+                (_hash(code), connector, created_by, now, now + CODE_TTL, CODE_ATTEMPTS,
+                 member_key),
             )
 
         await self.hub.store.transact(run)
@@ -187,36 +208,41 @@ class PairingBook:
         existing = self.peer_for(identity)
         if existing is not None:
             return existing
-        await self.claim(connector, identity, code)
-        return await self._pair(connector, identity, name, time.time())
+        member_key = await self.claim(connector, identity, code)
+        return await self._pair(connector, identity, name, time.time(), member_key)
 
-    async def claim(self, connector: str, identity: str, code: str) -> None:
+    async def claim(self, connector: str, identity: str, code: str) -> str | None:
         """Spend a valid code of ``connector`` for ``identity`` without pairing it yet (the
         email gateway pairs once the person answered a confirmation mail: :meth:`pair`); a
-        wrong code costs an attempt and raises :class:`InvalidRequest`."""
+        wrong code costs an attempt and raises :class:`InvalidRequest`. Returns the key of the
+        member the code links the account to (``None``: a person of its own)."""
         wanted = _hash(normalize_code(code))
         now = time.time()
 
-        def run(conn: sqlite3.Connection) -> bool:
+        def run(conn: sqlite3.Connection) -> tuple[bool, str | None]:
             cur = conn.execute(
                 "UPDATE bridge_codes SET used_by=? WHERE code_hash=? AND connector=? "
                 "AND used_by IS NULL AND expires_at > ? AND attempts_left > 0",
                 (identity, wanted, connector, now),
             )
             if cur.rowcount:
-                return True
+                row = conn.execute("SELECT member_key FROM bridge_codes WHERE code_hash=?",
+                                   (wanted,)).fetchone()
+                return True, row[0]
             conn.execute(
                 "UPDATE bridge_codes SET attempts_left = attempts_left - 1 WHERE connector=? "
                 "AND used_by IS NULL AND expires_at > ? AND attempts_left > 0",
                 (connector, now),
             )
-            return False
+            return False, None
 
-        if not await self.hub.store.transact(run):
+        taken, member_key = await self.hub.store.transact(run)
+        if not taken:
             raise InvalidRequest(
                 "that pairing code is wrong, used or expired; ask the hub's owner for a new "
                 f"one (`hub pair {connector}`)"
             )
+        return member_key
 
     async def unclaim(self, connector: str, identity: str, code: str) -> None:
         """Give back a code :meth:`claim` ed for ``identity`` (what it was for could not be
@@ -241,8 +267,13 @@ class PairingBook:
 
     async def pair(self, connector: str, external_id: str, name: str) -> Peer:
         """Pair ``connector:external_id`` whose code was :meth:`claim` ed (a revoked pairing
-        is made again)."""
-        return await self._pair(connector, f"{connector}:{external_id}", name, time.time())
+        is made again), linked to the member that code was made by, if it was."""
+        identity = f"{connector}:{external_id}"
+        row = await self.hub.store.transact(lambda conn: conn.execute(
+            "SELECT member_key FROM bridge_codes WHERE connector=? AND used_by=? "
+            "ORDER BY created_at DESC LIMIT 1", (connector, identity)).fetchone())
+        return await self._pair(connector, identity, name, time.time(),
+                                row[0] if row else None)
 
     async def admit(self, connector: str, external_id: str, name: str) -> Peer | None:
         """Let ``connector:external_id`` in without a code, because the connector's allow-list
@@ -256,17 +287,27 @@ class PairingBook:
             return None
         return await self._pair(connector, identity, name, time.time())
 
-    async def _pair(self, connector: str, identity: str, name: str, now: float) -> Peer:
-        peer, _created = await self.hub.directory.register(
-            identity=identity, name=name, kind="human", connector=connector
-        )
+    async def _pair(self, connector: str, identity: str, name: str, now: float,
+                    member_key: str | None = None) -> Peer:
+        directory = self.hub.directory
+        member = directory.member(member_key)
+        if member_key is not None and member is None:
+            raise InvalidRequest("the member who made this pairing code has left the hub; ask "
+                                 "for a new code")
+        if member is not None:  # one more surface of that member
+            peer, _created = await directory.register(
+                identity=identity, name=f"{member.name}-{connector}", kind="human",
+                connector=connector, member_key=member.key)
+        else:
+            peer, _created = await directory.register(
+                identity=identity, name=name, kind="human", connector=connector)
 
         def save(conn: sqlite3.Connection) -> None:
             conn.execute(
-                "INSERT INTO bridge_pairings (identity, connector, peer, paired_at) "
-                "VALUES (?,?,?,?) ON CONFLICT(identity) DO UPDATE SET peer=excluded.peer, "
-                "paired_at=excluded.paired_at, revoked_at=NULL",
-                (identity, connector, peer.key, now),
+                "INSERT INTO bridge_pairings (identity, connector, peer, paired_at, member_key) "
+                "VALUES (?,?,?,?,?) ON CONFLICT(identity) DO UPDATE SET peer=excluded.peer, "
+                "paired_at=excluded.paired_at, revoked_at=NULL, member_key=excluded.member_key",
+                (identity, connector, peer.key, now, member_key),
             )
 
         await self.hub.store.transact(save)
@@ -285,19 +326,21 @@ class PairingBook:
 
     async def listing(self, connector: str | None = None) -> list[dict[str, Any]]:
         def run(conn: sqlite3.Connection) -> list[Any]:
-            sql = "SELECT identity, connector, peer, paired_at, revoked_at FROM bridge_pairings"
+            sql = ("SELECT identity, connector, peer, paired_at, revoked_at, member_key "
+                   "FROM bridge_pairings")
             if connector:
                 return conn.execute(sql + " WHERE connector=? ORDER BY paired_at",
                                     (connector,)).fetchall()
             return conn.execute(sql + " ORDER BY paired_at").fetchall()
 
-        peers = self.hub.directory.peers
+        directory = self.hub.directory
         rows = await self.hub.store.transact(run)
         return [
             {"identity": identity, "connector": conn_name,
-             "name": peers[key].name if key in peers else None, "key": key,
+             "name": directory.peers[key].name if key in directory.peers else None, "key": key,
+             "member": member.name if (member := directory.member(member_key)) else None,
              "paired_at": paired_at, "revoked": revoked_at is not None}
-            for identity, conn_name, key, paired_at, revoked_at in rows
+            for identity, conn_name, key, paired_at, revoked_at, member_key in rows
         ]
 
     async def revoke(self, who: str) -> dict[str, Any]:
@@ -312,7 +355,10 @@ class PairingBook:
         now = time.time()
         await self.hub.store.transact(lambda conn: conn.execute(
             "UPDATE bridge_pairings SET revoked_at=? WHERE identity=?", (now, identity)))
-        name = self.hub.directory.peers[key].name if key in self.hub.directory.peers else key
+        peer = self.hub.directory.peers.get(key)
+        if peer is not None and peer.member_key is not None:
+            await self.hub.directory.unlink_surface(peer)  # it speaks for nobody any more
+        name = peer.name if peer is not None else key
         return {"identity": identity, "name": name, "revoked": True}
 
     # -- current targets ---------------------------------------------------------------------
@@ -373,18 +419,28 @@ class PairingBook:
 
 
 # -- actions --------------------------------------------------------------------------------------
-@action("pair_create", admin=True)
+@action("pair_create")
 async def pair_create(
     ctx: ActionContext,
     connector: Annotated[str, "the connector to pair with, e.g. telegram"] = "telegram",
+    new_person: Annotated[bool, "let someone else in as a person of their own (the hub's "
+                          "owner only) instead of linking your own account"] = False,
 ) -> dict[str, Any]:
-    """Create a one-time pairing code (10 minutes, 5 attempts) that lets one person of a chat
-    platform in: they send ``/pair CODE`` to the bot.
+    """Create a one-time pairing code (10 minutes, 5 attempts) for a chat platform: whoever
+    sends ``/pair CODE`` to the bot becomes one more surface of yours (your own phone), or with
+    ``new_person`` a person of their own.
 
     If the connector is installed but not running (idle for want of a token, failed, still
     connecting), the code is made all the same, since the bot may be started later, and the
     result carries a ``warning`` saying so."""
     hub = ctx.hub
+    if new_person and not ctx.is_admin:
+        raise Forbidden("only the hub's owner lets a new person in; without --new-person the "
+                        "code links your own account")
+    if not new_person and (ctx.peer.member_key is None or ctx.peer.kind == "agent"
+                           or ctx.peer.connector not in SESSION_CONNECTORS):
+        raise Forbidden("link your own chat account from your terminal or the web page "
+                        "(`hub pair telegram`); agent sessions and chat surfaces cannot")
     if connector not in hub.connector_names:
         known = ", ".join(sorted(hub.connector_names))
         raise NotFound(
@@ -392,7 +448,9 @@ async def pair_create(
             + (f"this hub's connectors: {known}" if known else "this hub has no connectors"),
             code="unknown_connector",
         )
-    result = await PairingBook.of(hub).create_code(connector, ctx.peer.key)
+    member_key = None if new_person else ctx.peer.member_key
+    result = await PairingBook.of(hub).create_code(connector, ctx.peer.key, member_key)
+    result["links_to"] = None if member_key is None else hub.directory.members[member_key].name
     slot = hub.connectors.get(connector)
     how = (slot.how_to_pair(hub, result["code"]) if isinstance(slot, ConnectorSlot) else
            f"send /pair {result['code']} to the {connector} bot")

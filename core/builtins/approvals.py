@@ -1,212 +1,445 @@
-"""Approval requests: a peer asks one named peer to approve something; the answer (with an
-optional reason) comes back to the asker. Served on every surface like any action; chat
-connectors show the options as buttons (see :func:`meshhub.bridge.chat.buttons`).
+"""Approvals and questions: a peer asks a person (or a group) and waits for the first answer,
+from whichever surface it comes. Served on every surface like any action; chat connectors show
+the options as buttons (see :func:`meshhub.bridge.chat.buttons`).
 
-A request is a message of kind ``approval`` to the approver, ``data`` =
-``{"approval_id", "question", "options"}``. The answer is a message of kind ``approval_answer``
-from the approver to the asker, replying to the request, ``data`` =
-``{"approval_id", "question", "answer", "reason"}``. The state lives in this plugin's own
-tables (migration set ``meshhub.approvals``); an approval is answered once.
+Three kinds:
+
+* ``approval`` (``approval_request``): approve something, with options (default approve/deny);
+* ``permission`` (``permission_request``): a Claude Code session's tool-permission prompt,
+  relayed by ``hub mcp``; its approvers come from the member's policy
+  (:mod:`.approval_policy`), which may also settle it at once; options allow/deny;
+* ``question`` (``ask``): a question, with choices or free text, for a person or a group.
+
+Who answers: a member named (or a group's members) answers from any of its human surfaces (its
+terminal, its web page, the chat accounts it linked: :mod:`meshhub.reach`); a peer named that is
+not a member's own name (a Telegram person, one agent session) answers itself. An agent session
+never answers a tool permission. The first answer wins; every surface's card then shows who
+answered where (:mod:`.approval_book`).
+
+The request is a message of kind ``approval`` to every human surface of each approver,
+``data`` = ``{"approval_id", "question", "options", "kind", "ref", "tool"}``. The answer reaches
+the asker as its waiting call's result, or else as a message of kind ``approval_answer``.
 """
 
 from __future__ import annotations
 
 import json
-import sqlite3
 import time
 from collections.abc import Callable
-from typing import Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from pydantic import Field
-from sqlite_utils import Database
 from sqlite_utils.migrations import Migrations
 
 from meshhub import hookimpl
 from meshhub.actions import Action, ActionContext, action
-from meshhub.errors import InvalidRequest, NotFound, TooLarge
+from meshhub.config import ConfigError
+from meshhub.directory import is_linked_surface
+from meshhub.errors import Forbidden, InvalidRequest, NotFound, TooLarge
 from meshhub.fields import MAX_OPTION, MAX_OPTIONS, MAX_REASON
 from meshhub.ids import new_id
+from meshhub.reach import surfaces_of
+
+from .approval_book import COLUMNS, ApprovalBook, check_ident, migrations
+from .approval_policy import Policy, PolicyBook
+
+if TYPE_CHECKING:
+    from meshhub.hub import Hub
+    from meshhub.models import Peer
 
 DEFAULT_OPTIONS = ["approve", "deny"]
-
-migrations = Migrations("meshhub.approvals")
-
-
-@migrations()
-def m001_create_approvals(db: Database) -> None:
-    db.execute(
-        """
-        CREATE TABLE approvals (
-            id TEXT PRIMARY KEY,
-            message_id TEXT,
-            asker TEXT NOT NULL,
-            approver TEXT NOT NULL,
-            question TEXT NOT NULL,
-            options_json TEXT NOT NULL,
-            state TEXT NOT NULL DEFAULT 'pending',
-            answer TEXT,
-            reason TEXT,
-            answer_message_id TEXT,
-            created_at REAL NOT NULL,
-            answered_at REAL
-        )
-        """
-    )
-    db.execute("CREATE INDEX approvals_approver ON approvals (approver, state)")
-    db.execute("CREATE INDEX approvals_asker ON approvals (asker, state)")
+PERMISSION_OPTIONS = ["allow", "deny"]
+MAX_WAIT = 600.0
+MAX_PREVIEW = 2000
+MAX_TOOL = 200
+SURFACE_NAMES = {"ws": None, "http": "web"}  # None: the peer's own connector (cli, mcp...)
 
 
-_COLUMNS = ("id, message_id, asker, approver, question, options_json, state, answer, reason, "
-            "answer_message_id, created_at, answered_at")
+def policies(hub: Hub) -> PolicyBook:
+    book: PolicyBook | None = getattr(hub, "_approval_policies", None)
+    if book is None:
+        book = PolicyBook(hub.config.section("approvals"))
+        hub._approval_policies = book  # type: ignore[attr-defined]
+    return book
 
 
-def _row(ctx: ActionContext, row: tuple[Any, ...]) -> dict[str, Any]:
-    peers = ctx.hub.directory.peers
-
-    def name(key: str) -> str:
-        return peers[key].name if key in peers else key
-
-    return {
-        "id": row[0], "message_id": row[1], "asker": name(row[2]), "asker_key": row[2],
-        "approver": name(row[3]), "approver_key": row[3], "question": row[4],
-        "options": json.loads(row[5]), "state": row[6], "answer": row[7], "reason": row[8],
-        "answer_message_id": row[9], "created_at": row[10], "answered_at": row[11],
-    }
+def policy_of(hub: Hub, peer: Peer) -> tuple[str, Policy]:
+    member = hub.directory.member(peer.member_key)
+    name = member.name if member is not None else peer.name
+    return name, policies(hub).for_member(name)
 
 
-async def _load(ctx: ActionContext, approval_id: str) -> dict[str, Any]:
-    row = await ctx.hub.store.transact(lambda conn: conn.execute(
-        f"SELECT {_COLUMNS} FROM approvals WHERE id=?", (approval_id,)).fetchone())
-    if row is None or ctx.peer.key not in (row[2], row[3]) and not ctx.is_admin:
-        raise NotFound(f"no approval {approval_id} that you asked or must answer")
-    return _row(ctx, row)
+def surface_of(ctx: ActionContext) -> str:
+    named = SURFACE_NAMES.get(ctx.surface, ctx.surface)
+    return named or ctx.peer.connector
 
 
-@action()
-async def approval_request(
-    ctx: ActionContext,
-    to: Annotated[str, "the one peer (name or key) who must approve"],
-    question: Annotated[str, "what to approve, e.g. 'deploy 1.4 to production?'"],
-    options: Annotated[list[str] | None, "the possible answers (default: approve, deny)"] = None,
-) -> dict[str, Any]:
-    """Ask a peer to approve something; their answer comes back to you as a message of kind
-    ``approval_answer`` (and in ``approvals``)."""
-    approver = ctx.hub.directory.find(to.lstrip("@"))
-    if approver is None:
-        close = ", ".join(ctx.hub.directory.closest_names(to.lstrip("@")))
-        raise NotFound(f"no peer named {to!r} to approve; closest known: {close or 'none'}")
-    if approver.key == ctx.peer.key:
+# -- who is asked --------------------------------------------------------------------------------
+def approvers_for(hub: Hub, to: str, asker: Peer) -> dict[str, list[str]]:
+    """``{"members": [...], "peers": [...]}`` for a member's name, a peer's name or key, or
+    ``@group``; the asker is never its own approver."""
+    directory = hub.directory
+    text = to.strip()
+    if text.startswith("@"):
+        group = text[1:]
+        found = [p for p in directory.peers.values() if p.in_group(group) and p.key != asker.key]
+        if found:
+            members = sorted({p.member_key for p in found if p.member_key is not None})
+            peers = sorted(p.key for p in found if p.member_key is None)
+            return {"members": members, "peers": peers}
+        if group not in directory.groups():  # not a group: "@name" names a person
+            return approvers_for(hub, group, asker)
+        raise NotFound(f"nobody else is in @{group} to answer")
+    member = directory.member_named(text)
+    if member is not None:
+        if member.key == asker.member_key and asker.kind != "agent":
+            raise InvalidRequest("ask someone else: you cannot approve your own request")
+        return {"members": [member.key], "peers": []}
+    peer = directory.find(text)
+    if peer is None:
+        close = ", ".join(directory.closest_names(text))
+        raise NotFound(f"no peer named {to!r} to answer; closest known: {close or 'none'}")
+    if peer.key == asker.key:
         raise InvalidRequest("ask someone else: you cannot approve your own request")
-    if not question.strip():
-        raise InvalidRequest("the question is empty")
-    choices = [" ".join(o.split()) for o in (options or DEFAULT_OPTIONS)]
-    if not 1 <= len(choices) <= MAX_OPTIONS or any(
-            not o or len(o) > MAX_OPTION for o in choices):
+    return {"members": [], "peers": [peer.key]}
+
+
+def recipients_for(hub: Hub, approvers: dict[str, list[str]], asker: Peer,
+                   kind: str) -> list[str]:
+    """The peers the request's card goes to: every human surface of each approving member
+    (agent sessions only for a member that has nothing else, never for a tool permission),
+    and each approving peer."""
+    directory = hub.directory
+    keys: list[str] = []
+    for member_key in approvers["members"]:
+        member = directory.member(member_key)
+        if member is None:
+            continue
+        own = directory.peers_of(member_key)
+        human = [p.key for p in own if p.kind != "agent" and not is_linked_surface(p)]
+        human += [p.key for p in surfaces_of(hub, member)]
+        if not human and kind != "permission":
+            human = [p.key for p in own]
+        keys += [k for k in human if k not in keys and k != asker.key]
+    keys += [k for k in approvers["peers"] if k not in keys and k != asker.key]
+    if not keys:
+        raise NotFound("nobody who may answer can be reached: link a phone (`hub pair "
+                       "telegram`) or open the web page (`hub web`)")
+    return keys
+
+
+def check_options(options: list[str] | None, default: list[str] | None) -> list[str]:
+    if options is None:
+        return list(default or [])
+    choices = [" ".join(o.split()) for o in options]
+    if not 1 <= len(choices) <= MAX_OPTIONS or any(not o or len(o) > MAX_OPTION for o in choices):
         raise InvalidRequest(
             f"options are 1 to {MAX_OPTIONS} answers of 1 to {MAX_OPTION} characters")
     if len({o.lower() for o in choices}) != len(choices):
         raise InvalidRequest("options must differ from one another")
-    body = f"Approval requested: {question}\n(answer: {' / '.join(choices)})"
-    if len(body.encode()) > ctx.hub.config.max_body_bytes:  # checked before anything is stored
-        raise TooLarge(f"the question is too long; the limit is "
-                       f"{ctx.hub.config.max_body_bytes} bytes")
-    ctx.hub.limits.can_send(ctx.peer, len(body.encode()))  # no row for a send refused
-    approval_id = new_id()
+    return choices
+
+
+def card_text(hub: Hub, r: dict[str, Any], asker: Peer) -> str:
+    options = " / ".join(r["options"]) or "any text: reply to this message"
+    if r["kind"] == "permission":
+        preview = f"\n{r['input_preview']}" if r["input_preview"] else ""
+        return (f"{asker.name} asks to run {r['tool']}: {r['question']}{preview}\n"
+                f"(answer: {options}; or `/approve {r['ref']}`, `/deny {r['ref']}`)")
+    if r["kind"] == "question":
+        return f"Question from {asker.name}: {r['question']}\n(answer: {options})"
+    return f"Approval requested: {r['question']}\n(answer: {options})"
+
+
+async def open_request(ctx: ActionContext, *, kind: str, question: str, options: list[str],
+                       approvers: dict[str, list[str]], expire_after: float,
+                       urgent: bool, policy: Policy, tool: str | None = None,
+                       ref: str | None = None, preview: str | None = None) -> dict[str, Any]:
+    """Store a request and send its card (at once, or when quiet hours end)."""
+    hub, asker = ctx.hub, ctx.peer
+    if not question.strip():
+        raise InvalidRequest("the question is empty")
+    recipients = recipients_for(hub, approvers, asker, kind)
     now = time.time()
-    await ctx.hub.store.transact(lambda conn: conn.execute(
-        "INSERT INTO approvals (id, asker, approver, question, options_json, created_at) "
-        "VALUES (?,?,?,?,?,?)",
-        (approval_id, ctx.peer.key, approver.key, question, json.dumps(choices), now)))
-    sent = await ctx.hub.send(
-        ctx.peer, approver.key, body, kind="approval", priority="now",
-        data={"approval_id": approval_id, "question": question, "options": choices},
-    )
-    await ctx.hub.store.transact(lambda conn: conn.execute(
-        "UPDATE approvals SET message_id=? WHERE id=?", (sent["id"], approval_id)))
-    return {"id": approval_id, "message_id": sent["id"], "approver": approver.name,
-            "options": choices, "state": "pending"}
+    quiet_end = None if urgent or policy.quiet_hours is None else (
+        policy.quiet_hours.ends_after(now))
+    r: dict[str, Any] = {
+        "id": new_id(), "message_id": None, "asker": asker.key, "approver": recipients[0],
+        "question": question, "options_json": json.dumps(options), "state": "pending",
+        "created_at": now, "kind": kind, "ref": ref, "approvers_json": json.dumps(approvers),
+        "tool": tool, "input_preview": preview,
+        "expires_at": max(now, quiet_end or now) + expire_after, "held_until": quiet_end,
+        "recipients_json": json.dumps(recipients),
+    }
+    r["options"] = options
+    body = card_text(hub, r, asker)
+    if len(body.encode()) > hub.config.max_body_bytes:  # checked before anything is stored
+        raise TooLarge(f"the question is too long; the limit is {hub.config.max_body_bytes} "
+                       "bytes")
+    hub.limits.can_send(asker, len(body.encode()))  # no row for a send refused
+    del r["options"]
+    book = ApprovalBook.of(hub)
+    await book.insert(r)
+    if quiet_end is None:
+        await send_card(hub, r)
+    book.schedule(r)
+    return book.view(r)
+
+
+async def send_card(hub: Hub, r: dict[str, Any]) -> None:
+    asker = hub.directory.peers.get(r["asker"])
+    if asker is None:
+        return
+    options = json.loads(r["options_json"])
+    recipients = [k for k in json.loads(r["recipients_json"]) if k in hub.directory.peers]
+    data: dict[str, Any] = {"approval_id": r["id"], "question": r["question"],
+                            "options": options, "kind": r["kind"]}
+    if r["ref"]:
+        data["ref"] = r["ref"]
+    if r["tool"]:
+        data["tool"] = r["tool"]
+    body = card_text(hub, {**r, "options": options}, asker)
+    sent = await hub.send(asker, recipients, body, kind="approval", priority="now", data=data)
+    r["message_id"] = sent["id"]
+    await ApprovalBook.of(hub).update(r["id"], message_id=sent["id"])
+
+
+def _ttl(expires_in: float | None, policy: Policy) -> float:
+    if expires_in is None:
+        return policy.expire_after
+    if not 0 < expires_in <= 30 * 86400:
+        raise InvalidRequest("expires_in is 1 second to 30 days")
+    return float(expires_in)
+
+
+# -- actions -------------------------------------------------------------------------------------
+@action()
+async def approval_request(
+    ctx: ActionContext,
+    to: Annotated[str, "who must approve: a person's name, a peer, or @group"],
+    question: Annotated[str, "what to approve, e.g. 'deploy 1.4 to production?'"],
+    options: Annotated[list[str] | None, "the possible answers (default: approve, deny)"] = None,
+    expires_in: Annotated[float | None, "seconds it waits for an answer (default: the "
+                          "policy's, 1 h)"] = None,
+) -> dict[str, Any]:
+    """Ask someone to approve something; the first answer from any of their surfaces comes
+    back to you as a message of kind ``approval_answer`` (and in ``approvals``)."""
+    _name, policy = policy_of(ctx.hub, ctx.peer)
+    return await open_request(
+        ctx, kind="approval", question=question,
+        options=check_options(options, DEFAULT_OPTIONS),
+        approvers=approvers_for(ctx.hub, to, ctx.peer),
+        expire_after=_ttl(expires_in, policy), urgent=True, policy=policy)
+
+
+@action()
+async def permission_request(
+    ctx: ActionContext,
+    tool: Annotated[str, "the tool asking for permission, e.g. Bash",
+                    Field(max_length=MAX_TOOL)],
+    description: Annotated[str, "what the tool call does", Field(max_length=MAX_PREVIEW)] = "",
+    input_preview: Annotated[str, "the start of the tool's input",
+                             Field(max_length=MAX_PREVIEW)] = "",
+    request_id: Annotated[str | None, "the agent's own id of the prompt (Claude Code's five "
+                          "letters)", Field(max_length=16)] = None,
+) -> dict[str, Any]:
+    """Relay an agent session's tool-permission prompt to its approvers (``hub mcp`` calls
+    this); the policy may settle it at once (auto-allow, auto-deny)."""
+    hub = ctx.hub
+    member, policy = policy_of(hub, ctx.peer)
+    ref = request_id.strip().lower() if request_id and request_id.strip() else None
+    automatic = policy.automatic(tool)
+    if automatic is not None:  # settled without asking anyone
+        book = ApprovalBook.of(hub)
+        now = time.time()
+        r: dict[str, Any] = {
+            "id": new_id(), "asker": ctx.peer.key, "approver": ctx.peer.key,
+            "question": description or tool, "options_json": json.dumps(PERMISSION_OPTIONS),
+            "state": "answered", "answer": automatic, "created_at": now, "answered_at": now,
+            "kind": "permission", "ref": ref, "answered_on": "policy", "tool": tool,
+            "input_preview": input_preview}
+        await book.insert(r)
+        return book.view(await book.get(r["id"]))
+    who = policy.approver_for(tool, ctx.peer.name)
+    if who is not None:
+        approvers = approvers_for(hub, who, ctx.peer)
+    elif ctx.peer.member_key is not None:
+        approvers = {"members": [ctx.peer.member_key], "peers": []}
+    else:
+        raise Forbidden("only a member's session relays tool permissions")
+    return await open_request(
+        ctx, kind="permission", question=description or f"use {tool}",
+        options=list(PERMISSION_OPTIONS), approvers=approvers,
+        expire_after=policy.expire_after, urgent=policy.is_urgent(tool), policy=policy,
+        tool=tool, ref=ref, preview=input_preview or None)
+
+
+@action(concurrent=True)
+async def ask(
+    ctx: ActionContext,
+    to: Annotated[str, "who answers: a person's name, a peer, or @group (first answer wins)"],
+    question: Annotated[str, "the question"],
+    choices: Annotated[list[str] | None, "the possible answers; none: any text answers"] = None,
+    expires_in: Annotated[float, "seconds the question stays open"] = 3600.0,
+    wait: Annotated[float, "seconds to wait here for the answer (0-600); then it returns "
+                    "state pending and its id, to poll with approval_wait"] = 0.0,
+    urgent: Annotated[bool, "deliver even during the person's quiet hours"] = False,
+) -> dict[str, Any]:
+    """Ask a person or a group a question and (with ``wait``) wait for the answer; a later
+    answer reaches you as a message of kind ``approval_answer``."""
+    if not 0 <= wait <= MAX_WAIT:
+        raise InvalidRequest(f"wait is 0 to {MAX_WAIT:.0f} seconds")
+    _name, policy = policy_of(ctx.hub, ctx.peer)
+    opened = await open_request(
+        ctx, kind="question", question=question, options=check_options(choices, None),
+        approvers=approvers_for(ctx.hub, to, ctx.peer), expire_after=_ttl(expires_in, policy),
+        urgent=urgent, policy=policy)
+    book = ApprovalBook.of(ctx.hub)
+    return await book.wait(await book.get(opened["id"]), wait)
 
 
 @action()
 async def approval_answer(
     ctx: ActionContext,
-    id: Annotated[str, "the approval's id"],
-    answer: Annotated[str, "one of the request's options (e.g. approve or deny)"],
+    id: Annotated[str, "the approval's id, or its short reference (any case)"],
+    answer: Annotated[str, "one of the request's options (e.g. approve or deny), or any "
+                      "text for a question without choices", Field(max_length=MAX_REASON)],
     reason: Annotated[str | None, "why, shown to the asker", Field(max_length=MAX_REASON)]
     = None,
 ) -> dict[str, Any]:
-    """Answer an approval request addressed to you; the asker is told at once."""
-    current = await _load(ctx, id)
-    if current["approver_key"] != ctx.peer.key:
-        raise InvalidRequest(f"approval {id} is for {current['approver']} to answer, not you")
-    if current["state"] != "pending":
-        raise InvalidRequest(
-            f"approval {id} was already answered: {current['answer']}", code="exists")
-    chosen = next((o for o in current["options"] if o.lower() == answer.strip().lower()), None)
-    if chosen is None:
-        raise InvalidRequest(f"answer one of: {', '.join(current['options'])}")
-    because = f"\nReason: {reason}" if reason else ""
-    body = f"{ctx.peer.name} answered **{chosen}** to: {current['question']}{because}"
-    ctx.hub.limits.can_send(ctx.peer, len(body.encode()))  # not answered by a refused send
-    now = time.time()
+    """Answer a request addressed to you (or to your group); the first answer wins and every
+    surface showing the request is told."""
+    book = ApprovalBook.of(ctx.hub)
+    r = await book.get(check_ident(id))
+    if not book.may_answer(r, ctx.peer):
+        if ctx.peer.kind == "agent" and r["kind"] == "permission":
+            raise Forbidden("an agent session cannot answer a tool permission; a person does")
+        if book.involved(r, ctx.peer):
+            raise Forbidden(f"only {book.view(r)['approver']} may answer this request")
+        raise Forbidden("you are not one of the people asked to answer this request")
+    if r["state"] != "pending":
+        raise InvalidRequest(f"already answered: {book.view(r)['label']}", code="exists")
+    options = json.loads(r["options_json"])
+    text = " ".join(answer.split())
+    chosen = next((o for o in options if o.lower() == text.lower()), None) if options else text
+    if not chosen:
+        raise InvalidRequest(f"answer one of: {', '.join(options)}" if options
+                             else "the answer is empty")
+    ctx.hub.limits.can_send(ctx.peer, len(r["question"]) + len(chosen) + len(reason or ""))
+    view = await book.settle(r["id"], "answered", answer=chosen, reason=reason,
+                             by=ctx.peer.key, on=surface_of(ctx))
+    if view is None:
+        raise InvalidRequest(f"already answered: {book.view(await book.get(r['id']))['label']}",
+                             code="exists")
+    return view
 
-    def claim(conn: sqlite3.Connection) -> bool:
-        cur = conn.execute(
-            "UPDATE approvals SET state='answered', answer=?, reason=?, answered_at=? "
-            "WHERE id=? AND state='pending'", (chosen, reason, now, id))
-        return cur.rowcount > 0
 
-    if not await ctx.hub.store.transact(claim):
-        raise InvalidRequest(f"approval {id} was already answered", code="exists")
-    asker = ctx.hub.directory.peers.get(current["asker_key"])
-    answer_id = None
-    if asker is not None:
-        sent = await ctx.hub.send(
-            ctx.peer, asker.key, body, kind="approval_answer", priority="now",
-            reply_to=current["message_id"],
-            data={"approval_id": id, "question": current["question"], "answer": chosen,
-                  "reason": reason},
-        )
-        answer_id = sent["id"]
-        await ctx.hub.store.transact(lambda conn: conn.execute(
-            "UPDATE approvals SET answer_message_id=? WHERE id=?", (answer_id, id)))
-    current.update(state="answered", answer=chosen, reason=reason, answered_at=now,
-                   answer_message_id=answer_id)
-    return current
+@action()
+async def approval_close(
+    ctx: ActionContext,
+    id: Annotated[str, "the approval's id or short reference"],
+    why: Annotated[Literal["terminal", "cancelled"], "terminal: the prompt was answered where "
+                   "it was asked; cancelled: it is no longer needed"] = "terminal",
+) -> dict[str, Any]:
+    """Close a request you asked without an answer (its cards then say so)."""
+    book = ApprovalBook.of(ctx.hub)
+    r = await book.get(check_ident(id))
+    if r["asker"] != ctx.peer.key:
+        raise NotFound(f"no approval {id!r} that you asked")
+    view = await book.settle(r["id"], "closed", on=why)
+    return view if view is not None else book.view(await book.get(r["id"]))
+
+
+@action(read_only=True, concurrent=True)
+async def approval_wait(
+    ctx: ActionContext,
+    id: Annotated[str, "the approval's id or short reference"],
+    timeout: Annotated[float, "seconds to wait at most (0-600)"] = 30.0,
+) -> dict[str, Any]:
+    """Wait until a request you asked or must answer is settled (or ``timeout`` passes)."""
+    if not 0 <= timeout <= MAX_WAIT:
+        raise InvalidRequest(f"timeout is 0 to {MAX_WAIT:.0f} seconds")
+    book = ApprovalBook.of(ctx.hub)
+    r = await _visible(ctx, id)
+    return await book.wait(r, timeout)
+
+
+async def _visible(ctx: ActionContext, ident: str) -> dict[str, Any]:
+    book = ApprovalBook.of(ctx.hub)
+    r = await book.row(check_ident(ident))
+    if r is None or not (book.involved(r, ctx.peer) or ctx.is_admin):
+        raise NotFound(f"no approval {ident!r} that you asked or must answer")
+    return r
 
 
 @action(read_only=True)
 async def approval_get(
-    ctx: ActionContext, id: Annotated[str, "the approval's id"]
+    ctx: ActionContext, id: Annotated[str, "the approval's id or short reference"]
 ) -> dict[str, Any]:
-    """One approval you asked or must answer: question, options, state, answer, reason."""
-    return await _load(ctx, id)
+    """One request you asked or may answer: question, options, state, answer, who and where."""
+    return ApprovalBook.of(ctx.hub).view(await _visible(ctx, id))
 
 
 @action(read_only=True)
 async def approvals(
     ctx: ActionContext,
     role: Annotated[Literal["any", "asker", "approver"],
-                    "approvals you asked, must answer, or both"] = "any",
-    state: Annotated[Literal["pending", "answered", "all"], "which ones"] = "pending",
+                    "requests you asked, may answer, or both"] = "any",
+    state: Annotated[Literal["pending", "answered", "settled", "all"],
+                     "which ones (settled: answered, closed or expired)"] = "pending",
     limit: Annotated[int, "at most this many (1-500), newest first"] = 50,
 ) -> list[dict[str, Any]]:
-    """Approval requests you asked or must answer."""
+    """Requests you asked or may answer (from any of your surfaces)."""
     if not 1 <= limit <= 500:
         raise InvalidRequest("limit must be between 1 and 500")
-    me = ctx.peer.key
-    where = {"any": "(asker=? OR approver=?)", "asker": "asker=?", "approver": "approver=?"}[role]
-    args: list[Any] = [me, me] if role == "any" else [me]
-    if state != "all":
+    me = ctx.peer
+    mine = "asker=?"
+    theirs = ("(approver=? OR EXISTS (SELECT 1 FROM json_each(approvers_json, '$.peers') "
+              "WHERE value=?)")
+    args_theirs: list[Any] = [me.key, me.key]
+    if me.member_key is not None:
+        theirs += (" OR (EXISTS (SELECT 1 FROM json_each(approvers_json, '$.members') "
+                   "WHERE value=?) AND asker<>?")
+        args_theirs += [me.member_key, me.key]
+        if me.kind == "agent":
+            theirs += " AND kind<>'permission'"
+        theirs += ")"
+    theirs += ")"
+    where, args = {"any": (f"({mine} OR {theirs})", [me.key, *args_theirs]),
+                   "asker": (mine, [me.key]), "approver": (theirs, args_theirs)}[role]
+    if state == "settled":
+        where += " AND state<>'pending'"
+    elif state != "all":
         where += " AND state=?"
         args.append(state)
     rows = await ctx.hub.store.transact(lambda conn: conn.execute(
-        f"SELECT {_COLUMNS} FROM approvals WHERE {where} ORDER BY id DESC LIMIT ?",
+        f"SELECT {', '.join(COLUMNS)} FROM approvals WHERE {where} ORDER BY id DESC LIMIT ?",
         (*args, limit)).fetchall())
-    return [_row(ctx, r) for r in rows]
+    book = ApprovalBook.of(ctx.hub)
+    return [book.view(r) for r in rows]
 
 
-ALL: list[Action] = [approval_request, approval_answer, approval_get, approvals]
+@action("approvals_policy", read_only=True)
+async def approvals_policy(
+    ctx: ActionContext,
+    member: Annotated[str | None, "whose policy (the hub's owner only; default: yours)"] = None,
+) -> dict[str, Any]:
+    """The approval policy in force for you: approvers, auto-allowed and auto-denied tools,
+    quiet hours, expiry (from ``[approvals]`` in the hub's config)."""
+    hub = ctx.hub
+    if member is not None and not ctx.is_admin:
+        raise Forbidden("only the hub's owner reads another member's policy")
+    if member is not None:
+        found = hub.directory.member_named(member)
+        if found is None:
+            raise NotFound(f"no member named {member!r}")
+        return policies(hub).for_member(found.name).public(found.name)
+    name, policy = policy_of(hub, ctx.peer)
+    return policy.public(name)
+
+
+ALL: list[Action] = [approval_request, permission_request, ask, approval_answer,
+                     approval_close, approval_wait, approval_get, approvals, approvals_policy]
 
 
 @hookimpl
@@ -218,3 +451,23 @@ def meshhub_register_migrations(register: Callable[[Migrations], None]) -> None:
 def meshhub_register_actions(register: Callable[[Action], None]) -> None:
     for item in ALL:
         register(item)
+
+
+@hookimpl
+async def meshhub_startup(hub: Hub) -> None:
+    try:
+        policies(hub)
+    except ConfigError as exc:
+        raise ConfigError(f"the approval policy cannot be used: {exc}") from None
+    book = ApprovalBook.of(hub)
+
+    async def release(r: dict[str, Any]) -> None:
+        await send_card(hub, r)
+
+    book.release = release
+    await book.load()
+
+
+@hookimpl
+def meshhub_shutdown(hub: Hub) -> None:
+    ApprovalBook.of(hub).stop()

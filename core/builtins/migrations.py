@@ -201,3 +201,9 @@ def m010_history_by_sender(db: Database) -> None:
     ``deliveries_recipient``, one range per state: an index of deliveries by recipient and
     message would cost every send about 12 % of its throughput.)"""
     db.execute("CREATE INDEX IF NOT EXISTS messages_sender ON messages (sender, id)")
+
+
+@core_migrations()
+def m011_member_prefs(db: Database) -> None:
+    """A member's choices about how it is reached (:attr:`meshhub.models.Member.prefs`)."""
+    db.execute("ALTER TABLE members ADD COLUMN prefs_json TEXT NOT NULL DEFAULT '{}'")

@@ -36,11 +36,12 @@ class MemberTables:
     async def load_members(self) -> list[Member]:
         def run(conn: sqlite3.Connection) -> list[Member]:
             rows = conn.execute(
-                "SELECT key, name, via, role, groups_json, invite, created_at, removed_at "
-                "FROM members ORDER BY created_at"
+                "SELECT key, name, via, role, groups_json, invite, created_at, removed_at, "
+                "prefs_json FROM members ORDER BY created_at"
             ).fetchall()
             return [Member(key=r[0], name=r[1], via=r[2], role=r[3], groups=json.loads(r[4]),
-                           invite=r[5], created_at=r[6], removed_at=r[7]) for r in rows]
+                           invite=r[5], created_at=r[6], removed_at=r[7],
+                           prefs=json.loads(r[8])) for r in rows]
 
         return await self._call(run)
 
@@ -48,9 +49,10 @@ class MemberTables:
         def run(conn: sqlite3.Connection) -> None:
             conn.execute(
                 "INSERT OR REPLACE INTO members (key, name, via, role, groups_json, invite, "
-                "created_at, removed_at) VALUES (?,?,?,?,?,?,?,?)",
+                "created_at, removed_at, prefs_json) VALUES (?,?,?,?,?,?,?,?,?)",
                 (member.key, member.name, member.via, member.role, json.dumps(member.groups),
-                 member.invite, member.created_at, member.removed_at),
+                 member.invite, member.created_at, member.removed_at,
+                 json.dumps(member.prefs)),
             )
 
         await self._call(run)

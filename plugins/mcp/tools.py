@@ -6,10 +6,12 @@ registry from the hub's ``actions`` action, the ``/mcp`` endpoint reads ``hub.ac
 pass the descriptions through :func:`tool_specs`.
 
 **Exclusion rule** (the only one): an action is *not* a tool when it is ``admin``-only, when its
-name starts with ``token_`` or ``web_`` (credentials, and sign-in links and browser sessions
-are credentials too, have no business in a model's context), or when it is
-one of the hub-introspection actions in :data:`HUB_ADMIN_ACTIONS`. Everything else, including
-actions plugins add later, is a tool named ``mesh_<action>``.
+name starts with ``token_``, ``web_`` or ``pair_`` (credentials, and sign-in links, browser
+sessions and pairing codes are credentials too, have no business in a model's context: a
+peer's message could talk the model into handing one out), or when it is one of the
+hub-introspection and session-plumbing actions in :data:`HUB_ADMIN_ACTIONS` (the permission
+relay is ``hub mcp``'s own business, not the model's). Everything else, including actions
+plugins add later, is a tool named ``mesh_<action>``.
 """
 
 from __future__ import annotations
@@ -26,8 +28,9 @@ from meshhub.sanitize import for_terminal
 log = logging.getLogger(__name__)
 
 TOOL_PREFIX = "mesh_"
-CREDENTIAL_PREFIXES = ("token_", "web_")
-HUB_ADMIN_ACTIONS = frozenset({"actions", "plugins_list", "hub_stats"})
+CREDENTIAL_PREFIXES = ("token_", "web_", "pair_")
+HUB_ADMIN_ACTIONS = frozenset({"actions", "plugins_list", "hub_stats", "permission_request",
+                               "approval_close"})
 DEFAULT_MAX_TOKENS = 20_000
 CHARS_PER_TOKEN = 4  # the usual estimate: tokens ~ chars / 4
 MODES = ("push", "inbox", "off")
