@@ -28,6 +28,7 @@ from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass
 from typing import Any
 
+from meshhub.builtins.approvals import MAX_PREVIEW, MAX_TOOL
 from meshhub.errors import MeshError
 
 from .sdk import ChannelClosed, ChannelSender, PermissionRequest
@@ -53,6 +54,12 @@ class Relayed:
     sender: ChannelSender
 
 
+def _cut(text: str) -> str:
+    """At most what the hub takes: a long preview (a whole file to write) is shown cut, not
+    refused with the prompt."""
+    return text if len(text) <= MAX_PREVIEW else text[:MAX_PREVIEW - 1] + "\u2026"
+
+
 class PermissionRelay:
     """The session's relayed prompts. ``call(action, **params)`` runs an action over the session's
     connection; ``connected`` is set while that connection is up."""
@@ -71,11 +78,16 @@ class PermissionRelay:
             return
         try:
             view = await self._call(
-                "permission_request", tool=request.tool_name, description=request.description,
-                input_preview=request.input_preview, request_id=request.request_id)
-        except (ConnectionError, MeshError, TimeoutError) as exc:
+                "permission_request", tool=request.tool_name[:MAX_TOOL],
+                description=_cut(request.description), input_preview=_cut(request.input_preview),
+                request_id=request.request_id)
+        except ConnectionError:  # lost with the call: the hub may have the card all the same
+            view = await self._find(request)
+        except (MeshError, TimeoutError) as exc:
             log.warning("permission prompt %s (%s) not relayed: %s", request.request_id,
                         request.tool_name, exc)
+            return
+        if view is None:
             return
         if view.get("state") == "pending":
             relayed = Relayed(view["id"], request.request_id, request.tool_name, sender)
@@ -83,6 +95,20 @@ class PermissionRelay:
             self._spawn(self._watch(relayed))
         else:
             await self._settled(request.request_id, sender, view)
+
+    async def _find(self, request: PermissionRequest) -> dict[str, Any] | None:
+        """The card of a prompt whose ``permission_request`` lost its connection, looked up by
+        its ref once the session is connected again; ``None`` if the hub never made one."""
+        try:
+            await asyncio.wait_for(self._connected.wait(), WAIT)
+            view = await self._call("approval_get", id=request.request_id)
+        except (ConnectionError, MeshError, TimeoutError) as exc:
+            log.warning("permission prompt %s (%s) not relayed: %s", request.request_id,
+                        request.tool_name, exc)
+            return None
+        if view.get("kind") != "permission" or view.get("tool") != request.tool_name[:MAX_TOOL]:
+            return None  # the ref of another prompt
+        return view
 
     async def _watch(self, relayed: Relayed) -> None:
         """Wait on the hub until the approval is settled, then pass its verdict on."""

@@ -253,14 +253,15 @@ def channel_content(message: dict[str, Any]) -> str:
 def _answer_text(message: dict[str, Any]) -> str | None:
     """An ``approval_answer`` (the answer to a question or approval request the session asked,
     come after its tool call returned), told from its data: who answered what, on which
-    surface, to which question; ``None`` for any other message."""
+    surface, to which question; ``None`` for any other message (and for one that says no
+    answer came: its text says why)."""
     data = message.get("data") if message.get("kind") == "approval_answer" else None
-    if not isinstance(data, dict) or "answer" not in data:
+    if not isinstance(data, dict) or data.get("state") != "answered":
         return None
-    who = data.get("answered_by") or message.get("from")
-    where = f" on {data['answered_on']}" if data.get("answered_on") else ""
+    who = data.get("by") or message.get("from")
+    where = f" on {data['on']}" if data.get("on") else ""
     why = f" (reason: {data['reason']})" if data.get("reason") else ""
-    return (f"{who} answered \"{data['answer']}\"{where} to your question "
+    return (f"{who} answered \"{data.get('answer')}\"{where} to your question "
             f"\"{data.get('question')}\"{why} [approval {data.get('approval_id')}]")
 
 
