@@ -23,7 +23,7 @@ from meshhub_mcp.sdk import (
     PERMISSION_REQUEST_METHOD,
 )
 
-from .helpers import HUB_BIN, Identity, base_env
+from .helpers import HUB_BIN, Identity, base_env, free_port, owner_home
 from .test_mcp import http_session
 
 WAIT = 20  # seconds any one step may take on a slow machine before the test fails
@@ -100,10 +100,10 @@ class Claude:
 
 
 @contextlib.asynccontextmanager
-async def claude_session(who: Identity, hub_url: str, name: str,
+async def claude_session(who: Identity, hub_url: str, name: str, *, hub_up: bool = True,
                          **env: str) -> AsyncIterator[Claude]:
     """`hub mcp` started and initialized the way Claude Code does it, once its hub connection
-    is up (a prompt that comes earlier is not relayed, by design)."""
+    is up unless not ``hub_up`` (a prompt that comes earlier is not relayed, by design)."""
     proc = await asyncio.create_subprocess_exec(
         HUB_BIN, "mcp", env=base_env(who.home, MESHHUB_URL=hub_url,
                                      MESHHUB_SESSION_NAME=name, **env),
@@ -115,7 +115,8 @@ async def claude_session(who: Identity, hub_url: str, name: str,
             "clientInfo": {"name": "claude-code", "version": "2.1.81"}})
         claude.capabilities = init["capabilities"]
         await claude.send({"method": "notifications/initialized"})
-        await until(lambda: _connected(claude))
+        if hub_up:
+            await until(lambda: _connected(claude))
         yield claude
     finally:
         if proc.stdin is not None:
@@ -192,35 +193,76 @@ async def test_a_prompt_answered_by_another_peer_of_the_member_reaches_claude_co
 
 async def test_prompts_the_terminal_answered_are_closed_by_the_hooks(hub, people, tmp_path):
     (ann,) = people("ann")
-    async with claude_session(ann, hub.url, "ann-term") as claude, \
-            ann.client(hub.url) as phone:
-        await claude.prompt("aaaaa", "Bash", "first")
-        first = await pending_card(phone, "aaaaa")
-        await claude.prompt("bbbbb", "Bash", "second")
-        second = await pending_card(phone, "bbbbb")
-        await claude.prompt("ccccc", "Edit", "third")
-        third = await pending_card(phone, "ccccc")
+    async with ann.client(hub.url) as phone:
+        async with claude_session(ann, hub.url, "ann-term") as claude:
+            await claude.prompt("aaaaa", "Bash", "first")
+            first = await pending_card(phone, "aaaaa")
+            await claude.prompt("bbbbb", "Bash", "second")
+            second = await pending_card(phone, "bbbbb")
+            await claude.prompt("ccccc", "Edit", "third")
+            third = await pending_card(phone, "ccccc")
 
-        # allowed at the terminal, the tool ran: the oldest Bash prompt is over
-        assert hook(ann, "ann-term", "post-tool-use", tool_name="Bash", cwd=str(tmp_path)) == ""
-        closed = await until(lambda: _settled(phone, first["id"]))
-        assert closed["state"] == "closed" and closed["answered_on"] == "terminal"
-        assert closed["label"] == "answered at the terminal"
-        with pytest.raises(MeshError, match="already answered"):
-            await phone.call("approval_answer", id=first["id"], answer="allow")
-        assert (await phone.call("approval_get", id=second["id"]))["state"] == "pending"
+            # allowed at the terminal, the tool ran: the oldest Bash prompt is over
+            assert hook(ann, "ann-term", "post-tool-use", tool_name="Bash", cwd=str(tmp_path)) == ""
+            closed = await until(lambda: _settled(phone, first["id"]))
+            assert closed["state"] == "closed" and closed["answered_on"] == "terminal"
+            assert closed["label"] == "answered at the terminal"
+            with pytest.raises(MeshError, match="already answered"):
+                await phone.call("approval_answer", id=first["id"], answer="allow")
+            assert (await phone.call("approval_get", id=second["id"]))["state"] == "pending"
 
-        # the turn ended: every prompt of the session is over
-        assert hook(ann, "ann-term", "stop", cwd=str(tmp_path)) == ""
-        for view in (second, third):
-            assert (await until(lambda v=view: _settled(phone, v["id"])))["state"] == "closed"
-        await claude.request("ping")  # the session is alive, and sent no verdict for these
-        assert claude.verdicts() == []
+            # the turn ended: every prompt of the session is over
+            assert hook(ann, "ann-term", "stop", cwd=str(tmp_path)) == ""
+            for view in (second, third):
+                assert (await until(lambda v=view: _settled(phone, v["id"])))["state"] == "closed"
+            await claude.request("ping")  # the session is alive, and sent no verdict for these
+            assert claude.verdicts() == []
+            await claude.prompt("ddddd", "Bash", "left open when Claude Code quits")
+            left = await pending_card(phone, "ddddd")
+        cancelled = await until(lambda: _settled(phone, left["id"]))
+        assert (cancelled["state"], cancelled["label"]) == ("closed", "cancelled by ann-term")
 
 
 async def _settled(client: MeshClient, approval_id: str) -> dict[str, Any] | None:
     view = await client.call("approval_get", id=approval_id)
     return view if view["state"] != "pending" else None
+
+
+async def test_the_policy_answers_at_once_and_nobody_is_asked(hub_factory, people, tmp_path):
+    with (owner_home(tmp_path) / "config.toml").open("a") as config:
+        config.write('\n[approvals.members."*"]\nauto_allow = ["Read"]\n'
+                     'auto_deny = ["WebFetch"]\n')
+    hub = hub_factory()
+    (ann,) = people("ann")
+    async with claude_session(ann, hub.url, "ann-policy") as claude, \
+            ann.client(hub.url) as phone:
+        await claude.prompt("rdrdr", "Read", "Read README.md")
+        await claude.prompt("wfwfw", "WebFetch", "Fetch a page")
+        allowed = await claude.notification(PERMISSION_METHOD,
+                                            lambda p: p["request_id"] == "rdrdr")
+        denied = await claude.notification(PERMISSION_METHOD,
+                                           lambda p: p["request_id"] == "wfwfw")
+        assert (allowed["behavior"], denied["behavior"]) == ("allow", "deny")
+        assert await phone.call("approvals", role="approver", state="all") == []
+
+
+async def test_a_prompt_while_the_hub_is_away_stays_in_the_terminal(hub_factory, people):
+    (ann,) = people("ann")
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    async with claude_session(ann, url, "ann-away", hub_up=False) as claude:
+        await claude.prompt("awayy", "Bash", "nobody to ask")
+        await claude.request("ping")  # read and dropped: the session goes on
+        hub = await asyncio.to_thread(hub_factory, port=port)
+        await until(lambda: _connected(claude))
+        async with ann.client(hub.url) as phone:
+            assert await phone.call("approvals", role="approver", state="all") == []
+            await claude.prompt("later", "Bash", "now there is")
+            await phone.call("approval_answer", id=(await pending_card(phone, "later"))["id"],
+                             answer="allow")
+            verdict = await claude.notification(PERMISSION_METHOD)
+        assert verdict == {"request_id": "later", "behavior": "allow"}
+        assert len(claude.verdicts()) == 1
 
 
 async def test_a_prompt_while_the_relay_is_off_stays_in_the_terminal(hub, people):

@@ -15,8 +15,10 @@ terminal dialog stays open meanwhile. For each prompt :class:`PermissionRelay`:
   oldest pending prompt of that tool was answered at the terminal, and ``stop`` or
   ``user-prompt-submit`` mean no prompt is open any more.
 
-A prompt arriving while the hub is unreachable is logged and dropped (the terminal still asks).
-Nothing here may end the MCP session: failures are logged.
+A prompt arriving while the hub is unreachable is logged and dropped (the terminal still asks);
+one whose ``permission_request`` lost the connection midway is looked up by its ref once the
+session is connected again. A session that ends cancels the cards it still has. Nothing here may
+end the MCP session: failures are logged.
 """
 
 from __future__ import annotations
@@ -46,12 +48,17 @@ Call = Callable[..., Awaitable[Any]]
 
 @dataclass
 class Relayed:
-    """One prompt whose approval is pending on the hub."""
+    """One prompt not yet settled, from the moment it arrived (its approval's id is known once
+    the hub answered; until then the request id, the approval's ref, names it)."""
 
-    approval_id: str
     request_id: str
     tool: str
     sender: ChannelSender
+    approval_id: str | None = None
+
+    @property
+    def ident(self) -> str:
+        return self.approval_id or self.request_id
 
 
 def _cut(text: str) -> str:
@@ -67,34 +74,47 @@ class PermissionRelay:
     def __init__(self, call: Call, connected: asyncio.Event) -> None:
         self._call = call
         self._connected = connected
-        self._pending: dict[str, Relayed] = {}  # approval id -> prompt, oldest first
+        self._open: dict[str, Relayed] = {}  # request id -> prompt, oldest first
         self._tasks: set[asyncio.Task[Any]] = set()
 
     async def on_request(self, request: PermissionRequest, sender: ChannelSender) -> None:
-        """Ask the hub about one prompt; answer it at once if the policy did, else watch it."""
+        """Ask the hub about one prompt; answer it at once if the policy did, else watch it.
+
+        The prompt is open from the start, so a hook (or the session's end) that comes while
+        the hub is still being asked closes it by its ref; the calls of one connection are
+        served in order, so the close comes after the card exists."""
         if not self._connected.is_set():
             log.warning("permission prompt %s (%s) not relayed: the hub is not reachable",
                         request.request_id, request.tool_name)
             return
+        relayed = Relayed(request.request_id, request.tool_name[:MAX_TOOL], sender)
+        self._open[relayed.request_id] = relayed
+        view = await self._ask(request)
+        if view is not None and view.get("state") == "pending":
+            relayed.approval_id = view["id"]
+            self._spawn(self._watch(relayed))
+            return
+        self._forget(relayed)
+        if view is not None:
+            await self._settled(relayed, view)
+
+    def _forget(self, relayed: Relayed) -> None:
+        if self._open.get(relayed.request_id) is relayed:
+            del self._open[relayed.request_id]
+
+    async def _ask(self, request: PermissionRequest) -> dict[str, Any] | None:
+        """The approval the hub made of the prompt; ``None`` when there is none."""
         try:
-            view = await self._call(
+            return await self._call(
                 "permission_request", tool=request.tool_name[:MAX_TOOL],
                 description=_cut(request.description), input_preview=_cut(request.input_preview),
                 request_id=request.request_id)
         except ConnectionError:  # lost with the call: the hub may have the card all the same
-            view = await self._find(request)
+            return await self._find(request)
         except (MeshError, TimeoutError) as exc:
             log.warning("permission prompt %s (%s) not relayed: %s", request.request_id,
                         request.tool_name, exc)
-            return
-        if view is None:
-            return
-        if view.get("state") == "pending":
-            relayed = Relayed(view["id"], request.request_id, request.tool_name, sender)
-            self._pending[relayed.approval_id] = relayed
-            self._spawn(self._watch(relayed))
-        else:
-            await self._settled(request.request_id, sender, view)
+            return None
 
     async def _find(self, request: PermissionRequest) -> dict[str, Any] | None:
         """The card of a prompt whose ``permission_request`` lost its connection, looked up by
@@ -113,11 +133,11 @@ class PermissionRelay:
     async def _watch(self, relayed: Relayed) -> None:
         """Wait on the hub until the approval is settled, then pass its verdict on."""
         try:
-            view = await self._wait(relayed.approval_id)
+            view = await self._wait(relayed.ident)
         finally:
-            self._pending.pop(relayed.approval_id, None)
+            self._forget(relayed)
         if view is not None:
-            await self._settled(relayed.request_id, relayed.sender, view)
+            await self._settled(relayed, view)
 
     async def _wait(self, approval_id: str) -> dict[str, Any] | None:
         """The approval once it is not pending; ``None`` if the hub cannot say any more."""
@@ -133,10 +153,9 @@ class PermissionRelay:
             if view.get("state") != "pending":
                 return view
 
-    async def _settled(self, request_id: str, sender: ChannelSender,
-                       view: dict[str, Any]) -> None:
+    async def _settled(self, relayed: Relayed, view: dict[str, Any]) -> None:
         """Send the verdict of an answered approval; a closed or expired one gets none."""
-        answer = view.get("answer")
+        answer, request_id = view.get("answer"), relayed.request_id
         if view.get("state") != "answered":
             log.info("permission prompt %s: %s", request_id, view.get("label"))
             return
@@ -144,7 +163,7 @@ class PermissionRelay:
             log.warning("permission prompt %s answered %r: not a verdict", request_id, answer)
             return
         try:
-            await sender.send_permission(request_id, answer)
+            await relayed.sender.send_permission(request_id, answer)
         except ChannelClosed:
             log.info("permission prompt %s: the session is gone", request_id)
 
@@ -153,21 +172,21 @@ class PermissionRelay:
         """A hook ran: close the prompts it shows were settled in the terminal (in the
         background: the hook's answer does not wait)."""
         if event in TOOL_DONE and tool is not None:
-            oldest = next((r for r in self._pending.values() if r.tool == tool), None)
+            oldest = next((r for r in self._open.values() if r.tool == tool), None)
             done = [oldest] if oldest is not None else []
         elif event in TURN_OVER:
-            done = list(self._pending.values())
+            done = list(self._open.values())
         else:
             return
         for relayed in done:
-            del self._pending[relayed.approval_id]
+            self._forget(relayed)
             self._spawn(self._close(relayed))
 
     async def _close(self, relayed: Relayed, why: str = "terminal") -> None:
         try:
-            await self._call("approval_close", id=relayed.approval_id, why=why)
+            await self._call("approval_close", id=relayed.ident, why=why)
         except (ConnectionError, MeshError, TimeoutError) as exc:  # answered meanwhile, or away
-            log.info("could not close approval %s: %s", relayed.approval_id, exc)
+            log.info("could not close approval %s: %s", relayed.ident, exc)
 
     def _spawn(self, work: Coroutine[Any, Any, None]) -> None:
         task = asyncio.create_task(work)
@@ -182,7 +201,7 @@ class PermissionRelay:
     async def close(self) -> None:
         """The session ends, and its terminal with it: the cards still pending are cancelled
         (briefly, if the hub is there; else they expire), and the watching stops."""
-        left, self._pending = list(self._pending.values()), {}
+        left, self._open = list(self._open.values()), {}
         if left and self._connected.is_set():
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(
