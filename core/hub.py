@@ -270,7 +270,10 @@ class Hub:
 
     # -- questions -------------------------------------------------------------------------
     def is_admin(self, peer: Peer) -> bool:
-        return self.owner_key is not None and peer.member_key == self.owner_key
+        """The owner's own sessions; not a chat account the owner linked (a phone answers and
+        talks as the owner, it does not run the hub)."""
+        return (self.owner_key is not None and peer.member_key == self.owner_key
+                and peer.connector in SESSION_CONNECTORS)
 
     def is_bridged(self, peer: Peer) -> bool:
         """A peer whose connector delivers for it inside the hub (no WebSocket of its own)."""

@@ -53,9 +53,10 @@ def test_idle_connector_in_doctor_pair_and_the_http_api(hub_factory):
 
     # the code is made all the same, with one warning line on stderr
     paired = owner.cli(hub.url, "pair", "telegram")
-    code, how = paired.stdout.splitlines()
+    code, how, links = paired.stdout.splitlines()
     assert len(code) == 9 and code[4] == "-"
     assert f"send /pair {code} to the telegram bot" in how
+    assert "one more surface of owner" in links
     assert paired.stderr == (f"warning: the telegram bot is not running ({IDLE}); the code "
                              "works once it runs (within its 10 minutes)\n")
     as_json = json.loads(owner.cli(hub.url, "pair", "telegram", "--json").stdout)

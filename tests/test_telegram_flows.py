@@ -171,7 +171,7 @@ async def test_a_real_hub_process_configured_by_environment(hub_factory, tmp_pat
         hub = await asyncio.to_thread(hub_factory, **tg.env())
         owner = Identity(hub.home, "owner")
         paired = json.loads((await asyncio.to_thread(owner.cli, hub.url, "pair", "telegram",
-                                                     "--json")).stdout)
+                                                     "--new-person", "--json")).stdout)
         assert paired["expires_in"] == 600 and paired["attempts"] == 5
         await tg.send_text(ANN, f"/pair {paired['code'].lower()}")
         await tg.wait_for("sendMessage", lambda m: "Paired" in m["text"], timeout=20)

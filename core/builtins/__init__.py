@@ -7,6 +7,7 @@ DEFAULT_PLUGINS: tuple[str, ...] = (
     "meshhub.builtins.hello_auth",
     "meshhub.builtins.reactions",
     "meshhub.builtins.approvals",
+    "meshhub.builtins.surfaces",
     "meshhub.builtins.files_actions",
     "meshhub.bridge.pairing",
 )

@@ -37,6 +37,8 @@ if TYPE_CHECKING:
     from meshhub.hub import Hub
     from meshhub.models import Peer
 
+    from .approval_policy import PolicyBook
+
 log = logging.getLogger(__name__)
 migrations = Migrations("meshhub.approvals")
 
@@ -102,6 +104,7 @@ class ApprovalBook:
         self.timers: dict[str, asyncio.TimerHandle] = {}
         # set by the actions module: sends a held request's card when its hold ends
         self.release: Callable[[dict[str, Any]], Any] | None = None
+        self.policies: PolicyBook | None = None  # the config's [approvals], once read
 
     @classmethod
     def of(cls, hub: Hub) -> ApprovalBook:
@@ -231,10 +234,16 @@ class ApprovalBook:
 
     def _announce(self, r: dict[str, Any], view: dict[str, Any]) -> None:
         frame = codec.dumps({"type": "event", "event": "approval", "approval": view})
+        approvers = json.loads(r["approvers_json"] or "{}")
+        keys = {r["asker"], r["approver"], *approvers.get("peers", ()),
+                *json.loads(r["recipients_json"] or "[]")}
+        members = set(approvers.get("members", ()))
         presence = self.hub.presence
-        for conn in presence.all_connections():
-            if conn.receive and self.involved(r, conn.peer):
-                conn.send_event(frame)
+        for peer_key in {*keys, *(p.key for m in members for p in
+                                  self.hub.directory.peers_of(m))}:
+            for conn in presence.connections.get(peer_key, ()):
+                if conn.receive:
+                    conn.send_event(frame)
 
     async def _tell_asker(self, r: dict[str, Any], view: dict[str, Any]) -> None:
         asker = self.hub.directory.peers.get(r["asker"])

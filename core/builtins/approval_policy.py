@@ -21,9 +21,10 @@ people are not disturbed. Read from the hub's config file, ``[approvals]``:
 A tool-permission request goes to, in this order: the approver its tool names, the one its
 session names, the member's ``approver``, else the member itself. ``auto_allow`` and
 ``auto_deny`` settle a request at once without asking anyone (deny wins when both match).
-Quiet hours hold a request that is not urgent (its card is sent when they end; the asker sees
-``held_until``); a permission request is urgent when its tool is in ``urgent``, a question when
-the asker says so.
+Quiet hours are the approver's: a request that is not urgent, whose approvers are all in their
+quiet hours, is held (its card is sent when the first of them ends; the asker sees
+``held_until``). A permission request is urgent when its tool is in the asking member's
+``urgent``, a question when the asker says so; approval requests are never held.
 
 A setting of the wrong type stops the hub's start with a message naming it
 (:class:`meshhub.config.ConfigError`).

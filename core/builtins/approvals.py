@@ -56,11 +56,11 @@ SURFACE_NAMES = {"ws": None, "http": "web"}  # None: the peer's own connector (c
 
 
 def policies(hub: Hub) -> PolicyBook:
-    book: PolicyBook | None = getattr(hub, "_approval_policies", None)
-    if book is None:
-        book = PolicyBook(hub.config.section("approvals"))
-        hub._approval_policies = book  # type: ignore[attr-defined]
-    return book
+    """The hub's approval policy, read from its config once."""
+    book = ApprovalBook.of(hub)
+    if book.policies is None:
+        book.policies = PolicyBook(hub.config.section("approvals"))
+    return book.policies
 
 
 def policy_of(hub: Hub, peer: Peer) -> tuple[str, Policy]:
@@ -128,6 +128,22 @@ def recipients_for(hub: Hub, approvers: dict[str, list[str]], asker: Peer,
     return keys
 
 
+def quiet_until(hub: Hub, approvers: dict[str, list[str]], now: float) -> float | None:
+    """When the approvers' quiet hours end, if every one of them is in quiet hours now (the
+    card waits for the first to wake up); ``None`` when someone may be disturbed now."""
+    directory = hub.directory
+    names = [directory.members[k].name for k in approvers["members"] if k in directory.members]
+    names += [directory.peers[k].name for k in approvers["peers"] if k in directory.peers]
+    ends = []
+    for name in names:
+        hours = policies(hub).for_member(name).quiet_hours
+        end = hours.ends_after(now) if hours is not None else None
+        if end is None:
+            return None
+        ends.append(end)
+    return min(ends, default=None)
+
+
 def check_options(options: list[str] | None, default: list[str] | None) -> list[str]:
     if options is None:
         return list(default or [])
@@ -153,7 +169,7 @@ def card_text(hub: Hub, r: dict[str, Any], asker: Peer) -> str:
 
 async def open_request(ctx: ActionContext, *, kind: str, question: str, options: list[str],
                        approvers: dict[str, list[str]], expire_after: float,
-                       urgent: bool, policy: Policy, tool: str | None = None,
+                       urgent: bool, tool: str | None = None,
                        ref: str | None = None, preview: str | None = None) -> dict[str, Any]:
     """Store a request and send its card (at once, or when quiet hours end)."""
     hub, asker = ctx.hub, ctx.peer
@@ -161,8 +177,7 @@ async def open_request(ctx: ActionContext, *, kind: str, question: str, options:
         raise InvalidRequest("the question is empty")
     recipients = recipients_for(hub, approvers, asker, kind)
     now = time.time()
-    quiet_end = None if urgent or policy.quiet_hours is None else (
-        policy.quiet_hours.ends_after(now))
+    quiet_end = None if urgent else quiet_until(hub, approvers, now)
     r: dict[str, Any] = {
         "id": new_id(), "message_id": None, "asker": asker.key, "approver": recipients[0],
         "question": question, "options_json": json.dumps(options), "state": "pending",
@@ -229,7 +244,7 @@ async def approval_request(
         ctx, kind="approval", question=question,
         options=check_options(options, DEFAULT_OPTIONS),
         approvers=approvers_for(ctx.hub, to, ctx.peer),
-        expire_after=_ttl(expires_in, policy), urgent=True, policy=policy)
+        expire_after=_ttl(expires_in, policy), urgent=True)
 
 
 @action()
@@ -270,7 +285,7 @@ async def permission_request(
     return await open_request(
         ctx, kind="permission", question=description or f"use {tool}",
         options=list(PERMISSION_OPTIONS), approvers=approvers,
-        expire_after=policy.expire_after, urgent=policy.is_urgent(tool), policy=policy,
+        expire_after=policy.expire_after, urgent=policy.is_urgent(tool),
         tool=tool, ref=ref, preview=input_preview or None)
 
 
@@ -293,7 +308,7 @@ async def ask(
     opened = await open_request(
         ctx, kind="question", question=question, options=check_options(choices, None),
         approvers=approvers_for(ctx.hub, to, ctx.peer), expire_after=_ttl(expires_in, policy),
-        urgent=urgent, policy=policy)
+        urgent=urgent)
     book = ApprovalBook.of(ctx.hub)
     return await book.wait(await book.get(opened["id"]), wait)
 

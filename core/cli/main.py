@@ -24,7 +24,7 @@ import typer
 from meshhub import __version__
 from meshhub.config import ConfigError
 
-from . import admin, messaging, plugins, server
+from . import admin, approvals, messaging, plugins, server
 from .common import ClickException, UsageError, hub_url_option, state
 
 app = typer.Typer(
@@ -58,6 +58,7 @@ def main_options(
 server.register(app)
 messaging.register(app)
 plugins.register(app)
+approvals.register(app)
 admin.register(app)
 
 

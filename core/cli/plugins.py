@@ -48,10 +48,14 @@ def plugins_list(as_json: JsonOpt = False) -> None:
 def pair(
     connector: Annotated[str, typer.Argument(help="the chat connector, e.g. telegram")]
     = "telegram",
+    new_person: Annotated[bool, typer.Option(
+        "--new-person", help="Let someone else in as a person of their own (owner only).")]
+    = False,
     as_json: JsonOpt = False,
 ) -> None:
-    """Create a one-time code that lets one person of a chat platform in (10 minutes)."""
-    result = call("pair_create", connector=connector)
+    """Create a one-time code (10 minutes) that links your own chat account to you, or with
+    --new-person lets someone else in."""
+    result = call("pair_create", connector=connector, new_person=new_person)
     if result.get("warning"):  # the code is made anyway: the bot may be started later
         typer.echo(f"warning: {result['warning']}", err=True)
     if as_json:
@@ -59,6 +63,9 @@ def pair(
         return
     typer.echo(result["code"])
     typer.echo(f"  {result['how']} ({result['attempts']} attempts)")
+    if result.get("links_to"):
+        typer.echo(f"  the account becomes one more surface of {result['links_to']} "
+                   "(--new-person lets someone else in instead)")
 
 
 def add_plugin_commands(app: typer.Typer) -> None:

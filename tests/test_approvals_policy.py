@@ -1,0 +1,140 @@
+"""Tool permissions, questions and the approval policy (meshhub.builtins.approvals) over an
+in-process hub: who is asked, what the policy settles alone, quiet hours, expiry, the first
+answer of a group, and waiting calls that do not hold up the caller's other calls."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from meshhub.errors import Forbidden, InvalidRequest
+
+from .helpers import Identity, collect, eventually, no_message
+
+POLICY = {
+    "members": {
+        "*": {"auto_allow": ["Read", "Glob"]},
+        "owner": {"auto_deny": ["WebFetch"], "tools": {"Bash": "@ops"}, "urgent": ["Bash"]},
+    },
+}
+
+
+def session(served, owner: Identity, name: str = "owner-proj", **options):
+    return owner.client(served.url, name=name, kind="agent", connector="mcp", session=name,
+                        member_name="owner", **options)
+
+
+async def test_tool_permissions_follow_the_policy_and_only_people_answer(inproc, tmp_path,
+                                                                         people):
+    served = await inproc(raw={"approvals": POLICY}, send_rate=0)
+    owner = Identity(tmp_path / "hub", "owner")
+    (bob,) = people("bob")
+    async with session(served, owner) as s, owner.client(served.url) as o, \
+            bob.client(served.url, groups={"ops": "member"}) as b:
+        read = await s.call("permission_request", tool="Read", description="read a file")
+        assert (read["state"], read["answer"], read["label"]) == ("answered", "allow",
+                                                                 "allow by policy")
+        fetch = await s.call("permission_request", tool="WebFetch")
+        assert (fetch["answer"], fetch["answered_on"]) == ("deny", "policy")
+
+        bash = await s.call("permission_request", tool="Bash", description="run the tests",
+                            input_preview="pytest -q", request_id="qwert")
+        assert bash["approvers"] == ["bob"] and bash["ref"] == "qwert"
+        card = (await collect(b, 1))[0]
+        assert card["kind"] == "approval" and card["data"]["tool"] == "Bash"
+        assert "owner-proj asks to run Bash: run the tests" in card["text"]
+        assert "pytest -q" in card["text"] and "/approve qwert" in card["text"]
+
+        edit = await s.call("permission_request", tool="Edit", description="edit main.py",
+                            request_id="asdfg")
+        assert edit["approvers"] == ["owner"]  # the member who owns the session
+        assert (await collect(o, 1))[0]["data"]["ref"] == "asdfg"
+        with pytest.raises(Forbidden, match="agent session cannot answer a tool permission"):
+            await s.call("approval_answer", id="asdfg", answer="allow")
+        with pytest.raises(Forbidden, match="not one of the people asked"):
+            await b.call("approval_answer", id=edit["id"], answer="allow")
+        waiting = asyncio.create_task(s.call("approval_wait", id=edit["id"], timeout=20))
+        assert (await s.call("whoami"))["name"] == "owner-proj"  # the wait holds nothing up
+        answered = await o.call("approval_answer", id="ASDFG", answer="Allow", reason="fine")
+        assert answered["label"] == "allow, answered by owner on cli"
+        settled = await waiting
+        assert (settled["state"], settled["answer"], settled["reason"]) == ("answered",
+                                                                            "allow", "fine")
+        assert await no_message(s, 0.3)  # the waiting call had it: no message as well
+        with pytest.raises(InvalidRequest, match="already answered: allow, answered by owner"):
+            await o.call("approval_answer", id=edit["id"], answer="deny")
+
+        closed = await s.call("approval_close", id="qwert", why="terminal")
+        assert (closed["state"], closed["label"]) == ("closed", "answered at the terminal")
+        with pytest.raises(InvalidRequest, match="already answered: answered at the terminal"):
+            await b.call("approval_answer", id="qwert", answer="deny")
+        with pytest.raises(Exception, match="that you asked"):
+            await b.call("approval_close", id=edit["id"])
+
+        policy = await o.call("approvals_policy")
+        assert policy["auto_allow"] == ["Read", "Glob"] and policy["tools"] == {"Bash": "@ops"}
+        assert policy["approver"] == "owner"
+        pending = await o.call("approvals", role="approver", state="settled")
+        assert [p["ref"] for p in pending] == ["asdfg"]
+
+
+async def test_quiet_hours_hold_a_card_until_they_end_and_unanswered_requests_expire(
+        inproc, tmp_path, people):
+    quiet = {"members": {"owner": {"quiet_hours": "00:00-23:59", "urgent": ["Bash"]}}}
+    served = await inproc(raw={"approvals": quiet})
+    owner = Identity(tmp_path / "hub", "owner")
+    async with session(served, owner) as s, owner.client(served.url) as o:
+        held = await s.call("permission_request", tool="Edit", description="late edit")
+        assert held["held_until"] is not None and held["label"].startswith("held for quiet")
+        assert held["expires_at"] > held["held_until"]
+        assert await no_message(o, 0.3)  # its card waits for the morning
+        urgent = await s.call("permission_request", tool="Bash", description="now")
+        assert urgent["held_until"] is None
+        assert (await collect(o, 1))[0]["data"]["approval_id"] == urgent["id"]
+        # the one held can still be answered where it is listed (hub approvals)
+        listed = await o.call("approvals", role="approver")
+        assert {a["id"] for a in listed} == {held["id"], urgent["id"]}
+
+    (bob,) = people("bob")
+    async with owner.client(served.url) as o, bob.client(served.url) as b:
+        asked = await o.call("ask", to="bob", question="still there?", expires_in=0.5)
+        await collect(b, 1)
+        told = (await collect(o, 1, timeout=10))[0]
+        assert told["kind"] == "approval_answer" and told["data"]["state"] == "expired"
+        assert "expired after" in told["text"]
+        gone = await o.call("approval_get", id=asked["id"])
+        assert gone["state"] == "expired"
+
+
+async def test_ask_a_group_waits_for_the_first_answer(inproc, tmp_path, people):
+    served = await inproc(send_rate=0)
+    ann, bob, carl = people("ann", "bob", "carl")
+    team = {"team": "member"}
+    async with ann.client(served.url) as a, bob.client(served.url, groups=team) as b, \
+            carl.client(served.url, groups=team) as c:
+        asking = asyncio.create_task(a.call("ask", to="@team", question="which day?",
+                                            choices=["monday", "tuesday"], wait=20))
+        card_b, card_c = (await collect(b, 1))[0], (await collect(c, 1))[0]
+        assert card_b["id"] == card_c["id"] and card_b["data"]["kind"] == "question"
+        await b.call("approval_answer", id=card_b["data"]["approval_id"], answer="TUESDAY")
+        result = await asking
+        assert (result["state"], result["answer"], result["answered_by"]) == (
+            "answered", "tuesday", "bob")
+        with pytest.raises(InvalidRequest, match="already answered: tuesday, answered by bob"):
+            await c.call("approval_answer", id=card_c["data"]["approval_id"], answer="monday")
+        assert await no_message(a, 0.3)
+
+        free = await a.call("ask", to="carl", question="what time?")  # returns at once
+        assert free["state"] == "pending" and free["options"] == []
+        await collect(c, 1)
+        await c.call("approval_answer", id=free["id"], answer="  half past  two ")
+        told = (await collect(a, 1))[0]
+        assert told["data"]["answer"] == "half past two" and told["data"]["by"] == "carl"
+        with pytest.raises(InvalidRequest, match="wait is 0 to 600"):
+            await a.call("ask", to="carl", question="?", wait=601)
+
+        async def settled() -> bool:
+            return (await a.call("approval_get", id=free["id"]))["state"] == "answered"
+
+        assert await eventually(settled)
