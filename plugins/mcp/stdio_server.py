@@ -210,9 +210,16 @@ class StdioSession:
         finally:
             await pusher.close()
 
+    async def _drop_events(self) -> None:
+        """The hub's events (presence, settled approvals) are nothing the model is told; read
+        and let go, or the client's queue of them grows for as long as the session lives."""
+        while True:
+            await self.client.events.get()
+
     async def serve(self) -> None:
         await self.hooks.start()
-        watching = asyncio.create_task(self.watch_hub())
+        background = [asyncio.create_task(self.watch_hub()),
+                      asyncio.create_task(self._drop_events())]
         server = build_server(
             "meshhub", __version__, INSTRUCTIONS, self.list_tools, self.call_tool,
             {CHANNEL_CAPABILITY: {}}, tools_change=True,
@@ -222,9 +229,10 @@ class StdioSession:
             await run_stdio(server, self.on_ready, on_permission=relay)
         finally:
             await self.relay.close()
-            watching.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await watching
+            for task in background:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await task
             await self.hooks.stop()
             await self.client.close()
 
