@@ -261,7 +261,7 @@ def _answer_text(message: dict[str, Any]) -> str | None:
     who = data.get("by") or message.get("from")
     where = f" on {data['on']}" if data.get("on") else ""
     why = f" (reason: {data['reason']})" if data.get("reason") else ""
-    return (f"{who} answered \"{data.get('answer')}\"{where} to your question "
+    return (f"{who} answered \"{data.get('answer')}\"{where} to "
             f"\"{data.get('question')}\"{why} [approval {data.get('approval_id')}]")
 
 
