@@ -15,6 +15,7 @@ import pytest
 
 from meshhub.client import MeshClient
 from meshhub.errors import MeshError
+from meshhub.presence import MAX_ASIDE
 from meshhub_mcp.sdk import (
     CHANNEL_CAPABILITY,
     CHANNEL_METHOD,
@@ -330,3 +331,18 @@ async def test_a_relayed_prompt_is_answered_across_a_hub_restart(hub, people):
             await phone.call("approval_answer", id="rrrrr", answer="allow")
         verdict = await claude.notification(PERMISSION_METHOD)
         assert verdict == {"request_id": "rrrrr", "behavior": "allow"}
+
+
+async def test_more_open_prompts_than_one_connection_may_wait_on_are_all_relayed(hub, people):
+    (ann,) = people("ann")
+    refs = [f"many{letter}" for letter in "abcdefghijklmnopqrstuvwxyz"[:MAX_ASIDE + 2]]
+    async with ann.client(hub.url) as phone, claude_session(ann, hub.url, "ann-busy") as claude:
+        for ref in refs:
+            await claude.prompt(ref, "Bash", f"step {ref}")
+        for ref in reversed(refs):  # the last ones were refused a wait at first
+            await phone.call("approval_answer", id=(await pending_card(phone, ref))["id"],
+                             answer="deny")
+        for ref in refs:
+            verdict = await claude.notification(PERMISSION_METHOD,
+                                                lambda p, r=ref: p["request_id"] == r)
+            assert verdict["behavior"] == "deny"

@@ -38,6 +38,7 @@ from .sdk import ChannelClosed, ChannelSender, PermissionRequest
 log = logging.getLogger("meshhub_mcp")
 
 WAIT = 300  # seconds one approval_wait may block on the hub
+BUSY_RETRY = 1.0  # seconds before waiting again when the hub had too many waits of ours
 CLOSE_BUDGET = 1.0  # seconds a session that ends spends closing its prompts' cards
 VERDICTS = ("allow", "deny")
 TOOL_DONE = ("post-tool-use", "post-tool-use-failure")  # the oldest prompt of the tool is over
@@ -148,6 +149,9 @@ class PermissionRelay:
                 await self._connected.wait()
                 continue
             except MeshError as exc:
+                if exc.code == "too_many_calls":  # the connection's waiting calls are all taken
+                    await asyncio.sleep(BUSY_RETRY)
+                    continue
                 log.warning("stopped waiting for approval %s: %s", approval_id, exc)
                 return None
             if view.get("state") != "pending":
