@@ -10,7 +10,7 @@ Everything on 127.0.0.1, stopped by handle at the end (even on error):
 - the hub: ``hub start`` as a child process with a temporary MESHHUB_HOME, its Telegram
   connector long-polling the fake; the member ``owner`` has linked its phone (``hub pair
   telegram``); send and action rates are off (``MESHHUB_SEND_RATE=0``...) and Telegram's
-  per-chat pacing is raised (``[telegram] chat_rate``), since this measures the hub, not the
+  pacing is raised (``[telegram] chat_rate``, ``bot_rate``), since this measures the hub, not the
   platform's limits;
 - ``hub mcp`` as a child process, driven over stdin/stdout by raw JSON-RPC the way Claude Code
   drives it.
@@ -141,7 +141,8 @@ async def measure(tg: FakeTelegram, root: Path, n: int) -> dict[str, Any]:
     home = root / "hub"
     init_home(home, "owner")
     with (home / "config.toml").open("a") as fh:
-        fh.write("\n[telegram]\nchat_rate = 1000.0\nchat_burst = 1000\n")
+        fh.write("\n[telegram]\nchat_rate = 1000.0\nchat_burst = 1000\n"
+                 "bot_rate = 1000.0\nbot_burst = 1000\n")
     port = free_port()
     url = f"http://{HOST}:{port}"
     env = {**tg.env(), "MESHHUB_TELEGRAM_POLL_TIMEOUT": "25", "MESHHUB_SEND_RATE": "0",
@@ -153,9 +154,9 @@ async def measure(tg: FakeTelegram, root: Path, n: int) -> dict[str, Any]:
             code = (await o.call("pair_create", connector="telegram"))["code"]
         await tg.send_text(PHONE, f"/pair {code}")
         await tg.wait_for("sendMessage", lambda m: "Paired" in m["text"], timeout=30)
+        proc, claude = await open_session(home, url)
         await tg.send_text(PHONE, f"@{SESSION}")  # the phone talks to the session from now on
         await tg.wait_for("sendMessage", lambda m: "Now talking" in m["text"], timeout=30)
-        proc, claude = await open_session(home, url)
         names = refs()
         out: list[float] = []
         back: list[float] = []

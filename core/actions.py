@@ -90,6 +90,7 @@ class Action:
             "read_only": self.read_only,
             "cap": self.cap,
             "plugin": self.plugin,
+            "concurrent": self.concurrent,
         }
 
 

@@ -313,7 +313,11 @@ class Hub:
         kind: str = "text",
         data: dict[str, Any] | None = None,
         attachments: list[dict[str, Any]] | None = None,
+        message_id: str | None = None,
     ) -> PendingSend:
+        """Route and queue a message; ``message_id`` is an id the caller made with
+        :func:`meshhub.ids.new_id`, to write its own rows naming the message in the same batch
+        (an approval and its card)."""
         self.limits.sends.check(account(sender))
         if priority not in PRIORITIES:
             raise InvalidRequest(f"priority must be one of {', '.join(PRIORITIES)}")
@@ -359,7 +363,7 @@ class Hub:
             return PendingSend(message=earlier, insert=done, leased=set(), hub=self)
         self.limits.storage.check(account(sender), size)
         message = Message(
-            id=new_id(),
+            id=message_id or new_id(),
             sender=sender.key,
             target=route.target,
             conversation=route.conversation,

@@ -90,10 +90,13 @@ class EmailHub(ConnectorHub):
             return f"{exc.code} {exc.message}"
         raise AssertionError("the gateway took the mail")
 
-    async def pair(self, address: str, name: str = "ann") -> Captured:
-        """Pair ``address`` the way a person does; returns the welcome mail."""
+    async def pair(self, address: str, name: str = "ann", *, new_person: bool = True
+                   ) -> Captured:
+        """Pair ``address`` the way a person does (``new_person=False``: the owner links its
+        own address); returns the welcome mail."""
         async with self.owner.client(self.url, receive=False) as owner:
-            code = (await owner.call("pair_create", connector="email", new_person=True))["code"]
+            code = (await owner.call("pair_create", connector="email",
+                                     new_person=new_person))["code"]
         await self.send(mail(address, f"pair@{DOMAIN}", "please", subject=f"code {code}",
                              name=name))
         confirm = await self.relay.wait_for(

@@ -4,6 +4,7 @@ connector pointed at :class:`tests.fakes.telegram_api.FakeTelegram`) served on 1
 from __future__ import annotations
 
 import asyncio
+import re
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,14 +25,25 @@ class TgHub(ConnectorHub):
     tg: FakeTelegram
     connector_name = "telegram"
 
-    async def pair(self, user: TgUser) -> dict[str, Any]:
-        """Pair ``user`` the way a person does: the owner makes a code, the user sends it."""
+    async def pair(self, user: TgUser, **options: Any) -> dict[str, Any]:
+        """Pair ``user`` the way a person does: the owner makes a code, the user sends it.
+        ``user`` is a new person unless ``options`` (for ``pair_create``) say otherwise:
+        ``new_person=False`` links them to the owner."""
         async with self.owner.client(self.url, receive=False) as owner:
-            code = (await owner.call("pair_create", connector="telegram", new_person=True))["code"]
+            code = (await owner.call("pair_create", connector="telegram",
+                                     **{"new_person": True, **options}))["code"]
         await self.tg.send_text(user, f"/pair {code}")
         reply = await self.tg.wait_for(
             "sendMessage", lambda c: c["chat_id"] == user.id and "Paired" in c["text"])
         return reply
+
+
+def paired_name(reply: dict[str, Any]) -> str:
+    """The peer name a "Paired" reply gives (``you are `NAME``` or ``linked to ..., as
+    `NAME```)."""
+    found = re.search(r"<code>([^<]+)</code>", reply["text"])
+    assert found, reply["text"]
+    return found.group(1)
 
 
 async def state_of(client: Any, message_id: str) -> str:

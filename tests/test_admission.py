@@ -511,7 +511,8 @@ def _as_before_admission(db: sqlite3.Connection) -> None:
     for column in ("token_id", "cap", "expires_at"):
         db.execute(f"ALTER TABLE tokens DROP COLUMN {column}")
     db.execute("DELETE FROM _sqlite_migrations WHERE migration_set='meshhub' "
-               "AND name IN ('m006_create_members_and_invites', 'm007_token_capabilities')")
+               "AND name IN ('m006_create_members_and_invites', 'm007_token_capabilities', "
+               "'m011_member_prefs')")
     db.execute("DELETE FROM peers")
 
 

@@ -149,12 +149,38 @@ async def test_an_approval_button_answers_and_the_asker_is_told(slack_hub, tmp_p
         update = await slack.wait_for("chat.update")
         assert update["ts"] == card["result"]["ts"]
         assert not [b for b in update["blocks"] if b["type"] == "actions"]  # buttons gone
-        assert "approve by ann-lee" in json.dumps(update["blocks"]).lower()
         answer = await collect(c, 1)
         assert answer[0]["kind"] == "approval_answer"
         assert answer and answer[0]["data"]["answer"] == "approve"
         got = await c.call("approval_get", id=request["id"])
         assert got["state"] == "answered" and got["answer"] == "approve"
+        assert got["answered_on"] == "slack"
+        assert got["label"] in json.dumps(update["blocks"])
+
+
+async def test_an_expired_request_updates_its_card_and_a_late_press_is_told(slack_hub,
+                                                                             tmp_path):
+    served = await slack_hub(slack_settings=_allow(ANN))
+    slack = served.slack
+    dm = slack.open_dm([ANN.id])["id"]
+    await slack.send_command(ANN, "status", dm)
+    carl = make_identity(tmp_path, "carl")
+    async with carl.client(served.url) as c:
+        request = await c.call("approval_request", to="Ann-Lee", question="merge now?",
+                               expires_in=1)
+        card = await slack.wait_for("chat.postMessage", lambda m: "merge now?" in str(m))
+        update = await slack.wait_for("chat.update")  # settled by its expiry, not a press
+        got = await c.call("approval_get", id=request["id"])
+        assert got["state"] == "expired" and got["label"].startswith("expired after")
+        assert update["ts"] == card["result"]["ts"]
+        assert got["label"] in json.dumps(update["blocks"])
+        assert not [b for b in update["blocks"] if b["type"] == "actions"]
+        button = [b for b in card["blocks"] if b["type"] == "actions"][0]["elements"][0]
+        await slack.send_interaction(slack.block_action(
+            ANN, card, button["action_id"], button["value"], card["channel"]))
+        told = await slack.wait_for("chat.postEphemeral", lambda m: "Already" in m["text"])
+        assert told["text"] == f"Already answered: {got['label']}"
+    assert len(slack.of("chat.update")) == 1
 
 
 async def test_no_loop_between_slack_and_a_telegram_group_on_one_conversation(

@@ -160,3 +160,14 @@ async def test_surfaces_and_approvals_from_a_terminal(tg_hub):
     assert empty.stdout.strip() == "nothing waits for your answer"
     policy = await asyncio.to_thread(owner.cli, served.url, "approvals", "policy")
     assert "approval policy of owner" in policy.stdout and "auto allow" in policy.stdout
+
+
+async def test_the_owner_links_its_own_mail_address_too(email_hub):
+    served = await email_hub()
+    await served.pair("olive@example.com", "Olive", new_person=False)
+    async with served.owner.client(served.url, receive=False) as owner:
+        linked = [s for s in (await owner.call("surfaces"))["surfaces"] if s["type"] == "linked"]
+        assert [(s["name"], s["connector"]) for s in linked] == [("owner-email", "email")]
+        paired = await owner.call("pairings", connector="email")
+        assert [(p["identity"], p["member"]) for p in paired] == [
+            ("email:olive@example.com", "owner")]

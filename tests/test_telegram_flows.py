@@ -90,15 +90,17 @@ async def test_approval_buttons_answer_and_the_asker_is_told(tg_hub, tmp_path):
         assert told["reply_to"] == request["message_id"]
         assert told["data"]["answer"] == "approve"
         edited = await tg.wait_for("editMessageText")
-        assert "approve by Ann-Smith" in edited["text"]
-        assert "reply_markup" not in edited  # the buttons are gone
         listed = await c.call("approvals", state="all")
         assert listed[0]["state"] == "answered" and listed[0]["answer"] == "approve"
+        assert listed[0]["answered_on"] == "telegram"
+        assert listed[0]["label"] in edited["text"]
+        assert "reply_markup" not in edited  # the buttons are gone
         # a second tap is answered politely and changes nothing
         await tg.press(ANN, shown["result"], keyboard[1]["callback_data"])
         second = await tg.wait_for("answerCallbackQuery", count=2)
-        assert second["text"].startswith("Already answered")
+        assert second["text"] == f"Already answered: {listed[0]['label']}"
         assert await no_message(c, 0.3)
+    assert len(tg.of("editMessageText")) == 1  # the press answered; only the hook edited
 
 
 async def test_a_linked_group_bridges_both_ways_without_echo(tg_hub, tmp_path):

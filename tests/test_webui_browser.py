@@ -1,8 +1,9 @@
 """The web page in a real browser (Chromium through Playwright) against a real hub process:
 sign in with a link, talk with a client-library peer live, threads, reactions, approvals from
-the panel, presence changing live, untrusted markup that runs nothing, paged history, the
-narrow layout, and reconnecting after a hub restart. Every test ends with no console errors
-(the ``browser`` fixture checks), and one test saves screenshots of both themes and widths."""
+the panel (and the panel following an approval answered elsewhere), presence changing live,
+untrusted markup that runs nothing, paged history, the narrow layout, and reconnecting after a
+hub restart. Every test ends with no console errors (the ``browser`` fixture checks), and one
+test saves screenshots of both themes and widths."""
 
 from __future__ import annotations
 
@@ -230,6 +231,29 @@ async def test_approve_from_the_panel(browser, hub, people):
         await page.get_by_test_id("file").filter(has_text="notes.txt").wait_for()
         await page.get_by_test_id("file-drop").evaluate(DROP_FILE, ["dropped.txt", "hello"])
         await page.get_by_test_id("file").filter(has_text="dropped.txt").wait_for()
+
+
+async def test_an_approval_answered_elsewhere_leaves_the_panel_at_once(browser, hub, people):
+    (bob,) = people("bob")
+    async with bob.client(hub.url) as b:
+        page, _ = await signed_in(browser, hub)
+        await page.get_by_test_id("panel-link-approvals").click()
+        panel = page.get_by_test_id("panel-approvals")
+        await panel.get_by_test_id("approvals-none").wait_for()
+        asked = await b.call("approval_request", to=await my_name(page),
+                             question="rotate the keys?")
+        waiting = panel.get_by_test_id("approval").filter(has_text="rotate the keys?")
+        await waiting.wait_for()
+        async with owner_of(hub).client(hub.url, receive=False) as owner:
+            view = await owner.call("approval_answer", id=asked["id"], answer="approve")
+        # no reload: the hub's approval event moves the card
+        await waiting.wait_for(state="detached")
+        await panel.get_by_test_id("approvals-none").wait_for()
+        settled = panel.get_by_test_id("approval-settled").filter(has_text="rotate the keys?")
+        label = settled.get_by_test_id("approval-label")
+        await label.wait_for()
+        assert "answered by" in view["label"]
+        assert await label.inner_text() == view["label"]
 
 
 async def test_untrusted_markup_runs_nothing(browser, hub, people):

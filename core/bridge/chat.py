@@ -149,6 +149,11 @@ def describe(hub: Hub, message: Message) -> str:
     sender = peers[message.sender].name if message.sender in peers else message.sender
     where = "" if message.conversation in ("dm", "multi") else f" in {message.conversation}"
     if message.kind == "approval":
+        data = message.data if isinstance(message.data, dict) else {}
+        if data.get("kind") == "permission":
+            return f"{sender} asks to run {data.get('tool') or 'a tool'}"
+        if data.get("kind") == "question":
+            return f"{sender} asks you"
         return f"{sender} asks for your approval"
     if message.kind == "approval_answer":
         return f"{sender} answered your approval request"
@@ -222,6 +227,11 @@ class ChatHandler:
     async def _send_text(self, peer: Peer, event: ChatEvent, text: str) -> ChatOutcome:
         body = f"(edited) {text}" if event.edited else text
         if event.reply_to is not None:
+            question = await self._open_question(event.reply_to)
+            if question is not None and not event.edited:
+                await self.call(peer, event.connector, "approval_answer", id=question,
+                                answer=text)
+                return ChatOutcome(reply="Answered.")
             return ChatOutcome(sent=await self._send(peer, event, None, body, event.reply_to))
         address = split_address(text) if not event.edited else None
         if address is not None:
@@ -232,6 +242,16 @@ class ChatHandler:
                 return ChatOutcome(reply=f"Now talking to **{target}**.")
             return ChatOutcome(sent=await self._send(peer, event, target, rest))
         return ChatOutcome(sent=await self._send(peer, event, self.book.target(peer), body))
+
+    async def _open_question(self, message_id: str) -> str | None:
+        """The approval id when ``message_id`` is a request whose answer is free text (a
+        question without options): a reply to its card is the answer, not a thread reply."""
+        card = await self.hub.store.get_message(message_id)
+        if card is None or card.kind != "approval" or not isinstance(card.data, dict):
+            return None
+        if card.data.get("kind") != "question" or card.data.get("options"):
+            return None
+        return str(card.data.get("approval_id") or "") or None
 
     async def _check_target(self, peer: Peer, target: str) -> None:
         if target.startswith("#"):
@@ -310,13 +330,15 @@ class ChatHandler:
             if not items:
                 return ChatOutcome(reply="No approvals are waiting for you.")
             return ChatOutcome(reply="**Waiting for you**\n" + "\n".join(
-                f"• `{a['id']}` from `{a['asker']}`: {a['question']}" for a in items))
+                f"• `{a.get('ref') or a['id']}` from `{a['asker']}`: {a['question']}"
+                for a in items))
         if name in ("approve", "deny"):
             approval_id, _, reason = args.partition(" ")
             if not approval_id:
                 return ChatOutcome(reply=commands(f"Say which: `/{name} ID [reason]`.", p))
+            answer = await self._option_for(peer, surface, approval_id, name)
             result = await self.call(peer, surface, "approval_answer", id=approval_id,
-                                     answer=name, reason=reason or None)
+                                     answer=answer, reason=reason or None)
             return ChatOutcome(reply=f"Answered **{result['answer']}**.")
         if name == "actions":
             return ChatOutcome(reply=commands("**Actions** (run with `/call NAME key=value`)\n",
@@ -329,6 +351,19 @@ class ChatHandler:
         if name in ("link", "unlink"):
             return ChatOutcome(reply="Use this command in the group chat you want to link.")
         return ChatOutcome(reply=commands(f"Unknown command /{name}; /help lists them.", p))
+
+    async def _option_for(self, peer: Peer, surface: str, approval_id: str, word: str) -> str:
+        """What ``/approve`` or ``/deny`` answers to the request ``approval_id`` (its id or its
+        ``ref``, any case): the option of that name, else the first option (approve) or the
+        last (deny), so ``/approve`` on a tool permission is ``allow``. A request they may not
+        see gets the word itself, and ``approval_answer`` says why not."""
+        try:
+            options = (await self.call(peer, surface, "approval_get", id=approval_id))["options"]
+        except MeshError:
+            return word
+        if not options or any(o.lower() == word for o in options):
+            return word
+        return str(options[0] if word == "approve" else options[-1])
 
     async def _group(self, event: ChatEvent) -> ChatOutcome:
         p = event.command_prefix
@@ -377,29 +412,52 @@ class ChatHandler:
         to = None if reply_to is not None else "#" + link.conversation
         return ChatOutcome(sent=await self._send(sender, event, to, text, reply_to, data=data))
 
-    async def press(self, connector: str, user_id: str, token: str) -> tuple[str, str | None]:
-        """A button was pressed: (short text to flash to the presser, the line to add under
-        the message when it is settled, or ``None``)."""
+    async def press(self, connector: str, user_id: str, token: str,
+                    card: Message | None = None) -> tuple[str, bool]:
+        """A button under ``card`` (the request message, when the connector knows it) was
+        pressed: (short text to flash to the presser, whether this press answered it).
+
+        The press only answers; every card of the request, this one included, is updated
+        through ``meshhub_approval_settled``, whichever surface settled it."""
         peer = self.paired_peer(connector, user_id)
         if peer is None:
-            return "You are not paired with this hub.", None
+            return "You are not paired with this hub.", False
         if not token.startswith(BUTTON_PREFIX):
-            return "This button is no longer supported.", None
+            return "This button is no longer supported.", False
         approval_id, _, index = token[len(BUTTON_PREFIX):].rpartition(":")
         try:
-            approval = await self.call(peer, connector, "approval_get", id=approval_id)
-            if approval["state"] != "pending":
-                answered = for_terminal(str(approval["answer"]), one_line=True)
-                return f"Already answered: {answered}", f"→ {answered}"
-            answer = approval["options"][int(index)]
+            answer = await self._pressed_option(peer, connector, approval_id, int(index), card)
             result = await self.call(peer, connector, "approval_answer", id=approval_id,
                                      answer=answer)
         except MeshError as exc:
-            return for_terminal(exc.message, one_line=True), None
+            return await self._refusal(peer, connector, approval_id, exc), False
         except (ValueError, IndexError):
-            return "That button is broken.", None
-        answer = for_terminal(str(result["answer"]), one_line=True)
-        return f"Answered: {answer}", f"→ {answer} by {peer.name}"
+            return "That button is broken.", False
+        return f"Answered: {for_terminal(str(result['answer']), one_line=True)}", True
+
+    async def _pressed_option(self, peer: Peer, connector: str, approval_id: str, index: int,
+                              card: Message | None) -> str:
+        """The option button ``index`` stands for: from the card it is under, else (a card the
+        connector lost track of) from the approval itself."""
+        data = card.data if card is not None and isinstance(card.data, dict) else {}
+        if data.get("approval_id") == approval_id:
+            options = data.get("options") or []
+        else:
+            options = (await self.call(peer, connector, "approval_get", id=approval_id))["options"]
+        return str(options[index])
+
+    async def _refusal(self, peer: Peer, connector: str, approval_id: str,
+                       exc: MeshError) -> str:
+        """What a refused press flashes: for a settled request how it was settled (its
+        ``label``), else the refusal's own words (``only ann may answer this request``)."""
+        text = exc.message
+        if exc.code == "exists":
+            try:
+                settled = await self.call(peer, connector, "approval_get", id=approval_id)
+                text = f"Already answered: {settled['label']}"
+            except MeshError:
+                pass  # not theirs to see: the refusal's words say enough
+        return for_terminal(text, one_line=True)
 
 
 async def may_post(hub: Hub, peer: Peer, message: Message, *, connector: str, chat: str,

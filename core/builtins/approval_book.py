@@ -188,6 +188,10 @@ class ApprovalBook:
         await self.hub.store.transact(lambda conn: conn.execute(
             f"INSERT INTO approvals ({names}) VALUES ({marks})", tuple(r.values())))
 
+    async def delete(self, approval_id: str) -> None:
+        await self.hub.store.transact(lambda conn: conn.execute(
+            "DELETE FROM approvals WHERE id=?", (approval_id,)))
+
     async def update(self, approval_id: str, **values: Any) -> None:
         sets = ", ".join(f"{k}=?" for k in values)
         await self.hub.store.transact(lambda conn: conn.execute(

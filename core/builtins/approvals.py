@@ -23,6 +23,7 @@ the asker as its waiting call's result, or else as a message of kind ``approval_
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 from collections.abc import Callable
@@ -52,6 +53,7 @@ PERMISSION_OPTIONS = ["allow", "deny"]
 MAX_WAIT = 600.0
 MAX_PREVIEW = 2000
 MAX_TOOL = 200
+MAX_ID = 64
 SURFACE_NAMES = {"ws": None, "http": "web"}  # None: the peer's own connector (cli, mcp...)
 
 
@@ -81,15 +83,15 @@ def approvers_for(hub: Hub, to: str, asker: Peer) -> dict[str, list[str]]:
     directory = hub.directory
     text = to.strip()
     if text.startswith("@"):
-        group = text[1:]
+        group = text.lstrip("@")
         found = [p for p in directory.peers.values() if p.in_group(group) and p.key != asker.key]
         if found:
             members = sorted({p.member_key for p in found if p.member_key is not None})
             peers = sorted(p.key for p in found if p.member_key is None)
             return {"members": members, "peers": peers}
-        if group not in directory.groups():  # not a group: "@name" names a person
-            return approvers_for(hub, group, asker)
-        raise NotFound(f"nobody else is in @{group} to answer")
+        if group in directory.groups():
+            raise NotFound(f"nobody else is in @{group} to answer")
+        text = group  # not a group: "@name" names a person
     member = directory.member_named(text)
     if member is not None:
         if member.key == asker.member_key and asker.kind != "agent":
@@ -194,14 +196,25 @@ async def open_request(ctx: ActionContext, *, kind: str, question: str, options:
     hub.limits.can_send(asker, len(body.encode()))  # no row for a send refused
     del r["options"]
     book = ApprovalBook.of(hub)
-    await book.insert(r)
     if quiet_end is None:
-        await send_card(hub, r)
+        # the row and its card are queued in the same loop turn: one commit, then the push
+        r["message_id"] = new_id()
+        stored, sent = await asyncio.gather(book.insert(r), send_card(hub, r),
+                                            return_exceptions=True)
+        failed = sent if isinstance(sent, BaseException) else stored
+        if isinstance(failed, BaseException):
+            if not isinstance(stored, BaseException):
+                await book.delete(r["id"])  # no card went out: no request either
+            raise failed
+    else:
+        await book.insert(r)
     book.schedule(r)
     return book.view(r)
 
 
 async def send_card(hub: Hub, r: dict[str, Any]) -> None:
+    """Send the request's card to its recipients, as ``r["message_id"]`` when it has one
+    (else the new id is recorded)."""
     asker = hub.directory.peers.get(r["asker"])
     if asker is None:
         return
@@ -214,9 +227,12 @@ async def send_card(hub: Hub, r: dict[str, Any]) -> None:
     if r["tool"]:
         data["tool"] = r["tool"]
     body = card_text(hub, {**r, "options": options}, asker)
-    sent = await hub.send(asker, recipients, body, kind="approval", priority="now", data=data)
-    r["message_id"] = sent["id"]
-    await ApprovalBook.of(hub).update(r["id"], message_id=sent["id"])
+    chosen = r["message_id"]
+    sent = await hub.send(asker, recipients, body, kind="approval", priority="now", data=data,
+                          message_id=chosen)
+    if chosen is None:
+        r["message_id"] = sent["id"]
+        await ApprovalBook.of(hub).update(r["id"], message_id=sent["id"])
 
 
 def _ttl(expires_in: float | None, policy: Policy) -> float:
@@ -316,7 +332,8 @@ async def ask(
 @action()
 async def approval_answer(
     ctx: ActionContext,
-    id: Annotated[str, "the approval's id, or its short reference (any case)"],
+    id: Annotated[str, "the approval's id, or its short reference (any case)",
+                  Field(max_length=MAX_ID)],
     answer: Annotated[str, "one of the request's options (e.g. approve or deny), or any "
                       "text for a question without choices", Field(max_length=MAX_REASON)],
     reason: Annotated[str | None, "why, shown to the asker", Field(max_length=MAX_REASON)]
@@ -352,7 +369,7 @@ async def approval_answer(
 @action()
 async def approval_close(
     ctx: ActionContext,
-    id: Annotated[str, "the approval's id or short reference"],
+    id: Annotated[str, "the approval's id or short reference", Field(max_length=MAX_ID)],
     why: Annotated[Literal["terminal", "cancelled"], "terminal: the prompt was answered where "
                    "it was asked; cancelled: it is no longer needed"] = "terminal",
 ) -> dict[str, Any]:
@@ -368,7 +385,7 @@ async def approval_close(
 @action(read_only=True, concurrent=True)
 async def approval_wait(
     ctx: ActionContext,
-    id: Annotated[str, "the approval's id or short reference"],
+    id: Annotated[str, "the approval's id or short reference", Field(max_length=MAX_ID)],
     timeout: Annotated[float, "seconds to wait at most (0-600)"] = 30.0,
 ) -> dict[str, Any]:
     """Wait until a request you asked or must answer is settled (or ``timeout`` passes)."""
@@ -389,7 +406,8 @@ async def _visible(ctx: ActionContext, ident: str) -> dict[str, Any]:
 
 @action(read_only=True)
 async def approval_get(
-    ctx: ActionContext, id: Annotated[str, "the approval's id or short reference"]
+    ctx: ActionContext,
+    id: Annotated[str, "the approval's id or short reference", Field(max_length=MAX_ID)],
 ) -> dict[str, Any]:
     """One request you asked or may answer: question, options, state, answer, who and where."""
     return ApprovalBook.of(ctx.hub).view(await _visible(ctx, id))

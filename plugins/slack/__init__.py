@@ -78,6 +78,14 @@ async def meshhub_reaction_changed(hub: Hub, message: Message, peer: Peer, emoji
 
 
 @hookimpl
+def meshhub_approval_settled(hub: Hub, approval: dict[str, Any], message: Message | None
+                             ) -> None:
+    connector = CONNECTOR.for_hub(hub)
+    if connector is not None:
+        connector.approval_settled(approval, message)
+
+
+@hookimpl
 def meshhub_describe_peer(hub: Hub, peer: Peer) -> dict[str, Any] | None:
     if peer.connector != NAME:
         return None

@@ -38,7 +38,7 @@ from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 from yarl import URL
 
-from meshhub.bridge.chat import ChatEvent, ChatHandler, describe, parse_command
+from meshhub.bridge.chat import ChatEvent, ChatHandler, parse_command
 from meshhub.bridge.loops import LoopGuard
 from meshhub.bridge.pairing import PairingBook
 from meshhub.bridge.retry import GiveUp, RateLimiter, every
@@ -404,19 +404,15 @@ class SlackConnector(SlackOutbound, Lifecycle):
                       or (body.get("container") or {}).get("channel_id") or "")
         ts = str((body.get("message") or {}).get("ts")
                  or (body.get("container") or {}).get("message_ts") or "")
-        flash, settled = await self.chat.press(adapter.CONNECTOR, who.external,
-                                               str(action.get("value", "")))
         mesh_id = await self.slack_state.mesh_id(channel, ts) if ts else None
-        original = await self.hub.store.get_message(mesh_id) if mesh_id else None
+        card = await self.hub.store.get_message(mesh_id) if mesh_id else None
+        flash, answered = await self.chat.press(adapter.CONNECTOR, who.external,
+                                                str(action.get("value", "")), card)
+        if answered and card is not None:
+            return  # the card itself shows the answer (approval_settled)
         client = self.client
-        if settled is None or original is None:
-            await self._call(channel, lambda: client.chat_postEphemeral(
-                channel=channel, user=str(user.get("id")), text=flash))
-            return
-        context = None if channel.startswith("C") else describe(self.hub, original)
-        text, blocks = adapter.render(original.body, context=context, footer=settled)[-1]
-        await self._call(channel, lambda: client.chat_update(channel=channel, ts=ts, text=text,
-                                                             blocks=blocks))
+        await self._call(channel, lambda: client.chat_postEphemeral(
+            channel=channel, user=str(user.get("id")), text=flash))
 
     async def _on_command(self, ack: Callable[..., Awaitable[None]],
                           command: dict[str, Any]) -> None:

@@ -1,5 +1,6 @@
 """Posting to Slack: what the mesh delivers to a Slack person (in the app's DM with them) or a
-linked channel, reactions mirrored from the mesh, and the bridge's own answers. A mixin of
+linked channel, reactions mirrored from the mesh, approval cards updated once settled, and the
+bridge's own answers. A mixin of
 :class:`meshhub_slack.connector.SlackConnector`, which owns the clients and the state.
 
 A delivery is acked only once Slack answered ``ok`` for every part; parts already posted are
@@ -345,3 +346,30 @@ class SlackOutbound:
                 if error_of(exc) not in ("already_reacted", "no_reaction"):
                     log.warning("slack: reaction %s on %s not mirrored: %s", name, ts,
                                 error_of(exc))
+
+    def approval_settled(self, approval: dict[str, Any], message: Message | None) -> None:
+        """Every Slack card of a settled request shows how it was settled (``label``) where
+        its buttons were; in the background, so whoever settled it never waits on Slack."""
+        if message is None or self.hub is None or not self.ready.is_set():
+            return
+        self.hub.spawn(self._settle_cards(str(approval["label"]), message))
+
+    async def _settle_cards(self, label: str, message: Message) -> None:
+        assert self.hub is not None and self.slack_state is not None
+        last = len(adapter.render(message.body)) - 1
+        posts = await self.slack_state.every_part(message.id)
+        await asyncio.gather(*(self._update_card(channel, parts[last], label, message)
+                               for channel, parts in posts.items()
+                               if last in parts and not parts[last].startswith("file:")))
+
+    async def _update_card(self, channel: str, ts: str, label: str, message: Message) -> None:
+        assert self.hub is not None and self.client is not None
+        client = self.client
+        context = describe(self.hub, message) if channel.startswith("D") else None
+        text, blocks = adapter.render(message.body, context=context, footer=label)[-1]
+        try:
+            await self._call(channel, partial(client.chat_update, channel=channel, ts=ts,
+                                              text=text, blocks=blocks))
+        except Exception as exc:
+            log.warning("slack: the card of %s in %s was not updated: %s", message.id, channel,
+                        exc)

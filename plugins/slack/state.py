@@ -154,6 +154,16 @@ class SlackState:
             (mesh_id,)).fetchall())
         return [(row[0], row[1]) for row in rows]
 
+    async def every_part(self, mesh_id: str) -> dict[str, dict[int, str]]:
+        """Every channel the app posted ``mesh_id`` to: channel -> (part -> ts)."""
+        rows = await self.store.transact(lambda conn: conn.execute(
+            "SELECT channel, part, ts FROM slack_messages WHERE mesh_id=? AND outgoing=1",
+            (mesh_id,)).fetchall())
+        posts: dict[str, dict[int, str]] = {}
+        for channel, part, ts in rows:
+            posts.setdefault(channel, {})[part] = ts
+        return posts
+
     async def parts(self, mesh_id: str, channel: str) -> tuple[dict[int, str], dict[int, float]]:
         """What is known of ``mesh_id`` in ``channel``: the parts already posted (part -> ts),
         and those whose post may have gone through though its answer was lost (part -> when the

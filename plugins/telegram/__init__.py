@@ -69,6 +69,14 @@ async def meshhub_deliver(hub: Hub, peer: Peer, message: Message) -> bool | None
 
 
 @hookimpl
+def meshhub_approval_settled(hub: Hub, approval: dict[str, Any], message: Message | None
+                             ) -> None:
+    connector = CONNECTOR.for_hub(hub)
+    if connector is not None:
+        connector.approval_settled(approval, message)
+
+
+@hookimpl
 def meshhub_describe_peer(hub: Hub, peer: Peer) -> dict[str, Any] | None:
     if peer.connector != NAME:
         return None

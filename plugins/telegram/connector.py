@@ -123,6 +123,9 @@ class TelegramConnector(Lifecycle):
     async def start(self, hub: Hub) -> None:
         self.hub = hub
         self.settings = TelegramSettings.load(hub.config)
+        given = self.settings
+        self.limiter = RateLimiter(rate=given.chat_rate, burst=given.chat_burst,
+                                   global_rate=given.bot_rate, global_burst=given.bot_burst)
         if not self.settings.enabled:
             log.info("telegram: %s; the connector is idle", IDLE_REASON)
             self._enter("idle", IDLE_REASON)
@@ -373,24 +376,47 @@ class TelegramConnector(Lifecycle):
             self.guard.posted(f"{chat_id}:{sent.message_id}")
 
     async def _on_button(self, query: CallbackQuery) -> None:
-        hub, bot = self.hub, self.bot
-        assert hub is not None and bot is not None
-        assert self.chat is not None and self.tg_state is not None
-        flash, settled = await self.chat.press(adapter.CONNECTOR, str(query.from_user.id),
-                                               query.data or "")
+        """A tap on an approval button answers the request and flashes how that went; the
+        card is edited by :meth:`approval_settled`, like every other card of the request."""
+        hub = self.hub
+        assert hub is not None and self.chat is not None and self.tg_state is not None
+        card = None
+        if isinstance(query.message, TgMessage):
+            mesh_id = await self.tg_state.mesh_id(str(query.message.chat.id),
+                                                  query.message.message_id)
+            card = await hub.store.get_message(mesh_id) if mesh_id else None
+        flash, _ = await self.chat.press(adapter.CONNECTOR, str(query.from_user.id),
+                                         query.data or "", card)
         await self._call(adapter.CONNECTOR, lambda: query.answer(flash[:200]))
-        message = query.message
-        if settled is None or not isinstance(message, TgMessage):
+
+    def approval_settled(self, approval: dict[str, Any], message: Message | None) -> None:
+        """Every card of a settled request gets how it was settled (``label``) under it and
+        loses its buttons; in the background, so whoever settled it never waits on
+        Telegram."""
+        if message is None or self.hub is None or not self.ready.is_set():
             return
-        chat_id = str(message.chat.id)
-        mesh_id = await self.tg_state.mesh_id(chat_id, message.message_id)
-        original = await hub.store.get_message(mesh_id) if mesh_id else None
-        if original is None:
-            return
-        chunks = adapter.render(describe(hub, original), original.body, footer=settled)
-        await self._call(chat_id, lambda: bot.edit_message_text(
-            chunks[-1], chat_id=chat_id, message_id=message.message_id,
-            parse_mode=ParseMode.HTML))
+        self.hub.spawn(self._settle_cards(str(approval["label"]), message))
+
+    async def _settle_cards(self, label: str, message: Message) -> None:
+        assert self.hub is not None and self.tg_state is not None
+        header = describe(self.hub, message)
+        plain = adapter.render(header, message.body)
+        footed = adapter.render(header, message.body, footer=label)
+        # the buttons are on the last part; a footer that would not fit there is left out
+        text = footed[-1] if len(footed) == len(plain) else plain[-1]
+        posts = await self.tg_state.posts_of(message.id)
+        await asyncio.gather(*(self._edit_card(chat_id, parts[len(plain) - 1], text, message.id)
+                               for chat_id, parts in posts.items() if len(plain) - 1 in parts))
+
+    async def _edit_card(self, chat_id: str, tg_id: int, html: str, mesh_id: str) -> None:
+        bot = self.bot
+        assert bot is not None
+        try:
+            await self._call(chat_id, lambda: bot.edit_message_text(
+                html, chat_id=chat_id, message_id=tg_id, parse_mode=ParseMode.HTML))
+        except Exception as exc:
+            log.warning("telegram: the card of %s in chat %s was not updated: %s", mesh_id,
+                        chat_id, self._scrub(str(exc)))
 
     # -- webhook -------------------------------------------------------------------------------
     async def webhook(self, request: web.Request) -> web.Response:

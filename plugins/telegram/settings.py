@@ -18,6 +18,12 @@ config key             environment variable             meaning
                                                         generated and kept if not set
 ``poll_timeout``       ``MESHHUB_TELEGRAM_POLL_TIMEOUT`` long-poll seconds (default 25)
 ``max_file_bytes``                                      largest file taken from a chat (20 MB)
+``chat_rate``,                                          Bot API calls per second to one chat (1),
+``chat_burst``                                          and how many may go at once (10):
+                                                        Telegram's limits; a self-hosted Bot API
+                                                        server may allow more
+``bot_rate``,                                           calls per second for the whole bot (30)
+``bot_burst``                                           and at once (30)
 =====================  ===============================  ==========================================
 """
 
@@ -60,6 +66,10 @@ class TelegramSettings:
     webhook_secret: str | None = None
     poll_timeout: float = 25.0
     max_file_bytes: int = 20 * 1024 * 1024
+    chat_rate: float = 1.0
+    chat_burst: float = 10.0
+    bot_rate: float = 30.0
+    bot_burst: float = 30.0
 
     @property
     def enabled(self) -> bool:
@@ -86,6 +96,8 @@ class TelegramSettings:
             webhook_secret=raw.get("webhook_secret") or None,
             poll_timeout=float(raw.get("poll_timeout", 25.0)),
             max_file_bytes=int(raw.get("max_file_bytes", cls.max_file_bytes)),
+            **{key: _positive(raw, key, getattr(cls, key))
+               for key in ("chat_rate", "chat_burst", "bot_rate", "bot_burst")},
         )
         if settings.mode not in ("polling", "webhook"):
             raise SettingsError(
@@ -98,3 +110,10 @@ class TelegramSettings:
                 raise SettingsError(f"[telegram] webhook_url's path must start with "
                                     f"{WEBHOOK_PREFIX} (the hub serves it there)")
         return settings
+
+
+def _positive(raw: dict[str, Any], key: str, default: float) -> float:
+    value = raw.get(key, default)
+    if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
+        raise SettingsError(f"[telegram] {key} must be a number above 0, not {value!r}")
+    return float(value)

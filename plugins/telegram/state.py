@@ -1,6 +1,6 @@
 """The connector's own tables (migration set ``meshhub.telegram``): the update offset, the
 updates a webhook already handled, and which platform messages carry which mesh message (for
-reply threading, button edits, and not posting a part twice after a retry)."""
+reply threading, settled approval cards, and not posting a part twice after a retry)."""
 
 from __future__ import annotations
 
@@ -102,3 +102,13 @@ class TelegramState:
             "SELECT part, tg_message_id FROM telegram_messages WHERE mesh_id=? AND chat_id=? "
             "AND outgoing=1", (mesh_id, chat_id)).fetchall())
         return {part: tg_id for part, tg_id in rows}
+
+    async def posts_of(self, mesh_id: str) -> dict[str, dict[int, int]]:
+        """Every chat ``mesh_id`` was posted to: chat -> (part -> platform message id)."""
+        rows = await self.store.transact(lambda conn: conn.execute(
+            "SELECT chat_id, part, tg_message_id FROM telegram_messages WHERE mesh_id=? "
+            "AND outgoing=1", (mesh_id,)).fetchall())
+        posts: dict[str, dict[int, int]] = {}
+        for chat_id, part, tg_id in rows:
+            posts.setdefault(chat_id, {})[part] = tg_id
+        return posts

@@ -35,10 +35,12 @@ export class Panels {
       limits: page.limits,
       el,
       call: (action, params = {}) => page.hub.call(action, params),
-      /** "message": fn(message, html); "presence": fn(peer, change); "reconnect": fn(). */
+      /** "message": fn(message, html); "presence": fn(peer, change); "approval": fn(view)
+       * when an approval you asked or must answer is settled; "reconnect": fn(). */
       on: (name, fn) => {
         if (name === "message") return page.hub.on("message", (p) => fn(p.message, p.html));
         if (name === "presence") return page.hub.on("presence", (f) => fn(f.peer, f.change));
+        if (name === "approval") return page.hub.on("approval", fn);
         if (name === "reconnect") {
           this.reconnectHandlers.add(fn);
           return () => this.reconnectHandlers.delete(fn);

@@ -1,5 +1,6 @@
 // The page's one WebSocket to the hub: calls matched to results by id, pushed messages acked
-// once they are shown, presence events, and reconnecting by itself after a hub restart.
+// once they are shown, presence and approval events, and reconnecting by itself after a hub
+// restart.
 
 import { sessionFetch, socketProtocols } from "./session.js";
 
@@ -23,6 +24,7 @@ export class HubError extends Error {
  * - "welcome" (frame): connected; `reconnected` tells a first connect from a later one
  * - "message" ({message, html}): a pushed message; it is acked after every handler ran
  * - "presence" (frame): another peer's presence changed
+ * - "approval" (approval): an approval this peer asked or must answer was settled (its view)
  * - "reconnecting" (): the socket closed and a new one is on its way
  * - "signedout" (code): the session ended; nothing will reconnect
  */
@@ -86,6 +88,7 @@ export class HubSocket {
         break;
       case "event":
         if (frame.event === "presence") this.emit("presence", frame);
+        else if (frame.event === "approval") this.emit("approval", frame.approval);
         break;
       default:
         break;
