@@ -183,8 +183,9 @@ async def test_a_prompt_answered_by_another_peer_of_the_member_reaches_claude_co
                                             lambda p: p["request_id"] == "tbxkq")
         assert verdict == {"request_id": "tbxkq", "behavior": "allow"}
 
-        await claude.prompt("qwert", "Write", "Write notes.md")
+        await claude.prompt("qwert", "Write", "Write notes.md", "x" * 5000)  # a whole file
         card = await pending_card(phone, "qwert")
+        assert card["input_preview"] == "x" * 1999 + "\u2026"  # cut to what the hub takes
         await phone.call("approval_answer", id=card["id"], answer="deny", reason="not now")
         verdict = await claude.notification(PERMISSION_METHOD,
                                             lambda p: p["request_id"] == "qwert")
