@@ -195,7 +195,8 @@ async def test_two_stdio_sessions_talk_and_get_pushes(hub, people):
             stdio_session(mcp_params(ann, hub.url, MESHHUB_SESSION_NAME="ann-b",
                                      MESHHUB_GROUPS="team")) as b:
         for s in (a, b):
-            assert s.init.capabilities.experimental == {"claude/channel": {}}
+            assert s.init.capabilities.experimental == {"claude/channel": {},
+                                                        "claude/channel/permission": {}}
             assert "untrusted" in (s.init.instructions or "")
         tools = {t.name for t in (await a.session.list_tools()).tools}
         assert tools == await expected_tools(ann, hub.url)

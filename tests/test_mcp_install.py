@@ -6,8 +6,10 @@ from __future__ import annotations
 import json
 import os
 import select
+import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -61,13 +63,16 @@ def test_install_twice_then_uninstall_keeps_everything_else(tmp_path):
         assert entry["args"] == ["mcp"] and entry["command"].endswith("hub")
         settings = json.loads((home / ".claude" / "settings.json").read_text())
         for event, arg in (("UserPromptSubmit", "user-prompt-submit"), ("Stop", "stop"),
-                           ("PostToolUse", "post-tool-use")):
+                           ("PostToolUse", "post-tool-use"),
+                           ("PostToolUseFailure", "post-tool-use-failure")):
             ours = [g for g in settings["hooks"][event]
                     if any(h["command"].endswith(f"hub hook {arg}") for h in g["hooks"])]
             assert len(ours) == 1, (event, settings["hooks"][event])
             command = ours[0]["hooks"][0]["command"]  # the session's home, like the server's
             assert command.startswith(f"MESHHUB_HOME={entry['env']['MESHHUB_HOME']} "), command
         assert settings["hooks"]["Stop"][0] == UNRELATED_SETTINGS["hooks"]["Stop"][0]
+        for event in ("PostToolUse", "PostToolUseFailure"):  # every tool, not one of them
+            assert [g.get("matcher") for g in settings["hooks"][event]] == ["*"]
         assert settings["model"] == "opus" and settings["permissions"] == {"allow": ["Read"]}
     assert (home / ".claude.json.meshhub.bak").read_text() == user_text  # backup first
     assert (home / ".claude" / "settings.json.meshhub.bak").read_text() == settings_text
@@ -133,7 +138,7 @@ def test_install_keeps_the_formatting_and_uninstall_restores_the_bytes(tmp_path)
     assert settings.startswith('{\n\t"model": "opus",\n\t"hooks": {\n\t\t"Stop": [\n')
     assert settings.endswith("\n}\n") and "  " not in settings
     assert list(json.loads(settings)["hooks"]) == ["Stop", "PreToolUse", "UserPromptSubmit",
-                                                   "PostToolUse"]
+                                                   "PostToolUse", "PostToolUseFailure"]
     mcp = (project / ".mcp.json").read_text()
     assert mcp.startswith('{"mcpServers":{"other":{"command":"x"},"meshhub":{"type":"stdio"')
     assert mcp.count("\n") == 1
@@ -170,7 +175,8 @@ def test_hook_without_a_session_prints_nothing_and_exits_0(tmp_path):
     assert run_hub(home, "init", "--name", "ann").returncode == 0
     url = f"http://127.0.0.1:{free_port()}"  # nothing listens there
     payload = json.dumps({"hook_event_name": "Stop", "cwd": str(tmp_path)})
-    for event in ("stop", "user-prompt-submit", "post-tool-use", "no-such-event", ""):
+    for event in ("stop", "user-prompt-submit", "post-tool-use", "post-tool-use-failure",
+                  "no-such-event", ""):
         out = run_hub(home, "hook", *([event] if event else []), stdin=payload,
                       MESHHUB_URL=url)
         assert out.returncode == 0 and out.stdout == "" and out.stderr == "", out
@@ -190,6 +196,41 @@ def test_hook_path_loads_no_typer_pluggy_or_client(tmp_path):
     out = subprocess.run([sys.executable, "-c", code], env=base_env(tmp_path / "home"),
                          capture_output=True, text=True, timeout=30, input="{}")
     assert out.returncode == 0 and out.stdout.strip() == "loaded:", out  # the hook returned
+
+
+def test_hook_passes_the_tool_name_to_the_session(tmp_path):
+    """The request line names the hook's tool (cut to 200 characters), so the session can close
+    the relayed permission prompt of that tool; without one there is no ``tool`` key."""
+    home = tmp_path / "home"
+    sock_path = session_socket(home, "ann-tools")
+    sock_path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    heard: list[dict[str, Any]] = []
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as server:
+        server.bind(str(sock_path))
+        server.listen()
+        server.settimeout(20)
+
+        def answer_once() -> None:
+            conn, _ = server.accept()
+            with conn, conn.makefile("rb") as lines:
+                heard.append(json.loads(lines.readline()))
+                conn.sendall(b'{"output": null}\n')
+
+        try:
+            for payload in ({"tool_name": "Bash", "cwd": str(tmp_path)},
+                            {"tool_name": "x" * 300}, {"tool_name": 7}, {}):
+                listener = threading.Thread(target=answer_once)
+                listener.start()
+                out = subprocess.run([HUB_BIN, "hook", "post-tool-use-failure"],
+                                     env=base_env(home, MESHHUB_SESSION_NAME="ann-tools"),
+                                     input=json.dumps(payload), capture_output=True, text=True,
+                                     timeout=30)
+                listener.join(timeout=20)
+                assert out.returncode == 0 and out.stdout == "", out
+        finally:
+            sock_path.unlink()
+    event = {"v": 1, "event": "post-tool-use-failure"}
+    assert heard == [{**event, "tool": "Bash"}, {**event, "tool": "x" * 200}, event, event]
 
 
 def start_session(home: Path, url: str, name: str, cwd: Path) -> subprocess.Popen[bytes]:

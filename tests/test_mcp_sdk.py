@@ -7,9 +7,11 @@ free ports and is stopped by handle.
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import os
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, cast
 
@@ -25,9 +27,13 @@ from pydantic import BaseModel, ConfigDict
 import meshhub_mcp
 from meshhub_mcp.sdk import (
     CHANNEL_METHOD,
+    PERMISSION_CAPABILITY,
+    PERMISSION_METHOD,
+    PERMISSION_REQUEST_METHOD,
     Caller,
     ChannelClosed,
     ChannelSender,
+    PermissionRequest,
     ToolSpec,
     build_server,
     current_caller,
@@ -40,6 +46,16 @@ from .helpers import serve_app
 HERE = Path(meshhub_mcp.__file__).resolve().parent  # the probe server lives in the package
 pytestmark = pytest.mark.asyncio
 SCHEMA = {"type": "object", "properties": {"x": {"type": "string"}}, "required": ["x"]}
+INIT = {
+    "jsonrpc": "2.0",
+    "id": 1,
+    "method": "initialize",
+    "params": {
+        "protocolVersion": "2025-06-18",
+        "capabilities": {},
+        "clientInfo": {"name": "t", "version": "1"},
+    },
+}
 
 
 class ChannelParams(BaseModel):
@@ -191,17 +207,7 @@ async def test_stdio_ack_means_flushed_and_closed_peer_raises() -> None:
         got["closed_ok"] = True
         os.close(in_w)  # EOF -> run_stdio returns
 
-    init = {
-        "jsonrpc": "2.0",
-        "id": 1,
-        "method": "initialize",
-        "params": {
-            "protocolVersion": "2025-06-18",
-            "capabilities": {},
-            "clientInfo": {"name": "t", "version": "1"},
-        },
-    }
-    os.write(in_w, (json.dumps(init) + "\n").encode())
+    os.write(in_w, (json.dumps(INIT) + "\n").encode())
     os.write(in_w, b'{"jsonrpc":"2.0","method":"notifications/initialized"}\n')
     with anyio.fail_after(10):
         await run_stdio(server, on_ready, stdin=stdin, stdout=stdout)
@@ -214,6 +220,89 @@ async def test_stdio_ack_means_flushed_and_closed_peer_raises() -> None:
     with contextlib.suppress(BrokenPipeError):  # buffered leftovers of the failed write
         stdout.close()
     stdin.close()
+
+
+class Wire:
+    """The JSON-RPC lines a server writes to a pipe, read in a thread (the server runs in this
+    test's event loop)."""
+
+    def __init__(self, fd: int) -> None:
+        self.fd, self.buffer, self.seen = fd, b"", []
+
+    async def next(self, match: Callable[[dict[str, Any]], bool],
+                   timeout: float = 10) -> dict[str, Any]:
+        with anyio.fail_after(timeout):
+            while True:
+                while b"\n" in self.buffer:
+                    line, self.buffer = self.buffer.split(b"\n", 1)
+                    self.seen.append(json.loads(line))
+                    if match(self.seen[-1]):
+                        return self.seen[-1]
+                chunk = await anyio.to_thread.run_sync(os.read, self.fd, 65536,
+                                                       abandon_on_cancel=True)
+                assert chunk, f"the server closed its stdout; it wrote {self.seen}"
+                self.buffer += chunk
+
+
+def _line(fd: int, message: dict[str, Any]) -> None:
+    os.write(fd, (json.dumps(message) + "\n").encode())
+
+
+def _permission_request(request_id: Any, tool: str, **more: Any) -> dict[str, Any]:
+    params = {"request_id": request_id, "tool_name": tool, **more}
+    return {"jsonrpc": "2.0", "method": PERMISSION_REQUEST_METHOD, "params": params}
+
+
+async def test_stdio_permission_requests_reach_the_callback_and_verdicts_go_out() -> None:
+    """The relay's SDK facts: the capability is advertised next to claude/channel, a custom
+    client notification reaches its handler with snake-case params (the SDK validates by alias
+    only), a malformed one is dropped and a failing callback is logged, both leaving the session
+    alive, and ``send_permission`` writes the verdict."""
+    in_r, in_w = os.pipe()
+    out_r, out_w = os.pipe()
+    stdin, stdout = os.fdopen(in_r, "rb"), os.fdopen(out_w, "wb")
+    server = build_server("p", "1", "i", _tools, _call, {"claude/channel": {}})
+    seen: list[PermissionRequest] = []
+
+    async def on_permission(request: PermissionRequest, sender: ChannelSender) -> None:
+        seen.append(request)
+        if request.tool_name == "Broken":
+            raise RuntimeError("a relay bug")
+        with pytest.raises(ValueError):
+            await sender.send_permission(request.request_id, "maybe")  # type: ignore[arg-type]
+        await sender.send_permission(request.request_id, "deny")
+
+    wire = Wire(out_r)
+    try:
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(functools.partial(run_stdio, server, on_permission=on_permission,
+                                            stdin=stdin, stdout=stdout))
+            try:
+                _line(in_w, INIT)
+                init = await wire.next(lambda m: m.get("id") == 1)
+                assert init["result"]["capabilities"]["experimental"] == {
+                    "claude/channel": {}, PERMISSION_CAPABILITY: {}}
+                _line(in_w, {"jsonrpc": "2.0", "method": "notifications/initialized"})
+                _line(in_w, _permission_request(7, "Bash"))  # malformed: dropped by the SDK
+                _line(in_w, _permission_request("broke", "Broken"))
+                _line(in_w, _permission_request("abcde", "Bash", description="run ls",
+                                                input_preview='{"command":"ls"}', extra="later"))
+                verdict = await wire.next(lambda m: m.get("method") == PERMISSION_METHOD)
+                assert verdict == {"jsonrpc": "2.0", "method": PERMISSION_METHOD,
+                                   "params": {"request_id": "abcde", "behavior": "deny"}}
+                _line(in_w, {"jsonrpc": "2.0", "id": 2, "method": "ping"})
+                assert (await wire.next(lambda m: m.get("id") == 2))["result"] == {}
+            finally:
+                os.close(in_w)  # EOF: run_stdio returns, pass or fail
+        assert sorted(r.request_id for r in seen) == ["abcde", "broke"]
+        asked = next(r for r in seen if r.request_id == "abcde")
+        assert (asked.tool_name, asked.description, asked.input_preview) == (
+            "Bash", "run ls", '{"command":"ls"}')
+    finally:
+        for fh in (stdin, stdout):
+            with contextlib.suppress(OSError):
+                fh.close()
+        os.close(out_r)
 
 
 @pytest.fixture

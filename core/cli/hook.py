@@ -13,8 +13,9 @@ Claude Code waits for this command after every tool call, so it imports the stan
 loading anything else (:mod:`meshhub.cli.entry`). It always exits 0, and prints nothing when no
 session process of this user answers within :data:`ANSWER_WAIT`.
 
-The socket speaks one JSON line each way: ``{"v": 1, "event": "<event>"}``, then
-``{"output": <hook output object or null>}``.
+The socket speaks one JSON line each way: ``{"v": 1, "event": "<event>"}`` (plus ``"tool"``,
+the hook's ``tool_name``, when it has one: the session closes the relayed permission prompt of
+that tool), then ``{"output": <hook output object or null>}``.
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ from meshhub.local import default_name, default_session_name, home_dir, private_
 ANSWER_WAIT = 1.5  # seconds for the session's answer (it gives the hub 0.8 s of them)
 STDIN_WAIT = 0.2  # seconds to wait for the hook's JSON when stdin is left open
 MAX_ANSWER = 256 * 1024  # bytes: an answer is one short line
+MAX_TOOL = 200  # characters of the tool name passed on
 
 
 def read_stdin(timeout: float = STDIN_WAIT) -> str:
@@ -105,6 +107,15 @@ def ask(path: Path, request: dict[str, Any], timeout: float) -> dict[str, Any] |
     return answer if isinstance(answer, dict) else None
 
 
+def request_line(event: str, payload: Any) -> dict[str, Any]:
+    """What the session is asked: the event, and the tool it was about when the hook says."""
+    request: dict[str, Any] = {"v": 1, "event": event}
+    tool = payload.get("tool_name") if isinstance(payload, dict) else None
+    if isinstance(tool, str) and tool:
+        request["tool"] = tool[:MAX_TOOL]
+    return request
+
+
 def run(event: str, stdin_text: str) -> str:
     """What ``hub hook <event>`` prints (empty: nothing)."""
     try:
@@ -120,7 +131,7 @@ def run(event: str, stdin_text: str) -> str:
             continue
         if not private_dir(path.parent):  # someone else's directory: not our session
             return ""
-        answer = ask(path, {"v": 1, "event": event}, ANSWER_WAIT)
+        answer = ask(path, request_line(event, payload), ANSWER_WAIT)
         output = answer.get("output") if answer else None
         return json.dumps(output) if isinstance(output, dict) else ""
     return ""

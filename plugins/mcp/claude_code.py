@@ -1,14 +1,18 @@
 """Claude Code set-up: ``hub install/uninstall claude-code`` and ``hub launch``.
 
 ``install`` registers the stdio server as ``meshhub`` (user scope: ``mcpServers`` in
-``~/.claude.json``; project scope: ``.mcp.json`` in the project directory) and adds three hooks
+``~/.claude.json``; project scope: ``.mcp.json`` in the project directory) and adds four hooks
 to ``~/.claude/settings.json``:
 
 * ``UserPromptSubmit`` -> ``hub hook user-prompt-submit``: the session's status becomes
   ``working``;
 * ``Stop`` -> ``hub hook stop``: ``idle``;
 * ``PostToolUse`` -> ``hub hook post-tool-use``: adds an ``additionalContext`` line naming
-  unread messages, never naming a message twice.
+  unread messages, never naming a message twice;
+* ``PostToolUseFailure`` -> ``hub hook post-tool-use-failure``: nothing to add.
+
+``UserPromptSubmit``, ``Stop`` and both tool hooks also close the relayed permission prompts the
+terminal answered (see :mod:`.permissions`).
 
 ``hub hook`` hands each event to the session's ``hub mcp`` process (see :mod:`.hook_server`).
 
@@ -38,6 +42,7 @@ HOOK_EVENTS = {
     "UserPromptSubmit": "user-prompt-submit",
     "Stop": "stop",
     "PostToolUse": "post-tool-use",
+    "PostToolUseFailure": "post-tool-use-failure",
 }
 OUR_COMMAND = re.compile(r"(^|[/\s\"'])hub[\"']?\s+(hook|mcp)\b")
 
@@ -121,7 +126,7 @@ def add_hooks(settings: dict[str, Any], hub: str) -> dict[str, Any]:
         group: dict[str, Any] = {
             "hooks": [{"type": "command", "command": hook_command(hub, arg), "timeout": 5}]
         }
-        if event == "PostToolUse":
+        if event in ("PostToolUse", "PostToolUseFailure"):
             group = {"matcher": "*", **group}
         hooks[event] = [*groups, group]
     return settings

@@ -13,6 +13,9 @@ round trip instead of a new process that loads meshhub and signs in to the hub:
   and for the oldest :data:`INBOX_LIMIT` unread messages only when that count changed, all
   within :data:`HUB_BUDGET`.
 
+Every event is also told to ``on_event(event, tool)`` first (the permission relay closes the
+prompts the terminal answered, in the background): a request may name the hook's ``tool``.
+
 The socket is in the user's private socket directory (0700), is itself 0600, and is removed when
 the session ends. A request is one JSON line of at most :data:`MAX_REQUEST` bytes.
 """
@@ -37,23 +40,27 @@ log = logging.getLogger("meshhub_mcp")
 
 HUB_BUDGET = 0.8  # seconds a hook's question may wait for the hub
 MAX_REQUEST = 4096  # bytes: a request is one short JSON line
+MAX_TOOL = 200  # characters of a tool name
 REMEMBER = 500  # message ids remembered as already named
 INBOX_LIMIT = 20  # unread messages fetched to name the new ones
 STATUS = {"user-prompt-submit": "working", "stop": "idle"}
 
 Call = Callable[..., Awaitable[Any]]
+OnEvent = Callable[[str, str | None], None]
 
 
 class HookServer:
     """Answers the session's hooks. ``call(action, **params)`` runs an action over the session's
-    connection; ``connected()`` says whether it is up right now."""
+    connection; ``connected()`` says whether it is up right now; ``on_event(event, tool)`` is
+    told every event before it is answered, and must not block."""
 
     def __init__(self, home: Path, session: str, call: Call,
-                 connected: Callable[[], bool]) -> None:
+                 connected: Callable[[], bool], on_event: OnEvent | None = None) -> None:
         self.session = session
         self.path = session_socket(home, session)
         self._call = call
         self._connected = connected
+        self._on_event = on_event
         self._server: asyncio.AbstractServer | None = None
         self._inode: int | None = None
         self._named: deque[str] = deque(maxlen=REMEMBER)
@@ -94,8 +101,11 @@ class HookServer:
         try:
             line = await asyncio.wait_for(reader.readline(), HUB_BUDGET)
             request = codec.read(line)
-            event = request.get("event") if isinstance(request, dict) else None
-            output = await self.answer(event) if isinstance(event, str) else None
+            if not isinstance(request, dict):
+                request = {}
+            event, tool = request.get("event"), request.get("tool")
+            tool = tool if isinstance(tool, str) and 0 < len(tool) <= MAX_TOOL else None
+            output = await self.answer(event, tool) if isinstance(event, str) else None
             writer.write(json.dumps({"output": output}).encode() + b"\n")
             await writer.drain()
         except (ValueError, OSError, TimeoutError):
@@ -105,8 +115,13 @@ class HookServer:
             with contextlib.suppress(OSError):
                 await writer.wait_closed()
 
-    async def answer(self, event: str) -> dict[str, Any] | None:
+    async def answer(self, event: str, tool: str | None = None) -> dict[str, Any] | None:
         """The hook output for ``event`` (``None``: nothing to add)."""
+        if self._on_event is not None:
+            try:
+                self._on_event(event, tool)
+            except Exception:  # the hook's own answer comes first
+                log.exception("the %s hook's listener failed", event)
         if event in STATUS:
             self.status = STATUS[event]
             self._send_status(self.status)

@@ -4,7 +4,9 @@
   ``call_tool`` callback, ``instructions`` and experimental capabilities; optionally it
   advertises ``tools.listChanged`` (``send_tools_changed`` then tells the client).
 * ``run_stdio``: serve it over ``stdio_transport`` (our own, so that
-  ``send_channel`` returns only after the bytes were flushed to stdout).
+  ``send_channel`` returns only after the bytes were flushed to stdout); with
+  ``on_permission`` it also relays Claude Code's tool-permission prompts
+  (``claude/channel/permission``): requests in, verdicts out with ``send_permission``.
 * ``mount_http``: streamable HTTP inside aiohttp via ``asgi_bridge`` (bearer
   auth there); channel notifications go straight onto the GET SSE stream, again
   with a real write ack (the SDK's notify path has none and drops silently).
@@ -20,10 +22,11 @@ import inspect
 import logging
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, BinaryIO, Protocol
+from typing import Any, BinaryIO, Literal, Protocol
 
 import anyio
 from aiohttp import web
+from pydantic import ConfigDict
 
 from mcp import types
 from mcp.server.context import ServerRequestContext
@@ -44,6 +47,9 @@ SAYABLE = (MeshError, ValueError, PermissionError, ConnectionError, TimeoutError
 
 CHANNEL_METHOD = "notifications/claude/channel"
 CHANNEL_CAPABILITY = "claude/channel"
+PERMISSION_CAPABILITY = "claude/channel/permission"
+PERMISSION_REQUEST_METHOD = "notifications/claude/channel/permission_request"
+PERMISSION_METHOD = "notifications/claude/channel/permission"
 TOOLS_CHANGED_METHOD = "notifications/tools/list_changed"
 Ctx = ServerRequestContext[Any, Any]
 
@@ -83,9 +89,32 @@ class ChannelClosed(ConnectionError):
     """The channel notification was not written (peer gone / no GET stream open)."""
 
 
+class PermissionRequest(NotificationParams):
+    """``notifications/claude/channel/permission_request`` params, as Claude Code sends them.
+
+    Snake-case on the wire: the SDK validates notification params by alias only, and
+    ``NotificationParams`` makes every alias camelCase, so the generator is switched off here.
+    Unknown fields are ignored (a newer Claude Code may add some).
+    """
+
+    model_config = ConfigDict(alias_generator=None, extra="ignore")
+    request_id: str
+    tool_name: str
+    description: str = ""
+    input_preview: str = ""
+
+
+Behavior = Literal["allow", "deny"]
+
+
 class ChannelSender(Protocol):
     async def send_channel(self, content: str, meta: dict[str, str]) -> None:
         """Write one ``notifications/claude/channel``; return only once written."""
+        ...
+
+    async def send_permission(self, request_id: str, behavior: Behavior) -> None:
+        """Write one ``notifications/claude/channel/permission`` (the verdict on a relayed
+        prompt); return only once written."""
         ...
 
     async def send_tools_changed(self) -> None:
@@ -95,6 +124,7 @@ class ChannelSender(Protocol):
 
 ListTools = Callable[[], list[ToolSpec] | Awaitable[list[ToolSpec]]]
 CallTool = Callable[[str, dict[str, Any]], Awaitable[dict[str, Any] | str]]
+OnPermission = Callable[[PermissionRequest, ChannelSender], Awaitable[None]]
 
 
 def _channel_json(content: str, meta: dict[str, str]) -> types.JSONRPCNotification:
@@ -207,14 +237,19 @@ class _Sender:
         self._write = write
 
     async def send_channel(self, content: str, meta: dict[str, str]) -> None:
-        note = _channel_json(content, meta)
-        try:
-            await self._write(note)
-        except ConnectionError as exc:
-            raise ChannelClosed(str(exc)) from exc
+        await self._send(_channel_json(content, meta))
+
+    async def send_permission(self, request_id: str, behavior: Behavior) -> None:
+        if behavior not in ("allow", "deny"):
+            raise ValueError(f"a permission verdict is allow or deny, not {behavior!r}")
+        params = {"request_id": request_id, "behavior": behavior}
+        await self._send(types.JSONRPCNotification(
+            jsonrpc="2.0", method=PERMISSION_METHOD, params=params))
 
     async def send_tools_changed(self) -> None:
-        note = types.JSONRPCNotification(jsonrpc="2.0", method=TOOLS_CHANGED_METHOD)
+        await self._send(types.JSONRPCNotification(jsonrpc="2.0", method=TOOLS_CHANGED_METHOD))
+
+    async def _send(self, note: types.JSONRPCNotification) -> None:
         try:
             await self._write(note)
         except ConnectionError as exc:
@@ -225,6 +260,7 @@ async def run_stdio(
     server: Server[Any],
     on_ready: Callable[[ChannelSender], Awaitable[None]] | None = None,
     *,
+    on_permission: OnPermission | None = None,
     stdin: BinaryIO | None = None,
     stdout: BinaryIO | None = None,
 ) -> None:
@@ -232,6 +268,11 @@ async def run_stdio(
 
     ``on_ready(sender)`` runs as a background task once the client's
     ``notifications/initialized`` arrived; it is cancelled when the session ends.
+    ``on_permission(request, sender)``: the server (one from :func:`build_server`) advertises
+    ``claude/channel/permission`` and each ``permission_request`` is handed to it, in a task of
+    its own (the SDK spawns one per notification); a malformed one is dropped by the SDK, and
+    what the callback raises is logged, never the session's end. The verdict, if any, goes back
+    with ``sender.send_permission``.
     """
     ready = anyio.Event()
 
@@ -241,6 +282,8 @@ async def run_stdio(
     server.add_notification_handler("notifications/initialized", NotificationParams, on_initialized)
     async with stdio_streams(stdin, stdout) as (read, write, acked):
         sender = _Sender(lambda note: acked.send(SessionMessage(note)))
+        if on_permission is not None:
+            _relay_permissions(server, on_permission, sender)
 
         async def ready_then() -> None:
             await ready.wait()
@@ -251,6 +294,21 @@ async def run_stdio(
             tg.start_soon(ready_then)
             await server.run(read, write, server.create_initialization_options())
             tg.cancel_scope.cancel()
+
+
+def _relay_permissions(server: Server[Any], on_permission: OnPermission,
+                       sender: ChannelSender) -> None:
+    if not isinstance(server, _HubServer):
+        raise TypeError("permission relay needs a server made by build_server")
+    server.hub_experimental[PERMISSION_CAPABILITY] = {}
+
+    async def on_request(ctx: Ctx, params: PermissionRequest) -> None:
+        try:
+            await on_permission(params, sender)
+        except Exception:  # the prompt stays open in the terminal; the session goes on
+            log.exception("relaying the permission request %s failed", params.request_id)
+
+    server.add_notification_handler(PERMISSION_REQUEST_METHOD, PermissionRequest, on_request)
 
 
 def mount_http(

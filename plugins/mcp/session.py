@@ -27,12 +27,14 @@ class SessionOptions:
     mode: str
     url: str
     home: Path
+    permission_relay: bool = True  # relay Claude Code's permission prompts to the hub
 
 
 def session_options(name: str | None = None, role: str | None = None,
                     groups: str | None = None, mode: str | None = None) -> SessionOptions:
     """Flags win over ``MESHHUB_SESSION_NAME`` / ``MESHHUB_ROLE`` / ``MESHHUB_GROUPS`` /
-    ``MESHHUB_MODE``."""
+    ``MESHHUB_MODE``. ``MESHHUB_PERMISSION_RELAY=off`` keeps permission prompts in the
+    terminal."""
     cfg = load_config(home_dir())
     env = os.environ
     mode = (mode or env.get("MESHHUB_MODE") or "push").lower()
@@ -47,6 +49,8 @@ def session_options(name: str | None = None, role: str | None = None,
         mode=mode,
         url=cfg.url,
         home=cfg.home,
+        permission_relay=env.get("MESHHUB_PERMISSION_RELAY", "on").lower()
+        not in ("off", "0", "false", "no"),
     )
 
 

@@ -12,7 +12,9 @@ Once the hub answers, its own list wins, and the client is told with
 ``notifications/tools/list_changed`` if that changed anything (the hub may run other plugins).
 The hub is retried in the background for as long as the session lives; a tool called while it is
 unreachable returns an error result saying so. Arriving messages are written as channel
-notifications (see :mod:`.push`) and acked only after that.
+notifications (see :mod:`.push`) and acked only after that. Claude Code's tool-permission
+prompts are relayed to the member's people (see :mod:`.permissions`), unless
+``MESHHUB_PERMISSION_RELAY=off``.
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ from meshhub.config import load_config
 from meshhub.errors import AuthFailed, MeshError
 
 from .hook_server import HookServer
+from .permissions import PermissionRelay
 from .push import Pusher
 from .sdk import CHANNEL_CAPABILITY, ChannelClosed, ChannelSender, ToolSpec, build_server, run_stdio
 from .session import SessionOptions, session_client
@@ -67,8 +70,9 @@ class StdioSession:
         self._first_look = asyncio.Event()  # ...and, if it worked, the hub's tools are in
         self._state = "starting"  # "up", "down" or "refused" once known
         self._refusal = ""
+        self.relay = PermissionRelay(self.client.call, self.client.connected)
         self.hooks = HookServer(opts.home, opts.name, self.client.call,
-                                self.client.connected.is_set)
+                                self.client.connected.is_set, self.relay.hook_event)
 
     # -- the hub connection ----------------------------------------------------------------
     def _note(self, state: str, detail: str = "") -> None:
@@ -206,19 +210,29 @@ class StdioSession:
         finally:
             await pusher.close()
 
+    async def _drop_events(self) -> None:
+        """The hub's events (presence, settled approvals) are nothing the model is told; read
+        and let go, or the client's queue of them grows for as long as the session lives."""
+        while True:
+            await self.client.events.get()
+
     async def serve(self) -> None:
         await self.hooks.start()
-        watching = asyncio.create_task(self.watch_hub())
+        background = [asyncio.create_task(self.watch_hub()),
+                      asyncio.create_task(self._drop_events())]
         server = build_server(
             "meshhub", __version__, INSTRUCTIONS, self.list_tools, self.call_tool,
             {CHANNEL_CAPABILITY: {}}, tools_change=True,
         )
         try:
-            await run_stdio(server, self.on_ready)
+            relay = self.relay.on_request if self.opts.permission_relay else None
+            await run_stdio(server, self.on_ready, on_permission=relay)
         finally:
-            watching.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await watching
+            await self.relay.close()
+            for task in background:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await task
             await self.hooks.stop()
             await self.client.close()
 

@@ -100,6 +100,8 @@ def _summary(action: str, result: Any) -> str:
         return _plural(len(result), "item")
     if not isinstance(result, dict):
         return f"{action}: ok"
+    if {"state", "label", "question"} <= result.keys():  # an approval: ask, approval_*
+        return _approval_summary(result)
     if action == "send":
         queued = result.get("queued") or []
         note = f" (queued for offline {', '.join(queued)})" if queued else ""
@@ -122,6 +124,17 @@ def _summary(action: str, result: Any) -> str:
     if action == "whoami":
         return f"you are {result.get('name')} ({result.get('key')})"
     return f"{action}: ok"
+
+
+def _approval_summary(view: dict[str, Any]) -> str:
+    """"question abcde answered: yes, answered by ann on telegram"; a pending one says how its
+    answer will come."""
+    name = f"{view.get('kind') or 'approval'} {view.get('ref') or view.get('id')}"
+    line = f"{name} {view['state']}: {view['label']}"
+    if view["state"] == "pending":
+        line += (f"; the answer comes as a message, or wait for it with mesh_approval_wait "
+                 f"id={view.get('id')}")
+    return line
 
 
 def _largest_list(payload: dict[str, Any]) -> str | None:
@@ -233,7 +246,23 @@ def channel_content(message: dict[str, Any]) -> str:
     urgent = " [urgent]" if message.get("priority") == "now" else ""
     head = (f"{message.get('from')} ({message.get('from_key')}) in "
             f"{_where(message.get('conversation', 'dm'))}{thread}{urgent}")
-    return f"{for_terminal(head, one_line=True)}: {for_terminal(str(message.get('text', '')))}"
+    body = _answer_text(message) or str(message.get("text", ""))
+    return f"{for_terminal(head, one_line=True)}: {for_terminal(body)}"
+
+
+def _answer_text(message: dict[str, Any]) -> str | None:
+    """An ``approval_answer`` (the answer to a question or approval request the session asked,
+    come after its tool call returned), told from its data: who answered what, on which
+    surface, to which question; ``None`` for any other message (and for one that says no
+    answer came: its text says why)."""
+    data = message.get("data") if message.get("kind") == "approval_answer" else None
+    if not isinstance(data, dict) or data.get("state") != "answered":
+        return None
+    who = data.get("by") or message.get("from")
+    where = f" on {data['on']}" if data.get("on") else ""
+    why = f" (reason: {data['reason']})" if data.get("reason") else ""
+    return (f"{who} answered \"{data.get('answer')}\"{where} to "
+            f"\"{data.get('question')}\"{why} [approval {data.get('approval_id')}]")
 
 
 CHANNEL_KEYS = ("id", "from", "from_key", "conversation", "reply_to", "priority", "kind")
