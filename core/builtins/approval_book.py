@@ -11,7 +11,9 @@ winner then, in this order:
 2. pushes an ``approval`` event to the connected peers involved (the web page moves the card);
 3. calls ``meshhub_approval_settled`` so each bridge updates the card it posted;
 4. sends the asker an ``approval_answer`` message, only when nobody was waiting on it (an
-   answer that comes after the asker's call returned still reaches it, in its inbox).
+   answer that comes after the asker's call returned still reaches it, in its inbox), and
+   never for a tool permission (its relay asks with ``approval_wait``, again after a
+   reconnect: a message would only repeat the verdict to the agent).
 
 Expiry and quiet-hour holds are timers, set again from the store when the hub starts.
 """
@@ -232,7 +234,8 @@ class ApprovalBook:
                    if r["message_id"] else None)
         self.hub.spawn(self.hub.plugins.each("meshhub_approval_settled", hub=self.hub,
                                              approval=view, message=message))
-        if state in ("answered", "expired") and not waiting:
+        if state in ("answered", "expired") and not waiting and r["kind"] != "permission":
+            # (a tool permission's relay asks with approval_wait, again after a reconnect)
             await self._tell_asker(r, view)
         return view
 
@@ -274,12 +277,20 @@ class ApprovalBook:
         await self.update(r["id"], answer_message_id=sent["id"])
 
     # -- waiting ------------------------------------------------------------------------------
-    async def wait(self, r: dict[str, Any], timeout: float) -> dict[str, Any]:
-        """The approval once it is settled, or as it is after ``timeout`` seconds."""
-        if r["state"] != "pending" or timeout <= 0:
-            return self.view(r)
+    def expect(self, approval_id: str) -> asyncio.Future[dict[str, Any]]:
+        """A waiter on the approval's settlement, registered now (before its card goes out,
+        so even an answer given at once finds someone waiting); :meth:`wait` awaits it."""
         future: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
-        self.waiters.setdefault(r["id"], []).append(future)
+        self.waiters.setdefault(approval_id, []).append(future)
+        return future
+
+    async def wait(self, r: dict[str, Any], timeout: float,
+                   future: asyncio.Future[dict[str, Any]] | None = None) -> dict[str, Any]:
+        """The approval once it is settled, or as it is after ``timeout`` seconds."""
+        if future is None:
+            if r["state"] != "pending" or timeout <= 0:
+                return self.view(r)
+            future = self.expect(r["id"])
         try:
             return await asyncio.wait_for(asyncio.shield(future), timeout)
         except TimeoutError:

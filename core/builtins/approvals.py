@@ -172,8 +172,11 @@ def card_text(hub: Hub, r: dict[str, Any], asker: Peer) -> str:
 async def open_request(ctx: ActionContext, *, kind: str, question: str, options: list[str],
                        approvers: dict[str, list[str]], expire_after: float,
                        urgent: bool, tool: str | None = None,
-                       ref: str | None = None, preview: str | None = None) -> dict[str, Any]:
-    """Store a request and send its card (at once, or when quiet hours end)."""
+                       ref: str | None = None, preview: str | None = None,
+                       waiting: bool = False) -> dict[str, Any]:
+    """Store a request and send its card (at once, or when quiet hours end). ``waiting``: the
+    asker waits for the answer (a waiter is registered before the card goes out, and the view
+    carries it as ``_waiter``)."""
     hub, asker = ctx.hub, ctx.peer
     if not question.strip():
         raise InvalidRequest("the question is empty")
@@ -196,6 +199,7 @@ async def open_request(ctx: ActionContext, *, kind: str, question: str, options:
     hub.limits.can_send(asker, len(body.encode()))  # no row for a send refused
     del r["options"]
     book = ApprovalBook.of(hub)
+    waiter = book.expect(r["id"]) if waiting else None
     if quiet_end is None:
         # the row and its card are queued in the same loop turn: one commit, then the push
         r["message_id"] = new_id()
@@ -203,13 +207,18 @@ async def open_request(ctx: ActionContext, *, kind: str, question: str, options:
                                             return_exceptions=True)
         failed = sent if isinstance(sent, BaseException) else stored
         if isinstance(failed, BaseException):
+            if waiter is not None:
+                book.waiters.pop(r["id"], None)
             if not isinstance(stored, BaseException):
                 await book.delete(r["id"])  # no card went out: no request either
             raise failed
     else:
         await book.insert(r)
     book.schedule(r)
-    return book.view(r)
+    view = book.view(r)
+    if waiter is not None:
+        view["_waiter"] = waiter
+    return view
 
 
 async def send_card(hub: Hub, r: dict[str, Any]) -> None:
@@ -324,9 +333,11 @@ async def ask(
     opened = await open_request(
         ctx, kind="question", question=question, options=check_options(choices, None),
         approvers=approvers_for(ctx.hub, to, ctx.peer), expire_after=_ttl(expires_in, policy),
-        urgent=urgent)
-    book = ApprovalBook.of(ctx.hub)
-    return await book.wait(await book.get(opened["id"]), wait)
+        urgent=urgent, waiting=wait > 0)
+    waiter = opened.pop("_waiter", None)
+    if waiter is None:
+        return opened
+    return await ApprovalBook.of(ctx.hub).wait(opened, wait, waiter)
 
 
 @action()
