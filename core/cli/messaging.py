@@ -201,7 +201,7 @@ def list_actions(as_json: JsonOpt = False) -> None:
 
 
 def hook(event: Annotated[str, typer.Argument(
-        help="user-prompt-submit, stop or post-tool-use")] = "") -> None:
+        help="user-prompt-submit, stop, post-tool-use or post-tool-use-failure")] = "") -> None:
     """Hand an agent tool's hook event to its session (Claude Code runs this; always exits 0)."""
     from .hook import main as hook_main
 
