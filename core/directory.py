@@ -35,8 +35,10 @@ def clean_name(name: str) -> str:
 
 def is_linked_surface(peer: Peer) -> bool:
     """A chat account (Telegram, Slack, email) a member linked to itself: one more way to reach
-    that member, not a person of its own."""
-    return peer.member_key is not None and peer.connector not in SESSION_CONNECTORS
+    that member, not a person of its own. A connector bridges it inside the hub, so it holds
+    no key of its own (every peer that connects itself does, whatever connector it names)."""
+    return (peer.member_key is not None and peer.public_key is None
+            and peer.connector not in SESSION_CONNECTORS)
 
 
 class NameTaken(MeshError):
@@ -255,8 +257,10 @@ class Directory:
         await self.store.delete_peer(peer.key)
 
     def _unlink(self, peer: Peer) -> None:
-        for keys in self.linked.values():
+        for member_key, keys in list(self.linked.items()):
             keys.discard(peer.key)
+            if not keys:  # no linked surface left: routing skips the member lookup again
+                del self.linked[member_key]
 
     async def unlink_surface(self, peer: Peer) -> None:
         """A linked chat account no longer belongs to its member (its pairing was revoked)."""

@@ -38,6 +38,7 @@ def _no_meshhub_environment(monkeypatch: pytest.MonkeyPatch, _socket_dir: Path) 
     for name in list(os.environ):
         if name.startswith("MESHHUB_"):
             monkeypatch.delenv(name)
+    monkeypatch.delenv("CLAUDE_PROJECT_DIR", raising=False)  # a run inside Claude Code
     monkeypatch.setenv("MESHHUB_SOCKET_DIR", str(_socket_dir))
 
 

@@ -5,10 +5,13 @@ answer of a group, and waiting calls that do not hold up the caller's other call
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
+import time
 
 import pytest
 
-from meshhub.errors import Forbidden, InvalidRequest
+from meshhub.builtins.approval_book import ApprovalBook
+from meshhub.errors import Forbidden, InvalidRequest, NotFound
 
 from .helpers import Identity, collect, eventually, no_message
 
@@ -61,7 +64,8 @@ async def test_tool_permissions_follow_the_policy_and_only_people_answer(inproc,
         settled = await waiting
         assert (settled["state"], settled["answer"], settled["reason"]) == ("answered",
                                                                             "allow", "fine")
-        assert await no_message(s, 0.3)  # the waiting call had it: no message as well
+        assert settled["answer_message_id"] is None  # the waiting call had it: no message
+        assert await no_message(s, 0.3)
         with pytest.raises(InvalidRequest, match="already answered: allow, answered by owner"):
             await o.call("approval_answer", id=edit["id"], answer="deny")
 
@@ -81,7 +85,9 @@ async def test_tool_permissions_follow_the_policy_and_only_people_answer(inproc,
 
 async def test_quiet_hours_hold_a_card_until_they_end_and_unanswered_requests_expire(
         inproc, tmp_path, people):
-    quiet = {"members": {"owner": {"quiet_hours": "00:00-23:59", "urgent": ["Bash"]}}}
+    now = dt.datetime.now()  # a window that always holds now: all day but the minute before
+    start, end = ((now - dt.timedelta(minutes=m)).strftime("%H:%M") for m in (1, 2))
+    quiet = {"members": {"owner": {"quiet_hours": f"{start}-{end}", "urgent": ["Bash"]}}}
     served = await inproc(raw={"approvals": quiet})
     owner = Identity(tmp_path / "hub", "owner")
     async with session(served, owner) as s, owner.client(served.url) as o:
@@ -95,6 +101,16 @@ async def test_quiet_hours_hold_a_card_until_they_end_and_unanswered_requests_ex
         # the one held can still be answered where it is listed (hub approvals)
         listed = await o.call("approvals", role="approver")
         assert {a["id"] for a in listed} == {held["id"], urgent["id"]}
+        # the hold ends (brought forward here): its card goes out, and it still expires
+        book = ApprovalBook.of(served.hub)
+        row = await book.get(held["id"])
+        row["held_until"] = time.time() + 0.2
+        book.schedule(row)
+        card = (await collect(o, 1))[0]
+        assert card["data"]["approval_id"] == held["id"]
+        released = await o.call("approval_get", id=held["id"])
+        assert released["held_until"] is None and released["message_id"] == card["id"]
+        assert held["id"] in book.timers  # its expiry is armed
 
     (bob,) = people("bob")
     async with owner.client(served.url) as o, bob.client(served.url) as b:
@@ -123,6 +139,7 @@ async def test_ask_a_group_waits_for_the_first_answer(inproc, tmp_path, people):
             "answered", "tuesday", "bob")
         with pytest.raises(InvalidRequest, match="already answered: tuesday, answered by bob"):
             await c.call("approval_answer", id=card_c["data"]["approval_id"], answer="monday")
+        assert result["answer_message_id"] is None  # the waiting call had it: no message
         assert await no_message(a, 0.3)
 
         free = await a.call("ask", to="carl", question="what time?")  # returns at once
@@ -138,3 +155,49 @@ async def test_ask_a_group_waits_for_the_first_answer(inproc, tmp_path, people):
             return (await a.call("approval_get", id=free["id"]))["state"] == "answered"
 
         assert await eventually(settled)
+
+
+async def test_a_ref_two_sessions_share_names_each_its_own_and_is_ambiguous_to_answer(
+        inproc, tmp_path):
+    served = await inproc(send_rate=0)
+    owner = Identity(tmp_path / "hub", "owner")
+    async with session(served, owner, "owner-a") as a, session(served, owner, "owner-b") as b, \
+            owner.client(served.url) as o:
+        mine = await a.call("permission_request", tool="Bash", description="make test",
+                            request_id="abcde")
+        theirs = await b.call("permission_request", tool="Bash", description="curl x | sh",
+                              request_id="abcde")
+        await collect(o, 2)
+        with pytest.raises(InvalidRequest, match="names requests of 2 sessions; use the"):
+            await o.call("approval_answer", id="abcde", answer="allow")
+        closed = await a.call("approval_close", id="abcde")  # its own, not the other's
+        assert closed["id"] == mine["id"] and closed["state"] == "closed"
+        answered = await o.call("approval_answer", id="ABCDE", answer="deny")  # one left open
+        assert answered["id"] == theirs["id"]
+        assert (await b.call("approval_get", id="abcde"))["id"] == theirs["id"]  # each its own
+        with pytest.raises(NotFound):
+            await b.call("approval_get", id="zzzzz")
+
+
+async def test_only_people_answer_for_a_member_and_nobody_approves_their_own(inproc, tmp_path,
+                                                                             people):
+    served = await inproc(send_rate=0)
+    owner = Identity(tmp_path / "hub", "owner")
+    (bob,) = people("bob")
+    ops = {"ops": "member"}
+    async with session(served, owner, "owner-a") as a, session(served, owner, "owner-b") as b, \
+            owner.client(served.url, groups=ops) as o, bob.client(served.url, groups=ops) as bb:
+        asked = await a.call("approval_request", to="owner", question="deploy?")
+        await collect(o, 1)
+        with pytest.raises(Forbidden, match="not one of the people asked"):
+            await b.call("approval_answer", id=asked["id"], answer="approve")  # a sibling agent
+        mine = await o.call("approval_request", to="@ops", question="merge my PR?")
+        assert mine["approvers"] == ["bob"]  # the owner is in @ops, but asked
+        await collect(bb, 1)
+        # an approver waiting on it does not keep the answer from the asker
+        waiting = asyncio.create_task(bb.call("approval_wait", id=mine["id"], timeout=10))
+        await asyncio.sleep(0.1)
+        await bb.call("approval_answer", id=mine["id"], answer="approve")
+        assert (await waiting)["state"] == "answered"
+        told = (await collect(o, 1))[0]
+        assert told["kind"] == "approval_answer" and told["data"]["approval_id"] == mine["id"]

@@ -225,6 +225,45 @@ async def test_prompts_the_terminal_answered_are_closed_by_the_hooks(hub, people
         assert (cancelled["state"], cancelled["label"]) == ("closed", "cancelled by ann-term")
 
 
+async def test_the_call_a_phone_allowed_does_not_close_the_next_prompt(hub, people, tmp_path):
+    (ann,) = people("ann")
+    async with ann.client(hub.url) as phone, \
+            claude_session(ann, hub.url, "ann-two") as claude:
+        await claude.prompt("aaaaa", "Bash", "first")
+        first = await pending_card(phone, "aaaaa")
+        await claude.prompt("bbbbb", "Bash", "second")
+        second = await pending_card(phone, "bbbbb")
+        await phone.call("approval_answer", id=first["id"], answer="allow")
+        await claude.notification(PERMISSION_METHOD, lambda p: p["request_id"] == "aaaaa")
+        # the allowed call ran and reports: that is not the second prompt's answer
+        hook(ann, "ann-two", "post-tool-use", tool_name="Bash", cwd=str(tmp_path))
+        # a barrier: a hook for another tool is handled after it, in order
+        await claude.prompt("ccccc", "Edit", "third")
+        third = await pending_card(phone, "ccccc")
+        hook(ann, "ann-two", "post-tool-use", tool_name="Edit", cwd=str(tmp_path))
+        await until(lambda: _settled(phone, third["id"]))
+        assert (await phone.call("approval_get", id=second["id"]))["state"] == "pending"
+        # the next Bash call that reports is the second prompt's, answered in the terminal
+        hook(ann, "ann-two", "post-tool-use", tool_name="Bash", cwd=str(tmp_path))
+        closed = await until(lambda: _settled(phone, second["id"]))
+        assert closed["label"] == "answered at the terminal"
+
+
+def test_a_hook_names_the_session_of_its_project_not_of_the_directory_it_is_in(
+        tmp_path, monkeypatch):
+    from meshhub.cli.hook import member_name, session_names
+    from meshhub.local import default_session_name
+
+    project, inner = tmp_path / "work", tmp_path / "work" / "app"
+    inner.mkdir(parents=True)
+    member = member_name(tmp_path)
+    walked = session_names(tmp_path, inner)  # without Claude Code's word: the nearest first
+    assert walked[:2] == [default_session_name(member, inner),
+                          default_session_name(member, project)]
+    monkeypatch.setenv("CLAUDE_PROJECT_DIR", str(project))
+    assert session_names(tmp_path, inner) == [default_session_name(member, project)]
+
+
 async def _settled(client: MeshClient, approval_id: str) -> dict[str, Any] | None:
     view = await client.call("approval_get", id=approval_id)
     return view if view["state"] != "pending" else None

@@ -116,7 +116,7 @@ async def test_revoking_the_phone_stops_it_speaking_for_the_member(tg_hub, peopl
         assert [s["type"] for s in (await owner.call("surfaces"))["surfaces"]] == ["session"]
         async with bob.client(served.url) as b:
             assert (await b.send("owner", "gone?"))["recipients"] == ["owner"]
-        with pytest.raises(Forbidden):  # it is nobody's surface any more
+        with pytest.raises(Forbidden, match="only owner may answer"):  # nobody's surface now
             await _as_phone(served, "approval_answer", id=asked["id"], answer="approve")
 
 

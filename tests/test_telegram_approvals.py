@@ -135,3 +135,23 @@ async def test_a_tool_permission_card_is_answered_by_its_ref(tg_hub):
         got = await session.call("approval_get", id="tbxkq")
         assert (got["id"], got["answer"], got["reason"]) == (asked["id"], "allow", "fine")
         assert "reply_markup" not in await tg.wait_for("editMessageText")
+
+
+async def test_a_card_posted_after_its_request_was_settled_comes_without_buttons(tg_hub,
+                                                                                  tmp_path):
+    served = await tg_hub()
+    tg = served.tg
+    ann = paired_name(await served.pair(ANN))
+    dave = paired_name(await served.pair(DAVE))
+    carl = make_identity(tmp_path, "carl")
+    async with carl.client(served.url) as c:
+        request = await c.call("approval_request", to=ann, question="merge it?")
+        await _card(tg, "merge it?")
+        await c.call("approval_close", id=request["id"], why="cancelled")
+        # the same card reaching a chat only now (it was offline): no live buttons on it
+        hub = served.hub
+        message = await hub.store.get_message(request["message_id"])
+        assert await served.connector.deliver(hub, hub.directory.find(dave), message)
+    late = await tg.wait_for("sendMessage", lambda m: m["chat_id"] == DAVE.id
+                             and "merge it?" in m["text"])
+    assert "reply_markup" not in late and late["text"].endswith("<i>cancelled by carl</i>")

@@ -161,6 +161,19 @@ def describe(hub: Hub, message: Message) -> str:
     return f"{sender}{where}{thread}"
 
 
+async def settled_label(hub: Hub, message: Message) -> str | None:
+    """How the request an approval card shows was settled (its ``label``), or ``None`` while
+    it is pending or ``message`` is no card: a card posted after its request was settled (the
+    chat was offline) goes out with the label and without buttons."""
+    if message.kind != "approval" or not isinstance(message.data, dict):
+        return None
+    from meshhub.builtins.approval_book import ApprovalBook
+
+    book = ApprovalBook.of(hub)
+    row = await book.row(str(message.data.get("approval_id", "")))
+    return None if row is None or row["state"] == "pending" else str(book.view(row)["label"])
+
+
 def buttons(message: Message) -> list[tuple[str, str]]:
     """(label, token) pairs to show as buttons under ``message``; tokens fit in 64 bytes."""
     if message.kind != "approval" or not isinstance(message.data, dict):

@@ -43,6 +43,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 migrations = Migrations("meshhub.approvals")
+START_GRACE = 10.0  # seconds after a start before overdue approvals expire (connectors connect)
 
 
 @migrations()
@@ -102,7 +103,9 @@ class ApprovalBook:
 
     def __init__(self, hub: Hub) -> None:
         self.hub = hub
-        self.waiters: dict[str, list[asyncio.Future[dict[str, Any]]]] = {}
+        # approval id -> (waiting peer's key, its future): the asker's own waiter getting the
+        # answer is what spares it the answer message
+        self.waiters: dict[str, list[tuple[str, asyncio.Future[dict[str, Any]]]]] = {}
         self.timers: dict[str, asyncio.TimerHandle] = {}
         # set by the actions module: sends a held request's card when its hold ends
         self.release: Callable[[dict[str, Any]], Any] | None = None
@@ -152,19 +155,36 @@ class ApprovalBook:
             names = [directory.peers[first].name if first in directory.peers else first]
         return names
 
-    async def row(self, ident: str) -> dict[str, Any] | None:
-        """The approval with this id, or the newest pending one with this ref (any case)."""
+    async def row(self, ident: str, peer: Peer | None = None) -> dict[str, Any] | None:
+        """The approval with this id; or, for ``peer``, the one with this short ref (any case)
+        among those it asked or may answer: its own first, pending first. Refs are the
+        agent's (Claude Code's five letters), so two sessions may use the same one: a ref that
+        names two pending requests of different askers is refused as ambiguous."""
         wanted = ident.strip().lower()
-        found = await self.hub.store.transact(lambda conn: conn.execute(
-            f"{_SELECT} WHERE id=? UNION ALL SELECT * FROM ({_SELECT} WHERE ref=? "
-            "ORDER BY state='pending' DESC, id DESC LIMIT 1) LIMIT 1",
-            (wanted, wanted)).fetchone())
-        return None if found is None else dict(zip(COLUMNS, found, strict=True))
+        rows = await self.hub.store.transact(lambda conn: conn.execute(
+            f"{_SELECT} WHERE id=? OR ref=? ORDER BY id=? DESC, state='pending' DESC, id DESC "
+            "LIMIT 50", (wanted, wanted, wanted)).fetchall())
+        found = [dict(zip(COLUMNS, r, strict=True)) for r in rows]
+        if found and found[0]["id"] == wanted:
+            return found[0]
+        if peer is None:
+            return None
+        own = [r for r in found if r["asker"] == peer.key]
+        if own:
+            return own[0]
+        theirs = [r for r in found if self.may_answer(r, peer)]
+        open_askers = {r["asker"] for r in theirs if r["state"] == "pending"}
+        if len(open_askers) > 1:
+            raise InvalidRequest(f"{ident!r} names requests of {len(open_askers)} sessions; "
+                                 "use the request's id (`approvals` lists them)",
+                                 code="ambiguous")
+        return theirs[0] if theirs else None
 
-    async def get(self, ident: str) -> dict[str, Any]:
-        found = await self.row(ident)
+    async def get(self, ident: str, peer: Peer | None = None) -> dict[str, Any]:
+        found = await self.row(ident, peer)
         if found is None:
-            raise NotFound(f"no approval {ident!r}; `approvals` lists yours")
+            raise NotFound(f"no approval {ident!r} that you asked or may answer; `approvals` "
+                           "lists yours")
         return found
 
     def may_answer(self, r: dict[str, Any], peer: Peer) -> bool:
@@ -173,11 +193,17 @@ class ApprovalBook:
         if peer.key == r["asker"]:
             return False
         approvers = json.loads(r["approvers_json"] or "{}")
-        if peer.key in approvers.get("peers", ()) or peer.key == r["approver"]:
+        if not approvers:  # a request from before several approvers: its one peer
+            return peer.key == r["approver"]
+        if peer.key in approvers.get("peers", ()):
             return True
-        if r["kind"] == "permission" and peer.kind == "agent":
+        if peer.member_key is None or peer.member_key not in approvers.get("members", ()):
             return False
-        return peer.member_key is not None and peer.member_key in approvers.get("members", ())
+        if peer.kind != "agent":
+            return True
+        # a member's agent sessions answer only what was sent to them (a member with nothing
+        # else to reach), and never a tool permission: the agent would approve itself
+        return r["kind"] != "permission" and peer.key in json.loads(r["recipients_json"] or "[]")
 
     def involved(self, r: dict[str, Any], peer: Peer) -> bool:
         return peer.key == r["asker"] or self.may_answer(r, peer) or (
@@ -225,31 +251,27 @@ class ApprovalBook:
             timer.cancel()
         r = dict(zip(COLUMNS, found, strict=True))
         view = self.view(r)
-        waiting = self.waiters.pop(approval_id, [])
-        for future in waiting:
+        asker_told = False
+        for waiter, future in self.waiters.pop(approval_id, []):
             if not future.done():
                 future.set_result(view)
+                asker_told = asker_told or waiter == r["asker"]
         self._announce(r, view)
         message = (await self.hub.store.get_message(r["message_id"])
                    if r["message_id"] else None)
         self.hub.spawn(self.hub.plugins.each("meshhub_approval_settled", hub=self.hub,
                                              approval=view, message=message))
-        if state in ("answered", "expired") and not waiting and r["kind"] != "permission":
+        if state in ("answered", "expired") and not asker_told and r["kind"] != "permission":
             # (a tool permission's relay asks with approval_wait, again after a reconnect)
             await self._tell_asker(r, view)
         return view
 
     def _announce(self, r: dict[str, Any], view: dict[str, Any]) -> None:
         frame = codec.dumps({"type": "event", "event": "approval", "approval": view})
-        approvers = json.loads(r["approvers_json"] or "{}")
-        keys = {r["asker"], r["approver"], *approvers.get("peers", ()),
-                *json.loads(r["recipients_json"] or "[]")}
-        members = set(approvers.get("members", ()))
         presence = self.hub.presence
-        for peer_key in {*keys, *(p.key for m in members for p in
-                                  self.hub.directory.peers_of(m))}:
-            for conn in presence.connections.get(peer_key, ()):
-                if conn.receive:
+        for conns in list(presence.connections.values()):
+            for conn in conns:
+                if conn.receive and self.involved(r, conn.peer):
                     conn.send_event(frame)
 
     async def _tell_asker(self, r: dict[str, Any], view: dict[str, Any]) -> None:
@@ -277,34 +299,41 @@ class ApprovalBook:
         await self.update(r["id"], answer_message_id=sent["id"])
 
     # -- waiting ------------------------------------------------------------------------------
-    def expect(self, approval_id: str) -> asyncio.Future[dict[str, Any]]:
-        """A waiter on the approval's settlement, registered now (before its card goes out,
-        so even an answer given at once finds someone waiting); :meth:`wait` awaits it."""
+    def expect(self, approval_id: str, peer_key: str) -> asyncio.Future[dict[str, Any]]:
+        """A waiter of ``peer_key`` on the approval's settlement, registered now (before its
+        card goes out, so even an answer given at once finds it); :meth:`wait` awaits it."""
         future: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
-        self.waiters.setdefault(approval_id, []).append(future)
+        self.waiters.setdefault(approval_id, []).append((peer_key, future))
         return future
 
-    async def wait(self, r: dict[str, Any], timeout: float,
+    def _forget(self, approval_id: str, future: asyncio.Future[dict[str, Any]]) -> None:
+        left = [w for w in self.waiters.get(approval_id, []) if w[1] is not future]
+        if left:
+            self.waiters[approval_id] = left
+        else:
+            self.waiters.pop(approval_id, None)
+
+    async def wait(self, r: dict[str, Any], timeout: float, peer_key: str,
                    future: asyncio.Future[dict[str, Any]] | None = None) -> dict[str, Any]:
         """The approval once it is settled, or as it is after ``timeout`` seconds."""
         if future is None:
             if r["state"] != "pending" or timeout <= 0:
                 return self.view(r)
-            future = self.expect(r["id"])
+            future = self.expect(r["id"], peer_key)
         try:
             return await asyncio.wait_for(asyncio.shield(future), timeout)
         except TimeoutError:
+            self._forget(r["id"], future)  # gone before reading, so no answer lands unread
+            if future.done():
+                return future.result()
             return self.view(await self.get(r["id"]))
         finally:
-            left = [f for f in self.waiters.get(r["id"], []) if f is not future]
-            if left:
-                self.waiters[r["id"]] = left
-            else:
-                self.waiters.pop(r["id"], None)
+            self._forget(r["id"], future)
 
     # -- timers -------------------------------------------------------------------------------
-    def schedule(self, r: dict[str, Any]) -> None:
-        """Arm the approval's next timer: its hold's end, else its expiry."""
+    def schedule(self, r: dict[str, Any], at_least: float = 0.0) -> None:
+        """Arm the approval's next timer: its hold's end, else its expiry (in ``at_least``
+        seconds at the soonest)."""
         old = self.timers.pop(r["id"], None)
         if old is not None:
             old.cancel()
@@ -317,29 +346,40 @@ class ApprovalBook:
         else:
             return
         self.timers[r["id"]] = loop.call_later(
-            max(0.0, delay), lambda: self.hub.spawn(fire(r["id"])))
+            max(at_least, delay), lambda: self.hub.spawn(fire(r["id"])))
 
     async def _released(self, approval_id: str) -> None:
         self.timers.pop(approval_id, None)
         r = await self.row(approval_id)
         if r is None or r["state"] != "pending" or self.release is None:
             return
-        await self.update(approval_id, held_until=None)
+        released = await self.hub.store.transact(lambda conn: conn.execute(
+            "UPDATE approvals SET held_until=NULL WHERE id=? AND state='pending'",
+            (approval_id,)).rowcount)
+        if not released:
+            return  # settled meanwhile: no card for it
         r["held_until"] = None
-        await self.release(r)
-        self.schedule(r)
+        try:
+            await self.release(r)
+        except Exception:
+            log.exception("could not send the card of approval %s after quiet hours; it "
+                          "stays listed in `hub approvals` until it expires", approval_id)
+        finally:
+            self.schedule(r)  # its expiry, whatever became of the card
 
     async def _expired(self, approval_id: str) -> None:
         self.timers.pop(approval_id, None)
         await self.settle(approval_id, "expired", on="timer")
 
     async def load(self) -> None:
-        """Arm the timers of every pending approval (the hub restarted)."""
+        """Arm the timers of every pending approval (the hub restarted). One that came due
+        while the hub was down fires :data:`START_GRACE` seconds after the start, so the
+        chat connectors are connected and can update its cards."""
         rows = await self.hub.store.transact(lambda conn: conn.execute(
             f"{_SELECT} WHERE state='pending' AND (expires_at IS NOT NULL OR "
             "held_until IS NOT NULL)").fetchall())
         for found in rows:
-            self.schedule(dict(zip(COLUMNS, found, strict=True)))
+            self.schedule(dict(zip(COLUMNS, found, strict=True)), at_least=START_GRACE)
 
     def stop(self) -> None:
         for timer in self.timers.values():

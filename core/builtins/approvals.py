@@ -85,6 +85,8 @@ def approvers_for(hub: Hub, to: str, asker: Peer) -> dict[str, list[str]]:
     if text.startswith("@"):
         group = text.lstrip("@")
         found = [p for p in directory.peers.values() if p.in_group(group) and p.key != asker.key]
+        if asker.kind != "agent":  # a person does not approve their own request
+            found = [p for p in found if p.member_key is None or p.member_key != asker.member_key]
         if found:
             members = sorted({p.member_key for p in found if p.member_key is not None})
             peers = sorted(p.key for p in found if p.member_key is None)
@@ -199,16 +201,16 @@ async def open_request(ctx: ActionContext, *, kind: str, question: str, options:
     hub.limits.can_send(asker, len(body.encode()))  # no row for a send refused
     del r["options"]
     book = ApprovalBook.of(hub)
-    waiter = book.expect(r["id"]) if waiting else None
+    waiter = book.expect(r["id"], asker.key) if waiting else None
     if quiet_end is None:
         # the row and its card are queued in the same loop turn: one commit, then the push
         r["message_id"] = new_id()
-        stored, sent = await asyncio.gather(book.insert(r), send_card(hub, r),
-                                            return_exceptions=True)
+        # shielded: a caller that goes away meanwhile leaves both written, or neither
+        stored, sent = await asyncio.shield(asyncio.gather(
+            book.insert(r), send_card(hub, r), return_exceptions=True))
         failed = sent if isinstance(sent, BaseException) else stored
         if isinstance(failed, BaseException):
-            if waiter is not None:
-                book.waiters.pop(r["id"], None)
+            book.waiters.pop(r["id"], None)
             if not isinstance(stored, BaseException):
                 await book.delete(r["id"])  # no card went out: no request either
             raise failed
@@ -320,7 +322,8 @@ async def ask(
     to: Annotated[str, "who answers: a person's name, a peer, or @group (first answer wins)"],
     question: Annotated[str, "the question"],
     choices: Annotated[list[str] | None, "the possible answers; none: any text answers"] = None,
-    expires_in: Annotated[float, "seconds the question stays open"] = 3600.0,
+    expires_in: Annotated[float | None, "seconds the question stays open (default: the "
+                          "policy's, 1 h)"] = None,
     wait: Annotated[float, "seconds to wait here for the answer (0-600); then it returns "
                     "state pending and its id, to poll with approval_wait"] = 0.0,
     urgent: Annotated[bool, "deliver even during the person's quiet hours"] = False,
@@ -337,7 +340,7 @@ async def ask(
     waiter = opened.pop("_waiter", None)
     if waiter is None:
         return opened
-    return await ApprovalBook.of(ctx.hub).wait(opened, wait, waiter)
+    return await ApprovalBook.of(ctx.hub).wait(opened, wait, ctx.peer.key, waiter)
 
 
 @action()
@@ -353,7 +356,7 @@ async def approval_answer(
     """Answer a request addressed to you (or to your group); the first answer wins and every
     surface showing the request is told."""
     book = ApprovalBook.of(ctx.hub)
-    r = await book.get(check_ident(id))
+    r = await book.get(check_ident(id), ctx.peer)
     if not book.may_answer(r, ctx.peer):
         if ctx.peer.kind == "agent" and r["kind"] == "permission":
             raise Forbidden("an agent session cannot answer a tool permission; a person does")
@@ -386,7 +389,7 @@ async def approval_close(
 ) -> dict[str, Any]:
     """Close a request you asked without an answer (its cards then say so)."""
     book = ApprovalBook.of(ctx.hub)
-    r = await book.get(check_ident(id))
+    r = await book.get(check_ident(id), ctx.peer)
     if r["asker"] != ctx.peer.key:
         raise NotFound(f"no approval {id!r} that you asked")
     view = await book.settle(r["id"], "closed", on=why)
@@ -404,12 +407,12 @@ async def approval_wait(
         raise InvalidRequest(f"timeout is 0 to {MAX_WAIT:.0f} seconds")
     book = ApprovalBook.of(ctx.hub)
     r = await _visible(ctx, id)
-    return await book.wait(r, timeout)
+    return await book.wait(r, timeout, ctx.peer.key)
 
 
 async def _visible(ctx: ActionContext, ident: str) -> dict[str, Any]:
     book = ApprovalBook.of(ctx.hub)
-    r = await book.row(check_ident(ident))
+    r = await book.row(check_ident(ident), ctx.peer)
     if r is None or not (book.involved(r, ctx.peer) or ctx.is_admin):
         raise NotFound(f"no approval {ident!r} that you asked or must answer")
     return r
@@ -437,18 +440,13 @@ async def approvals(
     if not 1 <= limit <= 500:
         raise InvalidRequest("limit must be between 1 and 500")
     me = ctx.peer
+    # the SQL narrows to rows naming me or my member; may_answer() then decides, as it does
+    # for an answer (agent sessions, old rows with one approver)
     mine = "asker=?"
     theirs = ("(approver=? OR EXISTS (SELECT 1 FROM json_each(approvers_json, '$.peers') "
-              "WHERE value=?)")
-    args_theirs: list[Any] = [me.key, me.key]
-    if me.member_key is not None:
-        theirs += (" OR (EXISTS (SELECT 1 FROM json_each(approvers_json, '$.members') "
-                   "WHERE value=?) AND asker<>?")
-        args_theirs += [me.member_key, me.key]
-        if me.kind == "agent":
-            theirs += " AND kind<>'permission'"
-        theirs += ")"
-    theirs += ")"
+              "WHERE value=?) OR EXISTS (SELECT 1 FROM json_each(approvers_json, '$.members') "
+              "WHERE value=?))")
+    args_theirs: list[Any] = [me.key, me.key, me.member_key or ""]
     where, args = {"any": (f"({mine} OR {theirs})", [me.key, *args_theirs]),
                    "asker": (mine, [me.key]), "approver": (theirs, args_theirs)}[role]
     if state == "settled":
@@ -456,11 +454,14 @@ async def approvals(
     elif state != "all":
         where += " AND state=?"
         args.append(state)
-    rows = await ctx.hub.store.transact(lambda conn: conn.execute(
+    found = await ctx.hub.store.transact(lambda conn: conn.execute(
         f"SELECT {', '.join(COLUMNS)} FROM approvals WHERE {where} ORDER BY id DESC LIMIT ?",
-        (*args, limit)).fetchall())
+        (*args, limit * 4)).fetchall())
     book = ApprovalBook.of(ctx.hub)
-    return [book.view(r) for r in rows]
+    keep = {"any": lambda r: r["asker"] == me.key or book.may_answer(r, me),
+            "asker": lambda r: True, "approver": lambda r: book.may_answer(r, me)}[role]
+    rows = [r for r in (dict(zip(COLUMNS, f, strict=True)) for f in found) if keep(r)]
+    return [book.view(r) for r in rows[:limit]]
 
 
 @action("approvals_policy", read_only=True)

@@ -75,10 +75,16 @@ def member_name(home: Path) -> str:
 
 
 def session_names(home: Path, cwd: Path) -> list[str]:
-    """The names the session may have, most likely first."""
+    """The names the session may have, most likely first. Claude Code gives its hooks the
+    project's directory (``CLAUDE_PROJECT_DIR``), where it started ``hub mcp``: that names the
+    session exactly, so a hook run after a ``cd`` into another session's directory never
+    reaches (and closes the prompts of) that other session."""
     if os.environ.get("MESHHUB_SESSION_NAME"):
         return [os.environ["MESHHUB_SESSION_NAME"]]
     member = member_name(home)
+    project = os.environ.get("CLAUDE_PROJECT_DIR", "")
+    if os.path.isabs(project):
+        return [default_session_name(member, Path(project))]
     names = [default_session_name(member, d) for d in (cwd, *cwd.parents)]
     return list(dict.fromkeys(names))
 

@@ -76,6 +76,9 @@ class PermissionRelay:
         self._call = call
         self._connected = connected
         self._open: dict[str, Relayed] = {}  # request id -> prompt, oldest first
+        # tool -> calls this relay allowed that have not reported yet: the PostToolUse of a
+        # call allowed from a phone must not close the next open prompt of that tool
+        self._allowed: dict[str, int] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
 
     async def on_request(self, request: PermissionRequest, sender: ChannelSender) -> None:
@@ -127,8 +130,9 @@ class PermissionRelay:
             log.warning("permission prompt %s (%s) not relayed: %s", request.request_id,
                         request.tool_name, exc)
             return None
-        if view.get("kind") != "permission" or view.get("tool") != request.tool_name[:MAX_TOOL]:
-            return None  # the ref of another prompt
+        if view.get("kind") != "permission" or view.get("tool") != request.tool_name[:MAX_TOOL] \
+                or view.get("state") != "pending":
+            return None  # the ref of another prompt, or of an earlier one
         return view
 
     async def _watch(self, relayed: Relayed) -> None:
@@ -170,15 +174,22 @@ class PermissionRelay:
             await relayed.sender.send_permission(request_id, answer)
         except ChannelClosed:
             log.info("permission prompt %s: the session is gone", request_id)
+            return
+        if answer == "allow":
+            self._allowed[relayed.tool] = self._allowed.get(relayed.tool, 0) + 1
 
     # -- the terminal moved on ----------------------------------------------------------------
     def hook_event(self, event: str, tool: str | None) -> None:
         """A hook ran: close the prompts it shows were settled in the terminal (in the
         background: the hook's answer does not wait)."""
         if event in TOOL_DONE and tool is not None:
+            if self._allowed.get(tool):  # the call a verdict of ours let run
+                self._allowed[tool] -= 1
+                return
             oldest = next((r for r in self._open.values() if r.tool == tool), None)
             done = [oldest] if oldest is not None else []
         elif event in TURN_OVER:
+            self._allowed.clear()
             done = list(self._open.values())
         else:
             return
@@ -187,10 +198,19 @@ class PermissionRelay:
             self._spawn(self._close(relayed))
 
     async def _close(self, relayed: Relayed, why: str = "terminal") -> None:
-        try:
-            await self._call("approval_close", id=relayed.ident, why=why)
-        except (ConnectionError, MeshError, TimeoutError) as exc:  # answered meanwhile, or away
-            log.info("could not close approval %s: %s", relayed.ident, exc)
+        for attempt in (1, 2):
+            try:
+                await self._call("approval_close", id=relayed.ident, why=why)
+                return
+            except ConnectionError as exc:  # away: once more when the session is back
+                if attempt == 2:
+                    log.info("could not close approval %s: %s", relayed.ident, exc)
+                    return
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._connected.wait(), WAIT)
+            except (MeshError, TimeoutError) as exc:  # answered meanwhile
+                log.info("could not close approval %s: %s", relayed.ident, exc)
+                return
 
     def _spawn(self, work: Coroutine[Any, Any, None]) -> None:
         task = asyncio.create_task(work)

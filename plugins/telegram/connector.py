@@ -28,7 +28,14 @@ from urllib.parse import quote
 from aiohttp import web
 from yarl import URL
 
-from meshhub.bridge.chat import ChatHandler, buttons, describe, give_up, may_post
+from meshhub.bridge.chat import (
+    ChatHandler,
+    buttons,
+    describe,
+    give_up,
+    may_post,
+    settled_label,
+)
 from meshhub.bridge.loops import LoopGuard
 from meshhub.bridge.markdown import markdown_to_html
 from meshhub.bridge.pairing import PairingBook
@@ -54,6 +61,7 @@ log = logging.getLogger(__name__)
 
 ALLOWED_UPDATES = ["message", "edited_message", "callback_query"]
 SECRET_HEADER = "X-Telegram-Bot-Api-Secret-Token"
+SETTLE_WAIT = 60.0  # seconds a card update waits for the bot to connect
 MAX_UPDATE_ATTEMPTS = 5  # then a poison update is skipped (logged) so the rest flow again
 
 
@@ -393,11 +401,19 @@ class TelegramConnector(Lifecycle):
         """Every card of a settled request gets how it was settled (``label``) under it and
         loses its buttons; in the background, so whoever settled it never waits on
         Telegram."""
-        if message is None or self.hub is None or not self.ready.is_set():
+        if message is None or self.hub is None:
             return
         self.hub.spawn(self._settle_cards(str(approval["label"]), message))
 
     async def _settle_cards(self, label: str, message: Message) -> None:
+        """Edit the request's cards; a bot still connecting (a start, an outage) is waited for
+        a while, so a request settled meanwhile does not leave live buttons behind."""
+        try:
+            await asyncio.wait_for(self.ready.wait(), SETTLE_WAIT)
+        except TimeoutError:
+            log.warning("telegram: the cards of %s were not updated: the bot is not connected",
+                        message.id)
+            return
         assert self.hub is not None and self.tg_state is not None
         header = describe(self.hub, message)
         plain = adapter.render(header, message.body)
@@ -466,8 +482,9 @@ class TelegramConnector(Lifecycle):
         if message.reply_to is not None:
             parts = await self.tg_state.sent_parts(message.reply_to, chat_id)
             reply_to = parts.get(0)
-        chunks = adapter.render(describe(hub, message), message.body)
-        markup = adapter.keyboard(buttons(message))
+        label = await settled_label(hub, message)
+        chunks = adapter.render(describe(hub, message), message.body, footer=label)
+        markup = None if label else adapter.keyboard(buttons(message))
         try:
             for part, chunk in enumerate(chunks):
                 if part in done:
@@ -482,6 +499,8 @@ class TelegramConnector(Lifecycle):
                     continue
                 sent = await self._send_file(bot, chat_id, attachment)
                 await self._posted(chat_id, sent.message_id, message.id, part)
+            if markup is not None and (late := await settled_label(hub, message)):
+                hub.spawn(self._settle_cards(late, message))  # settled while it was posted
         except (Forbidden, BadRequest, InvalidToken) as exc:
             await give_up(hub, peer, message, f"Telegram refused it: {exc}")
             return False
