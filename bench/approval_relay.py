@@ -40,7 +40,7 @@ import string
 import sys
 import tempfile
 import time
-from itertools import product
+from itertools import islice, product
 from pathlib import Path
 from typing import Any
 
@@ -113,9 +113,9 @@ class Claude:
                 return seen
 
 
-def refs() -> list[str]:
-    """Five lowercase letters each, as Claude Code makes them; distinct."""
-    return ["".join(p) for p in product(string.ascii_lowercase, repeat=5)]
+def refs(count: int) -> list[str]:
+    """``count`` distinct refs of five lowercase letters, as Claude Code makes them."""
+    return ["".join(p) for p in islice(product(string.ascii_lowercase, repeat=5), count)]
 
 
 async def open_session(home: Path, url: str) -> tuple[asyncio.subprocess.Process, Claude]:
@@ -157,7 +157,7 @@ async def measure(tg: FakeTelegram, root: Path, n: int) -> dict[str, Any]:
         proc, claude = await open_session(home, url)
         await tg.send_text(PHONE, f"@{SESSION}")  # the phone talks to the session from now on
         await tg.wait_for("sendMessage", lambda m: "Now talking" in m["text"], timeout=30)
-        names = refs()
+        names = refs(WARMUP + n)
         out: list[float] = []
         back: list[float] = []
         base_out: list[float] = []

@@ -11,6 +11,7 @@ Field(max_length=...)]`` is checked on every surface and shows in the schema (``
 from __future__ import annotations
 
 import inspect
+import logging
 import re
 import typing
 from collections.abc import Awaitable, Callable
@@ -19,9 +20,11 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model
 
-from .errors import Forbidden, InvalidRequest, NotFound
+from .errors import Forbidden, InvalidRequest, MeshError, NotFound, error_frame
 from .fields import TooLong
 from .store import CAPS
+
+log = logging.getLogger(__name__)
 
 if TYPE_CHECKING:
     from .hub import Hub
@@ -224,6 +227,19 @@ class ActionRegistry:
         item = self.get(name)
         check_allowed(ctx, item)
         return await item.handler(ctx, **item.validate(params))
+
+    async def answer_frame(self, ctx: ActionContext, name: str, params: dict[str, Any] | None,
+                           call_id: Any) -> dict[str, Any]:
+        """The WebSocket answer (``result`` or ``error`` frame) of a call served beside the
+        connection's other frames (a ``concurrent`` action)."""
+        try:
+            return {"type": "result", "id": call_id, "result": await self.call(ctx, name, params)}
+        except MeshError as exc:
+            return error_frame(exc, call_id)
+        except Exception:
+            log.exception("%s call from %s failed", name, ctx.peer.name)
+            return error_frame(MeshError("the hub failed on this call; it was not applied",
+                                         code="internal"), call_id)
 
     def describe(self) -> list[dict[str, Any]]:
         return [a.describe() for a in sorted(self.actions.values(), key=lambda a: a.name)]

@@ -84,3 +84,11 @@ class TooManyConnections(MeshError):
 
     code = "too_many_connections"
     http_status = 429
+
+
+def error_frame(exc: MeshError, call_id: Any = None) -> dict[str, Any]:
+    """The WebSocket ``error`` frame of ``exc``, answering the call ``call_id`` if any."""
+    frame: dict[str, Any] = {"type": "error", **exc.to_dict()}
+    if call_id is not None:
+        frame["id"] = call_id
+    return frame

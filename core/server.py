@@ -37,6 +37,7 @@ from .errors import (
     TooLarge,
     TooManyConnections,
     Unauthorized,
+    error_frame,
 )
 from .fields import MAX_CONNECTOR, MAX_GROUPS, MAX_ROLE, check_length
 from .hub import WS_CONNECTORS, Hub
@@ -97,13 +98,6 @@ def limits(hub: Hub) -> dict[str, int]:
 def body_too_large(hub: Hub) -> TooLarge:
     return TooLarge(f"the request body is over {frame_limit(hub)} bytes, the most this hub "
                     f"reads; a message may be at most {hub.config.max_body_bytes} bytes")
-
-
-def error_frame(exc: MeshError, call_id: Any = None) -> dict[str, Any]:
-    frame: dict[str, Any] = {"type": "error", **exc.to_dict()}
-    if call_id is not None:
-        frame["id"] = call_id
-    return frame
 
 
 # -- WebSocket peer protocol ---------------------------------------------------------------------
@@ -316,7 +310,7 @@ async def _handle_frame(hub: Hub, conn: Connection, frame: dict[str, Any]) -> No
             await conn.wait_settled()
             return
         if hub.actions.get(name).concurrent:  # it may wait for a person: beside the others
-            conn.aside(_call_frame(hub, ctx, name, params, call_id))
+            conn.aside(hub.actions.answer_frame(ctx, name, params, call_id))
             return
         result = await hub.actions.call(ctx, name, params)
         conn.send({"type": "result", "id": call_id, "result": result})
@@ -331,20 +325,6 @@ async def _handle_frame(hub: Hub, conn: Connection, frame: dict[str, Any]) -> No
         raise InvalidRequest(
             f"unknown frame type {kind!r}; expected call, ack or ping", code="unknown_frame"
         )
-
-
-async def _call_frame(hub: Hub, ctx: ActionContext, name: str, params: dict[str, Any],
-                      call_id: Any) -> dict[str, Any]:
-    """The answer frame of a call served beside the connection's other frames."""
-    try:
-        return {"type": "result", "id": call_id,
-                "result": await hub.actions.call(ctx, name, params)}
-    except MeshError as exc:
-        return error_frame(exc, call_id)
-    except Exception:
-        log.exception("%s call from %s failed", name, ctx.peer.name)
-        return error_frame(MeshError("the hub failed on this call; it was not applied",
-                                     code="internal"), call_id)
 
 
 async def websocket_handler(request: web.Request) -> web.WebSocketResponse:

@@ -155,3 +155,18 @@ async def test_a_card_posted_after_its_request_was_settled_comes_without_buttons
     late = await tg.wait_for("sendMessage", lambda m: m["chat_id"] == DAVE.id
                              and "merge it?" in m["text"])
     assert "reply_markup" not in late and late["text"].endswith("<i>cancelled by carl</i>")
+
+
+async def test_approve_and_deny_only_stand_for_a_yes_or_no(tg_hub, tmp_path):
+    served = await tg_hub()
+    tg = served.tg
+    ann = paired_name(await served.pair(ANN))
+    carl = make_identity(tmp_path, "carl")
+    async with carl.client(served.url) as c:
+        asked = await c.call("ask", to=ann, question="which colour?",
+                             choices=["red", "green", "blue"])
+        await _card(tg, "which colour?")
+        await tg.send_text(ANN, f"/deny {asked['id']}")
+        refused = await tg.wait_for("sendMessage", lambda m: "answer one of" in m["text"])
+        assert "red, green, blue" in refused["text"]
+        assert (await c.call("approval_get", id=asked["id"]))["state"] == "pending"

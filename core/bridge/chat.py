@@ -367,16 +367,17 @@ class ChatHandler:
 
     async def _option_for(self, peer: Peer, surface: str, approval_id: str, word: str) -> str:
         """What ``/approve`` or ``/deny`` answers to the request ``approval_id`` (its id or its
-        ``ref``, any case): the option of that name, else the first option (approve) or the
-        last (deny), so ``/approve`` on a tool permission is ``allow``. A request they may not
-        see gets the word itself, and ``approval_answer`` says why not."""
+        ``ref``, any case): the option of that name, or for a yes-or-no request of two options
+        (a tool permission's allow/deny) the first (approve) or the second (deny). Anything
+        else gets the word itself, and ``approval_answer`` says what to answer instead (or why
+        they may not)."""
         try:
             options = (await self.call(peer, surface, "approval_get", id=approval_id))["options"]
         except MeshError:
             return word
-        if not options or any(o.lower() == word for o in options):
+        if len(options) != 2 or any(o.lower() == word for o in options):
             return word
-        return str(options[0] if word == "approve" else options[-1])
+        return str(options[0] if word == "approve" else options[1])
 
     async def _group(self, event: ChatEvent) -> ChatOutcome:
         p = event.command_prefix

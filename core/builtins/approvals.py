@@ -413,7 +413,9 @@ async def approval_wait(
 async def _visible(ctx: ActionContext, ident: str) -> dict[str, Any]:
     book = ApprovalBook.of(ctx.hub)
     r = await book.row(check_ident(ident), ctx.peer)
-    if r is None or not (book.involved(r, ctx.peer) or ctx.is_admin):
+    # the owner reads any request, from its terminal or web page: not from an agent session
+    owner = ctx.is_admin and ctx.peer.kind != "agent"
+    if r is None or not (book.involved(r, ctx.peer) or owner):
         raise NotFound(f"no approval {ident!r} that you asked or must answer")
     return r
 
