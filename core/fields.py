@@ -34,6 +34,7 @@ MAX_REASON = 1000  # the reason given with an approval's answer
 MAX_OPTIONS = 8  # answers an approval request offers
 MAX_OPTION = 40  # one such answer
 MAX_EMOJI = 32  # one reaction
+MAX_TOOL = 200  # an agent tool's name (a permission prompt's, a hook's)
 MAX_NAMES = 100  # names a send mentions or whispers to (as many as its targets)
 
 Sized = TypeVar("Sized", str, list[Any], dict[str, Any])

@@ -73,7 +73,7 @@ async def test_tool_permissions_follow_the_policy_and_only_people_answer(inproc,
         assert (closed["state"], closed["label"]) == ("closed", "answered at the terminal")
         with pytest.raises(InvalidRequest, match="already answered: answered at the terminal"):
             await b.call("approval_answer", id="qwert", answer="deny")
-        with pytest.raises(Exception, match="that you asked"):
+        with pytest.raises(NotFound, match="that you asked"):
             await b.call("approval_close", id=edit["id"])
 
         policy = await o.call("approvals_policy")

@@ -29,12 +29,12 @@ async def test_a_settled_request_edits_its_card_and_drops_the_buttons(tg_hub, tm
         request = await c.call("approval_request", to=ann, question="deploy <1.4>?")
         card = await _card(tg, "deploy")
         assert card["reply_markup"]["inline_keyboard"]
-        message = await served.hub.store.get_message(request["message_id"])
-        served.connector.approval_settled({"label": "approve, answered by ann on web"}, message)
+        # settled elsewhere, through the core (the asker cancels it): the hook edits the card
+        await c.call("approval_close", id=request["id"], why="cancelled")
         edited = await tg.wait_for("editMessageText")
     assert (edited["chat_id"], edited["message_id"]) == (ANN.id, card["result"]["message_id"])
     assert "deploy &lt;1.4&gt;?" in edited["text"]
-    assert edited["text"].endswith("<i>approve, answered by ann on web</i>")
+    assert edited["text"].endswith("<i>cancelled by carl</i>")
     assert "reply_markup" not in edited
 
 

@@ -444,7 +444,7 @@ class ChatHandler:
             result = await self.call(peer, connector, "approval_answer", id=approval_id,
                                      answer=answer)
         except MeshError as exc:
-            return await self._refusal(peer, connector, approval_id, exc), False
+            return self._refusal(exc), False
         except (ValueError, IndexError):
             return "That button is broken.", False
         return f"Answered: {for_terminal(str(result['answer']), one_line=True)}", True
@@ -460,17 +460,13 @@ class ChatHandler:
             options = (await self.call(peer, connector, "approval_get", id=approval_id))["options"]
         return str(options[index])
 
-    async def _refusal(self, peer: Peer, connector: str, approval_id: str,
-                       exc: MeshError) -> str:
-        """What a refused press flashes: for a settled request how it was settled (its
-        ``label``), else the refusal's own words (``only ann may answer this request``)."""
+    @staticmethod
+    def _refusal(exc: MeshError) -> str:
+        """What a refused press flashes: the refusal's own words, which for a settled request
+        say how it was settled (``Already answered: allow, answered by ann on web``)."""
         text = exc.message
-        if exc.code == "exists":
-            try:
-                settled = await self.call(peer, connector, "approval_get", id=approval_id)
-                text = f"Already answered: {settled['label']}"
-            except MeshError:
-                pass  # not theirs to see: the refusal's words say enough
+        if exc.code == "exists":  # "already answered: <label>", the start of a flash
+            text = text[:1].upper() + text[1:]
         return for_terminal(text, one_line=True)
 
 

@@ -192,7 +192,7 @@ class ApprovalBook:
         agent session for a tool permission: the agent would approve itself)."""
         if peer.key == r["asker"]:
             return False
-        approvers = json.loads(r["approvers_json"] or "{}")
+        approvers, recipients = parties(r)
         if not approvers:  # a request from before several approvers: its one peer
             return peer.key == r["approver"]
         if peer.key in approvers.get("peers", ()):
@@ -203,18 +203,18 @@ class ApprovalBook:
             return True
         # a member's agent sessions answer only what was sent to them (a member with nothing
         # else to reach), and never a tool permission: the agent would approve itself
-        return r["kind"] != "permission" and peer.key in json.loads(r["recipients_json"] or "[]")
+        return r["kind"] != "permission" and peer.key in recipients
 
     def involved(self, r: dict[str, Any], peer: Peer) -> bool:
-        return peer.key == r["asker"] or self.may_answer(r, peer) or (
-            peer.key in json.loads(r["recipients_json"] or "[]"))
+        return peer.key == r["asker"] or self.may_answer(r, peer) or peer.key in parties(r)[1]
 
     # -- writing ------------------------------------------------------------------------------
     async def insert(self, r: dict[str, Any]) -> None:
-        names = ", ".join(r)
-        marks = ", ".join("?" for _ in r)
+        row = {k: v for k, v in r.items() if k in COLUMNS}  # not what is cached on it
+        names = ", ".join(row)
+        marks = ", ".join("?" for _ in row)
         await self.hub.store.transact(lambda conn: conn.execute(
-            f"INSERT INTO approvals ({names}) VALUES ({marks})", tuple(r.values())))
+            f"INSERT INTO approvals ({names}) VALUES ({marks})", tuple(row.values())))
 
     async def delete(self, approval_id: str) -> None:
         await self.hub.store.transact(lambda conn: conn.execute(
@@ -385,6 +385,16 @@ class ApprovalBook:
         for timer in self.timers.values():
             timer.cancel()
         self.timers.clear()
+
+
+def parties(r: dict[str, Any]) -> tuple[dict[str, list[str]], frozenset[str]]:
+    """A row's approvers and card recipients, decoded once per row (an event checks every
+    connection against them)."""
+    found = r.get("_parties")
+    if found is None:
+        found = r["_parties"] = (json.loads(r["approvers_json"] or "{}"),
+                                 frozenset(json.loads(r["recipients_json"] or "[]")))
+    return found
 
 
 def label(view: dict[str, Any]) -> str:

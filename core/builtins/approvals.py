@@ -35,11 +35,10 @@ from sqlite_utils.migrations import Migrations
 from meshhub import hookimpl
 from meshhub.actions import Action, ActionContext, action
 from meshhub.config import ConfigError
-from meshhub.directory import is_linked_surface
 from meshhub.errors import Forbidden, InvalidRequest, NotFound, TooLarge
-from meshhub.fields import MAX_OPTION, MAX_OPTIONS, MAX_REASON
+from meshhub.fields import MAX_OPTION, MAX_OPTIONS, MAX_REASON, MAX_TOOL
 from meshhub.ids import new_id
-from meshhub.reach import surfaces_of
+from meshhub.reach import human_sessions, surfaces_of
 
 from .approval_book import COLUMNS, ApprovalBook, check_ident, migrations
 from .approval_policy import Policy, PolicyBook
@@ -52,7 +51,6 @@ DEFAULT_OPTIONS = ["approve", "deny"]
 PERMISSION_OPTIONS = ["allow", "deny"]
 MAX_WAIT = 600.0
 MAX_PREVIEW = 2000
-MAX_TOOL = 200
 MAX_ID = 64
 SURFACE_NAMES = {"ws": None, "http": "web"}  # None: the peer's own connector (cli, mcp...)
 
@@ -119,11 +117,9 @@ def recipients_for(hub: Hub, approvers: dict[str, list[str]], asker: Peer,
         member = directory.member(member_key)
         if member is None:
             continue
-        own = directory.peers_of(member_key)
-        human = [p.key for p in own if p.kind != "agent" and not is_linked_surface(p)]
-        human += [p.key for p in surfaces_of(hub, member)]
+        human = [p.key for p in (*human_sessions(hub, member), *surfaces_of(hub, member))]
         if not human and kind != "permission":
-            human = [p.key for p in own]
+            human = [p.key for p in directory.peers_of(member_key)]
         keys += [k for k in human if k not in keys and k != asker.key]
     keys += [k for k in approvers["peers"] if k not in keys and k != asker.key]
     if not keys:
@@ -160,15 +156,17 @@ def check_options(options: list[str] | None, default: list[str] | None) -> list[
     return choices
 
 
-def card_text(hub: Hub, r: dict[str, Any], asker: Peer) -> str:
-    options = " / ".join(r["options"]) or "any text: reply to this message"
+def card_text(r: dict[str, Any], options: list[str], asker: Peer) -> str:
+    """The card's text, as every surface shows it (chat surfaces add the options as
+    buttons)."""
+    choices = " / ".join(options) or "any text: reply to this message"
     if r["kind"] == "permission":
         preview = f"\n{r['input_preview']}" if r["input_preview"] else ""
         return (f"{asker.name} asks to run {r['tool']}: {r['question']}{preview}\n"
-                f"(answer: {options}; or `/approve {r['ref']}`, `/deny {r['ref']}`)")
+                f"(answer: {choices}; or `/approve {r['ref']}`, `/deny {r['ref']}`)")
     if r["kind"] == "question":
-        return f"Question from {asker.name}: {r['question']}\n(answer: {options})"
-    return f"Approval requested: {r['question']}\n(answer: {options})"
+        return f"Question from {asker.name}: {r['question']}\n(answer: {choices})"
+    return f"Approval requested: {r['question']}\n(answer: {choices})"
 
 
 async def open_request(ctx: ActionContext, *, kind: str, question: str, options: list[str],
@@ -193,13 +191,11 @@ async def open_request(ctx: ActionContext, *, kind: str, question: str, options:
         "expires_at": max(now, quiet_end or now) + expire_after, "held_until": quiet_end,
         "recipients_json": json.dumps(recipients),
     }
-    r["options"] = options
-    body = card_text(hub, r, asker)
+    body = card_text(r, options, asker)
     if len(body.encode()) > hub.config.max_body_bytes:  # checked before anything is stored
         raise TooLarge(f"the question is too long; the limit is {hub.config.max_body_bytes} "
                        "bytes")
     hub.limits.can_send(asker, len(body.encode()))  # no row for a send refused
-    del r["options"]
     book = ApprovalBook.of(hub)
     waiter = book.expect(r["id"], asker.key) if waiting else None
     if quiet_end is None:
@@ -237,7 +233,7 @@ async def send_card(hub: Hub, r: dict[str, Any]) -> None:
         data["ref"] = r["ref"]
     if r["tool"]:
         data["tool"] = r["tool"]
-    body = card_text(hub, {**r, "options": options}, asker)
+    body = card_text(r, options, asker)
     chosen = r["message_id"]
     sent = await hub.send(asker, recipients, body, kind="approval", priority="now", data=data,
                           message_id=chosen)

@@ -34,7 +34,7 @@ from meshhub.local import default_name, default_session_name, home_dir, private_
 ANSWER_WAIT = 1.5  # seconds for the session's answer (it gives the hub 0.8 s of them)
 STDIN_WAIT = 0.2  # seconds to wait for the hook's JSON when stdin is left open
 MAX_ANSWER = 256 * 1024  # bytes: an answer is one short line
-MAX_TOOL = 200  # characters of the tool name passed on
+MAX_TOOL = 200  # meshhub.fields.MAX_TOOL, written here: this module loads nothing of meshhub
 
 
 def read_stdin(timeout: float = STDIN_WAIT) -> str:

@@ -34,13 +34,13 @@ from pathlib import Path
 from typing import Any
 
 from meshhub import codec
+from meshhub.fields import MAX_TOOL
 from meshhub.local import claim_socket, session_socket
 
 log = logging.getLogger("meshhub_mcp")
 
 HUB_BUDGET = 0.8  # seconds a hook's question may wait for the hub
 MAX_REQUEST = 4096  # bytes: a request is one short JSON line
-MAX_TOOL = 200  # characters of a tool name
 REMEMBER = 500  # message ids remembered as already named
 INBOX_LIMIT = 20  # unread messages fetched to name the new ones
 STATUS = {"user-prompt-submit": "working", "stop": "idle"}

@@ -30,8 +30,9 @@ from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass
 from typing import Any
 
-from meshhub.builtins.approvals import MAX_PREVIEW, MAX_TOOL
+from meshhub.builtins.approvals import MAX_PREVIEW
 from meshhub.errors import MeshError
+from meshhub.fields import MAX_TOOL
 
 from .sdk import ChannelClosed, ChannelSender, PermissionRequest
 
