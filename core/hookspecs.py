@@ -22,6 +22,7 @@ if TYPE_CHECKING:
     from .actions import Action
     from .hub import Hub
     from .models import Message, Peer
+    from .records import Change, Collection
     from .store import Store
 
 
@@ -123,10 +124,30 @@ def meshhub_provide_store(hub: Hub) -> Store | None:
 
 
 @hookspec
+def meshhub_register_collections(register: Callable[[Collection], None]) -> None:
+    """Declare the record collections a plugin keeps its data in
+    (:class:`meshhub.records.Collection`: name, indexed fields, searchable fields, change
+    feed); the plugin then reads and writes them through ``hub.records`` on any engine
+    (docs/storage.md). Names are unique on a hub."""
+
+
+@hookspec
+def meshhub_record_changed(hub: Hub, change: Change) -> None | Awaitable[None]:
+    """After a document of a collection declared with ``feed=True`` was written, deleted or
+    expired (:class:`meshhub.records.Change`), in feed order, on every hub sharing the engine.
+    The peers the collection's ``notify`` names already got it as a ``record`` event."""
+
+
+@hookspec
 def meshhub_register_migrations(register: Callable[[Migrations], None]) -> None:
-    """Register sqlite-utils ``Migrations`` sets, one namespace per plugin.
+    """Register sqlite-utils ``Migrations`` sets, one namespace per plugin (SQLite engine
+    only).
 
     Name each set after the plugin (``meshhub.telegram``) and each migration ``m001_...``.
+    Feature data belongs in collections (``meshhub_register_collections``); a migration here
+    moves a plugin's tables from before the record API into its collections
+    (:func:`meshhub.builtins.sqlite_records.write_record`), and runs after the collections'
+    tables exist.
     """
 
 

@@ -31,6 +31,7 @@ from .local import default_name
 from .models import PRIORITIES, SESSION_CONNECTORS, Message, Peer
 from .plugins import PluginHost, build_plugin_host, short_error
 from .presence import Presence
+from .records import Collection, Records
 from .store import Store
 
 log = logging.getLogger(__name__)
@@ -120,6 +121,7 @@ class Hub:
         self.connector_states = ConnectorStates()
         self.routes: list[tuple[str, str, Any]] = []
         self.store: Store = None  # type: ignore[assignment]  # set by start()
+        self.records = Records(self)
         self.directory: Directory = None  # type: ignore[assignment]
         self.limits = Limits(config)
         self.presence = Presence(self)
@@ -168,6 +170,12 @@ class Hub:
             return str(migration_set.name)
 
         self.plugins.collect("meshhub_register_migrations", "migrations", add_migrations)
+
+        def add_collection(collection: Collection, plugin: str) -> str:
+            self.records.declare(collection)
+            return collection.name
+
+        self.plugins.collect("meshhub_register_collections", "collections", add_collection)
         store = await self.plugins.first("meshhub_provide_store", hub=self)
         if store is None:
             raise ConfigError(
@@ -175,7 +183,8 @@ class Hub:
                 "sqlite_store out of MESHHUB_DISABLE_PLUGINS and [plugins] disabled in "
                 f"{self.config.path}, or install a plugin that provides a store")
         self.store = store
-        await store.open(migrations)
+        await store.open(migrations, list(self.records.collections.values()))
+        await self.records.start()
         self.directory = Directory(store)
         self.directory.on_created = lambda peer: self.presence.announce(peer, "joined")
         await self.directory.load()
@@ -245,6 +254,7 @@ class Hub:
             task.cancel()
         if self._tasks:
             await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self.records.stop()
         if self.store is not None:
             await self.store.close()
 

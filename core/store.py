@@ -15,6 +15,7 @@ if TYPE_CHECKING:
     from sqlite_utils.migrations import Migrations
 
     from .models import Conversation, Delivery, Invite, Member, Message, Peer
+    from .records import Collection
 
 T = TypeVar("T")
 
@@ -61,9 +62,16 @@ class InboxItem:
 
 
 class Store(Protocol):
-    """Everything the hub persists. Every method is a coroutine; a returned write is durable."""
+    """Everything the hub persists. Every method is a coroutine; a returned write is durable.
 
-    async def open(self, migrations: list[Migrations]) -> None: ...
+    The message hot path has its own methods below; feature data goes through the record API
+    (:class:`meshhub.records.RecordEngine`, which an engine implements as well)."""
+
+    async def open(self, migrations: list[Migrations],
+                   collections: list[Collection] | None = None) -> None:
+        """Open the engine with the collections the plugins declared (``migrations``: the
+        SQLite engine's schema steps; another engine ignores them)."""
+        ...
 
     async def close(self) -> None: ...
 

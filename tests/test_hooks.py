@@ -20,6 +20,7 @@ from meshhub.config import load_config
 from meshhub.errors import MeshError
 from meshhub.hub import Hub
 from meshhub.plugins import build_plugin_host
+from meshhub.records import Collection
 
 from .helpers import collect, make_identity
 
@@ -288,3 +289,42 @@ def test_register_actions_rejects_duplicates_and_records_the_failure():
     assert "already registered" in (host.records["copycat"].error or "")
     assert hub.actions.get("send").plugin == "core_actions"
     assert json.dumps(host.table())  # the table is plain data
+
+
+class Notes:
+    """A plugin keeping its data in a record collection with a change feed."""
+
+    def __init__(self) -> None:
+        self.changes: list[tuple[str, str, int]] = []
+
+    @hookimpl
+    def meshhub_register_collections(self, register):
+        register(Collection("notes", indexes=("author",), search=("text",), feed=True,
+                            notify=lambda hub, change: [change.value["for"]]
+                            if change.value else []))
+
+    @hookimpl
+    async def meshhub_record_changed(self, hub, change):
+        self.changes.append((change.key, change.op, change.revision))
+
+
+async def test_register_collections_and_record_changed(inproc, tmp_path):
+    notes = Notes()
+    served = await inproc(("notes", notes))
+    hub = served.hub
+    assert served.hub.plugins.records["notes"].registered == {"collections": ["notes"]}
+    bob = make_identity(tmp_path, "bob")
+    async with bob.client(served.url) as b:
+        me = next(p for p in await b.peers() if p["name"] == "bob")
+        first = await hub.records.put("notes", "n1", {"author": "x", "text": "hi",
+                                                      "for": me["key"]})
+        event = await asyncio.wait_for(b.events.get(), 10)
+        assert event["event"] == "record" and event["collection"] == "notes"
+        assert (event["key"], event["op"], event["revision"]) == ("n1", "put", 1)
+        assert event["value"]["text"] == "hi" and event["seq"] > 0
+        await hub.records.delete("notes", "n1", revision=first.revision)
+        for _ in range(100):
+            if len(notes.changes) == 2:
+                break
+            await asyncio.sleep(0.05)
+    assert notes.changes == [("n1", "put", 1), ("n1", "delete", 1)]

@@ -27,11 +27,13 @@ from sqlite_utils.migrations import Migrations
 
 from meshhub import codec, hookimpl
 from meshhub.models import Conversation, Delivery, Message, Peer
+from meshhub.records import Collection
 from meshhub.store import StateChange
 
 from .migrations import core_migrations
 from .sqlite_members import MemberTables
 from .sqlite_reads import _MESSAGE_COLUMNS, MessageReads, _message_from_row
+from .sqlite_records import RecordTables, ensure_schema
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -66,7 +68,7 @@ def _resolve_all(items: list[tuple[_Op, bool, Any]]) -> None:
         _resolve(op.future, ok, value)
 
 
-class SQLiteStore(MessageReads, MemberTables):
+class SQLiteStore(MessageReads, MemberTables, RecordTables):
     """SQLite engine for :class:`meshhub.store.Store`."""
 
     def __init__(self, path: Path, *, synchronous: str = "FULL") -> None:
@@ -79,10 +81,13 @@ class SQLiteStore(MessageReads, MemberTables):
         self._reader: sqlite3.Connection | None = None
         self.batches = 0
         self.operations = 0
+        self._collections: dict[str, Collection] = {}
 
     # -- lifecycle -------------------------------------------------------------------------
-    async def open(self, migrations: list[Migrations]) -> None:
+    async def open(self, migrations: list[Migrations],
+                   collections: list[Collection] | None = None) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._collections = {c.name: c for c in collections or ()}
         ready: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         loop = asyncio.get_running_loop()
 
@@ -94,6 +99,9 @@ class SQLiteStore(MessageReads, MemberTables):
                 conn.execute("PRAGMA busy_timeout=5000")
                 conn.execute("PRAGMA foreign_keys=ON")
                 db = Database(conn)
+                with conn:  # before the migrations, which may move old rows into collections
+                    conn.execute("BEGIN")
+                    ensure_schema(conn, self._collections.values())
                 for migration_set in [core_migrations, *migrations]:
                     migration_set.apply(db)
                 self._conn = conn

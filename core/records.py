@@ -1,0 +1,434 @@
+"""Feature data, engine-neutral: named collections of JSON documents (docs/storage.md).
+
+A plugin declares its collections (:class:`Collection`, through the
+``meshhub_register_collections`` hook) with the fields it queries by and the fields it searches,
+then keeps its data through ``hub.records``: get, put (optionally against the revision it read:
+compare-and-set), delete, find by indexed fields with cursor paging, count, full-text search,
+and time-to-live per document. Writes to a collection declared with ``feed=True`` also append to
+a change feed, which :class:`RecordFeed` turns into ``record`` events for the peers the
+collection names, and into the ``meshhub_record_changed`` hook.
+
+What an engine implements is :class:`RecordEngine`; SQLite serves it today
+(:mod:`meshhub.builtins.sqlite_records`), and ``tests/record_contract.py`` is the suite any
+engine must pass. Nothing here speaks SQL.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import logging
+import re
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Protocol
+
+from . import codec
+from .errors import InvalidRequest, MeshError
+
+if TYPE_CHECKING:
+    from .hub import Hub
+
+log = logging.getLogger(__name__)
+NAME = re.compile(r"^[a-z][a-z0-9_]{0,47}$")
+META_FIELDS = ("key", "created_at", "updated_at")  # may be ordered by without an index
+SWEEP_EVERY = 60.0
+FEED_KEEP = 86400.0  # seconds the change feed keeps a change
+
+
+@dataclass(frozen=True)
+class Collection:
+    """A named set of JSON documents with string keys.
+
+    ``indexes``: the top-level fields documents are found by (equality and ranges) and ordered
+    by; a query on any other field is a programming error. ``search``: the text fields full-text
+    search looks in. ``feed``: writes are kept in the change feed. ``notify``: with ``feed``,
+    which peers get a ``record`` event for a change (their keys), or ``None``: nobody."""
+
+    name: str
+    indexes: tuple[str, ...] = ()
+    search: tuple[str, ...] = ()
+    feed: bool = False
+    notify: Callable[[Hub, Change], Iterable[str]] | None = field(default=None, compare=False)
+
+    def __post_init__(self) -> None:
+        for name in (self.name, *self.indexes, *self.search):
+            if not NAME.match(name):
+                raise ValueError(f"collection and field names are lower_snake_case: {name!r}")
+        if self.notify is not None and not self.feed:
+            raise ValueError(f"collection {self.name!r}: notify needs feed=True")
+
+
+@dataclass
+class Record:
+    """One stored document. ``revision`` starts at 1 and grows by one with every write."""
+
+    collection: str
+    key: str
+    value: dict[str, Any]
+    revision: int
+    created_at: float
+    updated_at: float
+    expires_at: float | None = None
+
+
+@dataclass
+class Page:
+    records: list[Record]
+    cursor: str | None  # pass back as ``after`` for the next page; None: that was the last
+
+
+@dataclass
+class Hit:
+    """A search result: the document, its relevance (higher is better) and a snippet of the
+    matching text with the matched words between ``marks``."""
+
+    record: Record
+    score: float
+    snippet: str
+
+
+@dataclass
+class Change:
+    """One entry of the change feed: ``op`` is ``put``, ``delete`` or ``expire``; ``value`` is
+    the document after a put (``None`` otherwise)."""
+
+    seq: int
+    collection: str
+    key: str
+    op: str
+    revision: int
+    value: dict[str, Any] | None
+    at: float
+
+    def public(self) -> dict[str, Any]:
+        return {"seq": self.seq, "collection": self.collection, "key": self.key, "op": self.op,
+                "revision": self.revision, "value": self.value, "at": self.at}
+
+
+@dataclass(frozen=True)
+class Range:
+    """A range condition on an indexed field; bounds left ``None`` are open."""
+
+    gt: Any = None
+    ge: Any = None
+    lt: Any = None
+    le: Any = None
+
+
+@dataclass(frozen=True)
+class In:
+    """The field equals one of ``values``."""
+
+    values: tuple[Any, ...]
+
+
+Where = dict[str, Any]  # field -> value (None: missing or null), Range or In
+
+
+class Conflict(MeshError):
+    """A compare-and-set lost: the document is not at the revision the writer read.
+    ``current`` is the document as it is now (``None``: there is none)."""
+
+    code = "conflict"
+    http_status = 409
+
+    def __init__(self, message: str, *, current: Record | None) -> None:
+        super().__init__(message, revision=current.revision if current else 0)
+        self.current = current
+
+
+class RecordEngine(Protocol):
+    """What a storage engine implements for feature data (the contract of docs/storage.md),
+    beside :class:`meshhub.store.Store`, whose ``open`` names the declared collections.
+
+    Every write is durable when it returns. ``revision``: ``None`` writes whatever is there;
+    ``0`` only creates (the key must be absent); ``n`` only replaces revision ``n``. A refused
+    write raises :class:`Conflict` with the current document and changes nothing. Expired
+    documents are absent to every call, before they are purged."""
+
+    async def record_get(self, collection: str, key: str) -> Record | None: ...
+
+    async def record_put(self, collection: str, key: str, value: dict[str, Any], *,
+                         revision: int | None = None,
+                         expires_at: float | None = None) -> Record: ...
+
+    async def record_delete(self, collection: str, key: str, *,
+                            revision: int | None = None) -> bool: ...
+
+    async def record_find(self, collection: str, where: Where, *, order: str, limit: int,
+                          after: tuple[Any, str] | None) -> list[Record]: ...
+
+    async def record_count(self, collection: str, where: Where) -> int: ...
+
+    async def record_search(self, collection: str, query: str, *, where: Where, limit: int,
+                            marks: tuple[str, str]) -> list[Hit]: ...
+
+    async def record_changes(self, after: int, limit: int) -> list[Change]: ...
+
+    async def feed_position(self) -> int: ...
+
+    async def record_purge(self, now: float, feed_before: float) -> int: ...
+
+
+def _encode_cursor(value: Any, key: str) -> str:
+    raw = json.dumps([value, key], separators=(",", ":")).encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def _decode_cursor(cursor: str) -> tuple[Any, str]:
+    try:
+        value, key = json.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
+        if not isinstance(key, str):
+            raise TypeError(key)
+    except (ValueError, TypeError):
+        raise InvalidRequest("that paging cursor is not one this hub gave out",
+                             code="malformed") from None
+    return value, key
+
+
+def search_terms(text: str) -> list[str]:
+    """The words of a search as the engines match them: letters and digits, lower case, so a
+    peer's query is never query syntax."""
+    return [w for w in re.findall(r"\w+", text.lower()) if w][:32]
+
+
+class Records:
+    """``hub.records``: the record API on top of the hub's engine, with the declared collections
+    checked, cursors made opaque, TTLs turned into expiry times, and the feed kept moving."""
+
+    def __init__(self, hub: Hub) -> None:
+        self.hub = hub
+        self.collections: dict[str, Collection] = {}
+        self.feed = RecordFeed(hub)
+        self._sweeper: asyncio.Task[None] | None = None
+
+    @property
+    def engine(self) -> RecordEngine:
+        engine: RecordEngine = self.hub.store  # type: ignore[assignment]
+        return engine
+
+    def declare(self, collection: Collection) -> None:
+        if collection.name in self.collections:
+            raise ValueError(f"collection {collection.name!r} is declared already")
+        self.collections[collection.name] = collection
+
+    async def start(self) -> None:
+        """Start the feed and the expiry sweep (the engine is open)."""
+        await self.feed.start()
+        self._sweeper = asyncio.ensure_future(self._sweep_forever())
+
+    async def stop(self) -> None:
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+            await asyncio.gather(self._sweeper, return_exceptions=True)
+            self._sweeper = None
+        await self.feed.stop()
+
+    def _declared(self, name: str) -> Collection:
+        found = self.collections.get(name)
+        if found is None:
+            raise KeyError(f"no collection {name!r} is declared (meshhub_register_collections)")
+        return found
+
+    def _check_where(self, coll: Collection, where: Where | None) -> Where:
+        where = dict(where or {})
+        for name in where:
+            if name not in coll.indexes and name != "key":
+                raise KeyError(f"{coll.name}.{name} is not an indexed field")
+        return where
+
+    # -- documents ---------------------------------------------------------------------------
+    async def get(self, collection: str, key: str) -> Record | None:
+        self._declared(collection)
+        return await self.engine.record_get(collection, key)
+
+    async def put(self, collection: str, key: str, value: dict[str, Any], *,
+                  revision: int | None = None, ttl: float | None = None,
+                  expires_at: float | None = None) -> Record:
+        """Write a document (see :class:`RecordEngine` for ``revision``); ``ttl`` seconds from
+        now, or ``expires_at``, makes it expire."""
+        coll = self._declared(collection)
+        if ttl is not None:
+            expires_at = time.time() + ttl
+        record = await self.engine.record_put(collection, key, value, revision=revision,
+                                              expires_at=expires_at)
+        if coll.feed:
+            self.feed.poke()
+        return record
+
+    async def create(self, collection: str, key: str, value: dict[str, Any], *,
+                     ttl: float | None = None) -> Record:
+        """Write a document that must not exist yet (:class:`Conflict` if it does)."""
+        return await self.put(collection, key, value, revision=0, ttl=ttl)
+
+    async def delete(self, collection: str, key: str, *, revision: int | None = None) -> bool:
+        coll = self._declared(collection)
+        deleted = await self.engine.record_delete(collection, key, revision=revision)
+        if deleted and coll.feed:
+            self.feed.poke()
+        return deleted
+
+    async def modify(self, collection: str, key: str,
+                     change: Callable[[dict[str, Any] | None], dict[str, Any] | None], *,
+                     attempts: int = 20) -> Record | None:
+        """Read, change, write back against the revision read, again while another writer
+        wins. ``change`` gets a copy of the value (``None``: absent) and returns the new value,
+        or ``None`` to leave the document as it is (then the current record is returned)."""
+        for _ in range(attempts):
+            current = await self.get(collection, key)
+            wanted = change(json.loads(json.dumps(current.value)) if current else None)
+            if wanted is None:
+                return current
+            try:
+                return await self.put(collection, key, wanted,
+                                      revision=current.revision if current else 0,
+                                      expires_at=current.expires_at if current else None)
+            except Conflict:
+                continue
+        raise Conflict(f"{collection}/{key} kept changing; try again",
+                       current=await self.get(collection, key))
+
+    # -- queries -----------------------------------------------------------------------------
+    async def find(self, collection: str, where: Where | None = None, *, order: str = "key",
+                   limit: int = 100, after: str | None = None) -> Page:
+        """Documents matching ``where`` (indexed fields only), ordered by ``order`` (an indexed
+        field, ``key``, ``created_at`` or ``updated_at``; a leading ``-`` for newest first),
+        ``limit`` at a time from the cursor ``after``."""
+        coll = self._declared(collection)
+        checked = self._check_where(coll, where)
+        name = order.lstrip("-")
+        if name not in coll.indexes and name not in META_FIELDS:
+            raise KeyError(f"{coll.name} cannot be ordered by {name!r}: not an indexed field")
+        if not 1 <= limit <= 10000:
+            raise ValueError("limit is 1 to 10000")
+        start = _decode_cursor(after) if after else None
+        found = await self.engine.record_find(collection, checked, order=order, limit=limit + 1,
+                                              after=start)
+        page, more = found[:limit], len(found) > limit
+        cursor = None
+        if more and page:
+            last = page[-1]
+            cursor = _encode_cursor(_sort_value(last, name), last.key)
+        return Page(page, cursor)
+
+    async def all(self, collection: str, where: Where | None = None, *,
+                  order: str = "key") -> list[Record]:
+        """Every matching document (for small collections loaded at start)."""
+        out: list[Record] = []
+        cursor: str | None = None
+        while True:
+            page = await self.find(collection, where, order=order, limit=1000, after=cursor)
+            out += page.records
+            if page.cursor is None:
+                return out
+            cursor = page.cursor
+
+    async def count(self, collection: str, where: Where | None = None) -> int:
+        coll = self._declared(collection)
+        return await self.engine.record_count(collection, self._check_where(coll, where))
+
+    async def search(self, collection: str, text: str, *, where: Where | None = None,
+                     limit: int = 20, marks: tuple[str, str] = ("[", "]")) -> list[Hit]:
+        """The documents whose searchable fields hold every word of ``text``, best first."""
+        coll = self._declared(collection)
+        if not coll.search:
+            raise KeyError(f"{coll.name} declares no searchable fields")
+        terms = search_terms(text)
+        if not terms:
+            return []
+        return await self.engine.record_search(collection, " ".join(terms),
+                                               where=self._check_where(coll, where),
+                                               limit=limit, marks=marks)
+
+    async def changes(self, after: int = 0, limit: int = 1000) -> list[Change]:
+        """The change feed after position ``after`` (every ``feed`` collection, in order)."""
+        return await self.engine.record_changes(after, limit)
+
+    async def purge(self) -> int:
+        """Drop expired documents (an ``expire`` change each, in feed collections) and feed
+        entries older than a day; how many documents went."""
+        now = time.time()
+        purged = await self.engine.record_purge(now, now - FEED_KEEP)
+        if purged:
+            self.feed.poke()
+        return purged
+
+    async def _sweep_forever(self) -> None:
+        while True:
+            await asyncio.sleep(SWEEP_EVERY)
+            try:
+                await self.purge()
+            except Exception:
+                log.exception("the sweep of expired records failed; it runs again in a minute")
+
+
+def _sort_value(record: Record, name: str) -> Any:
+    if name == "key":
+        return record.key
+    if name in ("created_at", "updated_at"):
+        return getattr(record, name)
+    return record.value.get(name)
+
+
+class RecordFeed:
+    """Turns the change feed into ``record`` events for connected peers and the
+    ``meshhub_record_changed`` hook, in feed order. It starts at the feed's current end (what
+    changed while the hub was down is read, not replayed) and is woken by every local write to
+    a feed collection; an engine shared by several hubs also calls :meth:`poke` when another
+    hub wrote."""
+
+    def __init__(self, hub: Hub) -> None:
+        self.hub = hub
+        self.position = 0
+        self._wake = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        engine: RecordEngine = self.hub.store  # type: ignore[assignment]
+        self.position = await engine.feed_position()
+        self._task = asyncio.ensure_future(self._run())
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+            self._task = None
+
+    def poke(self) -> None:
+        self._wake.set()
+
+    async def _run(self) -> None:
+        engine: RecordEngine = self.hub.store  # type: ignore[assignment]
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            try:
+                while True:
+                    changes = await engine.record_changes(self.position, 500)
+                    for change in changes:
+                        self.position = change.seq
+                        await self._tell(change)
+                    if len(changes) < 500:
+                        break
+            except Exception:
+                log.exception("the record feed stopped at %s; the next write moves it on",
+                              self.position)
+
+    async def _tell(self, change: Change) -> None:
+        coll = self.hub.records.collections.get(change.collection)
+        if coll is not None and coll.notify is not None:
+            try:
+                keys = set(coll.notify(self.hub, change))
+            except Exception:
+                log.exception("collection %s: notify failed", change.collection)
+                keys = set()
+            if keys:
+                frame = codec.dumps({"type": "event", "event": "record", **change.public()})
+                for key in keys:
+                    for conn in self.hub.presence.receivers(key):
+                        conn.send_event(frame)
+        await self.hub.plugins.each("meshhub_record_changed", hub=self.hub, change=change)
+
