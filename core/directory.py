@@ -5,19 +5,26 @@ Routing reads only this in-memory view, so resolving a target never waits on the
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
 import re
 import time
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, TypeGuard
+from typing import TYPE_CHECKING, Any, TypeGuard
 
 from .errors import InvalidRequest, MeshError, NotFound
 from .fields import MAX_GROUP, MAX_NAME, check_length
 from .ids import peer_key_for
 from .models import SESSION_CONNECTORS, Conversation, Invite, Member, Peer
+from .records import Collection
 
 if TYPE_CHECKING:
+    from .records import Records
     from .store import Store
+
+# who may get in: small, kept in memory, written through as records (any engine serves them)
+MEMBERS = Collection("members")
+INVITES = Collection("invites")
 
 NAME_RE = re.compile(rf"^[A-Za-z0-9][A-Za-z0-9_.-]{{0,{MAX_NAME - 1}}}$")
 KEYLIKE_RE = re.compile(r"^[0-9A-Fa-f]{8}$")
@@ -83,8 +90,9 @@ def parse_groups(text: str | None) -> dict[str, str] | None:
 
 
 class Directory:
-    def __init__(self, store: Store) -> None:
+    def __init__(self, store: Store, records: Records) -> None:
         self.store = store
+        self.records = records
         self.peers: dict[str, Peer] = {}
         self.by_name: dict[str, str] = {}
         self.by_identity: dict[str, str] = {}
@@ -97,9 +105,11 @@ class Directory:
         self.on_created: Callable[[Peer], Awaitable[None]] | None = None
 
     async def load(self) -> None:
-        for member in await self.store.load_members():
+        for record in await self.records.all(MEMBERS.name, order="created_at"):
+            member = from_record(Member, record.value)
             self.members[member.key] = member
-        for invite in await self.store.load_invites():
+        for record in await self.records.all(INVITES.name, order="created_at"):
+            invite = from_record(Invite, record.value)
             self.invites[invite.code_hash] = invite
         for peer in await self.store.load_peers():
             peer.status = "offline"
@@ -213,7 +223,7 @@ class Directory:
         for member in self.members.values():
             if member.key != keep and member.name.lower() == name.lower():
                 member.name = f"member-{member.key[:8]}"
-                await self.store.save_member(member)
+                await self.save_member(member)
         key = self.by_name.get(name.lower())
         if key is not None and self.peers[key].member_key != keep:
             peer = self.peers[key]
@@ -228,12 +238,15 @@ class Directory:
 
     async def enroll(self, member: Member) -> Member:
         self.members[member.key] = member
-        await self.store.save_member(member)
+        await self.save_member(member)
         return member
+
+    async def save_member(self, member: Member) -> None:
+        await self.records.put(MEMBERS.name, member.key, dataclasses.asdict(member))
 
     async def save_invite(self, invite: Invite) -> None:
         self.invites[invite.code_hash] = invite
-        await self.store.save_invite(invite)
+        await self.records.put(INVITES.name, invite.id, dataclasses.asdict(invite))
 
     def peers_of(self, member_key: str) -> list[Peer]:
         return [p for p in self.peers.values() if p.member_key == member_key]
@@ -385,3 +398,10 @@ class Directory:
         conv.members.discard(peer_key)
         await self.store.set_membership(conv.name, peer_key, False)
         return True
+
+
+def from_record(kind: type[Any], value: dict[str, Any]) -> Any:
+    """A dataclass from its stored document; fields a later version added (or dropped) are
+    left to their defaults (or ignored)."""
+    names = {f.name for f in dataclasses.fields(kind)}
+    return kind(**{k: v for k, v in value.items() if k in names})

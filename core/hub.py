@@ -22,7 +22,7 @@ from .actions import ActionRegistry
 from .config import Config, ConfigError, load_signing_key
 from .connectors import ConnectorState, ConnectorStates
 from .delivery import Dispatcher
-from .directory import Directory
+from .directory import INVITES, MEMBERS, Directory
 from .errors import InvalidRequest, MeshError, NotFound, TooLarge
 from .fields import MAX_CLIENT_ID
 from .ids import new_id
@@ -122,6 +122,8 @@ class Hub:
         self.routes: list[tuple[str, str, Any]] = []
         self.store: Store = None  # type: ignore[assignment]  # set by start()
         self.records = Records(self)
+        for collection in (MEMBERS, INVITES):  # the core's own, whatever plugins are enabled
+            self.records.declare(collection)
         self.directory: Directory = None  # type: ignore[assignment]
         self.limits = Limits(config)
         self.presence = Presence(self)
@@ -185,7 +187,7 @@ class Hub:
         self.store = store
         await store.open(migrations, list(self.records.collections.values()))
         await self.records.start()
-        self.directory = Directory(store)
+        self.directory = Directory(store, self.records)
         self.directory.on_created = lambda peer: self.presence.announce(peer, "joined")
         await self.directory.load()
         self.spawn(self.limits.storage.load(self, time.time()))

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 if TYPE_CHECKING:
     from sqlite_utils.migrations import Migrations
 
-    from .models import Conversation, Delivery, Invite, Member, Message, Peer
+    from .models import Conversation, Delivery, Message, Peer
     from .records import Collection
 
 T = TypeVar("T")
@@ -89,15 +89,6 @@ class Store(Protocol):
     async def delete_peer(self, peer: str) -> None:
         """Remove a peer's row (its member was removed); its messages stay."""
         ...
-
-    # members and invites (small; the hub keeps them in memory and writes through)
-    async def load_members(self) -> list[Member]: ...
-
-    async def save_member(self, member: Member) -> None: ...
-
-    async def load_invites(self) -> list[Invite]: ...
-
-    async def save_invite(self, invite: Invite) -> None: ...
 
     # messages and deliveries (the hot path)
     def insert_message(

@@ -66,7 +66,7 @@ async def test_foreign_origin_and_rebinding_host_are_refused_before_anything_run
     (ann,) = people("ann")
     async with ann.client(hub.url) as a:
         token = (await a.call("token_create", label="t"))["token"]
-        before = {t: rows(hub, t) for t in ("peers", "members", "tokens", "messages")}
+        before = {t: rows(hub, t) for t in ("peers", "rec_members", "tokens", "messages")}
     evil = [{"Origin": EVIL_ORIGIN}, {"Host": EVIL_HOST}, {"Origin": "null"},
             {"Host": f"{EVIL_HOST}:{hub.port}", "Origin": f"http://{EVIL_HOST}:{hub.port}"}]
     for headers in evil:
@@ -118,7 +118,7 @@ async def test_configured_public_names_and_origins_are_accepted(hub_factory, peo
 
 async def test_a_fresh_key_over_tcp_is_not_enrolled_and_nothing_is_stored(hub):
     key = SigningKey.generate()
-    before = {t: rows(hub, t) for t in ("peers", "members", "deliveries")}
+    before = {t: rows(hub, t) for t in ("peers", "rec_members", "deliveries")}
     with pytest.raises(MeshError) as refused:
         await MeshClient(hub.url, key, name="mallory", local=False).connect()
     assert refused.value.code == "not_enrolled"
@@ -142,7 +142,7 @@ async def test_a_fresh_key_over_tcp_is_not_enrolled_and_nothing_is_stored(hub):
 
 async def test_a_bad_hello_registers_nothing(hub, people):
     (ann,) = people("ann")
-    before = {t: rows(hub, t) for t in ("peers", "members", "deliveries",
+    before = {t: rows(hub, t) for t in ("peers", "rec_members", "deliveries",
                                        "conversation_members")}
     for options, code in (({"role": "r" * 500}, "too_long"),
                           ({"groups": {"bad group!": "lead"}}, "invalid_request"),
@@ -271,7 +271,8 @@ def test_invite_join_reuse_expiry_revocation_and_removal(hub_factory, tmp_path):
     time.sleep(0.5)  # past the grace window: leaving does not write the removed peer back
     with sqlite3.connect(hub.home / "meshhub.db") as db:
         assert db.execute("SELECT COUNT(*) FROM peers WHERE name LIKE 'bob%'").fetchone()[0] == 0
-        assert db.execute("SELECT removed_at FROM members WHERE name='bob'").fetchone()[0]
+        assert db.execute("SELECT json_extract(value, '$.removed_at') FROM rec_members "
+                          "WHERE json_extract(value, '$.name')='bob'").fetchone()[0]
 
 
 async def _session_hello(url: str, build, headers: dict[str, str] | None = None) -> dict:
@@ -505,14 +506,14 @@ async def test_a_stale_socket_falls_back_to_tcp_and_an_open_directory_is_not_use
 def _as_before_admission(db: sqlite3.Connection) -> None:
     """Turn a database back into what a hub from before admission left: no members, no
     invites, tokens without ids, caps or expiry; the later migrations run at the next start."""
-    db.execute("DROP TABLE members")
-    db.execute("DROP TABLE invites")
+    db.execute("DELETE FROM rec_members")  # members and invites are records since m012
+    db.execute("DELETE FROM rec_invites")
     db.execute("DROP INDEX tokens_peer")
     for column in ("token_id", "cap", "expires_at"):
         db.execute(f"ALTER TABLE tokens DROP COLUMN {column}")
     db.execute("DELETE FROM _sqlite_migrations WHERE migration_set='meshhub' "
                "AND name IN ('m006_create_members_and_invites', 'm007_token_capabilities', "
-               "'m011_member_prefs')")
+               "'m011_member_prefs', 'm012_members_and_invites_to_records')")
     db.execute("DELETE FROM peers")
 
 

@@ -180,7 +180,7 @@ async def test_labels_invites_reasons_media_types_and_client_ids_are_bounded(inp
         err = await refused(boss.call("invite_create", groups={"ops": "r" * (MAX_ROLE + 1)}),
                             "too_long")
         assert_too_long(err, "groups.ops", MAX_ROLE)
-        assert rows(hub, "SELECT COUNT(*) FROM invites") == [(0,)]
+        assert rows(hub, "SELECT COUNT(*) FROM rec_invites") == [(0,)]
 
         asked = await a.call("approval_request", to="bob", question="deploy?")
         await collect(b, 1)

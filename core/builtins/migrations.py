@@ -2,8 +2,14 @@
 
 from __future__ import annotations
 
+import json
+
 from sqlite_utils import Database
 from sqlite_utils.migrations import Migrations
+
+from meshhub.directory import INVITES, MEMBERS
+
+from .sqlite_records import write_record
 
 core_migrations = Migrations("meshhub")
 
@@ -207,3 +213,29 @@ def m010_history_by_sender(db: Database) -> None:
 def m011_member_prefs(db: Database) -> None:
     """A member's choices about how it is reached (:attr:`meshhub.models.Member.prefs`)."""
     db.execute("ALTER TABLE members ADD COLUMN prefs_json TEXT NOT NULL DEFAULT '{}'")
+
+
+@core_migrations()
+def m012_members_and_invites_to_records(db: Database) -> None:
+    """Members and invites move into the record collections ``members`` and ``invites``
+    (:mod:`meshhub.directory`), which every engine serves; the tables go."""
+    conn = db.conn
+    members = conn.execute(
+        "SELECT key, name, via, role, groups_json, invite, created_at, removed_at, prefs_json "
+        "FROM members").fetchall()
+    for key, name, via, role, groups, invite, created_at, removed_at, prefs in members:
+        write_record(conn, MEMBERS, key, {
+            "key": key, "name": name, "via": via, "role": role, "groups": json.loads(groups),
+            "invite": invite, "created_at": created_at, "removed_at": removed_at,
+            "prefs": json.loads(prefs)}, created_at=created_at)
+    invites = conn.execute(
+        "SELECT id, code_hash, created_by, uses, used, role, groups_json, expires_at, "
+        "revoked_at, created_at FROM invites").fetchall()
+    for (ident, code_hash, created_by, uses, used, role, groups, expires_at, revoked_at,
+         created_at) in invites:
+        write_record(conn, INVITES, ident, {
+            "id": ident, "code_hash": code_hash, "created_by": created_by, "uses": uses,
+            "used": used, "role": role, "groups": json.loads(groups), "expires_at": expires_at,
+            "revoked_at": revoked_at, "created_at": created_at}, created_at=created_at)
+    db.execute("DROP TABLE members")
+    db.execute("DROP TABLE invites")

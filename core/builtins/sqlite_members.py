@@ -1,4 +1,5 @@
-"""The SQLite engine's tables for who may get in: members, invites and bearer tokens.
+"""The SQLite engine's tables for who may get in: bearer tokens, and taking a removed member's
+peers out (members and invites are records: :mod:`meshhub.directory`).
 
 A mixin of :class:`meshhub.builtins.sqlite_store.SQLiteStore` (kept apart so each module stays
 about one responsibility); it uses that class's writer queue (``_call``) and read connection
@@ -7,12 +8,10 @@ about one responsibility); it uses that class's writer queue (``_call``) and rea
 
 from __future__ import annotations
 
-import json
 import sqlite3
 from collections.abc import Callable
 from typing import Any, TypeVar
 
-from meshhub.models import Invite, Member
 from meshhub.store import TokenInfo
 
 T = TypeVar("T")
@@ -32,60 +31,10 @@ class MemberTables:
     def _read(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         raise NotImplementedError
 
-    # -- members ----------------------------------------------------------------------------
-    async def load_members(self) -> list[Member]:
-        def run(conn: sqlite3.Connection) -> list[Member]:
-            rows = conn.execute(
-                "SELECT key, name, via, role, groups_json, invite, created_at, removed_at, "
-                "prefs_json FROM members ORDER BY created_at"
-            ).fetchall()
-            return [Member(key=r[0], name=r[1], via=r[2], role=r[3], groups=json.loads(r[4]),
-                           invite=r[5], created_at=r[6], removed_at=r[7],
-                           prefs=json.loads(r[8])) for r in rows]
-
-        return await self._call(run)
-
-    async def save_member(self, member: Member) -> None:
-        def run(conn: sqlite3.Connection) -> None:
-            conn.execute(
-                "INSERT OR REPLACE INTO members (key, name, via, role, groups_json, invite, "
-                "created_at, removed_at, prefs_json) VALUES (?,?,?,?,?,?,?,?,?)",
-                (member.key, member.name, member.via, member.role, json.dumps(member.groups),
-                 member.invite, member.created_at, member.removed_at,
-                 json.dumps(member.prefs)),
-            )
-
-        await self._call(run)
-
     async def delete_peer(self, peer: str) -> None:
         def run(conn: sqlite3.Connection) -> None:
             conn.execute("DELETE FROM peers WHERE key=?", (peer,))
             conn.execute("DELETE FROM conversation_members WHERE peer=?", (peer,))
-
-        await self._call(run)
-
-    # -- invites ----------------------------------------------------------------------------
-    async def load_invites(self) -> list[Invite]:
-        def run(conn: sqlite3.Connection) -> list[Invite]:
-            rows = conn.execute(
-                "SELECT id, code_hash, created_by, uses, used, role, groups_json, expires_at, "
-                "revoked_at, created_at FROM invites ORDER BY created_at"
-            ).fetchall()
-            return [Invite(id=r[0], code_hash=r[1], created_by=r[2], uses=r[3], used=r[4],
-                           role=r[5], groups=json.loads(r[6]), expires_at=r[7],
-                           revoked_at=r[8], created_at=r[9]) for r in rows]
-
-        return await self._call(run)
-
-    async def save_invite(self, invite: Invite) -> None:
-        def run(conn: sqlite3.Connection) -> None:
-            conn.execute(
-                "INSERT OR REPLACE INTO invites (id, code_hash, created_by, uses, used, role, "
-                "groups_json, expires_at, revoked_at, created_at) VALUES (?,?,?,?,?,?,?,?,?,?)",
-                (invite.id, invite.code_hash, invite.created_by, invite.uses, invite.used,
-                 invite.role, json.dumps(invite.groups), invite.expires_at, invite.revoked_at,
-                 invite.created_at),
-            )
 
         await self._call(run)
 

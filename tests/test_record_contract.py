@@ -1,0 +1,266 @@
+"""The record API's contract (docs/storage.md), run against every engine in :data:`ENGINES`.
+
+Each test starts a real hub whose store is the engine under test, with two collections of its
+own, and talks to ``hub.records`` as a feature plugin does. An engine joins the suite by adding
+an entry to :data:`ENGINES`: a function that returns the plugin providing it (``None``: the
+hub's default engine, SQLite).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import pytest
+
+from meshhub import hookimpl
+from meshhub.errors import InvalidRequest
+from meshhub.records import Collection, Conflict, In, Range, Records
+
+ITEMS = Collection("contract_items", indexes=("state", "n", "tag"), search=("title", "body"),
+                   feed=True)
+PLAIN = Collection("contract_plain")
+
+ENGINES: dict[str, Callable[[Any], object | None]] = {
+    "sqlite": lambda tmp_path: None,
+}
+
+
+class Declares:
+    @hookimpl
+    def meshhub_register_collections(self, register):
+        register(ITEMS)
+        register(PLAIN)
+
+
+Opener = Callable[[], Awaitable[Records]]
+
+
+@pytest.fixture(params=sorted(ENGINES))
+def open_records(request, inproc, tmp_path) -> Opener:
+    """Start (or start again, on the same data) a hub on the engine; returns its records."""
+    engine = ENGINES[request.param](tmp_path)
+    running: list[Any] = []
+
+    async def start() -> Records:
+        for served in running:
+            await served.stop()
+        plugins: list[tuple[str, object]] = [("contract", Declares())]
+        if engine is not None:
+            plugins.append(("engine", engine))
+        running.append(await inproc(*plugins))
+        return running[-1].hub.records
+
+    return start
+
+
+async def test_put_get_delete_and_revisions(open_records: Opener) -> None:
+    records = await open_records()
+    assert await records.get("contract_plain", "a") is None
+    value = {"text": "héllo ✓", "nested": {"list": [1, 2.5, None, True]}}
+    first = await records.put("contract_plain", "a", value)
+    assert (first.key, first.revision, first.value) == ("a", 1, value)
+    got = await records.get("contract_plain", "a")
+    assert got is not None and got.value == value and got.revision == 1
+    second = await records.put("contract_plain", "a", {"text": "again"})
+    assert second.revision == 2 and second.created_at == first.created_at
+    assert second.updated_at >= first.updated_at
+    assert await records.delete("contract_plain", "a") is True
+    assert await records.get("contract_plain", "a") is None
+    assert await records.delete("contract_plain", "a") is False
+
+
+async def test_compare_and_set_refuses_stale_writes_with_the_current_document(
+        open_records: Opener) -> None:
+    records = await open_records()
+    made = await records.create("contract_plain", "k", {"v": 1})
+    with pytest.raises(Conflict) as exists:
+        await records.create("contract_plain", "k", {"v": "other"})
+    assert exists.value.current is not None and exists.value.current.value == {"v": 1}
+    await records.put("contract_plain", "k", {"v": 2}, revision=made.revision)
+    with pytest.raises(Conflict) as stale:
+        await records.put("contract_plain", "k", {"v": 3}, revision=made.revision)
+    assert stale.value.code == "conflict" and stale.value.details == {"revision": 2}
+    assert stale.value.current is not None and stale.value.current.value == {"v": 2}
+    with pytest.raises(Conflict):
+        await records.delete("contract_plain", "k", revision=made.revision)
+    got = await records.get("contract_plain", "k")
+    assert got is not None and got.value == {"v": 2}  # nothing changed
+    with pytest.raises(Conflict) as absent:
+        await records.put("contract_plain", "missing", {"v": 1}, revision=4)
+    assert absent.value.current is None
+    assert await records.get("contract_plain", "missing") is None
+
+
+async def test_two_concurrent_updates_from_one_revision_exactly_one_wins(
+        open_records: Opener) -> None:
+    records = await open_records()
+    base = await records.create("contract_items", "task", {"state": "open", "by": None})
+    for round_ in range(5):
+        current = await records.get("contract_items", "task")
+        assert current is not None
+        outcomes = await asyncio.gather(
+            *(records.put("contract_items", "task", {"state": "claimed", "by": who},
+                          revision=current.revision)
+              for who in (f"ann{round_}", f"bob{round_}")),
+            return_exceptions=True)
+        won = [o for o in outcomes if not isinstance(o, BaseException)]
+        lost = [o for o in outcomes if isinstance(o, Conflict)]
+        assert len(won) == 1 and len(lost) == 1, outcomes
+        assert lost[0].current is not None and lost[0].current.value == won[0].value
+        assert won[0].revision == current.revision + 1
+    final = await records.get("contract_items", "task")
+    assert final is not None and final.revision == base.revision + 5
+
+
+async def test_modify_retries_until_every_concurrent_change_is_in(open_records: Opener) -> None:
+    records = await open_records()
+
+    def bump(value: dict[str, Any] | None) -> dict[str, Any]:
+        return {"count": (value or {"count": 0})["count"] + 1}
+
+    await asyncio.gather(*(records.modify("contract_plain", "counter", bump) for _ in range(20)))
+    got = await records.get("contract_plain", "counter")
+    assert got is not None and got.value == {"count": 20} and got.revision == 20
+    unchanged = await records.modify("contract_plain", "counter", lambda value: None)
+    assert unchanged is not None and unchanged.revision == 20
+
+
+async def test_index_queries_ranges_order_and_counts(open_records: Opener) -> None:
+    records = await open_records()
+    for i in range(12):
+        await records.put("contract_items", f"k{i:02}", {
+            "state": "open" if i % 3 else "done", "n": i if i != 5 else None,
+            "tag": ["x", "y"][i % 2], "title": f"item {i}"})
+    open_keys = [r.key for r in await records.all("contract_items", {"state": "open"})]
+    assert open_keys == [f"k{i:02}" for i in range(12) if i % 3]
+    ranged = await records.all("contract_items", {"n": Range(ge=3, lt=8)}, order="n")
+    assert [r.value["n"] for r in ranged] == [3, 4, 6, 7]
+    newest = await records.find("contract_items", {"tag": "x"}, order="-n", limit=2)
+    assert [r.value["n"] for r in newest.records] == [10, 8]
+    assert await records.count("contract_items", {"n": None}) == 1
+    assert await records.count("contract_items", {"state": In(("open", "done"))}) == 12
+    assert await records.count("contract_items", {"state": In(())}) == 0
+    assert await records.count("contract_items", {"state": "done", "tag": "x"}) == 2
+    with pytest.raises(KeyError):
+        await records.find("contract_items", {"title": "item 1"})
+    with pytest.raises(KeyError):
+        await records.find("contract_items", order="title")
+    with pytest.raises(InvalidRequest):
+        await records.find("contract_items", after="not a cursor")
+
+
+@pytest.mark.parametrize("order", ["n", "-n", "key", "-key", "-updated_at"])
+async def test_cursor_paging_visits_every_document_once(open_records: Opener, order: str) -> None:
+    records = await open_records()
+    rng = random.Random(order)
+    model: dict[str, Any] = {}
+    for i in range(57):
+        n = rng.choice([None, *range(8)])  # ties and nulls on purpose
+        key = f"d{rng.randrange(10**6):06}-{i}"
+        model[key] = n
+        await records.put("contract_items", key, {"n": n, "state": "s"})
+    for size in (1, 4, 10, 100):
+        seen: list[str] = []
+        cursor = None
+        while True:
+            page = await records.find("contract_items", {"state": "s"}, order=order,
+                                      limit=size, after=cursor)
+            seen += [r.key for r in page.records]
+            if page.cursor is None:
+                break
+            cursor = page.cursor
+        assert sorted(seen) == sorted(model) and len(seen) == len(model), (order, size)
+        if order.lstrip("-") == "n":
+            values = [model[k] for k in seen]
+            present = [v for v in values if v is not None]
+            assert present == sorted(present, reverse=order.startswith("-")), values
+
+
+async def test_ttl_hides_expired_documents_at_once_and_the_sweep_purges_them(
+        open_records: Opener) -> None:
+    records = await open_records()
+    await records.put("contract_items", "brief", {"state": "t", "title": "fleeting words"},
+                      ttl=0.3)
+    await records.put("contract_items", "lasting", {"state": "t", "title": "lasting words"})
+    assert (await records.get("contract_items", "brief")) is not None
+    position = (await records.changes())[-1].seq
+    await asyncio.sleep(0.5)
+    assert await records.get("contract_items", "brief") is None
+    assert [r.key for r in await records.all("contract_items", {"state": "t"})] == ["lasting"]
+    assert await records.count("contract_items", {"state": "t"}) == 1
+    assert [h.record.key for h in await records.search("contract_items", "words")] == ["lasting"]
+    assert await records.purge() == 1
+    expired = [c for c in await records.changes(position) if c.key == "brief"]
+    assert [(c.op, c.value) for c in expired] == [("expire", None)]
+    again = await records.create("contract_items", "brief", {"state": "t"})  # free again
+    assert again.revision == 1
+    assert again.expires_at is None
+    kept = await records.put("contract_items", "later", {"state": "t"},
+                             expires_at=time.time() + 3600)
+    assert kept.expires_at is not None and await records.purge() == 0
+
+
+async def test_change_feed_is_ordered_and_outlives_a_restart(open_records: Opener) -> None:
+    records = await open_records()
+    start = await records.engine.feed_position()
+    await records.put("contract_items", "a", {"state": "one"})
+    await records.put("contract_plain", "not-fed", {"x": 1})  # a collection without a feed
+    await records.put("contract_items", "a", {"state": "two"})
+    await records.delete("contract_items", "a")
+    changes = await records.changes(start)
+    assert [(c.key, c.op, c.revision) for c in changes] == [
+        ("a", "put", 1), ("a", "put", 2), ("a", "delete", 2)]
+    assert changes[1].value == {"state": "two"} and changes[2].value is None
+    seqs = [c.seq for c in changes]
+    assert seqs == sorted(seqs) and len(set(seqs)) == 3
+    cursor = changes[0].seq
+    records = await open_records()  # the hub stops and starts again on the same data
+    after_restart = await records.changes(cursor)
+    assert [(c.key, c.op) for c in after_restart] == [("a", "put"), ("a", "delete")]
+    assert records.feed.position == seqs[-1]  # what happened before is read, not replayed
+    later = await records.put("contract_items", "b", {"state": "three"})
+    newest = await records.changes(seqs[-1])
+    assert [(c.key, c.revision) for c in newest] == [("b", later.revision)]
+    assert newest[0].seq > seqs[-1]
+
+
+async def test_full_text_search_ranks_matches_and_stays_in_step(open_records: Opener) -> None:
+    records = await open_records()
+    await records.put("contract_items", "both", {
+        "state": "a", "title": "deploy the gateway", "body": "gateway deploy notes, gateway"})
+    await records.put("contract_items", "once", {
+        "state": "a", "title": "weekly notes", "body": "we may deploy the gateway later on, "
+        "after the long list of other things that come first this week"})
+    await records.put("contract_items", "other", {"state": "b", "title": "gateway only",
+                                                 "body": "nothing else"})
+    hits = await records.search("contract_items", "gateway deploy")
+    assert [h.record.key for h in hits] == ["both", "once"]  # every word; denser first
+    assert hits[0].score > hits[1].score
+    assert "[gateway]" in hits[0].snippet or "[deploy]" in hits[0].snippet
+    marked = await records.search("contract_items", "gateway", marks=("<b>", "</b>"))
+    assert any("<b>gateway</b>" in h.snippet for h in marked)
+    stemmed = await records.search("contract_items", "deployed")  # the same word's stem
+    assert sorted(h.record.key for h in stemmed) == ["both", "once"]
+    only_b = await records.search("contract_items", "gateway", where={"state": "b"})
+    assert [h.record.key for h in only_b] == ["other"]
+    for hostile in ('"', 'gateway" OR "x', "NEAR(gateway", "*", "body:gateway", "-", ""):
+        await records.search("contract_items", hostile)  # words only, never an error
+    await records.put("contract_items", "both", {"state": "a", "title": "renamed",
+                                                 "body": "nothing to see"})
+    assert "both" not in [h.record.key for h in await records.search("contract_items", "deploy")]
+    await records.delete("contract_items", "once")
+    assert await records.search("contract_items", "deploy") == []
+    with pytest.raises(KeyError):
+        await records.search("contract_plain", "anything")
+
+
+async def test_undeclared_collections_are_refused(open_records: Opener) -> None:
+    records = await open_records()
+    with pytest.raises(KeyError):
+        await records.put("nobody_declared_this", "k", {})
+    with pytest.raises(ValueError):
+        Collection("Bad-Name")
