@@ -26,6 +26,7 @@ from sqlite_utils import Database
 from sqlite_utils.migrations import Migrations
 
 from meshhub import codec, hookimpl
+from meshhub.config import ConfigError
 from meshhub.models import Conversation, Delivery, Message, Peer
 from meshhub.records import Collection
 from meshhub.store import StateChange
@@ -105,6 +106,11 @@ class SQLiteStore(MessageReads, MemberTables, RecordTables):
                 for migration_set in [core_migrations, *migrations]:
                     migration_set.apply(db)
                 self._conn = conn
+            except sqlite3.DatabaseError as exc:  # a damaged file, or not a database at all
+                failed = ConfigError(f"cannot open the database {self.path}: {exc}; restore it "
+                                     "from a backup (docs/operations.md)")
+                loop.call_soon_threadsafe(_resolve, ready, False, failed)
+                return
             except BaseException as exc:  # reported to open()'s caller
                 loop.call_soon_threadsafe(_resolve, ready, False, exc)
                 return

@@ -8,7 +8,6 @@ import logging
 import logging.handlers
 import os
 import signal
-import sqlite3
 import subprocess
 import sys
 import time
@@ -233,10 +232,6 @@ def _serve_foreground(cfg: Config, log_level: str) -> None:
     except (ListenError, ConfigError) as exc:
         logs.release(least=logging.WARNING)
         raise fail(str(exc)) from None
-    except sqlite3.DatabaseError as exc:  # a damaged meshhub.db, or not a database at all
-        logs.release(least=logging.WARNING)
-        raise fail(f"cannot open the database in {cfg.home}: {exc}; restore it from a backup "
-                   "(docs/operations.md)") from None
     finally:
         logs.release()
         lock.release()
