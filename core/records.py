@@ -9,8 +9,8 @@ a change feed, which :class:`RecordFeed` turns into ``record`` events for the pe
 collection names, and into the ``meshhub_record_changed`` hook.
 
 What an engine implements is :class:`RecordEngine`; SQLite serves it today
-(:mod:`meshhub.builtins.sqlite_records`), and ``tests/record_contract.py`` is the suite any
-engine must pass. Nothing here speaks SQL.
+(:mod:`meshhub.builtins.sqlite_records`), and ``tests/test_record_contract.py`` is the suite
+any engine must pass. Nothing here speaks SQL.
 """
 
 from __future__ import annotations
@@ -21,9 +21,9 @@ import json
 import logging
 import re
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 from . import codec
 from .errors import InvalidRequest, MeshError
@@ -32,6 +32,7 @@ if TYPE_CHECKING:
     from .hub import Hub
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 NAME = re.compile(r"^[a-z][a-z0-9_]{0,47}$")
 META_FIELDS = ("key", "created_at", "updated_at")  # may be ordered by without an index
 SWEEP_EVERY = 60.0
@@ -204,6 +205,9 @@ class Records:
         self.collections: dict[str, Collection] = {}
         self.feed = RecordFeed(hub)
         self._sweeper: asyncio.Task[None] | None = None
+        # writes still on their way to the engine, per collection: a read waits for them, so
+        # it sees every write made before it through this hub (even one not awaited yet)
+        self._writing: dict[str, set[asyncio.Future[Any]]] = {}
 
     @property
     def engine(self) -> RecordEngine:
@@ -240,9 +244,28 @@ class Records:
                 raise KeyError(f"{coll.name}.{name} is not an indexed field")
         return where
 
+    async def _write(self, collection: str, write: Awaitable[T]) -> T:
+        # awaited in place (not as a task of its own): the engine queues the write now
+        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        writing = self._writing.setdefault(collection, set())
+        writing.add(done)
+        try:
+            return await write
+        finally:
+            writing.discard(done)
+            done.set_result(None)
+
+    async def _written(self, collection: str) -> None:
+        """Wait for the writes to ``collection`` made before this call (their outcome is
+        their callers' business)."""
+        writing = self._writing.get(collection)
+        if writing:
+            await asyncio.wait(list(writing))
+
     # -- documents ---------------------------------------------------------------------------
     async def get(self, collection: str, key: str) -> Record | None:
         self._declared(collection)
+        await self._written(collection)
         return await self.engine.record_get(collection, key)
 
     async def put(self, collection: str, key: str, value: dict[str, Any], *,
@@ -253,8 +276,8 @@ class Records:
         coll = self._declared(collection)
         if ttl is not None:
             expires_at = time.time() + ttl
-        record = await self.engine.record_put(collection, key, value, revision=revision,
-                                              expires_at=expires_at)
+        record = await self._write(collection, self.engine.record_put(
+            collection, key, value, revision=revision, expires_at=expires_at))
         if coll.feed:
             self.feed.poke()
         return record
@@ -266,26 +289,30 @@ class Records:
 
     async def delete(self, collection: str, key: str, *, revision: int | None = None) -> bool:
         coll = self._declared(collection)
-        deleted = await self.engine.record_delete(collection, key, revision=revision)
+        deleted = await self._write(collection, self.engine.record_delete(
+            collection, key, revision=revision))
         if deleted and coll.feed:
             self.feed.poke()
         return deleted
 
     async def modify(self, collection: str, key: str,
                      change: Callable[[dict[str, Any] | None], dict[str, Any] | None], *,
-                     attempts: int = 20) -> Record | None:
+                     ttl: float | None = None, attempts: int = 20) -> Record | None:
         """Read, change, write back against the revision read, again while another writer
         wins. ``change`` gets a copy of the value (``None``: absent) and returns the new value,
-        or ``None`` to leave the document as it is (then the current record is returned)."""
+        or ``None`` to leave the document as it is (then the current record is returned). The
+        document keeps its expiry, unless ``ttl`` gives it a new one."""
         for _ in range(attempts):
             current = await self.get(collection, key)
             wanted = change(json.loads(json.dumps(current.value)) if current else None)
             if wanted is None:
                 return current
+            expires_at = (time.time() + ttl if ttl is not None
+                          else current.expires_at if current else None)
             try:
                 return await self.put(collection, key, wanted,
                                       revision=current.revision if current else 0,
-                                      expires_at=current.expires_at if current else None)
+                                      expires_at=expires_at)
             except Conflict:
                 continue
         raise Conflict(f"{collection}/{key} kept changing; try again",
@@ -305,6 +332,7 @@ class Records:
         if not 1 <= limit <= 10000:
             raise ValueError("limit is 1 to 10000")
         start = _decode_cursor(after) if after else None
+        await self._written(collection)
         found = await self.engine.record_find(collection, checked, order=order, limit=limit + 1,
                                               after=start)
         page, more = found[:limit], len(found) > limit
@@ -328,7 +356,9 @@ class Records:
 
     async def count(self, collection: str, where: Where | None = None) -> int:
         coll = self._declared(collection)
-        return await self.engine.record_count(collection, self._check_where(coll, where))
+        checked = self._check_where(coll, where)
+        await self._written(collection)
+        return await self.engine.record_count(collection, checked)
 
     async def search(self, collection: str, text: str, *, where: Where | None = None,
                      limit: int = 20, marks: tuple[str, str] = ("[", "]")) -> list[Hit]:
@@ -339,6 +369,7 @@ class Records:
         terms = search_terms(text)
         if not terms:
             return []
+        await self._written(collection)
         return await self.engine.record_search(collection, " ".join(terms),
                                                where=self._check_where(coll, where),
                                                limit=limit, marks=marks)

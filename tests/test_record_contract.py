@@ -264,3 +264,23 @@ async def test_undeclared_collections_are_refused(open_records: Opener) -> None:
         await records.put("nobody_declared_this", "k", {})
     with pytest.raises(ValueError):
         Collection("Bad-Name")
+
+
+async def test_a_read_sees_the_writes_made_before_it_even_if_not_awaited_yet(
+        open_records: Opener) -> None:
+    records = await open_records()
+    for round_ in range(20):
+        key = f"k{round_}"
+        writes = [asyncio.ensure_future(records.put("contract_items", key, {"n": i,
+                                                                          "state": "w"}))
+                  for i in range(3)]
+        await asyncio.sleep(0)  # the writes are under way, none has returned
+        got = await records.get("contract_items", key)
+        assert got is not None and got.value["n"] == 2 and got.revision == 3
+        assert await records.count("contract_items", {"state": "w"}) == round_ + 1
+        await asyncio.gather(*writes)
+        gone = asyncio.ensure_future(records.delete("contract_items", key))
+        await asyncio.sleep(0)
+        assert await records.get("contract_items", key) is None
+        assert await gone is True
+        await records.put("contract_items", key, {"n": 0, "state": "w"})
