@@ -283,9 +283,10 @@ class Records:
         return record
 
     async def create(self, collection: str, key: str, value: dict[str, Any], *,
-                     ttl: float | None = None) -> Record:
+                     ttl: float | None = None, expires_at: float | None = None) -> Record:
         """Write a document that must not exist yet (:class:`Conflict` if it does)."""
-        return await self.put(collection, key, value, revision=0, ttl=ttl)
+        return await self.put(collection, key, value, revision=0, ttl=ttl,
+                              expires_at=expires_at)
 
     async def delete(self, collection: str, key: str, *, revision: int | None = None) -> bool:
         coll = self._declared(collection)
