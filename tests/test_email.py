@@ -20,9 +20,7 @@ ANN = "ann@example.com"
 
 
 async def _messages(served: Any) -> int:
-    rows = await served.hub.store.transact(lambda conn: conn.execute(
-        "SELECT COUNT(*) FROM messages").fetchone())
-    return int(rows[0])
+    return int((await served.hub.store.stats())["messages"])
 
 
 async def test_a_paired_person_mails_an_agent_and_the_thread_comes_back(email_hub, tmp_path):
