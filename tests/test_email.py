@@ -5,6 +5,7 @@ In-Reply-To), refusals at SMTP time, hostile MIME, a relay that refuses, approva
 
 from __future__ import annotations
 
+import asyncio
 from email.message import EmailMessage
 from typing import Any
 
@@ -20,9 +21,7 @@ ANN = "ann@example.com"
 
 
 async def _messages(served: Any) -> int:
-    rows = await served.hub.store.transact(lambda conn: conn.execute(
-        "SELECT COUNT(*) FROM messages").fetchone())
-    return int(rows[0])
+    return int((await served.hub.store.stats())["messages"])
 
 
 async def test_a_paired_person_mails_an_agent_and_the_thread_comes_back(email_hub, tmp_path):
@@ -642,3 +641,17 @@ def test_a_wrong_setting_says_what_to_fix(tmp_path, settings, says):
     config.raw["email"] = {"domain": DOMAIN, **settings}
     with pytest.raises(SettingsError, match=says):
         EmailSettings.load(config)
+
+
+async def test_racing_first_uses_agree_on_one_token_and_one_secret(inproc):
+    from meshhub_email.state import SECRET, SECRET_KEY, EmailState
+
+    records = (await inproc()).hub.records
+    state = EmailState(records)
+    tokens = await asyncio.gather(*(state.token_for("ann", "m-root") for _ in range(5)))
+    assert len(set(tokens)) == 1
+    assert await state.thread_of(tokens[0]) == ("ann", "m-root")
+    assert await records.count("email_tokens") == 1
+    await records.delete(SECRET.name, SECRET_KEY)
+    secrets = await asyncio.gather(*(state.secret() for _ in range(3)))
+    assert len(set(secrets)) == 1 and len(secrets[0]) == 32

@@ -66,7 +66,7 @@ class EmailConnector(EmailOutbound, Lifecycle):
         self._enter("starting", "opening the SMTP listener")
         if SMTP_LOG.getEffectiveLevel() < logging.WARNING:
             SMTP_LOG.setLevel(logging.WARNING)  # the gateway logs what matters itself
-        self.email_state = EmailState(hub.store)
+        self.email_state = EmailState(hub.records)
         self.secret = await self.email_state.secret()
         self.files = FileStore(hub.config.home / "files", min(
             settings.max_file_bytes, FileStore.for_config(hub.config).max_bytes))

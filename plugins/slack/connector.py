@@ -99,7 +99,7 @@ class SlackConnector(SlackOutbound, Lifecycle):
             self._enter("idle", IDLE_REASON)
             return
         self._enter("starting", f"connecting to the Slack Web API ({settings.mode})")
-        self.slack_state = SlackState(hub.store)
+        self.slack_state = SlackState(hub.records)
         self.chat = ChatHandler(hub)
         max_bytes = min(settings.max_file_bytes, FileStore.for_config(hub.config).max_bytes)
         self.files = FileStore(hub.config.home / "files", max_bytes)

@@ -1,4 +1,4 @@
-"""The connector's own tables (migration set ``meshhub.slack``):
+"""The connector's own data, in record collections (``hub.records``):
 
 - ``slack_events``: the Events API events taken, by Slack's ``event_id``: the id of each handled
   one (kept a day, so a retry Slack sends, ``X-Slack-Retry-Num``, is recognised even after a
@@ -8,71 +8,45 @@
   for threads, reactions, edits, button updates and not posting a part twice;
 - ``slack_attempts``: a post whose answer was lost (a 5xx, the network): the next attempt looks
   the message up (by its metadata) instead of posting it again.
+
+Hubs from before the record API kept these in tables of their own; :mod:`.sqlite_upgrade` moves
+them here.
 """
 
 from __future__ import annotations
 
-import json
-import sqlite3
+import asyncio
 import time
 from typing import TYPE_CHECKING, Any
 
-from sqlite_utils import Database
-from sqlite_utils.migrations import Migrations
+from meshhub.records import Collection, Conflict, Range
 
 if TYPE_CHECKING:
-    from meshhub.store import Store
+    from meshhub.records import Records, Where
 
-migrations = Migrations("meshhub.slack")
 KEEP_EVENTS = 86400.0
+PAGE = 10000  # the most documents one find returns
+
+EVENTS = Collection("slack_events", indexes=("received_at", "handled_at", "attempts"))
+MESSAGES = Collection("slack_messages", indexes=("mesh_id", "channel", "part", "outgoing"))
+ATTEMPTS = Collection("slack_attempts", indexes=("mesh_id", "channel"))
+COLLECTIONS = (EVENTS, MESSAGES, ATTEMPTS)
 
 
-@migrations()
-def m001_create_slack_state(db: Database) -> None:
-    db.execute(
-        """
-        CREATE TABLE slack_events (
-            event_id TEXT PRIMARY KEY,
-            body TEXT NOT NULL,
-            received_at REAL NOT NULL,
-            handled_at REAL,
-            attempts INTEGER NOT NULL DEFAULT 0
-        )
-        """
-    )
-    db.execute("CREATE INDEX slack_events_pending ON slack_events (handled_at, received_at)")
-    db.execute(
-        """
-        CREATE TABLE slack_messages (
-            channel TEXT NOT NULL,
-            ts TEXT NOT NULL,
-            mesh_id TEXT NOT NULL,
-            part INTEGER NOT NULL DEFAULT 0,
-            outgoing INTEGER NOT NULL,
-            created_at REAL NOT NULL,
-            PRIMARY KEY (channel, ts)
-        ) WITHOUT ROWID
-        """
-    )
-    db.execute("CREATE INDEX slack_messages_mesh ON slack_messages (mesh_id, channel, part)")
-    db.execute(
-        """
-        CREATE TABLE slack_attempts (
-            mesh_id TEXT NOT NULL,
-            channel TEXT NOT NULL,
-            part INTEGER NOT NULL,
-            started_at REAL NOT NULL,
-            PRIMARY KEY (mesh_id, channel, part)
-        ) WITHOUT ROWID
-        """
-    )
+def message_key(channel: str, ts: str) -> str:
+    return f"{channel}:{ts}"
+
+
+def attempt_key(mesh_id: str, channel: str, part: int) -> str:
+    return f"{mesh_id}:{channel}:{part}"
 
 
 class SlackState:
-    """The connector's tables, through the store's writer (one transaction per call)."""
+    """The connector's collections, through the hub's record API."""
 
-    def __init__(self, store: Store) -> None:
-        self.store = store
+    def __init__(self, records: Records) -> None:
+        self.records = records
+        self._mapping: dict[str, asyncio.Future[Any]] = {}  # message map writes in flight
 
     # -- the event inbox -------------------------------------------------------------------------
     async def keep_event(self, event_id: str, body: dict[str, Any], *,
@@ -81,109 +55,112 @@ class SlackState:
         it ``failed``, which counts an attempt): it is handled again later. An event handled
         meanwhile stays handled."""
         now = time.time()
-        text = json.dumps(body, separators=(",", ":"))
-        await self.store.transact(lambda conn: conn.execute(
-            "INSERT INTO slack_events (event_id, body, received_at, attempts) VALUES (?,?,?,?) "
-            "ON CONFLICT(event_id) DO UPDATE SET body=excluded.body, "
-            "attempts=attempts+excluded.attempts WHERE handled_at IS NULL",
-            (event_id, text, now, int(failed))))
+
+        def keep(current: dict[str, Any] | None) -> dict[str, Any] | None:
+            if current is None:
+                return {"body": body, "received_at": now, "handled_at": None,
+                        "attempts": int(failed)}
+            if current["handled_at"] is not None:
+                return None
+            return {**current, "body": body, "attempts": current["attempts"] + int(failed)}
+
+        await self.records.modify(EVENTS.name, event_id, keep)
 
     async def event_handled(self, event_id: str) -> None:
-        """Remember a handled event's id for a day (Slack retries for an hour at most)."""
+        """Remember a handled event's id for a day (Slack retries for an hour at most); its
+        body goes. Handled wins over a keep racing it, so the write is unconditional."""
         now = time.time()
-
-        def run(conn: sqlite3.Connection) -> None:
-            conn.execute(
-                "INSERT INTO slack_events (event_id, body, received_at, handled_at) "
-                "VALUES (?,'',?,?) ON CONFLICT(event_id) DO UPDATE SET body='', "
-                "handled_at=excluded.handled_at", (event_id, now, now))
-            conn.execute("DELETE FROM slack_events WHERE handled_at < ?", (now - KEEP_EVENTS,))
-
-        await self.store.transact(run)
+        current = await self.records.get(EVENTS.name, event_id)
+        value = {"body": None, "received_at": current.value["received_at"] if current else now,
+                 "handled_at": now, "attempts": current.value["attempts"] if current else 0}
+        await self.records.put(EVENTS.name, event_id, value, ttl=KEEP_EVENTS)
 
     async def known_events(self, limit: int) -> list[str]:
         """The ids of the newest events taken (handled or kept), newest first."""
-        rows = await self.store.transact(lambda conn: conn.execute(
-            "SELECT event_id FROM slack_events ORDER BY received_at DESC LIMIT ?",
-            (limit,)).fetchall())
-        return [row[0] for row in rows]
+        ids: list[str] = []
+        cursor: str | None = None
+        while len(ids) < limit:
+            page = await self.records.find(EVENTS.name, order="-received_at",
+                                           limit=min(limit - len(ids), PAGE), after=cursor)
+            ids += [record.key for record in page.records]
+            if page.cursor is None:
+                break
+            cursor = page.cursor
+        return ids
 
     async def pending_events(self, max_attempts: int) -> list[dict[str, Any]]:
         """Events kept but not handled yet (a failure, or the hub stopped in between) that
         failed fewer than ``max_attempts`` times, oldest first."""
-        rows = await self.store.transact(lambda conn: conn.execute(
-            "SELECT body FROM slack_events WHERE handled_at IS NULL AND attempts < ? "
-            "ORDER BY received_at", (max_attempts,)).fetchall())
-        return [json.loads(row[0]) for row in rows]
+        kept = await self.records.all(
+            EVENTS.name, {"handled_at": None, "attempts": Range(lt=max_attempts)},
+            order="received_at")
+        return [record.value["body"] for record in kept]
 
     # -- message map -----------------------------------------------------------------------------
     async def map_message(self, channel: str, ts: str, mesh_id: str, *, part: int = 0,
                           outgoing: bool) -> None:
         """Remember that Slack's (``channel``, ``ts``) carries part ``part`` of ``mesh_id``
-        (``outgoing``: posted by the app); a post in flight for it is done."""
-        now = time.time()
-
-        def run(conn: sqlite3.Connection) -> None:
-            conn.execute(
-                "INSERT OR REPLACE INTO slack_messages (channel, ts, mesh_id, part, outgoing, "
-                "created_at) VALUES (?,?,?,?,?,?)",
-                (channel, ts, mesh_id, part, int(outgoing), now))
-            conn.execute("DELETE FROM slack_attempts WHERE mesh_id=? AND channel=? AND part=?",
-                         (mesh_id, channel, part))
-
-        await self.store.transact(run)
+        (``outgoing``: posted by the app); a post in flight for it is done. Both writes are
+        queued together, so they share a commit. Until it commits, :meth:`mesh_id` of that
+        message waits for it: an event about a post can arrive while the post is being mapped,
+        and reads do not wait for writes that have not returned."""
+        key = message_key(channel, ts)
+        value = {"channel": channel, "ts": ts, "mesh_id": mesh_id, "part": part,
+                 "outgoing": outgoing}
+        writing = self._mapping[key] = asyncio.gather(
+            self.records.put(MESSAGES.name, key, value),
+            self.records.delete(ATTEMPTS.name, attempt_key(mesh_id, channel, part)))
+        try:
+            await writing
+        finally:
+            if self._mapping.get(key) is writing:
+                del self._mapping[key]
 
     async def mesh_id(self, channel: str, ts: str) -> str | None:
         """The mesh message a Slack message carries (either way), if any."""
-        row = await self.store.transact(lambda conn: conn.execute(
-            "SELECT mesh_id FROM slack_messages WHERE channel=? AND ts=?",
-            (channel, ts)).fetchone())
-        return row[0] if row else None
+        key = message_key(channel, ts)
+        writing = self._mapping.get(key)
+        if writing is not None:
+            await asyncio.wait([writing])
+        found = await self.records.get(MESSAGES.name, key)
+        return str(found.value["mesh_id"]) if found else None
 
     async def ts_of(self, mesh_id: str, channel: str) -> str | None:
         """The Slack message in ``channel`` that begins ``mesh_id`` (posted or taken)."""
-        row = await self.store.transact(lambda conn: conn.execute(
-            "SELECT ts FROM slack_messages WHERE mesh_id=? AND channel=? ORDER BY part LIMIT 1",
-            (mesh_id, channel)).fetchone())
-        return row[0] if row else None
+        page = await self.records.find(MESSAGES.name, {"mesh_id": mesh_id, "channel": channel},
+                                       order="part", limit=1)
+        return str(page.records[0].value["ts"]) if page.records else None
 
     async def posts_of(self, mesh_id: str) -> list[tuple[str, str]]:
         """Every (channel, ts) where the first part of ``mesh_id`` is on Slack."""
-        rows = await self.store.transact(lambda conn: conn.execute(
-            "SELECT channel, ts FROM slack_messages WHERE mesh_id=? AND part=0",
-            (mesh_id,)).fetchall())
-        return [(row[0], row[1]) for row in rows]
+        found = await self.records.all(MESSAGES.name, {"mesh_id": mesh_id, "part": 0})
+        return [(record.value["channel"], record.value["ts"]) for record in found]
 
     async def every_part(self, mesh_id: str) -> dict[str, dict[int, str]]:
         """Every channel the app posted ``mesh_id`` to: channel -> (part -> ts)."""
-        rows = await self.store.transact(lambda conn: conn.execute(
-            "SELECT channel, part, ts FROM slack_messages WHERE mesh_id=? AND outgoing=1",
-            (mesh_id,)).fetchall())
+        found = await self.records.all(MESSAGES.name, {"mesh_id": mesh_id, "outgoing": True})
         posts: dict[str, dict[int, str]] = {}
-        for channel, part, ts in rows:
-            posts.setdefault(channel, {})[part] = ts
+        for record in found:
+            posts.setdefault(record.value["channel"], {})[record.value["part"]] = \
+                record.value["ts"]
         return posts
 
     async def parts(self, mesh_id: str, channel: str) -> tuple[dict[int, str], dict[int, float]]:
         """What is known of ``mesh_id`` in ``channel``: the parts already posted (part -> ts),
         and those whose post may have gone through though its answer was lost (part -> when the
         first try started)."""
-
-        def run(conn: sqlite3.Connection) -> tuple[list[Any], list[Any]]:
-            return (
-                conn.execute("SELECT part, ts FROM slack_messages WHERE mesh_id=? AND channel=? "
-                             "AND outgoing=1", (mesh_id, channel)).fetchall(),
-                conn.execute("SELECT part, started_at FROM slack_attempts WHERE mesh_id=? AND "
-                             "channel=?", (mesh_id, channel)).fetchall(),
-            )
-
-        posted, unsure = await self.store.transact(run)
-        return dict(posted), {part: float(started) for part, started in unsure}
+        where: Where = {"mesh_id": mesh_id, "channel": channel}
+        posted = await self.records.all(MESSAGES.name, {**where, "outgoing": True})
+        unsure = await self.records.all(ATTEMPTS.name, where)
+        return ({r.value["part"]: r.value["ts"] for r in posted},
+                {r.value["part"]: float(r.value["started_at"]) for r in unsure})
 
     # -- posts whose answer may be lost ----------------------------------------------------------
     async def unsure(self, mesh_id: str, channel: str, part: int, since: float) -> None:
         """Remember that a post of ``part`` may be on Slack (a try's answer was lost); the
         next try looks for it first. Written only on such a failure, never per post."""
-        await self.store.transact(lambda conn: conn.execute(
-            "INSERT OR IGNORE INTO slack_attempts (mesh_id, channel, part, started_at) "
-            "VALUES (?,?,?,?)", (mesh_id, channel, part, since)))
+        value = {"mesh_id": mesh_id, "channel": channel, "part": part, "started_at": since}
+        try:
+            await self.records.create(ATTEMPTS.name, attempt_key(mesh_id, channel, part), value)
+        except Conflict:
+            pass
