@@ -15,7 +15,7 @@ from meshhub.records import Collection, Conflict
 if TYPE_CHECKING:
     from meshhub.records import Records
 
-UPDATE_KEPT = 86400.0  # seconds a handled webhook update is remembered (Telegram retries less)
+UPDATE_KEPT = 86400.0  # seconds a handled webhook update is remembered: Telegram keeps one a day
 
 STATE = Collection("telegram_state")  # {"value": text}
 UPDATES = Collection("telegram_updates")  # by update id, empty: it was handled
