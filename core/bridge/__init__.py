@@ -1,7 +1,7 @@
 """Machinery every chat connector shares (Telegram, Slack, email...), so connectors stay thin.
 
 - :mod:`.pairing`: one-time pairing codes, paired identities, linked group chats and current
-  targets (a built-in plugin with its own tables and the ``pair_*`` actions);
+  targets (a built-in plugin keeping them in record collections, with the ``pair_*`` actions);
 - :mod:`.chat`: what a person typing in a chat means (commands, targets, threads, groups,
   buttons), from a platform-neutral :class:`~.chat.ChatEvent`;
 - :mod:`.loops`: loop prevention (origins, own-message guard);

@@ -18,32 +18,34 @@ is bounded by 5 tries per issued code. Codes are stored hashed. ``pair_revoke`` 
 identity out again: its input is refused, what is still queued for it goes ``dead``, and a
 linked account no longer speaks for its member.
 
-The state is per hub (:meth:`PairingBook.of`), loaded at start-up and written through.
+The state is per hub (:meth:`PairingBook.of`), loaded at start-up and written through to the
+record collections ``bridge_codes``, ``bridge_pairings``, ``bridge_targets`` and
+``bridge_links`` (the tables from before them are moved by :mod:`.sqlite_upgrade_pairing`).
 """
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import re
 import secrets
-import sqlite3
 import time
 import weakref
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Annotated, Any
 
-from sqlite_utils import Database
-from sqlite_utils.migrations import Migrations
-
 from meshhub import hookimpl
 from meshhub.actions import Action, ActionContext, action
 from meshhub.errors import Forbidden, InvalidRequest, NotFound
 from meshhub.models import SESSION_CONNECTORS
+from meshhub.records import Collection, Range, Where
 
 from .slot import ConnectorSlot
 
 if TYPE_CHECKING:
+    from sqlite_utils.migrations import Migrations
+
     from meshhub.hub import Hub
     from meshhub.models import Peer
 
@@ -51,69 +53,36 @@ CODE_ALPHABET = "ABCDEFGHJKLMNPQRSTUVWXYZ23456789"  # no 0/O, 1/I
 CODE_LENGTH = 8
 CODE_TTL = 600.0
 CODE_ATTEMPTS = 5
+CODE_KEPT = 86400.0  # seconds a code is kept past its expiry (claimed ones are read by pair)
 DEFAULT_TARGET = "#general"
 
-migrations = Migrations("meshhub.bridge")
-
-
-@migrations()
-def m001_create_pairing(db: Database) -> None:
-    db.execute(
-        """
-        CREATE TABLE bridge_codes (
-            code_hash TEXT PRIMARY KEY,
-            connector TEXT NOT NULL,
-            created_by TEXT NOT NULL,
-            created_at REAL NOT NULL,
-            expires_at REAL NOT NULL,
-            attempts_left INTEGER NOT NULL,
-            used_by TEXT
-        )
-        """
-    )
-    db.execute(
-        """
-        CREATE TABLE bridge_pairings (
-            identity TEXT PRIMARY KEY,
-            connector TEXT NOT NULL,
-            peer TEXT NOT NULL,
-            paired_at REAL NOT NULL,
-            revoked_at REAL
-        )
-        """
-    )
-    db.execute(
-        """
-        CREATE TABLE bridge_targets (
-            peer TEXT PRIMARY KEY,
-            target TEXT NOT NULL,
-            updated_at REAL NOT NULL
-        )
-        """
-    )
-    db.execute(
-        """
-        CREATE TABLE bridge_links (
-            identity TEXT PRIMARY KEY,
-            connector TEXT NOT NULL,
-            peer TEXT NOT NULL,
-            conversation TEXT NOT NULL,
-            linked_by TEXT NOT NULL,
-            linked_at REAL NOT NULL
-        )
-        """
-    )
-
-
-@migrations()
-def m002_linked_codes(db: Database) -> None:
-    """Codes made by a member link the account to that member (``member_key``)."""
-    db.execute("ALTER TABLE bridge_codes ADD COLUMN member_key TEXT")
-    db.execute("ALTER TABLE bridge_pairings ADD COLUMN member_key TEXT")
-
+# a code by its hash: connector, created_by, created_at, expires_at (when it stops working; the
+# document itself goes CODE_KEPT later), attempts_left, used_by (the identity that claimed it)
+# and member_key (the member it links the account to)
+CODES = Collection("bridge_codes", indexes=("connector", "used_by", "expires_at",
+                                            "attempts_left"))
+# an identity's pairing: connector, peer, paired_at, revoked_at, member_key
+PAIRINGS = Collection("bridge_pairings", indexes=("connector", "paired_at"))
+# a bridged person's current target, by peer key: target
+TARGETS = Collection("bridge_targets")
+# a linked group chat, by its identity: connector, peer, conversation, linked_by, linked_at
+LINKS = Collection("bridge_links")
+COLLECTIONS = (CODES, PAIRINGS, TARGETS, LINKS)
 
 def _hash(code: str) -> str:
     return hashlib.sha256(code.encode()).hexdigest()
+
+
+def _usable(code: dict[str, Any] | None, connector: str, now: float) -> bool:
+    """Whether a code (a ``bridge_codes`` value) would be taken now."""
+    return (code is not None and code["connector"] == connector and code["used_by"] is None
+            and code["expires_at"] > now and code["attempts_left"] > 0)
+
+
+def _usable_where(connector: str, now: float) -> Where:
+    """:func:`_usable` as a query on ``bridge_codes``."""
+    return {"connector": connector, "used_by": None, "expires_at": Range(gt=now),
+            "attempts_left": Range(gt=0)}
 
 
 def normalize_code(text: str) -> str:
@@ -167,19 +136,13 @@ class PairingBook:
         return book
 
     async def load(self) -> None:
-        def run(conn: sqlite3.Connection) -> tuple[list[Any], list[Any], list[Any]]:
-            return (
-                conn.execute("SELECT identity, peer, revoked_at FROM bridge_pairings"
-                             ).fetchall(),
-                conn.execute("SELECT peer, target FROM bridge_targets").fetchall(),
-                conn.execute("SELECT identity, peer, conversation FROM bridge_links").fetchall(),
-            )
-
-        pairings, targets, links = await self.hub.store.transact(run)
-        self.paired = {identity: peer for identity, peer, revoked in pairings if revoked is None}
-        self.revoked = {identity for identity, _peer, revoked in pairings if revoked is not None}
-        self.targets = {peer: target for peer, target in targets}
-        self.links = {i: Link(i, p, c) for i, p, c in links}
+        records = self.hub.records
+        pairings = await records.all(PAIRINGS.name)
+        self.paired = {r.key: r.value["peer"] for r in pairings if r.value["revoked_at"] is None}
+        self.revoked = {r.key for r in pairings if r.value["revoked_at"] is not None}
+        self.targets = {r.key: r.value["target"] for r in await records.all(TARGETS.name)}
+        self.links = {r.key: Link(r.key, r.value["peer"], r.value["conversation"])
+                      for r in await records.all(LINKS.name)}
         self.loaded = True
 
     # -- codes -------------------------------------------------------------------------------
@@ -188,17 +151,11 @@ class PairingBook:
         """A new code; with ``member_key`` it links the account to that member."""
         code = new_code()
         now = time.time()
-
-        def run(conn: sqlite3.Connection) -> None:
-            conn.execute("DELETE FROM bridge_codes WHERE expires_at < ?", (now - 86400,))
-            conn.execute(
-                "INSERT INTO bridge_codes (code_hash, connector, created_by, created_at, "
-                "expires_at, attempts_left, member_key) VALUES (?,?,?,?,?,?,?)",
-                (_hash(code), connector, created_by, now, now + CODE_TTL, CODE_ATTEMPTS,
-                 member_key),
-            )
-
-        await self.hub.store.transact(run)
+        value = {"connector": connector, "created_by": created_by, "created_at": now,
+                 "expires_at": now + CODE_TTL, "attempts_left": CODE_ATTEMPTS, "used_by": None,
+                 "member_key": member_key}
+        await self.hub.records.put(CODES.name, _hash(code), value, revision=0,
+                                   expires_at=now + CODE_TTL + CODE_KEPT)
         return {"code": show_code(code), "connector": connector, "expires_at": now + CODE_TTL,
                 "expires_in": int(CODE_TTL), "attempts": CODE_ATTEMPTS}
 
@@ -218,62 +175,63 @@ class PairingBook:
         member the code links the account to (``None``: a person of its own)."""
         wanted = _hash(normalize_code(code))
         now = time.time()
+        taken = False
 
-        def run(conn: sqlite3.Connection) -> tuple[bool, str | None]:
-            cur = conn.execute(
-                "UPDATE bridge_codes SET used_by=? WHERE code_hash=? AND connector=? "
-                "AND used_by IS NULL AND expires_at > ? AND attempts_left > 0",
-                (identity, wanted, connector, now),
-            )
-            if cur.rowcount:
-                row = conn.execute("SELECT member_key FROM bridge_codes WHERE code_hash=?",
-                                   (wanted,)).fetchone()
-                return True, row[0]
-            conn.execute(
-                "UPDATE bridge_codes SET attempts_left = attempts_left - 1 WHERE connector=? "
-                "AND used_by IS NULL AND expires_at > ? AND attempts_left > 0",
-                (connector, now),
-            )
-            return False, None
+        def take(value: dict[str, Any] | None) -> dict[str, Any] | None:
+            nonlocal taken  # as of the last try: the write of a losing try is refused
+            taken = _usable(value, connector, now)
+            return {**value, "used_by": identity} if value is not None and taken else None
 
-        taken, member_key = await self.hub.store.transact(run)
-        if not taken:
-            raise InvalidRequest(
-                "that pairing code is wrong, used or expired; ask the hub's owner for a new "
-                f"one (`hub pair {connector}`)"
-            )
-        return member_key
+        record = await self.hub.records.modify(CODES.name, wanted, take)
+        if taken and record is not None:
+            member_key: str | None = record.value["member_key"]
+            return member_key
+        await self._spend_attempts(connector, now)
+        raise InvalidRequest(
+            "that pairing code is wrong, used or expired; ask the hub's owner for a new "
+            f"one (`hub pair {connector}`)"
+        )
+
+    async def _spend_attempts(self, connector: str, now: float) -> None:
+        """A wrong code: one attempt less for every live code of ``connector``."""
+        records = self.hub.records
+
+        def spend(value: dict[str, Any] | None) -> dict[str, Any] | None:
+            if value is None or not _usable(value, connector, now):
+                return None
+            return {**value, "attempts_left": value["attempts_left"] - 1}
+
+        live = await records.all(CODES.name, _usable_where(connector, now))
+        await asyncio.gather(*(records.modify(CODES.name, r.key, spend) for r in live))
 
     async def unclaim(self, connector: str, identity: str, code: str) -> None:
         """Give back a code :meth:`claim` ed for ``identity`` (what it was for could not be
         done, e.g. the confirmation mail could not be sent); it works again until it expires."""
-        wanted = _hash(normalize_code(code))
-        await self.hub.store.transact(lambda conn: conn.execute(
-            "UPDATE bridge_codes SET used_by=NULL WHERE code_hash=? AND connector=? AND "
-            "used_by=?", (wanted, connector, identity)))
+        def give_back(value: dict[str, Any] | None) -> dict[str, Any] | None:
+            if value is None or value["connector"] != connector or value["used_by"] != identity:
+                return None
+            return {**value, "used_by": None}
+
+        await self.hub.records.modify(CODES.name, _hash(normalize_code(code)), give_back)
 
     async def is_live(self, connector: str, code: str | None = None) -> bool:
         """Whether ``code`` (without one: any code of ``connector``) would be taken now, asked
         without spending it or an attempt; a platform open to anyone, like mail, refuses
         pairing attempts while none can succeed."""
-        sql = ("SELECT 1 FROM bridge_codes WHERE connector=? AND used_by IS NULL AND "
-               "expires_at > ? AND attempts_left > 0")
-        args: tuple[Any, ...] = (connector, time.time())
+        where = _usable_where(connector, time.time())
         if code is not None:
-            sql, args = sql + " AND code_hash=?", (*args, _hash(normalize_code(code)))
-        row = await self.hub.store.transact(lambda conn: conn.execute(
-            sql + " LIMIT 1", args).fetchone())
-        return row is not None
+            where["key"] = _hash(normalize_code(code))
+        return await self.hub.records.count(CODES.name, where) > 0
 
     async def pair(self, connector: str, external_id: str, name: str) -> Peer:
         """Pair ``connector:external_id`` whose code was :meth:`claim` ed (a revoked pairing
         is made again), linked to the member that code was made by, if it was."""
         identity = f"{connector}:{external_id}"
-        row = await self.hub.store.transact(lambda conn: conn.execute(
-            "SELECT member_key FROM bridge_codes WHERE connector=? AND used_by=? "
-            "ORDER BY created_at DESC LIMIT 1", (connector, identity)).fetchone())
-        return await self._pair(connector, identity, name, time.time(),
-                                row[0] if row else None)
+        claimed = await self.hub.records.find(
+            CODES.name, {"connector": connector, "used_by": identity}, order="-created_at",
+            limit=1)
+        member_key = claimed.records[0].value["member_key"] if claimed.records else None
+        return await self._pair(connector, identity, name, time.time(), member_key)
 
     async def admit(self, connector: str, external_id: str, name: str) -> Peer | None:
         """Let ``connector:external_id`` in without a code, because the connector's allow-list
@@ -301,16 +259,9 @@ class PairingBook:
         else:
             peer, _created = await directory.register(
                 identity=identity, name=name, kind="human", connector=connector)
-
-        def save(conn: sqlite3.Connection) -> None:
-            conn.execute(
-                "INSERT INTO bridge_pairings (identity, connector, peer, paired_at, member_key) "
-                "VALUES (?,?,?,?,?) ON CONFLICT(identity) DO UPDATE SET peer=excluded.peer, "
-                "paired_at=excluded.paired_at, revoked_at=NULL, member_key=excluded.member_key",
-                (identity, connector, peer.key, now, member_key),
-            )
-
-        await self.hub.store.transact(save)
+        await self.hub.records.put(PAIRINGS.name, identity, {
+            "connector": connector, "peer": peer.key, "paired_at": now, "revoked_at": None,
+            "member_key": member_key})
         self.paired[identity] = peer.key
         self.revoked.discard(identity)
         return peer
@@ -325,23 +276,20 @@ class PairingBook:
         return self.paired.get(peer.identity) == peer.key
 
     async def listing(self, connector: str | None = None) -> list[dict[str, Any]]:
-        def run(conn: sqlite3.Connection) -> list[Any]:
-            sql = ("SELECT identity, connector, peer, paired_at, revoked_at, member_key "
-                   "FROM bridge_pairings")
-            if connector:
-                return conn.execute(sql + " WHERE connector=? ORDER BY paired_at",
-                                    (connector,)).fetchall()
-            return conn.execute(sql + " ORDER BY paired_at").fetchall()
-
         directory = self.hub.directory
-        rows = await self.hub.store.transact(run)
-        return [
-            {"identity": identity, "connector": conn_name,
-             "name": directory.peers[key].name if key in directory.peers else None, "key": key,
-             "member": member.name if (member := directory.member(member_key)) else None,
-             "paired_at": paired_at, "revoked": revoked_at is not None}
-            for identity, conn_name, key, paired_at, revoked_at, member_key in rows
-        ]
+        rows = await self.hub.records.all(
+            PAIRINGS.name, {"connector": connector} if connector else None, order="paired_at")
+        out = []
+        for row in rows:
+            key, member_key = row.value["peer"], row.value["member_key"]
+            out.append({
+                "identity": row.key, "connector": row.value["connector"],
+                "name": directory.peers[key].name if key in directory.peers else None,
+                "key": key,
+                "member": member.name if (member := directory.member(member_key)) else None,
+                "paired_at": row.value["paired_at"],
+                "revoked": row.value["revoked_at"] is not None})
+        return out
 
     async def revoke(self, who: str) -> dict[str, Any]:
         identity = who if who in self.paired else None
@@ -353,8 +301,8 @@ class PairingBook:
         key = self.paired.pop(identity)
         self.revoked.add(identity)
         now = time.time()
-        await self.hub.store.transact(lambda conn: conn.execute(
-            "UPDATE bridge_pairings SET revoked_at=? WHERE identity=?", (now, identity)))
+        await self.hub.records.modify(PAIRINGS.name, identity, lambda value: (
+            None if value is None else {**value, "revoked_at": now}))
         peer = self.hub.directory.peers.get(key)
         if peer is not None and peer.member_key is not None:
             await self.hub.directory.unlink_surface(peer)  # it speaks for nobody any more
@@ -369,11 +317,7 @@ class PairingBook:
         if self.targets.get(peer.key) == target:
             return
         self.targets[peer.key] = target
-        now = time.time()
-        await self.hub.store.transact(lambda conn: conn.execute(
-            "INSERT INTO bridge_targets (peer, target, updated_at) VALUES (?,?,?) "
-            "ON CONFLICT(peer) DO UPDATE SET target=excluded.target, "
-            "updated_at=excluded.updated_at", (peer.key, target, now)))
+        await self.hub.records.put(TARGETS.name, peer.key, {"target": target})
 
     # -- linked group chats ------------------------------------------------------------------
     def link_for(self, identity: str) -> Link | None:
@@ -396,13 +340,9 @@ class PairingBook:
                 await self.hub.directory.leave(old_conv, peer.key)
         await self.hub.directory.join(conv, peer.key)
         link = Link(identity, peer.key, conv.name)
-        now = time.time()
-        await self.hub.store.transact(lambda conn: conn.execute(
-            "INSERT INTO bridge_links (identity, connector, peer, conversation, linked_by, "
-            "linked_at) VALUES (?,?,?,?,?,?) ON CONFLICT(identity) DO UPDATE SET "
-            "conversation=excluded.conversation, linked_by=excluded.linked_by, "
-            "linked_at=excluded.linked_at",
-            (identity, connector, peer.key, conv.name, by.key if by else "config", now)))
+        await self.hub.records.put(LINKS.name, identity, {
+            "connector": connector, "peer": peer.key, "conversation": conv.name,
+            "linked_by": by.key if by else "config", "linked_at": time.time()})
         self.links[identity] = link
         return link
 
@@ -413,8 +353,7 @@ class PairingBook:
         conv = self.hub.directory.conversations.get(link.conversation)
         if conv is not None:
             await self.hub.directory.leave(conv, link.peer)
-        await self.hub.store.transact(lambda conn: conn.execute(
-            "DELETE FROM bridge_links WHERE identity=?", (identity,)))
+        await self.hub.records.delete(LINKS.name, identity)
         return link
 
 
@@ -487,7 +426,15 @@ ALL: list[Action] = [pair_create, pairings, pair_revoke]
 
 
 @hookimpl
+def meshhub_register_collections(register: Callable[[Collection], None]) -> None:
+    for collection in COLLECTIONS:
+        register(collection)
+
+
+@hookimpl
 def meshhub_register_migrations(register: Callable[[Migrations], None]) -> None:
+    from .sqlite_upgrade_pairing import migrations  # it reads this module's collections
+
     register(migrations)
 
 

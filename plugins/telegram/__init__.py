@@ -19,13 +19,15 @@ from meshhub import hookimpl
 from meshhub.bridge.slot import ConnectorSlot
 
 from .settings import IDLE_REASON, TelegramSettings
-from .state import migrations
+from .sqlite_upgrade import migrations
+from .state import COLLECTIONS
 
 if TYPE_CHECKING:
     from sqlite_utils.migrations import Migrations
 
     from meshhub.hub import Hub
     from meshhub.models import Message, Peer
+    from meshhub.records import Collection
 
     from .connector import TelegramConnector
 
@@ -49,6 +51,12 @@ CONNECTOR: ConnectorSlot[TelegramConnector] = ConnectorSlot(
 @hookimpl
 def meshhub_register_connectors(register: Callable[[str, Any], None]) -> None:
     register(NAME, CONNECTOR)
+
+
+@hookimpl
+def meshhub_register_collections(register: Callable[[Collection], None]) -> None:
+    for collection in COLLECTIONS:
+        register(collection)
 
 
 @hookimpl

@@ -142,7 +142,7 @@ class TelegramConnector(Lifecycle):
         for name in HTTP_LOGGERS:
             logging.getLogger(name).addFilter(self._log_filter)
         self._enter("starting", f"connecting to the Bot API ({self.settings.mode})")
-        self.tg_state = TelegramState(hub.store)
+        self.tg_state = TelegramState(hub.records)
         self.chat = ChatHandler(hub)
         max_bytes = min(self.settings.max_file_bytes, FileStore.for_config(hub.config).max_bytes)
         self.files = FileStore(hub.config.home / "files", max_bytes)

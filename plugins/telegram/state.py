@@ -1,62 +1,59 @@
-"""The connector's own tables (migration set ``meshhub.telegram``): the update offset, the
-updates a webhook already handled, and which platform messages carry which mesh message (for
-reply threading, settled approval cards, and not posting a part twice after a retry)."""
+"""The connector's own data, in record collections: the key/value state (the update offset, the
+webhook secret), the updates a webhook already handled (for a day), and which platform messages
+carry which mesh message (for reply threading, settled approval cards, and not posting a part
+twice after a retry). The tables from before the collections are moved by
+:mod:`.sqlite_upgrade`."""
 
 from __future__ import annotations
 
-import sqlite3
-import time
-from typing import TYPE_CHECKING
+import asyncio
+from collections.abc import Awaitable
+from typing import TYPE_CHECKING, Any
 
-from sqlite_utils import Database
-from sqlite_utils.migrations import Migrations
+from meshhub.records import Collection, Conflict
 
 if TYPE_CHECKING:
-    from meshhub.store import Store
+    from meshhub.records import Records
 
-migrations = Migrations("meshhub.telegram")
+UPDATE_KEPT = 86400.0  # seconds a handled webhook update is remembered: Telegram keeps one a day
+
+STATE = Collection("telegram_state")  # {"value": text}
+UPDATES = Collection("telegram_updates")  # by update id, empty: it was handled
+# by "<chat_id>:<tg_message_id>": chat_id, tg_message_id, mesh_id, part, outgoing
+MESSAGES = Collection("telegram_messages", indexes=("mesh_id", "chat_id", "outgoing"))
+COLLECTIONS = (STATE, UPDATES, MESSAGES)
 
 
-@migrations()
-def m001_create_telegram_state(db: Database) -> None:
-    db.execute("CREATE TABLE telegram_state (key TEXT PRIMARY KEY, value TEXT NOT NULL)")
-    db.execute(
-        """
-        CREATE TABLE telegram_updates (
-            update_id INTEGER PRIMARY KEY,
-            handled_at REAL NOT NULL
-        )
-        """
-    )
-    db.execute(
-        """
-        CREATE TABLE telegram_messages (
-            chat_id TEXT NOT NULL,
-            tg_message_id INTEGER NOT NULL,
-            mesh_id TEXT NOT NULL,
-            part INTEGER NOT NULL DEFAULT 0,
-            outgoing INTEGER NOT NULL,
-            created_at REAL NOT NULL,
-            PRIMARY KEY (chat_id, tg_message_id)
-        ) WITHOUT ROWID
-        """
-    )
-    db.execute("CREATE INDEX telegram_messages_mesh ON telegram_messages (mesh_id, chat_id)")
+def message_key(chat_id: str, tg_message_id: int) -> str:
+    return f"{chat_id}:{tg_message_id}"
 
 
 class TelegramState:
-    def __init__(self, store: Store) -> None:
-        self.store = store
+    """The connector's state. Reads of the message map wait for the map's writes in flight:
+    a mapping is written just after its post (or, for what people send, without waiting for
+    it), and a card settled or a reply made right then must find it. The record API orders a
+    read after the writes that returned only, so this keeps the order locally."""
+
+    def __init__(self, records: Records) -> None:
+        self.records = records
+        self._mapping: set[asyncio.Future[Any]] = set()
+
+    async def _map(self, write: Awaitable[Any]) -> None:
+        pending = asyncio.ensure_future(write)
+        self._mapping.add(pending)
+        pending.add_done_callback(self._mapping.discard)
+        await pending
+
+    async def _mapped(self) -> None:
+        if self._mapping:
+            await asyncio.wait(set(self._mapping))  # a reader cancelled cancels no write
 
     async def get(self, key: str) -> str | None:
-        row = await self.store.transact(lambda conn: conn.execute(
-            "SELECT value FROM telegram_state WHERE key=?", (key,)).fetchone())
-        return row[0] if row else None
+        record = await self.records.get(STATE.name, key)
+        return str(record.value["value"]) if record else None
 
     async def put(self, key: str, value: str) -> None:
-        await self.store.transact(lambda conn: conn.execute(
-            "INSERT INTO telegram_state (key, value) VALUES (?,?) "
-            "ON CONFLICT(key) DO UPDATE SET value=excluded.value", (key, value)))
+        await self.records.put(STATE.name, key, {"value": value})
 
     async def offset(self) -> int | None:
         value = await self.get("update_offset")
@@ -67,48 +64,39 @@ class TelegramState:
 
     async def claim_update(self, update_id: int) -> bool:
         """Record a webhook update as handled; ``False`` when it was handled before."""
-        now = time.time()
-
-        def run(conn: sqlite3.Connection) -> bool:
-            cur = conn.execute("INSERT OR IGNORE INTO telegram_updates (update_id, handled_at) "
-                               "VALUES (?,?)", (update_id, now))
-            if update_id % 1000 == 0:  # keep the table small
-                conn.execute("DELETE FROM telegram_updates WHERE handled_at < ?", (now - 86400,))
-            return cur.rowcount > 0
-
-        return await self.store.transact(run)
+        try:
+            await self.records.create(UPDATES.name, str(update_id), {}, ttl=UPDATE_KEPT)
+        except Conflict:
+            return False
+        return True
 
     async def forget_update(self, update_id: int) -> None:
-        await self.store.transact(lambda conn: conn.execute(
-            "DELETE FROM telegram_updates WHERE update_id=?", (update_id,)))
+        await self.records.delete(UPDATES.name, str(update_id))
 
     async def map_message(self, chat_id: str, tg_message_id: int, mesh_id: str, *,
                           part: int = 0, outgoing: bool) -> None:
-        now = time.time()
-        await self.store.transact(lambda conn: conn.execute(
-            "INSERT OR REPLACE INTO telegram_messages (chat_id, tg_message_id, mesh_id, part, "
-            "outgoing, created_at) VALUES (?,?,?,?,?,?)",
-            (chat_id, tg_message_id, mesh_id, part, int(outgoing), now)))
+        await self._map(self.records.put(MESSAGES.name, message_key(chat_id, tg_message_id), {
+            "chat_id": chat_id, "tg_message_id": tg_message_id, "mesh_id": mesh_id,
+            "part": part, "outgoing": outgoing}))
 
     async def mesh_id(self, chat_id: str, tg_message_id: int) -> str | None:
-        row = await self.store.transact(lambda conn: conn.execute(
-            "SELECT mesh_id FROM telegram_messages WHERE chat_id=? AND tg_message_id=?",
-            (chat_id, tg_message_id)).fetchone())
-        return row[0] if row else None
+        await self._mapped()
+        record = await self.records.get(MESSAGES.name, message_key(chat_id, tg_message_id))
+        return str(record.value["mesh_id"]) if record else None
 
     async def sent_parts(self, mesh_id: str, chat_id: str) -> dict[int, int]:
         """Parts of ``mesh_id`` already posted to ``chat_id``: part -> platform message id."""
-        rows = await self.store.transact(lambda conn: conn.execute(
-            "SELECT part, tg_message_id FROM telegram_messages WHERE mesh_id=? AND chat_id=? "
-            "AND outgoing=1", (mesh_id, chat_id)).fetchall())
-        return {part: tg_id for part, tg_id in rows}
+        await self._mapped()
+        rows = await self.records.all(MESSAGES.name, {"mesh_id": mesh_id, "chat_id": chat_id,
+                                                      "outgoing": True})
+        return {r.value["part"]: r.value["tg_message_id"] for r in rows}
 
     async def posts_of(self, mesh_id: str) -> dict[str, dict[int, int]]:
         """Every chat ``mesh_id`` was posted to: chat -> (part -> platform message id)."""
-        rows = await self.store.transact(lambda conn: conn.execute(
-            "SELECT chat_id, part, tg_message_id FROM telegram_messages WHERE mesh_id=? "
-            "AND outgoing=1", (mesh_id,)).fetchall())
+        await self._mapped()
+        rows = await self.records.all(MESSAGES.name, {"mesh_id": mesh_id, "outgoing": True})
         posts: dict[str, dict[int, int]] = {}
-        for chat_id, part, tg_id in rows:
-            posts.setdefault(chat_id, {})[part] = tg_id
+        for row in rows:
+            posts.setdefault(row.value["chat_id"], {})[row.value["part"]] = \
+                row.value["tg_message_id"]
         return posts
