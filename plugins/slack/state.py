@@ -46,7 +46,6 @@ class SlackState:
 
     def __init__(self, records: Records) -> None:
         self.records = records
-        self._mapping: dict[str, asyncio.Future[Any]] = {}  # message map writes in flight
 
     # -- the event inbox -------------------------------------------------------------------------
     async def keep_event(self, event_id: str, body: dict[str, Any], *,
@@ -101,28 +100,18 @@ class SlackState:
                           outgoing: bool) -> None:
         """Remember that Slack's (``channel``, ``ts``) carries part ``part`` of ``mesh_id``
         (``outgoing``: posted by the app); a post in flight for it is done. Both writes are
-        queued together, so they share a commit. Until it commits, :meth:`mesh_id` of that
-        message waits for it: an event about a post can arrive while the post is being mapped,
-        and reads do not wait for writes that have not returned."""
+        queued together, so they share a commit. An event about the post that arrives while
+        it is being mapped still finds it: a read waits for the writes made before it."""
         key = message_key(channel, ts)
         value = {"channel": channel, "ts": ts, "mesh_id": mesh_id, "part": part,
                  "outgoing": outgoing}
-        writing = self._mapping[key] = asyncio.gather(
+        await asyncio.gather(
             self.records.put(MESSAGES.name, key, value),
             self.records.delete(ATTEMPTS.name, attempt_key(mesh_id, channel, part)))
-        try:
-            await writing
-        finally:
-            if self._mapping.get(key) is writing:
-                del self._mapping[key]
 
     async def mesh_id(self, channel: str, ts: str) -> str | None:
         """The mesh message a Slack message carries (either way), if any."""
-        key = message_key(channel, ts)
-        writing = self._mapping.get(key)
-        if writing is not None:
-            await asyncio.wait([writing])
-        found = await self.records.get(MESSAGES.name, key)
+        found = await self.records.get(MESSAGES.name, message_key(channel, ts))
         return str(found.value["mesh_id"]) if found else None
 
     async def ts_of(self, mesh_id: str, channel: str) -> str | None:

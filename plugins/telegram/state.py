@@ -6,9 +6,7 @@ twice after a retry). The tables from before the collections are moved by
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import Awaitable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from meshhub.records import Collection, Conflict
 
@@ -29,24 +27,12 @@ def message_key(chat_id: str, tg_message_id: int) -> str:
 
 
 class TelegramState:
-    """The connector's state. Reads of the message map wait for the map's writes in flight:
-    a mapping is written just after its post (or, for what people send, without waiting for
-    it), and a card settled or a reply made right then must find it. The record API orders a
-    read after the writes that returned only, so this keeps the order locally."""
+    """The connector's state. A mapping is written just after its post (or, for what people
+    send, without waiting for it); a card settled or a reply made right then still finds it,
+    as a read waits for the writes to its collection made before it."""
 
     def __init__(self, records: Records) -> None:
         self.records = records
-        self._mapping: set[asyncio.Future[Any]] = set()
-
-    async def _map(self, write: Awaitable[Any]) -> None:
-        pending = asyncio.ensure_future(write)
-        self._mapping.add(pending)
-        pending.add_done_callback(self._mapping.discard)
-        await pending
-
-    async def _mapped(self) -> None:
-        if self._mapping:
-            await asyncio.wait(set(self._mapping))  # a reader cancelled cancels no write
 
     async def get(self, key: str) -> str | None:
         record = await self.records.get(STATE.name, key)
@@ -75,25 +61,22 @@ class TelegramState:
 
     async def map_message(self, chat_id: str, tg_message_id: int, mesh_id: str, *,
                           part: int = 0, outgoing: bool) -> None:
-        await self._map(self.records.put(MESSAGES.name, message_key(chat_id, tg_message_id), {
+        await self.records.put(MESSAGES.name, message_key(chat_id, tg_message_id), {
             "chat_id": chat_id, "tg_message_id": tg_message_id, "mesh_id": mesh_id,
-            "part": part, "outgoing": outgoing}))
+            "part": part, "outgoing": outgoing})
 
     async def mesh_id(self, chat_id: str, tg_message_id: int) -> str | None:
-        await self._mapped()
         record = await self.records.get(MESSAGES.name, message_key(chat_id, tg_message_id))
         return str(record.value["mesh_id"]) if record else None
 
     async def sent_parts(self, mesh_id: str, chat_id: str) -> dict[int, int]:
         """Parts of ``mesh_id`` already posted to ``chat_id``: part -> platform message id."""
-        await self._mapped()
         rows = await self.records.all(MESSAGES.name, {"mesh_id": mesh_id, "chat_id": chat_id,
                                                       "outgoing": True})
         return {r.value["part"]: r.value["tg_message_id"] for r in rows}
 
     async def posts_of(self, mesh_id: str) -> dict[str, dict[int, int]]:
         """Every chat ``mesh_id`` was posted to: chat -> (part -> platform message id)."""
-        await self._mapped()
         rows = await self.records.all(MESSAGES.name, {"mesh_id": mesh_id, "outgoing": True})
         posts: dict[str, dict[int, int]] = {}
         for row in rows:
