@@ -10,6 +10,7 @@ import sqlite3
 import time
 import tomllib
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import tomli_w
@@ -19,8 +20,9 @@ from meshhub.bridge.pairing import Link, PairingBook
 from meshhub.bridge.sqlite_upgrade_pairing import m001_create_pairing, m002_linked_codes
 from meshhub.builtins.sqlite_store import SQLiteStore
 from meshhub.config import init_home
-from meshhub.directory import Directory
+from meshhub.directory import INVITES, MEMBERS, Directory
 from meshhub.models import Conversation, Member
+from meshhub.records import Records
 from meshhub_telegram.sqlite_upgrade import m001_create_telegram_state
 from meshhub_telegram.state import TelegramState
 
@@ -62,8 +64,12 @@ async def _old_hub(home: Path, ann_key: str, now: float) -> dict[str, str]:
     """The old schema in a fresh database, filled; the peers' keys by identity."""
     store = SQLiteStore(home / "meshhub.db")
     await store.open([_old_set("meshhub.bridge", m001_create_pairing, m002_linked_codes),
-                      _old_set("meshhub.telegram", m001_create_telegram_state)])
-    directory = Directory(store)
+                      _old_set("meshhub.telegram", m001_create_telegram_state)],
+                     [MEMBERS, INVITES])
+    records = Records(SimpleNamespace(store=store))  # type: ignore[arg-type]
+    for collection in (MEMBERS, INVITES):
+        records.declare(collection)
+    directory = Directory(store, records)
     await directory.load()
     await directory.enroll(Member(key=ann_key, name="ann", via="invite", created_at=now - 900))
     phone, _ = await directory.register(identity=LINKED, name="ann-telegram", kind="human",
