@@ -217,6 +217,6 @@ class Store(Protocol):
     # plugins' own tables (the migration sets they registered)
     async def transact(self, fn: Callable[[Any], T]) -> T:
         """Run ``fn(connection)`` on the store's connection inside one transaction and return
-        its result once committed; for plugins that keep their own tables (``meshhub.telegram``,
-        ``meshhub.approvals``...). An engine without SQL may raise ``NotImplementedError``."""
+        its result once committed; for plugins that keep their own tables (``meshhub.telegram``...).
+        An engine without SQL may raise ``NotImplementedError``."""
         ...

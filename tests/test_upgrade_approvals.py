@@ -116,6 +116,8 @@ async def test_old_approvals_files_and_reactions_survive_the_upgrade(inproc, tmp
         assert {x["id"] for x in listed} == {ids["open"], ids["overdue"], ids["answered"]}
         mine = await a.call("approvals", role="asker", state="all")
         assert [x["id"] for x in mine] == [ids["answered"], ids["overdue"], ids["open"]]
+        assert [x["id"] for x in await a.call("approvals", role="any", state="all")] == \
+            [x["id"] for x in mine]
 
         answered = await b.call("approval_get", id=ids["answered"])
         assert (answered["state"], answered["answer"], answered["reason"]) == \

@@ -42,6 +42,9 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 START_GRACE = 10.0  # seconds after a start before overdue approvals expire (connectors connect)
 APPROVALS = Collection("approvals", indexes=("asker", "state", "ref"))
+# who each approval names (``asker:<key>``, ``peer:<key>``, ``member:<key>``), one document
+# each: approvers are lists in an approval, which no index reads, and a peer lists its own
+PARTIES = Collection("approval_parties", indexes=("party", "approval"))
 SETTLED = ("answered", "closed", "expired")
 # an approval's fields; ``options``, ``approvers`` ({"members": [...], "peers": [...]}) and
 # ``recipients`` (the peer keys its card went to) are lists and dicts
@@ -175,13 +178,21 @@ class ApprovalBook:
     # -- writing ------------------------------------------------------------------------------
     async def insert(self, r: dict[str, Any]) -> None:
         """Store a new approval (queued at once: a send started in the same loop turn shares
-        its commit)."""
+        its commit) and who it names (queued next, before that commit is handed over)."""
         doc = dict.fromkeys(FIELDS) | {"approvers": {}, "recipients": []}
         doc |= {k: v for k, v in r.items() if k in FIELDS}  # not what is cached on it
-        await self.hub.records.create("approvals", r["id"], doc)
+        records = self.hub.records
+        named = [asyncio.ensure_future(records.put("approval_parties", key, value))
+                 for key, value in party_docs(doc).items()]
+        try:
+            await records.create("approvals", r["id"], doc)
+        finally:
+            await asyncio.gather(*named)
 
-    async def delete(self, approval_id: str) -> None:
-        await self.hub.records.delete("approvals", approval_id)
+    async def delete(self, r: dict[str, Any]) -> None:
+        records = self.hub.records
+        await asyncio.gather(records.delete("approvals", r["id"]),
+                             *(records.delete("approval_parties", k) for k in party_docs(r)))
 
     async def update(self, approval_id: str, **values: Any) -> None:
         await self.hub.records.modify(
@@ -369,6 +380,17 @@ def parties(r: dict[str, Any]) -> tuple[dict[str, list[str]], frozenset[str]]:
     if found is None:
         found = r["_parties"] = (r["approvers"] or {}, frozenset(r["recipients"] or ()))
     return found
+
+
+def party_docs(r: dict[str, Any]) -> dict[str, dict[str, str]]:
+    """The ``approval_parties`` documents of an approval: its asker, its first approver (the
+    only one of a request from before several approvers), each approving peer and member."""
+    approvers = r["approvers"] or {}
+    names = [f"asker:{r['asker']}", f"peer:{r['approver']}"]
+    names += [f"peer:{k}" for k in approvers.get("peers", ())]
+    names += [f"member:{k}" for k in approvers.get("members", ())]
+    return {f"{name} {r['id']}": {"party": name, "approval": r["id"]}
+            for name in dict.fromkeys(names)}
 
 
 def label(view: dict[str, Any]) -> str:

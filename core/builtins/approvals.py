@@ -39,7 +39,7 @@ from meshhub.ids import new_id
 from meshhub.reach import human_sessions, surfaces_of
 from meshhub.records import Collection, In, Where
 
-from .approval_book import APPROVALS, SETTLED, ApprovalBook, check_ident
+from .approval_book import APPROVALS, PARTIES, SETTLED, ApprovalBook, check_ident
 from .approval_policy import Policy, PolicyBook
 from .sqlite_upgrade_approvals import migrations
 
@@ -210,7 +210,7 @@ async def open_request(ctx: ActionContext, *, kind: str, question: str, options:
         if isinstance(failed, BaseException):
             book.waiters.pop(r["id"], None)
             if not isinstance(stored, BaseException):
-                await book.delete(r["id"])  # no card went out: no request either
+                await book.delete(r)  # no card went out: no request either
             raise failed
     else:
         await book.insert(r)
@@ -461,21 +461,22 @@ async def approvals(
 async def _naming(hub: Hub, me: Peer, where: Where, *, mine: bool,
                   enough: int) -> list[dict[str, Any]]:
     """The newest ``enough`` approvals matching ``where`` that name ``me`` (or its member) as
-    an approver, or (``mine``) as the asker. Approvers are lists in a document, which no index
-    reads: the approvals are read newest first until enough are found."""
-    member = me.member_key or ""
+    an approver, or (``mine``) as the asker: read from ``approval_parties``, newest first."""
+    parties = [f"peer:{me.key}", *([f"member:{me.member_key}"] if me.member_key else []),
+               *([f"asker:{me.key}"] if mine else [])]
     out: list[dict[str, Any]] = []
+    seen: set[str] = set()
     cursor: str | None = None
     while len(out) < enough:
-        page = await hub.records.find("approvals", where, order="-key", limit=500,
-                                      after=cursor)
-        for record in page.records:
-            r = record.value
-            approvers = r["approvers"] or {}
-            if (mine and r["asker"] == me.key) or r["approver"] == me.key \
-                    or me.key in approvers.get("peers", ()) \
-                    or member in approvers.get("members", ()):
-                out.append(r)
+        page = await hub.records.find("approval_parties", {"party": In(tuple(parties))},
+                                      order="-approval", limit=500, after=cursor)
+        ids = tuple(dict.fromkeys(r.value["approval"] for r in page.records
+                                  if r.value["approval"] not in seen))
+        seen.update(ids)
+        if ids:
+            found = await hub.records.find("approvals", where | {"key": In(ids)},
+                                           order="-key", limit=len(ids))
+            out += [r.value for r in found.records]
         if page.cursor is None:
             break
         cursor = page.cursor
@@ -508,6 +509,7 @@ ALL: list[Action] = [approval_request, permission_request, ask, approval_answer,
 @hookimpl
 def meshhub_register_collections(register: Callable[[Collection], None]) -> None:
     register(APPROVALS)
+    register(PARTIES)
 
 
 @hookimpl

@@ -10,7 +10,7 @@ from sqlite_utils.migrations import Migrations
 
 from meshhub.builtins.sqlite_records import write_record
 
-from .approval_book import APPROVALS
+from .approval_book import APPROVALS, PARTIES, party_docs
 
 migrations = Migrations("meshhub.approvals")
 
@@ -55,7 +55,8 @@ def m002_approvers_and_settlements(db: Database) -> None:
 @migrations()
 def m003_move_to_records(db: Database) -> None:
     """Every approval becomes a document of the ``approvals`` collection (its JSON columns as
-    lists and dicts), then the table goes."""
+    lists and dicts), with the ``approval_parties`` documents of who it names; then the table
+    goes."""
     columns = ("id", "message_id", "asker", "approver", "question", "options_json", "state",
                "answer", "reason", "answer_message_id", "created_at", "answered_at", "kind",
                "ref", "approvers_json", "answered_by", "answered_on", "tool", "input_preview",
@@ -68,4 +69,6 @@ def m003_move_to_records(db: Database) -> None:
         r["approvers"] = r["approvers"] or {}
         r["recipients"] = r["recipients"] or []
         write_record(db.conn, APPROVALS, r["id"], r, created_at=r["created_at"])
+        for key, named in party_docs(r).items():
+            write_record(db.conn, PARTIES, key, named, created_at=r["created_at"])
     db.execute("DROP TABLE approvals")
