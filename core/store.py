@@ -174,6 +174,12 @@ class Store(Protocol):
         state ``sent``; dead rows are left out."""
         ...
 
+    async def attachment_for(self, viewer: str, sha256: str) -> dict[str, Any] | None:
+        """The attachment whose ``file`` is exactly ``sha256`` of a message ``viewer`` sent or
+        received (the first found), or ``None``: who may read a file whose grant may not be
+        written yet (:mod:`meshhub.builtins.files_actions`)."""
+        ...
+
     # bearer tokens for the HTTP API and /mcp (only their SHA-256 hashes are kept)
     async def save_token(self, token: TokenInfo) -> None: ...
 
@@ -202,6 +208,6 @@ class Store(Protocol):
     # plugins' own tables (the migration sets they registered)
     async def transact(self, fn: Callable[[Any], T]) -> T:
         """Run ``fn(connection)`` on the store's connection inside one transaction and return
-        its result once committed; for plugins that keep their own tables (``meshhub.telegram``,
-        ``meshhub.approvals``...). An engine without SQL may raise ``NotImplementedError``."""
+        its result once committed; for plugins that keep their own tables (``meshhub.telegram``...).
+        An engine without SQL may raise ``NotImplementedError``."""
         ...

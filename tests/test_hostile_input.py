@@ -480,7 +480,7 @@ async def test_a_file_put_that_cannot_be_sent_keeps_nothing(inproc, people):
         await refused(e.call("file_put", content=content, name="x.txt", to="nobody-here"),
                       "unknown_target")
         assert not list((hub.hub.config.home / "files").rglob("*"))
-        assert rows(hub, "SELECT COUNT(*) FROM files") == [(0,)]
+        assert await hub.hub.records.count("files") == 0
         assert await e.call("files") == []
         digest = hashlib.sha256(data).hexdigest()
         await refused(e.call("file_get", id=digest), "not_found")

@@ -4,7 +4,8 @@ An approval has an asker, approvers (members, whose every human surface may answ
 without a member), a question with options (none: any text answers it), and a state:
 ``pending``, then exactly one of ``answered`` (by an approver, or by the policy),
 ``closed`` (the asker says the prompt moved on: answered at the terminal, or cancelled) or
-``expired``. The one ``UPDATE ... WHERE state='pending'`` decides which settlement wins; the
+``expired``. Approvals are documents of the ``approvals`` collection (keyed by id); a
+compare-and-set that only moves a ``pending`` document decides which settlement wins; the
 winner then, in this order:
 
 1. wakes every caller waiting on it (``approval_wait``, ``ask``), who get it as their result;
@@ -21,19 +22,16 @@ Expiry and quiet-hour holds are timers, set again from the store when the hub st
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
-import sqlite3
 import time
 import weakref
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
-
-from sqlite_utils import Database
-from sqlite_utils.migrations import Migrations
 
 from meshhub import codec
 from meshhub.errors import InvalidRequest, NotFound
+from meshhub.ids import new_id
+from meshhub.records import Collection, In
 
 if TYPE_CHECKING:
     from meshhub.hub import Hub
@@ -42,52 +40,18 @@ if TYPE_CHECKING:
     from .approval_policy import PolicyBook
 
 log = logging.getLogger(__name__)
-migrations = Migrations("meshhub.approvals")
 START_GRACE = 10.0  # seconds after a start before overdue approvals expire (connectors connect)
-
-
-@migrations()
-def m001_create_approvals(db: Database) -> None:
-    db.execute(
-        """
-        CREATE TABLE approvals (
-            id TEXT PRIMARY KEY,
-            message_id TEXT,
-            asker TEXT NOT NULL,
-            approver TEXT NOT NULL,
-            question TEXT NOT NULL,
-            options_json TEXT NOT NULL,
-            state TEXT NOT NULL DEFAULT 'pending',
-            answer TEXT,
-            reason TEXT,
-            answer_message_id TEXT,
-            created_at REAL NOT NULL,
-            answered_at REAL
-        )
-        """
-    )
-    db.execute("CREATE INDEX approvals_approver ON approvals (approver, state)")
-    db.execute("CREATE INDEX approvals_asker ON approvals (asker, state)")
-
-
-@migrations()
-def m002_approvers_and_settlements(db: Database) -> None:
-    """Several approvers (members or peers), kinds (tool permissions, questions), a short
-    reference people can type, who settled it where, expiry and quiet-hour holds."""
-    for column in ("kind TEXT NOT NULL DEFAULT 'approval'", "ref TEXT",
-                   "approvers_json TEXT NOT NULL DEFAULT '{}'", "answered_by TEXT",
-                   "answered_on TEXT", "tool TEXT", "input_preview TEXT", "expires_at REAL",
-                   "held_until REAL", "recipients_json TEXT NOT NULL DEFAULT '[]'"):
-        db.execute(f"ALTER TABLE approvals ADD COLUMN {column}")
-    db.execute("CREATE INDEX approvals_ref ON approvals (ref, state)")
-    db.execute("CREATE INDEX approvals_open ON approvals (state, expires_at)")
-
-
-COLUMNS = ("id", "message_id", "asker", "approver", "question", "options_json", "state",
-           "answer", "reason", "answer_message_id", "created_at", "answered_at", "kind", "ref",
-           "approvers_json", "answered_by", "answered_on", "tool", "input_preview",
-           "expires_at", "held_until", "recipients_json")
-_SELECT = f"SELECT {', '.join(COLUMNS)} FROM approvals"
+APPROVALS = Collection("approvals", indexes=("asker", "state", "ref"))
+# who each approval names (``asker:<key>``, ``peer:<key>``, ``member:<key>``), one document
+# each: approvers are lists in an approval, which no index reads, and a peer lists its own
+PARTIES = Collection("approval_parties", indexes=("party", "approval"))
+SETTLED = ("answered", "closed", "expired")
+# an approval's fields; ``options``, ``approvers`` ({"members": [...], "peers": [...]}) and
+# ``recipients`` (the peer keys its card went to) are lists and dicts
+FIELDS = ("id", "message_id", "asker", "approver", "question", "options", "state", "answer",
+          "reason", "answer_message_id", "created_at", "answered_at", "kind", "ref",
+          "approvers", "answered_by", "answered_on", "tool", "input_preview", "expires_at",
+          "held_until", "recipients")
 
 
 def minutes(seconds: float) -> str:
@@ -119,22 +83,21 @@ class ApprovalBook:
         return book
 
     # -- reading ------------------------------------------------------------------------------
-    def view(self, row: tuple[Any, ...] | dict[str, Any]) -> dict[str, Any]:
+    def view(self, row: dict[str, Any]) -> dict[str, Any]:
         """The public shape of an approval (docs/protocol.md, "Approvals")."""
-        r: dict[str, Any] = (dict.fromkeys(COLUMNS) | row if isinstance(row, dict)
-             else dict(zip(COLUMNS, row, strict=True)))
+        r: dict[str, Any] = dict.fromkeys(FIELDS) | row
         peers = self.hub.directory.peers
 
         def name(key: str | None) -> str | None:
             return None if key is None else peers[key].name if key in peers else key
 
-        approvers = self.approver_names(json.loads(r["approvers_json"] or "{}"), r["approver"])
+        approvers = self.approver_names(r["approvers"] or {}, r["approver"])
         view = {
             "id": r["id"], "ref": r["ref"], "kind": r["kind"], "message_id": r["message_id"],
             "asker": name(r["asker"]), "asker_key": r["asker"],
             "approver": ", ".join(approvers), "approver_key": r["approver"],
             "approvers": approvers, "question": r["question"],
-            "options": json.loads(r["options_json"]), "state": r["state"],
+            "options": list(r["options"] or ()), "state": r["state"],
             "answer": r["answer"], "reason": r["reason"],
             "answered_by": name(r["answered_by"]), "answered_on": r["answered_on"],
             "answer_message_id": r["answer_message_id"], "tool": r["tool"],
@@ -161,14 +124,18 @@ class ApprovalBook:
         agent's (Claude Code's five letters), so two sessions may use the same one: a ref that
         names two pending requests of different askers is refused as ambiguous."""
         wanted = ident.strip().lower()
-        rows = await self.hub.store.transact(lambda conn: conn.execute(
-            f"{_SELECT} WHERE id=? OR ref=? ORDER BY id=? DESC, state='pending' DESC, id DESC "
-            "LIMIT 50", (wanted, wanted, wanted)).fetchall())
-        found = [dict(zip(COLUMNS, r, strict=True)) for r in rows]
-        if found and found[0]["id"] == wanted:
-            return found[0]
+        records = self.hub.records
+        exact = await records.get("approvals", wanted)
+        if exact is not None:
+            return exact.value
         if peer is None:
             return None
+        found = []
+        for states in ("pending", In(SETTLED)):  # pending first, each newest first
+            page = await records.find("approvals", {"ref": wanted, "state": states},
+                                      order="-key", limit=50)
+            found += [r.value for r in page.records]
+        found = found[:50]
         own = [r for r in found if r["asker"] == peer.key]
         if own:
             return own[0]
@@ -210,46 +177,65 @@ class ApprovalBook:
 
     # -- writing ------------------------------------------------------------------------------
     async def insert(self, r: dict[str, Any]) -> None:
-        row = {k: v for k, v in r.items() if k in COLUMNS}  # not what is cached on it
-        names = ", ".join(row)
-        marks = ", ".join("?" for _ in row)
-        await self.hub.store.transact(lambda conn: conn.execute(
-            f"INSERT INTO approvals ({names}) VALUES ({marks})", tuple(row.values())))
+        """Store a new approval (queued at once: a send started in the same loop turn shares
+        its commit) and who it names (queued next, before that commit is handed over)."""
+        doc = dict.fromkeys(FIELDS) | {"approvers": {}, "recipients": []}
+        doc |= {k: v for k, v in r.items() if k in FIELDS}  # not what is cached on it
+        records = self.hub.records
+        named = [asyncio.ensure_future(records.put("approval_parties", key, value))
+                 for key, value in party_docs(doc).items()]
+        try:
+            await records.create("approvals", r["id"], doc)
+        finally:
+            await asyncio.gather(*named)
 
-    async def delete(self, approval_id: str) -> None:
-        await self.hub.store.transact(lambda conn: conn.execute(
-            "DELETE FROM approvals WHERE id=?", (approval_id,)))
+    async def delete(self, r: dict[str, Any]) -> None:
+        records = self.hub.records
+        await asyncio.gather(records.delete("approvals", r["id"]),
+                             *(records.delete("approval_parties", k) for k in party_docs(r)))
 
     async def update(self, approval_id: str, **values: Any) -> None:
-        sets = ", ".join(f"{k}=?" for k in values)
-        await self.hub.store.transact(lambda conn: conn.execute(
-            f"UPDATE approvals SET {sets} WHERE id=?", (*values.values(), approval_id)))
+        await self.hub.records.modify(
+            "approvals", approval_id, lambda found: None if found is None else found | values)
+
+    async def send_recorded(self, approval_id: str, field: str,
+                            send: Callable[[str], Awaitable[dict[str, Any]]]) -> dict[str, Any]:
+        """``send(message_id)`` a message with a new id, and record that id in ``field`` of
+        the approval in the commit that stores the message (both are queued in one loop turn),
+        so whoever gets the message reads the approval with it; a refused send leaves the field
+        empty."""
+        chosen = new_id()
+        recorded, sent = await asyncio.gather(self.update(approval_id, **{field: chosen}),
+                                              send(chosen), return_exceptions=True)
+        if isinstance(sent, BaseException):
+            if not isinstance(recorded, BaseException):
+                await self.update(approval_id, **{field: None})
+            raise sent
+        if isinstance(recorded, BaseException):
+            raise recorded
+        return sent
 
     async def settle(self, approval_id: str, state: str, *, answer: str | None = None,
                      reason: str | None = None, by: str | None = None,
                      on: str | None = None) -> dict[str, Any] | None:
         """Move a pending approval to ``state``; ``None`` when it was settled already (the
         first settlement wins, whatever surface it came from)."""
-        now = time.time()
+        settlement = {"state": state, "answer": answer, "reason": reason, "answered_by": by,
+                      "answered_on": on, "answered_at": time.time(), "held_until": None}
+        moved = False
 
-        def run(conn: sqlite3.Connection) -> tuple[Any, ...] | None:
-            cur = conn.execute(
-                "UPDATE approvals SET state=?, answer=?, reason=?, answered_by=?, "
-                "answered_on=?, answered_at=?, held_until=NULL WHERE id=? AND state='pending'",
-                (state, answer, reason, by, on, now, approval_id))
-            if not cur.rowcount:
-                return None
-            found: tuple[Any, ...] = conn.execute(f"{_SELECT} WHERE id=?",
-                                                  (approval_id,)).fetchone()
-            return found
+        def change(found: dict[str, Any] | None) -> dict[str, Any] | None:
+            nonlocal moved  # of the last attempt: the one whose write went through
+            moved = found is not None and found["state"] == "pending"
+            return found | settlement if found is not None and moved else None
 
-        found = await self.hub.store.transact(run)
-        if found is None:
+        record = await self.hub.records.modify("approvals", approval_id, change)
+        if not moved or record is None:
             return None
         timer = self.timers.pop(approval_id, None)
         if timer is not None:
             timer.cancel()
-        r = dict(zip(COLUMNS, found, strict=True))
+        r = record.value
         view = self.view(r)
         asker_told = False
         for waiter, future in self.waiters.pop(approval_id, []):
@@ -285,18 +271,15 @@ class ApprovalBook:
             body = f"{view['label']}: {view['question']}{because}"
         else:
             body = f"No answer ({view['label']}): {view['question']}"
+        data = {"approval_id": r["id"], "question": r["question"], "answer": view["answer"],
+                "reason": view["reason"], "state": view["state"], "by": view["answered_by"],
+                "on": view["answered_on"], "ref": r["ref"]}
         try:
-            sent = await self.hub.send(
+            await self.send_recorded(r["id"], "answer_message_id", lambda chosen: self.hub.send(
                 sender, asker.key, body, kind="approval_answer", priority="now",
-                reply_to=r["message_id"],
-                data={"approval_id": r["id"], "question": r["question"],
-                      "answer": view["answer"], "reason": view["reason"],
-                      "state": view["state"], "by": view["answered_by"],
-                      "on": view["answered_on"], "ref": r["ref"]})
+                reply_to=r["message_id"], data=data, message_id=chosen))
         except Exception as exc:  # the answer is stored; approval_get shows it
             log.warning("could not tell %s about approval %s: %s", asker.name, r["id"], exc)
-            return
-        await self.update(r["id"], answer_message_id=sent["id"])
 
     # -- waiting ------------------------------------------------------------------------------
     def expect(self, approval_id: str, peer_key: str) -> asyncio.Future[dict[str, Any]]:
@@ -350,15 +333,19 @@ class ApprovalBook:
 
     async def _released(self, approval_id: str) -> None:
         self.timers.pop(approval_id, None)
-        r = await self.row(approval_id)
-        if r is None or r["state"] != "pending" or self.release is None:
+        if self.release is None:
             return
-        released = await self.hub.store.transact(lambda conn: conn.execute(
-            "UPDATE approvals SET held_until=NULL WHERE id=? AND state='pending'",
-            (approval_id,)).rowcount)
-        if not released:
+        released = False
+
+        def change(found: dict[str, Any] | None) -> dict[str, Any] | None:
+            nonlocal released  # only a pending request's card goes out
+            released = found is not None and found["state"] == "pending"
+            return found | {"held_until": None} if found is not None and released else None
+
+        record = await self.hub.records.modify("approvals", approval_id, change)
+        if not released or record is None:
             return  # settled meanwhile: no card for it
-        r["held_until"] = None
+        r = record.value
         try:
             await self.release(r)
         except Exception:
@@ -375,11 +362,10 @@ class ApprovalBook:
         """Arm the timers of every pending approval (the hub restarted). One that came due
         while the hub was down fires :data:`START_GRACE` seconds after the start, so the
         chat connectors are connected and can update its cards."""
-        rows = await self.hub.store.transact(lambda conn: conn.execute(
-            f"{_SELECT} WHERE state='pending' AND (expires_at IS NOT NULL OR "
-            "held_until IS NOT NULL)").fetchall())
-        for found in rows:
-            self.schedule(dict(zip(COLUMNS, found, strict=True)), at_least=START_GRACE)
+        for found in await self.hub.records.all("approvals", {"state": "pending"}):
+            r = found.value
+            if r["expires_at"] is not None or r["held_until"] is not None:
+                self.schedule(r, at_least=START_GRACE)
 
     def stop(self) -> None:
         for timer in self.timers.values():
@@ -388,13 +374,23 @@ class ApprovalBook:
 
 
 def parties(r: dict[str, Any]) -> tuple[dict[str, list[str]], frozenset[str]]:
-    """A row's approvers and card recipients, decoded once per row (an event checks every
+    """An approval's approvers and card recipients, kept on it once made (an event checks every
     connection against them)."""
     found = r.get("_parties")
     if found is None:
-        found = r["_parties"] = (json.loads(r["approvers_json"] or "{}"),
-                                 frozenset(json.loads(r["recipients_json"] or "[]")))
+        found = r["_parties"] = (r["approvers"] or {}, frozenset(r["recipients"] or ()))
     return found
+
+
+def party_docs(r: dict[str, Any]) -> dict[str, dict[str, str]]:
+    """The ``approval_parties`` documents of an approval: its asker, its first approver (the
+    only one of a request from before several approvers), each approving peer and member."""
+    approvers = r["approvers"] or {}
+    names = [f"asker:{r['asker']}", f"peer:{r['approver']}"]
+    names += [f"peer:{k}" for k in approvers.get("peers", ())]
+    names += [f"member:{k}" for k in approvers.get("members", ())]
+    return {f"{name} {r['id']}": {"party": name, "approval": r["id"]}
+            for name in dict.fromkeys(names)}
 
 
 def label(view: dict[str, Any]) -> str:

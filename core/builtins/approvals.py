@@ -24,13 +24,11 @@ the asker as its waiting call's result, or else as a message of kind ``approval_
 from __future__ import annotations
 
 import asyncio
-import json
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from pydantic import Field
-from sqlite_utils.migrations import Migrations
 
 from meshhub import hookimpl
 from meshhub.actions import Action, ActionContext, action
@@ -39,11 +37,15 @@ from meshhub.errors import Forbidden, InvalidRequest, NotFound, TooLarge
 from meshhub.fields import MAX_OPTION, MAX_OPTIONS, MAX_REASON, MAX_TOOL
 from meshhub.ids import new_id
 from meshhub.reach import human_sessions, surfaces_of
+from meshhub.records import Collection, In, Where
 
-from .approval_book import COLUMNS, ApprovalBook, check_ident, migrations
+from .approval_book import APPROVALS, PARTIES, SETTLED, ApprovalBook, check_ident
 from .approval_policy import Policy, PolicyBook
+from .sqlite_upgrade_approvals import migrations
 
 if TYPE_CHECKING:
+    from sqlite_utils.migrations import Migrations
+
     from meshhub.hub import Hub
     from meshhub.models import Peer
 
@@ -185,11 +187,11 @@ async def open_request(ctx: ActionContext, *, kind: str, question: str, options:
     quiet_end = None if urgent else quiet_until(hub, approvers, now)
     r: dict[str, Any] = {
         "id": new_id(), "message_id": None, "asker": asker.key, "approver": recipients[0],
-        "question": question, "options_json": json.dumps(options), "state": "pending",
-        "created_at": now, "kind": kind, "ref": ref, "approvers_json": json.dumps(approvers),
+        "question": question, "options": options, "state": "pending",
+        "created_at": now, "kind": kind, "ref": ref, "approvers": approvers,
         "tool": tool, "input_preview": preview,
         "expires_at": max(now, quiet_end or now) + expire_after, "held_until": quiet_end,
-        "recipients_json": json.dumps(recipients),
+        "recipients": recipients,
     }
     body = card_text(r, options, asker)
     if len(body.encode()) > hub.config.max_body_bytes:  # checked before anything is stored
@@ -208,7 +210,7 @@ async def open_request(ctx: ActionContext, *, kind: str, question: str, options:
         if isinstance(failed, BaseException):
             book.waiters.pop(r["id"], None)
             if not isinstance(stored, BaseException):
-                await book.delete(r["id"])  # no card went out: no request either
+                await book.delete(r)  # no card went out: no request either
             raise failed
     else:
         await book.insert(r)
@@ -221,12 +223,12 @@ async def open_request(ctx: ActionContext, *, kind: str, question: str, options:
 
 async def send_card(hub: Hub, r: dict[str, Any]) -> None:
     """Send the request's card to its recipients, as ``r["message_id"]`` when it has one
-    (else the new id is recorded)."""
+    (else a new id, recorded with the card)."""
     asker = hub.directory.peers.get(r["asker"])
     if asker is None:
         return
-    options = json.loads(r["options_json"])
-    recipients = [k for k in json.loads(r["recipients_json"]) if k in hub.directory.peers]
+    options = r["options"]
+    recipients = [k for k in r["recipients"] if k in hub.directory.peers]
     data: dict[str, Any] = {"approval_id": r["id"], "question": r["question"],
                             "options": options, "kind": r["kind"]}
     if r["ref"]:
@@ -234,12 +236,16 @@ async def send_card(hub: Hub, r: dict[str, Any]) -> None:
     if r["tool"]:
         data["tool"] = r["tool"]
     body = card_text(r, options, asker)
-    chosen = r["message_id"]
-    sent = await hub.send(asker, recipients, body, kind="approval", priority="now", data=data,
-                          message_id=chosen)
-    if chosen is None:
-        r["message_id"] = sent["id"]
-        await ApprovalBook.of(hub).update(r["id"], message_id=sent["id"])
+
+    def send(chosen: str) -> Awaitable[dict[str, Any]]:
+        return hub.send(asker, recipients, body, kind="approval", priority="now", data=data,
+                        message_id=chosen)
+
+    if r["message_id"] is not None:
+        await send(r["message_id"])
+        return
+    sent = await ApprovalBook.of(hub).send_recorded(r["id"], "message_id", send)
+    r["message_id"] = sent["id"]
 
 
 def _ttl(expires_in: float | None, policy: Policy) -> float:
@@ -292,7 +298,7 @@ async def permission_request(
         now = time.time()
         r: dict[str, Any] = {
             "id": new_id(), "asker": ctx.peer.key, "approver": ctx.peer.key,
-            "question": description or tool, "options_json": json.dumps(PERMISSION_OPTIONS),
+            "question": description or tool, "options": list(PERMISSION_OPTIONS),
             "state": "answered", "answer": automatic, "created_at": now, "answered_at": now,
             "kind": "permission", "ref": ref, "answered_on": "policy", "tool": tool,
             "input_preview": input_preview}
@@ -361,7 +367,7 @@ async def approval_answer(
         raise Forbidden("you are not one of the people asked to answer this request")
     if r["state"] != "pending":
         raise InvalidRequest(f"already answered: {book.view(r)['label']}", code="exists")
-    options = json.loads(r["options_json"])
+    options = r["options"]
     text = " ".join(answer.split())
     chosen = next((o for o in options if o.lower() == text.lower()), None) if options else text
     if not chosen:
@@ -438,28 +444,43 @@ async def approvals(
     if not 1 <= limit <= 500:
         raise InvalidRequest("limit must be between 1 and 500")
     me = ctx.peer
-    # the SQL narrows to rows naming me or my member; may_answer() then decides, as it does
-    # for an answer (agent sessions, old rows with one approver)
-    mine = "asker=?"
-    theirs = ("(approver=? OR EXISTS (SELECT 1 FROM json_each(approvers_json, '$.peers') "
-              "WHERE value=?) OR EXISTS (SELECT 1 FROM json_each(approvers_json, '$.members') "
-              "WHERE value=?))")
-    args_theirs: list[Any] = [me.key, me.key, me.member_key or ""]
-    where, args = {"any": (f"({mine} OR {theirs})", [me.key, *args_theirs]),
-                   "asker": (mine, [me.key]), "approver": (theirs, args_theirs)}[role]
-    if state == "settled":
-        where += " AND state<>'pending'"
-    elif state != "all":
-        where += " AND state=?"
-        args.append(state)
-    found = await ctx.hub.store.transact(lambda conn: conn.execute(
-        f"SELECT {', '.join(COLUMNS)} FROM approvals WHERE {where} ORDER BY id DESC LIMIT ?",
-        (*args, limit * 4)).fetchall())
     book = ApprovalBook.of(ctx.hub)
+    where: Where = {"settled": {"state": In(SETTLED)}, "all": {}}.get(state, {"state": state})
+    if role == "asker":
+        page = await ctx.hub.records.find("approvals", where | {"asker": me.key}, order="-key",
+                                          limit=limit)
+        return [book.view(r.value) for r in page.records]
+    # the requests naming me or my member; may_answer() then decides, as it does for an answer
+    # (agent sessions, old requests with one approver)
     keep = {"any": lambda r: r["asker"] == me.key or book.may_answer(r, me),
-            "asker": lambda r: True, "approver": lambda r: book.may_answer(r, me)}[role]
-    rows = [r for r in (dict(zip(COLUMNS, f, strict=True)) for f in found) if keep(r)]
-    return [book.view(r) for r in rows[:limit]]
+            "approver": lambda r: book.may_answer(r, me)}[role]
+    found = await _naming(ctx.hub, me, where, mine=role == "any", enough=limit * 4)
+    return [book.view(r) for r in found if keep(r)][:limit]
+
+
+async def _naming(hub: Hub, me: Peer, where: Where, *, mine: bool,
+                  enough: int) -> list[dict[str, Any]]:
+    """The newest ``enough`` approvals matching ``where`` that name ``me`` (or its member) as
+    an approver, or (``mine``) as the asker: read from ``approval_parties``, newest first."""
+    parties = [f"peer:{me.key}", *([f"member:{me.member_key}"] if me.member_key else []),
+               *([f"asker:{me.key}"] if mine else [])]
+    out: list[dict[str, Any]] = []
+    seen: set[str] = set()
+    cursor: str | None = None
+    while len(out) < enough:
+        page = await hub.records.find("approval_parties", {"party": In(tuple(parties))},
+                                      order="-approval", limit=500, after=cursor)
+        ids = tuple(dict.fromkeys(r.value["approval"] for r in page.records
+                                  if r.value["approval"] not in seen))
+        seen.update(ids)
+        if ids:
+            found = await hub.records.find("approvals", where | {"key": In(ids)},
+                                           order="-key", limit=len(ids))
+            out += [r.value for r in found.records]
+        if page.cursor is None:
+            break
+        cursor = page.cursor
+    return out[:enough]
 
 
 @action("approvals_policy", read_only=True)
@@ -483,6 +504,12 @@ async def approvals_policy(
 
 ALL: list[Action] = [approval_request, permission_request, ask, approval_answer,
                      approval_close, approval_wait, approval_get, approvals, approvals_policy]
+
+
+@hookimpl
+def meshhub_register_collections(register: Callable[[Collection], None]) -> None:
+    register(APPROVALS)
+    register(PARTIES)
 
 
 @hookimpl

@@ -1,6 +1,6 @@
 """Files on the mesh: ``file_put`` (base64 content, optionally sent at once), ``file_get`` and
 ``files``. Blobs live in :class:`meshhub.files.FileStore`; this plugin keeps who uploaded what and
-who may read it (migration set ``meshhub.files``).
+who may read it (collection ``files``: one document per file and peer).
 
 A peer may read a file it uploaded or that came to it as an attachment of a message it sent or
 received; the hub's owner may read any. The same bytes are one blob, but a name is per reader:
@@ -12,16 +12,14 @@ store directly.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
-import sqlite3
-import time
+import weakref
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Annotated, Any
 
 from pydantic import Field
-from sqlite_utils import Database
-from sqlite_utils.migrations import Migrations
 
 from meshhub import hookimpl
 from meshhub.actions import Action, ActionContext, action
@@ -29,31 +27,24 @@ from meshhub.errors import InvalidRequest, NotFound
 from meshhub.fields import MAX_MIME
 from meshhub.files import FileStore
 from meshhub.limits import account
+from meshhub.records import Collection
 
 if TYPE_CHECKING:
+    from sqlite_utils.migrations import Migrations
+
     from meshhub.hub import Hub
     from meshhub.models import Message
 
-migrations = Migrations("meshhub.files")
+FILES = Collection("files", indexes=("file", "peer", "uploaded"))
+# the grants being written, per hub: a reader is told of a message as soon as it is stored,
+# and may list its files before the grant of its attachment is
+_granting: weakref.WeakKeyDictionary[Hub, set[asyncio.Future[Any]]] = \
+    weakref.WeakKeyDictionary()
 
 
-@migrations()
-def m001_create_files(db: Database) -> None:
-    db.execute(
-        """
-        CREATE TABLE files (
-            file TEXT NOT NULL,
-            peer TEXT NOT NULL,
-            name TEXT NOT NULL,
-            size INTEGER NOT NULL,
-            mime TEXT NOT NULL,
-            uploaded INTEGER NOT NULL DEFAULT 0,
-            created_at REAL NOT NULL,
-            PRIMARY KEY (file, peer)
-        ) WITHOUT ROWID
-        """
-    )
-    db.execute("CREATE INDEX files_peer ON files (peer, created_at)")
+def file_key(sha256: str, peer: str) -> str:
+    """One document per file and peer that may read it."""
+    return f"{sha256} {peer}"
 
 
 def store_for(hub: Hub) -> FileStore:
@@ -61,47 +52,61 @@ def store_for(hub: Hub) -> FileStore:
 
 
 async def grant(hub: Hub, file: dict[str, Any], peers: list[str], uploader: str | None) -> None:
-    """Record that ``peers`` may read ``file`` (an attachment dict)."""
-    now = time.time()
+    """Record that ``peers`` may read ``file`` (an attachment dict). A peer keeps the name it
+    was first given; an upload marks it as the uploader whenever it comes."""
+    def change(peer: str) -> Callable[[dict[str, Any] | None], dict[str, Any] | None]:
+        uploaded = peer == uploader
 
-    def run(conn: sqlite3.Connection) -> None:
-        conn.executemany(
-            "INSERT INTO files (file, peer, name, size, mime, uploaded, created_at) "
-            "VALUES (?,?,?,?,?,?,?) ON CONFLICT(file, peer) DO UPDATE SET "
-            "uploaded = MAX(uploaded, excluded.uploaded)",
-            [(file["file"], p, file.get("name", "file"), int(file.get("size", 0)),
-              file.get("mime", "application/octet-stream"), int(p == uploader), now)
-             for p in peers],
-        )
+        def merge(found: dict[str, Any] | None) -> dict[str, Any] | None:
+            if found is None:
+                return {"file": file["file"], "peer": peer, "name": file.get("name", "file"),
+                        "size": int(file.get("size", 0)),
+                        "mime": file.get("mime", "application/octet-stream"),
+                        "uploaded": uploaded}
+            if found["uploaded"] or not uploaded:
+                return None
+            return found | {"uploaded": True}
 
-    await hub.store.transact(run)
+        return merge
+
+    # queued in one loop turn: one commit for every reader
+    writing = asyncio.gather(*(hub.records.modify("files", file_key(file["file"], p), change(p))
+                               for p in dict.fromkeys(peers)))
+    under_way = _granting.setdefault(hub, set())
+    under_way.add(writing)
+    try:
+        await writing
+    finally:
+        under_way.discard(writing)
+
+
+async def granted(hub: Hub) -> None:
+    """Return once the grants being written now are (whatever became of them)."""
+    under_way = _granting.get(hub)
+    if under_way:
+        await asyncio.wait(list(under_way))
 
 
 async def label_for(hub: Hub, peer_key: str, sha256: str, *,
                     any_peer: bool = False) -> tuple[str, str] | None:
     """(name, mime) of a file as ``peer_key`` was given it, or ``None`` when it may not read
     it; ``any_peer`` (the owner): some uploader's label when it was given none itself."""
-    def run(conn: sqlite3.Connection) -> tuple[str, str] | None:
-        row = conn.execute("SELECT name, mime FROM files WHERE file=? AND peer=?",
-                           (sha256, peer_key)).fetchone()
-        if row is None:
-            # the grant of a just-sent attachment may not be written yet: ask the messages this
-            # peer sent or received, matching the attachment's ``file`` field exactly (a file
-            # name that happens to be a digest must not open the file)
-            row = conn.execute(
-                "SELECT json_extract(a.value, '$.name'), json_extract(a.value, '$.mime') "
-                "FROM messages m, json_each(m.attachments_json) a "
-                "WHERE m.attachments_json != '[]' AND (m.sender=? OR EXISTS (SELECT 1 FROM "
-                "deliveries d WHERE d.message_id=m.id AND d.recipient=?)) "
-                "AND json_extract(a.value, '$.file') = ? LIMIT 1",
-                (peer_key, peer_key, sha256)).fetchone()
-        if row is None and any_peer:
-            row = conn.execute("SELECT name, mime FROM files WHERE file=? "
-                               "ORDER BY uploaded DESC, created_at LIMIT 1", (sha256,)).fetchone()
-        return None if row is None else (str(row[0] or "file"),
-                                         str(row[1] or "application/octet-stream"))
-
-    return await hub.store.transact(run)
+    records = hub.records
+    found = await records.get("files", file_key(sha256, peer_key))
+    label = found.value if found is not None else None
+    if label is None:
+        # the grant of a just-sent attachment may not be written yet: ask the messages this
+        # peer sent or received, matching the attachment's ``file`` field exactly (a file
+        # name that happens to be a digest must not open the file)
+        label = await hub.store.attachment_for(peer_key, sha256)
+    if label is None and any_peer:
+        first = (await records.find("files", {"file": sha256, "uploaded": True},
+                                    order="created_at", limit=1)).records
+        first = first or (await records.find("files", {"file": sha256}, order="created_at",
+                                             limit=1)).records
+        label = first[0].value if first else None
+    return None if label is None else (str(label.get("name") or "file"),
+                                       str(label.get("mime") or "application/octet-stream"))
 
 
 @action()
@@ -165,18 +170,26 @@ async def files(
     """Files you uploaded or received."""
     if not 1 <= limit <= 500:
         raise InvalidRequest("limit must be between 1 and 500")
-    rows = await ctx.hub.store.transact(lambda conn: conn.execute(
-        "SELECT file, name, size, mime, uploaded, created_at FROM files WHERE peer=? "
-        "ORDER BY created_at DESC LIMIT ?", (ctx.peer.key, limit)).fetchall())
-    return [{"file": r[0], "name": r[1], "size": r[2], "mime": r[3], "uploaded": bool(r[4]),
-             "created_at": r[5]} for r in rows]
+    await granted(ctx.hub)
+    page = await ctx.hub.records.find("files", {"peer": ctx.peer.key}, order="-created_at",
+                                      limit=limit)
+    return [{"file": v["file"], "name": v["name"], "size": v["size"], "mime": v["mime"],
+             "uploaded": bool(v["uploaded"]), "created_at": r.created_at}
+            for r, v in ((r, r.value) for r in page.records)]
 
 
 ALL: list[Action] = [file_put, file_get, files]
 
 
 @hookimpl
+def meshhub_register_collections(register: Callable[[Collection], None]) -> None:
+    register(FILES)
+
+
+@hookimpl
 def meshhub_register_migrations(register: Callable[[Migrations], None]) -> None:
+    from .sqlite_upgrade_files import migrations  # it names FILES
+
     register(migrations)
 
 
@@ -189,11 +202,11 @@ def meshhub_register_actions(register: Callable[[Action], None]) -> None:
 @hookimpl
 async def meshhub_startup(hub: Hub) -> None:
     """The files each peer uploaded count against its storage quota (:mod:`meshhub.limits`)."""
-    rows = await hub.store.transact(lambda conn: conn.execute(
-        "SELECT peer, SUM(size) FROM files WHERE uploaded = 1 GROUP BY peer").fetchall())
-    for key, size in rows:
+    for found in await hub.records.all("files", {"uploaded": True}):
+        key = found.value["peer"]
         peer = hub.directory.peers.get(key)
-        hub.limits.storage.add(account(peer) if peer is not None else key, int(size))
+        hub.limits.storage.add(account(peer) if peer is not None else key,
+                               int(found.value["size"]))
 
 
 @hookimpl

@@ -1,44 +1,43 @@
-"""Emoji reactions on messages: the ``react`` action and the ``meshhub.reactions`` tables.
+"""Emoji reactions on messages: the ``react`` action and the ``reactions`` collection.
 
-Written exactly as a third-party plugin would be: its own migrations set, its own action, the
-store's ``transact`` for its table. A reaction is added or removed by a peer that can see the
-message (its sender or a recipient). When one is added, the message's sender is told with a small
-message of kind ``reaction`` (not for reactions to your own messages), so a session learns "seen"
-or "agreed" without a reply.
+Written exactly as a third-party plugin would be: its own collection (one document per message,
+peer and emoji), its own actions, ``hub.records`` for its data. A reaction is added or removed
+by a peer that can see the message (its sender or a recipient). When one is added, the
+message's sender is told with a small message of kind ``reaction`` (not for reactions to your
+own messages), so a session learns "seen" or "agreed" without a reply.
 """
 
 from __future__ import annotations
 
-import sqlite3
-import time
 from collections.abc import Callable
-from typing import Annotated, Any
-
-from sqlite_utils import Database
-from sqlite_utils.migrations import Migrations
+from typing import TYPE_CHECKING, Annotated, Any
 
 from meshhub import hookimpl
 from meshhub.actions import Action, ActionContext, action
 from meshhub.errors import InvalidRequest, NotFound, QuotaExceeded, RateLimited
 from meshhub.fields import MAX_EMOJI
+from meshhub.records import Collection, Conflict, In
+
+if TYPE_CHECKING:
+    from sqlite_utils.migrations import Migrations
+
+    from meshhub.hub import Hub
 
 MAX_LOOKUP = 200
-reaction_migrations = Migrations("meshhub.reactions")
+REACTIONS = Collection("reactions", indexes=("message_id",))
 
 
-@reaction_migrations()
-def m001_create_reactions(db: Database) -> None:
-    db.execute(
-        """
-        CREATE TABLE reactions (
-            message_id TEXT NOT NULL,
-            peer TEXT NOT NULL,
-            emoji TEXT NOT NULL,
-            created_at REAL NOT NULL,
-            PRIMARY KEY (message_id, peer, emoji)
-        ) WITHOUT ROWID
-        """
-    )
+def reaction_key(message_id: str, peer: str, emoji: str) -> str:
+    """One document per message, peer and emoji (an emoji has no spaces; ids and keys none
+    either)."""
+    return f"{message_id} {peer} {emoji}"
+
+
+async def _on(hub: Hub, message_ids: list[str]) -> list[tuple[str, str, str]]:
+    """(message id, emoji, peer) of every reaction on these messages, oldest first."""
+    found = await hub.records.all("reactions", {"message_id": In(tuple(message_ids))},
+                                  order="created_at")
+    return [(r.value["message_id"], r.value["emoji"], r.value["peer"]) for r in found]
 
 
 def _check_emoji(emoji: str) -> str:
@@ -68,23 +67,18 @@ async def react(
     ):
         raise NotFound(f"no message {id} that you can see")
     me = ctx.peer.key
-
-    def apply(conn: sqlite3.Connection) -> tuple[bool, list[tuple[str, str]]]:
-        if remove:
-            cur = conn.execute(
-                "DELETE FROM reactions WHERE message_id=? AND peer=? AND emoji=?", (id, me, emoji)
-            )
-        else:
-            cur = conn.execute(
-                "INSERT OR IGNORE INTO reactions (message_id, peer, emoji, created_at) "
-                "VALUES (?, ?, ?, ?)", (id, me, emoji, time.time()),
-            )
-        rows = conn.execute(
-            "SELECT emoji, peer FROM reactions WHERE message_id=? ORDER BY created_at", (id,)
-        ).fetchall()
-        return cur.rowcount > 0, [(r[0], r[1]) for r in rows]
-
-    changed, rows = await ctx.hub.store.transact(apply)
+    key = reaction_key(id, me, emoji)
+    records = ctx.hub.records
+    if remove:
+        changed = await records.delete("reactions", key)
+    else:
+        try:
+            await records.create("reactions", key, {"message_id": id, "peer": me,
+                                                    "emoji": emoji})
+            changed = True
+        except Conflict:  # reacted so already
+            changed = False
+    rows = [(emo, peer) for _m, emo, peer in await _on(ctx.hub, [id])]
     peers = ctx.hub.directory.peers
     reactions: dict[str, list[str]] = {}
     for emo, peer in rows:
@@ -123,24 +117,23 @@ async def reactions(
             visible.append(message_id)
     if not visible:
         return {}
-
-    def read(conn: sqlite3.Connection) -> list[tuple[str, str, str]]:
-        marks = ",".join("?" * len(visible))
-        return conn.execute(
-            f"SELECT message_id, emoji, peer FROM reactions WHERE message_id IN ({marks}) "
-            "ORDER BY created_at", visible,
-        ).fetchall()
-
     peers = ctx.hub.directory.peers
     out: dict[str, dict[str, list[str]]] = {}
-    for message_id, emoji, peer in await ctx.hub.store.transact(read):
+    for message_id, emoji, peer in await _on(ctx.hub, visible):
         out.setdefault(message_id, {}).setdefault(emoji, []).append(
             peers[peer].name if peer in peers else peer)
     return out
 
 
 @hookimpl
+def meshhub_register_collections(register: Callable[[Collection], None]) -> None:
+    register(REACTIONS)
+
+
+@hookimpl
 def meshhub_register_migrations(register: Callable[[Migrations], None]) -> None:
+    from .sqlite_upgrade_reactions import reaction_migrations  # it names REACTIONS
+
     register(reaction_migrations)
 
 

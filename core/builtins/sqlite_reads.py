@@ -201,3 +201,13 @@ class MessageReads:
             return _page(rows, viewer, conn)
 
         return self._read(run)
+
+    async def attachment_for(self, viewer: str, sha256: str) -> dict[str, Any] | None:
+        row = self._read(lambda conn: conn.execute(
+            "SELECT a.value FROM messages m, json_each(m.attachments_json) a "
+            "WHERE m.attachments_json != '[]' AND (m.sender=? OR EXISTS (SELECT 1 FROM "
+            "deliveries d WHERE d.message_id=m.id AND d.recipient=?)) "
+            "AND json_extract(a.value, '$.file') = ? LIMIT 1",
+            (viewer, viewer, sha256)).fetchone())
+        found = json.loads(row[0]) if row is not None else None
+        return found if isinstance(found, dict) else None
