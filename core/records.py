@@ -302,22 +302,34 @@ class Records:
         """Read, change, write back against the revision read, again while another writer
         wins. ``change`` gets a copy of the value (``None``: absent) and returns the new value,
         or ``None`` to leave the document as it is (then the current record is returned). The
-        document keeps its expiry, unless ``ttl`` gives it a new one."""
-        for _ in range(attempts):
-            current = await self.get(collection, key)
-            wanted = change(json.loads(json.dumps(current.value)) if current else None)
-            if wanted is None:
-                return current
-            expires_at = (time.time() + ttl if ttl is not None
-                          else current.expires_at if current else None)
-            try:
-                return await self.put(collection, key, wanted,
-                                      revision=current.revision if current else 0,
-                                      expires_at=expires_at)
-            except Conflict:
-                continue
-        raise Conflict(f"{collection}/{key} kept changing; try again",
-                       current=await self.get(collection, key))
+        document keeps its expiry, unless ``ttl`` gives it a new one. A read made meanwhile
+        waits for it, as for a put."""
+        self._declared(collection)
+        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        writing = self._writing.setdefault(collection, set())
+        before = list(writing)
+        writing.add(done)
+        try:
+            if before:
+                await asyncio.wait(before)
+            for _ in range(attempts):
+                current = await self.engine.record_get(collection, key)
+                wanted = change(json.loads(json.dumps(current.value)) if current else None)
+                if wanted is None:
+                    return current
+                expires_at = (time.time() + ttl if ttl is not None
+                              else current.expires_at if current else None)
+                try:
+                    return await self.put(collection, key, wanted,
+                                          revision=current.revision if current else 0,
+                                          expires_at=expires_at)
+                except Conflict:
+                    continue
+            raise Conflict(f"{collection}/{key} kept changing; try again",
+                           current=await self.engine.record_get(collection, key))
+        finally:
+            writing.discard(done)
+            done.set_result(None)
 
     # -- queries -----------------------------------------------------------------------------
     async def find(self, collection: str, where: Where | None = None, *, order: str = "key",

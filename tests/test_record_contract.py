@@ -279,6 +279,11 @@ async def test_a_read_sees_the_writes_made_before_it_even_if_not_awaited_yet(
         assert got is not None and got.value["n"] == 2 and got.revision == 3
         assert await records.count("contract_items", {"state": "w"}) == round_ + 1
         await asyncio.gather(*writes)
+        bumped = asyncio.ensure_future(records.modify(
+            "contract_items", key, lambda value: {**(value or {}), "n": 9}))
+        await asyncio.sleep(0)  # the change has read nothing yet
+        assert (await records.find("contract_items", {"n": 9})).records[0].key == key
+        await bumped
         gone = asyncio.ensure_future(records.delete("contract_items", key))
         await asyncio.sleep(0)
         assert await records.get("contract_items", key) is None

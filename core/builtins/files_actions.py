@@ -15,7 +15,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
-import weakref
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -36,10 +35,6 @@ if TYPE_CHECKING:
     from meshhub.models import Message
 
 FILES = Collection("files", indexes=("file", "peer", "uploaded"))
-# the grants being written, per hub: a reader is told of a message as soon as it is stored,
-# and may list its files before the grant of its attachment is
-_granting: weakref.WeakKeyDictionary[Hub, set[asyncio.Future[Any]]] = \
-    weakref.WeakKeyDictionary()
 
 
 def file_key(sha256: str, peer: str) -> str:
@@ -69,22 +64,10 @@ async def grant(hub: Hub, file: dict[str, Any], peers: list[str], uploader: str 
 
         return merge
 
-    # queued in one loop turn: one commit for every reader
-    writing = asyncio.gather(*(hub.records.modify("files", file_key(file["file"], p), change(p))
-                               for p in dict.fromkeys(peers)))
-    under_way = _granting.setdefault(hub, set())
-    under_way.add(writing)
-    try:
-        await writing
-    finally:
-        under_way.discard(writing)
-
-
-async def granted(hub: Hub) -> None:
-    """Return once the grants being written now are (whatever became of them)."""
-    under_way = _granting.get(hub)
-    if under_way:
-        await asyncio.wait(list(under_way))
+    # queued in one loop turn: one commit for every reader. A reader told of the message as
+    # soon as it is stored may list its files at once: its read waits for these writes.
+    await asyncio.gather(*(hub.records.modify("files", file_key(file["file"], p), change(p))
+                           for p in dict.fromkeys(peers)))
 
 
 async def label_for(hub: Hub, peer_key: str, sha256: str, *,
@@ -170,7 +153,6 @@ async def files(
     """Files you uploaded or received."""
     if not 1 <= limit <= 500:
         raise InvalidRequest("limit must be between 1 and 500")
-    await granted(ctx.hub)
     page = await ctx.hub.records.find("files", {"peer": ctx.peer.key}, order="-created_at",
                                       limit=limit)
     return [{"file": v["file"], "name": v["name"], "size": v["size"], "mime": v["mime"],
