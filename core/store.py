@@ -7,17 +7,15 @@ The core talks to storage only through :class:`Store`. The default engine is SQL
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
     from sqlite_utils.migrations import Migrations
 
     from .models import Conversation, Delivery, Message, Peer
     from .records import Collection
-
-T = TypeVar("T")
 
 
 @dataclass
@@ -203,11 +201,4 @@ class Store(Protocol):
         """Bytes of message bodies (UTF-8) per sender, of the messages created before
         ``before``: the storage quotas' starting point (:mod:`meshhub.limits`), read once at
         start. It may take a while with many messages; it must not hold up other calls."""
-        ...
-
-    # plugins' own tables (the migration sets they registered)
-    async def transact(self, fn: Callable[[Any], T]) -> T:
-        """Run ``fn(connection)`` on the store's connection inside one transaction and return
-        its result once committed; for plugins that keep their own tables (``meshhub.telegram``...).
-        An engine without SQL may raise ``NotImplementedError``."""
         ...

@@ -474,7 +474,10 @@ class SQLiteStore(MessageReads, MemberTables, RecordTables):
 
     async def transact(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         """Run ``fn(conn)`` in the writer thread, in this batch's transaction (its own
-        savepoint); the result comes back once the batch has committed."""
+        savepoint); the result comes back once the batch has committed. SQLite only, and not
+        part of :class:`meshhub.store.Store`: meshhub's features keep their data through the
+        record API, which every engine serves; a third-party plugin with tables of its own
+        may use this, and then runs on SQLite only."""
         return await self._call(fn)
 
     async def stats(self) -> dict[str, Any]:
