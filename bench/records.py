@@ -5,19 +5,22 @@ other candidate, and the API on the real engine against the message path beside 
     python bench/records.py [--docs 200000] [--rounds 2000] [--quick] [--json] [--summary-json]
 
 **Layouts** (the choice the SQLite engine made: one table per collection, or one shared table).
-Two temporary SQLite files, WAL, ``synchronous=FULL`` like the hub, hold the same documents:
+Three temporary SQLite files, WAL, ``synchronous=FULL`` like the hub, hold the same documents:
 8 collections with 2-3 indexed fields each, ``--docs`` documents in all (``--quick``: 20,000).
 
-* per collection: what :mod:`meshhub.builtins.sqlite_records` makes and writes (its
+* ``per_collection``: what :mod:`meshhub.builtins.sqlite_records` makes and writes (its
   ``ensure_schema`` and ``write_record``): ``rec_<name>`` with a virtual generated column per
   indexed field and an index (field, key);
-* shared: one table ``records`` keyed by (collection, key), a virtual generated column for every
-  field any collection indexes, and an index (collection, field, key) per such field.
+* ``shared``: one table ``records`` keyed by (collection, key), a virtual generated column for
+  every field any collection indexes, and an index (collection, field, key) per such field;
+* ``shared_partial``: the same table with one partial index (field, key) per collection and
+  field instead (``WHERE collection = '<name>'``), the best a shared table can do.
 
-Measured on each: inserts (500 per transaction, the collections interleaved; the two files take
+Measured on each: inserts (500 per transaction, the collections interleaved; the files take
 turns batch by batch), get by key, a page of 50 on one field's value ordered by key, a count on
-a field's value (p50/p99 each, the two layouts queried in turns), and the file's size after a
-checkpoint. The queries are the engine's (live documents only). Printed with shared/per-table.
+a field's value (p50/p99 each, the layouts queried in turns), and the file's size after a
+checkpoint. The queries are the engine's (live documents only). Printed with each shared
+layout's ratio to ``per_collection``.
 
 **The API** on the real engine: a :class:`SQLiteStore` (``synchronous=FULL``) opened with two
 collections, driven through :class:`meshhub.records.Records`. Each round, in an order that
@@ -25,8 +28,9 @@ changes every round: ``insert_message`` of a message whose body is as long as th
 JSON (the hot path's write: the message and its delivery row), a put of a new document to the
 searchable collection and to a plain one, a compare-and-set update of the first, ``get`` and
 ``get_message`` of random stored ones, a page of 50 and a full-text search. Each is awaited
-alone (latency; every write is its own commit). Then 200 puts at once against 200
-``insert_message`` at once (throughput: one loop turn, so one batched commit), in turns.
+alone (latency; every write is its own commit). Then 200 puts at once (to each collection)
+against 200 ``insert_message`` at once (throughput: one loop turn, so one batched commit), in
+turns.
 
 Goals (ratios to the baseline of the same run): record put p50 <= 2x ``insert_message`` p50;
 record get p50 <= 2x ``get_message`` p50.
