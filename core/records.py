@@ -35,6 +35,10 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 NAME = re.compile(r"^[a-z][a-z0-9_]{0,47}$")
 META_FIELDS = ("key", "created_at", "updated_at")  # may be ordered by without an index
+# an indexed field may not shadow a record's own (it would read that instead); FTS5 keeps two
+# column names for itself
+RESERVED_INDEXES = set(META_FIELDS)
+RESERVED_SEARCH = {"rank", "rowid"}
 SWEEP_EVERY = 60.0
 FEED_KEEP = 86400.0  # seconds the change feed keeps a change
 
@@ -56,15 +60,22 @@ class Collection:
 
     def __post_init__(self) -> None:
         for name in (self.name, *self.indexes, *self.search):
-            if not NAME.match(name):
-                raise ValueError(f"collection and field names are lower_snake_case: {name!r}")
+            if not NAME.match(name) or "__" in name:
+                raise ValueError(f"collection and field names are lower_snake_case, without "
+                                 f"'__': {name!r}")
+        for name in self.indexes:
+            if name in RESERVED_INDEXES:
+                raise ValueError(f"{self.name}: {name!r} is the name of a record's own field")
+        for name in self.search:
+            if name in RESERVED_SEARCH:
+                raise ValueError(f"{self.name}: {name!r} cannot be a searchable field")
         if self.notify is not None and not self.feed:
             raise ValueError(f"collection {self.name!r}: notify needs feed=True")
 
 
 @dataclass
 class Record:
-    """One stored document. ``revision`` starts at 1 and grows by one with every write."""
+    """One stored document. ``revision`` grows with every write of it and is never reused."""
 
     collection: str
     key: str
@@ -94,7 +105,8 @@ class Hit:
 @dataclass
 class Change:
     """One entry of the change feed: ``op`` is ``put``, ``delete`` or ``expire``; ``value`` is
-    the document after a put (``None`` otherwise)."""
+    the document after a put (``None`` otherwise); ``previous`` is the document before a delete
+    or an expiry (for ``notify`` to know who saw it; never sent to peers)."""
 
     seq: int
     collection: str
@@ -103,6 +115,7 @@ class Change:
     revision: int
     value: dict[str, Any] | None
     at: float
+    previous: dict[str, Any] | None = None
 
     def public(self) -> dict[str, Any]:
         return {"seq": self.seq, "collection": self.collection, "key": self.key, "op": self.op,
@@ -145,19 +158,25 @@ class RecordEngine(Protocol):
     """What a storage engine implements for feature data (the contract of docs/storage.md),
     beside :class:`meshhub.store.Store`, whose ``open`` names the declared collections.
 
-    Every write is durable when it returns. ``revision``: ``None`` writes whatever is there;
-    ``0`` only creates (the key must be absent); ``n`` only replaces revision ``n``. A refused
-    write raises :class:`Conflict` with the current document and changes nothing. Expired
-    documents are absent to every call, before they are purged."""
+    Every write is durable when it returns. A document's revision is a number that grows with
+    every write and is never given again to that key (SQLite takes it from one sequence, NATS
+    from its stream), so a writer holding an old revision loses even after a delete and a new
+    create. ``revision``: ``None`` writes whatever is there; ``0`` only creates (the key must be
+    absent); ``n`` only replaces revision ``n``. A refused write raises :class:`Conflict` with
+    the current document and changes nothing. Expired documents are absent to every call,
+    before they are purged."""
 
     async def record_get(self, collection: str, key: str) -> Record | None: ...
 
-    async def record_put(self, collection: str, key: str, value: dict[str, Any], *,
-                         revision: int | None = None,
-                         expires_at: float | None = None) -> Record: ...
+    def record_put(self, collection: str, key: str, value: dict[str, Any], *,
+                   revision: int | None = None,
+                   expires_at: float | None = None) -> Awaitable[Record]:
+        """Queue the write when called (a future), like ``Store.insert_message``, so writes
+        keep the order of the calls; a coroutine is accepted, and starts a loop turn later."""
+        ...
 
-    async def record_delete(self, collection: str, key: str, *,
-                            revision: int | None = None) -> bool: ...
+    def record_delete(self, collection: str, key: str, *,
+                      revision: int | None = None) -> Awaitable[bool]: ...
 
     async def record_find(self, collection: str, where: Where, *, order: str, limit: int,
                           after: tuple[Any, str] | None) -> list[Record]: ...
@@ -182,7 +201,8 @@ def _encode_cursor(value: Any, key: str) -> str:
 def _decode_cursor(cursor: str) -> tuple[Any, str]:
     try:
         value, key = json.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
-        if not isinstance(key, str):
+        if not isinstance(key, str) or not (value is None or isinstance(value, (str, int,
+                                                                             float))):
             raise TypeError(key)
     except (ValueError, TypeError):
         raise InvalidRequest("that paging cursor is not one this hub gave out",
@@ -205,9 +225,9 @@ class Records:
         self.collections: dict[str, Collection] = {}
         self.feed = RecordFeed(hub)
         self._sweeper: asyncio.Task[None] | None = None
-        # writes still on their way to the engine, per collection: a read waits for them, so
-        # it sees every write made before it through this hub (even one not awaited yet)
-        self._writing: dict[str, set[asyncio.Future[Any]]] = {}
+        # writes still on their way to the engine, per collection and key: a read waits for
+        # them, so it sees every write made before it through this hub (even one not awaited)
+        self._writing: dict[str, dict[str, list[asyncio.Future[None]]]] = {}
 
     @property
     def engine(self) -> RecordEngine:
@@ -244,28 +264,61 @@ class Records:
                 raise KeyError(f"{coll.name}.{name} is not an indexed field")
         return where
 
-    async def _write(self, collection: str, write: Awaitable[T]) -> T:
-        # awaited in place (not as a task of its own): the engine queues the write now
+    # -- the order of reads and writes on this hub --------------------------------------------
+    def _begin(self, collection: str, key: str) -> asyncio.Future[None]:
+        """Register a write of ``key`` now: reads of it (and of the collection) wait for it."""
         done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        writing = self._writing.setdefault(collection, set())
-        writing.add(done)
-        try:
-            return await write
-        finally:
-            writing.discard(done)
+        self._writing.setdefault(collection, {}).setdefault(key, []).append(done)
+        return done
+
+    def _end(self, collection: str, key: str, done: asyncio.Future[None]) -> None:
+        by_key = self._writing.get(collection, {})
+        pending = by_key.get(key, [])
+        if done in pending:
+            pending.remove(done)
+        if not pending:
+            by_key.pop(key, None)
+        if not done.done():
             done.set_result(None)
 
-    async def _written(self, collection: str) -> None:
-        """Wait for the writes to ``collection`` made before this call (their outcome is
-        their callers' business)."""
-        writing = self._writing.get(collection)
-        if writing:
-            await asyncio.wait(list(writing))
+    async def _written(self, collection: str, key: str | None = None,
+                       before: asyncio.Future[None] | None = None) -> None:
+        """Wait for the writes made so far through this hub to ``collection`` (or only to
+        ``key``, those registered ``before`` a given one); their outcome is their callers'."""
+        by_key = self._writing.get(collection)
+        if not by_key:
+            return
+        if key is None:
+            pending = [done for writes in by_key.values() for done in writes]
+        else:
+            pending = list(by_key.get(key, ()))
+            if before is not None and before in pending:
+                pending = pending[:pending.index(before)]
+        if pending:
+            await asyncio.wait(pending)
+
+    async def _write(self, collection: str, key: str, write: Awaitable[T]) -> T:
+        """Await an engine's write, registered as under way until the engine is done with it,
+        even if this caller goes away meanwhile (a queued write may still commit)."""
+        done = self._begin(collection, key)
+        try:
+            future = asyncio.ensure_future(write)  # the SQLite engine's is queued already
+        except BaseException:
+            self._end(collection, key, done)
+            raise
+
+        def finished(write_future: asyncio.Future[T]) -> None:
+            if not write_future.cancelled():
+                write_future.exception()  # retrieved here too: its caller may have gone
+            self._end(collection, key, done)
+
+        future.add_done_callback(finished)
+        return await asyncio.shield(future)
 
     # -- documents ---------------------------------------------------------------------------
     async def get(self, collection: str, key: str) -> Record | None:
         self._declared(collection)
-        await self._written(collection)
+        await self._written(collection, key)
         return await self.engine.record_get(collection, key)
 
     async def put(self, collection: str, key: str, value: dict[str, Any], *,
@@ -276,7 +329,7 @@ class Records:
         coll = self._declared(collection)
         if ttl is not None:
             expires_at = time.time() + ttl
-        record = await self._write(collection, self.engine.record_put(
+        record = await self._write(collection, key, self.engine.record_put(
             collection, key, value, revision=revision, expires_at=expires_at))
         if coll.feed:
             self.feed.poke()
@@ -290,7 +343,7 @@ class Records:
 
     async def delete(self, collection: str, key: str, *, revision: int | None = None) -> bool:
         coll = self._declared(collection)
-        deleted = await self._write(collection, self.engine.record_delete(
+        deleted = await self._write(collection, key, self.engine.record_delete(
             collection, key, revision=revision))
         if deleted and coll.feed:
             self.feed.poke()
@@ -302,16 +355,16 @@ class Records:
         """Read, change, write back against the revision read, again while another writer
         wins. ``change`` gets a copy of the value (``None``: absent) and returns the new value,
         or ``None`` to leave the document as it is (then the current record is returned). The
-        document keeps its expiry, unless ``ttl`` gives it a new one. A read made meanwhile
-        waits for it, as for a put."""
+        document keeps its expiry, unless ``ttl`` gives it a new one.
+
+        The changes of one key made through this hub take turns (each waits for the writes of
+        that key made before it), so they do not conflict with one another; changes of
+        different keys started together are read and queued at once (one commit on SQLite).
+        A read made meanwhile waits for it, as for a put."""
         self._declared(collection)
-        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        writing = self._writing.setdefault(collection, set())
-        before = list(writing)
-        writing.add(done)
+        done = self._begin(collection, key)
         try:
-            if before:
-                await asyncio.wait(before)
+            await self._written(collection, key, before=done)
             for _ in range(attempts):
                 current = await self.engine.record_get(collection, key)
                 wanted = change(json.loads(json.dumps(current.value)) if current else None)
@@ -324,12 +377,11 @@ class Records:
                                           revision=current.revision if current else 0,
                                           expires_at=expires_at)
                 except Conflict:
-                    continue
+                    continue  # another hub (or a plain put) wrote it meanwhile
             raise Conflict(f"{collection}/{key} kept changing; try again",
                            current=await self.engine.record_get(collection, key))
         finally:
-            writing.discard(done)
-            done.set_result(None)
+            self._end(collection, key, done)
 
     # -- queries -----------------------------------------------------------------------------
     async def find(self, collection: str, where: Where | None = None, *, order: str = "key",
@@ -375,10 +427,13 @@ class Records:
 
     async def search(self, collection: str, text: str, *, where: Where | None = None,
                      limit: int = 20, marks: tuple[str, str] = ("[", "]")) -> list[Hit]:
-        """The documents whose searchable fields hold every word of ``text``, best first."""
+        """The documents whose searchable fields hold every word of ``text`` (its first 32),
+        best first; ties in key order."""
         coll = self._declared(collection)
         if not coll.search:
             raise KeyError(f"{coll.name} declares no searchable fields")
+        if not 1 <= limit <= 1000:
+            raise ValueError("limit is 1 to 1000")
         terms = search_terms(text)
         if not terms:
             return []
@@ -414,7 +469,9 @@ def _sort_value(record: Record, name: str) -> Any:
         return record.key
     if name in ("created_at", "updated_at"):
         return getattr(record, name)
-    return record.value.get(name)
+    value = record.value.get(name)
+    # what the engine orders by: a list or an object as its JSON text (SQLite's json_extract)
+    return value if value is None or isinstance(value, (str, int, float)) else codec.dumps(value)
 
 
 class RecordFeed:

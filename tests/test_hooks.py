@@ -300,8 +300,8 @@ class Notes:
     @hookimpl
     def meshhub_register_collections(self, register):
         register(Collection("notes", indexes=("author",), search=("text",), feed=True,
-                            notify=lambda hub, change: [change.value["for"]]
-                            if change.value else []))
+                            notify=lambda hub, change: [(change.value or change.previous
+                                                         or {})["for"]]))
 
     @hookimpl
     async def meshhub_record_changed(self, hub, change):
@@ -320,11 +320,14 @@ async def test_register_collections_and_record_changed(inproc, tmp_path):
                                                       "for": me["key"]})
         event = await asyncio.wait_for(b.events.get(), 10)
         assert event["event"] == "record" and event["collection"] == "notes"
-        assert (event["key"], event["op"], event["revision"]) == ("n1", "put", 1)
+        assert (event["key"], event["op"], event["revision"]) == ("n1", "put", first.revision)
         assert event["value"]["text"] == "hi" and event["seq"] > 0
         await hub.records.delete("notes", "n1", revision=first.revision)
+        gone = await asyncio.wait_for(b.events.get(), 10)  # told: notify had the old document
+        assert (gone["key"], gone["op"], gone["value"]) == ("n1", "delete", None)
+        assert "previous" not in gone
         for _ in range(100):
             if len(notes.changes) == 2:
                 break
             await asyncio.sleep(0.05)
-    assert notes.changes == [("n1", "put", 1), ("n1", "delete", 1)]
+    assert notes.changes == [("n1", "put", first.revision), ("n1", "delete", first.revision)]

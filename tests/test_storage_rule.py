@@ -16,11 +16,13 @@ from pathlib import Path
 ROOT = Path(__file__).parent.parent
 ENGINE = {"core/builtins/migrations.py"}
 SQL = re.compile(
-    r"\b(SELECT\s|INSERT\s+(OR\s+\w+\s+)?INTO\b|UPDATE\s+\w+\s+SET\b|DELETE\s+FROM\b|"
-    r"CREATE\s+(UNIQUE\s+)?(TABLE|INDEX|VIRTUAL)\b|ALTER\s+TABLE\b|DROP\s+(TABLE|INDEX)\b|"
-    r"PRAGMA\s)")
+    r"\b(SELECT\b|(INSERT|REPLACE)\s+(OR\s+\w+\s+)?INTO\b|UPDATE\s+\w+\s+SET\b|"
+    r"DELETE\s+FROM\b|CREATE\s+(UNIQUE\s+)?(TABLE|INDEX|VIRTUAL)\b|ALTER\s+TABLE\b|"
+    r"DROP\s+(TABLE|INDEX)\b|PRAGMA\s)|(?i:\bselect\b[^\n]*\bfrom\s+[a-z_]+\s+where\b)")
 FORBIDDEN = [
     ("a raw transaction", re.compile(r"\btransact\(")),
+    ("a statement run by hand", re.compile(r"\.(execute|executemany|executescript)\(")),
+    ("the store's private writer or reader", re.compile(r"\bstore\._\w+")),
     ("the sqlite3 module", re.compile(r"^\s*(import sqlite3|from sqlite3\b)", re.M)),
     # (the ``Migrations`` type of the SQLite engine's migration hook excepted)
     ("sqlite-utils", re.compile(r"^\s*(import sqlite_utils|from sqlite_utils\b(?!"
@@ -85,4 +87,14 @@ def test_the_rule_catches_what_it_is_meant_to() -> None:
     assert SQL.search('"DELETE FROM bridge_links WHERE identity=?"')
     assert not SQL.search("# select the newest update, then delete it from the map")
     assert not SQL.search('"Select a conversation"')
-    assert FORBIDDEN[0][1].search("await hub.store.transact(run)")
+    assert SQL.search('"REPLACE INTO t (a) VALUES (?)"')
+    assert SQL.search('q = "SELECT"')
+    assert SQL.search('"select name from things where id = ?"')
+    assert not SQL.search('"select one of the files from the list"')
+    rules = dict(FORBIDDEN)
+    assert rules["a raw transaction"].search("await hub.store.transact(run)")
+    assert rules["a statement run by hand"].search("conn.executemany(q, rows)")
+    assert rules["the store's private writer or reader"].search("hub.store._call(fn)")
+    assert rules["the sqlite3 module"].search("import sqlite3")
+    assert rules["sqlite-utils"].search("from sqlite_utils import Database")
+    assert not rules["sqlite-utils"].search("    from sqlite_utils.migrations import Migrations")

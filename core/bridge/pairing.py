@@ -25,7 +25,6 @@ record collections ``bridge_codes``, ``bridge_pairings``, ``bridge_targets`` and
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import re
 import secrets
@@ -39,7 +38,7 @@ from meshhub import hookimpl
 from meshhub.actions import Action, ActionContext, action
 from meshhub.errors import Forbidden, InvalidRequest, NotFound
 from meshhub.models import SESSION_CONNECTORS
-from meshhub.records import Collection, Range, Where
+from meshhub.records import Collection, Conflict, Range, Where
 
 from .slot import ConnectorSlot
 
@@ -53,12 +52,15 @@ CODE_ALPHABET = "ABCDEFGHJKLMNPQRSTUVWXYZ23456789"  # no 0/O, 1/I
 CODE_LENGTH = 8
 CODE_TTL = 600.0
 CODE_ATTEMPTS = 5
+CLAIM_TRIES = 200  # claims of one connector at once that one claim waits behind at most
 CODE_KEPT = 86400.0  # seconds a code is kept past its expiry (claimed ones are read by pair)
 DEFAULT_TARGET = "#general"
 
 # a code by its hash: connector, created_by, created_at, expires_at (when it stops working; the
-# document itself goes CODE_KEPT later), attempts_left, used_by (the identity that claimed it)
-# and member_key (the member it links the account to)
+# document itself goes CODE_KEPT later), attempts_left (when it was made), guesses_at (the wrong
+# codes tried on its connector by then: see attempts_left()), used_by (the identity that
+# claimed it), taken_at (the wrong codes tried by the time it was) and member_key (the member
+# it links the account to)
 CODES = Collection("bridge_codes", indexes=("connector", "used_by", "expires_at",
                                             "attempts_left"))
 # an identity's pairing: connector, peer, paired_at, revoked_at, member_key
@@ -67,20 +69,28 @@ PAIRINGS = Collection("bridge_pairings", indexes=("connector", "paired_at"))
 TARGETS = Collection("bridge_targets")
 # a linked group chat, by its identity: connector, peer, conversation, linked_by, linked_at
 LINKS = Collection("bridge_links")
-COLLECTIONS = (CODES, PAIRINGS, TARGETS, LINKS)
+# by connector: wrong (how many wrong codes were ever tried there); every claim moves it
+GUESSES = Collection("bridge_guesses")
+COLLECTIONS = (CODES, PAIRINGS, TARGETS, LINKS, GUESSES)
 
 def _hash(code: str) -> str:
     return hashlib.sha256(code.encode()).hexdigest()
 
 
-def _usable(code: dict[str, Any] | None, connector: str, now: float) -> bool:
+def attempts_left(code: dict[str, Any], wrong: int) -> int:
+    """A code's attempts left, ``wrong`` codes having been tried on its connector so far: each
+    one tried since the code was made spent one."""
+    return max(0, int(code["attempts_left"]) - (wrong - int(code.get("guesses_at", 0))))
+
+
+def _usable(code: dict[str, Any] | None, connector: str, now: float, wrong: int) -> bool:
     """Whether a code (a ``bridge_codes`` value) would be taken now."""
     return (code is not None and code["connector"] == connector and code["used_by"] is None
-            and code["expires_at"] > now and code["attempts_left"] > 0)
+            and code["expires_at"] > now and attempts_left(code, wrong) > 0)
 
 
 def _usable_where(connector: str, now: float) -> Where:
-    """:func:`_usable` as a query on ``bridge_codes``."""
+    """What the index narrows :func:`_usable` to (the attempts are counted after)."""
     return {"connector": connector, "used_by": None, "expires_at": Range(gt=now),
             "attempts_left": Range(gt=0)}
 
@@ -153,7 +163,8 @@ class PairingBook:
         now = time.time()
         value = {"connector": connector, "created_by": created_by, "created_at": now,
                  "expires_at": now + CODE_TTL, "attempts_left": CODE_ATTEMPTS, "used_by": None,
-                 "member_key": member_key}
+                 "member_key": member_key,
+                 "guesses_at": await self.wrong_guesses(connector)}
         await self.hub.records.put(CODES.name, _hash(code), value, revision=0,
                                    expires_at=now + CODE_TTL + CODE_KEPT)
         return {"code": show_code(code), "connector": connector, "expires_at": now + CODE_TTL,
@@ -172,37 +183,38 @@ class PairingBook:
         """Spend a valid code of ``connector`` for ``identity`` without pairing it yet (the
         email gateway pairs once the person answered a confirmation mail: :meth:`pair`); a
         wrong code costs an attempt and raises :class:`InvalidRequest`. Returns the key of the
-        member the code links the account to (``None``: a person of its own)."""
+        member the code links the account to (``None``: a person of its own).
+
+        The claims of a connector take turns through its ``bridge_guesses`` document, which
+        counts the wrong codes tried: each claim moves it by compare-and-set (one more for a
+        wrong code) before anything else, so a right code tried together with wrong ones is
+        judged after exactly those that came first, on any engine and any number of hubs."""
         wanted = _hash(normalize_code(code))
-        now = time.time()
-        taken = False
-
-        def take(value: dict[str, Any] | None) -> dict[str, Any] | None:
-            nonlocal taken  # as of the last try: the write of a losing try is refused
-            taken = _usable(value, connector, now)
-            return {**value, "used_by": identity} if value is not None and taken else None
-
-        record = await self.hub.records.modify(CODES.name, wanted, take)
-        if taken and record is not None:
-            member_key: str | None = record.value["member_key"]
-            return member_key
-        await self._spend_attempts(connector, now)
-        raise InvalidRequest(
-            "that pairing code is wrong, used or expired; ask the hub's owner for a new "
-            f"one (`hub pair {connector}`)"
-        )
-
-    async def _spend_attempts(self, connector: str, now: float) -> None:
-        """A wrong code: one attempt less for every live code of ``connector``."""
         records = self.hub.records
-
-        def spend(value: dict[str, Any] | None) -> dict[str, Any] | None:
-            if value is None or not _usable(value, connector, now):
-                return None
-            return {**value, "attempts_left": value["attempts_left"] - 1}
-
-        live = await records.all(CODES.name, _usable_where(connector, now))
-        await asyncio.gather(*(records.modify(CODES.name, r.key, spend) for r in live))
+        for _ in range(CLAIM_TRIES):
+            now = time.time()
+            guard = await records.get(GUESSES.name, connector)
+            wrong = int(guard.value["wrong"]) if guard is not None else 0
+            found = await records.get(CODES.name, wanted)
+            usable = found is not None and _usable(found.value, connector, now, wrong)
+            try:
+                await records.put(GUESSES.name, connector, {"wrong": wrong + (not usable)},
+                                  revision=guard.revision if guard is not None else 0)
+            except Conflict:
+                continue  # another claim went first: judge this one after it
+            if not usable or found is None:
+                raise InvalidRequest(
+                    "that pairing code is wrong, used or expired; ask the hub's owner for a "
+                    f"new one (`hub pair {connector}`)")
+            try:
+                await records.put(CODES.name, wanted,
+                                  {**found.value, "used_by": identity, "taken_at": wrong},
+                                  revision=found.revision, expires_at=found.expires_at)
+            except Conflict:
+                continue  # taken by a claim judged just before: this one is now wrong
+            member_key: str | None = found.value["member_key"]
+            return member_key
+        raise Conflict("too many pairing attempts at once; try again", current=None)
 
     async def unclaim(self, connector: str, identity: str, code: str) -> None:
         """Give back a code :meth:`claim` ed for ``identity`` (what it was for could not be
@@ -218,10 +230,18 @@ class PairingBook:
         """Whether ``code`` (without one: any code of ``connector``) would be taken now, asked
         without spending it or an attempt; a platform open to anyone, like mail, refuses
         pairing attempts while none can succeed."""
-        where = _usable_where(connector, time.time())
+        now = time.time()
+        where = _usable_where(connector, now)
         if code is not None:
             where["key"] = _hash(normalize_code(code))
-        return await self.hub.records.count(CODES.name, where) > 0
+        wrong = await self.wrong_guesses(connector)
+        return any(_usable(r.value, connector, now, wrong)
+                   for r in await self.hub.records.all(CODES.name, where))
+
+    async def wrong_guesses(self, connector: str) -> int:
+        """How many wrong codes were ever tried on ``connector``."""
+        guard = await self.hub.records.get(GUESSES.name, connector)
+        return int(guard.value["wrong"]) if guard is not None else 0
 
     async def pair(self, connector: str, external_id: str, name: str) -> Peer:
         """Pair ``connector:external_id`` whose code was :meth:`claim` ed (a revoked pairing

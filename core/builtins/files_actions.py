@@ -77,6 +77,8 @@ async def label_for(hub: Hub, peer_key: str, sha256: str, *,
     records = hub.records
     found = await records.get("files", file_key(sha256, peer_key))
     label = found.value if found is not None else None
+    if label is None and not store_for(hub).exists(sha256):
+        return None  # no such file: nothing to look for (a made-up id reads no history)
     if label is None:
         # the grant of a just-sent attachment may not be written yet: ask the messages this
         # peer sent or received, matching the attachment's ``file`` field exactly (a file

@@ -4,6 +4,7 @@ caller has been told it is done."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import sqlite3
 from collections.abc import Callable
@@ -203,11 +204,20 @@ class MessageReads:
         return self._read(run)
 
     async def attachment_for(self, viewer: str, sha256: str) -> dict[str, Any] | None:
-        row = self._read(lambda conn: conn.execute(
-            "SELECT a.value FROM messages m, json_each(m.attachments_json) a "
-            "WHERE m.attachments_json != '[]' AND (m.sender=? OR EXISTS (SELECT 1 FROM "
-            "deliveries d WHERE d.message_id=m.id AND d.recipient=?)) "
-            "AND json_extract(a.value, '$.file') = ? LIMIT 1",
-            (viewer, viewer, sha256)).fetchone())
+        path = self.path  # type: ignore[attr-defined]
+
+        def run() -> Any:  # its own connection, in a thread: it reads the viewer's history
+            conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+            try:
+                return conn.execute(
+                    "SELECT a.value FROM messages m, json_each(m.attachments_json) a "
+                    "WHERE m.id IN (SELECT id FROM messages WHERE sender=? UNION "
+                    "SELECT message_id FROM deliveries WHERE recipient=?) "
+                    "AND m.attachments_json != '[]' AND json_extract(a.value, '$.file') = ? "
+                    "LIMIT 1", (viewer, viewer, sha256)).fetchone()
+            finally:
+                conn.close()
+
+        row = await asyncio.to_thread(run)
         found = json.loads(row[0]) if row is not None else None
         return found if isinstance(found, dict) else None

@@ -2,12 +2,14 @@
 
 One table per collection, ``rec_<name>``: the key, the document as JSON text, its revision and
 times. Each indexed field is a virtual generated column (``f_<field>``, computed from the JSON,
-never stored twice) with an index on (field, key), so equality, ranges and ordered pages read an
-index. Searchable fields feed an FTS5 table ``rec_<name>_fts`` whose rowid is the document's.
-Writes run in the store's batching writer (a record write and a message send queued in one loop
-turn share a commit); reads run on the read connection. The change feed is the table
-``record_changes``, numbered by ``AUTOINCREMENT`` so a position is never reused, even after
-pruning. docs/storage.md says why one table per collection (it was measured).
+never stored twice) with an index on (field, key, expires_at), so equality, ranges, ordered
+pages and counts read an index. Searchable fields feed an FTS5 table ``rec_<name>__s`` whose
+rowid is the document's. Writes run in the store's batching writer (a record write and a
+message send queued in one loop turn share a commit); reads run on the read connection.
+Revisions come from one sequence (``record_revision``), so none is ever given twice. The
+change feed is the table ``record_changes``, numbered by ``AUTOINCREMENT`` so a position is
+never reused, even after pruning. docs/storage.md says why one table per collection (it was
+measured).
 
 A mixin of :class:`meshhub.builtins.sqlite_store.SQLiteStore`, like
 :mod:`meshhub.builtins.sqlite_members`.
@@ -15,6 +17,7 @@ A mixin of :class:`meshhub.builtins.sqlite_store.SQLiteStore`, like
 
 from __future__ import annotations
 
+import asyncio
 import sqlite3
 import time
 from collections.abc import Callable, Iterable
@@ -32,6 +35,12 @@ def table(name: str) -> str:
     return f"rec_{name}"
 
 
+def _search_table(name: str) -> str:
+    # names hold no '__' (Collection checks), so these never meet another collection's (FTS5
+    # adds its own tables named after this one: rec_<name>__s_data...)
+    return f"rec_{name}__s"
+
+
 def _column(name: str) -> str:
     return name if name in ("key", "created_at", "updated_at") else f"f_{name}"
 
@@ -43,29 +52,37 @@ def ensure_schema(conn: sqlite3.Connection, collections: Iterable[Collection]) -
     conn.execute(
         "CREATE TABLE IF NOT EXISTS record_changes (seq INTEGER PRIMARY KEY AUTOINCREMENT, "
         "collection TEXT NOT NULL, key TEXT NOT NULL, op TEXT NOT NULL, revision INTEGER NOT "
-        "NULL, value TEXT, at REAL NOT NULL)")
+        "NULL, value TEXT, at REAL NOT NULL, previous TEXT)")
     conn.execute("CREATE INDEX IF NOT EXISTS record_changes_at ON record_changes (at)")
+    # every revision comes from this one sequence: never given twice, even to a key deleted
+    # and made again (a writer holding the old document's revision must lose)
+    conn.execute("CREATE TABLE IF NOT EXISTS record_revision (id INTEGER PRIMARY KEY "
+                 "CHECK (id = 1), last INTEGER NOT NULL)")
+    conn.execute("INSERT OR IGNORE INTO record_revision (id, last) VALUES (1, 0)")
     for coll in collections:
         name = table(coll.name)
         conn.execute(
             f"CREATE TABLE IF NOT EXISTS {name} (key TEXT PRIMARY KEY, value TEXT NOT NULL, "
             "revision INTEGER NOT NULL, created_at REAL NOT NULL, updated_at REAL NOT NULL, "
             "expires_at REAL)")
-        conn.execute(f"CREATE INDEX IF NOT EXISTS {name}__expires ON {name} (expires_at) "
+        conn.execute(f"CREATE INDEX IF NOT EXISTS {name}__x ON {name} (expires_at) "
                      "WHERE expires_at IS NOT NULL")
         have = {row[1] for row in conn.execute(f"PRAGMA table_xinfo({name})")}
         for field in coll.indexes:
             if f"f_{field}" not in have:
                 conn.execute(f"ALTER TABLE {name} ADD COLUMN f_{field} GENERATED ALWAYS AS "
                              f"(json_extract(value, '$.{field}')) VIRTUAL")
-            conn.execute(f"CREATE INDEX IF NOT EXISTS {name}__{field} ON {name} "
-                         f"(f_{field}, key)")
+            # expires_at too: a count reads the index alone, not every matching document
+            conn.execute(f"CREATE INDEX IF NOT EXISTS {name}__i_{field} ON {name} "
+                         f"(f_{field}, key, expires_at)")
         if coll.search:
             _ensure_search(conn, coll)
+        else:  # not searched any more: an index left behind would go stale
+            conn.execute(f"DROP TABLE IF EXISTS {_search_table(coll.name)}")
 
 
 def _ensure_search(conn: sqlite3.Connection, coll: Collection) -> None:
-    fts = f"{table(coll.name)}_fts"
+    fts = _search_table(coll.name)
     have = [row[1] for row in conn.execute(f"PRAGMA table_info({fts})")]
     if have == list(coll.search):
         return
@@ -88,7 +105,7 @@ def _text(value: Any) -> str:
 
 def _index_text(conn: sqlite3.Connection, coll: Collection, rowid: int,
                 value: dict[str, Any] | None) -> None:
-    fts = f"{table(coll.name)}_fts"
+    fts = _search_table(coll.name)
     conn.execute(f"DELETE FROM {fts} WHERE rowid=?", (rowid,))
     if value is not None:
         marks = ", ".join("?" for _ in coll.search)
@@ -99,6 +116,11 @@ def _index_text(conn: sqlite3.Connection, coll: Collection, rowid: int,
 def _record(collection: str, row: tuple[Any, ...]) -> Record:
     return Record(collection=collection, key=row[0], value=codec.loads(row[1]),
                   revision=row[2], created_at=row[3], updated_at=row[4], expires_at=row[5])
+
+
+def _next_revision(conn: sqlite3.Connection) -> int:
+    conn.execute("UPDATE record_revision SET last = last + 1 WHERE id = 1")
+    return int(conn.execute("SELECT last FROM record_revision WHERE id = 1").fetchone()[0])
 
 
 def write_record(conn: sqlite3.Connection, coll: Collection, key: str, value: dict[str, Any],
@@ -117,9 +139,11 @@ def write_record(conn: sqlite3.Connection, coll: Collection, key: str, value: di
             raise Conflict(f"{coll.name}/{key} exists already", current=found)
         raise Conflict(f"{coll.name}/{key} changed since revision {revision}; it is at "
                        f"{current}", current=found)
+    if row is not None and not live and coll.feed:  # expired, not purged yet: say so first
+        _log_change(conn, coll.name, key, "expire", row[3], None, now, previous=row[2])
     text = codec.dumps(value)
     created = row[4] if live else (created_at if created_at is not None else now)
-    record = Record(coll.name, key, value, current + 1, created, now, expires_at)
+    record = Record(coll.name, key, value, _next_revision(conn), created, now, expires_at)
     if row is None:
         rowid = conn.execute(
             f"INSERT INTO {name} ({_COLUMNS}) VALUES (?,?,?,?,?,?)",
@@ -137,14 +161,18 @@ def write_record(conn: sqlite3.Connection, coll: Collection, key: str, value: di
 
 
 def _log_change(conn: sqlite3.Connection, collection: str, key: str, op: str, revision: int,
-                value: str | None, at: float) -> None:
-    conn.execute("INSERT INTO record_changes (collection, key, op, revision, value, at) "
-                 "VALUES (?,?,?,?,?,?)", (collection, key, op, revision, value, at))
+                value: str | None, at: float, previous: str | None = None) -> None:
+    conn.execute("INSERT INTO record_changes (collection, key, op, revision, value, at, "
+                 "previous) VALUES (?,?,?,?,?,?,?)",
+                 (collection, key, op, revision, value, at, previous))
 
 
-def _conditions(where: Where, args: list[Any], prefix: str = "") -> list[str]:
+def _conditions(coll: Collection, where: Where, args: list[Any],
+                prefix: str = "") -> list[str]:
     out = []
     for field, wanted in where.items():
+        if field != "key" and field not in coll.indexes:  # names go into the SQL: declared only
+            raise KeyError(f"{coll.name}.{field} is not an indexed field")
         col = prefix + _column(field)
         if wanted is None:
             out.append(f"{col} IS NULL")
@@ -192,6 +220,9 @@ class RecordTables:
     async def _call(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         raise NotImplementedError
 
+    def _submit(self, fn: Callable[[sqlite3.Connection], T]) -> asyncio.Future[T]:
+        raise NotImplementedError
+
     def _read(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         raise NotImplementedError
 
@@ -208,15 +239,16 @@ class RecordTables:
             (key, time.time())).fetchone())
         return _record(collection, row) if row else None
 
-    async def record_put(self, collection: str, key: str, value: dict[str, Any], *,
-                         revision: int | None = None,
-                         expires_at: float | None = None) -> Record:
+    def record_put(self, collection: str, key: str, value: dict[str, Any], *,
+                   revision: int | None = None,
+                   expires_at: float | None = None) -> asyncio.Future[Record]:
+        """Queued now (not a coroutine), so writes keep the order of the calls."""
         coll = self._coll(collection)
-        return await self._call(lambda conn: write_record(
+        return self._submit(lambda conn: write_record(
             conn, coll, key, value, revision=revision, expires_at=expires_at))
 
-    async def record_delete(self, collection: str, key: str, *,
-                            revision: int | None = None) -> bool:
+    def record_delete(self, collection: str, key: str, *,
+                      revision: int | None = None) -> asyncio.Future[bool]:
         coll = self._coll(collection)
         name = table(coll.name)
 
@@ -233,19 +265,24 @@ class RecordTables:
             conn.execute(f"DELETE FROM {name} WHERE rowid=?", (row[0],))
             if coll.search:
                 _index_text(conn, coll, row[0], None)
-            if coll.feed and live:
-                _log_change(conn, coll.name, key, "delete", row[3], None, now)
+            if coll.feed:  # an expired one that was not purged yet goes as an expiry
+                _log_change(conn, coll.name, key, "delete" if live else "expire", row[3], None,
+                            now, previous=row[2])
             return live
 
-        return await self._call(run)
+        return self._submit(run)
 
     async def record_find(self, collection: str, where: Where, *, order: str, limit: int,
                           after: tuple[Any, str] | None) -> list[Record]:
-        name = table(self._coll(collection).name)
+        coll = self._coll(collection)
+        name = table(coll.name)
         descending = order.startswith("-")
-        col = _column(order.lstrip("-"))
+        field = order.lstrip("-")
+        if field not in coll.indexes and field not in ("key", "created_at", "updated_at"):
+            raise KeyError(f"{coll.name} cannot be ordered by {field!r}")
+        col = _column(field)
         args: list[Any] = [time.time()]
-        conds = [_LIVE, *_conditions(where, args)]
+        conds = [_LIVE, *_conditions(coll, where, args)]
         if after is not None:
             conds.append(_after(col, descending, after[0], after[1], args))
         way = "DESC" if descending else ""
@@ -256,9 +293,10 @@ class RecordTables:
         return [_record(collection, row) for row in rows]
 
     async def record_count(self, collection: str, where: Where) -> int:
-        name = table(self._coll(collection).name)
+        coll = self._coll(collection)
+        name = table(coll.name)
         args: list[Any] = [time.time()]
-        conds = [_LIVE, *_conditions(where, args)]
+        conds = [_LIVE, *_conditions(coll, where, args)]
         sql = f"SELECT COUNT(*) FROM {name} WHERE {' AND '.join(conds)}"
         return int(self._read(lambda conn: conn.execute(sql, args).fetchone()[0]))
 
@@ -266,24 +304,25 @@ class RecordTables:
                             marks: tuple[str, str]) -> list[Hit]:
         coll = self._coll(collection)
         name = table(coll.name)
-        fts = f"{name}_fts"
+        fts = _search_table(coll.name)
         match = " ".join('"' + term.replace('"', '""') + '"' for term in query.split())
         args: list[Any] = [marks[0], marks[1], match, time.time()]
         conds = [f"{fts} MATCH ?", "(t.expires_at IS NULL OR t.expires_at > ?)",
-                 *_conditions(where, args, "t.")]
+                 *_conditions(coll, where, args, "t.")]
         sql = (f"SELECT t.key, t.value, t.revision, t.created_at, t.updated_at, t.expires_at, "
                f"bm25({fts}), snippet({fts}, -1, ?, ?, '…', 16) FROM {fts} "
                f"JOIN {name} t ON t.rowid = {fts}.rowid WHERE {' AND '.join(conds)} "
-               f"ORDER BY bm25({fts}) LIMIT ?")
+               f"ORDER BY bm25({fts}), t.key LIMIT ?")
         rows = self._read(lambda conn: conn.execute(sql, (*args, limit)).fetchall())
         return [Hit(_record(collection, row[:6]), -float(row[6]), row[7]) for row in rows]
 
     async def record_changes(self, after: int, limit: int) -> list[Change]:
         rows = self._read(lambda conn: conn.execute(
-            "SELECT seq, collection, key, op, revision, value, at FROM record_changes "
-            "WHERE seq > ? ORDER BY seq LIMIT ?", (after, limit)).fetchall())
+            "SELECT seq, collection, key, op, revision, value, at, previous FROM "
+            "record_changes WHERE seq > ? ORDER BY seq LIMIT ?", (after, limit)).fetchall())
         return [Change(seq=r[0], collection=r[1], key=r[2], op=r[3], revision=r[4],
-                       value=codec.loads(r[5]) if r[5] is not None else None, at=r[6])
+                       value=codec.loads(r[5]) if r[5] is not None else None, at=r[6],
+                       previous=codec.loads(r[7]) if r[7] is not None else None)
                 for r in rows]
 
     async def feed_position(self) -> int:
@@ -299,14 +338,15 @@ class RecordTables:
             for coll in collections:
                 name = table(coll.name)
                 rows = conn.execute(
-                    f"SELECT rowid, key, revision FROM {name} WHERE expires_at IS NOT NULL "
-                    "AND expires_at <= ? LIMIT 5000", (now,)).fetchall()
-                for rowid, key, revision in rows:
+                    f"SELECT rowid, key, revision, value FROM {name} WHERE expires_at IS NOT "
+                    "NULL AND expires_at <= ? LIMIT 5000", (now,)).fetchall()
+                for rowid, key, revision, value in rows:
                     conn.execute(f"DELETE FROM {name} WHERE rowid=?", (rowid,))
                     if coll.search:
                         _index_text(conn, coll, rowid, None)
                     if coll.feed:
-                        _log_change(conn, coll.name, key, "expire", revision, None, now)
+                        _log_change(conn, coll.name, key, "expire", revision, None, now,
+                                    previous=value)
                 purged += len(rows)
             conn.execute("DELETE FROM record_changes WHERE at < ?", (feed_before,))
             return purged

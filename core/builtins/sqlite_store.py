@@ -106,9 +106,11 @@ class SQLiteStore(MessageReads, MemberTables, RecordTables):
                 for migration_set in [core_migrations, *migrations]:
                     migration_set.apply(db)
                 self._conn = conn
-            except sqlite3.DatabaseError as exc:  # a damaged file, or not a database at all
-                failed = ConfigError(f"cannot open the database {self.path}: {exc}; restore it "
-                                     "from a backup (docs/operations.md)")
+            except sqlite3.DatabaseError as exc:
+                damaged = getattr(exc, "sqlite_errorcode", None) in (sqlite3.SQLITE_CORRUPT,
+                                                                      sqlite3.SQLITE_NOTADB)
+                advice = "; restore it from a backup (docs/operations.md)" if damaged else ""
+                failed = ConfigError(f"cannot open the database {self.path}: {exc}{advice}")
                 loop.call_soon_threadsafe(_resolve, ready, False, failed)
                 return
             except BaseException as exc:  # reported to open()'s caller
