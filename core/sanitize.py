@@ -30,7 +30,8 @@ def one_line(text: str, limit: int = 200) -> str:
     breaks included, so no value can start a new header) is one space, controls and bidi
     overrides (which make a name read differently than it is) are gone, and at most ``limit``
     characters, cut with "…"."""
-    line = _NOT_IN_LINE.sub("", _WHITESPACE_RUN.sub(" ", text)).strip()
+    # spaces again after the controls go: "a \x1b b" is "a b", as it reads the next time
+    line = _WHITESPACE_RUN.sub(" ", _NOT_IN_LINE.sub("", _WHITESPACE_RUN.sub(" ", text))).strip()
     if len(line) <= limit:
         return line
     return line[: max(limit - 1, 0)].rstrip() + "…"

@@ -8,9 +8,12 @@ import html
 import re
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from meshhub.bridge.markdown import markdown_to_html
 from meshhub.render import to_html, to_mrkdwn, to_text
+from meshhub.sanitize import one_line
 
 
 @pytest.mark.parametrize(("source", "expected"), [
@@ -98,3 +101,13 @@ def test_every_surface_keeps_the_marks_it_has():
 def test_entities_cannot_smuggle_a_bidi_override_onto_the_web():
     assert to_html("a &#x202e; b") == "<p>a \\u202e b</p>\n"
     assert "\u202e" not in to_html("```&#x202e;\nx\n```")
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.text(max_size=400))
+def test_a_line_made_fit_for_a_header_stays_as_it_is(text: str) -> None:
+    """What one_line gives back is what it would give again (a mail's subject reads back as it
+    was written), and holds no line break, control or run of spaces."""
+    line = one_line(text)
+    assert one_line(line) == line
+    assert "\n" not in line and "  " not in line and line == line.strip()
