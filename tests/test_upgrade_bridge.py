@@ -174,6 +174,9 @@ async def test_pairings_and_telegram_state_survive_the_move_to_records(telegram,
     assert live is not None and live.expires_at == now + 540 + DAY
     assert live.value["attempts_left"] == 5 and live.value["used_by"] is None
     assert await hub.records.get("bridge_codes", _hash("OLDOLDXX")) is None
+    used = await hub.records.get("bridge_codes", _hash(USED_CODE))  # what pair() reads
+    assert used is not None and used.value["used_by"] == LINKED
+    assert used.value["member_key"] == ann_key and used.value["attempts_left"] == 4
     assert not await book.is_live("telegram", USED_CODE)
     assert await book.is_live("telegram", LIVE_CODE)
 
