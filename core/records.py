@@ -299,7 +299,9 @@ class Records:
 
     async def _write(self, collection: str, key: str, write: Awaitable[T]) -> T:
         """Await an engine's write, registered as under way until the engine is done with it,
-        even if this caller goes away meanwhile (a queued write may still commit)."""
+        even if this caller goes away meanwhile (a queued write may still commit); then the
+        feed is woken for a collection that has one."""
+        fed = self.collections[collection].feed
         done = self._begin(collection, key)
         try:
             future = asyncio.ensure_future(write)  # the SQLite engine's is queued already
@@ -308,9 +310,11 @@ class Records:
             raise
 
         def finished(write_future: asyncio.Future[T]) -> None:
-            if not write_future.cancelled():
-                write_future.exception()  # retrieved here too: its caller may have gone
+            # the exception is retrieved here as well: the caller may have gone
+            failed = write_future.cancelled() or write_future.exception() is not None
             self._end(collection, key, done)
+            if fed and not failed:
+                self.feed.poke()
 
         future.add_done_callback(finished)
         return await asyncio.shield(future)
@@ -326,14 +330,11 @@ class Records:
                   expires_at: float | None = None) -> Record:
         """Write a document (see :class:`RecordEngine` for ``revision``); ``ttl`` seconds from
         now, or ``expires_at``, makes it expire."""
-        coll = self._declared(collection)
+        self._declared(collection)
         if ttl is not None:
             expires_at = time.time() + ttl
-        record = await self._write(collection, key, self.engine.record_put(
+        return await self._write(collection, key, self.engine.record_put(
             collection, key, value, revision=revision, expires_at=expires_at))
-        if coll.feed:
-            self.feed.poke()
-        return record
 
     async def create(self, collection: str, key: str, value: dict[str, Any], *,
                      ttl: float | None = None, expires_at: float | None = None) -> Record:
@@ -342,12 +343,9 @@ class Records:
                               expires_at=expires_at)
 
     async def delete(self, collection: str, key: str, *, revision: int | None = None) -> bool:
-        coll = self._declared(collection)
-        deleted = await self._write(collection, key, self.engine.record_delete(
+        self._declared(collection)
+        return await self._write(collection, key, self.engine.record_delete(
             collection, key, revision=revision))
-        if deleted and coll.feed:
-            self.feed.poke()
-        return deleted
 
     async def modify(self, collection: str, key: str,
                      change: Callable[[dict[str, Any] | None], dict[str, Any] | None], *,

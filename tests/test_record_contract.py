@@ -23,6 +23,7 @@ from meshhub.records import Collection, Conflict, In, Range, Records
 ITEMS = Collection("contract_items", indexes=("state", "n", "tag"), search=("title", "body"),
                    feed=True)
 PLAIN = Collection("contract_plain")
+WORDS = Collection("contract_words", indexes=("order",), search=("from", "to"))  # SQL words
 
 ENGINES: dict[str, Callable[[Any], object | None]] = {
     "sqlite": lambda tmp_path: None,
@@ -34,6 +35,7 @@ class Declares:
     def meshhub_register_collections(self, register):
         register(ITEMS)
         register(PLAIN)
+        register(WORDS)
 
 
 Opener = Callable[[], Awaitable[Records]]
@@ -334,3 +336,28 @@ async def test_a_read_sees_the_writes_made_before_it_even_if_not_awaited_yet(
         assert await records.get("contract_items", key) is None
         assert await gone is True
         await records.put("contract_items", key, {"n": 0, "state": "w"})
+
+
+async def test_fields_may_be_called_what_a_query_language_reserves(open_records: Opener) -> None:
+    records = await open_records()
+    await records.put("contract_words", "m1", {"from": "ann", "to": "bob", "order": 2})
+    await records.put("contract_words", "m2", {"from": "bob", "to": "cat", "order": 1})
+    assert [r.key for r in await records.all("contract_words", order="order")] == ["m2", "m1"]
+    assert await records.count("contract_words", {"order": Range(ge=2)}) == 1
+    assert [h.record.key for h in await records.search("contract_words", "bob")] == ["m1", "m2"]
+
+
+async def test_a_write_whose_caller_went_away_holds_readers_and_reaches_the_feed(
+        open_records: Opener) -> None:
+    records = await open_records()
+    before = records.feed.position
+    write = asyncio.ensure_future(records.put("contract_items", "orphan", {"state": "x"}))
+    await asyncio.sleep(0)  # under way
+    write.cancel()
+    got = await records.get("contract_items", "orphan")  # waits for the engine, not the caller
+    if got is not None:  # the engine went on with it (SQLite does: it was queued)
+        for _ in range(200):
+            if records.feed.position > before:
+                break
+            await asyncio.sleep(0.02)
+        assert records.feed.position > before  # the feed moved on without another write

@@ -8,6 +8,7 @@ import asyncio
 import json
 import sqlite3
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any, TypeVar
 
 from meshhub.models import Message
@@ -207,7 +208,7 @@ class MessageReads:
         path = self.path  # type: ignore[attr-defined]
 
         def run() -> Any:  # its own connection, in a thread: it reads the viewer's history
-            conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+            conn = sqlite3.connect(Path(path).absolute().as_uri() + "?mode=ro", uri=True)
             try:
                 return conn.execute(
                     "SELECT a.value FROM messages m, json_each(m.attachments_json) a "

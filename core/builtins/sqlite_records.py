@@ -88,11 +88,17 @@ def _ensure_search(conn: sqlite3.Connection, coll: Collection) -> None:
         return
     if have:  # the searchable fields changed: index every document again
         conn.execute(f"DROP TABLE {fts}")
-    conn.execute(f"CREATE VIRTUAL TABLE {fts} USING fts5({', '.join(coll.search)}, "
+    conn.execute(f"CREATE VIRTUAL TABLE {fts} USING fts5({_quoted(coll.search)}, "
                  "tokenize='porter unicode61 remove_diacritics 2')")
     rows = conn.execute(f"SELECT rowid, value FROM {table(coll.name)}").fetchall()
     for rowid, value in rows:
         _index_text(conn, coll, rowid, codec.loads(value))
+
+
+def _quoted(fields: tuple[str, ...]) -> str:
+    """Column names as identifiers (a field may be called ``from`` or ``order``; names are
+    lower_snake_case, so quoting them is all it takes)."""
+    return ", ".join(f'"{field}"' for field in fields)
 
 
 def _text(value: Any) -> str:
@@ -109,7 +115,7 @@ def _index_text(conn: sqlite3.Connection, coll: Collection, rowid: int,
     conn.execute(f"DELETE FROM {fts} WHERE rowid=?", (rowid,))
     if value is not None:
         marks = ", ".join("?" for _ in coll.search)
-        conn.execute(f"INSERT INTO {fts} (rowid, {', '.join(coll.search)}) VALUES (?, {marks})",
+        conn.execute(f"INSERT INTO {fts} (rowid, {_quoted(coll.search)}) VALUES (?, {marks})",
                      (rowid, *(_text(value.get(f)) for f in coll.search)))
 
 

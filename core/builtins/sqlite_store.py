@@ -496,7 +496,7 @@ class SQLiteStore(MessageReads, MemberTables, RecordTables):
 
     async def stored_bytes(self, before: float) -> dict[str, int]:
         def run() -> dict[str, int]:  # a connection of its own, in a thread: one long scan
-            conn = sqlite3.connect(f"file:{self.path}?mode=ro", uri=True)
+            conn = sqlite3.connect(self.path.absolute().as_uri() + "?mode=ro", uri=True)
             try:
                 return {sender: int(size) for sender, size in conn.execute(
                     "SELECT sender, SUM(LENGTH(CAST(body AS BLOB))) FROM messages "
