@@ -4,11 +4,9 @@ caller has been told it is done."""
 
 from __future__ import annotations
 
-import asyncio
 import json
 import sqlite3
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any, TypeVar
 
 from meshhub.models import Message
@@ -68,6 +66,9 @@ class MessageReads:
     """Mixed into :class:`~meshhub.builtins.sqlite_store.SQLiteStore`."""
 
     def _read(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        raise NotImplementedError
+
+    async def _read_apart(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         raise NotImplementedError
 
     async def inbox(
@@ -205,20 +206,11 @@ class MessageReads:
         return self._read(run)
 
     async def attachment_for(self, viewer: str, sha256: str) -> dict[str, Any] | None:
-        path = self.path  # type: ignore[attr-defined]
-
-        def run() -> Any:  # its own connection, in a thread: it reads the viewer's history
-            conn = sqlite3.connect(Path(path).absolute().as_uri() + "?mode=ro", uri=True)
-            try:
-                return conn.execute(
-                    "SELECT a.value FROM messages m, json_each(m.attachments_json) a "
-                    "WHERE m.id IN (SELECT id FROM messages WHERE sender=? UNION "
-                    "SELECT message_id FROM deliveries WHERE recipient=?) "
-                    "AND m.attachments_json != '[]' AND json_extract(a.value, '$.file') = ? "
-                    "LIMIT 1", (viewer, viewer, sha256)).fetchone()
-            finally:
-                conn.close()
-
-        row = await asyncio.to_thread(run)
+        row = await self._read_apart(lambda conn: conn.execute(  # the viewer's whole history
+            "SELECT a.value FROM messages m, json_each(m.attachments_json) a "
+            "WHERE m.id IN (SELECT id FROM messages WHERE sender=? UNION "
+            "SELECT message_id FROM deliveries WHERE recipient=?) "
+            "AND m.attachments_json != '[]' AND json_extract(a.value, '$.file') = ? "
+            "LIMIT 1", (viewer, viewer, sha256)).fetchone())
         found = json.loads(row[0]) if row is not None else None
         return found if isinstance(found, dict) else None

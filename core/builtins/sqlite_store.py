@@ -495,12 +495,18 @@ class SQLiteStore(MessageReads, MemberTables, RecordTables):
         return self._read(run)
 
     async def stored_bytes(self, before: float) -> dict[str, int]:
-        def run() -> dict[str, int]:  # a connection of its own, in a thread: one long scan
+        rows = await self._read_apart(lambda conn: conn.execute(  # one long scan
+            "SELECT sender, SUM(LENGTH(CAST(body AS BLOB))) FROM messages "
+            "WHERE created_at < ? GROUP BY sender", (before,)).fetchall())
+        return {sender: int(size) for sender, size in rows}
+
+    async def _read_apart(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        """Run a long read in a thread on a read-only connection of its own, so neither the
+        event loop nor the writer waits for it."""
+        def run() -> T:
             conn = sqlite3.connect(self.path.absolute().as_uri() + "?mode=ro", uri=True)
             try:
-                return {sender: int(size) for sender, size in conn.execute(
-                    "SELECT sender, SUM(LENGTH(CAST(body AS BLOB))) FROM messages "
-                    "WHERE created_at < ? GROUP BY sender", (before,))}
+                return fn(conn)
             finally:
                 conn.close()
 

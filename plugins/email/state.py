@@ -21,7 +21,7 @@ import secrets
 import time
 from typing import TYPE_CHECKING
 
-from meshhub.records import Collection, Conflict, Range
+from meshhub.records import Collection, Conflict
 
 if TYPE_CHECKING:
     from meshhub.records import Records
@@ -34,7 +34,7 @@ SECRET_KEY = "gateway"
 TOKENS = Collection("email_tokens")
 THREADS = Collection("email_threads")
 CONFIRMATIONS = Collection("email_confirmations")
-DIGEST = Collection("email_digest", indexes=("peer", "queued_at"))
+DIGEST = Collection("email_digest", indexes=("queued_at",))
 SECRET = Collection("email_secret")
 COLLECTIONS = (TOKENS, THREADS, CONFIRMATIONS, DIGEST, SECRET)
 
@@ -123,12 +123,14 @@ class EmailState:
     async def digests_due(self, before: float) -> dict[str, list[str]]:
         """Per person, the messages waiting for a digest, for those whose oldest waiting
         message was queued before ``before``; oldest first."""
-        late = await self.records.all(DIGEST.name, {"queued_at": Range(lt=before)})
-        due: dict[str, list[str]] = {}
-        for peer in sorted({record.value["peer"] for record in late}):
-            waiting = await self.records.all(DIGEST.name, {"peer": peer}, order="queued_at")
-            due[peer] = [record.value["mesh_id"] for record in waiting]
-        return due
+        queued: dict[str, list[str]] = {}  # one read of the queue, oldest first
+        late: set[str] = set()
+        for record in await self.records.all(DIGEST.name, order="queued_at"):
+            peer = record.value["peer"]
+            if peer not in queued and record.value["queued_at"] < before:
+                late.add(peer)  # its oldest waiting message is this one
+            queued.setdefault(peer, []).append(record.value["mesh_id"])
+        return {peer: queued[peer] for peer in sorted(late)}
 
     async def digest_sent(self, peer: str, mesh_ids: list[str]) -> None:
         await asyncio.gather(*(self.records.delete(DIGEST.name, digest_key(peer, mesh_id))
