@@ -223,7 +223,7 @@ class Records:
     def __init__(self, hub: Hub) -> None:
         self.hub = hub
         self.collections: dict[str, Collection] = {}
-        self.feed = RecordFeed(hub)
+        self.feed = RecordFeed(self)
         self._sweeper: asyncio.Task[None] | None = None
         # writes still on their way to the engine, per collection and key: a read waits for
         # them, so it sees every write made before it through this hub (even one not awaited)
@@ -479,15 +479,15 @@ class RecordFeed:
     a feed collection; an engine shared by several hubs also calls :meth:`poke` when another
     hub wrote."""
 
-    def __init__(self, hub: Hub) -> None:
-        self.hub = hub
+    def __init__(self, records: Records) -> None:
+        self.records = records
+        self.hub = records.hub
         self.position = 0
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
-        engine: RecordEngine = self.hub.store  # type: ignore[assignment]
-        self.position = await engine.feed_position()
+        self.position = await self.records.engine.feed_position()
         self._task = asyncio.ensure_future(self._run())
 
     async def stop(self) -> None:
@@ -500,13 +500,12 @@ class RecordFeed:
         self._wake.set()
 
     async def _run(self) -> None:
-        engine: RecordEngine = self.hub.store  # type: ignore[assignment]
         while True:
             await self._wake.wait()
             self._wake.clear()
             try:
                 while True:
-                    changes = await engine.record_changes(self.position, 500)
+                    changes = await self.records.engine.record_changes(self.position, 500)
                     for change in changes:
                         self.position = change.seq
                         await self._tell(change)
@@ -517,7 +516,7 @@ class RecordFeed:
                               self.position)
 
     async def _tell(self, change: Change) -> None:
-        coll = self.hub.records.collections.get(change.collection)
+        coll = self.records.collections.get(change.collection)
         if coll is not None and coll.notify is not None:
             try:
                 keys = set(coll.notify(self.hub, change))

@@ -303,7 +303,7 @@ async def permission_request(
             "kind": "permission", "ref": ref, "answered_on": "policy", "tool": tool,
             "input_preview": input_preview}
         await book.insert(r)
-        return book.view(await book.get(r["id"]))
+        return book.view(r)
     who = policy.approver_for(tool, ctx.peer.name)
     if who is not None:
         approvers = approvers_for(hub, who, ctx.peer)

@@ -183,14 +183,19 @@ def meshhub_register_actions(register: Callable[[Action], None]) -> None:
         register(item)
 
 
-@hookimpl
-async def meshhub_startup(hub: Hub) -> None:
+async def count_uploads(hub: Hub) -> None:
     """The files each peer uploaded count against its storage quota (:mod:`meshhub.limits`)."""
     for found in await hub.records.all("files", {"uploaded": True}):
         key = found.value["peer"]
         peer = hub.directory.peers.get(key)
         hub.limits.storage.add(account(peer) if peer is not None else key,
                                int(found.value["size"]))
+
+
+@hookimpl
+def meshhub_startup(hub: Hub) -> None:
+    # in the background, as the message bodies are counted: a start does not wait for it
+    hub.spawn(count_uploads(hub))
 
 
 @hookimpl
