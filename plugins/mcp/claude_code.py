@@ -214,10 +214,11 @@ def launch_command(claude_args: list[str]) -> list[str]:
 
 
 def launch_env(name: str | None, role: str | None, groups: str | None,
-               mode: str | None) -> dict[str, str]:
+               mode: str | None, state: str | None = None) -> dict[str, str]:
     env = dict(os.environ)
     for var, value in (("MESHHUB_SESSION_NAME", name), ("MESHHUB_ROLE", role),
-                       ("MESHHUB_GROUPS", groups), ("MESHHUB_MODE", mode)):
+                       ("MESHHUB_GROUPS", groups), ("MESHHUB_MODE", mode),
+                       ("MESHHUB_STATE", state)):
         if value is not None:
             env[var] = value
     return env

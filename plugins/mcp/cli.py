@@ -26,6 +26,9 @@ GroupsOpt = Annotated[str | None, typer.Option(
 ModeOpt = Annotated[str | None, typer.Option(
     "--mode", help="push (default), inbox (counts only) or off (MESHHUB_MODE).",
     callback=choice_option("push", "inbox", "off"))]
+StateOpt = Annotated[str | None, typer.Option(
+    "--state", help="Shared-state changes told to the session: all (default), off, or "
+    "comma-separated key prefixes such as build/,deploy (MESHHUB_STATE).")]
 
 
 def _fail(message: str) -> typer.Exit:
@@ -39,13 +42,13 @@ mcp_app = typer.Typer(invoke_without_command=True, add_completion=False,
 
 @mcp_app.callback()
 def mcp(name: NameOpt = None, role: RoleOpt = None, groups: GroupsOpt = None,
-        mode: ModeOpt = None) -> None:
+        mode: ModeOpt = None, state: StateOpt = None) -> None:
     """Run the stdio MCP server for one Claude Code session (Claude Code starts this)."""
     from .session import session_options
     from .stdio_server import main
 
     try:
-        opts = session_options(name, role, groups, mode)
+        opts = session_options(name, role, groups, mode, state)
     except (ValueError, FileNotFoundError) as exc:
         raise _fail(str(exc)) from None
     if not (opts.home / "identity.key").exists():
@@ -100,7 +103,7 @@ launch_app = typer.Typer(invoke_without_command=True, add_completion=False,
 @launch_app.callback()
 def launch(
     name: NameOpt = None, role: RoleOpt = None, groups: GroupsOpt = None, mode: ModeOpt = None,
-    claude_args: Annotated[list[str] | None, typer.Argument(
+    state: StateOpt = None, claude_args: Annotated[list[str] | None, typer.Argument(
         help="Arguments for claude, after --")] = None,
 ) -> None:
     """Start `claude` with the meshhub channel enabled and this session's identity."""
@@ -112,7 +115,7 @@ def launch(
     argv = launch_command(list(claude_args or []))
     if shutil.which(argv[0]) is None:
         raise _fail("`claude` is not on PATH; install Claude Code first")
-    env = launch_env(name, role, groups, mode)
+    env = launch_env(name, role, groups, mode, state)
     sys.stdout.flush()
     os.execvpe(argv[0], argv, env)
 

@@ -10,7 +10,9 @@ Push: while a session holds its standalone GET stream open, it is attached to th
 like a WebSocket connection (a :class:`ChannelSocket` stands in for the socket), so it gets the
 same drain, leases, redelivery and priority gates; each message frame becomes a channel
 notification and is acked after the write. The mode is a query parameter: ``/mcp?mode=inbox``
-(``push`` by default, ``off`` attaches nothing).
+(``push`` by default, ``off`` attaches nothing). Shared-state changes (``record`` events) become
+notifications as on stdio; ``/mcp?state=`` is the session's state setting (``all`` by default,
+``off``, or comma-separated key prefixes).
 """
 
 from __future__ import annotations
@@ -33,7 +35,7 @@ from meshhub.members import token_peer
 from meshhub.presence import Connection
 from meshhub.server import HUB_KEY
 
-from .push import Pusher
+from .push import Pusher, StateNotices, state_setting
 from .sdk import (
     CHANNEL_CAPABILITY,
     Caller,
@@ -58,13 +60,15 @@ class ChannelSocket:
     """What a :class:`meshhub.presence.Connection` writes to, for one MCP GET stream.
 
     ``send_str`` gets the hub's frames in order: message frames are written as channel
-    notifications (and acked), presence events are ignored. A failed write raises
+    notifications (and acked), shared-state changes go to ``notices``, other events are
+    ignored. A failed write raises
     ``ConnectionError``, which ends the connection's writer; the unacked rows stay leased.
     """
 
-    def __init__(self, pusher: Pusher,
+    def __init__(self, pusher: Pusher, notices: StateNotices,
                  token_valid: Callable[[], Awaitable[bool]] | None = None) -> None:
         self.pusher = pusher
+        self.notices = notices
         self.token_valid = token_valid
         self.closed = False
         self.conn: Connection | None = None
@@ -72,6 +76,8 @@ class ChannelSocket:
 
     async def send_str(self, text: str) -> None:
         frame = json.loads(text)
+        if frame.get("type") == "event":
+            self.notices.offer(frame)
         if frame.get("type") != "message":
             return
         if self.token_valid is not None and not await self.token_valid():
@@ -138,6 +144,10 @@ class McpEndpoint:
         """While a session's GET stream is open, it is one receiving connection of its peer."""
         peer, cap, token_hash = self.peer_for(caller)
         mode = caller.query.get("mode", "push")
+        try:
+            prefixes = state_setting(caller.query.get("state"))
+        except ValueError:
+            return
         if mode not in MODES or mode == "off":
             return
         hub = self.hub
@@ -150,8 +160,9 @@ class McpEndpoint:
             return await hub.actions.call(ctx, "check", {}, counted=False)
 
         pusher = Pusher(mode, sender.send_channel, ack, counts)
+        notices = StateNotices(prefixes, sender.send_channel)
         token = caller.token or ""
-        sock = ChannelSocket(pusher, lambda: self.check_token(token))
+        sock = ChannelSocket(pusher, notices, lambda: self.check_token(token))
         conn = Connection(sock, peer, receive=True)  # type: ignore[arg-type]
         conn.token_hash, conn.cap = token_hash, cap  # revoking the token closes this stream
         sock.conn = conn
@@ -162,6 +173,7 @@ class McpEndpoint:
         finally:
             sock.closed = True
             await pusher.close()
+            await notices.close()
             hub.presence.detach(conn)
             conn.finish()
 

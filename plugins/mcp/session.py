@@ -15,6 +15,7 @@ from meshhub.config import load_config, load_signing_key
 from meshhub.directory import parse_groups
 from meshhub.local import default_name, default_session_name, home_dir
 
+from .push import state_setting
 from .tools import MODES
 
 
@@ -28,13 +29,15 @@ class SessionOptions:
     url: str
     home: Path
     permission_relay: bool = True  # relay Claude Code's permission prompts to the hub
+    state: tuple[str, ...] = ("",)  # key prefixes of the shared state told as notifications
 
 
 def session_options(name: str | None = None, role: str | None = None,
-                    groups: str | None = None, mode: str | None = None) -> SessionOptions:
+                    groups: str | None = None, mode: str | None = None,
+                    state: str | None = None) -> SessionOptions:
     """Flags win over ``MESHHUB_SESSION_NAME`` / ``MESHHUB_ROLE`` / ``MESHHUB_GROUPS`` /
-    ``MESHHUB_MODE``. ``MESHHUB_PERMISSION_RELAY=off`` keeps permission prompts in the
-    terminal."""
+    ``MESHHUB_MODE`` / ``MESHHUB_STATE``. ``MESHHUB_PERMISSION_RELAY=off`` keeps permission
+    prompts in the terminal."""
     cfg = load_config(home_dir())
     env = os.environ
     mode = (mode or env.get("MESHHUB_MODE") or "push").lower()
@@ -51,6 +54,7 @@ def session_options(name: str | None = None, role: str | None = None,
         home=cfg.home,
         permission_relay=env.get("MESHHUB_PERMISSION_RELAY", "on").lower()
         not in ("off", "0", "false", "no"),
+        state=state_setting(state or env.get("MESHHUB_STATE")),
     )
 
 

@@ -12,7 +12,8 @@ Once the hub answers, its own list wins, and the client is told with
 ``notifications/tools/list_changed`` if that changed anything (the hub may run other plugins).
 The hub is retried in the background for as long as the session lives; a tool called while it is
 unreachable returns an error result saying so. Arriving messages are written as channel
-notifications (see :mod:`.push`) and acked only after that. Claude Code's tool-permission
+notifications (see :mod:`.push`) and acked only after that; so are changes of the shared state
+the session follows (``--state``). Claude Code's tool-permission
 prompts are relayed to the member's people (see :mod:`.permissions`), unless
 ``MESHHUB_PERMISSION_RELAY=off``.
 """
@@ -34,7 +35,7 @@ from meshhub.errors import AuthFailed, MeshError
 
 from .hook_server import HookServer
 from .permissions import PermissionRelay
-from .push import Pusher
+from .push import Pusher, StateNotices
 from .sdk import CHANNEL_CAPABILITY, ChannelClosed, ChannelSender, ToolSpec, build_server, run_stdio
 from .session import SessionOptions, session_client
 from .tools import INSTRUCTIONS, action_name, is_tool, run_tool, tool_specs
@@ -66,6 +67,7 @@ class StdioSession:
         self._described: list[dict[str, Any]] | None = None
         self._listed: list[ToolSpec] | None = None  # what the client saw since the last change
         self._sender: ChannelSender | None = None
+        self._notices: StateNotices | None = None  # once the client is initialized
         self._tried = asyncio.Event()  # the first attempt to reach the hub has finished
         self._first_look = asyncio.Event()  # ...and, if it worked, the hub's tools are in
         self._state = "starting"  # "up", "down" or "refused" once known
@@ -196,6 +198,7 @@ class StdioSession:
     async def on_ready(self, sender: ChannelSender) -> None:
         """Runs once the MCP client is initialized: push arrivals until the session ends."""
         self._sender = sender
+        self._notices = StateNotices(self.opts.state, sender.send_channel)
         if self.opts.mode == "off":
             return
         pusher = Pusher(self.opts.mode, sender.send_channel, self._ack, self._counts)
@@ -210,16 +213,19 @@ class StdioSession:
         finally:
             await pusher.close()
 
-    async def _drop_events(self) -> None:
-        """The hub's events (presence, settled approvals) are nothing the model is told; read
-        and let go, or the client's queue of them grows for as long as the session lives."""
+    async def _follow_events(self) -> None:
+        """Shared-state changes the session follows become notifications; the hub's other
+        events (presence, settled approvals) are nothing the model is told. Every event is
+        read, or the client's queue of them grows for as long as the session lives."""
         while True:
-            await self.client.events.get()
+            event = await self.client.events.get()
+            if self._notices is not None:
+                self._notices.offer(event)
 
     async def serve(self) -> None:
         await self.hooks.start()
         background = [asyncio.create_task(self.watch_hub()),
-                      asyncio.create_task(self._drop_events())]
+                      asyncio.create_task(self._follow_events())]
         server = build_server(
             "meshhub", __version__, INSTRUCTIONS, self.list_tools, self.call_tool,
             {CHANNEL_CAPABILITY: {}}, tools_change=True,
@@ -229,6 +235,8 @@ class StdioSession:
             await run_stdio(server, self.on_ready, on_permission=relay)
         finally:
             await self.relay.close()
+            if self._notices is not None:
+                await self._notices.close()
             for task in background:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError, Exception):

@@ -283,6 +283,36 @@ def unread_content(counts: dict[str, Any]) -> tuple[str, dict[str, str]]:
     return text, {"kind": "unread", "unread": str(total), "senders": ",".join(senders)}
 
 
+STATE_SHOWN = 10  # keys a state notification names; the rest are counted
+STATE_PREVIEW = 200  # characters of a value a state notification shows
+
+
+def _state_line(frame: dict[str, Any]) -> str:
+    doc = frame.get("value") or {}
+    key = str(frame.get("key", ""))
+    if frame.get("op") != "put":
+        return f"{key} deleted" if frame.get("op") == "delete" else f"{key} expired"
+    value = _dumps(doc.get("value"))
+    if len(value) > STATE_PREVIEW:
+        value = value[:STATE_PREVIEW] + "... (cut; mesh_state_get has it whole)"
+    return f"{key} = {value} (by {doc.get('author')}, revision {frame.get('revision')})"
+
+
+def state_content(changes: list[dict[str, Any]]) -> tuple[str, dict[str, str]]:
+    """One notification for a burst of shared-state changes (``record`` events): each key
+    with its new value, author and revision, peer text made visible, not acted on."""
+    lines = [_state_line(frame) for frame in changes[:STATE_SHOWN]]
+    more = len(changes) - len(lines)
+    if more:
+        lines.append(f"and {_plural(more, 'more key')} (mesh_state_list shows them)")
+    head = "shared state changed: " if len(changes) == 1 else (
+        f"shared state changed ({_plural(len(changes), 'key')}):\n")
+    keys = ",".join(str(frame.get("key", "")) for frame in changes)
+    return (for_terminal(head + "\n".join(lines)),
+            {"kind": "state", "keys": for_terminal(keys, one_line=True),
+             "changes": str(len(changes))})
+
+
 INSTRUCTIONS = """\
 You are connected to meshhub, a message hub where Claude Code sessions and people talk as peers.
 You are one peer: a name, a short key, a role, groups, a status and a one-line summary.

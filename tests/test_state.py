@@ -1,0 +1,231 @@
+"""Shared state end to end: the client library, the HTTP API and real `hub mcp` sessions (and
+the hub's /mcp endpoint) against a real hub on 127.0.0.1."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from typing import Any
+
+import aiohttp
+import anyio
+import pytest
+
+from meshhub.client import MeshClient
+from meshhub.errors import Forbidden, InvalidRequest, MeshError, TooLarge
+from meshhub_mcp import push
+from meshhub_mcp.push import StateNotices, state_setting
+
+from .helpers import make_identity
+from .test_mcp import Session, http_session, mcp_params, stdio_session
+
+
+async def next_record(client: MeshClient, key: str) -> dict[str, Any]:
+    """The next ``record`` event of the state collection for ``key`` (presence events and
+    other keys' changes are passed over)."""
+    with anyio.fail_after(10):
+        while True:
+            event = await client.events.get()
+            if event.get("event") == "record" and event["collection"] == "state" \
+                    and event["key"] == key:
+                return event
+
+
+async def api(http: aiohttp.ClientSession, url: str, token: str, action: str,
+              **params: Any) -> tuple[int, dict[str, Any]]:
+    async with http.post(f"{url}/api/{action}", json=params,
+                         headers={"Authorization": f"Bearer {token}"}) as resp:
+        return resp.status, await resp.json()
+
+
+async def test_set_get_list_delete_push_and_restart(inproc, tmp_path):
+    served = await inproc()
+    ann, bob, cy = (make_identity(tmp_path / "people", n) for n in ("ann", "bob", "cy"))
+    async with ann.client(served.url) as a, bob.client(served.url) as b, \
+            cy.client(served.url) as c:
+        token = (await a.call("token_create", label="state test"))["token"]
+        first = await a.call("state_set", key="build/status", value={"green": True, "n": 3})
+        assert first["key"] == "build/status" and first["scope"] is None
+        assert first["author"] == "ann" and first["revision"] > 0
+        assert first["value"] == {"green": True, "n": 3}
+
+        event = await next_record(b, "build/status")  # another connected peer hears of it
+        assert event["op"] == "put" and event["revision"] == first["revision"]
+        assert event["value"] == {"key": "build/status", "scope": None,
+                                  "value": {"green": True, "n": 3}, "author": "ann",
+                                  "author_key": a.peer["key"]}
+
+        async with aiohttp.ClientSession() as http:
+            status, body = await api(http, served.url, token, "state_get", key="build/status")
+            assert status == 200 and body["result"]["value"] == {"green": True, "n": 3}
+            # a stale compare-and-set through HTTP: 409, the current value and revision
+            status, body = await api(http, served.url, token, "state_set", key="build/status",
+                                     value="red", revision=first["revision"] + 1000)
+            assert status == 409 and body["error"]["code"] == "conflict"
+            assert body["error"]["details"]["revision"] == first["revision"]
+            assert body["error"]["details"]["value"] == {"green": True, "n": 3}
+            status, body = await api(http, served.url, token, "state_set", key="build/status",
+                                     value="red", revision=first["revision"])
+            assert status == 200
+        second = body["result"]
+        assert second["value"] == "red" and second["revision"] > first["revision"]
+        assert (await next_record(b, "build/status"))["value"]["value"] == "red"
+
+        # the client library: the same refusal, the same details
+        with pytest.raises(MeshError) as lost:
+            await b.call("state_set", key="build/status", value="blue",
+                         revision=first["revision"])
+        assert lost.value.code == "conflict" and lost.value.details["value"] == "red"
+        assert lost.value.details["revision"] == second["revision"]
+        with pytest.raises(MeshError, match="it is at revision"):  # 0: only if absent
+            await b.call("state_set", key="build/status", value="blue", revision=0)
+        made = await b.call("state_set", key="build/owner", value=None, revision=0)
+        assert made["author"] == "bob" and made["value"] is None
+        await b.call("state_set", key="deploy/lock", value=[1, "two"])
+
+        listed = await c.call("state_list", prefix="build/")
+        assert [e["key"] for e in listed["entries"]] == ["build/owner", "build/status"]
+        every = await c.call("state_list")
+        assert [e["key"] for e in every["entries"]] == ["build/owner", "build/status",
+                                                        "deploy/lock"]
+        assert every["more"] is False
+
+        gone = await c.call("state_delete", key="deploy/lock")
+        assert gone == {"key": "deploy/lock", "scope": None, "deleted": True}
+        deleted = await next_record(a, "deploy/lock")
+        while deleted["op"] != "delete":
+            deleted = await next_record(a, "deploy/lock")
+        assert deleted["value"] is None
+        assert (await c.call("state_get", key="deploy/lock"))["revision"] == 0
+        assert (await c.call("state_delete", key="deploy/lock"))["deleted"] is False
+
+    await served.stop()
+    again = await inproc()  # same home: the values are still there
+    async with cy.client(again.url, receive=False) as c:
+        kept = await c.call("state_get", key="build/status")
+        assert kept["value"] == "red" and kept["revision"] == second["revision"]
+        assert kept["author"] == "ann"
+        assert [e["key"] for e in (await c.call("state_list"))["entries"]] == [
+            "build/owner", "build/status"]
+
+
+async def test_conversation_scope_is_for_its_members(inproc, tmp_path):
+    served = await inproc()
+    ann, bob, cy = (make_identity(tmp_path / "people", n) for n in ("ann", "bob", "cy"))
+    async with ann.client(served.url) as a, bob.client(served.url) as b, \
+            cy.client(served.url) as c:
+        await a.call("conversation_create", name="ops")
+        await b.call("conversation_join", name="#ops")
+        set_ = await a.call("state_set", key="lock", value="ann", scope="#ops")
+        assert set_["scope"] == "#ops"
+        event = await next_record(b, "#ops lock")
+        assert event["value"]["scope"] == "#ops" and event["value"]["value"] == "ann"
+        with pytest.raises(Forbidden):
+            await c.call("state_get", key="lock", scope="ops")
+        with pytest.raises(Forbidden):
+            await c.call("state_set", key="lock", value="cy", scope="#ops")
+        # the mesh-wide scope and the conversation's are apart
+        assert (await c.call("state_get", key="lock"))["value"] is None
+        await c.call("state_set", key="lock", value="mesh")
+        assert [e["value"] for e in (await b.call("state_list", scope="#ops"))["entries"]] == [
+            "ann"]
+        assert [e["value"] for e in (await b.call("state_list"))["entries"]] == ["mesh"]
+        # cy is no member: it heard of the mesh-wide change only
+        mesh_event = await next_record(c, "lock")
+        assert mesh_event["value"]["value"] == "mesh"
+        assert all(e.get("key") != "#ops lock" for e in _drain(c))
+
+
+def _drain(client: MeshClient) -> list[dict[str, Any]]:
+    out = []
+    while not client.events.empty():
+        out.append(client.events.get_nowait())
+    return out
+
+
+async def test_keys_and_values_are_checked(inproc, tmp_path):
+    served = await inproc()
+    ann = make_identity(tmp_path / "people", "ann")
+    async with ann.client(served.url, receive=False) as a:
+        for bad in ("", "has space", "#ops", "x" * 129, "-dash", "ümlaut"):
+            with pytest.raises(InvalidRequest, match="letters, digits"):
+                await a.call("state_set", key=bad, value=1)
+        with pytest.raises(TooLarge, match="65536 bytes"):
+            await a.call("state_set", key="big", value="x" * (64 * 1024))
+        fits = "x" * (64 * 1024 - 2)  # with its quotes: exactly the limit
+        assert (await a.call("state_set", key="big", value=fits))["value"] == fits
+        with pytest.raises(InvalidRequest, match="prefix"):
+            await a.call("state_list", prefix="a b")
+
+
+def test_state_setting():
+    assert state_setting(None) == ("",) and state_setting("ALL") == ("",)
+    assert state_setting("off") == ()
+    assert state_setting(" build/, deploy ") == ("build/", "deploy")
+    with pytest.raises(ValueError):
+        state_setting(" , ")
+
+
+async def test_a_burst_of_changes_is_one_notification(monkeypatch):
+    monkeypatch.setattr(push, "STATE_DEBOUNCE", 0.01)
+    sent: list[tuple[str, dict[str, str]]] = []
+    done = asyncio.Event()
+
+    async def send(text: str, meta: dict[str, str]) -> None:
+        sent.append((text, meta))
+        done.set()
+
+    notices = StateNotices(("build/",), send)
+    for n, key in enumerate(["build/a", "deploy/x", "build/b", "build/a"]):
+        notices.offer({"type": "event", "event": "record", "collection": "state", "key": key,
+                       "op": "put", "revision": n + 1,
+                       "value": {"key": key, "value": n, "author": "ann\x1b[2J"}})
+    notices.offer({"type": "event", "event": "presence"})
+    await asyncio.wait_for(done.wait(), 10)
+    await notices.close()
+    ((text, meta),) = sent
+    assert meta == {"kind": "state", "keys": "build/b,build/a", "changes": "2"}
+    assert "build/a = 3 (by ann\\x1b[2J, revision 4)" in text and "deploy" not in text
+    assert "\x1b" not in text
+
+
+async def stdio_ready(s: Session) -> None:
+    """A session that answered a tool call is connected to the hub, receiving."""
+    await s.call("mesh_whoami")
+
+
+async def test_mcp_sessions_get_state_notifications_by_their_setting(hub, people):
+    ann, bob = people("ann", "bob")
+    token = json.loads(bob.cli(hub.url, "token", "create", "--json").stdout)["token"]
+    async with stdio_session(mcp_params(bob, hub.url, "--name", "every")) as every, \
+            stdio_session(mcp_params(bob, hub.url, "--name", "quiet", "--state", "off")) as quiet, \
+            stdio_session(mcp_params(bob, hub.url, "--name", "builds",
+                                     MESHHUB_STATE="build/")) as builds, \
+            http_session(hub.url + "/mcp?state=build/", token) as web_mcp, \
+            ann.client(hub.url, receive=False) as a:
+        for s in (every, quiet, builds, web_mcp):
+            await stdio_ready(s)
+        with anyio.fail_after(10):  # the /mcp GET stream is bob's receiving connection
+            while not any(p["name"] == "bob" and p["online"] for p in await a.peers()):
+                await anyio.sleep(0.05)
+        await a.call("state_set", key="deploy/lock", value="ann")
+        await a.call("state_set", key="build/status", value={"green": True})
+
+        for s in (builds, web_mcp):
+            (note,) = await s.pushes.wait(1)
+            assert note.meta == {"kind": "state", "keys": "build/status", "changes": "1"}
+            assert 'build/status = {"green":true} (by ann' in note.content
+        with anyio.fail_after(10):
+            while "build/status" not in ",".join(p.meta["keys"] for p in every.pushes.items):
+                await every.pushes.wait(len(every.pushes.items) + 1)
+        keys = ",".join(p.meta["keys"] for p in every.pushes.items).split(",")
+        assert keys == ["deploy/lock", "build/status"]  # each once, in the order made
+        assert all(p.meta["kind"] == "state" for p in every.pushes.items)
+        assert await quiet.pushes.none(0.5) and quiet.pushes.items == []
+        assert await builds.pushes.none(0.3) and len(builds.pushes.items) == 1
+
+        # the model reads the state through the tools, and a stale write is refused
+        got = await every.call("mesh_state_get", key="build/status")
+        assert got["value"] == {"green": True} and got["author"] == "ann"
+        error = await every.error("mesh_state_set", key="build/status", value="x", revision=0)
+        assert "conflict" in error or "revision" in error
