@@ -146,7 +146,8 @@ class McpEndpoint:
         mode = caller.query.get("mode", "push")
         try:
             prefixes = state_setting(caller.query.get("state"))
-        except ValueError:
+        except ValueError as exc:
+            log.warning("an /mcp stream of %s is not attached: %s", peer.name, exc)
             return
         if mode not in MODES or mode == "off":
             return
