@@ -36,11 +36,13 @@ export class Panels {
       el,
       call: (action, params = {}) => page.hub.call(action, params),
       /** "message": fn(message, html); "presence": fn(peer, change); "approval": fn(view)
-       * when an approval you asked or must answer is settled; "reconnect": fn(). */
+       * when an approval you asked or must answer is settled; "record": fn(event) when a
+       * feature's document you may see changed (docs/protocol.md); "reconnect": fn(). */
       on: (name, fn) => {
         if (name === "message") return page.hub.on("message", (p) => fn(p.message, p.html));
         if (name === "presence") return page.hub.on("presence", (f) => fn(f.peer, f.change));
         if (name === "approval") return page.hub.on("approval", fn);
+        if (name === "record") return page.hub.on("record", fn);
         if (name === "reconnect") {
           this.reconnectHandlers.add(fn);
           return () => this.reconnectHandlers.delete(fn);

@@ -25,6 +25,7 @@ export class HubError extends Error {
  * - "message" ({message, html}): a pushed message; it is acked after every handler ran
  * - "presence" (frame): another peer's presence changed
  * - "approval" (approval): an approval this peer asked or must answer was settled (its view)
+ * - "record" (frame): a feature's document this peer may see changed (shared state, ...)
  * - "reconnecting" (): the socket closed and a new one is on its way
  * - "signedout" (code): the session ended; nothing will reconnect
  */
@@ -89,6 +90,7 @@ export class HubSocket {
       case "event":
         if (frame.event === "presence") this.emit("presence", frame);
         else if (frame.event === "approval") this.emit("approval", frame.approval);
+        else if (frame.event === "record") this.emit("record", frame);
         break;
       default:
         break;
