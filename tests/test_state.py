@@ -228,4 +228,4 @@ async def test_mcp_sessions_get_state_notifications_by_their_setting(hub, people
         got = await every.call("mesh_state_get", key="build/status")
         assert got["value"] == {"green": True} and got["author"] == "ann"
         error = await every.error("mesh_state_set", key="build/status", value="x", revision=0)
-        assert "conflict" in error or "revision" in error
+        assert f"at revision {got['revision']} now, by ann: {{\"green\":true}}" in error

@@ -33,6 +33,7 @@ if TYPE_CHECKING:
 MAX_VALUE_BYTES = 64 * 1024
 MAX_KEY = 128
 MAX_LIST = 1000
+CONFLICT_PREVIEW = 500  # characters of the current value a refused compare-and-set says
 KEY_RULE = (f"1 to {MAX_KEY} characters: letters, digits and . _ - : / (no spaces), starting "
             f"with a letter or a digit, e.g. build/status")
 KEY_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:/-]*$")
@@ -88,18 +89,22 @@ def _public(hub: Hub, record: Record) -> dict[str, Any]:
 
 
 def _stale(hub: Hub, lost: Conflict, wanted: int, key: str) -> Conflict:
-    """The record API's refusal, with the current value beside the current revision."""
+    """The record API's refusal, with the current value and revision in its details and its
+    message (a model calling through MCP sees only the message), so the writer can merge
+    without reading again."""
     current = lost.current
     if current is None:
-        said = "it does not exist now"
+        now = "it does not exist now (revision 0)"
+        details: dict[str, Any] = {"key": key, "value": None}
     else:
-        said = f"it is at revision {current.revision} now"
-    refusal = Conflict(f"state {key} is not at revision {wanted}: {said}; the current value "
-                       f"and revision are in the details, read them and retry", current=current)
-    if current is not None:
-        refusal.details.update(_public(hub, current))
-    else:
-        refusal.details.update({"key": key, "value": None})
+        details = _public(hub, current)
+        value = codec.dumps(details["value"])
+        if len(value) > CONFLICT_PREVIEW:
+            value = value[:CONFLICT_PREVIEW] + "... (cut; the details hold it whole)"
+        now = f"it is at revision {current.revision} now, by {details['author']}: {value}"
+    refusal = Conflict(f"state {key} is not at revision {wanted}: {now}; merge and retry "
+                       f"with that revision", current=current)
+    refusal.details.update(details)
     return refusal
 
 
