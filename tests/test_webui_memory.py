@@ -38,9 +38,16 @@ async def test_remember_recall_forget_and_restore_in_the_panel(browser: Browser,
         assert [m["content"] for m in found] == [
             "The staging database is db-2.\nAsk ops before wiping it."]
 
+        await panel.get_by_test_id("memory-query").fill("deploy")  # found by its tag only
+        await panel.get_by_role("button", name="Recall").click()
+        await mine.wait_for(state="detached")
+        assert (await bobs.get_by_test_id("memory-text").text_content()).startswith("Rollback")
+        assert await bobs.locator("mark").count() == 0
+
         await panel.get_by_test_id("memory-query").fill("wiping")
         await panel.get_by_role("button", name="Recall").click()
         await bobs.wait_for(state="detached")
+        await mine.wait_for()
         assert await mine.locator("mark").all_text_contents() == ["wiping"]
 
         await mine.get_by_test_id("memory-forget").click()

@@ -51,6 +51,8 @@ export async function mount(element, api) {
       await api.call("remember", { content: content.value, tags: tagList(tags.value) });
       content.value = "";
       tags.value = "";
+      query.value = "";  // show the newest, the one just remembered first
+      queryTags.value = "";
     } catch (error) {
       api.toast(error.message);
     }
@@ -59,8 +61,8 @@ export async function mount(element, api) {
 
   const list = el("ul", { class: "card-list", "data-testid": "memory-list" });
   element.replaceChildren(
-    el("h2", {}, "Recall"), recallForm, list,
-    el("h2", {}, "Remember"), rememberForm);
+    el("h2", {}, "Remember"), rememberForm,
+    el("h2", {}, "Recall"), recallForm, list);
 
   /** The snippet's text, its marked words as <mark> elements. */
   function highlighted(snippet) {
@@ -85,16 +87,19 @@ export async function mount(element, api) {
 
   function card(memory) {
     const gone = memory.forgotten_at !== undefined;
+    // the snippet may come from the tags (the search looks there too): then the text is shown
+    const plain = memory.snippet?.replace(MARKED, "$1");
+    const excerpt = plain !== undefined && memory.content.includes(plain.replace(/^…|…$/g, ""));
     const when = (seconds) => new Date(seconds * 1000).toLocaleString();
     return el("li", {
       class: gone ? "card memory forgotten" : "card memory", "data-testid": "memory",
       "data-id": memory.id, "data-forgotten": gone,
     },
     el("p", { class: "memory-text", "data-testid": "memory-text" },
-      memory.snippet === undefined ? memory.content : highlighted(memory.snippet)),
-    memory.snippet === undefined ? null : el("details", {},
+      excerpt ? highlighted(memory.snippet) : memory.content),
+    excerpt && plain !== memory.content ? el("details", {},
       el("summary", { class: "muted" }, "whole text"),
-      el("p", { class: "memory-text" }, memory.content)),
+      el("p", { class: "memory-text" }, memory.content)) : null,
     memory.tags.length ? el("div", { class: "button-row" },
       memory.tags.map((tag) => el("span", { class: "pill", "data-testid": "memory-tag" }, tag)))
       : null,
