@@ -9,6 +9,7 @@ from typing import Any
 import aiohttp
 import pytest
 
+from meshhub.builtins import memories
 from meshhub.errors import Forbidden, InvalidRequest, NotFound
 
 from .helpers import Identity
@@ -136,19 +137,29 @@ async def test_the_http_api_and_a_restart_keep_memories_and_who_forgot_them(
 
 
 async def test_a_tag_filter_finds_a_match_ranked_past_the_largest_search_page(inproc, people):
-    """More than a search page of memories match; the one tagged ``rare`` ranks last of all
-    (one mention in the longest text): a filter after one search would lose it."""
+    """More than a search page of memories match the query, and more than a search's worth of
+    keys carry the tag; the one match with the tag ranks last of all (one mention in the
+    longest text): a filter after one search would lose it. A rarer tag takes the other way
+    (a search among its memories at once), with the same answer."""
     served = await inproc(action_rate=0)
     (ann,) = people("ann")
     async with ann.client(served.url) as a:
-        calls = [await a.call_nowait("remember", content=f"alpha alpha note {i}")
-                 for i in range(1001)]
-        await asyncio.gather(*calls)
-        last = await a.call("remember", content="alpha " + "filler words " * 60, tags=["rare"])
-        assert (await a.call("recall", query="alpha", limit=100))[-1]["id"] != last["id"]
-        found = await a.call("recall", query="alpha", tags=["rare"])
-        assert [m["id"] for m in found] == [last["id"]]
-        assert [m["id"] for m in await a.call("recall", tags=["rare"])] == [last["id"]]
+        pending = [await a.call_nowait("remember", content=f"alpha alpha note {i}",
+                                       tags=["few"] if i < 3 else None)
+                   for i in range(memories.SEARCH_PAGE)]
+        pending += [await a.call_nowait("remember", content=f"filler {i}", tags=["wide"])
+                    for i in range(memories.SEARCH_CHUNK)]
+        await asyncio.gather(*pending)
+        last = await a.call("remember", content="alpha " + "filler words " * 60,
+                            tags=["wide", "few"])
+        assert last["id"] not in [m["id"] for m in await a.call("recall", query="alpha",
+                                                                limit=100)]
+        for tags in (["wide"], ["few", "wide"]):
+            found = await a.call("recall", query="alpha", tags=tags)
+            assert [m["id"] for m in found] == [last["id"]]
+        few = await a.call("recall", query="alpha", tags=["few"])
+        assert len(few) == 4 and few[-1]["id"] == last["id"]
+        assert [m["id"] for m in await a.call("recall", tags=["wide"], limit=1)] == [last["id"]]
 
 
 async def test_the_mcp_tools_remember_recall_forget_and_restore(inproc, people):

@@ -14,8 +14,9 @@ sessions) or the hub's owner may restore it.
 A memory's tags are a list, and the record API indexes scalar fields only, so each tag is also
 one small document in ``memory_tags`` (key ``"<tag> <memory id>"``, indexed by tag). Ids sort
 by time, so both collections are read newest first in key order, straight from an index.
-A recall with tags asks it whenever a plain search could miss a tagged memory ranked past the
-search's largest page.
+A recall with tags searches among the memories it names, unless even its rarest tag is on so
+many that a plain search, filtered after, is cheaper and provably missed nothing (it did not
+fill its largest page).
 """
 
 from __future__ import annotations
@@ -50,7 +51,9 @@ TAG_RULE = (f"tags are lower-case words (letters, digits, '-' and '_', starting 
 # where a snippet's matched words start and end: rare in text, readable in a terminal
 MARKS = ("⟦", "⟧")
 SEARCH_PAGE = 1000  # the most one search returns (the record API's limit)
-IN_CHUNK = 500  # keys per ``In`` condition
+# keys per ``In`` condition: a search narrowed to tagged memories matches its words in every
+# memory each time, so it takes many keys at once
+SEARCH_CHUNK = 5000
 
 
 def _check_content(content: str) -> str:
@@ -96,16 +99,17 @@ def view(hub: Hub, record: Record, snippet: str | None = None) -> dict[str, Any]
     return out
 
 
-def _chunks(items: list[str], size: int = IN_CHUNK) -> list[list[str]]:
-    return [items[i:i + size] for i in range(0, len(items), size)]
+async def _rarest(hub: Hub, tags: list[str]) -> tuple[str, int]:
+    """The tag fewest memories carry, and how many do."""
+    counts = [await hub.records.count("memory_tags", {"tag": tag}) for tag in tags]
+    return tags[counts.index(min(counts))], min(counts)
 
 
-async def _tagged(hub: Hub, tags: list[str], size: int = IN_CHUNK) -> AsyncIterator[list[str]]:
-    """Ids of the memories carrying all ``tags``, newest first, a page of the rarest tag's
-    index at a time (pages may come out shorter, or empty)."""
+async def _tagged(hub: Hub, tags: list[str], rarest: str,
+                  size: int) -> AsyncIterator[list[str]]:
+    """Ids of the memories carrying all ``tags``, newest first, a page of the ``rarest``
+    tag's index at a time (pages may come out shorter, or empty)."""
     records = hub.records
-    counts = [await records.count("memory_tags", {"tag": tag}) for tag in tags]
-    rarest = tags[counts.index(min(counts))]
     cursor: str | None = None
     while True:
         page = await records.find("memory_tags", {"tag": rarest}, order="-key", limit=size,
@@ -123,13 +127,13 @@ async def _tagged(hub: Hub, tags: list[str], size: int = IN_CHUNK) -> AsyncItera
         cursor = page.cursor
 
 
-async def _search_tagged(hub: Hub, query: str, tags: list[str], where: dict[str, Any],
-                         limit: int) -> list[Hit]:
+async def _search_tagged(hub: Hub, query: str, tags: list[str], rarest: str,
+                         where: dict[str, Any], limit: int) -> list[Hit]:
     """The best ``limit`` matches of ``query`` among the memories with every tag, searched a
     page of the tag index at a time. The scores come from one search index over the whole
     collection, so those of several searches compare."""
     hits: list[Hit] = []
-    async for ids in _tagged(hub, tags):
+    async for ids in _tagged(hub, tags, rarest, SEARCH_CHUNK):
         if ids:
             hits += await hub.records.search("memories", query, limit=limit, marks=MARKS,
                                              where={**where, "key": In(tuple(ids))})
@@ -139,16 +143,19 @@ async def _search_tagged(hub: Hub, query: str, tags: list[str], where: dict[str,
 
 async def _ranked(hub: Hub, query: str, tags: list[str], where: dict[str, Any],
                   limit: int) -> list[Hit]:
-    """Search, then keep the memories with every tag. A search that filled its largest page
-    may have left tagged matches out: then search among the tagged memories instead."""
+    """With tags: few tagged memories are searched among at once; otherwise search, then keep
+    the memories with every tag, unless the search filled its largest page and so may have
+    left tagged matches out: then search among the tagged memories after all."""
     if not tags:
         return await hub.records.search("memories", query, where=where, limit=limit,
                                         marks=MARKS)
-    hits = await hub.records.search("memories", query, where=where, limit=SEARCH_PAGE,
-                                    marks=MARKS)
-    if len(hits) < SEARCH_PAGE:
-        return [h for h in hits if set(tags) <= set(h.record.value["tags"])][:limit]
-    return await _search_tagged(hub, query, tags, where, limit)
+    rarest, tagged = await _rarest(hub, tags)
+    if tagged > SEARCH_CHUNK:
+        hits = await hub.records.search("memories", query, where=where, limit=SEARCH_PAGE,
+                                        marks=MARKS)
+        if len(hits) < SEARCH_PAGE:
+            return [h for h in hits if set(tags) <= set(h.record.value["tags"])][:limit]
+    return await _search_tagged(hub, query, tags, rarest, where, limit)
 
 
 async def _newest(hub: Hub, tags: list[str], where: dict[str, Any],
@@ -157,7 +164,7 @@ async def _newest(hub: Hub, tags: list[str], where: dict[str, Any],
     if not tags:
         return (await hub.records.find("memories", where, order="-key", limit=limit)).records
     out: list[Record] = []
-    async for ids in _tagged(hub, tags, max(limit, 50)):
+    async for ids in _tagged(hub, tags, (await _rarest(hub, tags))[0], MAX_RECALL):
         if ids:
             found = {r.key: r for r in (await hub.records.find(
                 "memories", {**where, "key": In(tuple(ids))}, limit=len(ids))).records}
