@@ -163,6 +163,7 @@ async def test_a_tag_filter_finds_a_match_ranked_past_the_largest_search_page(in
 
 
 async def test_the_mcp_tools_remember_recall_forget_and_restore(inproc, people):
+    """Whoever forgot a memory is a member: any of its sessions may restore it."""
     served = await inproc()
     ann, bob = people("ann", "bob")
     async with stdio_session(mcp_params(ann, served.url, "--name", "ann-s")) as s, \
@@ -181,3 +182,6 @@ async def test_the_mcp_tools_remember_recall_forget_and_restore(inproc, people):
         assert "only bob-s, who forgot" in await s.error("mesh_restore", id=made["id"])
         assert (await t.call("mesh_restore", id=made["id"]))["id"] == made["id"]
         assert [m["id"] for m in await s.call("mesh_recall", tags=["release"])] == [made["id"]]
+        await t.call("mesh_forget", id=made["id"])
+        async with bob.client(served.url) as b:  # another session of the member who forgot it
+            assert "forgotten_at" not in await b.call("restore", id=made["id"])
