@@ -10,5 +10,6 @@ DEFAULT_PLUGINS: tuple[str, ...] = (
     "meshhub.builtins.surfaces",
     "meshhub.builtins.files_actions",
     "meshhub.builtins.shared_state",
+    "meshhub.builtins.memories",
     "meshhub.bridge.pairing",
 )

@@ -39,6 +39,7 @@ PANEL_PATH = re.compile(r"^/web/panels/([a-z][a-z0-9_-]{0,39})\.js$")
 BUILTIN_PANELS = (
     "approvals",
     "files",
+    "memory",
     "plugins",
     "sessions",
     "state",
