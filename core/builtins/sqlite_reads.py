@@ -10,7 +10,7 @@ from collections.abc import Callable
 from typing import Any, TypeVar
 
 from meshhub.models import Message
-from meshhub.store import InboxItem
+from meshhub.store import ConversationStats, InboxItem, ThreadSummary
 
 T = TypeVar("T")
 LIVE_STATES = ("queued", "pushed", "delivered", "read")  # every delivery state but dead
@@ -41,25 +41,90 @@ def _message_from_row(row: sqlite3.Row | tuple[Any, ...]) -> Message:
     )
 
 
-def _reply_counts(conn: sqlite3.Connection, ids: list[str], viewer: str) -> dict[str, int]:
-    """How many replies ``viewer`` can see (sent or received) under each of the given thread
-    roots: a whispered reply to others is not counted, so nobody learns it exists. For a page
-    of messages only (a subquery in the select list would run for every matching row before
-    the sort)."""
+def _thread_summaries(conn: sqlite3.Connection, ids: list[str],
+                      viewer: str) -> dict[str, ThreadSummary]:
+    """The summaries of the thread roots among ``ids`` as ``viewer`` sees them: one grouped
+    read of the replies it sent or received (``messages_reply_to``), grouped by root and
+    replier. For a page of messages only (a subquery per root would run once per row)."""
     if not ids:
         return {}
     marks = ",".join("?" * len(ids))
-    return dict(conn.execute(
-        f"SELECT reply_to, COUNT(*) FROM messages m WHERE reply_to IN ({marks}) "
-        "AND (m.sender = ? OR EXISTS (SELECT 1 FROM deliveries d WHERE d.message_id = m.id "
-        "AND d.recipient = ?)) GROUP BY reply_to", [*ids, viewer, viewer],
-    ).fetchall())
+    rows = conn.execute(
+        "SELECT m.reply_to, m.sender, COUNT(*), MIN(m.id), MAX(m.id), MAX(m.created_at), "
+        "SUM(d.state IN ('queued','pushed','delivered')) FROM messages m "
+        "LEFT JOIN deliveries d ON d.message_id = m.id AND d.recipient = ? "
+        f"WHERE m.reply_to IN ({marks}) AND (m.sender = ? OR d.recipient IS NOT NULL) "
+        "GROUP BY m.reply_to, m.sender ORDER BY m.reply_to, MIN(m.id)",
+        [viewer, *ids, viewer],
+    ).fetchall()
+    out: dict[str, ThreadSummary] = {}
+    newest: dict[str, str] = {}
+    for root, sender, count, _first, last, last_at, unread in rows:
+        summary = out.setdefault(root, ThreadSummary(root=root))
+        summary.replies += count
+        summary.unread += unread or 0
+        summary.participants.append(sender)
+        if last > newest.get(root, ""):
+            newest[root] = last
+            summary.last_reply_at, summary.last_reply_by = last_at, sender
+    return out
 
 
 def _page(rows: list[Any], viewer: str, conn: sqlite3.Connection) -> list[InboxItem]:
-    replies = _reply_counts(conn, [r[0] for r in rows], viewer)
-    return [InboxItem(message=_message_from_row(r[:15]), state=r[15], mentioned=bool(r[16]),
-                      replies=replies.get(r[0], 0)) for r in rows]
+    threads = _thread_summaries(conn, [r[0] for r in rows if r[9] is None], viewer)
+    items = []
+    for r in rows:
+        summary = threads.get(r[0])
+        items.append(InboxItem(message=_message_from_row(r[:15]), state=r[15],
+                               mentioned=bool(r[16]),
+                               replies=summary.replies if summary else 0, thread=summary))
+    return items
+
+
+def _conversation_stats(conn: sqlite3.Connection, names: list[str],
+                        viewer: str) -> dict[str, ConversationStats]:
+    """Three grouped reads whatever the number of conversations: counts and newest ids from
+    ``messages_conversation``, the whispers among them from ``messages_whispers`` (few; the
+    ones not meant for the viewer are taken off), unread from the viewer's deliveries."""
+    labels = ["#" + n for n in names]
+    marks = ",".join("?" * len(labels))
+    stats = {n: ConversationStats(name=n) for n in names}
+    newest: dict[str, str] = {}
+    for label, count, last in conn.execute(
+            "SELECT conversation, COUNT(*), MAX(id) FROM messages "
+            f"WHERE conversation IN ({marks}) GROUP BY conversation", labels):
+        stats[label[1:]].messages, newest[label[1:]] = count, last
+    hidden: dict[str, list[str]] = {}
+    for label, message_id in conn.execute(
+            "SELECT m.conversation, m.id FROM messages m INDEXED BY messages_whispers "
+            f"WHERE m.conversation IN ({marks}) AND m.whisper_json != '[]' AND m.sender != ? "
+            "AND NOT EXISTS (SELECT 1 FROM deliveries d WHERE d.message_id = m.id "
+            "AND d.recipient = ?)", [*labels, viewer, viewer]):
+        stats[label[1:]].messages -= 1
+        hidden.setdefault(label[1:], []).append(message_id)
+    for name, last in newest.items():
+        stats[name].last_activity = _newest_time(conn, name, last, hidden.get(name, []))
+    for label, count in conn.execute(
+            "SELECT m.conversation, COUNT(*) FROM deliveries d JOIN messages m "
+            "ON m.id = d.message_id WHERE d.recipient = ? "
+            f"AND d.state IN ('queued','pushed','delivered') AND m.conversation IN ({marks}) "
+            "GROUP BY m.conversation", [viewer, *labels]):
+        stats[label[1:]].unread = count
+    return stats
+
+
+def _newest_time(conn: sqlite3.Connection, name: str, last: str,
+                 hidden: list[str]) -> float | None:
+    """When the newest message of ``#name`` the viewer may see was sent: ``last``'s time,
+    unless ``last`` is a whisper hidden from it (then the newest one that is not)."""
+    if last not in hidden:
+        row = conn.execute("SELECT created_at FROM messages WHERE id = ?", (last,)).fetchone()
+    else:
+        marks = ",".join("?" * len(hidden))
+        row = conn.execute(
+            f"SELECT created_at FROM messages WHERE conversation = ? AND id NOT IN ({marks}) "
+            "ORDER BY id DESC LIMIT 1", ["#" + name, *hidden]).fetchone()
+    return row[0] if row else None
 
 
 class MessageReads:
@@ -104,17 +169,28 @@ class MessageReads:
 
         return self._read(run)
 
-    async def thread(self, root_id: str, viewer: str) -> list[Message]:
-        def run(conn: sqlite3.Connection) -> list[Message]:
+    async def thread(self, root_id: str, viewer: str) -> list[InboxItem]:
+        def run(conn: sqlite3.Connection) -> list[InboxItem]:
+            cols = ", ".join("m." + c.strip() for c in _MESSAGE_COLUMNS.split(","))
             rows = conn.execute(
-                f"SELECT {_MESSAGE_COLUMNS} FROM messages m WHERE (m.id = ? OR m.reply_to = ?) "
-                "AND (m.sender = ? OR EXISTS (SELECT 1 FROM deliveries d "
-                "WHERE d.message_id = m.id AND d.recipient = ?)) ORDER BY m.id",
-                (root_id, root_id, viewer, viewer),
+                f"SELECT {cols}, COALESCE(d.state, 'sent'), COALESCE(d.mentioned, 0) "
+                "FROM messages m LEFT JOIN deliveries d ON d.message_id = m.id "
+                "AND d.recipient = ? WHERE (m.id = ? OR m.reply_to = ?) "
+                "AND (m.sender = ? OR d.recipient IS NOT NULL) ORDER BY m.id",
+                (viewer, root_id, root_id, viewer),
             ).fetchall()
-            return [_message_from_row(r) for r in rows]
+            return [InboxItem(message=_message_from_row(r[:15]), state=r[15],
+                              mentioned=bool(r[16])) for r in rows]
 
         return self._read(run)
+
+    async def thread_summaries(self, root_ids: list[str],
+                               viewer: str) -> dict[str, ThreadSummary]:
+        return self._read(lambda conn: _thread_summaries(conn, list(root_ids), viewer))
+
+    async def conversation_stats(self, names: list[str],
+                                 viewer: str) -> dict[str, ConversationStats]:
+        return self._read(lambda conn: _conversation_stats(conn, list(names), viewer))
 
     async def unread_counts(self, recipient: str) -> dict[str, Any]:
         def run(conn: sqlite3.Connection) -> dict[str, Any]:
