@@ -4,27 +4,11 @@ invite, archive, members with presence, and history paging."""
 
 from __future__ import annotations
 
-from typing import Any
-
-import aiohttp
 import pytest
 
 from meshhub.errors import Forbidden, MeshError
 
-from .helpers import Identity, collect
-
-
-async def http_call(url: str, token: str, action: str, **params: Any) -> Any:
-    """``POST /api/<action>`` with a bearer token: the result, or the error object."""
-    async with aiohttp.ClientSession() as http, http.post(
-            f"{url}/api/{action}", json=params,
-            headers={"Authorization": f"Bearer {token}"}) as resp:
-        body = await resp.json()
-        return body["result"] if resp.status == 200 else body["error"]
-
-
-async def token_of(client: Any, cap: str = "send") -> str:
-    return str((await client.call("token_create", label="test", cap=cap))["token"])
+from .helpers import Identity, api_call, collect, token_for
 
 
 async def test_thread_summaries_and_per_thread_unread(inproc, people):
@@ -73,12 +57,12 @@ async def test_thread_summaries_and_per_thread_unread(inproc, people):
         assert (await a.call("check"))["by_thread"] == {root: 1}
 
         # the HTTP API answers the same
-        token = await token_of(b, cap="read")
-        over_http = await http_call(served.url, token, "history", conversation="#design")
+        token = await token_for(b, cap="read")
+        over_http = await api_call(served.url, token, "history", conversation="#design")
         by_client = await b.call("history", conversation="#design")
         assert over_http["threads"] == by_client["threads"]
         assert over_http["threads"][root]["replies"] == 4  # bob sees its whisper
-        thread = await http_call(served.url, token, "thread", root=root)
+        thread = await api_call(served.url, token, "thread", root=root)
         assert thread["unread"] == [root, second, fourth]  # the root it shows too
         assert thread["summary"]["unread"] == 0
         assert (await b.call("thread", root=root))["unread"] == []
@@ -109,8 +93,8 @@ async def test_conversation_list_counts_what_each_reader_may_see(inproc, people)
         assert figures["bob"]["last_activity"] >= figures["carl"]["last_activity"]
 
         await c.call("inbox")  # carl reads: its unread goes, the counts stay
-        token = await token_of(c, cap="read")
-        listed = {v["name"]: v for v in await http_call(served.url, token, "conversations")}
+        token = await token_for(c, cap="read")
+        listed = {v["name"]: v for v in await api_call(served.url, token, "conversations")}
         assert (listed["#plan"]["message_count"], listed["#plan"]["unread"]) == (3, 0)
 
 
@@ -153,11 +137,11 @@ async def test_invite_archive_and_members(inproc, tmp_path, people):
         assert listed["#ops"]["archived"] is True and listed["#ops"]["message_count"] == 1
 
         # the owner may unarchive what another created, over HTTP too
-        token = await token_of(o, cap="admin")
-        reopened = await http_call(served.url, token, "conversation_unarchive", name="ops")
+        token = await token_for(o, cap="admin")
+        reopened = await api_call(served.url, token, "conversation_unarchive", name="ops")
         assert reopened["archived"] is False
         assert (await b.send(None, "back", reply_to=root))["id"]
-        refused = await http_call(served.url, await token_of(c), "conversation_archive",
+        refused = await api_call(served.url, await token_for(c), "conversation_archive",
                                   name="ops")
         assert refused["code"] == "forbidden"
 
@@ -169,30 +153,30 @@ async def test_history_pages_back_and_forth_over_http(inproc, people):
         await a.call("conversation_create", name="log")
         await b.call("conversation_join", name="log")
         ids = [(await a.send("#log", f"entry {n}"))["id"] for n in range(7)]
-        token = await token_of(b, cap="read")
+        token = await token_for(b, cap="read")
 
         back: list[str] = []
-        page = await http_call(served.url, token, "history", conversation="#log", limit=3)
+        page = await api_call(served.url, token, "history", conversation="#log", limit=3)
         while True:
             back = [m["id"] for m in page["messages"]] + back
             if not page["more"]:
                 break
-            page = await http_call(served.url, token, "history", conversation="#log", limit=3,
+            page = await api_call(served.url, token, "history", conversation="#log", limit=3,
                                    before=page["messages"][0]["id"])
         assert back == ids
 
         forth: list[str] = []
-        page = await http_call(served.url, token, "history", conversation="#log", limit=3,
+        page = await api_call(served.url, token, "history", conversation="#log", limit=3,
                                after=ids[0])
         while True:
             forth += [m["id"] for m in page["messages"]]
             if not page["more"]:
                 break
-            page = await http_call(served.url, token, "history", conversation="#log", limit=3,
+            page = await api_call(served.url, token, "history", conversation="#log", limit=3,
                                    after=page["messages"][-1]["id"])
         assert forth == ids[1:]
         by_client = await b.call("history", conversation="log", before=ids[4], limit=2)
         assert [m["id"] for m in by_client["messages"]] == ids[2:4] and by_client["more"]
-        both = await http_call(served.url, token, "history", conversation="#log",
+        both = await api_call(served.url, token, "history", conversation="#log",
                                before=ids[4], after=ids[1])
         assert both["code"] == "invalid_request"
