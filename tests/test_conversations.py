@@ -4,8 +4,16 @@ invite, archive, members with presence, and history paging."""
 
 from __future__ import annotations
 
+import asyncio
+import time
+
 import pytest
 
+from meshhub.builtins.sqlite_conversations import (
+    SETTLED_AFTER,
+    ConversationTotals,
+    message_counts,
+)
 from meshhub.errors import Forbidden, MeshError
 
 from .helpers import Identity, api_call, collect, token_for
@@ -180,3 +188,33 @@ async def test_history_pages_back_and_forth_over_http(inproc, people):
         both = await api_call(served.url, token, "history", conversation="#log",
                                before=ids[4], after=ids[1])
         assert both["code"] == "invalid_request"
+
+
+async def test_message_counts_step_past_the_horizon(inproc, people):
+    """The counts kept below the horizon move on with it: each message counted once, whether
+    it is in the recent tail, in the step since the last count, or below both."""
+    served = await inproc(send_rate=0)
+    ann, bob = people("ann", "bob")
+    totals = ConversationTotals()
+    labels = ["#general", "#side"]
+
+    def counts(at: float) -> dict[str, int]:
+        return served.hub.store._read(lambda conn: message_counts(conn, labels, totals, at))
+
+    async with ann.client(served.url) as a, bob.client(served.url) as b:
+        await a.call("conversation_create", name="side")
+        await b.call("conversation_join", name="side")
+        for n in range(3):
+            await a.send("#side", f"side {n}")
+        await asyncio.sleep(0.01)
+        settled = time.time()  # the three are older than this, the next one newer
+        await asyncio.sleep(0.01)
+        assert counts(time.time()) == {"#general": 0, "#side": 3}  # all in the tail
+        assert counts(settled + SETTLED_AFTER) == {"#general": 0, "#side": 3}  # all below
+        assert totals.below["#side"][1] == 3
+        await a.send("#side", "later")
+        assert counts(settled + SETTLED_AFTER) == {"#general": 0, "#side": 4}  # in the tail
+        # a horizon never moves back, and the step past the new one counts the later message
+        assert counts(settled) == {"#general": 0, "#side": 4}
+        assert counts(time.time() + SETTLED_AFTER) == {"#general": 0, "#side": 4}
+        assert totals.below["#side"][1] == 4

@@ -12,6 +12,8 @@ from typing import Any, TypeVar
 from meshhub.models import Message
 from meshhub.store import ConversationStats, InboxItem, ThreadSummary
 
+from .sqlite_conversations import ConversationTotals, conversation_stats
+
 T = TypeVar("T")
 LIVE_STATES = ("queued", "pushed", "delivered", "read")  # every delivery state but dead
 
@@ -81,54 +83,10 @@ def _page(rows: list[Any], viewer: str, conn: sqlite3.Connection) -> list[InboxI
     return items
 
 
-def _conversation_stats(conn: sqlite3.Connection, names: list[str],
-                        viewer: str) -> dict[str, ConversationStats]:
-    """Three grouped reads whatever the number of conversations: counts and newest ids from
-    ``messages_conversation``, the whispers among them from ``messages_whispers`` (few; the
-    ones not meant for the viewer are taken off), unread from the viewer's deliveries."""
-    labels = ["#" + n for n in names]
-    marks = ",".join("?" * len(labels))
-    stats = {n: ConversationStats(name=n) for n in names}
-    newest: dict[str, str] = {}
-    for label, count, last in conn.execute(
-            "SELECT conversation, COUNT(*), MAX(id) FROM messages "
-            f"WHERE conversation IN ({marks}) GROUP BY conversation", labels):
-        stats[label[1:]].messages, newest[label[1:]] = count, last
-    hidden: dict[str, list[str]] = {}
-    for label, message_id in conn.execute(
-            "SELECT m.conversation, m.id FROM messages m INDEXED BY messages_whispers "
-            f"WHERE m.conversation IN ({marks}) AND m.whisper_json != '[]' AND m.sender != ? "
-            "AND NOT EXISTS (SELECT 1 FROM deliveries d WHERE d.message_id = m.id "
-            "AND d.recipient = ?)", [*labels, viewer, viewer]):
-        stats[label[1:]].messages -= 1
-        hidden.setdefault(label[1:], []).append(message_id)
-    for name, last in newest.items():
-        stats[name].last_activity = _newest_time(conn, name, last, hidden.get(name, []))
-    for label, count in conn.execute(
-            "SELECT m.conversation, COUNT(*) FROM deliveries d JOIN messages m "
-            "ON m.id = d.message_id WHERE d.recipient = ? "
-            f"AND d.state IN ('queued','pushed','delivered') AND m.conversation IN ({marks}) "
-            "GROUP BY m.conversation", [viewer, *labels]):
-        stats[label[1:]].unread = count
-    return stats
-
-
-def _newest_time(conn: sqlite3.Connection, name: str, last: str,
-                 hidden: list[str]) -> float | None:
-    """When the newest message of ``#name`` the viewer may see was sent: ``last``'s time,
-    unless ``last`` is a whisper hidden from it (then the newest one that is not)."""
-    if last not in hidden:
-        row = conn.execute("SELECT created_at FROM messages WHERE id = ?", (last,)).fetchone()
-    else:
-        marks = ",".join("?" * len(hidden))
-        row = conn.execute(
-            f"SELECT created_at FROM messages WHERE conversation = ? AND id NOT IN ({marks}) "
-            "ORDER BY id DESC LIMIT 1", ["#" + name, *hidden]).fetchone()
-    return row[0] if row else None
-
-
 class MessageReads:
     """Mixed into :class:`~meshhub.builtins.sqlite_store.SQLiteStore`."""
+
+    _conversation_totals: ConversationTotals
 
     def _read(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         raise NotImplementedError
@@ -190,7 +148,8 @@ class MessageReads:
 
     async def conversation_stats(self, names: list[str],
                                  viewer: str) -> dict[str, ConversationStats]:
-        return self._read(lambda conn: _conversation_stats(conn, list(names), viewer))
+        totals = self._conversation_totals
+        return self._read(lambda conn: conversation_stats(conn, list(names), viewer, totals))
 
     async def unread_counts(self, recipient: str) -> dict[str, Any]:
         def run(conn: sqlite3.Connection) -> dict[str, Any]:
