@@ -51,6 +51,15 @@ def split_targets(to: str | list[str] | None) -> list[str]:
     return tokens
 
 
+def refuse_archived(hub: Hub, name: str) -> None:
+    """Nobody sends to an archived conversation (it stays readable)."""
+    conv = hub.directory.conversations.get(name)
+    if conv is not None and conv.archived:
+        raise InvalidRequest(f"#{conv.name} is archived: nothing can be sent to it; its "
+                             "creator or the hub's owner can reopen it with "
+                             f"conversation_unarchive #{conv.name}", code="archived")
+
+
 async def resolve_token(hub: Hub, token: str, sender: Peer) -> tuple[list[str], str]:
     """Recipients and conversation label for one token."""
     if hub.plugins.has_impls("meshhub_resolve_target"):
@@ -74,8 +83,7 @@ async def resolve_token(hub: Hub, token: str, sender: Peer) -> tuple[list[str], 
         return others, token
     if token.startswith("#"):
         conv = directory.conversation(token)
-        if conv.archived:
-            raise InvalidRequest(f"#{conv.name} is archived")
+        refuse_archived(hub, conv.name)
         await directory.join(conv, sender.key)
         return [k for k in sorted(conv.members) if k != sender.key], "#" + conv.name
     peer = directory.peers.get(token) if is_peer_key(token) else None
@@ -131,6 +139,8 @@ async def resolve(
         conversation = labels[0] if len(set(labels)) == 1 else "multi"
         target = ",".join(tokens)
     elif root is not None:
+        if root.conversation.startswith("#"):
+            refuse_archived(hub, root.conversation[1:])
         # a reply with no target goes to everyone in the thread but the replier
         conversation, target = root.conversation, f"thread:{root.id}"
         for key in [root.sender, *root.recipients]:

@@ -8,7 +8,7 @@ The core talks to storage only through :class:`Store`. The default engine is SQL
 from __future__ import annotations
 
 from collections.abc import Awaitable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
@@ -29,6 +29,7 @@ class StateChange:
     reason: str | None = None
 
 
+UNREAD_STATES: tuple[str, ...] = ("queued", "pushed", "delivered")  # not read yet, not dead
 CAPS: tuple[str, ...] = ("read", "send", "admin")  # each includes the ones before it
 
 
@@ -52,11 +53,40 @@ class TokenInfo:
 
 
 @dataclass
+class ThreadSummary:
+    """A thread root's replies as one viewer sees them: only the replies it sent or received
+    count, so a reply whispered to others is never counted and nobody learns it exists.
+    ``participants``: the keys of who replied, in the order of their first reply; ``unread``:
+    the replies to the viewer it has not read yet (its per-thread read cursor is the state of
+    its delivery rows)."""
+
+    root: str
+    replies: int = 0
+    last_reply_at: float | None = None
+    last_reply_by: str | None = None
+    participants: list[str] = field(default_factory=list)
+    unread: int = 0
+
+
+@dataclass
+class ConversationStats:
+    """A #conversation's figures as one viewer sees them: ``messages`` counts the
+    conversation's messages but the whispers not meant for the viewer, ``last_activity`` is the
+    time of the newest of those, ``unread`` the viewer's unread messages in it."""
+
+    name: str  # without the leading '#'
+    messages: int = 0
+    last_activity: float | None = None
+    unread: int = 0
+
+
+@dataclass
 class InboxItem:
     message: Message
     state: str
     mentioned: bool = False
     replies: int = 0
+    thread: ThreadSummary | None = None  # for a root with replies the reader can see
 
 
 class Store(Protocol):
@@ -151,7 +181,22 @@ class Store(Protocol):
         limit: int,
     ) -> list[InboxItem]: ...
 
-    async def thread(self, root_id: str, viewer: str) -> list[Message]: ...
+    async def thread(self, root_id: str, viewer: str) -> list[InboxItem]:
+        """A thread's root and the replies ``viewer`` sent or received, oldest first, each
+        with the viewer's delivery state (``sent`` for its own)."""
+        ...
+
+    async def thread_summaries(self, root_ids: list[str],
+                               viewer: str) -> dict[str, ThreadSummary]:
+        """The summaries of these thread roots as ``viewer`` sees them, in one grouped read;
+        roots without a reply the viewer can see are left out."""
+        ...
+
+    async def conversation_stats(self, names: list[str],
+                                 viewer: str) -> dict[str, ConversationStats]:
+        """:class:`ConversationStats` of these conversations (names without ``#``) for
+        ``viewer``, in a few grouped reads whatever their number."""
+        ...
 
     async def unread_counts(self, recipient: str) -> dict[str, Any]: ...
 

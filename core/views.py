@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from .models import Message, Peer
+    from .store import ThreadSummary
 
 SHAPE_VERSION = 1
 
@@ -37,6 +38,22 @@ def message_view(message: Message, peers: dict[str, Peer]) -> dict[str, Any]:
         "attachments": list(message.attachments),
         "data": message.data,
         "created_at": message.created_at,
+    }
+
+
+def thread_view(summary: ThreadSummary, root_sender: str,
+                peers: dict[str, Peer]) -> dict[str, Any]:
+    """A thread root's summary as its reader sees it (the ``threads`` beside ``messages``):
+    ``replies`` it can see, ``last_reply_at`` and ``last_reply_by`` (a name), ``participants``
+    (the root's sender, then whoever replied, by first reply) and its ``unread`` replies."""
+    return {
+        "replies": summary.replies,
+        "last_reply_at": summary.last_reply_at,
+        "last_reply_by": _names([summary.last_reply_by], peers)[0]
+        if summary.last_reply_by else None,
+        "participants": _names(list(dict.fromkeys([root_sender, *summary.participants])),
+                               peers),
+        "unread": summary.unread,
     }
 
 

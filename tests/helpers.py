@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 from aiohttp import web
 from nacl.signing import SigningKey
 
@@ -238,3 +239,17 @@ async def eventually(check: Any, timeout: float = 10.0) -> Any:
         if asyncio.get_running_loop().time() > deadline:
             raise TimeoutError("condition not reached in time")
         await asyncio.sleep(0.02)
+
+
+async def api_call(url: str, token: str, action: str, **params: Any) -> Any:
+    """``POST /api/<action>`` with a bearer token: the result, or the error object."""
+    async with aiohttp.ClientSession() as http, http.post(
+            f"{url}/api/{action}", json=params,
+            headers={"Authorization": f"Bearer {token}"}) as resp:
+        body = await resp.json()
+        return body["result"] if resp.status == 200 else body["error"]
+
+
+async def token_for(client: MeshClient, cap: str = "send") -> str:
+    """A new bearer token of the client's peer, with this cap."""
+    return str((await client.call("token_create", label="test", cap=cap))["token"])

@@ -3,9 +3,11 @@
 DEFAULT_PLUGINS: tuple[str, ...] = (
     "meshhub.builtins.sqlite_store",
     "meshhub.builtins.core_actions",
+    "meshhub.builtins.conversation_actions",
     "meshhub.builtins.admission_actions",
     "meshhub.builtins.hello_auth",
     "meshhub.builtins.reactions",
+    "meshhub.builtins.pins",
     "meshhub.builtins.approvals",
     "meshhub.builtins.surfaces",
     "meshhub.builtins.files_actions",

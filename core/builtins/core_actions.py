@@ -1,11 +1,11 @@
-"""The core actions: messaging, presence, groups, conversations and introspection.
+"""The core actions: messaging, threads, presence, groups and introspection (conversations
+are :mod:`meshhub.builtins.conversation_actions`).
 
 Each is defined once here and served on every surface (WebSocket, HTTP, MCP, CLI).
 """
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
 from typing import Annotated, Any, Literal
 
@@ -14,18 +14,18 @@ from pydantic import Field
 from meshhub import hookimpl
 from meshhub.actions import Action, ActionContext, action
 from meshhub.directory import check_group
-from meshhub.errors import Forbidden, InvalidRequest, NotFound
+from meshhub.errors import InvalidRequest, NotFound
 from meshhub.fields import (
     MAX_CLIENT_ID,
     MAX_GROUPS,
     MAX_NAMES,
     MAX_ROLE,
     MAX_SUMMARY,
-    MAX_TOPIC,
     TooLong,
 )
-from meshhub.models import STATUSES, Conversation
-from meshhub.store import StateChange
+from meshhub.models import STATUSES
+from meshhub.store import UNREAD_STATES, InboxItem, StateChange, ThreadSummary
+from meshhub.views import thread_view
 
 Target = Annotated[
     str | list[str] | None,
@@ -101,7 +101,8 @@ async def inbox(
     """Read messages addressed to you, oldest first.
 
     Beside ``messages``: ``unread`` (the ids that were unread before this call), ``mentioned``
-    (the ids that mention you) and ``replies`` (reply counts of the thread roots among them).
+    (the ids that mention you), ``threads`` (the summaries of the thread roots among them that
+    have replies you can see) and ``replies`` (their reply counts).
     """
     if not 1 <= limit <= 500:
         raise InvalidRequest("limit must be between 1 and 500")
@@ -124,7 +125,14 @@ async def inbox(
         "unread": [i.message.id for i in items if i.state != "read"],
         "mentioned": [i.message.id for i in items if i.mentioned],
         "replies": {i.message.id: i.replies for i in items if i.replies},
+        "threads": _threads(ctx, items),
     }
+
+
+def _threads(ctx: ActionContext, items: list[InboxItem]) -> dict[str, dict[str, Any]]:
+    peers = ctx.hub.directory.peers
+    return {i.message.id: thread_view(i.thread, i.message.sender, peers)
+            for i in items if i.thread is not None}
 
 
 @action(cap="read")
@@ -136,16 +144,31 @@ async def mark_read(
     return {"marked": marked}
 
 
-@action(read_only=True)
+@action(cap="read")
 async def thread(
-    ctx: ActionContext, root: Annotated[str, "id of the thread's root message"]
+    ctx: ActionContext,
+    root: Annotated[str, "id of the thread's root message"],
+    mark_read: Annotated[bool, "mark the messages shown as read"] = True,
 ) -> dict[str, Any]:
-    """A thread: its root message and every reply you can see, oldest first."""
-    messages = await ctx.hub.store.thread(root, ctx.peer.key)
-    if not messages or messages[0].id != root:
+    """A thread: its root message and every reply you can see, oldest first, with its
+    ``summary`` (as in ``history``'s ``threads``) and ``unread``: the ids that were unread
+    before this call. Reading a thread marks what it shows read, unless ``mark_read`` is
+    false: its ``unread`` count (here and in ``check``'s ``by_thread``) goes to 0."""
+    items = await ctx.hub.store.thread(root, ctx.peer.key)
+    if not items or items[0].message.id != root:
         raise NotFound(f"no thread {root} that you can see")
-    return {"root": ctx.hub.message_view(messages[0]),
-            "replies": [ctx.hub.message_view(m) for m in messages[1:]]}
+    me = ctx.peer.key
+    unread = [i.message.id for i in items if i.state in UNREAD_STATES]
+    summary = (await ctx.hub.store.thread_summaries([root], me)).get(root)
+    if mark_read and unread:
+        await ctx.hub.store.advance([StateChange(mid, me, "read") for mid in unread])
+        if summary is not None:
+            summary.unread = 0
+    view = thread_view(summary or ThreadSummary(root), items[0].message.sender,
+                       ctx.hub.directory.peers)
+    return {"root": ctx.hub.message_view(items[0].message),
+            "replies": [ctx.hub.message_view(i.message) for i in items[1:]],
+            "summary": view, "unread": unread}
 
 
 @action(cap="read")
@@ -187,8 +210,9 @@ async def history(
     (or the page before/after a message id), oldest first. Marks nothing read.
 
     Beside ``messages``: ``more`` (there are older ones; newer ones with ``after``),
-    ``unread`` and ``mentioned`` (ids, as in ``inbox``) and ``replies`` (reply counts of the
-    thread roots among them)."""
+    ``unread`` and ``mentioned`` (ids, as in ``inbox``), ``threads`` (the summaries of the
+    thread roots among them that have replies) and ``replies`` (their reply counts). By
+    default replies are left out: a conversation reads as its roots, each with its summary."""
     if not 1 <= limit <= 500:
         raise InvalidRequest("limit must be between 1 and 500")
     if before and after:
@@ -214,9 +238,10 @@ async def history(
     return {
         "messages": [ctx.hub.message_view(i.message) for i in items],
         "more": more,
-        "unread": [i.message.id for i in items if i.state in ("queued", "pushed", "delivered")],
+        "unread": [i.message.id for i in items if i.state in UNREAD_STATES],
         "mentioned": [i.message.id for i in items if i.mentioned],
         "replies": {i.message.id: i.replies for i in items if i.replies},
+        "threads": _threads(ctx, items),
     }
 
 
@@ -300,72 +325,6 @@ async def leave_group(ctx: ActionContext, group: Annotated[str, "group name"]) -
 
 
 @action(read_only=True)
-async def conversations(ctx: ActionContext) -> list[dict[str, Any]]:
-    """List conversations, with whether you are a member."""
-    peers = ctx.hub.directory.peers
-    out = []
-    for conv in sorted(ctx.hub.directory.conversations.values(), key=lambda c: c.name):
-        view = conv.public()
-        view["members"] = [peers[k].name for k in view["members"] if k in peers]
-        view["joined"] = ctx.peer.key in conv.members
-        out.append(view)
-    return out
-
-
-@action()
-async def conversation_create(
-    ctx: ActionContext,
-    name: Annotated[str, "conversation name, with or without #"],
-    topic: Annotated[str, "what it is about", Field(max_length=MAX_TOPIC)] = "",
-) -> dict[str, Any]:
-    """Create a #conversation and join it."""
-    bare = name.lstrip("#").lower()
-    check_group(bare, "name")
-    if bare in ctx.hub.directory.conversations:
-        raise InvalidRequest(f"#{bare} already exists; join it instead", code="exists")
-    conv = Conversation(name=bare, topic=topic, created_by=ctx.peer.key, created_at=time.time())
-    await ctx.hub.directory.save_conversation(conv)
-    await ctx.hub.directory.join(conv, ctx.peer.key)
-    return conv.public()
-
-
-@action()
-async def conversation_join(
-    ctx: ActionContext, name: Annotated[str, "conversation name"]
-) -> dict[str, Any]:
-    """Join a #conversation."""
-    conv = ctx.hub.directory.conversation(name)
-    await ctx.hub.directory.join(conv, ctx.peer.key)
-    return conv.public()
-
-
-@action()
-async def conversation_leave(
-    ctx: ActionContext, name: Annotated[str, "conversation name"]
-) -> dict[str, Any]:
-    """Leave a #conversation."""
-    conv = ctx.hub.directory.conversation(name)
-    if not await ctx.hub.directory.leave(conv, ctx.peer.key):
-        raise NotFound(f"you are not in #{conv.name}")
-    return conv.public()
-
-
-@action()
-async def conversation_topic(
-    ctx: ActionContext,
-    name: Annotated[str, "conversation name"],
-    topic: Annotated[str, "the new topic", Field(max_length=MAX_TOPIC)],
-) -> dict[str, Any]:
-    """Set a #conversation's topic (members only)."""
-    conv = ctx.hub.directory.conversation(name)
-    if ctx.peer.key not in conv.members and not ctx.is_admin:
-        raise Forbidden(f"join #{conv.name} to set its topic")
-    conv.topic = topic
-    await ctx.hub.directory.save_conversation(conv)
-    return conv.public()
-
-
-@action(read_only=True)
 async def plugins_list(ctx: ActionContext) -> list[dict[str, Any]]:
     """The hub's plugins: version, source, hooks, what they registered, status and error."""
     return ctx.hub.plugins.table()
@@ -398,9 +357,7 @@ async def hub_stats(ctx: ActionContext) -> dict[str, Any]:
 
 ALL: list[Action] = [
     whoami, peers, send, inbox, mark_read, thread, check, message_status, set_status,
-    set_summary, join_group, leave_group, conversations, conversation_create, conversation_join,
-    conversation_leave, conversation_topic, plugins_list, connectors, actions, hub_stats,
-    history,
+    set_summary, join_group, leave_group, plugins_list, connectors, actions, hub_stats, history,
 ]
 
 

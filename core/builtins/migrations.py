@@ -239,3 +239,12 @@ def m012_members_and_invites_to_records(db: Database) -> None:
             "revoked_at": revoked_at, "created_at": created_at}, created_at=created_at)
     db.execute("DROP TABLE members")
     db.execute("DROP TABLE invites")
+
+
+@core_migrations()
+def m014_whispers_by_conversation(db: Database) -> None:
+    """The whispers of a conversation, found without reading its other messages: a
+    conversation's message count leaves out those not meant for the reader. Partial, so a
+    plain send writes no entry."""
+    db.execute("CREATE INDEX messages_whispers ON messages (conversation, id) "
+               "WHERE whisper_json != '[]'")

@@ -10,7 +10,9 @@ from collections.abc import Callable
 from typing import Any, TypeVar
 
 from meshhub.models import Message
-from meshhub.store import InboxItem
+from meshhub.store import ConversationStats, InboxItem, ThreadSummary
+
+from .sqlite_conversations import ConversationTotals, conversation_stats
 
 T = TypeVar("T")
 LIVE_STATES = ("queued", "pushed", "delivered", "read")  # every delivery state but dead
@@ -41,29 +43,50 @@ def _message_from_row(row: sqlite3.Row | tuple[Any, ...]) -> Message:
     )
 
 
-def _reply_counts(conn: sqlite3.Connection, ids: list[str], viewer: str) -> dict[str, int]:
-    """How many replies ``viewer`` can see (sent or received) under each of the given thread
-    roots: a whispered reply to others is not counted, so nobody learns it exists. For a page
-    of messages only (a subquery in the select list would run for every matching row before
-    the sort)."""
+def _thread_summaries(conn: sqlite3.Connection, ids: list[str],
+                      viewer: str) -> dict[str, ThreadSummary]:
+    """The summaries of the thread roots among ``ids`` as ``viewer`` sees them: one grouped
+    read of the replies it sent or received (``messages_reply_to``), grouped by root and
+    replier. For a page of messages only (a subquery per root would run once per row)."""
     if not ids:
         return {}
     marks = ",".join("?" * len(ids))
-    return dict(conn.execute(
-        f"SELECT reply_to, COUNT(*) FROM messages m WHERE reply_to IN ({marks}) "
-        "AND (m.sender = ? OR EXISTS (SELECT 1 FROM deliveries d WHERE d.message_id = m.id "
-        "AND d.recipient = ?)) GROUP BY reply_to", [*ids, viewer, viewer],
-    ).fetchall())
+    rows = conn.execute(
+        "SELECT m.reply_to, m.sender, COUNT(*), MIN(m.id), MAX(m.id), MAX(m.created_at), "
+        "SUM(d.state IN ('queued','pushed','delivered')) FROM messages m "
+        "LEFT JOIN deliveries d ON d.message_id = m.id AND d.recipient = ? "
+        f"WHERE m.reply_to IN ({marks}) AND (m.sender = ? OR d.recipient IS NOT NULL) "
+        "GROUP BY m.reply_to, m.sender ORDER BY m.reply_to, MIN(m.id)",
+        [viewer, *ids, viewer],
+    ).fetchall()
+    out: dict[str, ThreadSummary] = {}
+    newest: dict[str, str] = {}
+    for root, sender, count, _first, last, last_at, unread in rows:
+        summary = out.setdefault(root, ThreadSummary(root=root))
+        summary.replies += count
+        summary.unread += unread or 0
+        summary.participants.append(sender)
+        if last > newest.get(root, ""):
+            newest[root] = last
+            summary.last_reply_at, summary.last_reply_by = last_at, sender
+    return out
 
 
 def _page(rows: list[Any], viewer: str, conn: sqlite3.Connection) -> list[InboxItem]:
-    replies = _reply_counts(conn, [r[0] for r in rows], viewer)
-    return [InboxItem(message=_message_from_row(r[:15]), state=r[15], mentioned=bool(r[16]),
-                      replies=replies.get(r[0], 0)) for r in rows]
+    threads = _thread_summaries(conn, [r[0] for r in rows if r[9] is None], viewer)
+    items = []
+    for r in rows:
+        summary = threads.get(r[0])
+        items.append(InboxItem(message=_message_from_row(r[:15]), state=r[15],
+                               mentioned=bool(r[16]),
+                               replies=summary.replies if summary else 0, thread=summary))
+    return items
 
 
 class MessageReads:
     """Mixed into :class:`~meshhub.builtins.sqlite_store.SQLiteStore`."""
+
+    _conversation_totals: ConversationTotals
 
     def _read(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         raise NotImplementedError
@@ -104,17 +127,29 @@ class MessageReads:
 
         return self._read(run)
 
-    async def thread(self, root_id: str, viewer: str) -> list[Message]:
-        def run(conn: sqlite3.Connection) -> list[Message]:
+    async def thread(self, root_id: str, viewer: str) -> list[InboxItem]:
+        def run(conn: sqlite3.Connection) -> list[InboxItem]:
+            cols = ", ".join("m." + c.strip() for c in _MESSAGE_COLUMNS.split(","))
             rows = conn.execute(
-                f"SELECT {_MESSAGE_COLUMNS} FROM messages m WHERE (m.id = ? OR m.reply_to = ?) "
-                "AND (m.sender = ? OR EXISTS (SELECT 1 FROM deliveries d "
-                "WHERE d.message_id = m.id AND d.recipient = ?)) ORDER BY m.id",
-                (root_id, root_id, viewer, viewer),
+                f"SELECT {cols}, COALESCE(d.state, 'sent'), COALESCE(d.mentioned, 0) "
+                "FROM messages m LEFT JOIN deliveries d ON d.message_id = m.id "
+                "AND d.recipient = ? WHERE (m.id = ? OR m.reply_to = ?) "
+                "AND (m.sender = ? OR d.recipient IS NOT NULL) ORDER BY m.id",
+                (viewer, root_id, root_id, viewer),
             ).fetchall()
-            return [_message_from_row(r) for r in rows]
+            return [InboxItem(message=_message_from_row(r[:15]), state=r[15],
+                              mentioned=bool(r[16])) for r in rows]
 
         return self._read(run)
+
+    async def thread_summaries(self, root_ids: list[str],
+                               viewer: str) -> dict[str, ThreadSummary]:
+        return self._read(lambda conn: _thread_summaries(conn, list(root_ids), viewer))
+
+    async def conversation_stats(self, names: list[str],
+                                 viewer: str) -> dict[str, ConversationStats]:
+        totals = self._conversation_totals
+        return self._read(lambda conn: conversation_stats(conn, list(names), viewer, totals))
 
     async def unread_counts(self, recipient: str) -> dict[str, Any]:
         def run(conn: sqlite3.Connection) -> dict[str, Any]:

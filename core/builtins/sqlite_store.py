@@ -32,6 +32,7 @@ from meshhub.records import Collection
 from meshhub.store import StateChange
 
 from .migrations import core_migrations
+from .sqlite_conversations import ConversationTotals
 from .sqlite_members import MemberTables
 from .sqlite_reads import _MESSAGE_COLUMNS, MessageReads, _message_from_row
 from .sqlite_records import RecordTables, ensure_schema
@@ -77,6 +78,7 @@ class SQLiteStore(MessageReads, MemberTables, RecordTables):
         self.synchronous = synchronous
         self._queue: queue.SimpleQueue[list[_Op] | None] = queue.SimpleQueue()
         self._handoff: list[_Op] = []  # submitted this loop turn, not yet with the thread
+        self._conversation_totals = ConversationTotals()
         self._thread: threading.Thread | None = None
         self._conn: sqlite3.Connection | None = None
         self._reader: sqlite3.Connection | None = None
