@@ -57,5 +57,12 @@ def for_json(value: Any) -> str:
     """``value`` as compact JSON text fit to show (a tool result a person may read): non-ASCII
     text stays readable, but every control, bidi and lone surrogate character is a ``\\uXXXX``
     escape, so the text parses back to exactly ``value`` and does nothing to a screen."""
-    text = json.dumps(value, separators=(",", ":"), ensure_ascii=False, default=str)
+    return json_for_screen(json.dumps(value, separators=(",", ":"), ensure_ascii=False,
+                                      default=str))
+
+
+def json_for_screen(text: str) -> str:
+    """JSON ``text`` (from any encoder that escapes C0 controls, as JSON requires) with DEL,
+    C1, bidi and lone surrogate characters written as ``\\uXXXX``: it parses back to the same
+    value and does nothing to a screen."""
     return _UNSAFE_IN_JSON.sub(_json_escape, text)

@@ -11,11 +11,13 @@ to several kinds of target, and ``dm+ann+bob`` for the direct messages of one pa
 ``[whisper: names]``: the files are the hub owner's (0600 in a 0700 directory), like the
 database.
 
-Files rotate by size (``[logs]`` ``max_bytes``, ``backups``), with the standard library's
-:class:`~logging.handlers.RotatingFileHandler`. They are written by one writer thread fed by a
-queue: a write, a rotation or a slow disk never holds the event loop, so a send never waits on
-a log. The hook only builds the message's public view (the peer names are read on the loop,
-where they change) and puts it on the queue; formatting and writing happen in the thread. A
+Files rotate by size (``[logs]`` ``max_bytes``, ``backups``), as the standard library's
+:class:`~logging.handlers.RotatingFileHandler` rotates them (:class:`RotatingFile`). They are
+written by one writer thread fed by a :class:`queue.Queue`: a write, a rotation or a slow disk
+never holds the event loop, so a send never waits on a log. The hook only builds the message's
+public view (the peer names are read on the loop, where they change) and puts it on the
+queue; formatting and writing happen in the thread, everything queued at once, one write per
+file (a send's cost is the few microseconds of the view and of the CPU the thread takes). A
 queue that grows past :data:`MAX_PENDING` (a disk far slower than the sends) drops lines and
 says so in the hub's log, rather than holding memory or slowing sends.
 """
@@ -23,6 +25,7 @@ says so in the hub's log, rather than holding memory or slowing sends.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime
 import hashlib
 import io
@@ -33,13 +36,12 @@ import re
 import threading
 import weakref
 from collections import OrderedDict
-from logging.handlers import RotatingFileHandler
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from meshhub import hookimpl
+from meshhub import codec, hookimpl
 from meshhub.config import ConfigError
-from meshhub.sanitize import for_json, for_terminal
+from meshhub.sanitize import for_terminal, json_for_screen
 
 if TYPE_CHECKING:
     from meshhub.hub import Hub
@@ -50,7 +52,8 @@ log = logging.getLogger(__name__)
 DEFAULT_MAX_BYTES = 10 * 1024 * 1024
 DEFAULT_BACKUPS = 5
 MAX_PENDING = 100_000
-MAX_OPEN = 64  # conversations whose files stay open; the least recently written are closed
+MAX_OPEN = 128  # files kept open; the least recently written are closed
+MAX_BATCH = 1000  # queued messages written at once
 MAX_STEM = 120
 _SAFE_STEM = re.compile(r"^[A-Za-z0-9@+][A-Za-z0-9_.@+-]*$")
 
@@ -97,26 +100,54 @@ def _one(value: str) -> str:
     return for_terminal(str(value), one_line=True)
 
 
-class PrivateRotatingFile(RotatingFileHandler):
-    """A rotating file only its owner can read: created 0600 (the rotated names keep it)."""
+class RotatingFile:
+    """An append-only file only its owner can read (0600), renamed ``.1`` (the older ones moving
+    up, ``backups`` kept) before a write would take it past ``max_bytes``: what the standard
+    library's :class:`~logging.handlers.RotatingFileHandler` does, for a batch of lines at once
+    (that handler formats, locks, checks and flushes per line: about 30 us a line here, against
+    about 2 us for a batch's write)."""
 
-    def _open(self) -> io.TextIOWrapper:
-        fd = os.open(self.baseFilename, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
-        return open(fd, "a", encoding="utf-8")
+    def __init__(self, path: Path, max_bytes: int, backups: int) -> None:
+        self.path, self.max_bytes, self.backups = path, max_bytes, backups
+        self.file = self._open()
+        self.size = os.fstat(self.file.fileno()).st_size
 
-    def handleError(self, record: logging.LogRecord) -> None:
-        log.warning("cannot write the conversation log %s", self.baseFilename, exc_info=True)
+    def _open(self) -> io.BufferedWriter:
+        fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        return open(fd, "ab")
+
+    def write(self, lines: list[bytes]) -> None:
+        """Append ``lines`` (each ending in a newline), rotating where the size says so; a line
+        longer than ``max_bytes`` gets a file of its own."""
+        for line in lines:
+            if self.size and self.size + len(line) > self.max_bytes:
+                self.rotate()
+            self.file.write(line)
+            self.size += len(line)
+        self.file.flush()
+
+    def rotate(self) -> None:
+        self.file.close()
+        for n in range(self.backups - 1, 0, -1):
+            older = self.path.with_name(f"{self.path.name}.{n}")
+            if older.exists():
+                os.replace(older, self.path.with_name(f"{self.path.name}.{n + 1}"))
+        os.replace(self.path, self.path.with_name(f"{self.path.name}.1"))
+        self.file, self.size = self._open(), 0
+
+    def close(self) -> None:
+        self.file.close()
 
 
 class LogWriter:
-    """The writer thread of one hub: writes queued message views to their files."""
+    """The writer thread of one hub: writes queued message views to their files, a batch (all
+    that is queued) at a time."""
 
     def __init__(self, root: Path, max_bytes: int, backups: int) -> None:
         self.root, self.max_bytes, self.backups = root, max_bytes, backups
         self.pending: queue.Queue[tuple[dict[str, Any], list[str]] | None] = queue.Queue(
             MAX_PENDING)
-        self.open: OrderedDict[str, tuple[RotatingFileHandler, RotatingFileHandler]] = (
-            OrderedDict())
+        self.open: OrderedDict[str, RotatingFile] = OrderedDict()
         self.dropped = 0
         self.thread = threading.Thread(target=self._run, name="meshhub-conversation-logs",
                                        daemon=True)
@@ -143,37 +174,45 @@ class LogWriter:
         self.thread.join()
 
     def _run(self) -> None:
-        while (item := self.pending.get()) is not None:
-            view, stems = item
+        running = True
+        while running:
+            batch = [self.pending.get()]
+            with contextlib.suppress(queue.Empty):
+                while len(batch) < MAX_BATCH:
+                    batch.append(self.pending.get_nowait())
+            running = None not in batch
+            self._write([item for item in batch if item is not None])
+        for file in self.open.values():
+            file.close()
+
+    def _write(self, batch: list[tuple[dict[str, Any], list[str]]]) -> None:
+        lines: dict[str, list[bytes]] = {}
+        for view, stems in batch:
             try:
-                line = log_line(view)
-                as_json = for_json(view)
-                for stem in stems:
-                    text_file, json_file = self._files(stem)
-                    text_file.emit(logging.makeLogRecord({"msg": line}))
-                    json_file.emit(logging.makeLogRecord({"msg": as_json}))
+                text = (log_line(view) + "\n").encode(errors="surrogatepass")
+                as_json = (json_for_screen(codec.dumps(view)) + "\n").encode()
             except Exception:
                 log.exception("cannot log message %s", view.get("id"))
-        for pair in self.open.values():
-            for handler in pair:
-                handler.close()
+                continue
+            for stem in stems:
+                lines.setdefault(stem + ".log", []).append(text)
+                lines.setdefault(stem + ".jsonl", []).append(as_json)
+        for name, chunk in lines.items():
+            try:
+                self._file(name).write(chunk)
+            except OSError as exc:
+                log.warning("cannot write the conversation log %s: %s", name, exc)
+                self.open.pop(name, None)
 
-    def _files(self, stem: str) -> tuple[RotatingFileHandler, RotatingFileHandler]:
-        files = self.open.get(stem)
-        if files is None:
-            files = self.open[stem] = (self._handler(stem + ".log"),
-                                       self._handler(stem + ".jsonl"))
+    def _file(self, name: str) -> RotatingFile:
+        file = self.open.get(name)
+        if file is None:
+            file = self.open[name] = RotatingFile(self.root / name, self.max_bytes,
+                                                  self.backups)
             while len(self.open) > MAX_OPEN:
-                for handler in self.open.popitem(last=False)[1]:
-                    handler.close()
-        self.open.move_to_end(stem)
-        return files
-
-    def _handler(self, name: str) -> RotatingFileHandler:
-        handler = PrivateRotatingFile(self.root / name, maxBytes=self.max_bytes,
-                                      backupCount=self.backups, encoding="utf-8")
-        handler.setFormatter(logging.Formatter("%(message)s"))
-        return handler
+                self.open.popitem(last=False)[1].close()
+        self.open.move_to_end(name)
+        return file
 
 
 _writers: weakref.WeakKeyDictionary[Hub, LogWriter] = weakref.WeakKeyDictionary()
