@@ -5,17 +5,23 @@ Telegram."""
 from __future__ import annotations
 
 import asyncio
-from typing import get_args
+import os
+import subprocess
+from pathlib import Path
+from typing import Any, get_args
 
 import aiohttp
 import pytest
 
+from meshhub.client import MeshClient
 from meshhub.errors import InvalidRequest, MeshError, TooLarge
 from meshhub.kinds import KIND_NAMES, KINDS, Kind, body_of, prepare
 from meshhub.render import to_text
+from meshhub_mcp.context import parse_status
 
 from .fakes.telegram_api import TgUser
-from .helpers import collect
+from .helpers import Identity, collect
+from .test_mcp import mcp_params, stdio_session
 
 ANN = TgUser(5101, "Ann", "Smith", username="ann_s")
 
@@ -155,3 +161,64 @@ async def test_telegram_shows_the_fields_and_no_approval_buttons(tg_hub, tmp_pat
     assert "Question: Ship &lt;it&gt; today?" in out["text"]
     assert "Expected answer: yes or no" in out["text"]
     assert "reply_markup" not in out or not out["reply_markup"]
+
+
+def _git(repo: Path, *args: str) -> None:
+    subprocess.run(["git", "-C", str(repo), *args], check=True, capture_output=True,
+                   env={**os.environ, "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t",
+                        "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@t"})
+
+
+async def _decision_from(session_dir: Path, ann: Identity, hub_url: str, b: MeshClient,
+                         **env: str) -> dict[str, Any]:
+    """The data of a decision the session in ``session_dir`` sends bob."""
+    params = mcp_params(ann, hub_url, "--name", "ann-s", **env)
+    params.cwd = session_dir
+    async with stdio_session(params) as s:
+        await s.call("mesh_set_summary", summary="wiring the parser")
+        await s.call("mesh_send", to="bob", kind="decision",
+                     data={"decision": "ship", "rationale": "green"})
+        await s.call("mesh_send", to="bob", text="plain words")
+        decision, plain = await collect(b, 2)
+    assert plain["data"] is None and decision["kind"] == "decision"
+    assert decision["text"] == "Decision: ship\nRationale: green"
+    return dict(decision["data"])
+
+
+async def test_hub_mcp_attaches_a_context_snapshot(inproc, people, tmp_path):
+    hub = await inproc()
+    ann, bob = people("ann", "bob")
+    repo = tmp_path / "repo"
+    (repo / "sub").mkdir(parents=True)
+    _git(repo, "init", "-q", "-b", "main")
+    (repo / "a.txt").write_text("one")
+    _git(repo, "add", "a.txt")
+    _git(repo, "commit", "-q", "-m", "first")
+    _git(repo, "checkout", "-q", "-b", "feature/x")
+    (repo / "a.txt").write_text("two")
+    (repo / "sub" / "b_c.py").write_text("new")
+    plain = tmp_path / "plain"
+    plain.mkdir()
+    no_git = tmp_path / "bin-without-git"
+    no_git.mkdir()
+    async with bob.client(hub.url) as b:
+        data = await _decision_from(repo, ann, hub.url, b)
+        context = data.pop("context")
+        assert data == {"decision": "ship", "rationale": "green"}
+        assert context.pop("changed_files") in (["a.txt", "sub/b_c.py"], ["sub/b_c.py", "a.txt"])
+        assert context == {"cwd": str(repo), "branch": "feature/x",
+                           "summary": "wiring the parser"}
+        outside = (await _decision_from(plain, ann, hub.url, b))["context"]
+        assert outside == {"cwd": str(plain), "summary": "wiring the parser"}
+        without = (await _decision_from(repo, ann, hub.url, b, PATH=str(no_git)))["context"]
+        assert without == {"cwd": str(repo), "summary": "wiring the parser"}
+
+
+@pytest.mark.parametrize(("output", "branch", "paths"), [
+    (b"## main...origin/main [ahead 1]\0 M a.py\0R  new.py\0old.py\0?? b c.txt\0",
+     "main", ["a.py", "new.py", "b c.txt"]),
+    (b"## No commits yet on trunk\0A  x\0", "trunk", ["x"]),
+    (b"## HEAD (no branch)\0", "HEAD", []),
+])
+def test_git_status_is_read_with_renames_and_odd_branches(output, branch, paths):
+    assert parse_status(output) == (branch, paths)
