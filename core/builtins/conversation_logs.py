@@ -72,7 +72,8 @@ def file_stem(conversation: str, pair: tuple[str, str] | None = None) -> str:
     if _SAFE_STEM.match(stem) and len(stem) <= MAX_STEM:
         return stem
     digest = hashlib.sha256(stem.encode(errors="surrogatepass")).hexdigest()[:8]
-    return re.sub(r"[^A-Za-z0-9_.@+-]", "_", stem)[:MAX_STEM].lstrip(".") + "-" + digest
+    # "_" first: never a hidden file, nor one a command takes for an option
+    return "_" + re.sub(r"[^A-Za-z0-9_.@+-]", "_", stem)[:MAX_STEM] + "-" + digest
 
 
 def log_line(view: dict[str, Any]) -> str:
