@@ -154,3 +154,10 @@ def test_settings_are_checked():
                       ({"conversations": "no"}, "conversations")):
         with pytest.raises(ConfigError, match=word):
             settings(bad)
+
+
+def test_a_long_text_is_cut_in_the_log_line_only():
+    view = {"id": "01", "from": "ann", "to": "bob", "kind": "text", "whisper": [],
+            "reply_to": None, "priority": "next", "attachments": [],
+            "text": "y" * 5000, "created_at": 0.0}
+    assert log_line(view).endswith("y" * 4000 + " [... 1000 more characters in the .jsonl]")

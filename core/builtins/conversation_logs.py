@@ -3,8 +3,9 @@
 
 Each conversation has two files: ``<name>.log``, one readable line per message (UTC time, id,
 sender, target, kind, text with terminal control sequences made visible and newlines written
-as ``\\n``, so a line is a message and ``grep`` finds it whole), and ``<name>.jsonl``, the one
-public message shape (docs/protocol.md) per line. Names: ``general`` for ``#general``,
+as ``\\n``, so a line is a message and ``grep`` finds it whole; a text past
+:data:`MAX_LINE_CHARS` is cut there), and ``<name>.jsonl``, the one public message shape
+(docs/protocol.md) per line, whole. Names: ``general`` for ``#general``,
 ``@backend`` for ``@backend`` (``/`` becomes ``+``), ``@all`` for ``*``, ``+multi`` for a send
 to several kinds of target, and ``dm+ann+bob`` for the direct messages of one pair of peers
 (a direct message to several peers is written to each pair's file). A whisper is marked
@@ -41,7 +42,7 @@ from typing import TYPE_CHECKING, Any
 
 from meshhub import codec, hookimpl
 from meshhub.config import ConfigError
-from meshhub.sanitize import for_terminal, json_for_screen
+from meshhub.sanitize import for_terminal, json_bytes_for_screen
 
 if TYPE_CHECKING:
     from meshhub.hub import Hub
@@ -55,6 +56,7 @@ MAX_PENDING = 100_000
 MAX_OPEN = 128  # files kept open; the least recently written are closed
 MAX_BATCH = 1000  # queued messages written at once
 MAX_STEM = 120
+MAX_LINE_CHARS = 4000  # of a text in the .log; the .jsonl has it whole
 _SAFE_STEM = re.compile(r"^[A-Za-z0-9@+][A-Za-z0-9_.@+-]*$")
 
 
@@ -92,9 +94,12 @@ def log_line(view: dict[str, Any]) -> str:
     files = ", ".join(str(a.get("name")) for a in view["attachments"] if isinstance(a, dict))
     if files:
         parts.append(f"[files: {_one(files)}]")
+    text = str(view["text"])
+    cut = f" [... {len(text) - MAX_LINE_CHARS} more characters in the .jsonl]" \
+        if len(text) > MAX_LINE_CHARS else ""
     # a backslash doubled first, so the escapes below are the only single ones
-    text = for_terminal(str(view["text"]).replace("\\", "\\\\"))
-    return " ".join(parts) + ": " + text.replace("\n", "\\n").replace("\t", "\\t")
+    text = for_terminal(text[:MAX_LINE_CHARS].replace("\\", "\\\\"))
+    return " ".join(parts) + ": " + text.replace("\n", "\\n").replace("\t", "\\t") + cut
 
 
 def _one(value: str) -> str:
@@ -191,7 +196,7 @@ class LogWriter:
         for view, stems in batch:
             try:
                 text = (log_line(view) + "\n").encode(errors="surrogatepass")
-                as_json = (json_for_screen(codec.dumps(view)) + "\n").encode()
+                as_json = json_bytes_for_screen(codec.dumps_line(view))
             except Exception:
                 log.exception("cannot log message %s", view.get("id"))
                 continue
