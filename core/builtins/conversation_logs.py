@@ -14,11 +14,12 @@ database.
 
 Files rotate by size (``[logs]`` ``max_bytes``, ``backups``), as the standard library's
 :class:`~logging.handlers.RotatingFileHandler` rotates them (:class:`RotatingFile`). They are
-written by one writer thread fed by a :class:`queue.Queue`: a write, a rotation or a slow disk
-never holds the event loop, so a send never waits on a log. The hook only builds the message's
-public view (the peer names are read on the loop, where they change) and puts it on the
-queue; formatting and writing happen in the thread, everything queued at once, one write per
-file (a send's cost is the few microseconds of the view and of the CPU the thread takes). A
+written by one writer thread fed by a :class:`queue.SimpleQueue`: a write, a rotation or a
+slow disk never holds the event loop, so a send never waits on a log. The hook only builds the
+message's public view (the peer names are read on the loop, where they change) and puts it on
+the queue; formatting and writing happen in the thread, which wakes, lets messages gather for
+:data:`GATHER_SECONDS` and writes them all, one write per file: on a busy hub it takes the
+interpreter's lock a few times a second, not once a message. A
 queue that grows past :data:`MAX_PENDING` (a disk far slower than the sends) drops lines and
 says so in the hub's log, rather than holding memory or slowing sends.
 """
@@ -35,6 +36,7 @@ import os
 import queue
 import re
 import threading
+import time
 import weakref
 from collections import OrderedDict
 from pathlib import Path
@@ -54,7 +56,8 @@ DEFAULT_MAX_BYTES = 10 * 1024 * 1024
 DEFAULT_BACKUPS = 5
 MAX_PENDING = 100_000
 MAX_OPEN = 128  # files kept open; the least recently written are closed
-MAX_BATCH = 1000  # queued messages written at once
+MAX_BATCH = 5000  # queued messages written at once
+GATHER_SECONDS = 0.05
 MAX_STEM = 120
 MAX_LINE_CHARS = 4000  # of a text in the .log; the .jsonl has it whole
 _SAFE_STEM = re.compile(r"^[A-Za-z0-9@+][A-Za-z0-9_.@+-]*$")
@@ -151,8 +154,8 @@ class LogWriter:
 
     def __init__(self, root: Path, max_bytes: int, backups: int) -> None:
         self.root, self.max_bytes, self.backups = root, max_bytes, backups
-        self.pending: queue.Queue[tuple[dict[str, Any], list[str]] | None] = queue.Queue(
-            MAX_PENDING)
+        self.pending: queue.SimpleQueue[tuple[dict[str, Any], list[str]] | None] = (
+            queue.SimpleQueue())
         self.open: OrderedDict[str, RotatingFile] = OrderedDict()
         self.dropped = 0
         self.thread = threading.Thread(target=self._run, name="meshhub-conversation-logs",
@@ -165,9 +168,9 @@ class LogWriter:
 
     def put(self, view: dict[str, Any], stems: list[str]) -> None:
         """Queue a message for its files; never blocks (a full queue drops it, and says so)."""
-        try:
-            self.pending.put_nowait((view, stems))
-        except queue.Full:
+        if self.pending.qsize() < MAX_PENDING:
+            self.pending.put((view, stems))
+        else:
             self.dropped += 1
             if self.dropped == 1 or self.dropped % 1000 == 0:
                 log.warning("conversation logs fall behind: %d message(s) not logged",
@@ -183,6 +186,7 @@ class LogWriter:
         running = True
         while running:
             batch = [self.pending.get()]
+            time.sleep(GATHER_SECONDS)  # let a busy hub's messages gather: fewer, larger writes
             with contextlib.suppress(queue.Empty):
                 while len(batch) < MAX_BATCH:
                     batch.append(self.pending.get_nowait())
