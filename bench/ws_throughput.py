@@ -552,7 +552,7 @@ def bench(args: argparse.Namespace) -> dict[str, Any]:
     out: dict[str, Any] = {
         "config": {k: getattr(args, k) for k in (
             "peers", "messages", "size", "window", "client_procs", "rate", "half_rate",
-            "rate_seconds", "sqlite_synchronous", "timeout")},
+            "rate_seconds", "sqlite_synchronous", "no_conversation_logs", "timeout")},
         "cpus": os.cpu_count(),
         "goals": GOALS,
     }
@@ -563,9 +563,13 @@ def bench(args: argparse.Namespace) -> dict[str, Any]:
         # -- the hub ------------------------------------------------------------------------
         home = root / "hub"
         home.mkdir(mode=0o700)
+        config = ""
         if args.sqlite_synchronous:
-            (home / "config.toml").write_text(
-                f'[hub]\nsqlite_synchronous = "{args.sqlite_synchronous}"\n')
+            config += f'[hub]\nsqlite_synchronous = "{args.sqlite_synchronous}"\n'
+        if args.no_conversation_logs:
+            config += "[logs]\nconversations = false\n"
+        if config:
+            (home / "config.toml").write_text(config)
         env = {k: v for k, v in os.environ.items() if not k.startswith("MESHHUB_")}
         env["MESHHUB_HOME"] = str(home)
         # each peer pipelines its sends as fast as the hub takes them: past the per-member
@@ -713,6 +717,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="approximate length of the paced phase")
     p.add_argument("--sqlite-synchronous", choices=["FULL", "NORMAL", "OFF"], default=None,
                    help="override the hub's sqlite_synchronous (default: the hub's, FULL)")
+    p.add_argument("--no-conversation-logs", action="store_true",
+                   help="run the hub with [logs] conversations = false (their cost on sends)")
     p.add_argument("--skip-baseline", action="store_true", help="hub phases only")
     p.add_argument("--timeout", type=float, default=300.0, help="global time limit (s)")
     p.add_argument("--profile-pause", type=float, default=0.0,

@@ -27,6 +27,11 @@ def dumps(value: Any) -> str:
     return orjson.dumps(value, option=_OPTIONS).decode()
 
 
+def dumps_line(value: Any) -> bytes:
+    """``value`` as one line of compact JSON, UTF-8, ending in a newline (a ``.jsonl`` line)."""
+    return orjson.dumps(value, option=_OPTIONS | orjson.OPT_APPEND_NEWLINE)
+
+
 def loads(text: str | bytes) -> Any:
     return orjson.loads(text)
 

@@ -47,6 +47,9 @@ def for_terminal(text: str, *, one_line: bool = False) -> str:
     ``one_line``: newlines and tabs become spaces too (a table cell, a name)."""
     safe = _UNSAFE.sub(_visible, text.replace("\r\n", "\n"))
     return safe.replace("\n", " ").replace("\t", " ") if one_line else safe
+# the same characters in UTF-8 (JSON text from an encoder that refuses lone surrogates)
+_UNSAFE_IN_JSON_UTF8 = re.compile(rb"\x7f|\xc2[\x80-\x9f]|\xd8\x9c|\xe2\x80[\x8e\x8f\xaa-\xae]"
+                                  rb"|\xe2\x81[\xa6-\xa9]")
 
 
 def _json_escape(match: re.Match[str]) -> str:
@@ -59,3 +62,13 @@ def for_json(value: Any) -> str:
     escape, so the text parses back to exactly ``value`` and does nothing to a screen."""
     text = json.dumps(value, separators=(",", ":"), ensure_ascii=False, default=str)
     return _UNSAFE_IN_JSON.sub(_json_escape, text)
+
+
+def _json_escape_utf8(match: re.Match[bytes]) -> bytes:
+    return f"\\u{ord(match.group().decode()):04x}".encode()
+
+
+def json_bytes_for_screen(text: bytes) -> bytes:
+    """UTF-8 JSON ``text`` (as orjson writes it) made as safe to show as :func:`for_json`'s:
+    DEL, C1 and bidi characters written as ``\\uXXXX``; it parses back to the same value."""
+    return _UNSAFE_IN_JSON_UTF8.sub(_json_escape_utf8, text)

@@ -41,6 +41,7 @@ from .errors import (
 )
 from .fields import MAX_CONNECTOR, MAX_GROUPS, MAX_ROLE, check_length
 from .hub import WS_CONNECTORS, Hub
+from .kinds import prepare
 from .limits import GuardedRunner, account
 from .models import PEER_KINDS, Peer
 from .openapi import openapi_document
@@ -302,7 +303,9 @@ async def _handle_frame(hub: Hub, conn: Connection, frame: dict[str, Any]) -> No
             action = hub.actions.get("send")
             check_allowed(ctx, action)
             args = action.validate(params)
-            text = args.pop("text")
+            # the send action's own check and text for a structured kind, on this path too
+            text, args["data"] = prepare(args["kind"], args["data"], args.pop("text"),
+                                         hub.config.max_body_bytes)
             pending = await hub.prepare_send(conn.peer, args.pop("to"), text, **args)
             # counted at 1 KiB at least, so a flood of tiny sends is held back as well
             settled = conn.send_started(max(len(text), 1024))

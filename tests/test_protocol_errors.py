@@ -173,7 +173,9 @@ async def test_http_api_requires_a_token_and_follows_openapi(hub, people):
         assert "/api/send" in doc["paths"] and "/api/peers" in doc["paths"]
         schema = doc["paths"]["/api/send"]["post"]["requestBody"]["content"][
             "application/json"]["schema"]
-        assert schema["required"] == ["text"]
+        # text is optional since a structured kind's text is made from its fields
+        assert {"text", "kind", "data"} <= schema["properties"].keys()
+        assert schema["properties"]["kind"]["default"] == "text"
 
 
 async def test_every_oversized_http_body_is_413_too_large_naming_the_limit(hub, people):

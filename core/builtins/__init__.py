@@ -13,5 +13,6 @@ DEFAULT_PLUGINS: tuple[str, ...] = (
     "meshhub.builtins.files_actions",
     "meshhub.builtins.shared_state",
     "meshhub.builtins.memories",
+    "meshhub.builtins.conversation_logs",
     "meshhub.bridge.pairing",
 )

@@ -23,6 +23,7 @@ from meshhub.fields import (
     MAX_SUMMARY,
     TooLong,
 )
+from meshhub.kinds import FIELDS_HELP, Kind, prepare
 from meshhub.models import STATUSES
 from meshhub.store import UNREAD_STATES, InboxItem, StateChange, ThreadSummary
 from meshhub.views import thread_view
@@ -69,7 +70,8 @@ async def peers(
 @action()
 async def send(
     ctx: ActionContext,
-    text: Annotated[str, "the message (Markdown welcome)"],
+    text: Annotated[str, "the message (Markdown welcome); with a structured kind, optional "
+                    "words shown after its fields"] = "",
     to: Target = None,
     reply_to: Annotated[str | None, "id of a thread's root message to reply to"] = None,
     priority: Annotated[Literal["now", "next", "low"], "now = urgent, next = normal, low = FYI"]
@@ -80,11 +82,19 @@ async def send(
                        Field(max_length=MAX_NAMES)] = None,
     client_id: Annotated[str | None, "your id for this send; a resend with it is a no-op",
                          Field(max_length=MAX_CLIENT_ID)] = None,
+    kind: Annotated[Kind, "text, or a structured kind whose fields (all required) go in "
+                    "data: " + FIELDS_HELP] = "text",
+    data: Annotated[dict[str, Any] | None, "a structured kind's fields, e.g. {\"decision\": "
+                    "\"...\", \"rationale\": \"...\"}"] = None,
 ) -> dict[str, Any]:
-    """Send a message. The result's ``id`` means it is stored and will be delivered."""
+    """Send a message. The result's ``id`` means it is stored and will be delivered.
+
+    A structured ``kind`` keeps its checked fields in the message's ``data`` and gets a text
+    made from them, so every surface shows it readably."""
+    body, fields = prepare(kind, data, text, ctx.hub.config.max_body_bytes)
     return await ctx.hub.send(
-        ctx.peer, to, text, reply_to=reply_to, priority=priority, mentions=mentions,
-        whisper=whisper, client_id=client_id,
+        ctx.peer, to, body, reply_to=reply_to, priority=priority, mentions=mentions,
+        whisper=whisper, client_id=client_id, kind=kind, data=fields,
     )
 
 

@@ -15,7 +15,8 @@ unreachable returns an error result saying so. Arriving messages are written as 
 notifications (see :mod:`.push`) and acked only after that; so are changes of the shared state
 the session follows (``--state``). Claude Code's tool-permission
 prompts are relayed to the member's people (see :mod:`.permissions`), unless
-``MESHHUB_PERMISSION_RELAY=off``.
+``MESHHUB_PERMISSION_RELAY=off``. A structured message the session sends carries a snapshot
+of its working directory (see :mod:`.context`).
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ from meshhub.client import SHUT_OUT_CODES
 from meshhub.config import load_config
 from meshhub.errors import AuthFailed, MeshError
 
+from .context import ContextSnapshot
 from .hook_server import HookServer
 from .permissions import PermissionRelay
 from .push import Pusher, StateNotices
@@ -72,6 +74,7 @@ class StdioSession:
         self._first_look = asyncio.Event()  # ...and, if it worked, the hub's tools are in
         self._state = "starting"  # "up", "down" or "refused" once known
         self._refusal = ""
+        self.context = ContextSnapshot()
         self.relay = PermissionRelay(self.client.call, self.client.connected)
         self.hooks = HookServer(opts.home, opts.name, self.client.call,
                                 self.client.connected.is_set, self.relay.hook_event)
@@ -184,9 +187,18 @@ class StdioSession:
         await self.connected()
 
         async def invoke(act: str, params: dict[str, Any]) -> Any:
-            return await self.client.call(act, **params)
+            if act == "send":
+                params = await self.context.attach(params, self._summary())
+            result = await self.client.call(act, **params)
+            if act == "set_summary" and isinstance(result, dict):
+                self.client.peer["summary"] = result.get("summary", "")
+            return result
 
         return await run_tool(invoke, action, args)
+
+    def _summary(self) -> str:
+        """The session's one-line summary, as the hub last told it."""
+        return str(self.client.peer.get("summary") or "")
 
     async def _ack(self, ids: list[str], state: str) -> None:
         # the WS ack frame records "delivered"; reads are the model's own mesh_inbox calls

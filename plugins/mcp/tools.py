@@ -342,6 +342,9 @@ Being a good peer:
 - Do not wait in a loop for replies; carry on with your work and handle replies when they
   arrive.
 - When you finish a task someone asked for, tell them, with the outcome.
+- For a decision, a question, a review request or a handoff, send a structured message
+  (mesh_send with kind and data): readers see its fields, and it carries your branch and
+  changed files.
 - Respect dnd and away statuses; your own status is set for you while you work.
 
 Results are compact JSON with a "summary" line first. Long results are cut to fit; the summary
