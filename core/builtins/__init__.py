@@ -9,5 +9,6 @@ DEFAULT_PLUGINS: tuple[str, ...] = (
     "meshhub.builtins.approvals",
     "meshhub.builtins.surfaces",
     "meshhub.builtins.files_actions",
+    "meshhub.builtins.search_actions",
     "meshhub.bridge.pairing",
 )

@@ -239,3 +239,22 @@ def m012_members_and_invites_to_records(db: Database) -> None:
             "revoked_at": revoked_at, "created_at": created_at}, created_at=created_at)
     db.execute("DROP TABLE members")
     db.execute("DROP TABLE invites")
+
+
+@core_migrations()
+def m013_message_search(db: Database) -> None:
+    """The full-text index of message bodies (:mod:`meshhub.builtins.sqlite_search`). Empty
+    here: a hub with many messages would wait for it at start; the background indexer fills
+    it from ``high_water`` on, a batch at a time."""
+    db.execute("CREATE TABLE message_search_rows (row INTEGER PRIMARY KEY, "
+               "id TEXT NOT NULL UNIQUE)")
+    # what the index reads: each indexed message's body, without the two snippet marks
+    db.execute("CREATE VIEW message_search_text AS SELECT r.row AS row, "
+               "replace(replace(m.body, char(2), ' '), char(3), ' ') AS body "
+               "FROM message_search_rows r JOIN messages m ON m.id = r.id")
+    db.execute("CREATE VIRTUAL TABLE message_search USING fts5(body, "
+               "content='message_search_text', content_rowid='row', "
+               "tokenize='porter unicode61 remove_diacritics 2')")
+    db.execute("CREATE TABLE message_search_state (id INTEGER PRIMARY KEY CHECK (id = 1), "
+               "high_water TEXT NOT NULL)")
+    db.execute("INSERT INTO message_search_state (id, high_water) VALUES (1, '')")

@@ -1,0 +1,178 @@
+"""The SQLite engine's message search: an FTS5 index of message bodies, filled off the send path.
+
+Layout (migration ``m013``): ``messages`` is a ``WITHOUT ROWID`` table keyed by text ids, and
+FTS5 links its rows by integer rowid, so ``message_search_rows`` gives each indexed message a
+row number (``row INTEGER PRIMARY KEY``, ``id UNIQUE``). The FTS5 table is an *external
+content* table over the view ``message_search_text`` (row number, body): it keeps the index
+only, not a second copy of every body, yet ``snippet()`` works, because FTS5 reads the body
+back through the view when it quotes it. (A contentless table cannot quote, and one with an
+``UNINDEXED`` id column stores every body twice.) Tokenizer: ``porter unicode61
+remove_diacritics 2``, as the record search uses.
+
+Off the hot path: ``insert_message`` does not touch the index. A background task indexes, a
+batch per writer operation, the messages stored after the persisted high-water mark
+(``message_search_state.high_water``), and a search first runs the same pass for everything not
+indexed yet, through the writer, so it comes after every write acknowledged before it.
+
+Ids sort by the time they were made, but one made ahead of its send (an approval card) may
+be stored after a later one. So the mark only moves up to ids ``SETTLE_MS`` old, and the pass
+takes every message above the mark that has no row number yet (``id UNIQUE`` answers that):
+a message stored late is indexed all the same, and none twice.
+
+A mixin of :class:`meshhub.builtins.sqlite_store.SQLiteStore`, like
+:mod:`meshhub.builtins.sqlite_records`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import sqlite3
+import time
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+from meshhub.records import search_terms
+from meshhub.store import MARK_END, MARK_START, MessageHit
+
+from .sqlite_reads import _MESSAGE_COLUMNS, _message_from_row
+from .sqlite_records import match_expression
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+BATCH = 2000  # messages per writer operation: long enough to index fast, short for the sends
+IDLE_SECONDS = 1.0  # between background passes once caught up
+SETTLE_MS = 5000  # how late a message may be stored after its id was made
+
+
+def _settled(now: float) -> str:
+    """The lowest id that may still be made: ids made ``SETTLE_MS`` ago and before are final."""
+    return f"{max(int(now * 1000) - SETTLE_MS, 0):012x}"
+
+
+def index_pass(conn: sqlite3.Connection, limit: int, upto: str | None, now: float) -> int:
+    """Index up to ``limit`` messages above the high-water mark (below ``upto`` if given) that
+    have no row number yet, oldest first; move the mark; return how many were indexed."""
+    high = conn.execute("SELECT high_water FROM message_search_state WHERE id = 1").fetchone()[0]
+    last = conn.execute("SELECT COALESCE(MAX(row), 0) FROM message_search_rows").fetchone()[0]
+    args: dict[str, Any] = {"high": high, "upto": upto, "limit": limit}
+    below = " AND m.id < :upto" if upto is not None else ""
+    added = conn.execute(
+        "INSERT INTO message_search_rows (id) SELECT m.id FROM messages m WHERE m.id > :high"
+        f"{below} AND NOT EXISTS (SELECT 1 FROM message_search_rows r WHERE r.id = m.id) "
+        "ORDER BY m.id LIMIT :limit", args).rowcount
+    if added:
+        conn.execute("INSERT INTO message_search (rowid, body) SELECT row, body FROM "
+                     "message_search_text WHERE row > ?", (last,))
+    # everything up to the last id taken is indexed (or everything, when the batch was not
+    # full); the mark moves there, but never past ids that may still be stored late
+    covered = _settled(now)
+    if added == limit:
+        newest = conn.execute("SELECT id FROM message_search_rows ORDER BY row DESC "
+                              "LIMIT 1").fetchone()[0]
+        covered = min(covered, newest + "\x00")  # the id itself is indexed
+    mark = conn.execute("SELECT MAX(id) FROM messages WHERE id > ? AND id < ?",
+                        (high, covered)).fetchone()[0]
+    if mark is not None:
+        conn.execute("UPDATE message_search_state SET high_water = ? WHERE id = 1", (mark,))
+    return int(added)
+
+
+def _filters(conversation: str | None, partner: str | None, sender: str | None,
+             since: float | None, until: float | None, kinds: list[str] | None,
+             params: dict[str, Any]) -> str:
+    where = ""
+    if conversation is not None:
+        where += " AND m.conversation = :conversation"
+    if partner is not None:  # as history: what the partner sent me, what I sent the partner
+        where += (" AND m.conversation = 'dm' AND ((m.sender = :partner AND d.recipient IS NOT "
+                  "NULL) OR (m.sender = :me AND EXISTS (SELECT 1 FROM deliveries p WHERE "
+                  "p.message_id = m.id AND p.recipient = :partner)))")
+    if sender is not None:
+        where += " AND m.sender = :sender"
+    if since is not None:
+        where += " AND m.created_at >= :since"
+    if until is not None:
+        where += " AND m.created_at < :until"
+    if kinds is not None:
+        names = [f"kind{i}" for i in range(len(kinds))]
+        params.update(zip(names, kinds, strict=True))
+        where += f" AND m.kind IN ({', '.join(':' + n for n in names) or 'NULL'})"
+    return where
+
+
+class MessageSearch:
+    """Mixed into :class:`~meshhub.builtins.sqlite_store.SQLiteStore`."""
+
+    _indexer: asyncio.Task[None] | None = None
+
+    async def _call(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        raise NotImplementedError
+
+    def _read(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        raise NotImplementedError
+
+    def _start_indexer(self) -> None:
+        self._indexer = asyncio.get_running_loop().create_task(self._index_in_background())
+
+    async def _stop_indexer(self) -> None:
+        if self._indexer is not None:
+            self._indexer.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._indexer
+            self._indexer = None
+
+    async def _index_in_background(self) -> None:
+        """Index settled messages a batch at a time; right away while there is a backlog (a
+        hub upgraded with many messages), every ``IDLE_SECONDS`` once caught up."""
+        while True:
+            try:
+                added = await self._call(
+                    lambda conn: index_pass(conn, BATCH, _settled(time.time()), time.time()))
+            except Exception:  # logged; the next pass tries again
+                log.exception("message search indexing failed")
+                added = 0
+            await asyncio.sleep(0.005 if added == BATCH else IDLE_SECONDS)
+
+    async def search_catch_up(self) -> None:
+        """Index every message stored so far (a batch per writer operation, so sends go on
+        meanwhile); a search runs this first."""
+        while await self._call(lambda conn: index_pass(conn, BATCH, None, time.time())) == BATCH:
+            pass
+
+    async def search_messages(
+        self,
+        viewer: str,
+        query: str,
+        *,
+        conversation: str | None,
+        partner: str | None,
+        sender: str | None,
+        since: float | None,
+        until: float | None,
+        kinds: list[str] | None,
+        limit: int,
+    ) -> list[MessageHit]:
+        terms = search_terms(query)
+        if not terms:
+            return []
+        await self.search_catch_up()
+        params: dict[str, Any] = {
+            "me": viewer, "match": match_expression(" ".join(terms)), "partner": partner,
+            "conversation": conversation, "sender": sender, "since": since, "until": until,
+            "limit": limit, "start": MARK_START, "end": MARK_END}
+        cols = ", ".join("m." + c.strip() for c in _MESSAGE_COLUMNS.split(","))
+        sql = (
+            f"SELECT {cols}, COALESCE(d.state, 'sent'), bm25(message_search), "
+            "snippet(message_search, 0, :start, :end, '…', 16) FROM message_search "
+            "JOIN message_search_rows r ON r.row = message_search.rowid "
+            "JOIN messages m ON m.id = r.id "
+            "LEFT JOIN deliveries d ON d.message_id = m.id AND d.recipient = :me "
+            "WHERE message_search MATCH :match AND (m.sender = :me OR d.recipient IS NOT NULL) "
+            "AND COALESCE(d.state, '') != 'dead'"
+            f"{_filters(conversation, partner, sender, since, until, kinds, params)} "
+            "ORDER BY bm25(message_search), m.id LIMIT :limit")
+        rows = self._read(lambda conn: conn.execute(sql, params).fetchall())
+        return [MessageHit(message=_message_from_row(r[:15]), state=r[15], score=-float(r[16]),
+                           snippet=r[17]) for r in rows]
