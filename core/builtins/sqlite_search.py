@@ -7,7 +7,11 @@ content* table over the view ``message_search_text`` (row number, body): it keep
 only, not a second copy of every body, yet ``snippet()`` works, because FTS5 reads the body
 back through the view when it quotes it. (A contentless table cannot quote, and one with an
 ``UNINDEXED`` id column stores every body twice.) Tokenizer: ``porter unicode61
-remove_diacritics 2``, as the record search uses.
+remove_diacritics 2``, as the record search uses. Beside ``body`` the index holds ``who``: the
+keys of the sender and the recipients. A search requires the viewer's key there, so FTS5 reads
+only the viewer's share of the matches (its posting lists are intersected inside the index)
+rather than joining every message that holds the words to its deliveries; the delivery row is
+still checked for what is left (a dead row hides a message).
 
 Off the hot path: ``insert_message`` does not touch the index. A background task indexes, a
 batch per writer operation, the messages stored after the persisted high-water mark
@@ -63,8 +67,8 @@ def index_pass(conn: sqlite3.Connection, limit: int, upto: str | None, now: floa
         f"{below} AND NOT EXISTS (SELECT 1 FROM message_search_rows r WHERE r.id = m.id) "
         "ORDER BY m.id LIMIT :limit", args).rowcount
     if added:
-        conn.execute("INSERT INTO message_search (rowid, body) SELECT row, body FROM "
-                     "message_search_text WHERE row > ?", (last,))
+        conn.execute("INSERT INTO message_search (rowid, body, who) SELECT row, body, who "
+                     "FROM message_search_text WHERE row > ?", (last,))
     # everything up to the last id taken is indexed (or everything, when the batch was not
     # full); the mark moves there, but never past ids that may still be stored late
     covered = _settled(now)
@@ -158,13 +162,17 @@ class MessageSearch:
         if not terms:
             return []
         await self.search_catch_up()
+        # the viewer's key among the words: the index intersects the body's matches with the
+        # messages the viewer sent or received, instead of every message holding the words
+        match = f"body : ({match_expression(' '.join(terms))}) AND who : " \
+            + " AND who : ".join(match_expression(key) for key in (viewer, partner) if key)
         params: dict[str, Any] = {
-            "me": viewer, "match": match_expression(" ".join(terms)), "partner": partner,
+            "me": viewer, "match": match, "partner": partner,
             "conversation": conversation, "sender": sender, "since": since, "until": until,
             "limit": limit, "start": MARK_START, "end": MARK_END}
         cols = ", ".join("m." + c.strip() for c in _MESSAGE_COLUMNS.split(","))
         sql = (
-            f"SELECT {cols}, COALESCE(d.state, 'sent'), bm25(message_search), "
+            f"SELECT {cols}, COALESCE(d.state, 'sent'), bm25(message_search, 1.0, 0.0), "
             "snippet(message_search, 0, :start, :end, '…', 16) FROM message_search "
             "JOIN message_search_rows r ON r.row = message_search.rowid "
             "JOIN messages m ON m.id = r.id "
@@ -172,7 +180,7 @@ class MessageSearch:
             "WHERE message_search MATCH :match AND (m.sender = :me OR d.recipient IS NOT NULL) "
             "AND COALESCE(d.state, '') != 'dead'"
             f"{_filters(conversation, partner, sender, since, until, kinds, params)} "
-            "ORDER BY bm25(message_search), m.id LIMIT :limit")
+            "ORDER BY bm25(message_search, 1.0, 0.0), m.id LIMIT :limit")
         rows = self._read(lambda conn: conn.execute(sql, params).fetchall())
         return [MessageHit(message=_message_from_row(r[:15]), state=r[15], score=-float(r[16]),
                            snippet=r[17]) for r in rows]
