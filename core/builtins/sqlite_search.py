@@ -13,6 +13,16 @@ only the viewer's share of the matches (its posting lists are intersected inside
 rather than joining every message that holds the words to its deliveries; the delivery row is
 still checked for what is left (a dead row hides a message).
 
+Ranking: FTS5's ``bm25()`` counts, for every query, how many messages hold each word (its
+IDF), reading the word's whole posting list: with a million messages a common word cost a
+search about 100 ms. So a search takes the newest ``RANKED`` matches the viewer may see (the
+index hands them out newest first and stops there) and ranks those by BM25 in a scratch FTS5
+index of their bodies alone (in memory, same tokenizer), which also quotes the snippets. Every
+one of them holds every word, so the IDF is the same for each and the order is BM25's
+(density of the words, length of the body); ties go to the newest. A word found in more than
+``RANKED`` of the viewer's messages ranks the newest of them; narrower words, a conversation,
+a sender or a time range reach older ones.
+
 Off the hot path: ``insert_message`` does not touch the index. A background task indexes, a
 batch per writer operation, the messages stored after the persisted high-water mark
 (``message_search_state.high_water``), and a search first runs the same pass for everything not
@@ -48,6 +58,11 @@ T = TypeVar("T")
 BATCH = 2000  # messages per writer operation: long enough to index fast, short for the sends
 IDLE_SECONDS = 1.0  # between background passes once caught up
 SETTLE_MS = 5000  # how late a message may be stored after its id was made
+RANKED = 100  # a search ranks the newest this many matches the viewer may see
+
+
+def _unmarked(body: str) -> str:
+    return body.replace(MARK_START, " ").replace(MARK_END, " ")
 
 
 def _settled(now: float) -> str:
@@ -110,6 +125,7 @@ class MessageSearch:
     """Mixed into :class:`~meshhub.builtins.sqlite_store.SQLiteStore`."""
 
     _indexer: asyncio.Task[None] | None = None
+    _scratch: sqlite3.Connection | None = None
 
     async def _call(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         raise NotImplementedError
@@ -126,6 +142,9 @@ class MessageSearch:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._indexer
             self._indexer = None
+        if self._scratch is not None:
+            self._scratch.close()
+            self._scratch = None
 
     async def _index_in_background(self) -> None:
         """Index settled messages a batch at a time; right away while there is a backlog (a
@@ -162,25 +181,45 @@ class MessageSearch:
         if not terms:
             return []
         await self.search_catch_up()
+        words = match_expression(" ".join(terms))
         # the viewer's key among the words: the index intersects the body's matches with the
         # messages the viewer sent or received, instead of every message holding the words
-        match = f"body : ({match_expression(' '.join(terms))}) AND who : " \
+        match = f"body : ({words}) AND who : " \
             + " AND who : ".join(match_expression(key) for key in (viewer, partner) if key)
         params: dict[str, Any] = {
-            "me": viewer, "match": match, "partner": partner,
-            "conversation": conversation, "sender": sender, "since": since, "until": until,
-            "limit": limit, "start": MARK_START, "end": MARK_END}
+            "me": viewer, "match": match, "partner": partner, "conversation": conversation,
+            "sender": sender, "since": since, "until": until, "window": RANKED}
         cols = ", ".join("m." + c.strip() for c in _MESSAGE_COLUMNS.split(","))
         sql = (
-            f"SELECT {cols}, COALESCE(d.state, 'sent'), bm25(message_search, 1.0, 0.0), "
-            "snippet(message_search, 0, :start, :end, '…', 16) FROM message_search "
+            f"SELECT {cols}, COALESCE(d.state, 'sent') FROM message_search "
             "JOIN message_search_rows r ON r.row = message_search.rowid "
             "JOIN messages m ON m.id = r.id "
             "LEFT JOIN deliveries d ON d.message_id = m.id AND d.recipient = :me "
             "WHERE message_search MATCH :match AND (m.sender = :me OR d.recipient IS NOT NULL) "
             "AND COALESCE(d.state, '') != 'dead'"
             f"{_filters(conversation, partner, sender, since, until, kinds, params)} "
-            "ORDER BY bm25(message_search, 1.0, 0.0), m.id LIMIT :limit")
+            "ORDER BY message_search.rowid DESC LIMIT :window")
         rows = self._read(lambda conn: conn.execute(sql, params).fetchall())
-        return [MessageHit(message=_message_from_row(r[:15]), state=r[15], score=-float(r[16]),
-                           snippet=r[17]) for r in rows]
+        return [MessageHit(message=_message_from_row(rows[i][:15]), state=rows[i][15],
+                           score=score, snippet=snippet)
+                for i, score, snippet in self._rank(rows, words, limit)]
+
+    def _rank(self, rows: list[Any], words: str, limit: int) -> list[tuple[int, float, str]]:
+        """(position in ``rows``, score, snippet) of the best ``limit`` of ``rows`` for
+        ``words``: BM25 and a snippet by FTS5 itself, in a scratch index of these bodies
+        alone (see the module's docstring)."""
+        if not rows:
+            return []
+        if self._scratch is None:
+            self._scratch = sqlite3.connect(":memory:", isolation_level=None,
+                                            check_same_thread=False)
+            self._scratch.execute("CREATE VIRTUAL TABLE ranked USING fts5(body, tokenize="
+                                  "'porter unicode61 remove_diacritics 2')")
+        conn = self._scratch
+        conn.execute("DELETE FROM ranked")
+        conn.executemany("INSERT INTO ranked (rowid, body) VALUES (?, ?)",
+                         [(i, _unmarked(r[4])) for i, r in enumerate(rows)])
+        return [(int(i), -float(score), snippet) for i, score, snippet in conn.execute(
+            "SELECT rowid, bm25(ranked), snippet(ranked, 0, ?, ?, '…', 16) FROM ranked "
+            "WHERE ranked MATCH ? ORDER BY bm25(ranked), rowid LIMIT ?",
+            (MARK_START, MARK_END, words, limit))]
