@@ -2,7 +2,9 @@
 
 Layout (migration ``m013``): ``messages`` is a ``WITHOUT ROWID`` table keyed by text ids, and
 FTS5 links its rows by integer rowid, so ``message_search_rows`` gives each indexed message a
-row number (``row INTEGER PRIMARY KEY``, ``id UNIQUE``). The FTS5 table is an *external
+row number (``row INTEGER PRIMARY KEY``, ``id UNIQUE``), counting down: the newest message
+has the lowest, so FTS5 hands out the newest matches first in its ascending order (it reads
+descending order about twice as slowly). The FTS5 table is an *external
 content* table over the view ``message_search_text`` (row number, body): it keeps the index
 only, not a second copy of every body, yet ``snippet()`` works, because FTS5 reads the body
 back through the view when it quotes it. (A contentless table cannot quote, and one with an
@@ -55,7 +57,7 @@ from .sqlite_records import match_expression
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
-BATCH = 2000  # messages per writer operation: long enough to index fast, short for the sends
+BATCH = 1000  # messages per writer operation: long enough to index fast, short for the sends
 IDLE_SECONDS = 1.0  # between background passes once caught up
 SETTLE_MS = 5000  # how late a message may be stored after its id was made
 RANKED = 100  # a search ranks the newest this many matches the viewer may see
@@ -74,21 +76,24 @@ def index_pass(conn: sqlite3.Connection, limit: int, upto: str | None, now: floa
     """Index up to ``limit`` messages above the high-water mark (below ``upto`` if given) that
     have no row number yet, oldest first; move the mark; return how many were indexed."""
     high = conn.execute("SELECT high_water FROM message_search_state WHERE id = 1").fetchone()[0]
-    last = conn.execute("SELECT COALESCE(MAX(row), 0) FROM message_search_rows").fetchone()[0]
-    args: dict[str, Any] = {"high": high, "upto": upto, "limit": limit}
+    first = conn.execute("SELECT COALESCE(MIN(row), 0) FROM message_search_rows").fetchone()[0]
+    args: dict[str, Any] = {"high": high, "upto": upto, "limit": limit, "first": first}
     below = " AND m.id < :upto" if upto is not None else ""
+    # row numbers count down: the newest message has the lowest, so the index hands out the
+    # newest matches first in its own (ascending) order, which it reads fastest
     added = conn.execute(
-        "INSERT INTO message_search_rows (id) SELECT m.id FROM messages m WHERE m.id > :high"
+        "INSERT INTO message_search_rows (row, id) SELECT :first - ROW_NUMBER() OVER "
+        "(ORDER BY id), id FROM (SELECT m.id FROM messages m WHERE m.id > :high"
         f"{below} AND NOT EXISTS (SELECT 1 FROM message_search_rows r WHERE r.id = m.id) "
-        "ORDER BY m.id LIMIT :limit", args).rowcount
+        "ORDER BY m.id LIMIT :limit)", args).rowcount
     if added:
         conn.execute("INSERT INTO message_search (rowid, body, who) SELECT row, body, who "
-                     "FROM message_search_text WHERE row > ?", (last,))
+                     "FROM message_search_text WHERE row < ?", (first,))
     # everything up to the last id taken is indexed (or everything, when the batch was not
     # full); the mark moves there, but never past ids that may still be stored late
     covered = _settled(now)
     if added == limit:
-        newest = conn.execute("SELECT id FROM message_search_rows ORDER BY row DESC "
+        newest = conn.execute("SELECT id FROM message_search_rows ORDER BY row "
                               "LIMIT 1").fetchone()[0]
         covered = min(covered, newest + "\x00")  # the id itself is indexed
     mark = conn.execute("SELECT MAX(id) FROM messages WHERE id > ? AND id < ?",
@@ -96,6 +101,14 @@ def index_pass(conn: sqlite3.Connection, limit: int, upto: str | None, now: floa
     if mark is not None:
         conn.execute("UPDATE message_search_state SET high_water = ? WHERE id = 1", (mark,))
     return int(added)
+
+
+def _behind(conn: sqlite3.Connection) -> bool:
+    """Whether a stored message is not indexed yet."""
+    return conn.execute(
+        "SELECT 1 FROM messages m WHERE m.id > (SELECT high_water FROM message_search_state "
+        "WHERE id = 1) AND NOT EXISTS (SELECT 1 FROM message_search_rows r WHERE r.id = m.id) "
+        "LIMIT 1").fetchone() is not None
 
 
 def _filters(conversation: str | None, partner: str | None, sender: str | None,
@@ -147,20 +160,27 @@ class MessageSearch:
             self._scratch = None
 
     async def _index_in_background(self) -> None:
-        """Index settled messages a batch at a time; right away while there is a backlog (a
-        hub upgraded with many messages), every ``IDLE_SECONDS`` once caught up."""
+        """Index settled messages a batch at a time: while there is a backlog (a hub upgraded
+        with many messages), after a pause as long as the batch took; every ``IDLE_SECONDS``
+        once caught up."""
         while True:
+            started = time.perf_counter()
             try:
                 added = await self._call(
                     lambda conn: index_pass(conn, BATCH, _settled(time.time()), time.time()))
             except Exception:  # logged; the next pass tries again
                 log.exception("message search indexing failed")
                 added = 0
-            await asyncio.sleep(0.005 if added == BATCH else IDLE_SECONDS)
+            # a backlog takes at most about half the writer's time: sends keep the rest
+            took = time.perf_counter() - started
+            await asyncio.sleep(took if added == BATCH else IDLE_SECONDS)
 
     async def search_catch_up(self) -> None:
         """Index every message stored so far (a batch per writer operation, so sends go on
-        meanwhile); a search runs this first."""
+        meanwhile); a search runs this first. The read connection sees every write that was
+        acknowledged: when it finds nothing left to index, the writer is not asked."""
+        if not self._read(_behind):
+            return
         while await self._call(lambda conn: index_pass(conn, BATCH, None, time.time())) == BATCH:
             pass
 
@@ -198,7 +218,7 @@ class MessageSearch:
             "WHERE message_search MATCH :match AND (m.sender = :me OR d.recipient IS NOT NULL) "
             "AND COALESCE(d.state, '') != 'dead'"
             f"{_filters(conversation, partner, sender, since, until, kinds, params)} "
-            "ORDER BY message_search.rowid DESC LIMIT :window")
+            "ORDER BY message_search.rowid LIMIT :window")
         rows = self._read(lambda conn: conn.execute(sql, params).fetchall())
         return [MessageHit(message=_message_from_row(rows[i][:15]), state=rows[i][15],
                            score=score, snippet=snippet)
@@ -216,10 +236,13 @@ class MessageSearch:
             self._scratch.execute("CREATE VIRTUAL TABLE ranked USING fts5(body, tokenize="
                                   "'porter unicode61 remove_diacritics 2')")
         conn = self._scratch
-        conn.execute("DELETE FROM ranked")
-        conn.executemany("INSERT INTO ranked (rowid, body) VALUES (?, ?)",
-                         [(i, _unmarked(r[4])) for i, r in enumerate(rows)])
-        return [(int(i), -float(score), snippet) for i, score, snippet in conn.execute(
-            "SELECT rowid, bm25(ranked), snippet(ranked, 0, ?, ?, '…', 16) FROM ranked "
-            "WHERE ranked MATCH ? ORDER BY bm25(ranked), rowid LIMIT ?",
-            (MARK_START, MARK_END, words, limit))]
+        conn.execute("BEGIN")  # one flush of the index, and the rollback empties it
+        try:
+            conn.executemany("INSERT INTO ranked (rowid, body) VALUES (?, ?)",
+                             [(i, _unmarked(r[4])) for i, r in enumerate(rows)])
+            return [(int(i), -float(score), snippet) for i, score, snippet in conn.execute(
+                "SELECT rowid, bm25(ranked), snippet(ranked, 0, ?, ?, '…', 16) FROM ranked "
+                "WHERE ranked MATCH ? ORDER BY bm25(ranked), rowid LIMIT ?",
+                (MARK_START, MARK_END, words, limit))]
+        finally:
+            conn.execute("ROLLBACK")
