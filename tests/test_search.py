@@ -5,6 +5,7 @@ existed are indexed after a restart)."""
 
 from __future__ import annotations
 
+import asyncio
 import sqlite3
 import time
 from typing import Any
@@ -148,6 +149,8 @@ async def test_found_as_soon_as_sent_over_http_and_mcp(inproc, people) -> None:
         assert len(over_http["hits"]) == 5 and over_http["hits"][0]["message"]["from"] == "ann"
 
         async with stdio_session(mcp_params(bob, served.url, "--name", "bob-s")) as s:
+            while (await s.session.call_tool("mesh_whoami", {})).is_error:  # connected
+                await asyncio.sleep(0.05)
             sent = await a.send("bob-s", "the mcp session finds this needle")
             found = await s.call("mesh_search", query="needle")
             assert ids(found) == [sent["id"]] and "[needle]" in found["hits"][0]["snippet"]
