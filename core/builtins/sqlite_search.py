@@ -161,8 +161,8 @@ class MessageSearch:
 
     async def _index_in_background(self) -> None:
         """Index settled messages a batch at a time: while there is a backlog (a hub upgraded
-        with many messages), after a pause as long as the batch took; every ``IDLE_SECONDS``
-        once caught up."""
+        with many messages), after a pause twice as long as the batch took; every
+        ``IDLE_SECONDS`` once caught up."""
         while True:
             started = time.perf_counter()
             try:
@@ -171,9 +171,9 @@ class MessageSearch:
             except Exception:  # logged; the next pass tries again
                 log.exception("message search indexing failed")
                 added = 0
-            # a backlog takes at most about half the writer's time: sends keep the rest
+            # a backlog takes at most about a third of the writer's time: sends keep the rest
             took = time.perf_counter() - started
-            await asyncio.sleep(took if added == BATCH else IDLE_SECONDS)
+            await asyncio.sleep(2 * took if added == BATCH else IDLE_SECONDS)
 
     async def search_catch_up(self) -> None:
         """Index every message stored so far (a batch per writer operation, so sends go on
