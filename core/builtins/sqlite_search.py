@@ -4,16 +4,17 @@ Layout (migration ``m013``): ``messages`` is a ``WITHOUT ROWID`` table keyed by 
 FTS5 links its rows by integer rowid, so ``message_search_rows`` gives each indexed message a
 row number (``row INTEGER PRIMARY KEY``, ``id UNIQUE``), counting down: the newest message
 has the lowest, so FTS5 hands out the newest matches first in its ascending order (it reads
-descending order about twice as slowly). The FTS5 table is an *external
-content* table over the view ``message_search_text`` (row number, body): it keeps the index
-only, not a second copy of every body, yet ``snippet()`` works, because FTS5 reads the body
-back through the view when it quotes it. (A contentless table cannot quote, and one with an
-``UNINDEXED`` id column stores every body twice.) Tokenizer: ``porter unicode61
-remove_diacritics 2``, as the record search uses. Beside ``body`` the index holds ``who``: the
-keys of the sender and the recipients. A search requires the viewer's key there, so FTS5 reads
-only the viewer's share of the matches (its posting lists are intersected inside the index)
-rather than joining every message that holds the words to its deliveries; the delivery row is
-still checked for what is left (a dead row hides a message).
+descending order about twice as slowly). The FTS5 table is an *external content* table over
+the view ``message_search_text`` (row number, body, who): it keeps the index only, not a second
+copy of every body; the indexer feeds it from the view in one statement, and FTS5's ``rebuild``
+and ``integrity-check`` work from the messages. (A contentless table would match as well but
+could be neither rebuilt nor checked; one with an ``UNINDEXED`` id column stores every body
+twice.) Tokenizer: ``porter unicode61 remove_diacritics 2``, as the record search uses.
+Beside ``body`` the index holds ``who``: the keys of the sender and the recipients. A search
+requires the viewer's key there, so FTS5 reads only the viewer's share of the matches (its
+posting lists are intersected inside the index) rather than joining every message that holds
+the words to its deliveries; the delivery row is still checked for what is left (a dead row
+hides a message).
 
 Ranking: FTS5's ``bm25()`` counts, for every query, how many messages hold each word (its
 IDF), reading the word's whole posting list: with a million messages a common word cost a
