@@ -23,7 +23,7 @@ import os
 import random
 import sqlite3
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 NODE = "5eed00"  # the random part of a MonotonicIds id: marks seeded messages
@@ -58,9 +58,18 @@ def delivery_state(age: float, rng: random.Random) -> str:
     return "dead" if age > TTL else "queued"
 
 
+Body = Callable[[int, random.Random], str]
+
+
+def lorem(i: int, rng: random.Random) -> str:
+    return f"seeded message {i}: " + "lorem ipsum " * rng.randint(2, 15)
+
+
 def rows(count: int, peers: list[str], convs: dict[str, list[str]], now: float, days: float,
-         rng: random.Random) -> Iterator[tuple[tuple[object, ...], list[tuple[object, ...]]]]:
-    """One message row and its delivery rows at a time, oldest first."""
+         rng: random.Random, body: Body = lorem,
+         ) -> Iterator[tuple[tuple[object, ...], list[tuple[object, ...]]]]:
+    """One message row and its delivery rows at a time, oldest first; ``body(i, rng)`` writes
+    the i-th message's text."""
     names = list(convs)
     start = now - days * DAY
     step = days * DAY / max(1, count)
@@ -77,8 +86,8 @@ def rows(count: int, peers: list[str], convs: dict[str, list[str]], now: float, 
             recipients = [p for p in convs[name] if p != sender]
             conversation = target = "#" + name
         mid = message_id(created, i)
-        body = f"seeded message {i}: " + "lorem ipsum " * rng.randint(2, 15)
-        message = (mid, sender, target, conversation, body, json.dumps(recipients), created)
+        message = (mid, sender, target, conversation, body(i, rng), json.dumps(recipients),
+                   created)
         age = now - created
         deliveries = []
         for r in recipients:
@@ -103,9 +112,10 @@ def insert(conn: sqlite3.Connection, messages: list[tuple[object, ...]],
 
 
 def seed(db: Path, messages: int, *, peers: int = 50, conversations: int = 10,
-         days: float = 30.0, rng_seed: int = 9) -> float:
+         days: float = 30.0, rng_seed: int = 9, body: Body = lorem) -> float:
     """Add ``messages`` messages (and their peers, conversations and deliveries) to the hub
-    database ``db``; the hub must be stopped. Returns the seconds it took."""
+    database ``db``; the hub must be stopped. Returns the seconds it took. ``body`` writes
+    the texts (``bench/search.py`` gives them words to find)."""
     t0 = time.perf_counter()
     rng = random.Random(rng_seed)
     now = time.time()
@@ -131,7 +141,7 @@ def seed(db: Path, messages: int, *, peers: int = 50, conversations: int = 10,
             [(name, p) for name, members in convs.items() for p in members])
         batch: list[tuple[object, ...]] = []
         deliveries: list[tuple[object, ...]] = []
-        for message, its_deliveries in rows(messages, keys, convs, now, days, rng):
+        for message, its_deliveries in rows(messages, keys, convs, now, days, rng, body):
             batch.append(message)
             deliveries.extend(its_deliveries)
             if len(batch) >= 20_000:

@@ -89,6 +89,24 @@ class InboxItem:
     thread: ThreadSummary | None = None  # for a root with replies the reader can see
 
 
+# How an engine marks the matched words in a message search's snippet: two control characters
+# no text keeps (the engine removes them from the bodies it quotes), so a mark is never a
+# peer's own character. :mod:`meshhub.builtins.search_actions` turns them into the public marks.
+MARK_START, MARK_END = "\x02", "\x03"
+
+
+@dataclass
+class MessageHit:
+    """A message search's hit: the message, its relevance (higher is better), a snippet of
+    its body with the matched words between :data:`MARK_START` and :data:`MARK_END`, and the
+    viewer's delivery state (``sent`` for a message it sent)."""
+
+    message: Message
+    score: float
+    snippet: str
+    state: str
+
+
 class Store(Protocol):
     """Everything the hub persists. Every method is a coroutine; a returned write is durable.
 
@@ -215,6 +233,27 @@ class Store(Protocol):
         ``conversation``, or the direct messages with the peer key ``partner``, or all; the
         newest ``limit`` before ``before`` (or the oldest after ``after``). Sent messages have
         state ``sent``; dead rows are left out."""
+        ...
+
+    async def search_messages(
+        self,
+        viewer: str,
+        query: str,
+        *,
+        conversation: str | None,
+        partner: str | None,
+        sender: str | None,
+        since: float | None,
+        until: float | None,
+        kinds: list[str] | None,
+        limit: int,
+    ) -> list[MessageHit]:
+        """The messages ``viewer`` may see (as in :meth:`history`: it sent them, or it has a
+        delivery row that is not dead) whose body holds every word of ``query``, best first.
+        ``query`` is a peer's text: only its words count (:func:`meshhub.records.search_terms`),
+        never query syntax. Filters as in :meth:`history` (``conversation``, ``partner``),
+        plus the sender's key, ``since <= created_at < until`` and the kinds. A message stored
+        before the call (its send acknowledged) is found."""
         ...
 
     async def attachment_for(self, viewer: str, sha256: str) -> dict[str, Any] | None:

@@ -14,5 +14,6 @@ DEFAULT_PLUGINS: tuple[str, ...] = (
     "meshhub.builtins.shared_state",
     "meshhub.builtins.memories",
     "meshhub.builtins.conversation_logs",
+    "meshhub.builtins.search_actions",
     "meshhub.bridge.pairing",
 )

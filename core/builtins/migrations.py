@@ -242,6 +242,28 @@ def m012_members_and_invites_to_records(db: Database) -> None:
 
 
 @core_migrations()
+def m013_message_search(db: Database) -> None:
+    """The full-text index of message bodies (:mod:`meshhub.builtins.sqlite_search`). Empty
+    here: a hub with many messages would wait for it at start; the background indexer fills
+    it from ``high_water`` on, a batch at a time."""
+    db.execute("CREATE TABLE message_search_rows (row INTEGER PRIMARY KEY, "
+               "id TEXT NOT NULL UNIQUE)")
+    # what the index reads: each indexed message's body (without the two snippet marks), and
+    # who may see it (sender and recipients: keys, so a search reads only the viewer's part)
+    db.execute("CREATE VIEW message_search_text AS SELECT r.row AS row, "
+               "replace(replace(m.body, char(2), ' '), char(3), ' ') AS body, "
+               "m.sender || ' ' || COALESCE((SELECT group_concat(j.value, ' ') "
+               "FROM json_each(m.recipients_json) j), '') AS who "
+               "FROM message_search_rows r JOIN messages m ON m.id = r.id")
+    db.execute("CREATE VIRTUAL TABLE message_search USING fts5(body, who, "
+               "content='message_search_text', content_rowid='row', "
+               "tokenize='porter unicode61 remove_diacritics 2')")
+    db.execute("CREATE TABLE message_search_state (id INTEGER PRIMARY KEY CHECK (id = 1), "
+               "high_water TEXT NOT NULL)")
+    db.execute("INSERT INTO message_search_state (id, high_water) VALUES (1, '')")
+
+
+@core_migrations()
 def m014_whispers_by_conversation(db: Database) -> None:
     """The whispers of a conversation, found without reading its other messages: a
     conversation's message count leaves out those not meant for the reader. Partial, so a

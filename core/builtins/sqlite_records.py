@@ -119,6 +119,12 @@ def _index_text(conn: sqlite3.Connection, coll: Collection, rowid: int,
                      (rowid, *(_text(value.get(f)) for f in coll.search)))
 
 
+def match_expression(query: str) -> str:
+    """An FTS5 MATCH that requires every word of ``query``, each a quoted string, so no word
+    is ever read as FTS5 syntax (``NEAR``, ``AND``, a column filter, a prefix ``*``)."""
+    return " ".join('"' + term.replace('"', '""') + '"' for term in query.split())
+
+
 def _record(collection: str, row: tuple[Any, ...]) -> Record:
     return Record(collection=collection, key=row[0], value=codec.loads(row[1]),
                   revision=row[2], created_at=row[3], updated_at=row[4], expires_at=row[5])
@@ -311,7 +317,7 @@ class RecordTables:
         coll = self._coll(collection)
         name = table(coll.name)
         fts = _search_table(coll.name)
-        match = " ".join('"' + term.replace('"', '""') + '"' for term in query.split())
+        match = match_expression(query)
         args: list[Any] = [marks[0], marks[1], match, time.time()]
         conds = [f"{fts} MATCH ?", "(t.expires_at IS NULL OR t.expires_at > ?)",
                  *_conditions(coll, where, args, "t.")]

@@ -36,6 +36,7 @@ from .sqlite_conversations import ConversationTotals
 from .sqlite_members import MemberTables
 from .sqlite_reads import _MESSAGE_COLUMNS, MessageReads, _message_from_row
 from .sqlite_records import RecordTables, ensure_schema
+from .sqlite_search import MessageSearch
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -70,7 +71,7 @@ def _resolve_all(items: list[tuple[_Op, bool, Any]]) -> None:
         _resolve(op.future, ok, value)
 
 
-class SQLiteStore(MessageReads, MemberTables, RecordTables):
+class SQLiteStore(MessageReads, MemberTables, RecordTables, MessageSearch):
     """SQLite engine for :class:`meshhub.store.Store`."""
 
     def __init__(self, path: Path, *, synchronous: str = "FULL") -> None:
@@ -129,8 +130,10 @@ class SQLiteStore(MessageReads, MemberTables, RecordTables):
         self._reader = sqlite3.connect(str(self.path), isolation_level=None,
                                        check_same_thread=False)
         self._reader.execute("PRAGMA query_only=ON")
+        self._start_indexer()
 
     async def close(self) -> None:
+        await self._stop_indexer()
         if self._reader is not None:
             self._reader.close()
             self._reader = None

@@ -1,0 +1,127 @@
+"""Full-text search over the messages a peer may see: the ``search`` action.
+
+What a peer may see is what ``history`` shows it (messages it sent, or has a live delivery row
+for), so a whisper to others is never found. The query is a peer's text: only its words count,
+every one of them required (stemmed: "deploying" finds "deployed"), never search syntax.
+
+A hit's ``snippet`` is the matched part of the body as plain text, with each matched word
+between ``[`` and ``]``. A ``[``, ``]`` or ``\\`` the sender wrote is escaped with a
+backslash, so those two marks are the only markup a reader has to interpret (the web page
+escapes the rest as text); control and bidi characters are removed, and the snippet is one
+line.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Annotated, Any
+
+from pydantic import Field
+
+from meshhub import hookimpl
+from meshhub.actions import Action, ActionContext, action
+from meshhub.errors import InvalidRequest, NotFound
+from meshhub.sanitize import one_line
+from meshhub.store import MARK_END, MARK_START
+
+MAX_QUERY = 500
+_DURATION = re.compile(r"(\d+(?:\.\d+)?)\s*([smhdw])")
+_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+_PEER_MARKUP = re.compile(r"([\[\]\\])")
+
+
+def parse_when(text: str | float, now: float) -> float:
+    """A point in time as epoch seconds, from epoch seconds (``1733390000``), a duration
+    meaning that long ago (``90s``, ``15m``, ``2h``, ``3d``, ``1w``) or an ISO 8601 time
+    (``2026-12-05``, ``2026-12-05T10:00:00Z``; without a zone it is UTC)."""
+    if isinstance(text, (int, float)):
+        return float(text)
+    value = text.strip().lower()
+    try:
+        return float(value)
+    except ValueError:
+        pass
+    duration = _DURATION.fullmatch(value)
+    if duration:
+        return now - float(duration.group(1)) * _UNITS[duration.group(2)]
+    try:
+        moment = datetime.fromisoformat(text.strip())
+    except ValueError:
+        raise InvalidRequest(
+            f"cannot read {text!r} as a time: give epoch seconds, a duration ago like 2h or "
+            "3d, or an ISO 8601 time like 2026-12-05T10:00:00Z") from None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return moment.timestamp()
+
+
+def public_snippet(snippet: str) -> str:
+    """The engine's snippet (matched words between :data:`MARK_START` and :data:`MARK_END`)
+    as shown to a peer: one safe line, the peer's brackets escaped, the marks ``[`` and ``]``."""
+    escaped = _PEER_MARKUP.sub(r"\\\1", snippet)
+    return one_line(escaped.replace(MARK_START, "[").replace(MARK_END, "]"), limit=10_000)
+
+
+def _where(ctx: ActionContext, conversation: str | None) -> tuple[str | None, str | None]:
+    """(conversation, partner key) as ``history`` reads ``conversation``."""
+    if conversation is None:
+        return None, None
+    if conversation.startswith("dm:"):
+        peer = ctx.hub.directory.find(conversation[3:])
+        if peer is None:
+            raise NotFound(f"no peer {conversation[3:]!r}")
+        return None, peer.key
+    if conversation.startswith(("#", "@")) or conversation in ("*", "multi"):
+        return conversation.lower() if conversation.startswith("#") else conversation, None
+    if conversation.lower() not in ctx.hub.directory.conversations:
+        raise InvalidRequest(f"no conversation {conversation!r}: write #name, @group, *, "
+                             "multi, or dm:NAME for the direct messages with a peer")
+    return "#" + conversation.lower(), None
+
+
+@action(read_only=True)
+async def search(
+    ctx: ActionContext,
+    query: Annotated[str, "the words to find (all of them; stemmed, no operators)",
+                     Field(min_length=1, max_length=MAX_QUERY)],
+    conversation: Annotated[str | None, "only in this #conversation or @group; dm:NAME for "
+                            "the direct messages with one peer"] = None,
+    sender: Annotated[str | None, "only messages this peer (name or key) sent"] = None,
+    since: Annotated[str | float | None, "only messages from then on: epoch seconds, a "
+                     "duration ago (2h, 3d) or ISO 8601"] = None,
+    until: Annotated[str | float | None, "only messages before then (same forms)"] = None,
+    kind: Annotated[str | None, "only messages of this kind (text, approval...)"] = None,
+    limit: Annotated[int, "at most this many hits (1-100)"] = 20,
+) -> dict[str, Any]:
+    """Search the messages you sent or received for words, best match first.
+
+    Each hit: ``message`` (the usual message shape), ``score`` (higher is better) and
+    ``snippet`` (the matching part, matched words between [ and ]; a bracket the sender
+    wrote is escaped with a backslash)."""
+    if not 1 <= limit <= 100:
+        raise InvalidRequest("limit must be between 1 and 100")
+    conv, partner = _where(ctx, conversation)
+    sender_key = None
+    if sender is not None:
+        peer = ctx.hub.directory.find(sender)
+        if peer is None:
+            raise NotFound(f"no peer {sender!r}; known: "
+                           f"{', '.join(ctx.hub.directory.closest_names(sender))}")
+        sender_key = peer.key
+    now = time.time()
+    hits = await ctx.hub.store.search_messages(
+        ctx.peer.key, query, conversation=conv, partner=partner, sender=sender_key,
+        since=parse_when(since, now) if since is not None else None,
+        until=parse_when(until, now) if until is not None else None,
+        kinds=[kind] if kind is not None else None, limit=limit)
+    return {"query": query, "hits": [
+        {"message": ctx.hub.message_view(hit.message), "score": hit.score,
+         "snippet": public_snippet(hit.snippet)} for hit in hits]}
+
+
+@hookimpl
+def meshhub_register_actions(register: Callable[[Action], None]) -> None:
+    register(search)

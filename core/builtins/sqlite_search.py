@@ -1,0 +1,249 @@
+"""The SQLite engine's message search: an FTS5 index of message bodies, filled off the send path.
+
+Layout (migration ``m013``): ``messages`` is a ``WITHOUT ROWID`` table keyed by text ids, and
+FTS5 links its rows by integer rowid, so ``message_search_rows`` gives each indexed message a
+row number (``row INTEGER PRIMARY KEY``, ``id UNIQUE``), counting down: the newest message
+has the lowest, so FTS5 hands out the newest matches first in its ascending order (it reads
+descending order about twice as slowly). The FTS5 table is an *external content* table over
+the view ``message_search_text`` (row number, body, who): it keeps the index only, not a second
+copy of every body; the indexer feeds it from the view in one statement, and FTS5's ``rebuild``
+and ``integrity-check`` work from the messages. (A contentless table would match as well but
+could be neither rebuilt nor checked; one with an ``UNINDEXED`` id column stores every body
+twice.) Tokenizer: ``porter unicode61 remove_diacritics 2``, as the record search uses.
+Beside ``body`` the index holds ``who``: the keys of the sender and the recipients. A search
+requires the viewer's key there, so FTS5 reads only the viewer's share of the matches (its
+posting lists are intersected inside the index) rather than joining every message that holds
+the words to its deliveries; the delivery row is still checked for what is left (a dead row
+hides a message).
+
+Ranking: FTS5's ``bm25()`` counts, for every query, how many messages hold each word (its
+IDF), reading the word's whole posting list: with a million messages a common word cost a
+search about 100 ms. So a search takes the newest ``RANKED`` matches the viewer may see (the
+index hands them out newest first and stops there) and ranks those by BM25 in a scratch FTS5
+index of their bodies alone (in memory, same tokenizer), which also quotes the snippets. Every
+one of them holds every word, so the IDF is the same for each and the order is BM25's
+(density of the words, length of the body); ties go to the newest. A word found in more than
+``RANKED`` of the viewer's messages ranks the newest of them; narrower words, a conversation,
+a sender or a time range reach older ones.
+
+Off the hot path: ``insert_message`` does not touch the index. A background task indexes, a
+batch per writer operation, the messages stored after the persisted high-water mark
+(``message_search_state.high_water``), and a search first runs the same pass for everything not
+indexed yet, through the writer, so it comes after every write acknowledged before it.
+
+Ids sort by the time they were made, but one made ahead of its send (an approval card) may
+be stored after a later one. So the mark only moves up to ids ``SETTLE_MS`` old, and the pass
+takes every message above the mark that has no row number yet (``id UNIQUE`` answers that):
+a message stored late is indexed all the same, and none twice.
+
+A mixin of :class:`meshhub.builtins.sqlite_store.SQLiteStore`, like
+:mod:`meshhub.builtins.sqlite_records`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import sqlite3
+import time
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+from meshhub.records import search_terms
+from meshhub.store import MARK_END, MARK_START, MessageHit
+
+from .sqlite_reads import _MESSAGE_COLUMNS, _message_from_row
+from .sqlite_records import match_expression
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+BATCH = 1000  # messages per writer operation: long enough to index fast, short for the sends
+IDLE_SECONDS = 1.0  # between background passes once caught up
+SETTLE_MS = 5000  # how late a message may be stored after its id was made
+RANKED = 100  # a search ranks the newest this many matches the viewer may see
+
+
+def _unmarked(body: str) -> str:
+    return body.replace(MARK_START, " ").replace(MARK_END, " ")
+
+
+def _settled(now: float) -> str:
+    """The lowest id that may still be made: ids made ``SETTLE_MS`` ago and before are final."""
+    return f"{max(int(now * 1000) - SETTLE_MS, 0):012x}"
+
+
+def index_pass(conn: sqlite3.Connection, limit: int, upto: str | None, now: float) -> int:
+    """Index up to ``limit`` messages above the high-water mark (below ``upto`` if given) that
+    have no row number yet, oldest first; move the mark; return how many were indexed."""
+    high = conn.execute("SELECT high_water FROM message_search_state WHERE id = 1").fetchone()[0]
+    first = conn.execute("SELECT COALESCE(MIN(row), 0) FROM message_search_rows").fetchone()[0]
+    args: dict[str, Any] = {"high": high, "upto": upto, "limit": limit, "first": first}
+    below = " AND m.id < :upto" if upto is not None else ""
+    # row numbers count down: the newest message has the lowest, so the index hands out the
+    # newest matches first in its own (ascending) order, which it reads fastest
+    added = conn.execute(
+        "INSERT INTO message_search_rows (row, id) SELECT :first - ROW_NUMBER() OVER "
+        "(ORDER BY id), id FROM (SELECT m.id FROM messages m WHERE m.id > :high"
+        f"{below} AND NOT EXISTS (SELECT 1 FROM message_search_rows r WHERE r.id = m.id) "
+        "ORDER BY m.id LIMIT :limit)", args).rowcount
+    if added:
+        conn.execute("INSERT INTO message_search (rowid, body, who) SELECT row, body, who "
+                     "FROM message_search_text WHERE row < ?", (first,))
+    # everything up to the last id taken is indexed (or everything, when the batch was not
+    # full); the mark moves there, but never past ids that may still be stored late
+    covered = _settled(now)
+    if added == limit:
+        newest = conn.execute("SELECT id FROM message_search_rows ORDER BY row "
+                              "LIMIT 1").fetchone()[0]
+        covered = min(covered, newest + "\x00")  # the id itself is indexed
+    mark = conn.execute("SELECT MAX(id) FROM messages WHERE id > ? AND id < ?",
+                        (high, covered)).fetchone()[0]
+    if mark is not None:
+        conn.execute("UPDATE message_search_state SET high_water = ? WHERE id = 1", (mark,))
+    return int(added)
+
+
+def _behind(conn: sqlite3.Connection) -> bool:
+    """Whether a stored message is not indexed yet."""
+    return conn.execute(
+        "SELECT 1 FROM messages m WHERE m.id > (SELECT high_water FROM message_search_state "
+        "WHERE id = 1) AND NOT EXISTS (SELECT 1 FROM message_search_rows r WHERE r.id = m.id) "
+        "LIMIT 1").fetchone() is not None
+
+
+def _filters(conversation: str | None, partner: str | None, sender: str | None,
+             since: float | None, until: float | None, kinds: list[str] | None,
+             params: dict[str, Any]) -> str:
+    where = ""
+    if conversation is not None:
+        where += " AND m.conversation = :conversation"
+    if partner is not None:  # as history: what the partner sent me, what I sent the partner
+        where += (" AND m.conversation = 'dm' AND ((m.sender = :partner AND d.recipient IS NOT "
+                  "NULL) OR (m.sender = :me AND EXISTS (SELECT 1 FROM deliveries p WHERE "
+                  "p.message_id = m.id AND p.recipient = :partner)))")
+    if sender is not None:
+        where += " AND m.sender = :sender"
+    if since is not None:
+        where += " AND m.created_at >= :since"
+    if until is not None:
+        where += " AND m.created_at < :until"
+    if kinds is not None:
+        names = [f"kind{i}" for i in range(len(kinds))]
+        params.update(zip(names, kinds, strict=True))
+        where += f" AND m.kind IN ({', '.join(':' + n for n in names) or 'NULL'})"
+    return where
+
+
+class MessageSearch:
+    """Mixed into :class:`~meshhub.builtins.sqlite_store.SQLiteStore`."""
+
+    _indexer: asyncio.Task[None] | None = None
+    _scratch: sqlite3.Connection | None = None
+
+    async def _call(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        raise NotImplementedError
+
+    def _read(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        raise NotImplementedError
+
+    def _start_indexer(self) -> None:
+        self._indexer = asyncio.get_running_loop().create_task(self._index_in_background())
+
+    async def _stop_indexer(self) -> None:
+        if self._indexer is not None:
+            self._indexer.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._indexer
+            self._indexer = None
+        if self._scratch is not None:
+            self._scratch.close()
+            self._scratch = None
+
+    async def _index_in_background(self) -> None:
+        """Index settled messages a batch at a time: while there is a backlog (a hub upgraded
+        with many messages), after a pause twice as long as the batch took; every
+        ``IDLE_SECONDS`` once caught up."""
+        while True:
+            started = time.perf_counter()
+            try:
+                added = await self._call(
+                    lambda conn: index_pass(conn, BATCH, _settled(time.time()), time.time()))
+            except Exception:  # logged; the next pass tries again
+                log.exception("message search indexing failed")
+                added = 0
+            # a backlog takes at most about a third of the writer's time: sends keep the rest
+            took = time.perf_counter() - started
+            await asyncio.sleep(2 * took if added == BATCH else IDLE_SECONDS)
+
+    async def search_catch_up(self) -> None:
+        """Index every message stored so far (a batch per writer operation, so sends go on
+        meanwhile); a search runs this first. The read connection sees every write that was
+        acknowledged: when it finds nothing left to index, the writer is not asked."""
+        if not self._read(_behind):
+            return
+        while await self._call(lambda conn: index_pass(conn, BATCH, None, time.time())) == BATCH:
+            pass
+
+    async def search_messages(
+        self,
+        viewer: str,
+        query: str,
+        *,
+        conversation: str | None,
+        partner: str | None,
+        sender: str | None,
+        since: float | None,
+        until: float | None,
+        kinds: list[str] | None,
+        limit: int,
+    ) -> list[MessageHit]:
+        terms = search_terms(query)
+        if not terms:
+            return []
+        await self.search_catch_up()
+        words = match_expression(" ".join(terms))
+        # the viewer's key among the words: the index intersects the body's matches with the
+        # messages the viewer sent or received, instead of every message holding the words
+        match = f"body : ({words}) AND who : " \
+            + " AND who : ".join(match_expression(key) for key in (viewer, partner) if key)
+        params: dict[str, Any] = {
+            "me": viewer, "match": match, "partner": partner, "conversation": conversation,
+            "sender": sender, "since": since, "until": until, "window": RANKED}
+        cols = ", ".join("m." + c.strip() for c in _MESSAGE_COLUMNS.split(","))
+        sql = (
+            f"SELECT {cols}, COALESCE(d.state, 'sent') FROM message_search "
+            "JOIN message_search_rows r ON r.row = message_search.rowid "
+            "JOIN messages m ON m.id = r.id "
+            "LEFT JOIN deliveries d ON d.message_id = m.id AND d.recipient = :me "
+            "WHERE message_search MATCH :match AND (m.sender = :me OR d.recipient IS NOT NULL) "
+            "AND COALESCE(d.state, '') != 'dead'"
+            f"{_filters(conversation, partner, sender, since, until, kinds, params)} "
+            "ORDER BY message_search.rowid LIMIT :window")
+        rows = self._read(lambda conn: conn.execute(sql, params).fetchall())
+        return [MessageHit(message=_message_from_row(rows[i][:15]), state=rows[i][15],
+                           score=score, snippet=snippet)
+                for i, score, snippet in self._rank(rows, words, limit)]
+
+    def _rank(self, rows: list[Any], words: str, limit: int) -> list[tuple[int, float, str]]:
+        """(position in ``rows``, score, snippet) of the best ``limit`` of ``rows`` for
+        ``words``: BM25 and a snippet by FTS5 itself, in a scratch index of these bodies
+        alone (see the module's docstring)."""
+        if not rows:
+            return []
+        if self._scratch is None:
+            self._scratch = sqlite3.connect(":memory:", isolation_level=None,
+                                            check_same_thread=False)
+            self._scratch.execute("CREATE VIRTUAL TABLE ranked USING fts5(body, tokenize="
+                                  "'porter unicode61 remove_diacritics 2')")
+        conn = self._scratch
+        conn.execute("BEGIN")  # one flush of the index, and the rollback empties it
+        try:
+            conn.executemany("INSERT INTO ranked (rowid, body) VALUES (?, ?)",
+                             [(i, _unmarked(r[4])) for i, r in enumerate(rows)])
+            return [(int(i), -float(score), snippet) for i, score, snippet in conn.execute(
+                "SELECT rowid, bm25(ranked), snippet(ranked, 0, ?, ?, '…', 16) FROM ranked "
+                "WHERE ranked MATCH ? ORDER BY bm25(ranked), rowid LIMIT ?",
+                (MARK_START, MARK_END, words, limit))]
+        finally:
+            conn.execute("ROLLBACK")

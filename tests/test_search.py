@@ -1,0 +1,182 @@
+"""The ``search`` action: full-text search over the messages a peer may see, through the client
+library, the HTTP API and the real MCP tool ``mesh_search``; and the index built off the send
+path (a message is found the moment its send is acknowledged; messages stored before the index
+existed are indexed after a restart)."""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+import time
+from typing import Any
+
+import aiohttp
+import pytest
+
+from meshhub.builtins.search_actions import parse_when, public_snippet
+from meshhub.errors import InvalidRequest
+from meshhub.store import MARK_END, MARK_START
+
+from .helpers import eventually
+from .test_mcp import mcp_params, stdio_session
+
+
+def ids(result: dict[str, Any]) -> list[str]:
+    return [hit["message"]["id"] for hit in result["hits"]]
+
+
+async def test_ranked_words_stemmed_and_only_what_the_viewer_may_see(inproc, people) -> None:
+    served = await inproc(send_rate=0)
+    ann, bob, cat = people("ann", "bob", "cat")
+    async with ann.client(served.url) as a, bob.client(served.url) as b, \
+            cat.client(served.url) as c:
+        await a.call("conversation_create", name="ops")
+        await b.call("conversation_join", name="ops")
+        await c.call("conversation_join", name="ops")
+        once = await a.send("#ops", "the deploy of the billing service is done")
+        dense = await a.send("#ops", "deploy deploy deploy: deploying again after deployed")
+        other = await a.send("#ops", "lunch at noon")
+        whisper = await a.send("#ops", "secret deploy key rotation", whisper=["bob"])
+
+        found = await b.call("search", query="deploy")
+        assert ids(found)[0] == dense["id"]  # the denser match first
+        assert set(ids(found)) == {dense["id"], once["id"], whisper["id"]}
+        assert found["query"] == "deploy"
+        hit = found["hits"][0]
+        assert hit["message"]["text"] == "deploy deploy deploy: deploying again after deployed"
+        assert "[deploy]" in hit["snippet"] and "[deploying]" in hit["snippet"]
+        assert hit["score"] > found["hits"][1]["score"] >= found["hits"][2]["score"]
+        assert other["id"] not in ids(found)
+
+        # a third member of the conversation never sees the whisper
+        assert whisper["id"] not in ids(await c.call("search", query="deploy"))
+        assert ids(await c.call("search", query="secret rotation")) == []
+        assert ids(await b.call("search", query="secret rotation")) == [whisper["id"]]
+        # every word is required; stemming finds other forms
+        assert ids(await b.call("search", query="deploy billing")) == [once["id"]]
+        assert ids(await b.call("search", query="deployed")) == \
+            ids(await b.call("search", query="deploy"))
+        # the sender finds what it sent
+        assert set(ids(await a.call("search", query="deploy"))) == \
+            {once["id"], dense["id"], whisper["id"]}
+
+
+async def test_filters_conversation_sender_time_and_kind(inproc, people) -> None:
+    served = await inproc(send_rate=0)
+    ann, bob = people("ann", "bob")
+    async with ann.client(served.url) as a, bob.client(served.url) as b:
+        await a.call("conversation_create", name="ops")
+        await b.call("conversation_join", name="ops")
+        in_ops = await a.send("#ops", "release notes draft")
+        direct = await a.send("bob", "release notes for you")
+        from_bob = await b.send("#ops", "release notes reviewed")
+
+        assert ids(await b.call("search", query="release", conversation="#ops")) != []
+        assert set(ids(await b.call("search", query="release", conversation="ops"))) == \
+            {in_ops["id"], from_bob["id"]}
+        assert ids(await b.call("search", query="release", conversation="dm:ann")) == \
+            [direct["id"]]
+        assert ids(await a.call("search", query="release", conversation="dm:bob")) == \
+            [direct["id"]]
+        assert ids(await a.call("search", query="release", sender="bob")) == [from_bob["id"]]
+        key = b.peer["key"]
+        assert ids(await a.call("search", query="release", sender=key)) == [from_bob["id"]]
+        assert len(ids(await a.call("search", query="release", since="1h"))) == 3
+        assert ids(await a.call("search", query="release", until="1h")) == []
+        assert ids(await a.call("search", query="release", since=time.time() + 60)) == []
+        assert len(ids(await a.call("search", query="release", since="2020-01-01T00:00:00Z",
+                                    until=time.time() + 60))) == 3
+        assert len(ids(await a.call("search", query="release", kind="text"))) == 3
+        assert ids(await a.call("search", query="release", kind="approval")) == []
+        assert len(ids(await a.call("search", query="release", limit=1))) == 1
+        with pytest.raises(InvalidRequest, match="limit"):
+            await a.call("search", query="release", limit=101)
+        with pytest.raises(InvalidRequest, match="as a time"):
+            await a.call("search", query="release", since="last tuesday")
+        with pytest.raises(InvalidRequest):
+            await a.call("search", query="")
+        with pytest.raises(InvalidRequest):
+            await a.call("search", query="x" * 501)
+
+
+HOSTILE = ['"', '"deploy', 'deploy"', 'NEAR(deploy notes)', "deploy*", "*", "-deploy",
+           "deploy -notes", "body:deploy", ":", "deploy AND OR NOT", "(", ")", "^deploy",
+           "{body}: deploy", "'; DROP TABLE messages; --", "\x00\x02\x03", "🚀", "é"]
+
+
+async def test_hostile_queries_find_words_or_nothing_never_fail(inproc, people) -> None:
+    served = await inproc(send_rate=0)
+    ann, bob = people("ann", "bob")
+    async with ann.client(served.url) as a, bob.client(served.url) as b:
+        sent = await a.send("bob", "deploy notes [v2] \\ with brackets and <b>tags</b>\x1b[2K")
+        for query in HOSTILE:
+            found = await b.call("search", query=query)
+            assert ids(found) in ([], [sent["id"]]), query
+        assert ids(await b.call("search", query='deploy* -"notes":')) == [sent["id"]]
+        assert ids(await b.call("search", query="NEAR(deploy notes)")) == []  # "near" too
+        snippet = (await b.call("search", query="brackets"))["hits"][0]["snippet"]
+        assert "[brackets]" in snippet and "\\[v2\\]" in snippet and "\\\\" in snippet
+        assert "\x1b" not in snippet and "<b>tags</b>" in snippet
+
+
+def test_snippets_keep_only_the_marks_as_markup() -> None:
+    raw = f"a [b] {MARK_START}word{MARK_END} \\ \u202e\nnext"
+    assert public_snippet(raw) == "a \\[b\\] [word] \\\\ next"
+
+
+def test_times_are_epoch_durations_or_iso() -> None:
+    now = 1_000_000.0
+    assert parse_when("2h", now) == now - 7200 and parse_when("3d", now) == now - 3 * 86400
+    assert parse_when("90s", now) == now - 90 and parse_when(12.5, now) == 12.5
+    assert parse_when("1733390000", now) == 1733390000.0
+    assert parse_when("1970-01-02", now) == 86400.0
+    assert parse_when("1970-01-01T01:00:00+01:00", now) == 0.0
+
+
+async def test_found_as_soon_as_sent_over_http_and_mcp(inproc, people) -> None:
+    served = await inproc(send_rate=0)
+    ann, bob = people("ann", "bob")
+    async with ann.client(served.url) as a, bob.client(served.url) as b:
+        for n in range(50):  # sent then searched at once: each is found
+            sent = await a.send("bob", f"marker{n} unique payload")
+            assert ids(await b.call("search", query=f"marker{n}")) == [sent["id"]]
+        token = (await b.call("token_create", label="search test", cap="read"))["token"]
+        async with aiohttp.ClientSession() as http, http.post(
+                served.url + "/api/search", json={"query": "unique payload", "limit": 5},
+                headers={"Authorization": f"Bearer {token}"}) as resp:
+            assert resp.status == 200
+            over_http = (await resp.json())["result"]
+        assert len(over_http["hits"]) == 5 and over_http["hits"][0]["message"]["from"] == "ann"
+
+        async with stdio_session(mcp_params(bob, served.url, "--name", "bob-s")) as s:
+            while (await s.session.call_tool("mesh_whoami", {})).is_error:  # connected
+                await asyncio.sleep(0.05)
+            sent = await a.send("bob-s", "the mcp session finds this needle")
+            found = await s.call("mesh_search", query="needle")
+            assert ids(found) == [sent["id"]] and "[needle]" in found["hits"][0]["snippet"]
+            assert (await s.call("mesh_search", query="marker1"))["hits"] == []  # bob's, not its
+
+
+async def test_messages_stored_before_the_index_are_found_after_a_restart(inproc, people,
+                                                                          tmp_path) -> None:
+    served = await inproc(send_rate=0)
+    ann, bob = people("ann", "bob")
+    async with ann.client(served.url) as a, bob.client(served.url):
+        sent = [await a.send("bob", f"archived {word} report") for word in
+                ("alpha", "beta", "gamma")]
+    await served.stop()
+    with sqlite3.connect(tmp_path / "hub" / "meshhub.db") as conn:  # as before m013 filled it
+        conn.execute("INSERT INTO message_search (message_search) VALUES ('delete-all')")
+        conn.execute("DELETE FROM message_search_rows")
+        conn.execute("UPDATE message_search_state SET high_water = ''")
+    served = await inproc(send_rate=0)
+
+    async def indexed() -> bool:  # in the background, with no search asking for it
+        with sqlite3.connect(tmp_path / "hub" / "meshhub.db") as conn:
+            return conn.execute("SELECT COUNT(*) FROM message_search_rows").fetchone()[0] == 3
+
+    await eventually(indexed, timeout=30)
+    async with bob.client(served.url) as b:
+        assert set(ids(await b.call("search", query="archived report"))) == \
+            {m["id"] for m in sent}
+        assert ids(await b.call("search", query="beta")) == [sent[1]["id"]]
