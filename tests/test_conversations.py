@@ -192,29 +192,60 @@ async def test_history_pages_back_and_forth_over_http(inproc, people):
 
 async def test_message_counts_step_past_the_horizon(inproc, people):
     """The counts kept below the horizon move on with it: each message counted once, whether
-    it is in the recent tail, in the step since the last count, or below both."""
+    it is in the recent tail, in the step since the last count, or below both; a whisper is
+    counted for its party only, on either side of the horizon."""
     served = await inproc(send_rate=0)
-    ann, bob = people("ann", "bob")
+    ann, bob, cy = people("ann", "bob", "cy")
     totals = ConversationTotals()
     labels = ["#general", "#side"]
 
-    def counts(at: float) -> dict[str, int]:
-        return served.hub.store._read(lambda conn: message_counts(conn, labels, totals, at))
+    def counts(at: float, viewer: str) -> dict[str, int]:
+        return served.hub.store._read(
+            lambda conn: message_counts(conn, labels, viewer, totals, at))
 
-    async with ann.client(served.url) as a, bob.client(served.url) as b:
+    async with ann.client(served.url) as a, bob.client(served.url) as b, \
+            cy.client(served.url) as c:
+        bk, ck = b.peer["key"], c.peer["key"]
         await a.call("conversation_create", name="side")
         await b.call("conversation_join", name="side")
+        await c.call("conversation_join", name="side")
         for n in range(3):
             await a.send("#side", f"side {n}")
+        await a.send("#side", "for bob alone", whisper=["bob"])
         await asyncio.sleep(0.01)
-        settled = time.time()  # the three are older than this, the next one newer
+        settled = time.time()  # the four are older than this, the next ones newer
         await asyncio.sleep(0.01)
-        assert counts(time.time()) == {"#general": 0, "#side": 3}  # all in the tail
-        assert counts(settled + SETTLED_AFTER) == {"#general": 0, "#side": 3}  # all below
-        assert totals.below["#side"][1] == 3
+        assert counts(time.time(), bk) == {"#general": 0, "#side": 4}  # all in the tail
+        assert counts(time.time(), ck) == {"#general": 0, "#side": 3}
+        assert counts(settled + SETTLED_AFTER, ck) == {"#general": 0, "#side": 3}  # below
+        assert counts(settled + SETTLED_AFTER, bk) == {"#general": 0, "#side": 4}
+        assert totals.below["#side"][1] == 4 and totals.hidden[ck]["#side"][1] == 1
+        assert totals.hidden[bk]["#side"][1] == 0
         await a.send("#side", "later")
-        assert counts(settled + SETTLED_AFTER) == {"#general": 0, "#side": 4}  # in the tail
-        # a horizon never moves back, and the step past the new one counts the later message
-        assert counts(settled) == {"#general": 0, "#side": 4}
-        assert counts(time.time() + SETTLED_AFTER) == {"#general": 0, "#side": 4}
-        assert totals.below["#side"][1] == 4
+        await a.send("#side", "later, for bob alone", whisper=["bob"])
+        assert counts(settled + SETTLED_AFTER, ck) == {"#general": 0, "#side": 4}  # tail
+        # a horizon never moves back, and the step past the new one counts the later ones
+        assert counts(settled, ck) == {"#general": 0, "#side": 4}
+        assert counts(time.time() + SETTLED_AFTER, ck) == {"#general": 0, "#side": 4}
+        assert counts(time.time() + SETTLED_AFTER, bk) == {"#general": 0, "#side": 6}
+        assert totals.below["#side"][1] == 6 and totals.hidden[ck]["#side"][1] == 2
+
+
+async def test_a_dead_reply_is_neither_shown_nor_counted(inproc, people):
+    """A reply whose delivery died (its TTL ended before the reader came back) is left out of
+    the thread and of the root's summary, as history leaves it out."""
+    served = await inproc(send_rate=0)
+    ann, bob = people("ann", "bob")
+    async with ann.client(served.url) as a, bob.client(served.url) as b:
+        root = (await a.send("bob", "the plan"))["id"]
+        await b.call("inbox")
+    async with ann.client(served.url) as a:
+        await a.send(None, "while you were away", reply_to=root)
+        assert await served.hub.store.expire_older_than(time.time() + 1, "expired") == 1
+    async with bob.client(served.url) as b:
+        thread = await b.call("thread", root=root)
+        assert thread["replies"] == [] and thread["summary"]["replies"] == 0
+        page = await b.call("history", conversation="dm:ann")
+        assert root not in page["threads"] and [m["id"] for m in page["messages"]] == [root]
+    async with ann.client(served.url) as a:  # its sender still sees what it sent
+        assert (await a.call("thread", root=root))["summary"]["replies"] == 1

@@ -56,6 +56,7 @@ def _thread_summaries(conn: sqlite3.Connection, ids: list[str],
         "SUM(d.state IN ('queued','pushed','delivered')) FROM messages m "
         "LEFT JOIN deliveries d ON d.message_id = m.id AND d.recipient = ? "
         f"WHERE m.reply_to IN ({marks}) AND (m.sender = ? OR d.recipient IS NOT NULL) "
+        "AND COALESCE(d.state, '') != 'dead' "
         "GROUP BY m.reply_to, m.sender ORDER BY m.reply_to, MIN(m.id)",
         [viewer, *ids, viewer],
     ).fetchall()
@@ -134,7 +135,8 @@ class MessageReads:
                 f"SELECT {cols}, COALESCE(d.state, 'sent'), COALESCE(d.mentioned, 0) "
                 "FROM messages m LEFT JOIN deliveries d ON d.message_id = m.id "
                 "AND d.recipient = ? WHERE (m.id = ? OR m.reply_to = ?) "
-                "AND (m.sender = ? OR d.recipient IS NOT NULL) ORDER BY m.id",
+                "AND (m.sender = ? OR d.recipient IS NOT NULL) "
+                "AND COALESCE(d.state, '') != 'dead' ORDER BY m.id",
                 (viewer, root_id, root_id, viewer),
             ).fetchall()
             return [InboxItem(message=_message_from_row(r[:15]), state=r[15],
