@@ -223,6 +223,7 @@ async def test_message_counts_step_past_the_horizon(inproc, people):
         assert totals.hidden[bk]["#side"][1] == 0
         await a.send("#side", "later")
         await a.send("#side", "later, for bob alone", whisper=["bob"])
+        await asyncio.sleep(0.01)  # so the horizons below lie past both
         assert counts(settled + SETTLED_AFTER, ck) == {"#general": 0, "#side": 4}  # tail
         # a horizon never moves back, and the step past the new one counts the later ones
         assert counts(settled, ck) == {"#general": 0, "#side": 4}
