@@ -47,6 +47,8 @@ async def test_search_finds_what_you_may_see_and_opens_it(browser: Browser, hub:
         await panel.get_by_role("button", name="Search").click()
         await bobs.wait_for(state="detached")
         assert await hits.evaluate_all("(hs) => hs.map((h) => h.dataset.id)") == [reply["id"]]
+        assert await hits.get_by_test_id("search-where").all_text_contents() == [
+            "#general · in a thread"]
 
         await panel.get_by_test_id("search-sender").fill("")
         await panel.get_by_test_id("search-conversation").fill("dm:bob")

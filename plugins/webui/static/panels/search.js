@@ -45,6 +45,7 @@ function whereOf(message, me) {
   let where = message.conversation;
   if (where === "dm") where = message.from === me.name ? "direct message (sent)" : "direct message";
   else if (where === "multi") where = "to several";
+  if (message.reply_to) where += " · in a thread";
   return message.whisper.length ? `${where} · whisper to ${message.whisper.join(", ")}` : where;
 }
 
