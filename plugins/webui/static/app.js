@@ -294,6 +294,13 @@ class Page {
     await this.thread.open(root).catch((error) => toast(error.message));
   }
 
+  /** Show a message where it was said: its conversation, and its thread open on it. */
+  async openMessage(message) {
+    await this.openView(this.viewOf(message) ?? "all");
+    await this.openThread(message.reply_to ?? message.id);
+    this.thread.highlight(message.id);
+  }
+
   async react(id, emoji, remove) {
     try {
       const result = await this.hub.call("react", { id, emoji, remove });

@@ -49,6 +49,7 @@ export class Panels {
         }
         throw new Error(`unknown panel event ${name}`);
       },
+      openMessage: (message) => page.openMessage(message),
       toast: (text) => page.toastText(text),
       signOut: () => page.signOut(),
     };

@@ -72,6 +72,16 @@ export class ThreadPanel {
     this.scrollDown();
   }
 
+  /** Point at one message of the open thread (the one a search found). */
+  highlight(id) {
+    for (const node of this.container.querySelectorAll(".message.found")) {
+      node.classList.remove("found");
+    }
+    const node = this.container.querySelector(`.message[data-id="${CSS.escape(id)}"]`);
+    node?.classList.add("found");
+    node?.scrollIntoView({ block: "center" });
+  }
+
   scrollDown() {
     const scroll = this.container.querySelector(".thread-scroll");
     scroll.scrollTop = scroll.scrollHeight;
