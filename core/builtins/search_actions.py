@@ -23,6 +23,7 @@ from pydantic import Field
 
 from meshhub import hookimpl
 from meshhub.actions import Action, ActionContext, action
+from meshhub.builtins.core_actions import conversation_filter
 from meshhub.errors import InvalidRequest, NotFound
 from meshhub.sanitize import one_line
 from meshhub.store import MARK_END, MARK_START
@@ -65,23 +66,6 @@ def public_snippet(snippet: str) -> str:
     return one_line(escaped.replace(MARK_START, "[").replace(MARK_END, "]"), limit=10_000)
 
 
-def _where(ctx: ActionContext, conversation: str | None) -> tuple[str | None, str | None]:
-    """(conversation, partner key) as ``history`` reads ``conversation``."""
-    if conversation is None:
-        return None, None
-    if conversation.startswith("dm:"):
-        peer = ctx.hub.directory.find(conversation[3:])
-        if peer is None:
-            raise NotFound(f"no peer {conversation[3:]!r}")
-        return None, peer.key
-    if conversation.startswith(("#", "@")) or conversation in ("*", "multi"):
-        return conversation.lower() if conversation.startswith("#") else conversation, None
-    if conversation.lower() not in ctx.hub.directory.conversations:
-        raise InvalidRequest(f"no conversation {conversation!r}: write #name, @group, *, "
-                             "multi, or dm:NAME for the direct messages with a peer")
-    return "#" + conversation.lower(), None
-
-
 @action(read_only=True)
 async def search(
     ctx: ActionContext,
@@ -103,7 +87,7 @@ async def search(
     wrote is escaped with a backslash)."""
     if not 1 <= limit <= 100:
         raise InvalidRequest("limit must be between 1 and 100")
-    conv, partner = _where(ctx, conversation)
+    conv, partner = conversation_filter(ctx, conversation)
     sender_key = None
     if sender is not None:
         peer = ctx.hub.directory.find(sender)
