@@ -53,6 +53,7 @@ from scale_seed import seed  # noqa: E402
 from ws_throughput import HOST, HUB_BIN, Procs, free_port, run_phase, wait_healthy  # noqa: E402
 
 from meshhub.builtins.sqlite_store import SQLiteStore  # noqa: E402
+from meshhub.store import MessageSearchResult  # noqa: E402
 
 GOALS = {"search_ms": 20.0, "history_ms": 5.0, "send_ratio": 0.8}
 VIEWER = "5e000000"  # the first seeded peer (see scale_seed.peer_rows)
@@ -158,7 +159,7 @@ async def measure_reads(db: Path, probes: int) -> dict[str, Any]:
         searches = []
         for text in texts:
             t0 = time.perf_counter()
-            hits.append(len(await search(store, text)))
+            hits.append(len((await search(store, text)).hits))
             searches.append((time.perf_counter() - t0) * 1000)
         pages = []
         for i in range(probes):
@@ -173,7 +174,7 @@ async def measure_reads(db: Path, probes: int) -> dict[str, Any]:
     return {"search_ms": searches, "history_ms": pages, "hits": hits, "recall": recall}
 
 
-async def search(store: SQLiteStore, text: str) -> list[Any]:
+async def search(store: SQLiteStore, text: str) -> MessageSearchResult:
     return await store.search_messages(VIEWER, text, conversation=None, partner=None,
                                        sender=None, since=None, until=None, kinds=None,
                                        limit=20)

@@ -32,6 +32,8 @@ MAX_QUERY = 500
 _DURATION = re.compile(r"(\d+(?:\.\d+)?)\s*([smhdw])")
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 _PEER_MARKUP = re.compile(r"([\[\]\\])")
+INCOMPLETE = ("the search index is still being built (a backlog of stored messages): the "
+              "newest messages may be missing from these hits; search again in a minute")
 
 
 def parse_when(text: str | float, now: float) -> float:
@@ -84,7 +86,8 @@ async def search(
 
     Each hit: ``message`` (the usual message shape), ``score`` (higher is better) and
     ``snippet`` (the matching part, matched words between [ and ]; a bracket the sender
-    wrote is escaped with a backslash)."""
+    wrote is escaped with a backslash). ``complete`` is false (with a ``note``) while the
+    hub is still indexing a backlog of stored messages: then some may be missing."""
     if not 1 <= limit <= 100:
         raise InvalidRequest("limit must be between 1 and 100")
     conv, partner = conversation_filter(ctx, conversation)
@@ -96,14 +99,17 @@ async def search(
                            f"{', '.join(ctx.hub.directory.closest_names(sender))}")
         sender_key = peer.key
     now = time.time()
-    hits = await ctx.hub.store.search_messages(
+    found = await ctx.hub.store.search_messages(
         ctx.peer.key, query, conversation=conv, partner=partner, sender=sender_key,
         since=parse_when(since, now) if since is not None else None,
         until=parse_when(until, now) if until is not None else None,
         kinds=[kind] if kind is not None else None, limit=limit)
-    return {"query": query, "hits": [
+    out: dict[str, Any] = {"query": query, "complete": found.complete, "hits": [
         {"message": ctx.hub.message_view(hit.message), "score": hit.score,
-         "snippet": public_snippet(hit.snippet)} for hit in hits]}
+         "snippet": public_snippet(hit.snippet)} for hit in found.hits]}
+    if not found.complete:
+        out["note"] = INCOMPLETE
+    return out
 
 
 @hookimpl
