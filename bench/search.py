@@ -2,8 +2,8 @@
 """Message search with a million stored messages: searching, reading history, and what the
 index costs the send path.
 
-    python bench/search.py [--messages 1000000] [--queries 300] [--quick] [--json]
-        [--summary-json]
+    python bench/search.py [--messages 1000000] [--memories 100000] [--queries 300] [--quick]
+        [--json] [--summary-json]
 
 **The store.** A hub home is started once (the hub makes its schema) and stopped; then
 ``--messages`` messages (``--quick``: 100,000) go straight into its tables with
@@ -19,13 +19,21 @@ peer can see (one word, or two words of one message: frequent words come up as o
 are frequent), each run once after a warm-up pass; and ``history`` pages of its conversations
 (the newest page, or the page before a random message), 50 messages each.
 
+**Recall**: the memory ``recall`` action of an in-process hub (a fresh home, no server),
+called as one of its peers the way every surface calls an action. ``--memories`` memories
+(``--quick``: 10,000) are made by the ``remember`` action itself, 500 at once (so what is
+stored is what the plugin writes): 30 to 50 words of the same vocabulary, 1 to 3 tags of 200
+(a Zipf law too). Then ``--queries`` recalls of each kind, after a warm-up: two words of one
+memory; one word of a memory with one of its tags; and one of its tags alone (the newest with
+it).
+
 **Sends**: acknowledged sends per second through a real ``hub start`` over WebSocket (the load
 generator of ``bench/ws_throughput.py``: 50 peers, each awaiting every send) against the
 indexed store and against an empty store, in turns (empty, stored, empty, stored); each
 store's best run counts.
 
 Goals (issue 16): search p50 and p99 <= 20 ms; history page p50 <= 5 ms; sends/s with the
-stored messages >= 0.8 x with none (within 20 %).
+stored messages >= 0.8 x with none (within 20 %); recall p50 <= 20 ms for each kind.
 """
 
 from __future__ import annotations
@@ -52,11 +60,18 @@ from goals import Goal, percentile, report  # noqa: E402
 from scale_seed import seed  # noqa: E402
 from ws_throughput import HOST, HUB_BIN, Procs, free_port, run_phase, wait_healthy  # noqa: E402
 
+from meshhub.actions import ActionContext  # noqa: E402
 from meshhub.builtins.sqlite_store import SQLiteStore  # noqa: E402
+from meshhub.config import init_home, load_config  # noqa: E402
+from meshhub.hub import Hub  # noqa: E402
+from meshhub.store import MessageSearchResult  # noqa: E402
 
-GOALS = {"search_ms": 20.0, "history_ms": 5.0, "send_ratio": 0.8}
+GOALS = {"search_ms": 20.0, "history_ms": 5.0, "send_ratio": 0.8, "recall_ms": 20.0}
 VIEWER = "5e000000"  # the first seeded peer (see scale_seed.peer_rows)
 SYLLABLES = [c + v for c in "bdfgklmnprstvz" for v in "aeiou"]
+TAGS = 200
+REMEMBERED_AT_ONCE = 500
+RECALLS = {"two_words": "two words", "word_and_tag": "one word + tag", "tag": "tag only"}
 
 
 def vocabulary(size: int = 20_000) -> tuple[list[str], list[float]]:
@@ -158,7 +173,7 @@ async def measure_reads(db: Path, probes: int) -> dict[str, Any]:
         searches = []
         for text in texts:
             t0 = time.perf_counter()
-            hits.append(len(await search(store, text)))
+            hits.append(len((await search(store, text)).hits))
             searches.append((time.perf_counter() - t0) * 1000)
         pages = []
         for i in range(probes):
@@ -167,22 +182,76 @@ async def measure_reads(db: Path, probes: int) -> dict[str, Any]:
             await store.history(VIEWER, conversation=convs[i % len(convs)], partner=None,
                                 before=before, after=None, top_level_only=True, limit=51)
             pages.append((time.perf_counter() - t0) * 1000)
-        recall = measure_recall(store)
     finally:
         await store.close()
-    return {"search_ms": searches, "history_ms": pages, "hits": hits, "recall": recall}
+    return {"search_ms": searches, "history_ms": pages, "hits": hits}
 
 
-async def search(store: SQLiteStore, text: str) -> list[Any]:
+async def search(store: SQLiteStore, text: str) -> MessageSearchResult:
     return await store.search_messages(VIEWER, text, conversation=None, partner=None,
                                        sender=None, since=None, until=None, kinds=None,
                                        limit=20)
 
 
-def measure_recall(store: SQLiteStore) -> dict[str, Any]:
-    """The place for the memory ``recall`` measurement (the ``remember``/``recall`` feature
-    is built elsewhere); until then there is nothing to measure."""
-    return {}
+def memory_maker() -> Any:
+    """``memory(rng)``: the ``remember`` parameters of one made-up memory."""
+    words, weights = vocabulary()
+    tags = words[-TAGS:]  # words from the far end of the Zipf law, as tags
+    tag_weights = list(accumulate(1 / (rank + 1) for rank in range(TAGS)))
+
+    def memory(rng: random.Random) -> dict[str, Any]:
+        picked = rng.choices(tags, cum_weights=tag_weights, k=rng.randint(1, 3))
+        return {"content": " ".join(rng.choices(words, cum_weights=weights,
+                                                k=rng.randint(30, 50))),
+                "tags": list(dict.fromkeys(picked))}
+
+    return memory
+
+
+def recall_params(kind: str, memory: dict[str, Any], rng: random.Random) -> dict[str, Any]:
+    """A recall of ``kind`` (see :data:`RECALLS`) made from one stored memory."""
+    words = memory["content"].split()
+    if kind == "two_words":
+        return {"query": " ".join(rng.sample(words, 2))}
+    if kind == "word_and_tag":
+        return {"query": rng.choice(words), "tags": [rng.choice(memory["tags"])]}
+    return {"tags": [rng.choice(memory["tags"])]}
+
+
+async def measure_recall(home: Path, count: int, probes: int) -> dict[str, Any]:
+    """Recall latencies per kind, through the action on an in-process hub holding ``count``
+    memories; with the seconds the ``remember`` calls took and how many each recall found."""
+    init_home(home, "owner")
+    hub = Hub(load_config(home))
+    await hub.start()
+    try:
+        peer, _ = await hub.directory.register(identity="bench:recall", name="recaller",
+                                               kind="agent", connector="cli")
+        ctx = ActionContext(hub=hub, peer=peer, surface="cli")
+        rng = random.Random(23)
+        memory = memory_maker()
+        made: list[dict[str, Any]] = []
+        t0 = time.perf_counter()
+        while len(made) < count:
+            burst = [memory(rng) for _ in range(min(REMEMBERED_AT_ONCE, count - len(made)))]
+            await asyncio.gather(*(hub.actions.call(ctx, "remember", m, counted=False)
+                                   for m in burst))
+            made += burst
+        remember_s = time.perf_counter() - t0
+        out: dict[str, Any] = {"memories": count, "remember_s": remember_s}
+        for kind in RECALLS:
+            calls = [recall_params(kind, rng.choice(made), rng) for _ in range(probes + 20)]
+            for params in calls[:20]:  # warm the cache as a running hub would have it
+                await hub.actions.call(ctx, "recall", params, counted=False)
+            times, found = [], []
+            for params in calls[20:]:
+                t0 = time.perf_counter()
+                found.append(len(await hub.actions.call(ctx, "recall", params, counted=False)))
+                times.append((time.perf_counter() - t0) * 1000)
+            out[kind] = {"ms": times, "found": found}
+        return out
+    finally:
+        await hub.stop()
 
 
 def sends(procs: Procs, root: Path, stored: Path, quick: bool) -> dict[str, list[float]]:
@@ -208,9 +277,33 @@ def progress(text: str) -> None:
     print(text, file=sys.stderr, flush=True)
 
 
+def size_label(count: int) -> str:
+    return f"{count // 1000}k" if count < 1_000_000 else f"{count / 1e6:g}M"
+
+
+def recall_summary(recall: dict[str, Any]) -> dict[str, Any]:
+    """Per kind of recall: p50/p90/p99/max in ms and the median number of memories found."""
+    out: dict[str, Any] = {"memories": recall["memories"], "remember_s": recall["remember_s"]}
+    for kind in RECALLS:
+        times, found = recall[kind]["ms"], recall[kind]["found"]
+        out[kind] = {"ms": {q: percentile(times, q) for q in (50, 90, 99, 100)},
+                     "found_median": percentile(found, 50), "found_none": found.count(0)}
+    return out
+
+
+def print_recall(summary: dict[str, Any]) -> None:
+    print(f"recall, {summary['memories']} memories (remembered in "
+          f"{summary['remember_s']:.1f} s):")
+    for kind, label in RECALLS.items():
+        row = summary[kind]
+        print(f"  {label:>14}: " + "  ".join(f"p{q} {v:.2f} ms" for q, v in row["ms"].items())
+              + f"  (found: median {row['found_median']}, none {row['found_none']})")
+
+
 def goal_rows(count: int, reads: dict[str, Any], rates: dict[str, list[float]]) -> list[Goal]:
-    size = f"{count // 1000}k" if count < 1_000_000 else f"{count / 1e6:g}M"
-    s, h = reads["search_ms"], reads["history_ms"]
+    size = size_label(count)
+    s, h, recall = reads["search_ms"], reads["history_ms"], reads["recall"]
+    memories = size_label(recall["memories"])
     return [
         Goal("search", f"search p50, {size} stored", percentile(s, 50), "ms",
              GOALS["search_ms"], ratio_goal=False),
@@ -220,25 +313,33 @@ def goal_rows(count: int, reads: dict[str, Any], rates: dict[str, list[float]]) 
              GOALS["history_ms"], ratio_goal=False),
         Goal("search", f"sends/s, {size} stored vs none", max(rates["stored"]), "msgs/s",
              GOALS["send_ratio"], baseline=max(rates["empty"]), compare=">="),
-    ]
+    ] + [Goal("search", f"recall p50, {label}, {memories} memories",
+              percentile(recall[kind]["ms"], 50), "ms", GOALS["recall_ms"], ratio_goal=False)
+         for kind, label in RECALLS.items()]
 
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--messages", type=int, default=1_000_000)
-    p.add_argument("--queries", type=int, default=300, help="searches and history pages")
-    p.add_argument("--quick", action="store_true", help="100,000 messages, 100 queries")
+    p.add_argument("--memories", type=int, default=100_000, help="memories recalled from")
+    p.add_argument("--queries", type=int, default=300,
+                   help="searches, history pages and recalls of each kind")
+    p.add_argument("--quick", action="store_true",
+                   help="100,000 messages, 10,000 memories, 100 queries")
     p.add_argument("--json", action="store_true")
     p.add_argument("--summary-json", action="store_true")
     args = p.parse_args()
     if args.quick:
-        args.messages, args.queries = 100_000, 100
+        args.messages, args.memories, args.queries = 100_000, 10_000, 100
     procs = Procs()
     with tempfile.TemporaryDirectory(prefix="meshhub-bench-search-") as tmp:
         root = Path(tmp)
         try:
             built = build(procs, root, args.messages)
             reads = asyncio.run(measure_reads(built["home"] / "meshhub.db", args.queries))
+            progress(f"remembering {args.memories} memories")
+            reads["recall"] = asyncio.run(measure_recall(root / "memories", args.memories,
+                                                         args.queries))
             rates = sends(procs, root, built["home"], args.quick)
         finally:
             procs.stop_all()
@@ -250,7 +351,7 @@ def main() -> None:
         "search_ms": {q: percentile(s, q) for q in (50, 90, 99, 100)},
         "history_ms": {q: percentile(h, q) for q in (50, 90, 99, 100)},
         "hits_per_search": {"median": percentile(hits, 50), "none": hits.count(0)},
-        "sends_per_s": rates, "recall": reads["recall"],
+        "sends_per_s": rates, "recall": recall_summary(reads["recall"]),
     }
     if args.json:
         print(json.dumps(out, indent=2))
@@ -265,6 +366,7 @@ def main() -> None:
               f"{out['hits_per_search']['none']} of {len(hits)} found nothing")
         print("sends/s: " + "  ".join(f"{k} {', '.join(f'{v:.0f}' for v in vs)}"
                                       for k, vs in rates.items()))
+        print_recall(out["recall"])
     report(goal_rows(args.messages, reads, rates), args.summary_json)
 
 

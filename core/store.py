@@ -107,6 +107,17 @@ class MessageHit:
     state: str
 
 
+@dataclass
+class MessageSearchResult:
+    """What a message search found: its ``hits``, best first, and whether every stored
+    message was searched (``complete``). An engine still indexing a large backlog (a hub
+    upgraded with many messages) answers from what it has indexed rather than making the
+    searcher wait, and says so with ``complete=False``."""
+
+    hits: list[MessageHit]
+    complete: bool = True
+
+
 class Store(Protocol):
     """Everything the hub persists. Every method is a coroutine; a returned write is durable.
 
@@ -247,13 +258,14 @@ class Store(Protocol):
         until: float | None,
         kinds: list[str] | None,
         limit: int,
-    ) -> list[MessageHit]:
+    ) -> MessageSearchResult:
         """The messages ``viewer`` may see (as in :meth:`history`: it sent them, or it has a
         delivery row that is not dead) whose body holds every word of ``query``, best first.
         ``query`` is a peer's text: only its words count (:func:`meshhub.records.search_terms`),
         never query syntax. Filters as in :meth:`history` (``conversation``, ``partner``),
         plus the sender's key, ``since <= created_at < until`` and the kinds. A message stored
-        before the call (its send acknowledged) is found."""
+        before the call (its send acknowledged) is found, unless the engine is still indexing
+        a backlog too large to finish first: then the result is not ``complete``."""
         ...
 
     async def attachment_for(self, viewer: str, sha256: str) -> dict[str, Any] | None:

@@ -13,6 +13,7 @@ from typing import Any
 import aiohttp
 import pytest
 
+from meshhub.builtins import sqlite_search
 from meshhub.builtins.search_actions import parse_when, public_snippet
 from meshhub.errors import InvalidRequest
 from meshhub.store import MARK_END, MARK_START
@@ -146,6 +147,7 @@ async def test_found_as_soon_as_sent_over_http_and_mcp(inproc, people) -> None:
                 headers={"Authorization": f"Bearer {token}"}) as resp:
             assert resp.status == 200
             over_http = (await resp.json())["result"]
+        assert over_http["complete"] is True and "note" not in over_http
         assert len(over_http["hits"]) == 5 and over_http["hits"][0]["message"]["from"] == "ann"
 
         async with stdio_session(mcp_params(bob, served.url, "--name", "bob-s")) as s:
@@ -180,3 +182,48 @@ async def test_messages_stored_before_the_index_are_found_after_a_restart(inproc
         assert set(ids(await b.call("search", query="archived report"))) == \
             {m["id"] for m in sent}
         assert ids(await b.call("search", query="beta")) == [sent[1]["id"]]
+
+
+def _emptied_index(db: Any) -> None:
+    """The index as a hub upgraded with these messages finds it: empty."""
+    with sqlite3.connect(db) as conn:
+        conn.execute("INSERT INTO message_search (message_search) VALUES ('delete-all')")
+        conn.execute("DELETE FROM message_search_rows")
+        conn.execute("UPDATE message_search_state SET high_water = ''")
+
+
+async def _all_indexed(db: Any) -> bool:
+    with sqlite3.connect(db) as conn:
+        return bool(conn.execute(
+            "SELECT (SELECT COUNT(*) FROM message_search_rows) = "
+            "(SELECT COUNT(*) FROM messages)").fetchone()[0])
+
+
+async def test_a_backlog_over_the_cap_is_searched_as_far_as_indexed_and_said_so(
+        inproc, people, tmp_path, monkeypatch) -> None:
+    served = await inproc(send_rate=0)
+    ann, bob = people("ann", "bob")
+    async with ann.client(served.url) as a, bob.client(served.url):
+        sent = [await a.send("bob", f"backlog item {n}") for n in range(12)]
+    await served.stop()
+    db = tmp_path / "hub" / "meshhub.db"
+    _emptied_index(db)
+    # a search indexes at most 2 batches of 2; the background indexer waits (nothing settled)
+    monkeypatch.setattr(sqlite_search, "BATCH", 2)
+    monkeypatch.setattr(sqlite_search, "CATCH_UP", 2)
+    monkeypatch.setattr(sqlite_search, "SETTLE_MS", 10**15)
+    served = await inproc(send_rate=0)
+    async with bob.client(served.url) as b:
+        partial = await b.call("search", query="backlog item", limit=100)
+        assert partial["complete"] is False and "still being built" in partial["note"]
+        assert set(ids(partial)) < {m["id"] for m in sent}
+
+        monkeypatch.setattr(sqlite_search, "SETTLE_MS", 0)  # the background indexer goes on
+        await eventually(lambda: _all_indexed(db), timeout=30)
+        whole = await b.call("search", query="backlog item", limit=100)
+        assert whole["complete"] is True and "note" not in whole
+        assert set(ids(whole)) == {m["id"] for m in sent}
+        async with ann.client(served.url) as a:  # under the cap: found as soon as sent
+            late = await a.send("bob", "backlog straggler")
+        found = await b.call("search", query="straggler")
+        assert found["complete"] is True and ids(found) == [late["id"]]

@@ -23,6 +23,7 @@ from pydantic import Field
 
 from meshhub import hookimpl
 from meshhub.actions import Action, ActionContext, action
+from meshhub.builtins.core_actions import conversation_filter
 from meshhub.errors import InvalidRequest, NotFound
 from meshhub.sanitize import one_line
 from meshhub.store import MARK_END, MARK_START
@@ -31,6 +32,8 @@ MAX_QUERY = 500
 _DURATION = re.compile(r"(\d+(?:\.\d+)?)\s*([smhdw])")
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 _PEER_MARKUP = re.compile(r"([\[\]\\])")
+INCOMPLETE = ("the search index is still being built (a backlog of stored messages): the "
+              "newest messages may be missing from these hits; search again in a minute")
 
 
 def parse_when(text: str | float, now: float) -> float:
@@ -65,23 +68,6 @@ def public_snippet(snippet: str) -> str:
     return one_line(escaped.replace(MARK_START, "[").replace(MARK_END, "]"), limit=10_000)
 
 
-def _where(ctx: ActionContext, conversation: str | None) -> tuple[str | None, str | None]:
-    """(conversation, partner key) as ``history`` reads ``conversation``."""
-    if conversation is None:
-        return None, None
-    if conversation.startswith("dm:"):
-        peer = ctx.hub.directory.find(conversation[3:])
-        if peer is None:
-            raise NotFound(f"no peer {conversation[3:]!r}")
-        return None, peer.key
-    if conversation.startswith(("#", "@")) or conversation in ("*", "multi"):
-        return conversation.lower() if conversation.startswith("#") else conversation, None
-    if conversation.lower() not in ctx.hub.directory.conversations:
-        raise InvalidRequest(f"no conversation {conversation!r}: write #name, @group, *, "
-                             "multi, or dm:NAME for the direct messages with a peer")
-    return "#" + conversation.lower(), None
-
-
 @action(read_only=True)
 async def search(
     ctx: ActionContext,
@@ -100,10 +86,11 @@ async def search(
 
     Each hit: ``message`` (the usual message shape), ``score`` (higher is better) and
     ``snippet`` (the matching part, matched words between [ and ]; a bracket the sender
-    wrote is escaped with a backslash)."""
+    wrote is escaped with a backslash). ``complete`` is false (with a ``note``) while the
+    hub is still indexing a backlog of stored messages: then some may be missing."""
     if not 1 <= limit <= 100:
         raise InvalidRequest("limit must be between 1 and 100")
-    conv, partner = _where(ctx, conversation)
+    conv, partner = conversation_filter(ctx, conversation)
     sender_key = None
     if sender is not None:
         peer = ctx.hub.directory.find(sender)
@@ -112,14 +99,17 @@ async def search(
                            f"{', '.join(ctx.hub.directory.closest_names(sender))}")
         sender_key = peer.key
     now = time.time()
-    hits = await ctx.hub.store.search_messages(
+    found = await ctx.hub.store.search_messages(
         ctx.peer.key, query, conversation=conv, partner=partner, sender=sender_key,
         since=parse_when(since, now) if since is not None else None,
         until=parse_when(until, now) if until is not None else None,
         kinds=[kind] if kind is not None else None, limit=limit)
-    return {"query": query, "hits": [
+    out: dict[str, Any] = {"query": query, "complete": found.complete, "hits": [
         {"message": ctx.hub.message_view(hit.message), "score": hit.score,
-         "snippet": public_snippet(hit.snippet)} for hit in hits]}
+         "snippet": public_snippet(hit.snippet)} for hit in found.hits]}
+    if not found.complete:
+        out["note"] = INCOMPLETE
+    return out
 
 
 @hookimpl

@@ -28,8 +28,12 @@ a sender or a time range reach older ones.
 
 Off the hot path: ``insert_message`` does not touch the index. A background task indexes, a
 batch per writer operation, the messages stored after the persisted high-water mark
-(``message_search_state.high_water``), and a search first runs the same pass for everything not
-indexed yet, through the writer, so it comes after every write acknowledged before it.
+(``message_search_state.high_water``), and a search first runs the same pass for what is not
+indexed yet, through the writer, so it comes after every write acknowledged before it. That
+catch-up stops after ``CATCH_UP`` batches: far more than the background indexer leaves behind
+in normal use, but a hub upgraded with a million messages would keep its first searcher (and
+the writer) busy for tens of seconds. Past that, the search answers from what is indexed and
+says it is not complete; the background indexer finishes the backlog.
 
 Ids sort by the time they were made, but one made ahead of its send (an approval card) may
 be stored after a later one. So the mark only moves up to ids ``SETTLE_MS`` old, and the pass
@@ -51,7 +55,7 @@ from collections.abc import Callable
 from typing import Any, TypeVar
 
 from meshhub.records import search_terms
-from meshhub.store import MARK_END, MARK_START, MessageHit
+from meshhub.store import MARK_END, MARK_START, MessageHit, MessageSearchResult
 
 from .sqlite_reads import _MESSAGE_COLUMNS, _message_from_row
 from .sqlite_records import match_expression
@@ -59,6 +63,7 @@ from .sqlite_records import match_expression
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 BATCH = 1000  # messages per writer operation: long enough to index fast, short for the sends
+CATCH_UP = 20  # the most batches a search indexes before it answers
 IDLE_SECONDS = 1.0  # between background passes once caught up
 SETTLE_MS = 5000  # how late a message may be stored after its id was made
 RANKED = 100  # a search ranks the newest this many matches the viewer may see
@@ -176,14 +181,17 @@ class MessageSearch:
             took = time.perf_counter() - started
             await asyncio.sleep(2 * took if added == BATCH else IDLE_SECONDS)
 
-    async def search_catch_up(self) -> None:
-        """Index every message stored so far (a batch per writer operation, so sends go on
-        meanwhile); a search runs this first. The read connection sees every write that was
-        acknowledged: when it finds nothing left to index, the writer is not asked."""
+    async def search_catch_up(self) -> bool:
+        """Index the messages stored so far, at most ``CATCH_UP`` batches (a batch per writer
+        operation, so sends go on meanwhile); a search runs this first. Whether every stored
+        message is indexed now. The read connection sees every write that was acknowledged:
+        when it finds nothing left to index, the writer is not asked."""
         if not self._read(_behind):
-            return
-        while await self._call(lambda conn: index_pass(conn, BATCH, None, time.time())) == BATCH:
-            pass
+            return True
+        for _ in range(CATCH_UP):
+            if await self._call(lambda conn: index_pass(conn, BATCH, None, time.time())) < BATCH:
+                return True
+        return not self._read(_behind)
 
     async def search_messages(
         self,
@@ -197,11 +205,11 @@ class MessageSearch:
         until: float | None,
         kinds: list[str] | None,
         limit: int,
-    ) -> list[MessageHit]:
+    ) -> MessageSearchResult:
         terms = search_terms(query)
         if not terms:
-            return []
-        await self.search_catch_up()
+            return MessageSearchResult([])
+        complete = await self.search_catch_up()
         words = match_expression(" ".join(terms))
         # the viewer's key among the words: the index intersects the body's matches with the
         # messages the viewer sent or received, instead of every message holding the words
@@ -221,9 +229,10 @@ class MessageSearch:
             f"{_filters(conversation, partner, sender, since, until, kinds, params)} "
             "ORDER BY message_search.rowid LIMIT :window")
         rows = self._read(lambda conn: conn.execute(sql, params).fetchall())
-        return [MessageHit(message=_message_from_row(rows[i][:15]), state=rows[i][15],
-                           score=score, snippet=snippet)
-                for i, score, snippet in self._rank(rows, words, limit)]
+        return MessageSearchResult([
+            MessageHit(message=_message_from_row(rows[i][:15]), state=rows[i][15], score=score,
+                       snippet=snippet) for i, score, snippet in self._rank(rows, words, limit)],
+            complete)
 
     def _rank(self, rows: list[Any], words: str, limit: int) -> list[tuple[int, float, str]]:
         """(position in ``rows``, score, snippet) of the best ``limit`` of ``rows`` for
