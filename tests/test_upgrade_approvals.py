@@ -151,7 +151,13 @@ async def test_old_approvals_files_and_reactions_survive_the_upgrade(inproc, tmp
         assert base64.b64decode(got["content"]) == data and got["name"] == "notes.txt"
         given = await b.call("file_get", id=blob["file"])  # through the message it came with
         assert given["name"] == "for-bob.txt"
-        # the upload and the message's body count against ann's quota
+        # the upload and the message's body count against ann's quota, once the stored
+        # bodies are counted (in the background, from the start)
+
+        async def counted() -> bool:
+            return served.hub.limits.storage.loaded
+
+        await eventually(counted)
         assert served.hub.limits.storage.used[key_of(ann)] == len(data) + len(b"see attached")
 
         reactions = await a.call("reactions", ids=[ids["message"]])
