@@ -147,15 +147,16 @@ async def test_keys_and_values_are_checked(inproc, tmp_path):
     served = await inproc()
     ann = make_identity(tmp_path / "people", "ann")
     async with ann.client(served.url, receive=False) as a:
-        for bad in ("", "has space", "#ops", "x" * 129, "-dash", "ümlaut"):
+        for bad in ("", "has space", "#ops", "x" * 129, "-dash", "ümlaut", "x\n", "lock\n"):
             with pytest.raises(InvalidRequest, match="letters, digits"):
                 await a.call("state_set", key=bad, value=1)
         with pytest.raises(TooLarge, match="65536 bytes"):
             await a.call("state_set", key="big", value="x" * (64 * 1024))
         fits = "x" * (64 * 1024 - 2)  # with its quotes: exactly the limit
         assert (await a.call("state_set", key="big", value=fits))["value"] == fits
-        with pytest.raises(InvalidRequest, match="prefix"):
-            await a.call("state_list", prefix="a b")
+        for bad_prefix in ("a b", "build/\n"):
+            with pytest.raises(InvalidRequest, match="prefix"):
+                await a.call("state_list", prefix=bad_prefix)
 
 
 def test_state_setting():

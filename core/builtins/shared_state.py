@@ -36,8 +36,8 @@ MAX_LIST = 1000
 CONFLICT_PREVIEW = 500  # characters of the current value a refused compare-and-set says
 KEY_RULE = (f"1 to {MAX_KEY} characters: letters, digits and . _ - : / (no spaces), starting "
             f"with a letter or a digit, e.g. build/status")
-KEY_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:/-]*$")
-PREFIX_RE = re.compile(r"^[A-Za-z0-9._:/-]*$")
+KEY_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:/-]*")
+PREFIX_RE = re.compile(r"[A-Za-z0-9._:/-]*")
 # every key character sorts below it, so "<prefix>" .. "<prefix>~" holds the keys that start
 # with the prefix; a mesh-wide key starts with a letter or digit, a conversation's with "#"
 AFTER_KEYS = "\x7f"
@@ -64,7 +64,7 @@ STATE = Collection("state", feed=True, notify=_notify)
 
 
 def check_key(key: str) -> str:
-    if len(key) > MAX_KEY or not KEY_RE.match(key):
+    if len(key) > MAX_KEY or not KEY_RE.fullmatch(key):
         raise InvalidRequest(f"bad state key {key[:MAX_KEY]!r}: a key is {KEY_RULE}")
     return key
 
@@ -168,7 +168,7 @@ async def state_list(
     their values; ``prefix`` narrows them (``build/``)."""
     where = _scope_of(ctx, scope)
     prefix = prefix or ""
-    if len(prefix) > MAX_KEY or not PREFIX_RE.match(prefix):
+    if len(prefix) > MAX_KEY or not PREFIX_RE.fullmatch(prefix):
         raise InvalidRequest(f"bad prefix {prefix[:MAX_KEY]!r}: keys are {KEY_RULE}")
     start = _record_key(where, prefix)
     low = max(start, FIRST_KEY) if where is None else start
