@@ -14,21 +14,26 @@ import pytest
 from meshhub.client import MeshClient
 from meshhub.errors import Forbidden, InvalidRequest, MeshError, TooLarge
 from meshhub_mcp import push
-from meshhub_mcp.push import StateNotices, state_setting
+from meshhub_mcp.http_endpoint import ChannelSocket
+from meshhub_mcp.push import Pusher, StateNotices, state_setting
+from meshhub_mcp.tools import STATE_SHOWN, state_content
 
 from .helpers import make_identity
 from .test_mcp import Session, http_session, mcp_params, stdio_session
 
 
-async def next_record(client: MeshClient, key: str) -> dict[str, Any]:
-    """The next ``record`` event of the state collection for ``key`` (presence events and
-    other keys' changes are passed over)."""
+async def next_record(client: MeshClient, key: str,
+                      passed: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+    """The next ``record`` event of the state collection for ``key``; the events passed over
+    on the way (presence, other keys' changes) are added to ``passed`` when given."""
     with anyio.fail_after(10):
         while True:
             event = await client.events.get()
             if event.get("event") == "record" and event["collection"] == "state" \
                     and event["key"] == key:
                 return event
+            if passed is not None:
+                passed.append(event)
 
 
 async def api(http: aiohttp.ClientSession, url: str, token: str, action: str,
@@ -130,10 +135,15 @@ async def test_conversation_scope_is_for_its_members(inproc, tmp_path):
         assert [e["value"] for e in (await b.call("state_list", scope="#ops"))["entries"]] == [
             "ann"]
         assert [e["value"] for e in (await b.call("state_list"))["entries"]] == ["mesh"]
-        # cy is no member: it heard of the mesh-wide change only
-        mesh_event = await next_record(c, "lock")
+        # cy is no member: of everything it got, until a mesh-wide change made after the
+        # conversation's (the feed tells in order), nothing was of #ops
+        await a.call("state_set", key="barrier", value=1)
+        received: list[dict[str, Any]] = []
+        mesh_event = await next_record(c, "lock", received)
         assert mesh_event["value"]["value"] == "mesh"
-        assert all(e.get("key") != "#ops lock" for e in _drain(c))
+        await next_record(c, "barrier", received)
+        assert [e["key"] for e in received + _drain(c) if e.get("event") == "record"
+                and e["key"].startswith("#")] == []
 
 
 def _drain(client: MeshClient) -> list[dict[str, Any]]:
@@ -230,3 +240,50 @@ async def test_mcp_sessions_get_state_notifications_by_their_setting(hub, people
         assert got["value"] == {"green": True} and got["author"] == "ann"
         error = await every.error("mesh_state_set", key="build/status", value="x", revision=0)
         assert f"at revision {got['revision']} now, by ann: {{\"green\":true}}" in error
+
+
+def test_a_big_burst_names_ten_keys_in_its_meta_too():
+    changes = [{"event": "record", "collection": "state", "key": f"k{n:04}", "op": "put",
+                "revision": n, "value": {"key": f"k{n:04}", "value": n, "author": "ann"}}
+               for n in range(5000)]
+    text, meta = state_content(changes)
+    assert meta["keys"] == ",".join(f"k{n:04}" for n in range(STATE_SHOWN)) + ",+4990 more"
+    assert meta["changes"] == "5000" and "and 4990 more keys" in text
+
+
+async def test_a_revoked_stream_is_told_no_state_change(monkeypatch):
+    monkeypatch.setattr(push, "STATE_DEBOUNCE", 0.01)
+    sent: list[str] = []
+
+    async def send(text: str, meta: dict[str, str]) -> None:
+        sent.append(text)
+
+    async def nothing(*args: Any) -> Any:
+        return {}
+
+    async def revoked() -> bool:
+        return False
+
+    notices = StateNotices(("",), send)
+    sock = ChannelSocket(Pusher("push", send, nothing, nothing), notices, revoked)
+    frame = {"type": "event", "event": "record", "collection": "state", "key": "lock",
+             "op": "put", "revision": 1, "value": {"key": "lock", "value": 1, "author": "ann"}}
+    with pytest.raises(ConnectionError, match="revoked"):
+        await sock.send_str(json.dumps(frame))
+    assert sock.closed
+    await asyncio.sleep(0.05)  # past the debounce: a pending notice would have gone out
+    await notices.close()
+    assert sent == []
+
+
+async def test_a_bad_state_setting_on_http_is_refused(inproc, tmp_path):
+    served = await inproc()
+    ann = make_identity(tmp_path / "people", "ann")
+    async with ann.client(served.url, receive=False) as a:
+        token = (await a.call("token_create", label="mcp"))["token"]
+    headers = {"Authorization": f"Bearer {token}", "Accept": "text/event-stream"}
+    async with aiohttp.ClientSession() as http:
+        for query, words in (("state=%20,%20", "comma-separated key prefixes"),
+                             ("mode=loud", "mode must be one of push, inbox, off")):
+            async with http.get(f"{served.url}/mcp?{query}", headers=headers) as resp:
+                assert resp.status == 400 and words in (await resp.json())["error"]
