@@ -11,6 +11,7 @@ import aiohttp
 import anyio
 import pytest
 
+from meshhub.builtins import shared_state
 from meshhub.client import MeshClient
 from meshhub.errors import Forbidden, InvalidRequest, MeshError, TooLarge
 from meshhub_mcp import push
@@ -287,3 +288,62 @@ async def test_a_bad_state_setting_on_http_is_refused(inproc, tmp_path):
                              ("mode=loud", "mode must be one of push, inbox, off")):
             async with http.get(f"{served.url}/mcp?{query}", headers=headers) as resp:
                 assert resp.status == 400 and words in (await resp.json())["error"]
+
+
+async def _counted(served: Any, total: int) -> None:
+    """Wait (bounded) until the start-up count reached ``total`` bytes."""
+    for _ in range(3000):
+        if served.hub.limits.storage.total == total:
+            return
+        await asyncio.sleep(0.01)
+    assert served.hub.limits.storage.total == total
+
+
+async def test_values_count_against_the_writers_storage_quota(inproc, tmp_path):
+    served = await inproc(member_quota_bytes=1000)
+    ann, bob = (make_identity(tmp_path / "people", n) for n in ("ann", "bob"))
+    async with ann.client(served.url, receive=False) as a, \
+            bob.client(served.url, receive=False) as b:
+        await a.call("state_set", key="a", value="x" * 598)  # 600 bytes as JSON
+        with pytest.raises(MeshError) as err:
+            await a.call("state_set", key="b", value="y" * 498)
+        assert err.value.code == "quota_exceeded" and err.value.details["used"] == 600
+        assert (await a.call("state_get", key="b"))["revision"] == 0  # nothing was stored
+        await a.call("state_set", key="a", value="z" * 898)  # a new value replaces the old
+        with pytest.raises(MeshError, match="quota"):
+            await a.send("bob", "m" * 200)  # messages and state share the quota
+        await b.call("state_set", key="a", value="bob")  # ann's 900 bytes are hers no more
+        await a.call("state_set", key="b", value="y" * 798)
+        await a.call("state_delete", key="b")  # a delete gives them back
+        await a.call("state_set", key="c", value="w" * 898)
+    await served.stop()
+    again = await inproc(member_quota_bytes=1000)  # the same home: counted again at start
+    await _counted(again, 900 + 5)
+    async with ann.client(again.url, receive=False) as a:
+        with pytest.raises(MeshError) as err:
+            await a.call("state_set", key="d", value="v" * 198)
+        assert err.value.code == "quota_exceeded" and err.value.details["used"] == 900
+
+
+async def test_state_list_pages_on_with_after(inproc, tmp_path, monkeypatch):
+    monkeypatch.setattr(shared_state, "MAX_LIST", 2)
+    served = await inproc(action_rate=0)
+    ann = make_identity(tmp_path / "people", "ann")
+    async with ann.client(served.url, receive=False) as a:
+        await a.call("conversation_create", name="ops")
+        for key in ("a1", "a2", "a3", "a4", "a5", "b1"):
+            await a.call("state_set", key=key, value=key)
+            await a.call("state_set", key=key, value=key, scope="#ops")
+        for scope in (None, "#ops"):
+            seen, after, more = [], None, True
+            while more:
+                page = await a.call("state_list", scope=scope, prefix="a", after=after)
+                seen += [e["key"] for e in page["entries"]]
+                after, more = seen[-1], page["more"]
+            assert seen == ["a1", "a2", "a3", "a4", "a5"]
+            below = await a.call("state_list", scope=scope, prefix="a", after="0")
+            assert [e["key"] for e in below["entries"]] == ["a1", "a2"] and below["more"]
+        rest = await a.call("state_list", after="a4")
+        assert [e["key"] for e in rest["entries"]] == ["a5", "b1"] and not rest["more"]
+        with pytest.raises(InvalidRequest, match="letters, digits"):
+            await a.call("state_list", after="a b")
