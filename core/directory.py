@@ -26,11 +26,11 @@ if TYPE_CHECKING:
 MEMBERS = Collection("members")
 INVITES = Collection("invites")
 
-NAME_RE = re.compile(rf"^[A-Za-z0-9][A-Za-z0-9_.-]{{0,{MAX_NAME - 1}}}$")
-KEYLIKE_RE = re.compile(r"^[0-9A-Fa-f]{8}$")
+NAME_RE = re.compile(rf"[A-Za-z0-9][A-Za-z0-9_.-]{{0,{MAX_NAME - 1}}}")
+KEYLIKE_RE = re.compile(r"[0-9A-Fa-f]{8}")
 NAME_RULE = (f"1 to {MAX_NAME} letters, digits, '_', '.' or '-', starting with a letter or "
              "digit, and not 8 hex digits (that reads as a peer key)")
-GROUP_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,39}(/[A-Za-z0-9][A-Za-z0-9_.-]{0,39})*$")
+GROUP_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,39}(/[A-Za-z0-9][A-Za-z0-9_.-]{0,39})*")
 DEFAULT_CONVERSATION = "general"
 
 
@@ -63,14 +63,15 @@ def check_name(name: object) -> str:
 
 
 def is_valid_name(name: object) -> TypeGuard[str]:
-    return isinstance(name, str) and bool(NAME_RE.match(name)) and not KEYLIKE_RE.match(name)
+    return (isinstance(name, str) and bool(NAME_RE.fullmatch(name))
+            and not KEYLIKE_RE.fullmatch(name))
 
 
 def check_group(group: str, field: str = "group") -> str:
     """A group (or conversation) name as written, ``@`` dropped: refused when it is over
     :data:`~meshhub.fields.MAX_GROUP` characters or not made of name parts."""
     group = check_length(field, group.lstrip("@"), MAX_GROUP)
-    if not GROUP_RE.match(group) or group == "all":
+    if not GROUP_RE.fullmatch(group) or group == "all":
         raise InvalidRequest(
             f"bad group name {group!r}: use letters, digits, '_.-', and '/' for subgroups"
         )
@@ -153,7 +154,7 @@ class Directory:
         """``wanted``, or ``wanted-2``, ``-3``... when another peer or member holds it (for
         peers named after a platform's display name, and a member's own sessions)."""
         base = clean_name(wanted)
-        if KEYLIKE_RE.match(base):
+        if KEYLIKE_RE.fullmatch(base):
             base = f"{base}-peer"
         candidate, n = base, 1
         while not self.name_free(candidate, member_key, owner):

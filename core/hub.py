@@ -37,6 +37,7 @@ from .store import Store
 log = logging.getLogger(__name__)
 
 WS_CONNECTORS = SESSION_CONNECTORS
+SETTLE_SECONDS = 10.0  # at stop, the longest the sends in flight are waited for
 
 
 @dataclass
@@ -86,9 +87,9 @@ class PendingSend:
         message = self.message
         self.hub.dispatcher.push_accepted(message, self.leased)
         if self.hub.plugins.has_impls("meshhub_message_accepted"):
-            self.hub.spawn(self.hub.plugins.each(
+            self.hub.track(self.hub.spawn(self.hub.plugins.each(
                 "meshhub_message_accepted", hub=self.hub, message=message
-            ))
+            )))
         return self._result(message, message.id, created=True,
                             queued={k for k in message.recipients if k not in self.leased})
 
@@ -132,6 +133,8 @@ class Hub:
         self.owner_key: str | None = None
         self.extra_hosts: set[str] = set()  # Host names plugins serve under (a webhook's host)
         self._tasks: set[asyncio.Task[Any]] = set()
+        # sends not yet committed, and the accepted hooks of those that were: awaited at stop
+        self._sending: set[asyncio.Future[Any]] = set()
         self._collected = False
 
     # -- lifecycle -------------------------------------------------------------------------
@@ -249,6 +252,7 @@ class Hub:
             current = self.connector_states.get(name)
             if current is None or current.state != "failed":
                 self.report_connector(name, "stopped")
+        await self._settle_sends()
         await self.plugins.each("meshhub_shutdown", hub=self)
         await self.presence.stop()
         await self.dispatcher.stop()
@@ -259,6 +263,21 @@ class Hub:
         await self.records.stop()
         if self.store is not None:
             await self.store.close()
+
+    async def _settle_sends(self) -> None:
+        """Let the sends in flight commit and their ``meshhub_message_accepted`` hooks run
+        before the plugins stop, so a plugin that records every message (the conversation
+        logs) sees the last ones too. A store that does not answer is waited for at most
+        :data:`SETTLE_SECONDS`."""
+        deadline = time.monotonic() + SETTLE_SECONDS
+        while self._sending and time.monotonic() < deadline:
+            # a send's waiter resumes (and starts its hooks) before this coroutine does
+            await asyncio.wait(set(self._sending), timeout=deadline - time.monotonic())
+
+    def track(self, future: asyncio.Future[Any]) -> None:
+        """Count ``future`` among the sends :meth:`stop` lets finish."""
+        self._sending.add(future)
+        future.add_done_callback(self._sending.discard)
 
     def spawn(self, coro: Coroutine[Any, Any, Any]) -> asyncio.Task[Any]:
         """Run ``coro`` in the background; its failure is logged, never lost silently."""
@@ -396,6 +415,7 @@ class Hub:
             message, route.mentioned, leased, time.time() + self.config.lease_seconds
         ))
         self._count_stored(insert, account(sender), size)
+        self.track(insert)
         return PendingSend(message=message, insert=insert, leased=leased, hub=self)
 
     def _count_stored(self, insert: asyncio.Future[tuple[str, bool]], key: str,

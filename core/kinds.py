@@ -26,6 +26,8 @@ KIND_NAMES: tuple[str, ...] = get_args(Kind)
 CONTEXT_MAX_FILES = 20
 CONTEXT_MAX_CHARS = 512  # a branch name, a directory or a file path
 CONTEXT_KEYS = ("branch", "cwd", "changed_files", "summary")
+# what str.splitlines breaks a line at: a path holding one could fake the next label
+LINE_BREAKS = frozenset("\n\r\v\f\x1c\x1d\x1e\x85\u2028\u2029")
 
 
 @dataclass(frozen=True)
@@ -108,11 +110,20 @@ def _check_value(kind: str, field: FieldSpec, value: Any) -> Any:
     if field.is_list:
         if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
             raise _refuse(kind, field.name, f"needs {field.name} as a list of strings")
-        return [v for v in value if v.strip()]
+        return [_one_line(kind, field, v) for v in value if v.strip()]
     if not isinstance(value, str):
         raise _refuse(kind, field.name, f"needs {field.name} as a string")
     if not value.strip():
         raise _refuse(kind, field.name, f"needs {field.name} to say something; it is empty")
+    return _one_line(kind, field, value)
+
+
+def _one_line(kind: str, field: FieldSpec, value: str) -> str:
+    """A code field (a path) is one line: one holding a line break is refused, as it would
+    be shown raw and could fake the label after it."""
+    if field.code and not LINE_BREAKS.isdisjoint(value):
+        raise _refuse(kind, field.name, f"needs {field.name} on one line: a path holds no "
+                      f"line break")
     return value
 
 

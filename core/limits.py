@@ -4,10 +4,10 @@
   ``send_burst``, ``action_rate`` / ``action_burst``). An account is a member (every peer of a
   person or team account shares it), or the peer itself when it has no member (a person bridged
   from a chat). Over the rate: :class:`~meshhub.errors.RateLimited` with ``retry_after``.
-- **Storage**: running totals of the bytes stored per account and in all (message bodies and
-  uploaded files) against ``member_quota_bytes`` and ``total_quota_bytes``. The totals are
-  read back once, in the background, when the hub starts (so a start is not held up by a scan
-  of every message), then kept up to date by every store.
+- **Storage**: running totals of the bytes stored per account and in all (message bodies,
+  uploaded files, shared-state values, memories) against ``member_quota_bytes`` and
+  ``total_quota_bytes``. The totals are read back once, in the background, when the hub starts
+  (so a start is not held up by a scan of every message), then kept up to date by every store.
 - **Connections**: WebSockets per member and in total (``max_member_connections``,
   ``max_ws_connections``), and, under aiohttp, every open TCP or local-socket connection
   (``max_connections``) and the time a new one has to finish its first request head
@@ -23,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
@@ -33,6 +34,7 @@ if TYPE_CHECKING:
     from .config import Config
     from .hub import Hub
     from .models import Peer
+    from .records import Record
 
 log = logging.getLogger(__name__)
 
@@ -148,9 +150,30 @@ class StorageQuota:
     async def load(self, hub: Hub, before: float) -> None:
         """Count the message bodies stored before ``before`` (this start)."""
         for sender, size in (await hub.store.stored_bytes(before)).items():
-            peer = hub.directory.peers.get(sender)
-            self.add(account(peer) if peer is not None else sender, size)
+            self.add(owner_account(hub, sender), size)
         self.loaded = True
+
+    async def load_records(self, hub: Hub, collection: str,
+                           measure: Callable[[Record], tuple[str, int]], before: float) -> None:
+        """Count a feature's documents written before ``before`` (this start), a page at a
+        time through the record API (any engine): ``measure`` says whose (a peer key) and
+        how many bytes each is. Later writes count themselves as they are made."""
+        cursor: str | None = None
+        while True:
+            page = await hub.records.find(collection, limit=1000, after=cursor)
+            for record in page.records:
+                if record.updated_at < before:
+                    peer_key, size = measure(record)
+                    self.add(owner_account(hub, peer_key), size)
+            if page.cursor is None:
+                return
+            cursor = page.cursor
+
+
+def owner_account(hub: Hub, peer_key: str) -> str:
+    """The account a peer's stored bytes count against; the key itself once the peer is gone."""
+    peer = hub.directory.peers.get(peer_key)
+    return account(peer) if peer is not None else peer_key
 
 
 class SocketGuard:

@@ -20,7 +20,8 @@ from nacl.signing import SigningKey
 from meshhub.builtins.hello_auth import attest_session, canonical, sign_hello
 from meshhub.client import MeshClient, audience, ws_url
 from meshhub.config import init_home
-from meshhub.errors import MeshError
+from meshhub.directory import check_group, check_name, is_valid_name
+from meshhub.errors import InvalidRequest, MeshError
 
 from .helpers import (
     HUB_BIN,
@@ -373,6 +374,16 @@ def test_bad_names_are_refused_at_init(tmp_path, name):
     assert out.stderr.startswith("error: bad name") and "letters, digits" in out.stderr
     assert len(out.stderr.strip().splitlines()) == 1 and "Traceback" not in out.stderr
     assert not (home / "identity.key").exists()
+
+
+def test_a_trailing_newline_is_no_part_of_a_name():
+    for bad in ("ann\n", "deadbeef\n"):
+        assert not is_valid_name(bad)
+        with pytest.raises(InvalidRequest, match="bad name"):
+            check_name(bad)
+    assert check_group("ops/db") == "ops/db"
+    with pytest.raises(InvalidRequest, match="bad group name"):
+        check_group("ops\n")
 
 
 async def test_tokens_have_capabilities_expiry_and_close_on_revocation(hub, people):

@@ -3,13 +3,14 @@ real hub writes for its messages, read back as ``grep`` and ``jq`` would."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import stat
 from pathlib import Path
 
 import pytest
 
-from meshhub.builtins.conversation_logs import file_stem, log_line, settings
+from meshhub.builtins.conversation_logs import LogWriter, file_stem, log_line, settings
 from meshhub.config import ConfigError
 
 from .helpers import collect
@@ -161,3 +162,31 @@ def test_a_long_text_is_cut_in_the_log_line_only():
             "reply_to": None, "priority": "next", "attachments": [],
             "text": "y" * 5000, "created_at": 0.0}
     assert log_line(view).endswith("y" * 4000 + " [... 1000 more characters in the .jsonl]")
+
+
+def test_the_queue_is_bounded_by_the_bytes_of_its_text(tmp_path):
+    writer = LogWriter(tmp_path / "logs", 1 << 20, 1, max_pending_bytes=10_000)
+    view = {"id": "m", "created_at": 0.0, "from": "ann", "to": "#general", "kind": "text",
+            "whisper": [], "reply_to": None, "priority": "next", "attachments": [],
+            "text": "x" * 3000}
+    for n in range(3):  # 3000 characters and the overhead each: the third is past 10,000
+        writer.put(view | {"id": f"m{n}"}, ["general"])
+    assert writer.dropped == 1
+    writer.start()
+    writer.close()  # writes what was queued
+    assert len((tmp_path / "logs" / "general.log").read_text().splitlines()) == 2
+    assert writer.pending_bytes == 0
+
+
+async def test_sends_in_flight_at_a_stop_are_logged(inproc, people):
+    served = await inproc(send_rate=0)
+    ann, bob = people("ann", "bob")
+    async with ann.client(served.url, receive=False) as a, bob.client(served.url, receive=False):
+        sender = served.hub.directory.peers[a.peer["key"]]
+    pending = [await served.hub.prepare_send(sender, "bob", f"late {n}") for n in range(300)]
+    # their senders wait for them, as a surface does; the stop comes first
+    waiting = [asyncio.ensure_future(p.wait()) for p in pending]
+    await served.stop()  # it lets them commit and run their hooks before the logs close
+    assert all(w.done() for w in waiting)
+    lines = (logs_of(served) / "dm+ann+bob.log").read_text().splitlines()
+    assert len(lines) == 300 and lines[-1].endswith(": late 299")

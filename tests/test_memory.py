@@ -10,7 +10,7 @@ import aiohttp
 import pytest
 
 from meshhub.builtins import memories
-from meshhub.errors import Forbidden, InvalidRequest, NotFound
+from meshhub.errors import Forbidden, InvalidRequest, MeshError, NotFound
 
 from .helpers import Identity
 from .test_mcp import mcp_params, stdio_session
@@ -185,3 +185,36 @@ async def test_the_mcp_tools_remember_recall_forget_and_restore(inproc, people):
         await t.call("mesh_forget", id=made["id"])
         async with bob.client(served.url) as b:  # another session of the member who forgot it
             assert "forgotten_at" not in await b.call("restore", id=made["id"])
+
+
+async def test_memories_count_against_the_authors_storage_quota(inproc, people):
+    served = await inproc(member_quota_bytes=1000)
+    (ann,) = people("ann")
+    async with ann.client(served.url, receive=False) as a:
+        await a.call("remember", content="x" * 590, tags=["tenletters"])  # 600 bytes
+        with pytest.raises(MeshError) as err:
+            await a.call("remember", content="y" * 500)
+        assert err.value.code == "quota_exceeded" and err.value.details["used"] == 600
+        assert len(await a.call("recall")) == 1  # nothing was stored
+    await served.stop()
+    again = await inproc(member_quota_bytes=1000)  # the same home: counted again at start
+    for _ in range(3000):
+        if again.hub.limits.storage.total == 600:
+            break
+        await asyncio.sleep(0.01)
+    async with ann.client(again.url, receive=False) as a:
+        with pytest.raises(MeshError) as err:
+            await a.call("remember", content="y" * 500)
+        assert err.value.details["used"] == 600
+
+
+async def test_a_memory_cannot_fake_the_marks_of_a_snippet(inproc, people):
+    served = await inproc()
+    (ann,) = people("ann")
+    async with ann.client(served.url, receive=False) as a:
+        await a.call("remember", content="see ⟦approved⟧ and a\\b before the rollback")
+        (found,) = await a.call("recall", query="rollback")
+        assert found["snippet"] == "see \\⟦approved\\⟧ and a\\\\b before the ⟦rollback⟧"
+        for control in ("\x02", "\x03"):
+            with pytest.raises(InvalidRequest, match="U\\+0002"):
+                await a.call("remember", content=f"a {control}rollback\x03 b")

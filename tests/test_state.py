@@ -11,24 +11,30 @@ import aiohttp
 import anyio
 import pytest
 
+from meshhub.builtins import shared_state
 from meshhub.client import MeshClient
 from meshhub.errors import Forbidden, InvalidRequest, MeshError, TooLarge
 from meshhub_mcp import push
-from meshhub_mcp.push import StateNotices, state_setting
+from meshhub_mcp.http_endpoint import ChannelSocket
+from meshhub_mcp.push import Pusher, StateNotices, state_setting
+from meshhub_mcp.tools import STATE_SHOWN, state_content
 
 from .helpers import make_identity
 from .test_mcp import Session, http_session, mcp_params, stdio_session
 
 
-async def next_record(client: MeshClient, key: str) -> dict[str, Any]:
-    """The next ``record`` event of the state collection for ``key`` (presence events and
-    other keys' changes are passed over)."""
+async def next_record(client: MeshClient, key: str,
+                      passed: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+    """The next ``record`` event of the state collection for ``key``; the events passed over
+    on the way (presence, other keys' changes) are added to ``passed`` when given."""
     with anyio.fail_after(10):
         while True:
             event = await client.events.get()
             if event.get("event") == "record" and event["collection"] == "state" \
                     and event["key"] == key:
                 return event
+            if passed is not None:
+                passed.append(event)
 
 
 async def api(http: aiohttp.ClientSession, url: str, token: str, action: str,
@@ -130,10 +136,15 @@ async def test_conversation_scope_is_for_its_members(inproc, tmp_path):
         assert [e["value"] for e in (await b.call("state_list", scope="#ops"))["entries"]] == [
             "ann"]
         assert [e["value"] for e in (await b.call("state_list"))["entries"]] == ["mesh"]
-        # cy is no member: it heard of the mesh-wide change only
-        mesh_event = await next_record(c, "lock")
+        # cy is no member: of everything it got, until a mesh-wide change made after the
+        # conversation's (the feed tells in order), nothing was of #ops
+        await a.call("state_set", key="barrier", value=1)
+        received: list[dict[str, Any]] = []
+        mesh_event = await next_record(c, "lock", received)
         assert mesh_event["value"]["value"] == "mesh"
-        assert all(e.get("key") != "#ops lock" for e in _drain(c))
+        await next_record(c, "barrier", received)
+        assert [e["key"] for e in received + _drain(c) if e.get("event") == "record"
+                and e["key"].startswith("#")] == []
 
 
 def _drain(client: MeshClient) -> list[dict[str, Any]]:
@@ -147,15 +158,16 @@ async def test_keys_and_values_are_checked(inproc, tmp_path):
     served = await inproc()
     ann = make_identity(tmp_path / "people", "ann")
     async with ann.client(served.url, receive=False) as a:
-        for bad in ("", "has space", "#ops", "x" * 129, "-dash", "ümlaut"):
+        for bad in ("", "has space", "#ops", "x" * 129, "-dash", "ümlaut", "x\n", "lock\n"):
             with pytest.raises(InvalidRequest, match="letters, digits"):
                 await a.call("state_set", key=bad, value=1)
         with pytest.raises(TooLarge, match="65536 bytes"):
             await a.call("state_set", key="big", value="x" * (64 * 1024))
         fits = "x" * (64 * 1024 - 2)  # with its quotes: exactly the limit
         assert (await a.call("state_set", key="big", value=fits))["value"] == fits
-        with pytest.raises(InvalidRequest, match="prefix"):
-            await a.call("state_list", prefix="a b")
+        for bad_prefix in ("a b", "build/\n"):
+            with pytest.raises(InvalidRequest, match="prefix"):
+                await a.call("state_list", prefix=bad_prefix)
 
 
 def test_state_setting():
@@ -229,3 +241,109 @@ async def test_mcp_sessions_get_state_notifications_by_their_setting(hub, people
         assert got["value"] == {"green": True} and got["author"] == "ann"
         error = await every.error("mesh_state_set", key="build/status", value="x", revision=0)
         assert f"at revision {got['revision']} now, by ann: {{\"green\":true}}" in error
+
+
+def test_a_big_burst_names_ten_keys_in_its_meta_too():
+    changes = [{"event": "record", "collection": "state", "key": f"k{n:04}", "op": "put",
+                "revision": n, "value": {"key": f"k{n:04}", "value": n, "author": "ann"}}
+               for n in range(5000)]
+    text, meta = state_content(changes)
+    assert meta["keys"] == ",".join(f"k{n:04}" for n in range(STATE_SHOWN)) + ",+4990 more"
+    assert meta["changes"] == "5000" and "and 4990 more keys" in text
+
+
+async def test_a_revoked_stream_is_told_no_state_change(monkeypatch):
+    monkeypatch.setattr(push, "STATE_DEBOUNCE", 0.01)
+    sent: list[str] = []
+
+    async def send(text: str, meta: dict[str, str]) -> None:
+        sent.append(text)
+
+    async def nothing(*args: Any) -> Any:
+        return {}
+
+    async def revoked() -> bool:
+        return False
+
+    notices = StateNotices(("",), send)
+    sock = ChannelSocket(Pusher("push", send, nothing, nothing), notices, revoked)
+    frame = {"type": "event", "event": "record", "collection": "state", "key": "lock",
+             "op": "put", "revision": 1, "value": {"key": "lock", "value": 1, "author": "ann"}}
+    with pytest.raises(ConnectionError, match="revoked"):
+        await sock.send_str(json.dumps(frame))
+    assert sock.closed
+    await asyncio.sleep(0.05)  # past the debounce: a pending notice would have gone out
+    await notices.close()
+    assert sent == []
+
+
+async def test_a_bad_state_setting_on_http_is_refused(inproc, tmp_path):
+    served = await inproc()
+    ann = make_identity(tmp_path / "people", "ann")
+    async with ann.client(served.url, receive=False) as a:
+        token = (await a.call("token_create", label="mcp"))["token"]
+    headers = {"Authorization": f"Bearer {token}", "Accept": "text/event-stream"}
+    async with aiohttp.ClientSession() as http:
+        for query, words in (("state=%20,%20", "comma-separated key prefixes"),
+                             ("mode=loud", "mode must be one of push, inbox, off")):
+            async with http.get(f"{served.url}/mcp?{query}", headers=headers) as resp:
+                assert resp.status == 400 and words in (await resp.json())["error"]
+
+
+async def _counted(served: Any, total: int) -> None:
+    """Wait (bounded) until the start-up count reached ``total`` bytes."""
+    for _ in range(3000):
+        if served.hub.limits.storage.total == total:
+            return
+        await asyncio.sleep(0.01)
+    assert served.hub.limits.storage.total == total
+
+
+async def test_values_count_against_the_writers_storage_quota(inproc, tmp_path):
+    served = await inproc(member_quota_bytes=1000)
+    ann, bob = (make_identity(tmp_path / "people", n) for n in ("ann", "bob"))
+    async with ann.client(served.url, receive=False) as a, \
+            bob.client(served.url, receive=False) as b:
+        await a.call("state_set", key="a", value="x" * 598)  # 600 bytes as JSON
+        with pytest.raises(MeshError) as err:
+            await a.call("state_set", key="b", value="y" * 498)
+        assert err.value.code == "quota_exceeded" and err.value.details["used"] == 600
+        assert (await a.call("state_get", key="b"))["revision"] == 0  # nothing was stored
+        await a.call("state_set", key="a", value="z" * 898)  # a new value replaces the old
+        with pytest.raises(MeshError, match="quota"):
+            await a.send("bob", "m" * 200)  # messages and state share the quota
+        await b.call("state_set", key="a", value="bob")  # ann's 900 bytes are hers no more
+        await a.call("state_set", key="b", value="y" * 798)
+        await a.call("state_delete", key="b")  # a delete gives them back
+        await a.call("state_set", key="c", value="w" * 898)
+    await served.stop()
+    again = await inproc(member_quota_bytes=1000)  # the same home: counted again at start
+    await _counted(again, 900 + 5)
+    async with ann.client(again.url, receive=False) as a:
+        with pytest.raises(MeshError) as err:
+            await a.call("state_set", key="d", value="v" * 198)
+        assert err.value.code == "quota_exceeded" and err.value.details["used"] == 900
+
+
+async def test_state_list_pages_on_with_after(inproc, tmp_path, monkeypatch):
+    monkeypatch.setattr(shared_state, "MAX_LIST", 2)
+    served = await inproc(action_rate=0)
+    ann = make_identity(tmp_path / "people", "ann")
+    async with ann.client(served.url, receive=False) as a:
+        await a.call("conversation_create", name="ops")
+        for key in ("a1", "a2", "a3", "a4", "a5", "b1"):
+            await a.call("state_set", key=key, value=key)
+            await a.call("state_set", key=key, value=key, scope="#ops")
+        for scope in (None, "#ops"):
+            seen, after, more = [], None, True
+            while more:
+                page = await a.call("state_list", scope=scope, prefix="a", after=after)
+                seen += [e["key"] for e in page["entries"]]
+                after, more = seen[-1], page["more"]
+            assert seen == ["a1", "a2", "a3", "a4", "a5"]
+            below = await a.call("state_list", scope=scope, prefix="a", after="0")
+            assert [e["key"] for e in below["entries"]] == ["a1", "a2"] and below["more"]
+        rest = await a.call("state_list", after="a4")
+        assert [e["key"] for e in rest["entries"]] == ["a5", "b1"] and not rest["more"]
+        with pytest.raises(InvalidRequest, match="letters, digits"):
+            await a.call("state_list", after="a b")

@@ -59,3 +59,20 @@ async def test_remember_recall_forget_and_restore_in_the_panel(browser: Browser,
         await mine.get_by_test_id("memory-restore").click()
         await mine.get_by_test_id("memory-forget").wait_for()
         assert [m["id"] for m in await b.call("recall", query="wiping")] == [found[0]["id"]]
+
+
+async def test_a_memory_holding_the_marks_shows_them_as_text(browser: Browser, hub: HubProcess,
+                                                             people):
+    (bob,) = people("bob")
+    async with bob.client(hub.url, receive=False) as b:
+        await b.call("remember", content="see ⟦approved⟧ and a\\b before the rollback")
+        page, _ = await signed_in(browser, hub)
+        await page.get_by_test_id("panel-link-memory").click()
+        panel = page.get_by_test_id("panel-memory")
+        await panel.get_by_test_id("memory-query").fill("rollback")
+        await panel.get_by_role("button", name="Recall").click()
+        found = panel.get_by_test_id("memory").filter(has=page.locator("mark"))
+        await found.wait_for()
+        assert await found.locator("mark").all_text_contents() == ["rollback"]
+        assert await found.get_by_test_id("memory-text").text_content() == (
+            "see ⟦approved⟧ and a\\b before the rollback")

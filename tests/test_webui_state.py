@@ -25,6 +25,7 @@ async def test_set_a_key_in_the_panel_and_follow_another_peers_changes(browser, 
         await page.get_by_test_id("panel-link-state").click()
         panel = page.get_by_test_id("panel-state")
         await panel.get_by_test_id("state-none").wait_for()
+        assert await panel.get_by_test_id("state-more").is_hidden()
 
         await panel.get_by_test_id("state-key").fill("build/status")
         await panel.get_by_test_id("state-value").fill('{"green": true}')
@@ -62,3 +63,23 @@ async def test_set_a_key_in_the_panel_and_follow_another_peers_changes(browser, 
         await entry(panel, "note").get_by_test_id("state-delete").click()
         await entry(panel, "note").wait_for(state="detached")
         assert (await b.call("state_get", key="note"))["revision"] == 0
+
+
+async def test_the_panel_says_when_there_are_more_keys_than_it_lists(browser, hub_factory,
+                                                                    people):
+    hub = hub_factory(MESHHUB_ACTION_RATE="0")
+    (bob,) = people("bob")
+    async with bob.client(hub.url, receive=False) as b:
+        await asyncio.gather(*(b.call("state_set", key=f"k{n:04}", value=n)
+                               for n in range(1001)))
+        page, _ = await signed_in(browser, hub)
+        await page.get_by_test_id("panel-link-state").click()
+        panel = page.get_by_test_id("panel-state")
+        await panel.get_by_test_id("state-more").wait_for()
+        assert await panel.get_by_test_id("state-entry").count() == 1000
+        await b.call("state_delete", key="k1000")
+        await b.call("state_delete", key="k0999")
+        await page.reload()
+        await page.get_by_test_id("panel-link-state").click()
+        await entry(page.get_by_test_id("panel-state"), "k0998").wait_for()
+        assert await page.get_by_test_id("state-more").is_hidden()

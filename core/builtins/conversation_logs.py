@@ -20,8 +20,10 @@ message's public view (the peer names are read on the loop, where they change) a
 the queue; formatting and writing happen in the thread, which wakes, lets messages gather for
 :data:`GATHER_SECONDS` and writes them all, one write per file: on a busy hub it takes the
 interpreter's lock a few times a second, not once a message. A
-queue that grows past :data:`MAX_PENDING` (a disk far slower than the sends) drops lines and
-says so in the hub's log, rather than holding memory or slowing sends.
+queue that grows past :data:`MAX_PENDING` messages or :data:`MAX_PENDING_BYTES` of their text
+(a disk far slower than the sends) drops lines and says so in the hub's log, rather than
+holding memory or slowing sends. The hub lets the sends in flight commit before it stops its
+plugins, so the writer, closed at ``meshhub_shutdown``, has the last messages too.
 """
 
 from __future__ import annotations
@@ -55,6 +57,8 @@ log = logging.getLogger(__name__)
 DEFAULT_MAX_BYTES = 10 * 1024 * 1024
 DEFAULT_BACKUPS = 5
 MAX_PENDING = 100_000
+MAX_PENDING_BYTES = 64 * 1024 * 1024  # of queued text, counted as characters
+VIEW_OVERHEAD = 1024  # what a queued view holds besides its text: ids, names, data
 MAX_OPEN = 128  # files kept open; the least recently written are closed
 MAX_BATCH = 5000  # queued messages written at once
 GATHER_SECONDS = 0.05
@@ -152,10 +156,14 @@ class LogWriter:
     """The writer thread of one hub: writes queued message views to their files, a batch (all
     that is queued) at a time."""
 
-    def __init__(self, root: Path, max_bytes: int, backups: int) -> None:
+    def __init__(self, root: Path, max_bytes: int, backups: int,
+                 max_pending_bytes: int = MAX_PENDING_BYTES) -> None:
         self.root, self.max_bytes, self.backups = root, max_bytes, backups
         self.pending: queue.SimpleQueue[tuple[dict[str, Any], list[str]] | None] = (
             queue.SimpleQueue())
+        self.max_pending_bytes = max_pending_bytes
+        self.pending_bytes = 0  # of the views queued: added on the loop, taken off in the thread
+        self._bytes_lock = threading.Lock()
         self.open: OrderedDict[str, RotatingFile] = OrderedDict()
         self.dropped = 0
         self.thread = threading.Thread(target=self._run, name="meshhub-conversation-logs",
@@ -168,7 +176,13 @@ class LogWriter:
 
     def put(self, view: dict[str, Any], stems: list[str]) -> None:
         """Queue a message for its files; never blocks (a full queue drops it, and says so)."""
-        if self.pending.qsize() < MAX_PENDING:
+        size = _weight(view)
+        with self._bytes_lock:
+            fits = (self.pending.qsize() < MAX_PENDING
+                    and self.pending_bytes + size <= self.max_pending_bytes)
+            if fits:
+                self.pending_bytes += size
+        if fits:
             self.pending.put((view, stems))
         else:
             self.dropped += 1
@@ -191,7 +205,10 @@ class LogWriter:
                 while len(batch) < MAX_BATCH:
                     batch.append(self.pending.get_nowait())
             running = None not in batch
-            self._write([item for item in batch if item is not None])
+            items = [item for item in batch if item is not None]
+            self._write(items)
+            with self._bytes_lock:  # after the write: a batch being written counts too
+                self.pending_bytes -= sum(_weight(view) for view, _ in items)
         for file in self.open.values():
             file.close()
 
@@ -223,6 +240,11 @@ class LogWriter:
                 self.open.popitem(last=False)[1].close()
         self.open.move_to_end(name)
         return file
+
+
+def _weight(view: dict[str, Any]) -> int:
+    """What a queued view counts towards :data:`MAX_PENDING_BYTES`."""
+    return len(view["text"]) + VIEW_OVERHEAD
 
 
 _writers: weakref.WeakKeyDictionary[Hub, LogWriter] = weakref.WeakKeyDictionary()

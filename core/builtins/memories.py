@@ -48,8 +48,12 @@ MAX_RECALL = 100
 TAG = re.compile(r"[^\W_][\w-]*")
 TAG_RULE = (f"tags are lower-case words (letters, digits, '-' and '_', starting with a letter "
             f"or digit, at most {MAX_TAG} characters), at most {MAX_TAGS} of them")
-# where a snippet's matched words start and end: rare in text, readable in a terminal
+# where a snippet's matched words start and end: rare in text, readable in a terminal. A
+# memory's own mark characters (and backslashes) are escaped with a backslash in a snippet, so
+# these are the hub's only; the engine marks with control characters no memory may hold
 MARKS = ("⟦", "⟧")
+ENGINE_MARKS = ("\x02", "\x03")
+PEER_MARKS = re.compile(r"([⟦⟧\\])")
 SEARCH_PAGE = 1000  # the most one search returns (the record API's limit)
 # keys per ``In`` condition: a search narrowed to tagged memories matches its words in every
 # memory each time, so it takes many keys at once
@@ -62,7 +66,17 @@ def _check_content(content: str) -> str:
         raise TooLong("content", MAX_CONTENT_BYTES, "bytes of UTF-8")
     if not content.strip():
         raise InvalidRequest("content must hold some text (1 byte to 16 KiB)")
+    if any(mark in content for mark in ENGINE_MARKS):
+        raise InvalidRequest("content cannot hold the control characters U+0002 and U+0003 "
+                             "(recall marks the words it found with them)")
     return content
+
+
+def public_snippet(snippet: str) -> str:
+    """The engine's snippet as a peer sees it: the memory's own ``⟦``, ``⟧`` and ``\\``
+    escaped with a backslash, the matched words between :data:`MARKS`."""
+    escaped = PEER_MARKS.sub(r"\\\1", snippet)
+    return escaped.replace(ENGINE_MARKS[0], MARKS[0]).replace(ENGINE_MARKS[1], MARKS[1])
 
 
 def _check_tags(tags: list[str] | None) -> list[str]:
@@ -83,8 +97,7 @@ def _name(hub: Hub, key: str | None, fallback: str | None) -> str | None:
 
 
 def view(hub: Hub, record: Record, snippet: str | None = None) -> dict[str, Any]:
-    """A memory's public shape; ``snippet`` (with :data:`MARKS` around the matched words) when
-    a query found it."""
+    """A memory's public shape; ``snippet`` (:func:`public_snippet`) when a query found it."""
     value = record.value
     out: dict[str, Any] = {
         "id": record.key, "content": value["content"], "tags": value["tags"],
@@ -135,7 +148,7 @@ async def _search_tagged(hub: Hub, query: str, tags: list[str], rarest: str,
     hits: list[Hit] = []
     async for ids in _tagged(hub, tags, rarest, SEARCH_CHUNK):
         if ids:
-            hits += await hub.records.search("memories", query, limit=limit, marks=MARKS,
+            hits += await hub.records.search("memories", query, limit=limit, marks=ENGINE_MARKS,
                                              where={**where, "key": In(tuple(ids))})
     hits.sort(key=lambda hit: (-hit.score, hit.record.key))
     return hits[:limit]
@@ -148,11 +161,11 @@ async def _ranked(hub: Hub, query: str, tags: list[str], where: dict[str, Any],
     left tagged matches out: then search among the tagged memories after all."""
     if not tags:
         return await hub.records.search("memories", query, where=where, limit=limit,
-                                        marks=MARKS)
+                                        marks=ENGINE_MARKS)
     rarest, tagged = await _rarest(hub, tags)
     if tagged > SEARCH_CHUNK:
         hits = await hub.records.search("memories", query, where=where, limit=SEARCH_PAGE,
-                                        marks=MARKS)
+                                        marks=ENGINE_MARKS)
         if len(hits) < SEARCH_PAGE:
             return [h for h in hits if set(tags) <= set(h.record.value["tags"])][:limit]
     return await _search_tagged(hub, query, tags, rarest, where, limit)
@@ -214,13 +227,27 @@ async def remember(
     memory_id = new_id()
     value = {"content": content, "tags": tag_list, "author": ctx.peer.key,
              "author_name": ctx.peer.name, "forgotten_at": None}
+    quota, size = ctx.hub.limits.storage, _measure_value(value)[1]
+    quota.check(account(ctx.peer), size)
+    quota.add(account(ctx.peer), size)  # now, so rememberings in flight count too
     records = ctx.hub.records
-    # queued in one loop turn: one commit for the memory and its tags
-    stored, *_ = await asyncio.gather(
-        records.create("memories", memory_id, value),
-        *(records.create("memory_tags", f"{tag} {memory_id}", {"tag": tag, "memory": memory_id})
-          for tag in tag_list))
+    try:
+        # queued in one loop turn: one commit for the memory and its tags
+        stored, *_ = await asyncio.gather(
+            records.create("memories", memory_id, value),
+            *(records.create("memory_tags", f"{tag} {memory_id}",
+                             {"tag": tag, "memory": memory_id}) for tag in tag_list))
+    except Exception:
+        quota.add(account(ctx.peer), -size)
+        raise
     return view(ctx.hub, stored)
+
+
+def _measure_value(value: dict[str, Any]) -> tuple[str, int]:
+    """Whose storage quota a memory counts against (its author's; forgetting keeps it), and
+    its bytes: its content and tags as UTF-8."""
+    return value["author"], len(value["content"].encode()) + sum(
+        len(tag.encode()) for tag in value["tags"])
 
 
 @action(read_only=True)
@@ -240,7 +267,7 @@ async def recall(
     where: dict[str, Any] = {} if include_forgotten else {"forgotten_at": None}
     if query is not None and search_terms(query):
         hits = await _ranked(ctx.hub, query, tag_list, where, limit)
-        return [view(ctx.hub, hit.record, hit.snippet) for hit in hits]
+        return [view(ctx.hub, hit.record, public_snippet(hit.snippet)) for hit in hits]
     return [view(ctx.hub, r) for r in await _newest(ctx.hub, tag_list, where, limit)]
 
 
@@ -299,3 +326,10 @@ def meshhub_register_collections(register: Callable[[Collection], None]) -> None
 def meshhub_register_actions(register: Callable[[Action], None]) -> None:
     for item in ALL:
         register(item)
+
+
+@hookimpl
+def meshhub_startup(hub: Hub) -> None:
+    # in the background, as the message bodies are counted: a start does not wait for it
+    hub.spawn(hub.limits.storage.load_records(
+        hub, "memories", lambda record: _measure_value(record.value), time.time()))

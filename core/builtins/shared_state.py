@@ -18,12 +18,14 @@ details carry the current value and revision, so the writer can merge without an
 from __future__ import annotations
 
 import re
+import time
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Annotated, Any
 
 from meshhub import codec, hookimpl
 from meshhub.actions import Action, ActionContext, action
 from meshhub.errors import Forbidden, InvalidRequest, TooLarge
+from meshhub.limits import account, owner_account
 from meshhub.records import Change, Collection, Conflict, Range, Record
 
 if TYPE_CHECKING:
@@ -36,8 +38,8 @@ MAX_LIST = 1000
 CONFLICT_PREVIEW = 500  # characters of the current value a refused compare-and-set says
 KEY_RULE = (f"1 to {MAX_KEY} characters: letters, digits and . _ - : / (no spaces), starting "
             f"with a letter or a digit, e.g. build/status")
-KEY_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:/-]*$")
-PREFIX_RE = re.compile(r"^[A-Za-z0-9._:/-]*$")
+KEY_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:/-]*")
+PREFIX_RE = re.compile(r"[A-Za-z0-9._:/-]*")
 # every key character sorts below it, so "<prefix>" .. "<prefix>~" holds the keys that start
 # with the prefix; a mesh-wide key starts with a letter or digit, a conversation's with "#"
 AFTER_KEYS = "\x7f"
@@ -64,7 +66,7 @@ STATE = Collection("state", feed=True, notify=_notify)
 
 
 def check_key(key: str) -> str:
-    if len(key) > MAX_KEY or not KEY_RE.match(key):
+    if len(key) > MAX_KEY or not KEY_RE.fullmatch(key):
         raise InvalidRequest(f"bad state key {key[:MAX_KEY]!r}: a key is {KEY_RULE}")
     return key
 
@@ -124,7 +126,7 @@ async def state_set(
     you read it is refused (code ``conflict``) with its current value and revision."""
     check_key(key)
     where = _scope_of(ctx, scope)
-    size = len(codec.dumps(value).encode())
+    size = _value_bytes(value)
     if size > MAX_VALUE_BYTES:
         raise TooLarge(f"the value is {size} bytes as JSON; a state value is at most "
                        f"{MAX_VALUE_BYTES} bytes (64 KiB)", limit=MAX_VALUE_BYTES, size=size)
@@ -133,11 +135,47 @@ async def state_set(
     doc = {"key": key, "scope": where, "value": value, "author": ctx.peer.name,
            "author_key": ctx.peer.key}
     try:
-        record = await ctx.hub.records.put("state", _record_key(where, key), doc,
-                                           revision=revision)
+        record = await _write(ctx, _record_key(where, key), doc, revision)
     except Conflict as lost:
         raise _stale(ctx.hub, lost, revision or 0, key) from None
     return _public(ctx.hub, record)
+
+
+def _measure(record: Record) -> tuple[str, int]:
+    """Whose storage quota a key's value counts against (its last writer's), and its bytes
+    (the value as JSON)."""
+    return record.value.get("author_key", ""), _value_bytes(record.value["value"])
+
+
+def _value_bytes(value: Any) -> int:
+    return len(codec.dumps(value).encode())
+
+
+async def _write(ctx: ActionContext, record_key: str, doc: dict[str, Any],
+                 revision: int | None) -> Record:
+    """Put ``doc`` against the revision read, so the value it replaces is known exactly: the
+    writer's quota is charged its bytes (refused past it), whoever wrote the old value gets
+    its bytes back. Without ``revision``, read and try again while another writer wins."""
+    hub, quota = ctx.hub, ctx.hub.limits.storage
+    mine = account(ctx.peer)
+    size = _value_bytes(doc["value"])
+    while True:
+        old = await hub.records.get("state", record_key)
+        expected = revision if revision is not None else (old.revision if old else 0)
+        if (old.revision if old else 0) == expected:  # else the put is refused: a conflict
+            owner, freed = _measure(old) if old else ("", 0)
+            quota.check(mine, size - (freed if owner_account(hub, owner) == mine else 0))
+        try:
+            record = await hub.records.put("state", record_key, doc, revision=expected)
+        except Conflict:
+            if revision is not None:
+                raise
+            continue
+        if old is not None:
+            owner, freed = _measure(old)
+            quota.add(owner_account(hub, owner), -freed)
+        quota.add(mine, size)
+        return record
 
 
 @action(read_only=True)
@@ -163,17 +201,21 @@ async def state_list(
     ctx: ActionContext,
     scope: Annotated[str | None, "a #conversation; left out: the whole mesh"] = None,
     prefix: Annotated[str | None, "only keys that start with this"] = None,
+    after: Annotated[str | None, "the last key of the previous page: the keys after it"] = None,
 ) -> dict[str, Any]:
     """The keys of the shared state (of the mesh, or of a conversation), in key order, with
-    their values; ``prefix`` narrows them (``build/``)."""
+    their values, at most 1000; ``prefix`` narrows them (``build/``). ``more`` is true when
+    there are others: ask again with ``after`` set to the last key of this page."""
     where = _scope_of(ctx, scope)
     prefix = prefix or ""
-    if len(prefix) > MAX_KEY or not PREFIX_RE.match(prefix):
+    if len(prefix) > MAX_KEY or not PREFIX_RE.fullmatch(prefix):
         raise InvalidRequest(f"bad prefix {prefix[:MAX_KEY]!r}: keys are {KEY_RULE}")
     start = _record_key(where, prefix)
     low = max(start, FIRST_KEY) if where is None else start
-    page = await ctx.hub.records.find("state", {"key": Range(ge=low, lt=start + AFTER_KEYS)},
-                                      limit=MAX_LIST)
+    keys = Range(ge=low, lt=start + AFTER_KEYS)
+    if after is not None and _record_key(where, check_key(after)) >= low:
+        keys = Range(gt=_record_key(where, after), lt=start + AFTER_KEYS)
+    page = await ctx.hub.records.find("state", {"key": keys}, limit=MAX_LIST)
     return {"scope": where, "entries": [_public(ctx.hub, r) for r in page.records],
             "more": page.cursor is not None}
 
@@ -195,11 +237,30 @@ async def state_delete(
         raise InvalidRequest("revision is one you read (1 or more); leave it out to delete "
                              "whatever is there")
     try:
-        deleted = await ctx.hub.records.delete("state", _record_key(where, key),
-                                               revision=revision)
+        deleted = await _remove(ctx.hub, _record_key(where, key), revision)
     except Conflict as lost:
         raise _stale(ctx.hub, lost, revision or 0, key) from None
     return {"key": key, "scope": where, "deleted": deleted}
+
+
+async def _remove(hub: Hub, record_key: str, revision: int | None) -> bool:
+    """Delete against the revision read, giving the value's bytes back to whoever wrote it;
+    without ``revision``, again while another writer wins."""
+    while True:
+        old = await hub.records.get("state", record_key)
+        if old is None and revision is None:
+            return False
+        expected = revision if revision is not None else old.revision if old else None
+        try:
+            deleted = await hub.records.delete("state", record_key, revision=expected)
+        except Conflict:
+            if revision is not None:
+                raise
+            continue
+        if deleted and old is not None:
+            owner, freed = _measure(old)
+            hub.limits.storage.add(owner_account(hub, owner), -freed)
+        return deleted
 
 
 @hookimpl
@@ -211,3 +272,9 @@ def meshhub_register_collections(register: Callable[[Collection], None]) -> None
 def meshhub_register_actions(register: Callable[[Action], None]) -> None:
     for item in (state_set, state_get, state_list, state_delete):
         register(item)
+
+
+@hookimpl
+def meshhub_startup(hub: Hub) -> None:
+    # in the background, as the message bodies are counted: a start does not wait for it
+    hub.spawn(hub.limits.storage.load_records(hub, "state", _measure, time.time()))

@@ -42,7 +42,7 @@ def parse_status(output: bytes) -> tuple[str | None, list[str]]:
             branch = _branch(entry[3:])
             continue
         paths.append(entry[3:])
-        skip = entry[0] in "RC"  # a rename or copy: its source path follows
+        skip = bool(set(entry[:2]) & set("RC"))  # a rename or copy: its source path follows
         if len(paths) >= MAX_ENTRIES:
             break
     return branch, paths

@@ -12,7 +12,8 @@ same drain, leases, redelivery and priority gates; each message frame becomes a 
 notification and is acked after the write. The mode is a query parameter: ``/mcp?mode=inbox``
 (``push`` by default, ``off`` attaches nothing). Shared-state changes (``record`` events) become
 notifications as on stdio; ``/mcp?state=`` is the session's state setting (``all`` by default,
-``off``, or comma-separated key prefixes).
+``off``, or comma-separated key prefixes). A request with a wrong ``mode`` or ``state`` is
+refused with 400.
 """
 
 from __future__ import annotations
@@ -20,10 +21,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import logging
 import time
 import weakref
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
@@ -51,7 +51,6 @@ if TYPE_CHECKING:
     from meshhub.hub import Hub
     from meshhub.models import Peer
 
-log = logging.getLogger(__name__)
 PATH = "/mcp"
 _endpoints: weakref.WeakKeyDictionary[Hub, McpEndpoint] = weakref.WeakKeyDictionary()
 
@@ -61,8 +60,8 @@ class ChannelSocket:
 
     ``send_str`` gets the hub's frames in order: message frames are written as channel
     notifications (and acked), shared-state changes go to ``notices``, other events are
-    ignored. A failed write raises
-    ``ConnectionError``, which ends the connection's writer; the unacked rows stay leased.
+    ignored; the token is checked before either. A failed write raises ``ConnectionError``,
+    which ends the connection's writer; the unacked rows stay leased.
     """
 
     def __init__(self, pusher: Pusher, notices: StateNotices,
@@ -76,18 +75,25 @@ class ChannelSocket:
 
     async def send_str(self, text: str) -> None:
         frame = json.loads(text)
-        if frame.get("type") == "event":
+        kind = frame.get("type")
+        if kind == "message" or (kind == "event" and self.notices.wanted(frame)):
+            await self._check_token()
+        if kind == "event":
             self.notices.offer(frame)
-        if frame.get("type") != "message":
+        if kind != "message":
             return
-        if self.token_valid is not None and not await self.token_valid():
-            await self.close()  # revoked: the message stays leased for the peer's next session
-            raise ConnectionError("the stream's token was revoked")
         try:
             await self.pusher.deliver(frame["message"])
         except ConnectionError:
             await self.close()
             raise
+
+    async def _check_token(self) -> None:
+        """Before the session is told anything: a revoked token ends the stream (a message
+        stays leased for the peer's next session, a state change is in the state)."""
+        if self.token_valid is not None and not await self.token_valid():
+            await self.close()
+            raise ConnectionError("the stream's token was revoked")
 
     async def ping(self) -> None:
         if not self.closed and self.conn is not None:
@@ -144,12 +150,8 @@ class McpEndpoint:
         """While a session's GET stream is open, it is one receiving connection of its peer."""
         peer, cap, token_hash = self.peer_for(caller)
         mode = caller.query.get("mode", "push")
-        try:
-            prefixes = state_setting(caller.query.get("state"))
-        except ValueError as exc:
-            log.warning("an /mcp stream of %s is not attached: %s", peer.name, exc)
-            return
-        if mode not in MODES or mode == "off":
+        prefixes = state_setting(caller.query.get("state"))  # checked by handle()
+        if mode == "off":
             return
         hub = self.hub
         ctx = ActionContext(hub=hub, peer=peer, surface="mcp", cap=cap, token=token_hash)
@@ -179,7 +181,23 @@ class McpEndpoint:
             conn.finish()
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
+        """A request whose ``mode`` or ``state`` setting is wrong is refused (400) saying why,
+        rather than opening a stream that would never be told anything."""
+        problem = query_problem(request.query)
+        if problem is not None:
+            return web.json_response({"error": problem}, status=400)
         return await self.http.handle(request)
+
+
+def query_problem(query: Mapping[str, str]) -> str | None:
+    """What is wrong with an ``/mcp`` request's ``mode`` and ``state`` parameters, if anything."""
+    if query.get("mode", "push") not in MODES:
+        return f"mode must be one of {', '.join(MODES)}"
+    try:
+        state_setting(query.get("state"))
+    except ValueError as exc:
+        return str(exc)
+    return None
 
 
 async def route(request: web.Request) -> web.StreamResponse:

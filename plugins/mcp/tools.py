@@ -307,7 +307,9 @@ def state_content(changes: list[dict[str, Any]]) -> tuple[str, dict[str, str]]:
         lines.append(f"and {_plural(more, 'more key')} (mesh_state_list shows them)")
     head = "shared state changed: " if len(changes) == 1 else (
         f"shared state changed ({_plural(len(changes), 'key')}):\n")
-    keys = ",".join(str(frame.get("key", "")) for frame in changes)
+    keys = ",".join(str(frame.get("key", "")) for frame in changes[:STATE_SHOWN])
+    if more:
+        keys += f",+{more} more"
     return (for_terminal(head + "\n".join(lines)),
             {"kind": "state", "keys": for_terminal(keys, one_line=True),
              "changes": str(len(changes))})

@@ -6,7 +6,29 @@
 export const title = "Memory";
 
 const SHOWN = 30;
-const MARKED = /⟦([^⟦⟧]*)⟧/g;
+
+/** A snippet as [text, marked] pieces. The hub marks the words found between ⟦ and ⟧ and
+ * escapes the memory's own ⟦, ⟧ and \ with a backslash, so only unescaped ones are marks. */
+function pieces(snippet) {
+  const out = [];
+  let text = "";
+  let marked = false;
+  for (let i = 0; i < snippet.length; i += 1) {
+    const c = snippet[i];
+    if (c === "\\" && i + 1 < snippet.length) {
+      i += 1;
+      text += snippet[i];
+    } else if (c === "⟦" || c === "⟧") {
+      out.push([text, marked]);
+      text = "";
+      marked = c === "⟦";
+    } else {
+      text += c;
+    }
+  }
+  out.push([text, marked]);
+  return out.filter(([part]) => part);
+}
 
 /** Tags as typed: words separated by spaces or commas. */
 function tagList(text) {
@@ -66,14 +88,7 @@ export async function mount(element, api) {
 
   /** The snippet's text, its marked words as <mark> elements. */
   function highlighted(snippet) {
-    const parts = [];
-    let last = 0;
-    for (const found of snippet.matchAll(MARKED)) {
-      parts.push(snippet.slice(last, found.index), el("mark", {}, found[1]));
-      last = found.index + found[0].length;
-    }
-    parts.push(snippet.slice(last));
-    return parts;
+    return pieces(snippet).map(([text, marked]) => (marked ? el("mark", {}, text) : text));
   }
 
   async function act(action, id) {
@@ -88,7 +103,8 @@ export async function mount(element, api) {
   function card(memory) {
     const gone = memory.forgotten_at !== undefined;
     // the snippet may come from the tags (the search looks there too): then the text is shown
-    const plain = memory.snippet?.replace(MARKED, "$1");
+    const plain = memory.snippet === undefined ? undefined
+      : pieces(memory.snippet).map(([text]) => text).join("");
     const excerpt = plain !== undefined && memory.content.includes(plain.replace(/^…|…$/g, ""));
     const when = (seconds) => new Date(seconds * 1000).toLocaleString();
     return el("li", {

@@ -1,7 +1,8 @@
 // The mesh's shared state: every mesh-wide key with its value, who set it and when; set a key
 // (the value is read as JSON, or taken as a plain string when it is not JSON) or delete one.
 // Changes made anywhere (another tab, a Claude Code session, the command line) arrive as the
-// hub's `record` events and show at once. Values are peers' data: shown as text only.
+// hub's `record` events and show at once. Values are peers' data: shown as text only. The
+// panel lists the first page of keys (1000), and says so when there are more.
 
 export const title = "State";
 
@@ -33,7 +34,10 @@ export async function mount(element, api) {
   }, keyInput, valueInput,
   el("div", { class: "button-row" },
     el("button", { type: "submit", class: "primary", "data-testid": "state-set" }, "Set")));
-  element.replaceChildren(el("h2", {}, "Set a key"), form, el("h2", {}, "Shared state"), list);
+  const more = el("p", { class: "muted", "data-testid": "state-more", hidden: true },
+    "Only the first 1000 keys are shown: there are more (state_list with after pages on).");
+  element.replaceChildren(el("h2", {}, "Set a key"), form, el("h2", {}, "Shared state"), more,
+    list);
 
   function parsed(text) {
     try {
@@ -85,6 +89,7 @@ export async function mount(element, api) {
     const listed = await api.call("state_list", {});
     entries.clear();
     for (const entry of listed.entries) entries.set(entry.key, entry);
+    more.hidden = !listed.more;
     render();
   }
 
