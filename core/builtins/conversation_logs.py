@@ -44,7 +44,7 @@ from collections import OrderedDict
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from meshhub import codec, hookimpl
+from meshhub import codec, hookimpl, memory
 from meshhub.config import ConfigError
 from meshhub.sanitize import for_terminal, json_bytes_for_screen
 
@@ -62,6 +62,7 @@ VIEW_OVERHEAD = 1024  # what a queued view holds besides its text: ids, names, d
 MAX_OPEN = 128  # files kept open; the least recently written are closed
 MAX_BATCH = 5000  # queued messages written at once
 GATHER_SECONDS = 0.05
+RELEASE_AFTER = 4 * 1024 * 1024  # bytes written before the heap is handed back
 MAX_STEM = 120
 MAX_LINE_CHARS = 4000  # of a text in the .log; the .jsonl has it whole
 _SAFE_STEM = re.compile(r"^[A-Za-z0-9@+][A-Za-z0-9_.@+-]*$")
@@ -198,6 +199,7 @@ class LogWriter:
 
     def _run(self) -> None:
         running = True
+        unreleased = 0  # bytes of text written since the heap was last handed back
         while running:
             batch = [self.pending.get()]
             time.sleep(GATHER_SECONDS)  # let a busy hub's messages gather: fewer, larger writes
@@ -207,8 +209,16 @@ class LogWriter:
             running = None not in batch
             items = [item for item in batch if item is not None]
             self._write(items)
+            written = sum(_weight(view) for view, _ in items)
             with self._bytes_lock:  # after the write: a batch being written counts too
-                self.pending_bytes -= sum(_weight(view) for view, _ in items)
+                self.pending_bytes -= written
+            unreleased += written
+            batch, items = [], []  # the views are freed before the heap is handed back
+            if unreleased > RELEASE_AFTER and self.pending.empty():
+                # the lines of a burst of large messages were made in this thread's own heap,
+                # which keeps its freed pages (megabytes after 60 KB messages) until asked
+                memory.release()
+                unreleased = 0
         for file in self.open.values():
             file.close()
 
