@@ -23,7 +23,6 @@ from pydantic import Field
 
 from meshhub import hookimpl
 from meshhub.actions import Action, ActionContext, action
-from meshhub.builtins.core_actions import conversation_filter
 from meshhub.errors import InvalidRequest, NotFound
 from meshhub.sanitize import one_line
 from meshhub.store import MARK_END, MARK_START
@@ -90,7 +89,7 @@ async def search(
     hub is still indexing a backlog of stored messages: then some may be missing."""
     if not 1 <= limit <= 100:
         raise InvalidRequest("limit must be between 1 and 100")
-    conv, partner = conversation_filter(ctx, conversation)
+    conv, partner = ctx.hub.directory.conversation_filter(conversation)
     sender_key = None
     if sender is not None:
         peer = ctx.hub.directory.find(sender)
