@@ -48,6 +48,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
+import json
 import logging
 import sqlite3
 import time
@@ -66,7 +68,11 @@ BATCH = 1000  # messages per writer operation: long enough to index fast, short 
 CATCH_UP = 20  # the most batches a search indexes before it answers
 IDLE_SECONDS = 1.0  # between background passes once caught up
 SETTLE_MS = 5000  # how late a message may be stored after its id was made
+# (assumed: the clock does not step back and ids are not imported from the past; a message
+# stored below the mark anyway is found by the sweep the background task runs at open)
 RANKED = 100  # a search ranks the newest this many matches the viewer may see
+EXAMINED = 5000  # the most matches in the viewer's share a search checks its filters on
+PREFIX = 4096  # characters of a long body the ranking reads (and quotes snippets from)
 
 
 def _unmarked(body: str) -> str:
@@ -78,23 +84,30 @@ def _settled(now: float) -> str:
     return f"{max(int(now * 1000) - SETTLE_MS, 0):012x}"
 
 
-def index_pass(conn: sqlite3.Connection, limit: int, upto: str | None, now: float) -> int:
-    """Index up to ``limit`` messages above the high-water mark (below ``upto`` if given) that
-    have no row number yet, oldest first; move the mark; return how many were indexed."""
-    high = conn.execute("SELECT high_water FROM message_search_state WHERE id = 1").fetchone()[0]
+def _add_rows(conn: sqlite3.Connection, source: str, args: dict[str, Any]) -> int:
+    """Give the ids ``source`` selects (oldest first) row numbers below every row so far and
+    index them; how many."""
     first = conn.execute("SELECT COALESCE(MIN(row), 0) FROM message_search_rows").fetchone()[0]
-    args: dict[str, Any] = {"high": high, "upto": upto, "limit": limit, "first": first}
-    below = " AND m.id < :upto" if upto is not None else ""
     # row numbers count down: the newest message has the lowest, so the index hands out the
     # newest matches first in its own (ascending) order, which it reads fastest
     added = conn.execute(
         "INSERT INTO message_search_rows (row, id) SELECT :first - ROW_NUMBER() OVER "
-        "(ORDER BY id), id FROM (SELECT m.id FROM messages m WHERE m.id > :high"
-        f"{below} AND NOT EXISTS (SELECT 1 FROM message_search_rows r WHERE r.id = m.id) "
-        "ORDER BY m.id LIMIT :limit)", args).rowcount
+        f"(ORDER BY id), id FROM ({source})", {**args, "first": first}).rowcount
     if added:
         conn.execute("INSERT INTO message_search (rowid, body, who) SELECT row, body, who "
                      "FROM message_search_text WHERE row < ?", (first,))
+    return int(added)
+
+
+def index_pass(conn: sqlite3.Connection, limit: int, upto: str | None, now: float) -> int:
+    """Index up to ``limit`` messages above the high-water mark (below ``upto`` if given) that
+    have no row number yet, oldest first; move the mark; return how many were indexed."""
+    high = conn.execute("SELECT high_water FROM message_search_state WHERE id = 1").fetchone()[0]
+    below = " AND m.id < :upto" if upto is not None else ""
+    added = _add_rows(conn, "SELECT m.id FROM messages m WHERE m.id > :high"
+                      f"{below} AND NOT EXISTS (SELECT 1 FROM message_search_rows r WHERE "
+                      "r.id = m.id) ORDER BY m.id LIMIT :limit",
+                      {"high": high, "upto": upto, "limit": limit})
     # everything up to the last id taken is indexed (or everything, when the batch was not
     # full); the mark moves there, but never past ids that may still be stored late
     covered = _settled(now)
@@ -106,7 +119,23 @@ def index_pass(conn: sqlite3.Connection, limit: int, upto: str | None, now: floa
                         (high, covered)).fetchone()[0]
     if mark is not None:
         conn.execute("UPDATE message_search_state SET high_water = ? WHERE id = 1", (mark,))
-    return int(added)
+    return added
+
+
+def unindexed_below_mark(conn: sqlite3.Connection) -> list[str]:
+    """The ids at or below the high-water mark with no row number: stored below the mark (a
+    clock stepped back across a restart, an import), so no pass would take them."""
+    return [r[0] for r in conn.execute(
+        "SELECT m.id FROM messages m WHERE m.id <= (SELECT high_water FROM "
+        "message_search_state WHERE id = 1) AND NOT EXISTS (SELECT 1 FROM message_search_rows "
+        "r WHERE r.id = m.id) ORDER BY m.id")]
+
+
+def index_ids(conn: sqlite3.Connection, ids: list[str]) -> int:
+    """Index these messages, those of them stored and not indexed yet."""
+    return _add_rows(conn, "SELECT m.id FROM messages m WHERE m.id IN (SELECT value FROM "
+                     "json_each(:ids)) AND NOT EXISTS (SELECT 1 FROM message_search_rows r "
+                     "WHERE r.id = m.id) ORDER BY m.id", {"ids": json.dumps(ids)})
 
 
 def _behind(conn: sqlite3.Connection) -> bool:
@@ -144,12 +173,15 @@ class MessageSearch:
     """Mixed into :class:`~meshhub.builtins.sqlite_store.SQLiteStore`."""
 
     _indexer: asyncio.Task[None] | None = None
-    _scratch: sqlite3.Connection | None = None
+    _catching_up: asyncio.Future[bool] | None = None
 
     async def _call(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         raise NotImplementedError
 
     def _read(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        raise NotImplementedError
+
+    async def _read_apart(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         raise NotImplementedError
 
     def _start_indexer(self) -> None:
@@ -161,14 +193,26 @@ class MessageSearch:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._indexer
             self._indexer = None
-        if self._scratch is not None:
-            self._scratch.close()
-            self._scratch = None
+
+    async def _sweep(self) -> None:
+        """Index the messages stored below the high-water mark: found in a thread on a
+        connection of its own (a scan of every message), indexed a batch per writer
+        operation."""
+        missing = await self._read_apart(unindexed_below_mark)
+        if missing:
+            log.warning("indexing %d messages stored below the search index's mark",
+                        len(missing))
+        for start in range(0, len(missing), BATCH):
+            await self._call(functools.partial(index_ids, ids=missing[start:start + BATCH]))
 
     async def _index_in_background(self) -> None:
-        """Index settled messages a batch at a time: while there is a backlog (a hub upgraded
-        with many messages), after a pause twice as long as the batch took; every
-        ``IDLE_SECONDS`` once caught up."""
+        """Once, the messages stored below the mark; then settled messages a batch at a time:
+        while there is a backlog (a hub upgraded with many messages), after a pause twice as
+        long as the batch took; every ``IDLE_SECONDS`` once caught up."""
+        try:
+            await self._sweep()
+        except Exception:  # logged; the messages stay unfound, the rest is indexed
+            log.exception("message search sweep failed")
         while True:
             started = time.perf_counter()
             try:
@@ -185,9 +229,29 @@ class MessageSearch:
         """Index the messages stored so far, at most ``CATCH_UP`` batches (a batch per writer
         operation, so sends go on meanwhile); a search runs this first. Whether every stored
         message is indexed now. The read connection sees every write that was acknowledged:
-        when it finds nothing left to index, the writer is not asked."""
+        when it finds nothing left to index, the writer is not asked. Searches arriving
+        meanwhile wait for the catch-up under way rather than running their own: when it
+        stopped at its cap, they answer as incomplete too; when it finished, one that still
+        finds a message to index (stored after the last batch) runs another."""
         if not self._read(_behind):
             return True
+        while self._catching_up is not None:
+            if not await asyncio.shield(self._catching_up):
+                return False
+            if not self._read(_behind):
+                return True
+        self._catching_up = asyncio.get_running_loop().create_future()
+        try:
+            done = await self._catch_up()
+        except BaseException:
+            done = False  # the searches waiting answer as incomplete; this one raises
+            raise
+        finally:
+            finished, self._catching_up = self._catching_up, None
+            finished.set_result(done)
+        return done
+
+    async def _catch_up(self) -> bool:
         for _ in range(CATCH_UP):
             if await self._call(lambda conn: index_pass(conn, BATCH, None, time.time())) < BATCH:
                 return True
@@ -217,42 +281,65 @@ class MessageSearch:
             + " AND who : ".join(match_expression(key) for key in (viewer, partner) if key)
         params: dict[str, Any] = {
             "me": viewer, "match": match, "partner": partner, "conversation": conversation,
-            "sender": sender, "since": since, "until": until, "window": RANKED}
+            "sender": sender, "since": since, "until": until, "window": RANKED,
+            "examined": EXAMINED}
         cols = ", ".join("m." + c.strip() for c in _MESSAGE_COLUMNS.split(","))
+        # the newest EXAMINED matches in the viewer's share are all the filters look at
         sql = (
-            f"SELECT {cols}, COALESCE(d.state, 'sent') FROM message_search "
-            "JOIN message_search_rows r ON r.row = message_search.rowid "
+            "WITH share AS MATERIALIZED (SELECT rowid AS row FROM message_search WHERE "
+            "message_search MATCH :match ORDER BY rowid LIMIT :examined) "
+            f"SELECT {cols}, COALESCE(d.state, 'sent') FROM share "
+            "JOIN message_search_rows r ON r.row = share.row "
             "JOIN messages m ON m.id = r.id "
             "LEFT JOIN deliveries d ON d.message_id = m.id AND d.recipient = :me "
-            "WHERE message_search MATCH :match AND (m.sender = :me OR d.recipient IS NOT NULL) "
+            "WHERE (m.sender = :me OR d.recipient IS NOT NULL) "
             "AND COALESCE(d.state, '') != 'dead'"
             f"{_filters(conversation, partner, sender, since, until, kinds, params)} "
-            "ORDER BY message_search.rowid LIMIT :window")
-        rows = self._read(lambda conn: conn.execute(sql, params).fetchall())
+            "ORDER BY share.row LIMIT :window")
+
+        def run(conn: sqlite3.Connection) -> tuple[list[Any], bool, list[Any]]:
+            rows = conn.execute(sql, params).fetchall()
+            cut = len(rows) < RANKED and conn.execute(
+                "SELECT COUNT(*) FROM (SELECT rowid FROM message_search WHERE message_search "
+                "MATCH :match LIMIT :examined)", params).fetchone()[0] >= EXAMINED
+            return rows, cut, rank(rows, words, limit)
+
+        rows, cut, ranked = await self._read_apart(run)
         return MessageSearchResult([
             MessageHit(message=_message_from_row(rows[i][:15]), state=rows[i][15], score=score,
-                       snippet=snippet) for i, score, snippet in self._rank(rows, words, limit)],
-            complete)
+                       snippet=snippet) for i, score, snippet in ranked], complete, cut)
 
-    def _rank(self, rows: list[Any], words: str, limit: int) -> list[tuple[int, float, str]]:
-        """(position in ``rows``, score, snippet) of the best ``limit`` of ``rows`` for
-        ``words``: BM25 and a snippet by FTS5 itself, in a scratch index of these bodies
-        alone (see the module's docstring)."""
-        if not rows:
-            return []
-        if self._scratch is None:
-            self._scratch = sqlite3.connect(":memory:", isolation_level=None,
-                                            check_same_thread=False)
-            self._scratch.execute("CREATE VIRTUAL TABLE ranked USING fts5(body, tokenize="
-                                  "'porter unicode61 remove_diacritics 2')")
-        conn = self._scratch
-        conn.execute("BEGIN")  # one flush of the index, and the rollback empties it
-        try:
-            conn.executemany("INSERT INTO ranked (rowid, body) VALUES (?, ?)",
-                             [(i, _unmarked(r[4])) for i, r in enumerate(rows)])
-            return [(int(i), -float(score), snippet) for i, score, snippet in conn.execute(
-                "SELECT rowid, bm25(ranked), snippet(ranked, 0, ?, ?, '…', 16) FROM ranked "
-                "WHERE ranked MATCH ? ORDER BY bm25(ranked), rowid LIMIT ?",
-                (MARK_START, MARK_END, words, limit))]
-        finally:
-            conn.execute("ROLLBACK")
+
+def _opening(body: str) -> str:
+    """A snippet from the start of a body, for a match past the part the ranking reads."""
+    words = _unmarked(body[:PREFIX]).split()
+    return " ".join(words[:16]) + ("…" if len(words) > 16 else "")
+
+
+def rank(rows: list[Any], words: str, limit: int) -> list[tuple[int, float, str]]:
+    """(position in ``rows``, score, snippet) of the best ``limit`` of ``rows`` for ``words``:
+    BM25 by FTS5 itself, in a scratch index of the first ``PREFIX`` characters of these bodies
+    alone (see the module's docstring); snippets for the winners only. A row whose match lies
+    past its prefix ranks last, newest first, quoted from its start."""
+    if not rows:
+        return []
+    conn = sqlite3.connect(":memory:", isolation_level=None)
+    try:
+        conn.execute("CREATE VIRTUAL TABLE ranked USING fts5(body, tokenize="
+                     "'porter unicode61 remove_diacritics 2')")
+        conn.executemany("INSERT INTO ranked (rowid, body) VALUES (?, ?)",
+                         [(i, _unmarked(r[4][:PREFIX])) for i, r in enumerate(rows)])
+        best = conn.execute("SELECT rowid, bm25(ranked) FROM ranked WHERE ranked MATCH ? "
+                            "ORDER BY bm25(ranked), rowid LIMIT ?", (words, limit)).fetchall()
+        matched = {int(i) for (i,) in conn.execute(
+            "SELECT rowid FROM ranked WHERE ranked MATCH ?", (words,))}
+        picked = {int(i) for i, _ in best}
+        snippets = dict(conn.execute(
+            "SELECT rowid, snippet(ranked, 0, ?, ?, '…', 16) FROM ranked WHERE ranked MATCH ? "
+            "AND rowid IN (SELECT value FROM json_each(?))",
+            (MARK_START, MARK_END, words, json.dumps(sorted(picked)))).fetchall())
+    finally:
+        conn.close()
+    out = [(int(i), -float(score), snippets[i]) for i, score in best]
+    rest = [i for i in range(len(rows)) if i not in matched][:limit - len(out)]
+    return out + [(i, 0.0, _opening(rows[i][4])) for i in rest]
