@@ -20,11 +20,16 @@ Ranking: FTS5's ``bm25()`` counts, for every query, how many messages hold each 
 IDF), reading the word's whole posting list: with a million messages a common word cost a
 search about 100 ms. So a search takes the newest ``RANKED`` matches the viewer may see (the
 index hands them out newest first and stops there) and ranks those by BM25 in a scratch FTS5
-index of their bodies alone (in memory, same tokenizer), which also quotes the snippets. Every
-one of them holds every word, so the IDF is the same for each and the order is BM25's
-(density of the words, length of the body); ties go to the newest. A word found in more than
-``RANKED`` of the viewer's messages ranks the newest of them; narrower words, a conversation,
-a sender or a time range reach older ones.
+index of the first ``PREFIX`` characters of their bodies alone (in memory, same tokenizer),
+which then quotes snippets for the hits returned only. Every one of them holds every word, so
+the IDF is the same for each and the order is BM25's (density of the words, length of the
+body); ties go to the newest; a match whose words lie past the prefix comes last, quoted from
+its start. A word found in more than ``RANKED`` of the viewer's messages ranks the newest of
+them; narrower words, a conversation, a sender or a time range reach older ones. The filters
+are checked on the newest ``EXAMINED`` matches in the viewer's share only: a common word with
+a filter few pass answers from those, saying it was cut short, rather than walking them all.
+The query and the ranking run in a thread on a read-only connection of their own (one per
+search, so concurrent searches share nothing), off the event loop.
 
 Off the hot path: ``insert_message`` does not touch the index. A background task indexes, a
 batch per writer operation, the messages stored after the persisted high-water mark
@@ -33,12 +38,14 @@ indexed yet, through the writer, so it comes after every write acknowledged befo
 catch-up stops after ``CATCH_UP`` batches: far more than the background indexer leaves behind
 in normal use, but a hub upgraded with a million messages would keep its first searcher (and
 the writer) busy for tens of seconds. Past that, the search answers from what is indexed and
-says it is not complete; the background indexer finishes the backlog.
+says it is not complete; the background indexer finishes the backlog. Searches arriving
+during a catch-up wait for it rather than each running their own.
 
 Ids sort by the time they were made, but one made ahead of its send (an approval card) may
 be stored after a later one. So the mark only moves up to ids ``SETTLE_MS`` old, and the pass
 takes every message above the mark that has no row number yet (``id UNIQUE`` answers that):
-a message stored late is indexed all the same, and none twice.
+a message stored late is indexed all the same, and none twice. One stored below the mark
+(see ``SETTLE_MS``) is indexed by a sweep at open.
 
 A mixin of :class:`meshhub.builtins.sqlite_store.SQLiteStore`, like
 :mod:`meshhub.builtins.sqlite_records`.
