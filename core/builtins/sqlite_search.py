@@ -54,11 +54,13 @@ A mixin of :class:`meshhub.builtins.sqlite_store.SQLiteStore`, like
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
 import functools
 import json
 import logging
 import sqlite3
+import threading
 import time
 from collections.abc import Callable
 from typing import Any, TypeVar
@@ -79,6 +81,7 @@ SETTLE_MS = 5000  # how late a message may be stored after its id was made
 # stored below the mark anyway is found by the sweep the background task runs at open)
 RANKED = 100  # a search ranks the newest this many matches the viewer may see
 EXAMINED = 5000  # the most matches in the viewer's share a search checks its filters on
+SEARCHERS = 2  # threads searches run in
 PREFIX = 4096  # characters of a long body the ranking reads (and quotes snippets from)
 
 
@@ -153,6 +156,18 @@ def _behind(conn: sqlite3.Connection) -> bool:
         "LIMIT 1").fetchone() is not None
 
 
+def _who(viewer: str, partner: str | None, sender: str | None, conversation: str | None,
+         kinds: list[str] | None) -> str:
+    """What the ``who`` column must hold: the viewer's key (and the partner's), and the tokens
+    of the sender, conversation and kinds asked for (see ``m013``)."""
+    terms = [match_expression(key) for key in (viewer, partner) if key]
+    terms += [f'"{prefix}{value.encode().hex()}"' for prefix, value
+              in (("f", sender), ("c", conversation)) if value is not None]
+    if kinds:
+        terms.append("(" + " OR ".join(f'"k{kind.encode().hex()}"' for kind in kinds) + ")")
+    return " AND ".join(terms)
+
+
 def _filters(conversation: str | None, partner: str | None, sender: str | None,
              since: float | None, until: float | None, kinds: list[str] | None,
              params: dict[str, Any]) -> str:
@@ -181,6 +196,7 @@ class MessageSearch:
 
     _indexer: asyncio.Task[None] | None = None
     _catching_up: asyncio.Future[bool] | None = None
+    _searchers: Searchers | None = None
 
     async def _call(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         raise NotImplementedError
@@ -191,7 +207,8 @@ class MessageSearch:
     async def _read_apart(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         raise NotImplementedError
 
-    def _start_indexer(self) -> None:
+    def _start_indexer(self, path: str) -> None:
+        self._searchers = Searchers(path)
         self._indexer = asyncio.get_running_loop().create_task(self._index_in_background())
 
     async def _stop_indexer(self) -> None:
@@ -200,6 +217,9 @@ class MessageSearch:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._indexer
             self._indexer = None
+        if self._searchers is not None:
+            await asyncio.to_thread(self._searchers.close)
+            self._searchers = None
 
     async def _sweep(self) -> None:
         """Index the messages stored below the high-water mark: found in a thread on a
@@ -284,34 +304,39 @@ class MessageSearch:
         words = match_expression(" ".join(terms))
         # the viewer's key among the words: the index intersects the body's matches with the
         # messages the viewer sent or received, instead of every message holding the words
-        match = f"body : ({words}) AND who : " \
-            + " AND who : ".join(match_expression(key) for key in (viewer, partner) if key)
+        match = f"body : ({words}) AND who : ({_who(viewer, partner, sender, conversation, kinds)})"
         params: dict[str, Any] = {
             "me": viewer, "match": match, "partner": partner, "conversation": conversation,
             "sender": sender, "since": since, "until": until, "window": RANKED,
-            "examined": EXAMINED}
+            "examined": EXAMINED - 1, "edge": None}
         cols = ", ".join("m." + c.strip() for c in _MESSAGE_COLUMNS.split(","))
-        # the newest EXAMINED matches in the viewer's share are all the filters look at
         sql = (
-            "WITH share AS MATERIALIZED (SELECT rowid AS row FROM message_search WHERE "
-            "message_search MATCH :match ORDER BY rowid LIMIT :examined) "
-            f"SELECT {cols}, COALESCE(d.state, 'sent') FROM share "
-            "JOIN message_search_rows r ON r.row = share.row "
+            f"SELECT {cols}, COALESCE(d.state, 'sent') FROM message_search "
+            "JOIN message_search_rows r ON r.row = message_search.rowid "
             "JOIN messages m ON m.id = r.id "
             "LEFT JOIN deliveries d ON d.message_id = m.id AND d.recipient = :me "
-            "WHERE (m.sender = :me OR d.recipient IS NOT NULL) "
-            "AND COALESCE(d.state, '') != 'dead'"
+            "WHERE message_search MATCH :match AND (m.sender = :me OR d.recipient IS NOT NULL) "
+            "AND COALESCE(d.state, '') != 'dead' "
+            "AND (:edge IS NULL OR message_search.rowid <= :edge)"
             f"{_filters(conversation, partner, sender, since, until, kinds, params)} "
-            "ORDER BY share.row LIMIT :window")
+            "ORDER BY message_search.rowid LIMIT :window")
 
-        def run(conn: sqlite3.Connection) -> tuple[list[Any], bool, list[Any]]:
+        def run(conn: sqlite3.Connection, scratch: sqlite3.Connection,
+                ) -> tuple[list[Any], bool, list[Any]]:
+            if since is not None or until is not None:
+                # the index does not hold times: the newest EXAMINED matches are all they
+                # are checked on, up to the row number of the last of them
+                edge = conn.execute("SELECT rowid FROM message_search WHERE message_search "
+                                    "MATCH :match ORDER BY rowid LIMIT 1 OFFSET :examined",
+                                    params).fetchone()
+                params["edge"] = edge[0] if edge else None
             rows = conn.execute(sql, params).fetchall()
-            cut = len(rows) < RANKED and conn.execute(
-                "SELECT COUNT(*) FROM (SELECT rowid FROM message_search WHERE message_search "
-                "MATCH :match LIMIT :examined)", params).fetchone()[0] >= EXAMINED
-            return rows, cut, rank(rows, words, limit)
+            cut = params["edge"] is not None and len(rows) < RANKED
+            return rows, cut, rank(scratch, rows, words, limit)
 
-        rows, cut, ranked = await self._read_apart(run)
+        if self._searchers is None:
+            raise RuntimeError("the store is not open")
+        rows, cut, ranked = await self._searchers.run(run)
         return MessageSearchResult([
             MessageHit(message=_message_from_row(rows[i][:15]), state=rows[i][15], score=score,
                        snippet=snippet) for i, score, snippet in ranked], complete, cut)
@@ -323,30 +348,68 @@ def _opening(body: str) -> str:
     return " ".join(words[:16]) + ("…" if len(words) > 16 else "")
 
 
-def rank(rows: list[Any], words: str, limit: int) -> list[tuple[int, float, str]]:
+def rank(scratch: sqlite3.Connection, rows: list[Any], words: str,
+         limit: int) -> list[tuple[int, float, str]]:
     """(position in ``rows``, score, snippet) of the best ``limit`` of ``rows`` for ``words``:
     BM25 by FTS5 itself, in a scratch index of the first ``PREFIX`` characters of these bodies
     alone (see the module's docstring); snippets for the winners only. A row whose match lies
     past its prefix ranks last, newest first, quoted from its start."""
     if not rows:
         return []
-    conn = sqlite3.connect(":memory:", isolation_level=None)
+    scratch.execute("BEGIN")  # one flush of the index, and the rollback empties it
     try:
-        conn.execute("CREATE VIRTUAL TABLE ranked USING fts5(body, tokenize="
-                     "'porter unicode61 remove_diacritics 2')")
-        conn.executemany("INSERT INTO ranked (rowid, body) VALUES (?, ?)",
-                         [(i, _unmarked(r[4][:PREFIX])) for i, r in enumerate(rows)])
-        best = conn.execute("SELECT rowid, bm25(ranked) FROM ranked WHERE ranked MATCH ? "
-                            "ORDER BY bm25(ranked), rowid LIMIT ?", (words, limit)).fetchall()
-        matched = {int(i) for (i,) in conn.execute(
+        scratch.executemany("INSERT INTO ranked (rowid, body) VALUES (?, ?)",
+                            [(i, _unmarked(r[4][:PREFIX])) for i, r in enumerate(rows)])
+        matched = {int(i) for (i,) in scratch.execute(
             "SELECT rowid FROM ranked WHERE ranked MATCH ?", (words,))}
-        picked = {int(i) for i, _ in best}
-        snippets = dict(conn.execute(
+        best = scratch.execute("SELECT rowid, bm25(ranked) FROM ranked WHERE ranked MATCH ? "
+                               "ORDER BY bm25(ranked), rowid LIMIT ?", (words, limit)).fetchall()
+        snippets = dict(scratch.execute(
             "SELECT rowid, snippet(ranked, 0, ?, ?, '…', 16) FROM ranked WHERE ranked MATCH ? "
             "AND rowid IN (SELECT value FROM json_each(?))",
-            (MARK_START, MARK_END, words, json.dumps(sorted(picked)))).fetchall())
+            (MARK_START, MARK_END, words, json.dumps([int(i) for i, _ in best]))).fetchall())
     finally:
-        conn.close()
+        scratch.execute("ROLLBACK")
     out = [(int(i), -float(score), snippets[i]) for i, score in best]
     rest = [i for i in range(len(rows)) if i not in matched][:limit - len(out)]
     return out + [(i, 0.0, _opening(rows[i][4])) for i in rest]
+
+
+class Searchers:
+    """The threads searches run in, off the event loop: ``SEARCHERS`` of them, each with a
+    read-only connection to the database and a scratch in-memory index of its own, kept
+    open (a connection made per search cost more than most searches), so concurrent searches
+    share no connection."""
+
+    def __init__(self, path: str) -> None:
+        self._path = path
+        self._pool = concurrent.futures.ThreadPoolExecutor(SEARCHERS, "meshhub-search")
+        self._local = threading.local()
+        self._opened: list[sqlite3.Connection] = []
+        self._lock = threading.Lock()
+
+    def _connections(self) -> tuple[sqlite3.Connection, sqlite3.Connection]:
+        if not hasattr(self._local, "conn"):
+            conn = sqlite3.connect(self._path, uri=True, isolation_level=None,
+                                   check_same_thread=False)
+            scratch = sqlite3.connect(":memory:", isolation_level=None,
+                                      check_same_thread=False)
+            scratch.execute("CREATE VIRTUAL TABLE ranked USING fts5(body, tokenize="
+                            "'porter unicode61 remove_diacritics 2')")
+            with self._lock:
+                self._opened += [conn, scratch]
+            self._local.conn, self._local.scratch = conn, scratch
+        return self._local.conn, self._local.scratch
+
+    async def run(self, fn: Callable[[sqlite3.Connection, sqlite3.Connection], T]) -> T:
+        """``fn(connection, scratch)`` in one of the threads."""
+        return await asyncio.get_running_loop().run_in_executor(
+            self._pool, lambda: fn(*self._connections()))
+
+    def close(self) -> None:
+        """Wait for the searches under way, then close every connection."""
+        self._pool.shutdown(wait=True)
+        with self._lock:
+            for conn in self._opened:
+                conn.close()
+            self._opened.clear()
