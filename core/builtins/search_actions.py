@@ -33,8 +33,8 @@ _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 _PEER_MARKUP = re.compile(r"([\[\]\\])")
 INCOMPLETE = ("the search index is still being built (a backlog of stored messages): the "
               "newest messages may be missing from these hits; search again in a minute")
-CUT_SHORT = ("the words match too many messages to check every filter: older hits may be "
-             "missing; narrow the search (more words, a conversation, since/until)")
+CUT_SHORT = ("the words match too many messages to check the time range on every one: older "
+             "hits may be missing; narrow the search (more words, a conversation, a sender)")
 
 
 def parse_when(text: str | float, now: float) -> float:
@@ -89,7 +89,8 @@ async def search(
     ``snippet`` (the matching part, matched words between [ and ]; a bracket the sender
     wrote is escaped with a backslash). ``complete`` is false (with a ``note``) while the
     hub is still indexing a backlog of stored messages, or when the words match so many
-    messages that the filters could not be checked on all of them: then some may be missing."""
+    messages that the time range could not be checked on all of them: then some may be
+    missing."""
     if not 1 <= limit <= 100:
         raise InvalidRequest("limit must be between 1 and 100")
     conv, partner = ctx.hub.directory.conversation_filter(conversation)

@@ -25,9 +25,11 @@ which then quotes snippets for the hits returned only. Every one of them holds e
 the IDF is the same for each and the order is BM25's (density of the words, length of the
 body); ties go to the newest; a match whose words lie past the prefix comes last, quoted from
 its start. A word found in more than ``RANKED`` of the viewer's messages ranks the newest of
-them; narrower words, a conversation, a sender or a time range reach older ones. The filters
-are checked on the newest ``EXAMINED`` matches in the viewer's share only: a common word with
-a filter few pass answers from those, saying it was cut short, rather than walking them all.
+them; narrower words, a conversation, a sender or a time range reach older ones. ``who``
+holds tokens for the sender, conversation and kind as well, so those filters narrow the
+matches inside the index; a time range is checked on the newest ``EXAMINED`` matches in the
+viewer's share only: a range few of them fall in answers from those, saying it was cut
+short, rather than walking them all.
 The query and the ranking run in a thread on a read-only connection of their own (one per
 search, so concurrent searches share nothing), off the event loop.
 
