@@ -16,8 +16,10 @@ file's size before and after.
 **Reads**, on the real engine (a :class:`SQLiteStore` opened on the file once the hub is
 stopped), as one seeded peer: ``search_messages`` for queries taken from the messages that
 peer can see (one word, or two words of one message: frequent words come up as often as they
-are frequent), each run once after a warm-up pass; and ``history`` pages of its conversations
-(the newest page, or the page before a random message), 50 messages each.
+are frequent), each run once after a warm-up pass, then again with a filter no match passes
+(``kind`` nonexistent, ``since`` an hour ahead: the worst case) or one sender; and
+``history`` pages of its conversations (the newest page, or the page before a random
+message), 50 messages each.
 
 **Recall**: the memory ``recall`` action of an in-process hub (a fresh home, no server),
 called as one of its peers the way every surface calls an action. ``--memories`` memories
@@ -71,6 +73,7 @@ VIEWER = "5e000000"  # the first seeded peer (see scale_seed.peer_rows)
 SYLLABLES = [c + v for c in "bdfgklmnprstvz" for v in "aeiou"]
 TAGS = 200
 REMEMBERED_AT_ONCE = 500
+FILTERED = {"kind": "kind=nonexistent", "since": "since=<in an hour>", "sender": "a sender"}
 RECALLS = {"two_words": "two words", "word_and_tag": "one word + tag", "tag": "tag only"}
 
 
@@ -164,6 +167,9 @@ async def measure_reads(db: Path, probes: int) -> dict[str, Any]:
             "m.id = d.message_id WHERE d.recipient = ? AND m.conversation != 'dm'", (VIEWER,))]
         ids = [r[0] for r in conn.execute("SELECT id FROM messages ORDER BY random() LIMIT ?",
                                           (probes,))]
+        senders = [r[0] for r in conn.execute("SELECT DISTINCT sender FROM messages m JOIN "
+                                              "deliveries d ON d.message_id = m.id WHERE "
+                                              "d.recipient = ?", (VIEWER,))]
     store = SQLiteStore(db)
     await store.open([])
     try:
@@ -175,6 +181,8 @@ async def measure_reads(db: Path, probes: int) -> dict[str, Any]:
             t0 = time.perf_counter()
             hits.append(len((await search(store, text)).hits))
             searches.append((time.perf_counter() - t0) * 1000)
+        filtered = {kind: await timed_searches(store, texts, kind, senders)
+                    for kind in FILTERED}
         pages = []
         for i in range(probes):
             before = ids[i] if i % 2 else None
@@ -184,13 +192,34 @@ async def measure_reads(db: Path, probes: int) -> dict[str, Any]:
             pages.append((time.perf_counter() - t0) * 1000)
     finally:
         await store.close()
-    return {"search_ms": searches, "history_ms": pages, "hits": hits}
+    return {"search_ms": searches, "history_ms": pages, "hits": hits, "filtered": filtered}
 
 
-async def search(store: SQLiteStore, text: str) -> MessageSearchResult:
-    return await store.search_messages(VIEWER, text, conversation=None, partner=None,
-                                       sender=None, since=None, until=None, kinds=None,
-                                       limit=20)
+async def search(store: SQLiteStore, text: str, **filters: Any) -> MessageSearchResult:
+    return await store.search_messages(VIEWER, text, **{
+        "conversation": None, "partner": None, "sender": None, "since": None, "until": None,
+        "kinds": None, "limit": 20, **filters})
+
+
+def filters(kind: str, i: int, senders: list[str]) -> dict[str, Any]:
+    """The filter of the ``i``-th search of a kind: one no match passes (``kind``, ``since``:
+    the worst case, every match the cap lets through is examined) or one sender."""
+    if kind == "kind":
+        return {"kinds": ["nonexistent"]}
+    if kind == "since":
+        return {"since": time.time() + 3600}
+    return {"sender": senders[i % len(senders)]}
+
+
+async def timed_searches(store: SQLiteStore, texts: list[str], kind: str,
+                         senders: list[str]) -> list[float]:
+    """The searches again, each with a filter of this kind; ms each."""
+    out = []
+    for i, text in enumerate(texts):
+        t0 = time.perf_counter()
+        await search(store, text, **filters(kind, i, senders))
+        out.append((time.perf_counter() - t0) * 1000)
+    return out
 
 
 def memory_maker() -> Any:
@@ -313,7 +342,10 @@ def goal_rows(count: int, reads: dict[str, Any], rates: dict[str, list[float]]) 
              GOALS["history_ms"], ratio_goal=False),
         Goal("search", f"sends/s, {size} stored vs none", max(rates["stored"]), "msgs/s",
              GOALS["send_ratio"], baseline=max(rates["empty"]), compare=">="),
-    ] + [Goal("search", f"recall p50, {label}, {memories} memories",
+    ] + [Goal("search", f"search p99, {label}, {size} stored",
+              percentile(reads["filtered"][kind], 99), "ms", GOALS["search_ms"],
+              ratio_goal=False) for kind, label in FILTERED.items()
+         ] + [Goal("search", f"recall p50, {label}, {memories} memories",
               percentile(recall[kind]["ms"], 50), "ms", GOALS["recall_ms"], ratio_goal=False)
          for kind, label in RECALLS.items()]
 
@@ -350,6 +382,8 @@ def main() -> None:
         "db_mb_after_index": built["size_after"] / 2**20,
         "search_ms": {q: percentile(s, q) for q in (50, 90, 99, 100)},
         "history_ms": {q: percentile(h, q) for q in (50, 90, 99, 100)},
+        "filtered_ms": {label: {q: percentile(reads["filtered"][kind], q)
+                                for q in (50, 90, 99, 100)} for kind, label in FILTERED.items()},
         "hits_per_search": {"median": percentile(hits, 50), "none": hits.count(0)},
         "sends_per_s": rates, "recall": recall_summary(reads["recall"]),
     }
@@ -362,6 +396,8 @@ def main() -> None:
         for what in ("search_ms", "history_ms"):
             print(f"{what[:-3]:>8}: " + "  ".join(f"p{q} {v:.2f} ms"
                                                     for q, v in out[what].items()))
+        for label, row in out["filtered_ms"].items():
+            print(f"search, {label}: " + "  ".join(f"p{q} {v:.2f} ms" for q, v in row.items()))
         print(f"hits per search: median {out['hits_per_search']['median']}, "
               f"{out['hits_per_search']['none']} of {len(hits)} found nothing")
         print("sends/s: " + "  ".join(f"{k} {', '.join(f'{v:.0f}' for v in vs)}"

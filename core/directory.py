@@ -368,6 +368,24 @@ class Directory:
         return out
 
     # -- conversations -----------------------------------------------------------------------
+    def conversation_filter(self, conversation: str | None) -> tuple[str | None, str | None]:
+        """How ``history`` and ``search`` read their ``conversation`` parameter: (the
+        conversation label as stored, the partner's key for ``dm:NAME``). A bare name is a
+        #conversation, which must exist; ``NotFound`` for an unknown peer."""
+        if conversation is None:
+            return None, None
+        if conversation.startswith("dm:"):
+            peer = self.find(conversation[3:])
+            if peer is None:
+                raise NotFound(f"no peer {conversation[3:]!r}")
+            return None, peer.key
+        if conversation.startswith(("#", "@")) or conversation in ("*", "multi"):
+            return conversation.lower() if conversation.startswith("#") else conversation, None
+        if conversation.lower() not in self.conversations:
+            raise InvalidRequest(f"no conversation {conversation!r}: write #name, @group, *, "
+                                 "multi, or dm:NAME for the direct messages with a peer")
+        return "#" + conversation.lower(), None
+
     def conversation(self, name: str) -> Conversation:
         bare = name.lstrip("#").lower()
         conv = self.conversations.get(bare)

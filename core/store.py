@@ -112,10 +112,13 @@ class MessageSearchResult:
     """What a message search found: its ``hits``, best first, and whether every stored
     message was searched (``complete``). An engine still indexing a large backlog (a hub
     upgraded with many messages) answers from what it has indexed rather than making the
-    searcher wait, and says so with ``complete=False``."""
+    searcher wait, and says so with ``complete=False``. ``cut_short``: the engine stopped
+    examining matches at its cap (a common word, filters few of them pass) before it found
+    enough hits."""
 
     hits: list[MessageHit]
     complete: bool = True
+    cut_short: bool = False
 
 
 class Store(Protocol):

@@ -227,3 +227,87 @@ async def test_a_backlog_over_the_cap_is_searched_as_far_as_indexed_and_said_so(
             late = await a.send("bob", "backlog straggler")
         found = await b.call("search", query="straggler")
         assert found["complete"] is True and ids(found) == [late["id"]]
+
+
+async def test_long_bodies_give_short_snippets_and_a_match_past_the_prefix_ranks_last(
+        inproc, people) -> None:
+    served = await inproc(send_rate=0)
+    ann, bob = people("ann", "bob")
+    filler = " ".join(f"filler{n}" for n in range(2500))  # about 24 KB
+    assert len(filler) > sqlite_search.PREFIX
+    async with ann.client(served.url) as a, bob.client(served.url) as b:
+        for n in range(105):
+            await a.send("bob", f"needle number {n} {filler}")
+        deep = await a.send("bob", f"opening words {filler} needle")
+        found = await b.call("search", query="needle", limit=100)
+    assert found["complete"] is True and len(found["hits"]) == 100
+    assert all(len(hit["snippet"]) < 400 for hit in found["hits"])
+    last = found["hits"][-1]
+    assert last["message"]["id"] == deep["id"] and last["snippet"].startswith("opening words")
+    assert all("[needle]" in hit["snippet"] for hit in found["hits"][:-1])
+
+
+async def test_a_time_range_few_matches_fall_in_is_cut_short_and_says_so(
+        inproc, people, monkeypatch) -> None:
+    monkeypatch.setattr(sqlite_search, "EXAMINED", 5)
+    served = await inproc(send_rate=0)
+    ann, bob = people("ann", "bob")
+    async with ann.client(served.url) as a, bob.client(served.url) as b:
+        sent = [await a.send("bob", f"common word {n}") for n in range(8)]
+        for filters in ({"since": time.time() + 3600}, {"until": 1000000000}):
+            cut = await b.call("search", query="common", **filters)
+            assert cut["hits"] == [] and cut["complete"] is False
+            assert "narrow the search" in cut["note"]
+        recent = await b.call("search", query="common", since="1h", limit=100)
+        assert recent["complete"] is False and set(ids(recent)) == {m["id"] for m in sent[-5:]}
+        # the sender, conversation and kind are in the index: no cap cuts them short
+        for filters in ({"kind": "nonexistent"}, {"sender": "bob"}, {"conversation": "#general"}):
+            none = await b.call("search", query="common", **filters)
+            assert none == {"query": "common", "complete": True, "hits": []}
+        every = await b.call("search", query="common", kind="text", sender="ann",
+                             conversation="dm:ann", limit=100)
+        assert every["complete"] is True and set(ids(every)) == {m["id"] for m in sent}
+
+
+async def test_concurrent_searches_share_one_catch_up(inproc, people, tmp_path,
+                                                      monkeypatch) -> None:
+    served = await inproc(send_rate=0)
+    ann, bob = people("ann", "bob")
+    async with ann.client(served.url) as a, bob.client(served.url):
+        for n in range(12):
+            await a.send("bob", f"shared catch up {n}")
+    await served.stop()
+    _emptied_index(tmp_path / "hub" / "meshhub.db")
+    monkeypatch.setattr(sqlite_search, "BATCH", 2)
+    monkeypatch.setattr(sqlite_search, "CATCH_UP", 2)
+    monkeypatch.setattr(sqlite_search, "SETTLE_MS", 10**15)
+    runs: list[int] = []
+    catch_up = sqlite_search.MessageSearch._catch_up
+
+    async def counted(self: Any) -> bool:
+        runs.append(1)
+        return await catch_up(self)
+
+    monkeypatch.setattr(sqlite_search.MessageSearch, "_catch_up", counted)
+    served = await inproc(send_rate=0)
+    done = await asyncio.gather(*(served.hub.store.search_catch_up() for _ in range(4)))
+    assert len(runs) == 1 and done == [False] * 4
+
+
+async def test_messages_stored_below_the_mark_are_indexed_at_open(inproc, people,
+                                                                 tmp_path) -> None:
+    served = await inproc(send_rate=0)
+    ann, bob = people("ann", "bob")
+    async with ann.client(served.url) as a, bob.client(served.url):
+        sent = [await a.send("bob", f"stepped clock {n}") for n in range(5)]
+    await served.stop()
+    db = tmp_path / "hub" / "meshhub.db"
+    _emptied_index(db)
+    with sqlite3.connect(db) as conn:  # as if stored after the mark had passed them
+        conn.execute("UPDATE message_search_state SET high_water = "
+                     "(SELECT MAX(id) FROM messages)")
+    served = await inproc(send_rate=0)
+    await eventually(lambda: _all_indexed(db), timeout=30)
+    async with bob.client(served.url) as b:
+        found = await b.call("search", query="stepped clock", limit=100)
+    assert found["complete"] is True and set(ids(found)) == {m["id"] for m in sent}

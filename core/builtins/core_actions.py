@@ -205,26 +205,6 @@ async def check(
     return counts
 
 
-def conversation_filter(ctx: ActionContext,
-                        conversation: str | None) -> tuple[str | None, str | None]:
-    """How ``history`` and ``search`` read their ``conversation`` parameter: (the
-    conversation label as stored, the partner's key for ``dm:NAME``). A bare name is a
-    #conversation, which must exist; ``NotFound`` for an unknown peer."""
-    if conversation is None:
-        return None, None
-    if conversation.startswith("dm:"):
-        peer = ctx.hub.directory.find(conversation[3:])
-        if peer is None:
-            raise NotFound(f"no peer {conversation[3:]!r}")
-        return None, peer.key
-    if conversation.startswith(("#", "@")) or conversation in ("*", "multi"):
-        return conversation.lower() if conversation.startswith("#") else conversation, None
-    if conversation.lower() not in ctx.hub.directory.conversations:
-        raise InvalidRequest(f"no conversation {conversation!r}: write #name, @group, *, "
-                             "multi, or dm:NAME for the direct messages with a peer")
-    return "#" + conversation.lower(), None
-
-
 @action(read_only=True)
 async def history(
     ctx: ActionContext,
@@ -247,7 +227,7 @@ async def history(
         raise InvalidRequest("limit must be between 1 and 500")
     if before and after:
         raise InvalidRequest("give before or after, not both")
-    conversation, partner = conversation_filter(ctx, conversation)
+    conversation, partner = ctx.hub.directory.conversation_filter(conversation)
     items = await ctx.hub.store.history(
         ctx.peer.key, conversation=conversation, partner=partner, before=before, after=after,
         top_level_only=top_level_only, limit=limit + 1,

@@ -249,11 +249,14 @@ def m013_message_search(db: Database) -> None:
     db.execute("CREATE TABLE message_search_rows (row INTEGER PRIMARY KEY, "
                "id TEXT NOT NULL UNIQUE)")
     # what the index reads: each indexed message's body (without the two snippet marks), and
-    # who may see it (sender and recipients: keys, so a search reads only the viewer's part)
+    # who may see it (sender and recipients: keys, so a search reads only the viewer's part),
+    # beside one token each for its sender, conversation and kind (f, c, k and the value in
+    # hex), so those filters narrow the matches inside the index too
     db.execute("CREATE VIEW message_search_text AS SELECT r.row AS row, "
                "replace(replace(m.body, char(2), ' '), char(3), ' ') AS body, "
                "m.sender || ' ' || COALESCE((SELECT group_concat(j.value, ' ') "
-               "FROM json_each(m.recipients_json) j), '') AS who "
+               "FROM json_each(m.recipients_json) j), '') || ' f' || hex(m.sender) || "
+               "' c' || hex(m.conversation) || ' k' || hex(m.kind) AS who "
                "FROM message_search_rows r JOIN messages m ON m.id = r.id")
     db.execute("CREATE VIRTUAL TABLE message_search USING fts5(body, who, "
                "content='message_search_text', content_rowid='row', "

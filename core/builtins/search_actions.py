@@ -23,7 +23,6 @@ from pydantic import Field
 
 from meshhub import hookimpl
 from meshhub.actions import Action, ActionContext, action
-from meshhub.builtins.core_actions import conversation_filter
 from meshhub.errors import InvalidRequest, NotFound
 from meshhub.sanitize import one_line
 from meshhub.store import MARK_END, MARK_START
@@ -34,6 +33,8 @@ _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 _PEER_MARKUP = re.compile(r"([\[\]\\])")
 INCOMPLETE = ("the search index is still being built (a backlog of stored messages): the "
               "newest messages may be missing from these hits; search again in a minute")
+CUT_SHORT = ("the words match too many messages to check the time range on every one: older "
+             "hits may be missing; narrow the search (more words, a conversation, a sender)")
 
 
 def parse_when(text: str | float, now: float) -> float:
@@ -87,10 +88,12 @@ async def search(
     Each hit: ``message`` (the usual message shape), ``score`` (higher is better) and
     ``snippet`` (the matching part, matched words between [ and ]; a bracket the sender
     wrote is escaped with a backslash). ``complete`` is false (with a ``note``) while the
-    hub is still indexing a backlog of stored messages: then some may be missing."""
+    hub is still indexing a backlog of stored messages, or when the words match so many
+    messages that the time range could not be checked on all of them: then some may be
+    missing."""
     if not 1 <= limit <= 100:
         raise InvalidRequest("limit must be between 1 and 100")
-    conv, partner = conversation_filter(ctx, conversation)
+    conv, partner = ctx.hub.directory.conversation_filter(conversation)
     sender_key = None
     if sender is not None:
         peer = ctx.hub.directory.find(sender)
@@ -107,7 +110,10 @@ async def search(
     out: dict[str, Any] = {"query": query, "complete": found.complete, "hits": [
         {"message": ctx.hub.message_view(hit.message), "score": hit.score,
          "snippet": public_snippet(hit.snippet)} for hit in found.hits]}
-    if not found.complete:
+    if found.cut_short:
+        out["complete"] = False
+        out["note"] = CUT_SHORT
+    elif not found.complete:
         out["note"] = INCOMPLETE
     return out
 

@@ -130,7 +130,7 @@ class SQLiteStore(MessageReads, MemberTables, RecordTables, MessageSearch):
         self._reader = sqlite3.connect(str(self.path), isolation_level=None,
                                        check_same_thread=False)
         self._reader.execute("PRAGMA query_only=ON")
-        self._start_indexer()
+        self._start_indexer(self.path.absolute().as_uri() + "?mode=ro")
 
     async def close(self) -> None:
         await self._stop_indexer()
