@@ -72,3 +72,16 @@ def json_bytes_for_screen(text: bytes) -> bytes:
     """UTF-8 JSON ``text`` (as orjson writes it) made as safe to show as :func:`for_json`'s:
     DEL, C1 and bidi characters written as ``\\uXXXX``; it parses back to the same value."""
     return _UNSAFE_IN_JSON_UTF8.sub(_json_escape_utf8, text)
+
+
+ENGINE_MARKS = ("\x02", "\x03")  # where an engine's snippet marks its matched words
+
+
+def shown_snippet(snippet: str, marks: tuple[str, str]) -> str:
+    """A search snippet as a peer sees it: the text's own mark characters and backslashes
+    escaped with a backslash, then the engine's marks (:data:`ENGINE_MARKS`, which no stored
+    text holds) turned into ``marks``, so those are the only marks in it."""
+    own = re.compile("([" + re.escape(marks[0] + marks[1]) + r"\\])")
+    return own.sub(r"\\\1", snippet).replace(ENGINE_MARKS[0], marks[0]).replace(
+        ENGINE_MARKS[1], marks[1])
+

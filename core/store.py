@@ -11,6 +11,8 @@ from collections.abc import Awaitable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
+from .sanitize import ENGINE_MARKS
+
 if TYPE_CHECKING:
     from sqlite_utils.migrations import Migrations
 
@@ -92,7 +94,7 @@ class InboxItem:
 # How an engine marks the matched words in a message search's snippet: two control characters
 # no text keeps (the engine removes them from the bodies it quotes), so a mark is never a
 # peer's own character. :mod:`meshhub.builtins.search_actions` turns them into the public marks.
-MARK_START, MARK_END = "\x02", "\x03"
+MARK_START, MARK_END = ENGINE_MARKS
 
 
 @dataclass

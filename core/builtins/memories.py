@@ -34,6 +34,7 @@ from meshhub.fields import TooLong
 from meshhub.ids import new_id
 from meshhub.limits import account
 from meshhub.records import Collection, Hit, In, Record, search_terms
+from meshhub.sanitize import ENGINE_MARKS, shown_snippet
 
 if TYPE_CHECKING:
     from meshhub.hub import Hub
@@ -52,8 +53,6 @@ TAG_RULE = (f"tags are lower-case words (letters, digits, '-' and '_', starting 
 # memory's own mark characters (and backslashes) are escaped with a backslash in a snippet, so
 # these are the hub's only; the engine marks with control characters no memory may hold
 MARKS = ("⟦", "⟧")
-ENGINE_MARKS = ("\x02", "\x03")
-PEER_MARKS = re.compile(r"([⟦⟧\\])")
 SEARCH_PAGE = 1000  # the most one search returns (the record API's limit)
 # keys per ``In`` condition: a search narrowed to tagged memories matches its words in every
 # memory each time, so it takes many keys at once
@@ -75,8 +74,7 @@ def _check_content(content: str) -> str:
 def public_snippet(snippet: str) -> str:
     """The engine's snippet as a peer sees it: the memory's own ``⟦``, ``⟧`` and ``\\``
     escaped with a backslash, the matched words between :data:`MARKS`."""
-    escaped = PEER_MARKS.sub(r"\\\1", snippet)
-    return escaped.replace(ENGINE_MARKS[0], MARKS[0]).replace(ENGINE_MARKS[1], MARKS[1])
+    return shown_snippet(snippet, MARKS)
 
 
 def _check_tags(tags: list[str] | None) -> list[str]:

@@ -24,13 +24,11 @@ from pydantic import Field
 from meshhub import hookimpl
 from meshhub.actions import Action, ActionContext, action
 from meshhub.errors import InvalidRequest, NotFound
-from meshhub.sanitize import one_line
-from meshhub.store import MARK_END, MARK_START
+from meshhub.sanitize import one_line, shown_snippet
 
 MAX_QUERY = 500
 _DURATION = re.compile(r"(\d+(?:\.\d+)?)\s*([smhdw])")
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
-_PEER_MARKUP = re.compile(r"([\[\]\\])")
 INCOMPLETE = ("the search index is still being built (a backlog of stored messages): the "
               "newest messages may be missing from these hits; search again in a minute")
 CUT_SHORT = ("the words match too many messages to check the time range on every one: older "
@@ -65,8 +63,7 @@ def parse_when(text: str | float, now: float) -> float:
 def public_snippet(snippet: str) -> str:
     """The engine's snippet (matched words between :data:`MARK_START` and :data:`MARK_END`)
     as shown to a peer: one safe line, the peer's brackets escaped, the marks ``[`` and ``]``."""
-    escaped = _PEER_MARKUP.sub(r"\\\1", snippet)
-    return one_line(escaped.replace(MARK_START, "[").replace(MARK_END, "]"), limit=10_000)
+    return one_line(shown_snippet(snippet, ("[", "]")), limit=10_000)
 
 
 @action(read_only=True)
