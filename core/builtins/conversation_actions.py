@@ -21,7 +21,7 @@ from meshhub.directory import check_group
 from meshhub.errors import Forbidden, InvalidRequest, NotFound, QuotaExceeded, RateLimited
 from meshhub.fields import MAX_NAMES, MAX_TOPIC
 from meshhub.models import Conversation
-from meshhub.routing import resolve_peers
+from meshhub.routing import refuse_archived, resolve_peers
 
 
 def _member_or_admin(ctx: ActionContext, conv: Conversation, doing: str) -> None:
@@ -125,9 +125,7 @@ async def conversation_invite(
     ``added``: the names of those who were not members yet."""
     conv = ctx.hub.directory.conversation(name)
     _member_or_admin(ctx, conv, "invite others")
-    if conv.archived:
-        raise InvalidRequest(f"#{conv.name} is archived; unarchive it first "
-                             "(conversation_unarchive)", code="archived")
+    refuse_archived(ctx.hub, conv.name)
     keys = await resolve_peers(ctx.hub, peers, ctx.peer, "peers")
     added = [k for k in keys if await ctx.hub.directory.join(conv, k)]
     told = [k for k in added if k != ctx.peer.key]
