@@ -19,6 +19,7 @@ from typing import Any
 
 from . import routing, views
 from .actions import ActionRegistry
+from .audit import AUDIT, AuditLog
 from .config import Config, ConfigError, load_signing_key
 from .connectors import ConnectorState, ConnectorStates
 from .delivery import Dispatcher
@@ -123,8 +124,9 @@ class Hub:
         self.routes: list[tuple[str, str, Any]] = []
         self.store: Store = None  # type: ignore[assignment]  # set by start()
         self.records = Records(self)
-        for collection in (MEMBERS, INVITES):  # the core's own, whatever plugins are enabled
+        for collection in (MEMBERS, INVITES, AUDIT):  # the core's own, whatever is enabled
             self.records.declare(collection)
+        self.audit = AuditLog(self.records)
         self.directory: Directory = None  # type: ignore[assignment]
         self.limits = Limits(config)
         self.presence = Presence(self)

@@ -1,0 +1,60 @@
+"""The audit log's hash chain over a real hub's store: entries append in order, each names the
+one before, and a row changed, removed or forged in the database is found and named."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+
+from meshhub.audit import GENESIS, entry_hash
+
+
+async def test_chain_appends_in_order_and_survives_a_restart(inproc):
+    served = await inproc()
+    hub = served.hub
+    first = await hub.audit.append("member_joined", None, subject="ann", via="invite")
+    second = await hub.audit.append("task_claimed", None, subject="t1")
+    assert (first["seq"], first["prev"]) == (1, GENESIS)
+    assert second["prev"] == first["hash"] == entry_hash(first)
+    await served.stop()
+    served = await inproc()
+    third = await served.hub.audit.append("decision_posted", None, subject="db")
+    assert third["seq"] == 3 and third["prev"] == second["hash"]
+    verdict = await served.hub.audit.verify()
+    assert verdict.ok and verdict.checked == 3
+    assert [e["event"] for e in await served.hub.audit.entries(limit=2)] == [
+        "task_claimed", "decision_posted"]
+
+
+async def test_a_changed_or_missing_row_is_named(inproc, tmp_path):
+    served = await inproc()
+    for n in range(5):
+        await served.hub.audit.append("task_claimed", None, subject=f"t{n}")
+    await served.stop()
+    db = sqlite3.connect(tmp_path / "hub" / "meshhub.db")
+    value = json.loads(db.execute("SELECT value FROM rec_audit WHERE key = ?",
+                                  ("000000000003",)).fetchone()[0])
+    value["subject"] = "someone-else"
+    db.execute("UPDATE rec_audit SET value = ? WHERE key = ?",
+               (json.dumps(value), "000000000003"))
+    db.commit()
+    served = await inproc()
+    verdict = await served.hub.audit.verify()
+    assert (verdict.ok, verdict.seq, verdict.checked) == (False, 3, 2)
+    assert "changed" in verdict.reason
+    await served.stop()
+    # a forger who also fixes the row's own hash breaks the link from the row after it
+    value["hash"] = entry_hash(value)
+    db.execute("UPDATE rec_audit SET value = ? WHERE key = ?",
+               (json.dumps(value), "000000000003"))
+    db.commit()
+    served = await inproc()
+    verdict = await served.hub.audit.verify()
+    assert (verdict.ok, verdict.seq) == (False, 4) and "prev" in verdict.reason
+    await served.stop()
+    db.execute("DELETE FROM rec_audit WHERE key IN (?, ?)", ("000000000003", "000000000004"))
+    db.commit()
+    db.close()
+    served = await inproc()
+    verdict = await served.hub.audit.verify()
+    assert (verdict.ok, verdict.seq) == (False, 3) and "missing" in verdict.reason
