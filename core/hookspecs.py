@@ -23,6 +23,7 @@ if TYPE_CHECKING:
     from .hub import Hub
     from .models import Message, Peer
     from .records import Change, Collection
+    from .report import ReportSection
     from .store import Store
 
 
@@ -115,6 +116,17 @@ def meshhub_approval_settled(
     public view (``approval["label"]`` says what happened, e.g. ``allow, answered by ann on
     telegram``); ``message`` is the request message the surfaces show. A bridge updates the card
     it posted for ``message`` (Telegram edits it and drops its buttons)."""
+
+
+@hookspec
+def meshhub_report_sections(
+    hub: Hub, viewer: Peer, since: float, until: float
+) -> ReportSection | list[ReportSection] | None | Awaitable[
+        ReportSection | list[ReportSection] | None]:
+    """Parts of the session report (the ``report`` action, ``hub report --since 2h``) for the
+    window ``[since, until)`` (epoch seconds) as ``viewer`` may see it: a feature returns its
+    section (a title and Markdown lines), several, or ``None``. Peer-written text goes through
+    :func:`meshhub.report.report_text` before it goes into a line."""
 
 
 # -- storage ------------------------------------------------------------------------------------

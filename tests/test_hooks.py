@@ -21,6 +21,7 @@ from meshhub.errors import MeshError
 from meshhub.hub import Hub
 from meshhub.plugins import build_plugin_host
 from meshhub.records import Collection
+from meshhub.report import ReportSection, build_report
 
 from .helpers import collect, make_identity
 
@@ -59,6 +60,12 @@ class Recorder:
     def meshhub_approval_settled(self, hub, approval, message):
         self.calls.append(("settled", (approval["label"], message.id if message else None)))
 
+    @hookimpl
+    async def meshhub_report_sections(self, hub, viewer, since, until):
+        self.calls.append(("report", (viewer.name, until - since)))
+        return [ReportSection("Builds", ["- nightly *passed*"], order=70),
+                ReportSection("Empty", [], order=1)]
+
 
 async def test_fan_out_hooks_startup_presence_accepted_describe_shutdown(inproc, tmp_path):
     recorder = Recorder()
@@ -80,6 +87,8 @@ async def test_fan_out_hooks_startup_presence_accepted_describe_shutdown(inproc,
         asked = await a.call("approval_request", to="bob", question="ship it?")
         await b.call("approval_answer", id=asked["id"], answer="approve")
         await collect(a, 1)  # the answer: the hook has been started
+        viewer = served.hub.directory.peers[(await a.call("whoami"))["key"]]
+        report = await build_report(served.hub, viewer, 1000.0, 4600.0)
     await served.stop()
     kinds = [c[0] for c in recorder.calls]
     assert kinds[0] == "startup" and kinds[-1] == "shutdown"
@@ -91,6 +100,9 @@ async def test_fan_out_hooks_startup_presence_accepted_describe_shutdown(inproc,
     assert reactions == [("react to me", "bob", "👍", True, 1),
                          ("react to me", "bob", "👍", False, 0)]
     assert ("settled", ("approve, answered by bob on cli", asked["message_id"])) in recorder.calls
+    assert ("report", ("ann", 3600.0)) in recorder.calls
+    assert "## Builds\n\n- nightly *passed*\n" in report and "## Empty" not in report
+    assert report.startswith("# Mesh report: 1970-01-01 00:16 UTC to 1970-01-01 01:16 UTC")
 
 
 class RoleTargets:
