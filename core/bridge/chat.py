@@ -46,6 +46,7 @@ if TYPE_CHECKING:
     from meshhub.models import Message, Peer
 
 BUTTON_PREFIX = "ap:"
+VOTE_PREFIX = "pv:"  # a proposal's vote button: pv:<proposal id>:<approve|reject>
 _COMMAND_WORD = re.compile(r"(?<![\w/:.<])/(?=[a-z]+\b)")  # "/peers" in a template, not a URL
 
 
@@ -157,6 +158,8 @@ def describe(hub: Hub, message: Message) -> str:
         return f"{sender} asks for your approval"
     if message.kind == "approval_answer":
         return f"{sender} answered your approval request"
+    if message.kind == "proposal":
+        return f"{sender} asks for your vote{where}"
     thread = " (in a thread)" if message.reply_to else ""
     return f"{sender}{where}{thread}"
 
@@ -164,7 +167,12 @@ def describe(hub: Hub, message: Message) -> str:
 async def settled_label(hub: Hub, message: Message) -> str | None:
     """How the request an approval card shows was settled (its ``label``), or ``None`` while
     it is pending or ``message`` is no card: a card posted after its request was settled (the
-    chat was offline) goes out with the label and without buttons."""
+    chat was offline) goes out with the label and without buttons. A proposal's card is one
+    too: it shows the result once the proposal is resolved."""
+    if message.kind == "proposal":
+        from meshhub.builtins.proposal_book import ProposalBook
+
+        return await ProposalBook.of(hub).settled_label(message)
     if message.kind != "approval" or not isinstance(message.data, dict):
         return None
     from meshhub.builtins.approval_book import ApprovalBook
@@ -176,6 +184,10 @@ async def settled_label(hub: Hub, message: Message) -> str | None:
 
 def buttons(message: Message) -> list[tuple[str, str]]:
     """(label, token) pairs to show as buttons under ``message``; tokens fit in 64 bytes."""
+    if message.kind == "proposal" and isinstance(message.data, dict):
+        proposal_id = str(message.data.get("proposal_id", ""))
+        return [("Approve", f"{VOTE_PREFIX}{proposal_id}:approve"),
+                ("Reject", f"{VOTE_PREFIX}{proposal_id}:reject")]
     if message.kind != "approval" or not isinstance(message.data, dict):
         return []
     approval_id = str(message.data.get("approval_id", ""))
@@ -431,11 +443,14 @@ class ChatHandler:
         """A button under ``card`` (the request message, when the connector knows it) was
         pressed: (short text to flash to the presser, whether this press answered it).
 
-        The press only answers; every card of the request, this one included, is updated
-        through ``meshhub_approval_settled``, whichever surface settled it."""
+        The press only answers (or votes, under a proposal); every card of the request, this
+        one included, is updated through ``meshhub_approval_settled``, whichever surface
+        settled it (a proposal's cards when it is resolved)."""
         peer = self.paired_peer(connector, user_id)
         if peer is None:
             return "You are not paired with this hub.", False
+        if token.startswith(VOTE_PREFIX):
+            return await self._vote(peer, connector, token)
         if not token.startswith(BUTTON_PREFIX):
             return "This button is no longer supported.", False
         approval_id, _, index = token[len(BUTTON_PREFIX):].rpartition(":")
@@ -448,6 +463,16 @@ class ChatHandler:
         except (ValueError, IndexError):
             return "That button is broken.", False
         return f"Answered: {for_terminal(str(result['answer']), one_line=True)}", True
+
+    async def _vote(self, peer: Peer, connector: str, token: str) -> tuple[str, bool]:
+        """A proposal's Approve or Reject button: the presser's vote, as ``vote`` casts it."""
+        proposal_id, _, choice = token[len(VOTE_PREFIX):].rpartition(":")
+        try:
+            result = await self.call(peer, connector, "vote", id=proposal_id, vote=choice)
+        except MeshError as exc:
+            return self._refusal(exc), False
+        changed = f" (was {result['changed_from']})" if result["changed_from"] else ""
+        return f"Voted {choice}{changed}; the proposal is {result['state']}", True
 
     async def _pressed_option(self, peer: Peer, connector: str, approval_id: str, index: int,
                               card: Message | None) -> str:

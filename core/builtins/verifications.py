@@ -1,0 +1,208 @@
+"""Verifications: a peer asks another to check a claim (with the files to look at), and the
+verifier answers ``verified`` or ``failed`` with its evidence, once.
+
+The actions are ``verify_request``, ``verify_answer``, ``verifications`` and
+``verification_get``; the data is the ``verifications`` collection. The request reaches the
+verifier as a message of kind ``verification`` (``data``: ``verification_id``, ``claim``,
+``files``), the answer reaches the asker as one of kind ``verification_result``. Only the asker
+and the verifier (and the hub's owner) see a verification; both get its changes as ``record``
+events.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterable
+from typing import TYPE_CHECKING, Annotated, Any, Literal
+
+from pydantic import Field
+
+from meshhub import hookimpl
+from meshhub.actions import Action, ActionContext, action
+from meshhub.errors import Forbidden, InvalidRequest, NotFound, QuotaExceeded, RateLimited
+from meshhub.fields import MAX_NAME
+from meshhub.ids import new_id
+from meshhub.records import Change, Collection, Conflict, Range
+from meshhub.report import ReportSection, report_text
+from meshhub.routing import resolve_peers
+
+if TYPE_CHECKING:
+    from meshhub.hub import Hub
+    from meshhub.models import Peer
+
+MAX_CLAIM = 2000
+MAX_EVIDENCE = 8000
+MAX_FILES = 50
+MAX_FILE_REF = 500
+MAX_LIST = 200
+
+
+def _parties(hub: Hub, change: Change) -> Iterable[str]:
+    doc = change.value or change.previous or {}
+    return [doc.get("asker", ""), doc.get("verifier", "")]
+
+
+VERIFICATIONS = Collection("verifications", indexes=("state", "asked_at", "answered_at"),
+                           feed=True, notify=_parties)
+
+
+def _name(hub: Hub, key: str) -> str:
+    peer = hub.directory.peers.get(key)
+    return peer.name if peer is not None else key
+
+
+def view(hub: Hub, doc: dict[str, Any]) -> dict[str, Any]:
+    return doc | {"asker": _name(hub, doc["asker"]), "verifier": _name(hub, doc["verifier"])}
+
+
+def _may_see(ctx: ActionContext, doc: dict[str, Any]) -> bool:
+    return ctx.is_admin or ctx.peer.key in (doc["asker"], doc["verifier"])
+
+
+async def _visible(ctx: ActionContext, verification_id: str) -> dict[str, Any]:
+    found = await ctx.hub.records.get(VERIFICATIONS.name, verification_id)
+    if found is None or not _may_see(ctx, found.value):
+        raise NotFound(f"no verification {verification_id!r} that you asked for or were "
+                       "asked; `verifications` lists yours")
+    return found.value
+
+
+async def _tell(hub: Hub, sender: Peer, to: str, body: str, kind: str,
+                data: dict[str, Any], message_id: str | None = None) -> None:
+    try:
+        await hub.send(sender, [to], body, kind=kind, data=data, message_id=message_id)
+    except (RateLimited, QuotaExceeded):
+        pass  # the verification stands; `verifications` lists it for both of them
+
+
+@action()
+async def verify_request(
+    ctx: ActionContext,
+    to: Annotated[str, "the peer asked to verify", Field(max_length=MAX_NAME + 1)],
+    claim: Annotated[str, "what is to be verified", Field(max_length=MAX_CLAIM)],
+    files: Annotated[list[Annotated[str, Field(max_length=MAX_FILE_REF)]] | None,
+                     "paths or file ids to check", Field(max_length=MAX_FILES)] = None,
+    conversation: Annotated[str | None, "the #conversation it belongs to",
+                            Field(max_length=100)] = None,
+) -> dict[str, Any]:
+    """Ask one peer to verify a claim. Anyone may ask anyone but themselves; the verifier gets
+    a message of kind ``verification`` and answers with ``verify_answer``."""
+    if not claim.strip():
+        raise InvalidRequest("claim: say what is to be verified")
+    [verifier] = await resolve_peers(ctx.hub, [to], ctx.peer, "to")
+    if verifier == ctx.peer.key:
+        raise InvalidRequest("to: ask someone else to verify your claim")
+    if conversation is not None:
+        conversation = "#" + ctx.hub.directory.conversation(conversation).name
+    doc: dict[str, Any] = {
+        "id": new_id(), "asker": ctx.peer.key, "verifier": verifier, "claim": claim,
+        "files": list(files or []), "conversation": conversation, "state": "pending",
+        "evidence": None, "asked_at": time.time(), "answered_at": None,
+        "message_id": new_id()}
+    shown = "".join(f"\n- {f}" for f in doc["files"])
+    body = (f"{ctx.peer.name} asks you to verify: {claim}{shown}\n"
+            f"(answer: `verify_answer {doc['id']} verified|failed` with your evidence)")
+    ctx.hub.limits.can_send(ctx.peer, len(body.encode()))
+    await ctx.hub.records.create(VERIFICATIONS.name, doc["id"], doc)
+    await _tell(ctx.hub, ctx.peer, verifier, body, "verification",
+                {"verification_id": doc["id"], "claim": claim, "files": doc["files"]},
+                doc["message_id"])
+    return view(ctx.hub, doc)
+
+
+@action()
+async def verify_answer(
+    ctx: ActionContext,
+    id: Annotated[str, "the verification's id", Field(max_length=64)],
+    result: Annotated[Literal["verified", "failed"], "what you found"],
+    evidence: Annotated[str, "how you checked, what you saw", Field(max_length=MAX_EVIDENCE)],
+) -> dict[str, Any]:
+    """Answer a verification you were asked for, once; the asker gets a message of kind
+    ``verification_result``. A second answer is refused with ``conflict``."""
+    doc = await _visible(ctx, id)
+    if ctx.peer.key != doc["verifier"]:
+        raise Forbidden(f"only {_name(ctx.hub, doc['verifier'])} may answer verification {id}")
+    answered = False
+
+    def answer(found: dict[str, Any] | None) -> dict[str, Any] | None:
+        nonlocal answered
+        answered = found is not None and found["state"] == "pending"
+        if not answered or found is None:
+            return None
+        return found | {"state": result, "evidence": evidence, "answered_at": time.time()}
+
+    record = await ctx.hub.records.modify(VERIFICATIONS.name, id, answer)
+    if record is None:
+        raise NotFound(f"verification {id} is gone")
+    if not answered:
+        raise Conflict(f"verification {id} was answered already: {record.value['state']}",
+                       current=record)
+    doc = record.value
+    await _tell(ctx.hub, ctx.peer, doc["asker"],
+                f"{ctx.peer.name} answered your verification: {result}\nClaim: "
+                f"{doc['claim']}\nEvidence: {evidence}", "verification_result",
+                {"verification_id": id, "result": result})
+    return view(ctx.hub, doc)
+
+
+@action(read_only=True)
+async def verifications(
+    ctx: ActionContext,
+    state: Annotated[Literal["pending", "verified", "failed"] | None,
+                     "only verifications in this state"] = None,
+    mine: Annotated[bool, "only those you asked for"] = False,
+) -> list[dict[str, Any]]:
+    """The verifications you asked for or were asked (all of them for the hub's owner),
+    newest first, at most 200."""
+    where = {"state": state} if state is not None else None
+    out = []
+    for found in await ctx.hub.records.all(VERIFICATIONS.name, where, order="-asked_at"):
+        doc = found.value
+        if doc["asker"] == ctx.peer.key if mine else _may_see(ctx, doc):
+            out.append(view(ctx.hub, doc))
+        if len(out) >= MAX_LIST:
+            break
+    return out
+
+
+@action(read_only=True)
+async def verification_get(
+    ctx: ActionContext, id: Annotated[str, "the verification's id", Field(max_length=64)]
+) -> dict[str, Any]:
+    """A verification you asked for or were asked (any, for the hub's owner)."""
+    return view(ctx.hub, await _visible(ctx, id))
+
+
+async def report_section(hub: Hub, viewer: Peer, since: float,
+                         until: float) -> ReportSection:
+    """Verifications asked and answered in the window that ``viewer`` asked for or was
+    asked."""
+    lines: list[str] = []
+    for field in ("asked_at", "answered_at"):
+        window = {field: Range(ge=since, lt=until)}
+        for found in await hub.records.all(VERIFICATIONS.name, window, order=field):
+            doc = found.value
+            if viewer.key not in (doc["asker"], doc["verifier"]):
+                continue
+            claim = report_text(doc["claim"])
+            asker = report_text(_name(hub, doc["asker"]))
+            verifier = report_text(_name(hub, doc["verifier"]))
+            lines.append(f"- {asker} asked {verifier} to verify: {claim}" if field == "asked_at"
+                         else f"- {doc['state'].capitalize()} by {verifier}: {claim}")
+    return ReportSection("Verifications", lines, order=55)
+
+
+@hookimpl
+def meshhub_report_sections(hub: Hub, viewer: Peer, since: float, until: float) -> Any:
+    return report_section(hub, viewer, since, until)
+
+
+@hookimpl
+def meshhub_register_collections(register: Callable[[Collection], None]) -> None:
+    register(VERIFICATIONS)
+
+
+@hookimpl
+def meshhub_register_actions(register: Callable[[Action], None]) -> None:
+    for item in (verify_request, verify_answer, verifications, verification_get):
+        register(item)
