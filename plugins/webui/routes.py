@@ -41,6 +41,7 @@ BUILTIN_PANELS = (
     "files",
     "memory",
     "plugins",
+    "proposals",
     "search",
     "sessions",
     "state",
