@@ -465,14 +465,17 @@ class ChatHandler:
         return f"Answered: {for_terminal(str(result['answer']), one_line=True)}", True
 
     async def _vote(self, peer: Peer, connector: str, token: str) -> tuple[str, bool]:
-        """A proposal's Approve or Reject button: the presser's vote, as ``vote`` casts it."""
+        """A proposal's Approve or Reject button: the presser's vote, as ``vote`` casts it.
+        It counts as answering the card only when the vote resolved the proposal (then the
+        cards are edited); a vote that leaves it open is flashed to the presser."""
         proposal_id, _, choice = token[len(VOTE_PREFIX):].rpartition(":")
         try:
             result = await self.call(peer, connector, "vote", id=proposal_id, vote=choice)
         except MeshError as exc:
             return self._refusal(exc), False
         changed = f" (was {result['changed_from']})" if result["changed_from"] else ""
-        return f"Voted {choice}{changed}; the proposal is {result['state']}", True
+        return (f"Voted {choice}{changed}; the proposal is {result['state']}",
+                result["state"] != "open")
 
     async def _pressed_option(self, peer: Peer, connector: str, approval_id: str, index: int,
                               card: Message | None) -> str:
