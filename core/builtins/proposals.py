@@ -14,6 +14,7 @@ The proposer is not an elector: proposing is its vote. Voting, resolving and the
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Annotated, Any, Literal
@@ -181,8 +182,9 @@ async def vote(
     if not counted:
         raise Conflict(f"proposal {id} is already {record.value['state']}; votes are closed",
                        current=record)
-    if closed_now:
-        await ProposalBook.of(ctx.hub).resolved(record.value, ctx.peer)
+    if closed_now:  # told and audited even if the voter's call is cancelled meanwhile
+        await asyncio.shield(ctx.hub.spawn(ProposalBook.of(ctx.hub).resolved(record.value,
+                                                                             ctx.peer)))
     out = view(ctx.hub, record.value)
     out["changed_from"] = previous["vote"] if previous is not None else None
     return out
