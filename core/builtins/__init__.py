@@ -15,5 +15,8 @@ DEFAULT_PLUGINS: tuple[str, ...] = (
     "meshhub.builtins.memories",
     "meshhub.builtins.conversation_logs",
     "meshhub.builtins.search_actions",
+    "meshhub.builtins.audit_actions",
+    "meshhub.builtins.report_actions",
+    "meshhub.builtins.approval_report",
     "meshhub.bridge.pairing",
 )
