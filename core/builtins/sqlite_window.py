@@ -39,6 +39,8 @@ def message_window(conn: sqlite3.Connection, viewer: str, since: float,
               for conversation, sender, messages, replies in conn.execute(
                   _SEEN + "SELECT conversation, sender, COUNT(*), COUNT(reply_to) FROM seen "
                   "GROUP BY conversation, sender", params)]
+    if not any(c.replies for c in counts):  # the second pass only when it finds something
+        return MessageWindow(counts=counts)
     threads = dict(conn.execute(
         _SEEN + "SELECT conversation, COUNT(DISTINCT reply_to) FROM seen "
         "WHERE reply_to IS NOT NULL GROUP BY conversation", params).fetchall())
