@@ -9,7 +9,7 @@ import sqlite3
 
 import pytest
 
-from meshhub.errors import Forbidden
+from meshhub.errors import Forbidden, NotFound
 
 from .helpers import Identity, api_call, collect, token_for
 
@@ -53,6 +53,8 @@ async def test_core_events_are_logged_with_who_and_never_what(inproc, people, tm
         assert [r["event"] for r in await o.call("audit", event="token_created")] == [
             "token_created"]
         assert {r["actor_name"] for r in await o.call("audit", actor="ann")} == {"ann"}
+        with pytest.raises(NotFound, match="closest known: ann"):
+            await o.call("audit", actor="anne")
         assert [r["seq"] for r in await o.call("audit", limit=2)] == [
             rows[-2]["seq"], rows[-1]["seq"]]
         assert await o.call("audit_verify") == {

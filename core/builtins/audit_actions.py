@@ -7,6 +7,7 @@ were made, which is more than any other member needs to know.
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Callable
 from typing import Annotated, Any
@@ -15,23 +16,31 @@ from pydantic import Field
 
 from meshhub import hookimpl
 from meshhub.actions import Action, ActionContext, action
-from meshhub.errors import InvalidRequest
+from meshhub.errors import InvalidRequest, NotFound
 
 from .search_actions import parse_when
 
 MAX_TAIL = 1000
 MAX_EVENT = 64
 MAX_KEY = 64  # a member's key in hex; a name is shorter
+KEY_RE = re.compile(r"[0-9A-Fa-f]{8}|[0-9A-Fa-f]{64}")  # a peer's key or a member's
 
 
 def _actor_key(ctx: ActionContext, actor: str) -> str:
-    """The key an audit row names for ``actor``: a peer's or a member's name, or a key."""
+    """The key an audit row names for ``actor``: a peer's or a member's name, or a key (one
+    that has left the mesh too: its rows stay)."""
     text = actor.strip().lstrip("@")
-    peer = ctx.hub.directory.find(text)
+    directory = ctx.hub.directory
+    peer = directory.find(text)
     if peer is not None:
         return peer.key
-    member = ctx.hub.directory.member_named(text)
-    return member.key if member is not None else text
+    member = directory.member_named(text)
+    if member is not None:
+        return member.key
+    if KEY_RE.fullmatch(text):
+        return text.lower()
+    raise NotFound(f"no peer or member named {actor!r}; closest known: "
+                   f"{', '.join(directory.closest_names(text)) or 'none'}")
 
 
 @action(admin=True, read_only=True)
