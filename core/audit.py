@@ -19,18 +19,27 @@ import hashlib
 import json
 import time
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from .records import Collection, Conflict, Range, Record
 
 if TYPE_CHECKING:
-    from .models import Peer
     from .records import Records
 
 AUDIT = Collection("audit", indexes=("event", "actor", "at"))
 GENESIS = "0" * 64  # the ``prev`` of the first entry
 MAX_DETAILS = 2048  # bytes of a row's details as JSON: ids and names, never content
 KEY_DIGITS = 12
+
+
+class Actor(Protocol):
+    """Who acted: a peer, or a member not yet on the mesh as a peer (one joining)."""
+
+    @property
+    def key(self) -> str: ...
+
+    @property
+    def name(self) -> str: ...
 
 
 def entry_key(seq: int) -> str:
@@ -75,7 +84,7 @@ class AuditLog:
         value = page.records[0].value
         return int(value["seq"]), str(value["hash"])
 
-    async def append(self, event: str, actor: Peer | None, *, subject: str = "",
+    async def append(self, event: str, actor: Actor | None, *, subject: str = "",
                      **details: Any) -> dict[str, Any]:
         """Append one entry; ``actor`` ``None`` is the hub itself (an expiry, a deadline).
         ``details`` are small JSON values naming things, never content."""
@@ -101,12 +110,14 @@ class AuditLog:
                 return entry
 
     async def entries(self, *, since: float | None = None, event: str | None = None,
-                      limit: int = 100) -> list[dict[str, Any]]:
-        """The newest ``limit`` entries (oldest first), optionally of one ``event`` or at or
-        after ``since``."""
+                      actor: str | None = None, limit: int = 100) -> list[dict[str, Any]]:
+        """The newest ``limit`` entries (oldest first), optionally of one ``event``, of one
+        ``actor`` (a key) or at or after ``since``."""
         where: dict[str, Any] = {}
         if event is not None:
             where["event"] = event
+        if actor is not None:
+            where["actor"] = actor
         if since is not None:
             where["at"] = Range(ge=since)
         page = await self.records.find(AUDIT.name, where, order="-key", limit=limit)

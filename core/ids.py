@@ -40,6 +40,12 @@ class MonotonicIds:
 _ids = MonotonicIds()
 
 
+def id_floor(at: float) -> str:
+    """The smallest id made at or after ``at`` (epoch seconds): ids sort by time, so a time
+    window is a range of ids."""
+    return f"{max(0, int(at * 1000)):012x}"
+
+
 def new_id() -> str:
     """A new sortable unique id (messages, tokens, conversations)."""
     return _ids.new()

@@ -85,8 +85,10 @@ async def admit(hub: Hub, proof: dict[str, Any], hello: dict[str, Any], *,
     if invited:
         return await redeem_invite(hub, str(code), member_key, name)
     _check_free(hub, name, member_key)
-    return await directory.enroll(Member(key=member_key, name=name, via="local",
-                                         created_at=time.time()))
+    member = await directory.enroll(Member(key=member_key, name=name, via="local",
+                                           created_at=time.time()))
+    await hub.audit.append("member_joined", member, subject=member.name, via="local")
+    return member
 
 
 def _check_free(hub: Hub, name: str, member_key: str) -> None:
@@ -116,8 +118,9 @@ async def enroll_owner(hub: Hub, key: str, name: str) -> None:
                     "owner's again and the other holder was renamed (see hub members list)",
                     name)
         await directory.give_up_name(name, keep=key)
-    await directory.enroll(Member(key=key, name=name, via="owner",
-                                  created_at=known.created_at if known else time.time()))
+    owner = await directory.enroll(Member(key=key, name=name, via="owner",
+                                          created_at=known.created_at if known else time.time()))
+    await hub.audit.append("member_joined", owner, subject=owner.name, via="owner")
 
 
 # -- invites ------------------------------------------------------------------------------------
@@ -134,6 +137,8 @@ async def create_invite(hub: Hub, creator: Peer, *, uses: int, expires_in: float
                     uses=uses, role=role, groups=groups,
                     expires_at=None if expires_in is None else now + expires_in, created_at=now)
     await hub.directory.save_invite(invite)
+    await hub.audit.append("invite_created", creator, subject=invite.id, uses=uses,
+                           groups=len(groups))
     return invite, code
 
 
@@ -158,7 +163,10 @@ async def redeem_invite(hub: Hub, code: str, member_key: str, name: str) -> Memb
                     groups=dict(invite.groups), invite=invite.id, created_at=time.time())
     directory.members[member_key] = member
     await directory.save_invite(invite)
-    return await directory.enroll(member)
+    enrolled = await directory.enroll(member)
+    await hub.audit.append("member_joined", enrolled, subject=enrolled.name, via="invite",
+                           invite=invite.id)
+    return enrolled
 
 
 def find_invite(hub: Hub, id_or_code: str) -> Invite:
@@ -190,9 +198,10 @@ def find_member(hub: Hub, who: str) -> Member:
     raise NotFound(f"no member {who!r} (see `hub members list`)")
 
 
-async def remove_member(hub: Hub, member: Member) -> dict[str, Any]:
-    """End a member: refused at its next hello, its live connections closed now, its tokens
-    revoked and its peers taken out of the mesh (their names are free again)."""
+async def remove_member(hub: Hub, member: Member, by: Peer | None) -> dict[str, Any]:
+    """End a member (``by`` whom: ``None`` is the hub itself): refused at its next hello, its
+    live connections closed now, its tokens revoked and its peers taken out of the mesh (their
+    names are free again)."""
     if member.key == hub.owner_key:
         raise Forbidden("the hub's owner cannot be removed")
     member.removed_at = time.time()
@@ -207,6 +216,8 @@ async def remove_member(hub: Hub, member: Member) -> dict[str, Any]:
                            for conn in hub.presence.all_connections() if conn.peer.key in keys))
     for peer in peers:
         await hub.directory.forget(peer)
+    await hub.audit.append("member_removed", by, subject=member.name, key=member.key,
+                           tokens_revoked=tokens)
     return {"member": member.name, "key": member.key, "peers": [p.name for p in peers],
             "tokens_revoked": tokens}
 
@@ -229,6 +240,7 @@ async def create_token(hub: Hub, peer: Peer, *, label: str, cap: str, held: str,
                      expires_at=None if expires_in is None else now + expires_in,
                      token_hash=hash_token(token))
     await hub.store.save_token(info)
+    await hub.audit.append("token_created", peer, subject=info.id, label=label, cap=cap)
     return token, info
 
 
@@ -249,6 +261,9 @@ async def revoke_tokens(hub: Hub, peer: Peer, *, label: str | None = None,
                         token_id: str | None = None) -> int:
     """Revoke tokens and close every connection that came in with one of them."""
     hashes = set(await hub.store.revoke_tokens(peer.key, label=label, token_id=token_id))
+    if hashes:
+        await hub.audit.append("token_revoked", peer, subject=token_id or label or "all",
+                               count=len(hashes))
     await asyncio.gather(*(conn.close(code=CLOSE_REVOKED, message="token revoked")
                            for conn in hub.presence.all_connections()
                            if conn.token_hash in hashes))

@@ -83,6 +83,26 @@ class ConversationStats:
 
 
 @dataclass
+class WindowCount:
+    """Messages of one sender in one conversation (``#name``, ``@group``, ``dm``...) within a
+    time window, as one viewer sees them; ``replies`` of them answer a thread."""
+
+    conversation: str
+    sender: str
+    messages: int
+    replies: int
+
+
+@dataclass
+class MessageWindow:
+    """What :meth:`Store.message_window` counted: per conversation and sender, and how many
+    threads got replies in each conversation."""
+
+    counts: list[WindowCount] = field(default_factory=list)
+    threads: dict[str, int] = field(default_factory=dict)
+
+
+@dataclass
 class InboxItem:
     message: Message
     state: str
@@ -233,6 +253,13 @@ class Store(Protocol):
         ...
 
     async def unread_counts(self, recipient: str) -> dict[str, Any]: ...
+
+    async def message_window(self, viewer: str, since: float, until: float) -> MessageWindow:
+        """The messages created in ``[since, until)`` that ``viewer`` sent or has a live
+        delivery of (so a whisper to others is never counted), counted per conversation and
+        sender by one aggregate over the engine's indexes, off the event loop: a window of a
+        million messages is never read row by row."""
+        ...
 
     async def history(
         self,

@@ -76,6 +76,13 @@ async def test_tool_permissions_follow_the_policy_and_only_people_answer(inproc,
         with pytest.raises(NotFound, match="that you asked"):
             await b.call("approval_close", id=edit["id"])
 
+        logged = await o.call("audit", event="approval_answered")
+        assert [(r["actor_name"], r["subject"], r["details"]["answer"], r["details"]["on"])
+                for r in logged] == [("hub", read["id"], "allow", "policy"),
+                                     ("hub", fetch["id"], "deny", "policy"),
+                                     ("owner", edit["id"], "allow", "cli")]
+        assert logged[0]["details"]["tool"] == "Read"
+        assert "read a file" not in str(logged) and "fine" not in str(logged)
         policy = await o.call("approvals_policy")
         assert policy["auto_allow"] == ["Read", "Glob"] and policy["tools"] == {"Bash": "@ops"}
         assert policy["approver"] == "owner"

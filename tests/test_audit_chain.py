@@ -12,16 +12,19 @@ from meshhub.audit import GENESIS, entry_hash
 async def test_chain_appends_in_order_and_survives_a_restart(inproc):
     served = await inproc()
     hub = served.hub
+    [enrolled] = await hub.audit.entries()  # the owner's enrolment at the first start
+    assert (enrolled["seq"], enrolled["prev"], enrolled["event"]) == (1, GENESIS, "member_joined")
+    assert enrolled["details"] == {"via": "owner"} and enrolled["actor"] == hub.owner_key
     first = await hub.audit.append("member_joined", None, subject="ann", via="invite")
     second = await hub.audit.append("task_claimed", None, subject="t1")
-    assert (first["seq"], first["prev"]) == (1, GENESIS)
+    assert (first["seq"], first["prev"]) == (2, enrolled["hash"])
     assert second["prev"] == first["hash"] == entry_hash(first)
     await served.stop()
-    served = await inproc()
+    served = await inproc()  # the owner is enrolled already: no second row
     third = await served.hub.audit.append("decision_posted", None, subject="db")
-    assert third["seq"] == 3 and third["prev"] == second["hash"]
+    assert third["seq"] == 4 and third["prev"] == second["hash"]
     verdict = await served.hub.audit.verify()
-    assert verdict.ok and verdict.checked == 3
+    assert verdict.ok and verdict.checked == 4
     assert [e["event"] for e in await served.hub.audit.entries(limit=2)] == [
         "task_claimed", "decision_posted"]
 

@@ -161,6 +161,12 @@ async def test_a_revoked_pairing_is_refused_again(tg_hub, tmp_path):
             await asyncio.sleep(0.05)
         assert status["recipients"][0]["state"] == "dead"
         assert "revoked" in status["recipients"][0]["reason"]
+        joined = await owner.call("audit", event="member_joined", actor="Ann-Smith")
+        assert [(r["subject"], r["details"]["via"]) for r in joined] == [
+            ("Ann-Smith", "telegram")]
+        [removed] = await owner.call("audit", event="member_removed")
+        assert (removed["actor_name"], removed["subject"], removed["details"]["via"]) == (
+            "owner", "Ann-Smith", "telegram")
 
 
 @pytest.mark.parametrize("kind", ["document", "photo"])

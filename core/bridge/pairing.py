@@ -284,6 +284,8 @@ class PairingBook:
             "member_key": member_key})
         self.paired[identity] = peer.key
         self.revoked.discard(identity)
+        await self.hub.audit.append("member_joined", peer, subject=peer.name, via=connector,
+                                    member=member.name if member is not None else None)
         return peer
 
     # -- pairings ----------------------------------------------------------------------------
@@ -311,7 +313,9 @@ class PairingBook:
                 "revoked": row.value["revoked_at"] is not None})
         return out
 
-    async def revoke(self, who: str) -> dict[str, Any]:
+    async def revoke(self, who: str, by: Peer | None) -> dict[str, Any]:
+        """Revoke a pairing (``by`` whom: ``None`` is the hub itself): the identity is
+        refused until it pairs again with a code."""
         identity = who if who in self.paired else None
         if identity is None:
             peer = self.hub.directory.find(who)
@@ -327,6 +331,8 @@ class PairingBook:
         if peer is not None and peer.member_key is not None:
             await self.hub.directory.unlink_surface(peer)  # it speaks for nobody any more
         name = peer.name if peer is not None else key
+        await self.hub.audit.append("member_removed", by, subject=name, key=key,
+                                    via=identity.partition(":")[0])
         return {"identity": identity, "name": name, "revoked": True}
 
     # -- current targets ---------------------------------------------------------------------
@@ -439,7 +445,7 @@ async def pair_revoke(
     who: Annotated[str, "a paired identity (telegram:12345) or its peer's name"],
 ) -> dict[str, Any]:
     """Revoke a pairing: that person's messages are refused and nothing more is delivered."""
-    return await PairingBook.of(ctx.hub).revoke(who)
+    return await PairingBook.of(ctx.hub).revoke(who, ctx.peer)
 
 
 ALL: list[Action] = [pair_create, pairings, pair_revoke]

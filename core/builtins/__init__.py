@@ -17,5 +17,8 @@ DEFAULT_PLUGINS: tuple[str, ...] = (
     "meshhub.builtins.search_actions",
     "meshhub.builtins.proposals",
     "meshhub.builtins.verifications",
+    "meshhub.builtins.audit_actions",
+    "meshhub.builtins.report_actions",
+    "meshhub.builtins.approval_report",
     "meshhub.bridge.pairing",
 )

@@ -71,6 +71,7 @@ async def invite_revoke(
     if found.revoked_at is None:
         found.revoked_at = time.time()
         await ctx.hub.directory.save_invite(found)
+        await ctx.hub.audit.append("invite_revoked", ctx.peer, subject=found.id)
     return found.public()
 
 
@@ -101,7 +102,8 @@ async def member_remove(
 ) -> dict[str, Any]:
     """Remove a member: its connections close now, its tokens and sessions end, its peers
     leave the mesh, and its key is refused from then on (a new invite lets it back)."""
-    return await members.remove_member(ctx.hub, members.find_member(ctx.hub, member))
+    return await members.remove_member(ctx.hub, members.find_member(ctx.hub, member),
+                                       ctx.peer)
 
 
 @action()

@@ -303,6 +303,8 @@ async def permission_request(
             "kind": "permission", "ref": ref, "answered_on": "policy", "tool": tool,
             "input_preview": input_preview}
         await book.insert(r)
+        await hub.audit.append("approval_answered", None, subject=r["id"], kind="permission",
+                               answer=automatic, on="policy", tool=tool, asker=ctx.peer.name)
         return book.view(r)
     who = policy.approver_for(tool, ctx.peer.name)
     if who is not None:
@@ -379,6 +381,9 @@ async def approval_answer(
     if view is None:
         raise InvalidRequest(f"already answered: {book.view(await book.get(r['id']))['label']}",
                              code="exists")
+    # a chosen option names the answer; a free-text answer is content, never logged
+    await ctx.hub.audit.append("approval_answered", ctx.peer, subject=r["id"], kind=r["kind"],
+                               answer=chosen if options else None, on=surface_of(ctx))
     return view
 
 

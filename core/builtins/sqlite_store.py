@@ -29,7 +29,7 @@ from meshhub import codec, hookimpl
 from meshhub.config import ConfigError
 from meshhub.models import Conversation, Delivery, Message, Peer
 from meshhub.records import Collection
-from meshhub.store import StateChange
+from meshhub.store import MessageWindow, StateChange
 
 from .migrations import core_migrations
 from .sqlite_conversations import ConversationTotals
@@ -37,6 +37,7 @@ from .sqlite_members import MemberTables
 from .sqlite_reads import _MESSAGE_COLUMNS, MessageReads, _message_from_row
 from .sqlite_records import RecordTables, ensure_schema
 from .sqlite_search import MessageSearch
+from .sqlite_window import message_window
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -498,6 +499,9 @@ class SQLiteStore(MessageReads, MemberTables, RecordTables, MessageSearch):
                     "operations": self.operations}
 
         return self._read(run)
+
+    async def message_window(self, viewer: str, since: float, until: float) -> MessageWindow:
+        return await self._read_apart(lambda conn: message_window(conn, viewer, since, until))
 
     async def stored_bytes(self, before: float) -> dict[str, int]:
         rows = await self._read_apart(lambda conn: conn.execute(  # one long scan

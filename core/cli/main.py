@@ -24,7 +24,7 @@ import typer
 from meshhub import __version__
 from meshhub.config import ConfigError
 
-from . import admin, approvals, messaging, plugins, server
+from . import admin, approvals, audit, messaging, plugins, server
 from .common import ClickException, UsageError, hub_url_option, state
 
 app = typer.Typer(
@@ -59,6 +59,7 @@ server.register(app)
 messaging.register(app)
 plugins.register(app)
 approvals.register(app)
+audit.register(app)
 admin.register(app)
 
 

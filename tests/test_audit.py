@@ -1,0 +1,99 @@
+"""The audit log on a real hub: the core's own events are appended (never what anyone wrote),
+the owner reads them through the client library and the HTTP API, and `hub audit verify` /
+`hub audit tail` from a real CLI process find a row edited in the database."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+
+import pytest
+
+from meshhub.errors import Forbidden, NotFound
+
+from .helpers import Identity, api_call, collect, token_for
+
+
+async def test_core_events_are_logged_with_who_and_never_what(inproc, people, tmp_path):
+    served = await inproc(send_rate=0)
+    owner = Identity(tmp_path / "hub", "owner")
+    ann, bob = people("ann", "bob")
+    async with owner.client(served.url) as o, ann.client(served.url) as a, \
+            bob.client(served.url) as b:
+        ann_token = await token_for(a)
+        await a.call("token_revoke", label="test")
+        invite = await o.call("invite_create", uses=2)
+        await o.call("invite_revoke", invite=invite["id"])
+        asked = await a.call("approval_request", to="bob", question="ship the secret plan?")
+        await collect(b, 1)
+        await b.call("approval_answer", id=asked["id"], answer="approve",
+                     reason="secret reason")
+        question = await a.call("ask", to="bob", question="where is the secret key?")
+        await b.call("approval_answer", id=question["id"], answer="secret under the mat")
+        await o.call("member_remove", member="bob")
+
+        rows = await o.call("audit", limit=100)
+        events = [(r["event"], r["actor_name"], r["subject"]) for r in rows]
+        assert events[:3] == [("member_joined", "owner", "owner"),
+                              ("member_joined", "ann", "ann"), ("member_joined", "bob", "bob")]
+        assert [r["details"]["via"] for r in rows[:3]] == ["owner", "local", "local"]
+        token_rows = [r for r in rows if r["event"].startswith("token_")]
+        assert [(r["event"], r["actor_name"]) for r in token_rows] == [
+            ("token_created", "ann"), ("token_revoked", "ann")]
+        assert token_rows[0]["details"] == {"label": "test", "cap": "send"}
+        assert ann_token not in json.dumps(rows)
+        assert ("invite_created", "owner", invite["id"]) in events
+        assert ("invite_revoked", "owner", invite["id"]) in events
+        answers = [r for r in rows if r["event"] == "approval_answered"]
+        assert [(r["actor_name"], r["subject"], r["details"]["answer"]) for r in answers] == [
+            ("bob", asked["id"], "approve"), ("bob", question["id"], None)]
+        assert events[-1] == ("member_removed", "owner", "bob")
+        assert "secret" not in json.dumps(rows)  # no question, reason or free-text answer
+
+        assert [r["event"] for r in await o.call("audit", event="token_created")] == [
+            "token_created"]
+        assert {r["actor_name"] for r in await o.call("audit", actor="ann")} == {"ann"}
+        with pytest.raises(NotFound, match="closest known: ann"):
+            await o.call("audit", actor="anne")
+        assert [r["seq"] for r in await o.call("audit", limit=2)] == [
+            rows[-2]["seq"], rows[-1]["seq"]]
+        assert await o.call("audit_verify") == {
+            "ok": True, "checked": rows[-1]["seq"], "seq": None, "reason": ""}
+        owner_token = await token_for(o, cap="admin")
+        over_http = await api_call(served.url, owner_token, "audit", limit=3,
+                                   event="member_removed")
+        assert [r["subject"] for r in over_http] == ["bob"]
+        assert (await api_call(served.url, owner_token, "audit_verify"))["ok"] is True
+        with pytest.raises(Forbidden):
+            await a.call("audit")
+        with pytest.raises(Forbidden):
+            await a.call("audit_verify")
+        refused = await api_call(served.url, await token_for(a), "audit")
+        assert refused["code"] == "forbidden"
+
+
+def test_cli_verify_and_tail_find_an_edited_row(hub):
+    owner = Identity(hub.home, "owner")
+    evil = "x\u202e\x1b[31mred"
+    label = f"ci {evil}"
+    owner.cli(hub.url, "token", "create", "--label", label)
+    intact = owner.cli(hub.url, "audit", "verify")
+    assert intact.stdout.strip() == "2 rows, chain intact"
+    tail = owner.cli(hub.url, "audit", "tail", "-n", "5")
+    assert "token_created" in tail.stdout and "member_joined" in tail.stdout
+    assert "\x1b" not in tail.stdout and "\u202e" not in tail.stdout
+    shown = owner.cli(hub.url, "audit", "tail", "--event", "token_created", "--json")
+    [row] = json.loads(shown.stdout)
+    assert row["details"]["label"] == label and row["seq"] == 2
+
+    with sqlite3.connect(hub.home / "meshhub.db") as db:
+        value = json.loads(db.execute("SELECT value FROM rec_audit WHERE key = ?",
+                                      ("000000000001",)).fetchone()[0])
+        value["actor_name"] = "someone-else"
+        db.execute("UPDATE rec_audit SET value = ? WHERE key = ?",
+                   (json.dumps(value), "000000000001"))
+    broken = owner.cli(hub.url, "audit", "verify", check=False)
+    assert broken.returncode == 1
+    assert "chain broken at row 1" in broken.stderr and "changed" in broken.stderr
+    as_json = owner.cli(hub.url, "audit", "verify", "--json", check=False)
+    assert as_json.returncode == 1 and json.loads(as_json.stdout)["seq"] == 1
