@@ -15,5 +15,7 @@ DEFAULT_PLUGINS: tuple[str, ...] = (
     "meshhub.builtins.memories",
     "meshhub.builtins.conversation_logs",
     "meshhub.builtins.search_actions",
+    "meshhub.builtins.tasks",
+    "meshhub.builtins.decisions",
     "meshhub.bridge.pairing",
 )
