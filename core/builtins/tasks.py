@@ -4,20 +4,17 @@ Written as a third-party plugin would be: one document per task in the ``tasks``
 read and written through ``hub.records``. A task is assigned to a peer, to a ``@group`` (any
 peer of the group may claim it) or to nobody yet, and may belong to a #conversation.
 
-Every change is a compare-and-set on the revision the change read, so two claims made at the
-same moment both read the open task, both write against its revision, and exactly one write
-lands: the other reads again, finds it claimed and is refused with ``conflict`` naming who
-holds it. Each change is kept in the task's history (who, what, when).
+Every change is a compare-and-set on the revision the change read, so of two claims made at
+the same moment exactly one write lands: the other either lost its compare-and-set (it read
+the open task before that write, on this hub or another sharing the engine) and reads again,
+or read the task after it; either way it finds the task claimed and is refused with
+``conflict`` naming who holds it. Each change is kept in the task's history (who, what,
+when).
 
-The status machine (:data:`MOVES`)::
-
-    open --claim--> claimed --> in_progress --> done
-      ^               |  ^          |  ^
-      |               v  |          v  |
-      +--release---- blocked <------+  +-- (unblock: in_progress)
-
-``done`` and ``cancelled`` are final; any live status may be cancelled; ``release`` gives a
-claimed, in-progress or blocked task back (``open``, unclaimed).
+The status machine (:data:`MOVES`): ``open`` -> ``claimed`` (``task_claim``) ->
+``in_progress`` -> ``done``; ``blocked`` from ``claimed`` or ``in_progress`` (it unblocks
+to ``in_progress``); ``cancelled`` from any live status; ``release`` gives a held
+task back (``open``, unclaimed). ``done`` and ``cancelled`` are final.
 """
 
 from __future__ import annotations
