@@ -77,14 +77,29 @@ async def test_history_is_kept_across_updates_and_revoke(inproc, people):
         by_key = await api_call(served.url, token, "decisions", key="db/engine")
         assert [d["value"] for d in by_key] == ["sqlite"]
         assert [d["key"] for d in await b.call("decisions")] == ["db/engine", "review"]
+        # the same over HTTP: an update kept in the history, then a revoke
+        ann_token = await token_for(a)
+        posted = await api_call(served.url, ann_token, "decision_post", key="review",
+                                value="one approval", rationale="small team",
+                                category="process")
+        assert posted["author"] == "ann"
+        history = (await api_call(served.url, token, "decision_get", key="review"))["history"]
+        assert [(e["value"], e["by"]) for e in history] == [("two approvals", "bob"),
+                                                            ("one approval", "ann")]
+        refused = await api_call(served.url, await token_for(b), "decision_revoke",
+                                 key="review", reason="mine")
+        assert refused["code"] == "forbidden"
+        gone = await api_call(served.url, ann_token, "decision_revoke", key="review",
+                              reason="back to two")
+        assert gone["revoked"] is True and gone["revoked_by"] == "ann"
         with pytest.raises(NotFound):
             await a.call("decision_get", key="nothing/here")
         with pytest.raises(MeshError, match="key"):
             await a.call("decision_post", key="has space", value="x")
         with pytest.raises(MeshError, match="category"):
             await a.call("decision_post", key="ok", value="x", category="two words")
-    assert len(await served.hub.audit.entries(event="decision_posted")) == 6
-    assert len(await served.hub.audit.entries(event="decision_revoked")) == 1
+    assert len(await served.hub.audit.entries(event="decision_posted")) == 7
+    assert len(await served.hub.audit.entries(event="decision_revoked")) == 2
 
 
 async def test_who_is_told_and_non_members_never_see(inproc, people):
@@ -160,3 +175,11 @@ async def test_the_mcp_tools_post_get_and_revoke(inproc, people):
         revoked = await t.call("mesh_decision_revoke", key="lint", reason="superseded")
         assert revoked["revoked"] is True
         assert await s.call("mesh_decisions", category="tooling") == []
+
+        # a conversation's decisions: bob-s is not a member and never sees them
+        await s.call("mesh_conversation_create", name="design")
+        await s.call("mesh_decision_post", key="ui/theme", value="dark", conversation="design")
+        assert "join it first" in await t.error("mesh_decision_get", key="ui/theme",
+                                                conversation="#design")
+        assert await t.call("mesh_decisions") == []
+        assert [d["key"] for d in await s.call("mesh_decisions")] == ["ui/theme"]

@@ -81,6 +81,10 @@ async def test_the_status_machine_the_notes_and_the_history(inproc, people):
                                                           "status": "open"}
         assert "write the docs" in note["text"]
         assert await no_message(a, 0.3)  # never the actor
+        bob_token = await token_for(b)
+        inbox = await api_call(served.url, bob_token, "inbox")
+        assert [(m["kind"], m["data"]) for m in inbox["messages"]] == [
+            ("task", {"task_id": task["id"], "status": "open"})]
 
         with pytest.raises(NotFound):
             await c.call("task_get", id=task["id"])  # not his
@@ -235,16 +239,21 @@ async def test_the_report_shows_what_the_viewer_may_see(inproc, people):
         assert "## Tasks" not in later
 
 
-async def test_the_mcp_tools_create_claim_and_complete(inproc, people):
+async def test_the_mcp_tools_create_claim_complete_and_tell(inproc, people):
     served = await inproc(send_rate=0)
-    ann, bob = people("ann", "bob")
+    ann, bob, carl = people("ann", "bob", "carl")
     async with stdio_session(mcp_params(ann, served.url, "--name", "ann-s")) as s, \
             stdio_session(mcp_params(bob, served.url, "--name", "bob-s",
-                                     "--groups", "team")) as t:
+                                     "--groups", "team")) as t, \
+            stdio_session(mcp_params(carl, served.url, "--name", "carl-s")) as u:
         assert {"mesh_task_create", "mesh_task_claim", "mesh_task_update", "mesh_task_block",
                 "mesh_task_complete", "mesh_task_release", "mesh_task_get",
                 "mesh_tasks"} <= await s.tool_names()
+        await u.call("mesh_whoami")
         task = await s.call("mesh_task_create", title="bench it", assignee="@team")
+        (note,) = await t.pushes.wait(1)  # the group's peer is told, in its session
+        assert note.meta["kind"] == "task" and note.meta["from"] == "ann-s"
+        assert "bench it" in note.content
         first, second = await asyncio.gather(
             t.session.call_tool("mesh_task_claim", {"id": task["id"]}),
             s.session.call_tool("mesh_task_claim", {"id": task["id"]}))
@@ -259,3 +268,10 @@ async def test_the_mcp_tools_create_claim_and_complete(inproc, people):
             "mesh_task_update", id=task["id"], status="blocked")
         listed = await t.call("mesh_tasks", mine=True)
         assert [x["id"] for x in listed["tasks"]] == [task["id"]]
+
+        # carl is neither in the group nor in #plan: he sees none of it
+        await s.call("mesh_conversation_create", name="plan")
+        planned = await s.call("mesh_task_create", title="plan it", conversation="#plan")
+        assert (await u.call("mesh_tasks"))["tasks"] == []
+        assert "no task" in await u.error("mesh_task_get", id=planned["id"])
+        assert "no task" in await u.error("mesh_task_claim", id=task["id"])
