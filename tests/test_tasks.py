@@ -106,6 +106,7 @@ async def test_the_status_machine_the_notes_and_the_history(inproc, people):
         assert "blocked" in notes[1]["text"]
         done = await b.call("task_complete", id=task["id"], result="merged in docs/")
         assert (done["status"], done["result"]) == ("done", "merged in docs/")
+        assert done["blocked_reason"] is None  # it holds only while the task is blocked
         assert (await task_notes(a, 1))[0]["data"]["status"] == "done"
 
         with pytest.raises(MeshError) as err:

@@ -260,23 +260,24 @@ async def decisions(
 
 
 async def _report(hub: Hub, viewer: Peer, since: float, until: float) -> ReportSection | None:
-    """The decisions posted and revoked in ``[since, until)`` that ``viewer`` can see."""
+    """The decisions posted and revoked in ``[since, until)`` that ``viewer`` can see, in
+    time order (the keys changed since ``since``, newest first, hold them all)."""
     lines: list[tuple[float, str]] = []
     cursor: str | None = None
     while True:
         page = await hub.records.find(DECISIONS.name, order="-updated_at", limit=200,
                                       after=cursor)
         for record in page.records:
-            doc = record.value
             if record.updated_at < since:
-                cursor = None
-                break
-            if may_see(hub, viewer, doc["scope"]):
-                lines += _report_lines(hub, doc, since, until)
-        else:
-            cursor = page.cursor
-        if cursor is None:
-            break
+                return _section(lines)
+            if may_see(hub, viewer, record.value["scope"]):
+                lines += _report_lines(hub, record.value, since, until)
+        if page.cursor is None:
+            return _section(lines)
+        cursor = page.cursor
+
+
+def _section(lines: list[tuple[float, str]]) -> ReportSection | None:
     if not lines:
         return None
     lines.sort(key=lambda item: item[0])

@@ -137,6 +137,8 @@ async def _change(ctx: ActionContext, task_id: str, to: str, what: str,
             raise Forbidden(f"task {task_id}: only its creator, its assignee or claimer, or "
                             f"the hub's owner may {what} it")
         _move(ctx, record, to, what)
+        if to != "blocked":
+            doc["blocked_reason"] = None
         edit(doc)
         doc["status"] = to
         doc["history"] = _kept([*doc["history"], _entry(ctx.peer, what, to, note)])
