@@ -20,5 +20,7 @@ DEFAULT_PLUGINS: tuple[str, ...] = (
     "meshhub.builtins.audit_actions",
     "meshhub.builtins.report_actions",
     "meshhub.builtins.approval_report",
+    "meshhub.builtins.tasks",
+    "meshhub.builtins.decisions",
     "meshhub.bridge.pairing",
 )

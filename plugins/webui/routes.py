@@ -38,6 +38,7 @@ STATIC = Path(__file__).parent / "static"
 PANEL_PATH = re.compile(r"^/web/panels/([a-z][a-z0-9_-]{0,39})\.js$")
 BUILTIN_PANELS = (
     "approvals",
+    "decisions",
     "files",
     "memory",
     "plugins",
@@ -45,6 +46,7 @@ BUILTIN_PANELS = (
     "search",
     "sessions",
     "state",
+    "tasks",
 )
 CSP = ("default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data: blob:; "
        "connect-src 'self'; object-src 'none'; base-uri 'none'; frame-ancestors 'none'; "
