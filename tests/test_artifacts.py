@@ -85,6 +85,12 @@ async def test_create_update_read_list_history_and_delete(inproc, people):
             with pytest.raises(NotFound):
                 await c.call(call, id=made["id"], **args)
 
+        token_c = await token_for(c, "read")
+        refused = await api_call(served.url, token_c, "artifacts", conversation="#ops")
+        assert refused["code"] == "forbidden"
+        refused = await api_call(served.url, token_c, "artifact_get", id=made["id"])
+        assert refused["code"] == "not_found"
+
         with pytest.raises(MeshError) as taken:
             await b.call("artifact_create", conversation="#ops", name="plan.md", content="")
         assert taken.value.code == "conflict" and taken.value.details["id"] == made["id"]
@@ -220,6 +226,10 @@ async def test_quota_and_restart(inproc, people):
             await a.call("artifact_update", id=made["id"], content="y" * 500, base_version=1)
         assert full.value.code == "quota_exceeded"
         assert (await a.call("artifact_get", id=made["id"]))["version"] == 1
+        with pytest.raises(MeshError):  # refused before the name is taken: it stays free
+            await a.call("artifact_create", conversation="#ops", name="b", content="z" * 500)
+        assert (await a.call("artifact_create", conversation="#ops", name="b",
+                             content="z"))["version"] == 1
     await served.stop()
     again = await inproc(member_quota_bytes=1000)  # counted again at start
     async with ann.client(again.url, receive=False) as a:
@@ -228,6 +238,17 @@ async def test_quota_and_restart(inproc, people):
         with pytest.raises(MeshError) as full:
             await a.call("artifact_update", id=made["id"], content="y" * 500, base_version=1)
         assert full.value.code == "quota_exceeded"
+        # a version an update left behind when the hub stopped (never named by the head) goes
+        # with the artifact, and every byte comes back
+        records = again.hub.records
+        await records.create("artifact_versions", f"{made['id']}:0000000002:left", {
+            "artifact": made["id"], "n": 2, "content": "y", "author_key": a.peer["key"],
+            "size": 1})
+        again.hub.limits.storage.add(a.peer["key"], 1)
+        before = again.hub.limits.storage.total
+        await a.call("artifact_delete", id=made["id"])
+        left = {r.value["artifact"] for r in await records.all("artifact_versions")}
+        assert made["id"] not in left and again.hub.limits.storage.total == before - 601
 
 
 async def test_report_section_shows_the_viewers_conversations(inproc, people):

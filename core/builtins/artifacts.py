@@ -138,16 +138,22 @@ def _entry(ctx: ActionContext, n: int, key: str, size: int, note: str) -> dict[s
             "at": time.time(), "size": size, "note": note}
 
 
-async def _write_version(ctx: ActionContext, artifact_id: str, n: int, content: str,
-                         note: str) -> dict[str, Any]:
-    """Store version ``n``'s content under a key of its own write (refused past the size limit
-    or the author's quota) and return its entry for the head."""
+def _check_size(ctx: ActionContext, content: str) -> int:
+    """The content's bytes, refused past the size limit or the author's quota."""
     _, limit = settings(ctx.hub)
     size = len(content.encode())
     if size > limit:
         raise TooLarge(f"the content is {size} bytes; a version of an artifact is at most "
                        f"{limit} bytes ([artifacts] max_bytes)", limit=limit, size=size)
     ctx.hub.limits.storage.check(account(ctx.peer), size)
+    return size
+
+
+async def _write_version(ctx: ActionContext, artifact_id: str, n: int, content: str,
+                         note: str) -> dict[str, Any]:
+    """Store version ``n``'s content under a key of its own write and return its entry for
+    the head."""
+    size = _check_size(ctx, content)
     entry = _entry(ctx, n, _version_key(artifact_id, n, new_id()), size, note)
     await ctx.hub.records.create("artifact_versions", entry["key"], {
         "artifact": artifact_id, "n": n, "content": content, "author_key": ctx.peer.key,
@@ -190,38 +196,42 @@ async def artifact_create(
     conv = _conversation(ctx, conversation)
     check_name(name)
     check_kind(kind)
+    _check_size(ctx, content)
     artifact_id = new_id()
     name_key = f"#{conv.name} {name}"
     try:
-        await _claim_name(ctx.hub, name_key, artifact_id)
+        named = await _claim_name(ctx.hub, name_key, artifact_id)
     except Conflict as taken:
         refusal = Conflict(f"#{conv.name} already has an artifact named {name!r}: update it, "
                            f"or choose another name", current=taken.current)
         if taken.current is not None:
             refusal.details["id"] = taken.current.value["id"]
         raise refusal from None
-    entry = await _write_version(ctx, artifact_id, 1, content, "")
-    now = entry["at"]
-    doc = {"id": artifact_id, "conversation": "#" + conv.name, "name": name, "kind": kind,
-           "title": title, "version": 1, "created_by": ctx.peer.name,
-           "created_by_key": ctx.peer.key, "created_at": now, "changed_at": now,
-           "versions": [entry]}
-    head = await ctx.hub.records.create("artifacts", artifact_id, doc)
+    try:
+        entry = await _write_version(ctx, artifact_id, 1, content, "")
+        now = entry["at"]
+        doc = {"id": artifact_id, "conversation": "#" + conv.name, "name": name, "kind": kind,
+               "title": title, "version": 1, "created_by": ctx.peer.name,
+               "created_by_key": ctx.peer.key, "created_at": now, "changed_at": now,
+               "versions": [entry]}
+        head = await ctx.hub.records.create("artifacts", artifact_id, doc)
+    except BaseException:
+        await ctx.hub.records.delete("artifact_names", name_key, revision=named.revision)
+        raise
     ctx.hub.limits.storage.add(account(ctx.peer), entry["size"])
     await _notify(ctx, conv, doc, "created")
     return public(head)
 
 
-async def _claim_name(hub: Hub, name_key: str, artifact_id: str) -> None:
-    """Take the name for ``artifact_id``; a name left by a create that never finished (its
-    head was never written) is taken over."""
+async def _claim_name(hub: Hub, name_key: str, artifact_id: str) -> Record:
+    """Take the name for ``artifact_id``; a name left by a create that never finished (the
+    hub stopped before its head was written) is taken over."""
     named = await hub.records.get("artifact_names", name_key)
     if named is not None and await hub.records.get("artifacts", named.value["id"]) is None \
             and time.time() - named.updated_at > ABANDONED_NAME:
-        await hub.records.put("artifact_names", name_key, {"id": artifact_id},
-                              revision=named.revision)
-        return
-    await hub.records.create("artifact_names", name_key, {"id": artifact_id})
+        return await hub.records.put("artifact_names", name_key, {"id": artifact_id},
+                                     revision=named.revision)
+    return await hub.records.create("artifact_names", name_key, {"id": artifact_id})
 
 
 @action()
@@ -269,6 +279,20 @@ async def _drop(hub: Hub, entries: list[dict[str, Any]]) -> None:
     for entry in entries:
         if await hub.records.delete("artifact_versions", entry["key"]):
             hub.limits.storage.add(owner_account(hub, entry["author_key"]), -entry["size"])
+
+
+async def _drop_all(hub: Hub, artifact_id: str) -> None:
+    """Delete every version of a deleted artifact, those its head named and any an update
+    interrupted by a stop left behind, giving their bytes back."""
+    keys = Range(gt=f"{artifact_id}:", lt=f"{artifact_id};")
+    while True:
+        page = await hub.records.find("artifact_versions", {"key": keys}, limit=50)
+        for record in page.records:
+            if await hub.records.delete("artifact_versions", record.key):
+                owner, size = _measure(record)
+                hub.limits.storage.add(owner_account(hub, owner), -size)
+        if page.cursor is None:
+            return
 
 
 async def _stale(hub: Hub, head: Record, base: int) -> Conflict:
@@ -368,7 +392,7 @@ async def artifact_delete(
     except Conflict:
         raise Conflict(f"artifact {doc['name']!r} changed while you deleted it; read it and "
                        f"try again", current=await ctx.hub.records.get("artifacts", id)) from None
-    await _drop(ctx.hub, doc["versions"])
+    await _drop_all(ctx.hub, id)
     name_key = f"{doc['conversation']} {doc['name']}"
     named = await ctx.hub.records.get("artifact_names", name_key)
     if named is not None and named.value["id"] == id:
