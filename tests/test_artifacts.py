@@ -209,6 +209,8 @@ async def test_bad_input_changes_nothing(inproc, people):
                          kind="Not A Kind")
         with pytest.raises(InvalidRequest, match="id, or conversation and name"):
             await a.call("artifact_update", content="x", base_version=1)
+        with pytest.raises(InvalidRequest, match="id"):
+            await a.call("artifact_history", id="x" * 65)
         with pytest.raises(InvalidRequest, match="offset"):
             await a.call("artifact_get", id="x", offset=-1)
         with pytest.raises(MeshError, match="no conversation #nowhere"):

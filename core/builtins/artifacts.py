@@ -61,6 +61,7 @@ MAX_BYTES = 512 * 1024  # a version travels in one request: room for JSON escapi
 PAGE_CHARS = 64 * 1024
 MAX_PAGE_CHARS = 1024 * 1024
 MAX_LIST = 1000
+MAX_ID = 64
 ABANDONED_NAME = 60.0  # seconds after which a name whose create never finished is free
 
 
@@ -239,7 +240,8 @@ async def artifact_update(
     ctx: ActionContext,
     content: Annotated[str, "the whole new text"],
     base_version: Annotated[int, "the version your change starts from (the one you read)"],
-    id: Annotated[str | None, "the artifact's id (or give conversation and name)"] = None,
+    id: Annotated[str | None, "the artifact's id (or give conversation and name)",
+                  Field(max_length=MAX_ID)] = None,
     conversation: Annotated[str | None, "its #conversation, with name"] = None,
     name: Annotated[str | None, "its name, with conversation",
                     Field(max_length=MAX_NAME)] = None,
@@ -321,7 +323,8 @@ async def _content(hub: Hub, entry: dict[str, Any]) -> str:
 @action(read_only=True)
 async def artifact_get(
     ctx: ActionContext,
-    id: Annotated[str | None, "the artifact's id (or give conversation and name)"] = None,
+    id: Annotated[str | None, "the artifact's id (or give conversation and name)",
+                  Field(max_length=MAX_ID)] = None,
     version: Annotated[int | None, "a kept version; left out: the latest"] = None,
     offset: Annotated[int, "the first character to return", Field(ge=0)] = 0,
     limit: Annotated[int, "how many characters at most",
@@ -365,7 +368,7 @@ async def artifacts(
 @action(read_only=True)
 async def artifact_history(
     ctx: ActionContext,
-    id: Annotated[str, "the artifact's id"],
+    id: Annotated[str, "the artifact's id", Field(max_length=MAX_ID)],
 ) -> dict[str, Any]:
     """The kept versions of an artifact, newest first: number, author, time, size in bytes
     and note (members of its conversation and the hub's owner may read it)."""
@@ -378,7 +381,7 @@ async def artifact_history(
 @action()
 async def artifact_delete(
     ctx: ActionContext,
-    id: Annotated[str, "the artifact's id"],
+    id: Annotated[str, "the artifact's id", Field(max_length=MAX_ID)],
 ) -> dict[str, Any]:
     """Delete an artifact with every version (its creator or the hub's owner may). Its
     conversation's members hear of it."""
