@@ -97,9 +97,9 @@ async def test_a_link_signs_in_once_with_a_strict_http_only_cookie(hub, people):
     status, body = await get_json(hub.url + "/web/api/session", **session.headers())
     assert status == 200 and body["peer"]["name"] == "ann"
     assert body["session"]["label"] == "Chrome on Linux" and body["session"]["current"]
-    assert [p["name"] for p in body["panels"]] == ["approvals", "decisions", "files",
-                                                  "memory", "plugins", "proposals", "search",
-                                                  "sessions", "state", "tasks"]
+    assert [p["name"] for p in body["panels"]] == ["approvals", "artifacts", "decisions",
+                                                  "files", "memory", "plugins", "proposals",
+                                                  "search", "sessions", "state", "tasks"]
     again, second, _ = await sign_in(link)  # one use only
     assert again == 400 and second is None
     # over TLS (a proxy in front says so), the cookie is Secure too
@@ -312,8 +312,8 @@ async def test_a_plugin_adds_a_panel_by_serving_it(inproc):
 
     served = await inproc(("extra", ExtraPanel()))
     assert [p["name"] for p in routes.panels(served.hub)] == [
-        "approvals", "decisions", "files", "memory", "plugins", "proposals", "search",
-        "sessions", "state", "tasks", "extra"]
+        "approvals", "artifacts", "decisions", "files", "memory", "plugins", "proposals",
+        "search", "sessions", "state", "tasks", "extra"]
 
 
 def test_markdown_renders_safely():

@@ -22,5 +22,6 @@ DEFAULT_PLUGINS: tuple[str, ...] = (
     "meshhub.builtins.approval_report",
     "meshhub.builtins.tasks",
     "meshhub.builtins.decisions",
+    "meshhub.builtins.artifacts",
     "meshhub.bridge.pairing",
 )

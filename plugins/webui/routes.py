@@ -38,6 +38,7 @@ STATIC = Path(__file__).parent / "static"
 PANEL_PATH = re.compile(r"^/web/panels/([a-z][a-z0-9_-]{0,39})\.js$")
 BUILTIN_PANELS = (
     "approvals",
+    "artifacts",
     "decisions",
     "files",
     "memory",
