@@ -119,6 +119,15 @@ def meshhub_approval_settled(
 
 
 @hookspec
+def meshhub_card_settled(hub: Hub, message: Message, label: str) -> None | Awaitable[None]:
+    """After the question a card with buttons asks was settled (an approval request answered,
+    closed or expired; a proposal resolved): ``message`` is the card's message, ``label`` the
+    one line every card of it shows from now on (``approved: 2 for, 0 against``). A bridge
+    edits every card it posted for ``message`` to show ``label`` without buttons, so a late
+    press changes nothing."""
+
+
+@hookspec
 def meshhub_report_sections(
     hub: Hub, viewer: Peer, since: float, until: float
 ) -> ReportSection | list[ReportSection] | None | Awaitable[

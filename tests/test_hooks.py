@@ -61,6 +61,10 @@ class Recorder:
         self.calls.append(("settled", (approval["label"], message.id if message else None)))
 
     @hookimpl
+    def meshhub_card_settled(self, hub, message, label):
+        self.calls.append(("card", (message.id, label)))
+
+    @hookimpl
     async def meshhub_report_sections(self, hub, viewer, since, until):
         self.calls.append(("report", (viewer.name, until - since)))
         return [ReportSection("Builds", ["- nightly *passed*"], order=70),
@@ -100,6 +104,7 @@ async def test_fan_out_hooks_startup_presence_accepted_describe_shutdown(inproc,
     assert reactions == [("react to me", "bob", "👍", True, 1),
                          ("react to me", "bob", "👍", False, 0)]
     assert ("settled", ("approve, answered by bob on cli", asked["message_id"])) in recorder.calls
+    assert ("card", (asked["message_id"], "approve, answered by bob on cli")) in recorder.calls
     assert ("report", ("ann", 3600.0)) in recorder.calls
     assert "## Builds\n\n- nightly *passed*\n" in report and "## Empty" not in report
     assert report.startswith("# Mesh report: 1970-01-01 00:16 UTC to 1970-01-01 01:16 UTC")

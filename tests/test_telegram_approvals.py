@@ -1,5 +1,5 @@
 """Telegram approval cards stay true wherever the request is settled (the
-``meshhub_approval_settled`` hook): answered from another surface, the card shows how and loses
+``meshhub_card_settled`` hook): answered from another surface, the card shows how and loses
 its buttons; a later tap changes nothing; a paired person who may not answer is told why; a
 free-text question is answered by replying to its card."""
 
@@ -54,7 +54,7 @@ async def test_a_card_that_cannot_be_edited_is_logged_not_raised(tg_hub, tmp_pat
                    for r in caplog.records)
 
     with caplog.at_level(logging.WARNING, logger="meshhub_telegram"):
-        served.connector.approval_settled({"label": "expired after 10 min"}, message)
+        served.connector.card_settled("expired after 10 min", message)
         assert await eventually(logged)
     assert not tg.of("editMessageText")
 

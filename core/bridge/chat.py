@@ -444,7 +444,7 @@ class ChatHandler:
         pressed: (short text to flash to the presser, whether this press answered it).
 
         The press only answers (or votes, under a proposal); every card of the request, this
-        one included, is updated through ``meshhub_approval_settled``, whichever surface
+        one included, is updated through ``meshhub_card_settled``, whichever surface
         settled it (a proposal's cards when it is resolved)."""
         peer = self.paired_peer(connector, user_id)
         if peer is None:

@@ -10,7 +10,8 @@ winner then, in this order:
 
 1. wakes every caller waiting on it (``approval_wait``, ``ask``), who get it as their result;
 2. pushes an ``approval`` event to the connected peers involved (the web page moves the card);
-3. calls ``meshhub_approval_settled`` so each bridge updates the card it posted;
+3. calls ``meshhub_approval_settled`` (for plugins that follow approvals) and
+   ``meshhub_card_settled``, so each bridge updates the card it posted;
 4. sends the asker an ``approval_answer`` message, only when nobody was waiting on it (an
    answer that comes after the asker's call returned still reaches it, in its inbox), and
    never for a tool permission (its relay asks with ``approval_wait``, again after a
@@ -247,6 +248,9 @@ class ApprovalBook:
                    if r["message_id"] else None)
         self.hub.spawn(self.hub.plugins.each("meshhub_approval_settled", hub=self.hub,
                                              approval=view, message=message))
+        if message is not None:
+            self.hub.spawn(self.hub.plugins.each("meshhub_card_settled", hub=self.hub,
+                                                 message=message, label=str(view["label"])))
         if state in ("answered", "expired") and not asker_told and r["kind"] != "permission":
             # (a tool permission's relay asks with approval_wait, again after a reconnect)
             await self._tell_asker(r, view)

@@ -133,9 +133,9 @@ class ProposalBook:
         await self._tell(doc, actor)
         message = (await self.hub.store.get_message(doc["message_id"])
                    if doc["message_id"] else None)
-        self.hub.spawn(self.hub.plugins.each(
-            "meshhub_approval_settled", hub=self.hub, message=message,
-            approval={"id": doc["id"], "state": doc["state"], "label": result_label(doc)}))
+        if message is not None:
+            self.hub.spawn(self.hub.plugins.each("meshhub_card_settled", hub=self.hub,
+                                                 message=message, label=result_label(doc)))
 
     async def _tell(self, doc: dict[str, Any], actor: Peer | None) -> None:
         """A ``proposal_result`` message from the voter who resolved it to the proposer and

@@ -86,11 +86,10 @@ async def meshhub_reaction_changed(hub: Hub, message: Message, peer: Peer, emoji
 
 
 @hookimpl
-def meshhub_approval_settled(hub: Hub, approval: dict[str, Any], message: Message | None
-                             ) -> None:
+def meshhub_card_settled(hub: Hub, message: Message, label: str) -> None:
     connector = CONNECTOR.for_hub(hub)
     if connector is not None:
-        connector.approval_settled(approval, message)
+        connector.card_settled(label, message)
 
 
 @hookimpl

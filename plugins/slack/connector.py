@@ -409,7 +409,7 @@ class SlackConnector(SlackOutbound, Lifecycle):
         flash, answered = await self.chat.press(adapter.CONNECTOR, who.external,
                                                 str(action.get("value", "")), card)
         if answered and card is not None:
-            return  # the card itself shows the answer (approval_settled)
+            return  # the card itself shows the answer (card_settled)
         client = self.client
         await self._call(channel, lambda: client.chat_postEphemeral(
             channel=channel, user=str(user.get("id")), text=flash))

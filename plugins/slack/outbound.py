@@ -347,12 +347,13 @@ class SlackOutbound:
                     log.warning("slack: reaction %s on %s not mirrored: %s", name, ts,
                                 error_of(exc))
 
-    def approval_settled(self, approval: dict[str, Any], message: Message | None) -> None:
-        """Every Slack card of a settled request shows how it was settled (``label``) where
-        its buttons were; in the background, so whoever settled it never waits on Slack."""
-        if message is None or self.hub is None or not self.ready.is_set():
+    def card_settled(self, label: str, message: Message) -> None:
+        """Every Slack card of a settled request or proposal shows how it was settled
+        (``label``) where its buttons were; in the background, so whoever settled it never
+        waits on Slack."""
+        if self.hub is None or not self.ready.is_set():
             return
-        self.hub.spawn(self._settle_cards(str(approval["label"]), message))
+        self.hub.spawn(self._settle_cards(label, message))
 
     async def _settle_cards(self, label: str, message: Message) -> None:
         assert self.hub is not None and self.slack_state is not None

@@ -385,7 +385,7 @@ class TelegramConnector(Lifecycle):
 
     async def _on_button(self, query: CallbackQuery) -> None:
         """A tap on an approval button answers the request and flashes how that went; the
-        card is edited by :meth:`approval_settled`, like every other card of the request."""
+        card is edited by :meth:`card_settled`, like every other card of the request."""
         hub = self.hub
         assert hub is not None and self.chat is not None and self.tg_state is not None
         card = None
@@ -397,13 +397,13 @@ class TelegramConnector(Lifecycle):
                                          query.data or "", card)
         await self._call(adapter.CONNECTOR, lambda: query.answer(flash[:200]))
 
-    def approval_settled(self, approval: dict[str, Any], message: Message | None) -> None:
-        """Every card of a settled request gets how it was settled (``label``) under it and
-        loses its buttons; in the background, so whoever settled it never waits on
-        Telegram."""
-        if message is None or self.hub is None:
+    def card_settled(self, label: str, message: Message) -> None:
+        """Every card of a settled request or proposal gets how it was settled (``label``)
+        under it and loses its buttons; in the background, so whoever settled it never waits
+        on Telegram."""
+        if self.hub is None:
             return
-        self.hub.spawn(self._settle_cards(str(approval["label"]), message))
+        self.hub.spawn(self._settle_cards(label, message))
 
     async def _settle_cards(self, label: str, message: Message) -> None:
         """Edit the request's cards; a bot still connecting (a start, an outage) is waited for
