@@ -15,5 +15,7 @@ DEFAULT_PLUGINS: tuple[str, ...] = (
     "meshhub.builtins.memories",
     "meshhub.builtins.conversation_logs",
     "meshhub.builtins.search_actions",
+    "meshhub.builtins.file_sharing",
+    "meshhub.builtins.file_transfer",
     "meshhub.bridge.pairing",
 )

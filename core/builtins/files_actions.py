@@ -1,13 +1,16 @@
-"""Files on the mesh: ``file_put`` (base64 content, optionally sent at once), ``file_get`` and
-``files``. Blobs live in :class:`meshhub.files.FileStore`; this plugin keeps who uploaded what and
-who may read it (collection ``files``: one document per file and peer).
+"""Files on the mesh: ``file_put`` (base64 content, optionally sent at once) and ``files``.
+Blobs live in :class:`meshhub.files.FileStore`; this plugin keeps who uploaded what and who may
+read it (collection ``files``: one document per file and peer, a *grant*).
+:mod:`meshhub.builtins.file_sharing` adds shares, fetching, status and deletion.
 
 A peer may read a file it uploaded or that came to it as an attachment of a message it sent or
 received; the hub's owner may read any. The same bytes are one blob, but a name is per reader:
 each peer gets the name it uploaded the file under, or the one its message carried, never
-another uploader's. Requests travel as one WebSocket frame or HTTP body, so
-``file_put`` through them is bounded by the frame limit too; connectors inside the hub use the
-store directly.
+another uploader's. A grant lasts ``[files] attachment_ttl`` seconds (a day by default) from
+the upload or the message that made it: a file nobody shared is gone after that. Requests travel
+as one WebSocket frame or HTTP body, so ``file_put`` through them is bounded by the frame limit
+too; larger files go through the streaming routes of :mod:`meshhub.builtins.file_transfer`, and
+connectors inside the hub use the store directly.
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -34,7 +38,8 @@ if TYPE_CHECKING:
     from meshhub.hub import Hub
     from meshhub.models import Message
 
-FILES = Collection("files", indexes=("file", "peer", "uploaded"))
+FILES = Collection("files", indexes=("file", "peer", "uploaded", "expires"))
+DEFAULT_ATTACHMENT_TTL = 86400.0
 
 
 def file_key(sha256: str, peer: str) -> str:
@@ -46,9 +51,20 @@ def store_for(hub: Hub) -> FileStore:
     return FileStore.for_config(hub.config)
 
 
+def attachment_ttl(hub: Hub) -> float:
+    """Seconds a grant lasts (``[files] attachment_ttl``): how long an unshared file is kept."""
+    value = hub.config.section("files").get("attachment_ttl", DEFAULT_ATTACHMENT_TTL)
+    if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
+        raise InvalidRequest("[files] attachment_ttl must be a positive number of seconds")
+    return float(value)
+
+
 async def grant(hub: Hub, file: dict[str, Any], peers: list[str], uploader: str | None) -> None:
-    """Record that ``peers`` may read ``file`` (an attachment dict). A peer keeps the name it
-    was first given; an upload marks it as the uploader whenever it comes."""
+    """Record that ``peers`` may read ``file`` (an attachment dict) until the attachment
+    lifetime from now. A peer keeps the name it was first given; an upload marks it as the
+    uploader whenever it comes; a later grant only ever moves the expiry later."""
+    expires = time.time() + attachment_ttl(hub)
+
     def change(peer: str) -> Callable[[dict[str, Any] | None], dict[str, Any] | None]:
         uploaded = peer == uploader
 
@@ -57,10 +73,11 @@ async def grant(hub: Hub, file: dict[str, Any], peers: list[str], uploader: str 
                 return {"file": file["file"], "peer": peer, "name": file.get("name", "file"),
                         "size": int(file.get("size", 0)),
                         "mime": file.get("mime", "application/octet-stream"),
-                        "uploaded": uploaded}
-            if found["uploaded"] or not uploaded:
+                        "uploaded": uploaded, "expires": expires}
+            if (found["uploaded"] or not uploaded) and found.get("expires", 0) >= expires:
                 return None
-            return found | {"uploaded": True}
+            return found | {"uploaded": found["uploaded"] or uploaded,
+                            "expires": max(found.get("expires", 0), expires)}
 
         return merge
 
@@ -132,37 +149,23 @@ async def file_put(
 
 
 @action(read_only=True)
-async def file_get(
-    ctx: ActionContext, id: Annotated[str, "the file's id (its sha256)"]
-) -> dict[str, Any]:
-    """A file you uploaded or received: its name, size, type and base64 content.
-
-    The name is the one you uploaded it under, or the one the message that brought it gave."""
-    label = await label_for(ctx.hub, ctx.peer.key, id, any_peer=ctx.is_admin)
-    if label is None and not ctx.is_admin:
-        raise NotFound(f"no file {id} that you uploaded or received")
-    data = store_for(ctx.hub).get(id)
-    name, mime = label or ("file", "application/octet-stream")
-    return {"file": id, "name": name, "size": len(data), "mime": mime,
-            "content": base64.b64encode(data).decode()}
-
-
-@action(read_only=True)
 async def files(
     ctx: ActionContext,
     limit: Annotated[int, "at most this many (1-500), newest first"] = 50,
 ) -> list[dict[str, Any]]:
-    """Files you uploaded or received."""
+    """Files you uploaded or received and may still fetch (attachments expire; see
+    ``file_share`` to keep one)."""
     if not 1 <= limit <= 500:
         raise InvalidRequest("limit must be between 1 and 500")
     page = await ctx.hub.records.find("files", {"peer": ctx.peer.key}, order="-created_at",
                                       limit=limit)
     return [{"file": v["file"], "name": v["name"], "size": v["size"], "mime": v["mime"],
-             "uploaded": bool(v["uploaded"]), "created_at": r.created_at}
+             "uploaded": bool(v["uploaded"]), "created_at": r.created_at,
+             "expires": v.get("expires")}
             for r, v in ((r, r.value) for r in page.records)]
 
 
-ALL: list[Action] = [file_put, file_get, files]
+ALL: list[Action] = [file_put, files]
 
 
 @hookimpl
