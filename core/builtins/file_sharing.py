@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import binascii
 import logging
 import time
 from collections.abc import Callable
@@ -32,7 +31,15 @@ from meshhub.records import Change, Collection, Range, Record
 from meshhub.report import ReportSection, report_text
 from meshhub.routing import resolve_peers
 
-from .files_actions import FILES, attachment_ttl, file_key, grant, label_for, store_for
+from .files_actions import (
+    FILES,
+    attachment_ttl,
+    decode_content,
+    file_key,
+    keep_upload,
+    label_for,
+    store_for,
+)
 
 if TYPE_CHECKING:
     from meshhub.hub import Hub
@@ -147,18 +154,11 @@ async def record_fetch(hub: Hub, peer: Peer, digest: str) -> None:
 
 
 async def _keep(ctx: ActionContext, content: str, name: str) -> StoredFile:
-    """Store base64 ``content`` as ``file_put`` does: the storage quota charged, a grant for
-    the uploader."""
-    try:
-        data = base64.b64decode(content, validate=True)
-    except (binascii.Error, ValueError):
-        raise InvalidRequest("content must be base64") from None
+    """Store base64 ``content`` as ``file_put`` does."""
+    data = decode_content(content)
     ctx.hub.limits.storage.check(account(ctx.peer), len(data))
-    files = store_for(ctx.hub)
-    stored = files.describe(data, name)
-    files.write(stored, data)
-    ctx.hub.limits.storage.add(account(ctx.peer), len(data))
-    await grant(ctx.hub, stored.attachment(), [ctx.peer.key], ctx.peer.key)
+    stored = store_for(ctx.hub).describe(data, name)
+    await keep_upload(ctx.hub, ctx.peer, stored, data)
     return stored
 
 

@@ -19,7 +19,7 @@ import asyncio
 import base64
 import binascii
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Annotated, Any
 
 from pydantic import Field
@@ -28,7 +28,7 @@ from meshhub import hookimpl
 from meshhub.actions import Action, ActionContext, action
 from meshhub.errors import InvalidRequest, NotFound
 from meshhub.fields import MAX_MIME
-from meshhub.files import FileStore
+from meshhub.files import FileStore, StoredFile
 from meshhub.limits import account
 from meshhub.records import Collection
 
@@ -36,7 +36,7 @@ if TYPE_CHECKING:
     from sqlite_utils.migrations import Migrations
 
     from meshhub.hub import Hub
-    from meshhub.models import Message
+    from meshhub.models import Message, Peer
 
 FILES = Collection("files", indexes=("file", "peer", "uploaded", "expires"))
 DEFAULT_ATTACHMENT_TTL = 86400.0
@@ -111,12 +111,27 @@ async def label_for(hub: Hub, peer_key: str, sha256: str, *,
                                        str(label.get("mime") or "application/octet-stream"))
 
 
+def decode_content(content: str) -> bytes:
+    try:
+        return base64.b64decode(content, validate=True)
+    except (binascii.Error, ValueError):
+        raise InvalidRequest("content must be base64") from None
+
+
+def keep_upload(hub: Hub, peer: Peer, stored: StoredFile, data: bytes) -> Awaitable[None]:
+    """Write an upload's blob at once, charge it to the uploader's storage quota (checked
+    before), and grant it to the uploader (the awaitable)."""
+    store_for(hub).write(stored, data)
+    hub.limits.storage.add(account(peer), len(data))
+    return grant(hub, stored.attachment(), [peer.key], peer.key)
+
+
 @action()
 async def file_put(
     ctx: ActionContext,
     content: Annotated[str, "the file's bytes, base64-encoded"],
     name: Annotated[str, "the file name to show (made safe, cut to 120 characters)"],
-    mime: Annotated[str | None, "media type; guessed from the name when left out",
+    mime: Annotated[str | None, "media type claimed; what the bytes show wins (sniffed)",
                     Field(max_length=MAX_MIME)] = None,
     to: Annotated[str | list[str] | None, "also send it at once to these targets"] = None,
     text: Annotated[str, "the message to send with it (with ``to``)"] = "",
@@ -125,13 +140,9 @@ async def file_put(
     """Store a file on the hub; with ``to`` (or ``reply_to``) also send it as an attachment.
 
     A send that is refused (an unknown target, a thread you cannot see) stores nothing."""
-    try:
-        data = base64.b64decode(content, validate=True)
-    except (binascii.Error, ValueError):
-        raise InvalidRequest("content must be base64") from None
+    data = decode_content(content)
     ctx.hub.limits.storage.check(account(ctx.peer), len(data))
-    files_store = store_for(ctx.hub)
-    stored = files_store.describe(data, name, mime)
+    stored = store_for(ctx.hub).describe(data, name, mime)
     attachment = stored.attachment()
     pending = None
     if to is not None or reply_to is not None:
@@ -139,9 +150,7 @@ async def file_put(
                                              attachments=[attachment])
     # written before the message just queued can commit (no await in between), so the
     # attachment's blob is there when the message is accepted
-    files_store.write(stored, data)
-    ctx.hub.limits.storage.add(account(ctx.peer), len(data))
-    await grant(ctx.hub, attachment, [ctx.peer.key], ctx.peer.key)
+    await keep_upload(ctx.hub, ctx.peer, stored, data)
     result: dict[str, Any] = dict(attachment)
     if pending is not None:
         result["sent"] = await pending.wait()
