@@ -363,10 +363,10 @@ class MeshClient:
                           share: bool = False, tags: list[str] | None = None,
                           description: str = "") -> dict[str, Any]:
         """Upload a file of any size up to the hub's limit, streamed from disk through the
-        hub's upload route (a ``file_ticket`` for credential); ``share``: share it with the
-        mesh too (the result's ``share``)."""
+        hub's upload route (a ``token_file_transfer`` for credential); ``share``: share it with
+        the mesh too (the result's ``share``)."""
         source = Path(path)
-        ticket = await self.call("file_ticket")
+        ticket = await self.call("token_file_transfer")
         query = {"name": name or source.name, "share": "1" if share else "0",
                  "tags": ",".join(tags or []), "description": description}
 
@@ -385,7 +385,7 @@ class MeshClient:
     async def download_file(self, id: str, path: str | os.PathLike[str]) -> dict[str, Any]:
         """Download a file you may fetch (a share id or a digest) to ``path``, streamed;
         returns its ``file`` digest, ``name``, ``mime`` and ``size``."""
-        ticket = await self.call("file_ticket")
+        ticket = await self.call("token_file_transfer")
         assert self._session is not None
         target = Path(path)
         async with self._session.get(

@@ -7,7 +7,8 @@ once. ``GET /api/files/<id>`` streams a file the caller may fetch (a share id or
 always as an attachment with ``X-Content-Type-Options: nosniff``, so a browser never runs an
 uploaded page. Both take ``Authorization: Bearer`` with a token, as ``/api/*`` does (the Host
 and Origin checks are the server's, before any route), or with a one-use ticket from the
-``file_ticket`` action: how a peer connected over WebSocket (the client library) uses them.
+``token_file_transfer`` action: how a peer connected over WebSocket (the client library) uses
+them. Like every credential it is no MCP tool.
 """
 
 from __future__ import annotations
@@ -45,7 +46,7 @@ def _ticket_key(ticket: str) -> str:
 
 
 @action(read_only=True)
-async def file_ticket(ctx: ActionContext) -> dict[str, Any]:
+async def token_file_transfer(ctx: ActionContext) -> dict[str, Any]:
     """A one-use credential, good for five minutes, for one upload to or download from the
     file routes (``Authorization: Bearer <ticket>``), with your own rights: how a client
     connected over WebSocket moves files larger than one frame."""
@@ -62,14 +63,15 @@ async def _caller(hub: Hub, request: web.Request, need: str) -> tuple[Peer, bool
     header = request.headers.get("Authorization", "")
     if not header.startswith("Bearer "):
         raise Unauthorized("send 'Authorization: Bearer <token>' (create one: hub token "
-                           "create), or a ticket from file_ticket")
+                           "create), or a ticket from token_file_transfer")
     secret = header[7:].strip()
     if secret.startswith(TICKET_PREFIX):
         key = _ticket_key(secret)
         found = await hub.records.get(TICKETS.name, key)
         peer = hub.directory.peers.get(found.value["peer"]) if found is not None else None
         if found is None or peer is None or not await hub.records.delete(TICKETS.name, key):
-            raise Unauthorized("unknown, used or expired ticket (ask file_ticket for another)")
+            raise Unauthorized("unknown, used or expired ticket (token_file_transfer gives "
+                               "another)")
         cap = str(found.value["cap"])
     else:
         peer, cap, _ = await token_peer(hub, secret)
@@ -154,7 +156,7 @@ def meshhub_register_collections(register: Callable[[Collection], None]) -> None
 
 @hookimpl
 def meshhub_register_actions(register: Callable[[Action], None]) -> None:
-    register(file_ticket)
+    register(token_file_transfer)
 
 
 @hookimpl

@@ -157,7 +157,7 @@ function sharedSection(api) {
       return;
     }
     try {
-      const ticket = await api.call("file_ticket", {});
+      const ticket = await api.call("token_file_transfer", {});
       const params = new URLSearchParams({
         name: file.name, share: "1", tags: tagList(tags.value).join(","),
         description: description.value,
@@ -178,7 +178,7 @@ function sharedSection(api) {
 
   async function fetchShared(file) {
     try {
-      const ticket = await api.call("file_ticket", {});
+      const ticket = await api.call("token_file_transfer", {});
       const response = await fetch(ticket.download.replace("{id}", file.id), {
         headers: { Authorization: `Bearer ${ticket.ticket}` },
       });
