@@ -105,11 +105,28 @@ async def test_unshared_attachments_expire_and_shared_ones_stay(inproc, people):
         with pytest.raises(MeshError, match="expired") as expired:
             await b.call("file_get", id=once["file"])
         assert expired.value.code == "expired"
+        over_http = await api_call(served.url, await token_for(b), "file_get", id=once["file"])
+        assert over_http["code"] == "expired"
         assert await sweep_expired(served.hub) == 1
         with pytest.raises(MeshError, match="expired"):
             await a.call("file_get", id=once["file"])
         assert base64.b64decode((await a.call("file_get", id=share["id"]))["content"]) == \
             b"to keep"
+
+
+async def test_an_oversize_share_is_refused_with_the_limit_and_nothing_kept(inproc, people):
+    served = await inproc(raw={"files": {"max_bytes": 1000}})
+    (ann,) = people("ann")
+    async with ann.client(served.url) as a:
+        with pytest.raises(MeshError, match="limit is 1000") as refused:
+            await a.call("file_share", content=b64(bytes(1001)), name="big.bin")
+        assert refused.value.code == "too_large"
+        over_http = await api_call(served.url, await token_for(a), "file_share",
+                                   content=b64(bytes(1001)), name="big.bin")
+        assert over_http["code"] == "too_large" and "1000" in over_http["message"]
+        assert (await a.call("file_list"))["files"] == []
+        assert not (served.hub.config.home / "files").exists() or not [
+            p for p in (served.hub.config.home / "files").rglob("*") if p.is_file()]
 
 
 async def test_streaming_routes_carry_big_files_and_refuse_oversize(inproc, people):
@@ -153,13 +170,19 @@ async def test_streaming_routes_carry_big_files_and_refuse_oversize(inproc, peop
 
 
 async def test_mcp_tools_share_and_fetch(hub, people):
+    hub.stop()
+    with (hub.home / "config.toml").open("a") as config:
+        config.write("\n[files]\nmax_bytes = 1000\n")
+    hub.start()
     ann, bob = people("ann", "bob")
-    data = os.urandom(2048)
+    data = os.urandom(900)
     async with stdio_session(mcp_params(ann, hub.url, "--name", "ann-s")) as a, \
             stdio_session(mcp_params(bob, hub.url, "--name", "bob-s")) as b:
         shared = await a.call("mesh_file_share", content=b64(data),
                               name="../../etc/passwd", tags=["x"])
         assert shared["name"] == "passwd"
+        too_big = await a.error("mesh_file_share", content=b64(bytes(1001)), name="big.bin")
+        assert "limit is 1000" in too_big
         listed = await b.call("mesh_file_list", tags=["x"])
         assert [f["id"] for f in listed["files"]] == [shared["id"]]
         got = await b.call("mesh_file_get", id=shared["id"])
