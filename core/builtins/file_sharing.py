@@ -5,8 +5,8 @@ A share (collection ``file_shares``, keyed by its own id) names a blob, with a n
 description; every peer may list and fetch it, and it stays until its sharer or the hub's owner
 deletes it. Tags are also kept one small document per tag (``file_share_tags``) so a listing by
 tag reads an index. Every fetch by a peer other than the file's uploader or sharer is counted in
-``file_fetches`` (one document per file and fetcher: first, last, count), which only the sharer,
-the uploader and the owner may read. Files nobody shared expire with their grants; a sweep
+``file_fetches`` (one document per file and fetcher: first, last, count), which only the sharer
+and the hub's owner may read. Files nobody shared expire with their grants; a sweep
 removes a blob once no live grant and no share names it.
 """
 

@@ -17,6 +17,7 @@ import hashlib
 import secrets
 from collections.abc import AsyncIterator, Callable
 from typing import TYPE_CHECKING, Any
+from urllib.parse import quote
 
 from aiohttp import web
 
@@ -26,8 +27,16 @@ from meshhub.errors import Forbidden, InvalidRequest, MeshError, Unauthorized
 from meshhub.limits import account
 from meshhub.members import token_peer
 from meshhub.records import Collection
+from meshhub.server import HUB_KEY, json_error
 
-from .file_sharing import clean_tags, create_share, readable, record_fetch
+from .file_sharing import (
+    MAX_DESCRIPTION,
+    MAX_FILE_NAME,
+    clean_tags,
+    create_share,
+    readable,
+    record_fetch,
+)
 from .files_actions import grant, store_for
 
 if TYPE_CHECKING:
@@ -87,19 +96,18 @@ async def _body(request: web.Request) -> AsyncIterator[bytes]:
 
 async def upload(request: web.Request) -> web.Response:
     """Store the raw body as a file (see the module's docstring)."""
-    from meshhub.server import HUB_KEY, json_error
-
     hub: Hub = request.app[HUB_KEY]
     try:
         peer, _ = await _caller(hub, request, "send")
         query = request.query
         name = query.get("name", "")
-        if not name or len(name) > 200:
-            raise InvalidRequest("name: give the file's name (1-200 characters) as ?name=")
+        if not name or len(name) > MAX_FILE_NAME:
+            raise InvalidRequest(f"name: give the file's name (1-{MAX_FILE_NAME} characters) "
+                                 "as ?name=")
         tags = clean_tags([t for t in query.get("tags", "").split(",") if t.strip()])
         description = query.get("description", "")
-        if len(description) > 2000:
-            raise InvalidRequest("description: at most 2000 characters")
+        if len(description) > MAX_DESCRIPTION:
+            raise InvalidRequest(f"description: at most {MAX_DESCRIPTION} characters")
         files = store_for(hub)
         length = request.content_length
         if length is not None:
@@ -122,16 +130,12 @@ async def upload(request: web.Request) -> web.Response:
 
 def _disposition(name: str) -> str:
     """``attachment`` with the name as plain ASCII and as RFC 5987 UTF-8."""
-    from urllib.parse import quote
-
     ascii_name = name.encode("ascii", "replace").decode().replace('"', "_").replace("?", "_")
     return f"attachment; filename=\"{ascii_name}\"; filename*=UTF-8''{quote(name)}"
 
 
 async def download(request: web.Request) -> web.StreamResponse:
     """Stream a file the caller may fetch (see the module's docstring)."""
-    from meshhub.server import HUB_KEY, json_error
-
     hub: Hub = request.app[HUB_KEY]
     try:
         peer, is_admin = await _caller(hub, request, "read")
