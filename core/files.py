@@ -2,9 +2,12 @@
 ``<MESHHUB_HOME>/files/<2 hex>/<64 hex>``.
 
 The same content is stored once, whatever its name; a blob is written to a temporary file and
-renamed into place, so a reader never sees half a file. The size limit is ``[files] max_bytes``
-in the config (20 MB by default, Telegram's own download limit). Names are only labels, made safe
-by :func:`safe_name`; a blob's path never depends on one.
+renamed into place, so a reader never sees half a file; a large upload is streamed to its
+temporary file and hashed as it comes (:meth:`FileStore.receive`). The size limit is
+``[files] max_bytes`` in the config (50 MiB by default; a connector may keep a lower limit of
+its platform's). Names are only labels, made safe by :func:`safe_name`; a blob's path never
+depends on one. The media type is sniffed from the bytes (:func:`sniff_mime`), never taken from
+the name or the uploader alone.
 
 A message carries a file as an attachment ``{"file": <sha256>, "name", "size", "mime"}``.
 """
@@ -21,12 +24,22 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import puremagic
+
 from .errors import InvalidRequest, NotFound, TooLarge
 
 if TYPE_CHECKING:
+    from collections.abc import AsyncIterable
+
     from .config import Config
 
-DEFAULT_MAX_BYTES = 20 * 1024 * 1024
+DEFAULT_MAX_BYTES = 50 * 1024 * 1024
+SNIFF_BYTES = 8192  # what the type is sniffed from: magic numbers sit at the start
+OCTET = "application/octet-stream"
+# types a browser would run as a page if it showed them inline: never claimed on trust, and
+# never served inline whatever was sniffed
+ACTIVE_TYPES = ("text/html", "image/svg+xml", "application/xhtml+xml", "text/xml",
+                "application/xml", "text/javascript", "application/javascript")
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
 
 
@@ -39,6 +52,34 @@ def safe_name(name: str, default: str = "file") -> str:
         stem, dot, ext = base.rpartition(".")
         base = (stem[: 119 - len(ext)] + dot + ext) if dot and len(ext) <= 10 else base[:120]
     return base or default
+
+
+def is_active(mime: str) -> bool:
+    """Whether a browser could run ``mime`` as a page or a script."""
+    return mime.split(";", 1)[0].strip().lower() in ACTIVE_TYPES
+
+
+def sniff_mime(head: bytes, claimed: str | None = None) -> str:
+    """The media type of a file from its first bytes (magic numbers, by ``puremagic``). When the
+    bytes say nothing, the claimed type (the uploader's, or the one its name suggests) is kept
+    unless it is an active type (:func:`is_active`): text that decodes as UTF-8 is then
+    ``text/plain`` and anything else ``application/octet-stream``."""
+    try:
+        sniffed = puremagic.from_string(head, mime=True) if head else ""
+    except (puremagic.PureError, ValueError):
+        sniffed = ""
+    if sniffed:
+        return str(sniffed)
+    if claimed and not is_active(claimed):
+        return claimed
+    if b"\x00" in head:
+        return OCTET
+    try:
+        head.decode("utf-8")
+    except UnicodeDecodeError as bad:
+        if bad.reason != "unexpected end of data" or len(head) < SNIFF_BYTES:
+            return OCTET  # not text (a character cut by the sample's end is no sign of it)
+    return "text/plain"
 
 
 @dataclass
@@ -82,14 +123,15 @@ class FileStore:
         check the rest of a request before it keeps a byte (:meth:`write` stores it)."""
         self.check_size(len(data))
         clean = safe_name(name)
-        guessed = mimetypes.guess_type(clean)[0]
         return StoredFile(hashlib.sha256(data).hexdigest(), clean, len(data),
-                          mime or guessed or "application/octet-stream")
+                          sniff_mime(data[:SNIFF_BYTES], mime or mimetypes.guess_type(clean)[0]))
 
     def write(self, stored: StoredFile, data: bytes) -> None:
         """Write the blob of ``data`` (described by :meth:`describe`) unless it is there."""
         path = self.path_of(stored.file)
-        if not path.exists():
+        if path.exists():
+            os.utime(path)  # stored again: its age, which the expiry sweep reads, starts anew
+        else:
             path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
             fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".incoming-")
             try:
@@ -109,5 +151,58 @@ class FileStore:
         except FileNotFoundError:
             raise NotFound(f"no file {sha256}") from None
 
+    def describe_blob(self, sha256: str, name: str) -> StoredFile:
+        """A stored blob under ``name``: its size and its type sniffed from its first bytes."""
+        path = self.path_of(sha256)
+        try:
+            with path.open("rb") as fh:
+                head = fh.read(SNIFF_BYTES)
+            size = path.stat().st_size
+        except FileNotFoundError:
+            raise NotFound(f"no file {sha256}") from None
+        clean = safe_name(name)
+        return StoredFile(sha256, clean, size,
+                          sniff_mime(head, mimetypes.guess_type(clean)[0]))
+
     def exists(self, sha256: str) -> bool:
         return self.path_of(sha256).exists()
+
+    def delete(self, sha256: str) -> bool:
+        """Remove a blob; ``False`` when it was not there."""
+        try:
+            self.path_of(sha256).unlink()
+        except FileNotFoundError:
+            return False
+        return True
+
+    async def receive(self, chunks: AsyncIterable[bytes], name: str,
+                      mime: str | None = None) -> StoredFile:
+        """Store a file arriving in chunks (an HTTP body): streamed to a temporary file and
+        hashed as it comes, refused with :class:`TooLarge` as soon as it passes the limit
+        (nothing kept), then renamed into place under its digest."""
+        incoming = self.root / ".incoming"
+        incoming.mkdir(parents=True, exist_ok=True, mode=0o700)
+        fd, tmp = tempfile.mkstemp(dir=incoming, prefix="upload-")
+        digest, size, head = hashlib.sha256(), 0, b""
+        try:
+            with os.fdopen(fd, "wb") as fh:
+                async for chunk in chunks:
+                    size += len(chunk)
+                    if size > self.max_bytes:
+                        raise TooLarge(f"the file is over the limit of {self.max_bytes} bytes",
+                                       limit=self.max_bytes)
+                    digest.update(chunk)
+                    if len(head) < SNIFF_BYTES:
+                        head += chunk[: SNIFF_BYTES - len(head)]
+                    fh.write(chunk)
+                fh.flush()
+                os.fsync(fh.fileno())
+            clean = safe_name(name)
+            stored = StoredFile(digest.hexdigest(), clean, size,
+                                sniff_mime(head, mime or mimetypes.guess_type(clean)[0]))
+            path = self.path_of(stored.file)
+            path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+            os.replace(tmp, path)
+        finally:
+            Path(tmp).unlink(missing_ok=True)
+        return stored

@@ -146,7 +146,8 @@ async def test_old_approvals_files_and_reactions_survive_the_upgrade(inproc, tmp
 
         files = await a.call("files")
         assert files == [{"file": blob["file"], "name": "notes.txt", "size": len(data),
-                          "mime": "text/plain", "uploaded": True, "created_at": now - 300}]
+                          "mime": "text/plain", "uploaded": True, "created_at": now - 300,
+                          "expires": None}]  # kept: granted before attachments expired
         got = await a.call("file_get", id=blob["file"])
         assert base64.b64decode(got["content"]) == data and got["name"] == "notes.txt"
         given = await b.call("file_get", id=blob["file"])  # through the message it came with

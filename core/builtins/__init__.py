@@ -23,5 +23,7 @@ DEFAULT_PLUGINS: tuple[str, ...] = (
     "meshhub.builtins.tasks",
     "meshhub.builtins.decisions",
     "meshhub.builtins.artifacts",
+    "meshhub.builtins.file_sharing",
+    "meshhub.builtins.file_transfer",
     "meshhub.bridge.pairing",
 )

@@ -1,13 +1,16 @@
-"""Files on the mesh: ``file_put`` (base64 content, optionally sent at once), ``file_get`` and
-``files``. Blobs live in :class:`meshhub.files.FileStore`; this plugin keeps who uploaded what and
-who may read it (collection ``files``: one document per file and peer).
+"""Files on the mesh: ``file_put`` (base64 content, optionally sent at once) and ``files``.
+Blobs live in :class:`meshhub.files.FileStore`; this plugin keeps who uploaded what and who may
+read it (collection ``files``: one document per file and peer, a *grant*).
+:mod:`meshhub.builtins.file_sharing` adds shares, fetching, status and deletion.
 
 A peer may read a file it uploaded or that came to it as an attachment of a message it sent or
 received; the hub's owner may read any. The same bytes are one blob, but a name is per reader:
 each peer gets the name it uploaded the file under, or the one its message carried, never
-another uploader's. Requests travel as one WebSocket frame or HTTP body, so
-``file_put`` through them is bounded by the frame limit too; connectors inside the hub use the
-store directly.
+another uploader's. A grant lasts ``[files] attachment_ttl`` seconds (a day by default) from
+the upload or the message that made it: a file nobody shared is gone after that. Requests travel
+as one WebSocket frame or HTTP body, so ``file_put`` through them is bounded by the frame limit
+too; larger files go through the streaming routes of :mod:`meshhub.builtins.file_transfer`, and
+connectors inside the hub use the store directly.
 """
 
 from __future__ import annotations
@@ -15,7 +18,8 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
-from collections.abc import Callable
+import time
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Annotated, Any
 
 from pydantic import Field
@@ -24,7 +28,7 @@ from meshhub import hookimpl
 from meshhub.actions import Action, ActionContext, action
 from meshhub.errors import InvalidRequest, NotFound
 from meshhub.fields import MAX_MIME
-from meshhub.files import FileStore
+from meshhub.files import FileStore, StoredFile
 from meshhub.limits import account
 from meshhub.records import Collection
 
@@ -32,9 +36,10 @@ if TYPE_CHECKING:
     from sqlite_utils.migrations import Migrations
 
     from meshhub.hub import Hub
-    from meshhub.models import Message
+    from meshhub.models import Message, Peer
 
-FILES = Collection("files", indexes=("file", "peer", "uploaded"))
+FILES = Collection("files", indexes=("file", "peer", "uploaded", "expires"))
+DEFAULT_ATTACHMENT_TTL = 86400.0
 
 
 def file_key(sha256: str, peer: str) -> str:
@@ -46,9 +51,20 @@ def store_for(hub: Hub) -> FileStore:
     return FileStore.for_config(hub.config)
 
 
+def attachment_ttl(hub: Hub) -> float:
+    """Seconds a grant lasts (``[files] attachment_ttl``): how long an unshared file is kept."""
+    value = hub.config.section("files").get("attachment_ttl", DEFAULT_ATTACHMENT_TTL)
+    if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
+        raise InvalidRequest("[files] attachment_ttl must be a positive number of seconds")
+    return float(value)
+
+
 async def grant(hub: Hub, file: dict[str, Any], peers: list[str], uploader: str | None) -> None:
-    """Record that ``peers`` may read ``file`` (an attachment dict). A peer keeps the name it
-    was first given; an upload marks it as the uploader whenever it comes."""
+    """Record that ``peers`` may read ``file`` (an attachment dict) until the attachment
+    lifetime from now. A peer keeps the name it was first given; an upload marks it as the
+    uploader whenever it comes; a later grant only ever moves the expiry later."""
+    expires = time.time() + attachment_ttl(hub)
+
     def change(peer: str) -> Callable[[dict[str, Any] | None], dict[str, Any] | None]:
         uploaded = peer == uploader
 
@@ -57,10 +73,11 @@ async def grant(hub: Hub, file: dict[str, Any], peers: list[str], uploader: str 
                 return {"file": file["file"], "peer": peer, "name": file.get("name", "file"),
                         "size": int(file.get("size", 0)),
                         "mime": file.get("mime", "application/octet-stream"),
-                        "uploaded": uploaded}
-            if found["uploaded"] or not uploaded:
+                        "uploaded": uploaded, "expires": expires}
+            if (found["uploaded"] or not uploaded) and found.get("expires", 0) >= expires:
                 return None
-            return found | {"uploaded": True}
+            return found | {"uploaded": found["uploaded"] or uploaded,
+                            "expires": max(found.get("expires", 0), expires)}
 
         return merge
 
@@ -94,12 +111,27 @@ async def label_for(hub: Hub, peer_key: str, sha256: str, *,
                                        str(label.get("mime") or "application/octet-stream"))
 
 
+def decode_content(content: str) -> bytes:
+    try:
+        return base64.b64decode(content, validate=True)
+    except (binascii.Error, ValueError):
+        raise InvalidRequest("content must be base64") from None
+
+
+def keep_upload(hub: Hub, peer: Peer, stored: StoredFile, data: bytes) -> Awaitable[None]:
+    """Write an upload's blob at once, charge it to the uploader's storage quota (checked
+    before), and grant it to the uploader (the awaitable)."""
+    store_for(hub).write(stored, data)
+    hub.limits.storage.add(account(peer), len(data))
+    return grant(hub, stored.attachment(), [peer.key], peer.key)
+
+
 @action()
 async def file_put(
     ctx: ActionContext,
     content: Annotated[str, "the file's bytes, base64-encoded"],
     name: Annotated[str, "the file name to show (made safe, cut to 120 characters)"],
-    mime: Annotated[str | None, "media type; guessed from the name when left out",
+    mime: Annotated[str | None, "media type claimed; what the bytes show wins (sniffed)",
                     Field(max_length=MAX_MIME)] = None,
     to: Annotated[str | list[str] | None, "also send it at once to these targets"] = None,
     text: Annotated[str, "the message to send with it (with ``to``)"] = "",
@@ -108,13 +140,9 @@ async def file_put(
     """Store a file on the hub; with ``to`` (or ``reply_to``) also send it as an attachment.
 
     A send that is refused (an unknown target, a thread you cannot see) stores nothing."""
-    try:
-        data = base64.b64decode(content, validate=True)
-    except (binascii.Error, ValueError):
-        raise InvalidRequest("content must be base64") from None
+    data = decode_content(content)
     ctx.hub.limits.storage.check(account(ctx.peer), len(data))
-    files_store = store_for(ctx.hub)
-    stored = files_store.describe(data, name, mime)
+    stored = store_for(ctx.hub).describe(data, name, mime)
     attachment = stored.attachment()
     pending = None
     if to is not None or reply_to is not None:
@@ -122,9 +150,7 @@ async def file_put(
                                              attachments=[attachment])
     # written before the message just queued can commit (no await in between), so the
     # attachment's blob is there when the message is accepted
-    files_store.write(stored, data)
-    ctx.hub.limits.storage.add(account(ctx.peer), len(data))
-    await grant(ctx.hub, attachment, [ctx.peer.key], ctx.peer.key)
+    await keep_upload(ctx.hub, ctx.peer, stored, data)
     result: dict[str, Any] = dict(attachment)
     if pending is not None:
         result["sent"] = await pending.wait()
@@ -132,37 +158,23 @@ async def file_put(
 
 
 @action(read_only=True)
-async def file_get(
-    ctx: ActionContext, id: Annotated[str, "the file's id (its sha256)"]
-) -> dict[str, Any]:
-    """A file you uploaded or received: its name, size, type and base64 content.
-
-    The name is the one you uploaded it under, or the one the message that brought it gave."""
-    label = await label_for(ctx.hub, ctx.peer.key, id, any_peer=ctx.is_admin)
-    if label is None and not ctx.is_admin:
-        raise NotFound(f"no file {id} that you uploaded or received")
-    data = store_for(ctx.hub).get(id)
-    name, mime = label or ("file", "application/octet-stream")
-    return {"file": id, "name": name, "size": len(data), "mime": mime,
-            "content": base64.b64encode(data).decode()}
-
-
-@action(read_only=True)
 async def files(
     ctx: ActionContext,
     limit: Annotated[int, "at most this many (1-500), newest first"] = 50,
 ) -> list[dict[str, Any]]:
-    """Files you uploaded or received."""
+    """Files you uploaded or received and may still fetch (attachments expire; see
+    ``file_share`` to keep one)."""
     if not 1 <= limit <= 500:
         raise InvalidRequest("limit must be between 1 and 500")
     page = await ctx.hub.records.find("files", {"peer": ctx.peer.key}, order="-created_at",
                                       limit=limit)
     return [{"file": v["file"], "name": v["name"], "size": v["size"], "mime": v["mime"],
-             "uploaded": bool(v["uploaded"]), "created_at": r.created_at}
+             "uploaded": bool(v["uploaded"]), "created_at": r.created_at,
+             "expires": v.get("expires")}
             for r, v in ((r, r.value) for r in page.records)]
 
 
-ALL: list[Action] = [file_put, file_get, files]
+ALL: list[Action] = [file_put, files]
 
 
 @hookimpl
