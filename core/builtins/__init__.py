@@ -15,5 +15,6 @@ DEFAULT_PLUGINS: tuple[str, ...] = (
     "meshhub.builtins.memories",
     "meshhub.builtins.conversation_logs",
     "meshhub.builtins.search_actions",
+    "meshhub.builtins.active_files",
     "meshhub.bridge.pairing",
 )
