@@ -15,11 +15,11 @@ import anyio
 import pytest
 
 from meshhub.client import MeshClient
-from meshhub.errors import InvalidRequest
+from meshhub.errors import InvalidRequest, TooLarge
 from meshhub.report import build_report
 from meshhub_mcp.active_files import repo_identity
 
-from .helpers import HUB_BIN, api_call, base_env, free_port, make_identity, token_for
+from .helpers import HUB_BIN, api_call, base_env, eventually, free_port, make_identity, token_for
 from .test_mcp import Session, mcp_params, stdio_session
 from .test_mcp_install import start_session, stop_session
 
@@ -109,6 +109,20 @@ async def test_bad_paths_are_refused_naming_the_field(inproc, tmp_path):
         assert (await a.call("files_active"))["files"] == []
 
 
+async def test_a_peer_has_at_most_200_active_files(inproc, tmp_path):
+    served = await inproc()
+    ann = make_identity(tmp_path / "people", "ann")
+    async with ann.client(served.url) as a:
+        for start in range(0, 200, 20):
+            await a.call("files_editing", paths=[f"/srv/{n}.py" for n in range(start, start + 20)])
+        await a.call("files_editing", paths=["/srv/0.py", "/srv/199.py"])  # again: still 200
+        with pytest.raises(TooLarge, match="at most 200"):
+            await a.call("files_editing", paths=["/srv/0.py", "/srv/200.py"])
+        assert len((await a.call("files_active"))["files"]) == 200
+        await a.call("files_done", paths=["/srv/0.py"])
+        await a.call("files_editing", paths=["/srv/200.py"])
+
+
 def test_a_remote_names_the_repository_without_scheme_user_or_git():
     for remote in ("git@github.com:acme/app.git", "https://github.com/acme/app",
                    "ssh://git@GitHub.com:22/acme/app.git/",
@@ -186,6 +200,12 @@ async def test_two_sessions_editing_one_file_each_get_one_conflict(hub, people, 
         assert sorted(f["peer"] for f in active["files"]) == ["ann-one", "bob-two"]
         assert {f["file"] for f in active["files"]} == {"example.com/acme/app:src/app.py"}
         assert (await s2.call("mesh_files_done"))["done"] == 1
+    async with ann.client(hub.url) as a:  # the sessions that ended said files_done
+        assert await eventually(lambda: _none_active(a))
+
+
+async def _none_active(client: MeshClient) -> bool:
+    return (await client.call("files_active"))["files"] == []
 
 
 def test_the_edit_hook_exits_0_with_no_hub(tmp_path, people):

@@ -28,7 +28,7 @@ from pydantic import Field
 from meshhub import hookimpl
 from meshhub.actions import Action, ActionContext, action
 from meshhub.directory import check_group
-from meshhub.errors import InvalidRequest
+from meshhub.errors import InvalidRequest, TooLarge
 from meshhub.fields import MAX_GROUP, MAX_PATH, MAX_REPO
 from meshhub.records import Change, Collection, Conflict, Range
 from meshhub.report import ReportSection, report_text
@@ -40,6 +40,7 @@ if TYPE_CHECKING:
 TTL = 1800.0  # seconds a report of a file counts as editing it
 REMEMBER = 86400.0  # seconds a pair's conflict over a file is not told again
 MAX_FILES = 20  # files one report names
+MAX_ACTIVE = 200  # files one peer may have active at once (each is a document kept for ttl)
 MAX_LISTED = 1000  # active files files_active shows
 _ABSOLUTE = re.compile(r"^(/|[A-Za-z]:[\\/])")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
@@ -132,6 +133,19 @@ async def _new_conflicts(hub: Hub, me: Peer, file: str, since: float,
     return found
 
 
+async def _check_room(hub: Hub, me: str, files: list[str]) -> None:
+    """Refuse a report that would make the peer's active files more than :data:`MAX_ACTIVE`
+    (each is kept for ``ttl``: without a bound, a peer could fill the store with them)."""
+    active = await hub.records.count(ACTIVE.name, {"peer": me})
+    if active + len(files) <= MAX_ACTIVE:
+        return
+    new = {f for f in files if await hub.records.get(ACTIVE.name, f"{me} {f}") is None}
+    if active + len(new) > MAX_ACTIVE:
+        raise TooLarge(f"you have {active} active files; at most {MAX_ACTIVE} at once: call "
+                       "files_done for those you stopped editing", limit=MAX_ACTIVE,
+                       size=active + len(new))
+
+
 @action()
 async def files_editing(
     ctx: ActionContext,
@@ -144,10 +158,11 @@ async def files_editing(
 ) -> dict[str, Any]:
     """Report that you are editing these files (again: the report keeps them active).
 
-    Any peer may report its own. ``conflicts`` lists the peers of your team editing one of
-    them that you had not been told of; both of you also get a ``record`` event of
-    ``file_conflicts``, once per pair and file."""
+    Any peer may report its own, at most 200 at once. ``conflicts`` lists the peers of your
+    team editing one of them that you had not been told of; both of you also get a ``record``
+    event of ``file_conflicts``, once per pair and file."""
     named = [file_name(repo, p) for p in paths]  # all checked before anything is written
+    await _check_room(ctx.hub, ctx.peer.key, [file for file, _ in named])
     ttl, remember = settings(ctx.hub)
     now, conflicts = time.time(), []
     for file, path in dict(named).items():
@@ -162,8 +177,8 @@ async def files_active(
     group: Annotated[str | None, "only peers in this group (or a subgroup of it)",
                      Field(max_length=MAX_GROUP)] = None,
 ) -> dict[str, Any]:
-    """Who is editing which file, since when, by file. Every peer sees its own team's (the
-    hub's owner sees everyone's)."""
+    """Who is editing which file, since when, by file (the first editor first). Every peer
+    sees its own team's (the hub's owner sees everyone's)."""
     wanted = check_group(group) if group else None
     peers, out = ctx.hub.directory.peers, []
     page = await ctx.hub.records.find(ACTIVE.name, {}, order="file", limit=MAX_LISTED)
@@ -176,6 +191,7 @@ async def files_active(
             out.append({"file": doc["file"], "repo": doc.get("repo"), "path": doc["path"],
                         "peer": peer.name, "peer_key": peer.key, "since": doc["since"],
                         "last_at": doc["last_at"]})
+    out.sort(key=lambda f: (f["file"], f["since"]))
     return {"files": out, "more": page.cursor is not None}
 
 
