@@ -47,6 +47,7 @@ log = logging.getLogger("meshhub_mcp")
 HUB_BUDGET = 0.8  # seconds a hook's question may wait for the hub
 MAX_REQUEST = 16384  # bytes: a request is one short JSON line (a path may be 1024 characters)
 MAX_FILES = 4  # files one request names
+REPORT_WAIT = 10.0  # seconds a report of edited files may take (git, then the hub) at most
 REMEMBER = 500  # message ids remembered as already named
 INBOX_LIMIT = 20  # unread messages fetched to name the new ones
 STATUS = {"user-prompt-submit": "working", "stop": "idle"}
@@ -148,7 +149,8 @@ class HookServer:
         deadline = loop.time() + HUB_BUDGET
         report = None
         if self._files is not None and files and self._connected():
-            report = self._spawn(self._files.edited(files, cwd), "report the edited files")
+            report = self._spawn(asyncio.wait_for(self._files.edited(files, cwd), REPORT_WAIT),
+                                 "report the edited files")
         lines = [await self._unread_line()]
         if report is not None:
             await asyncio.wait({report}, timeout=max(0.0, deadline - loop.time()))
@@ -177,7 +179,6 @@ class HookServer:
     def _send_status(self, status: str) -> None:
         if not self._connected():
             return  # sent by :meth:`reconnected`
-
         self._spawn(asyncio.wait_for(self._call("set_status", status=status), HUB_BUDGET * 5),
                     f"set status {status}")
 
