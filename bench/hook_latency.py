@@ -12,16 +12,19 @@ finds nothing new: the path Claude Code takes after almost every tool call. Each
 ``hub`` executable as Claude Code does (a new process, the hook's JSON on stdin); the samples of
 the rows of one phase are interleaved, so a noisy moment hits them all alike.
 
-Rows: ``python -c pass``; ``hub hook post-tool-use`` and ``user-prompt-submit`` with the hub up;
+Rows: ``python -c pass``; ``hub hook post-tool-use`` (after a Bash call, and after an Edit: the
+session also reports the edited file, in a git checkout, to the hub within the answer's budget)
+and ``user-prompt-submit`` with the hub up;
 ``post-tool-use`` with the hub stopped (the session still running) and with no session at all;
 ``hub --version`` (the full command line, for reference: what a hook cost before it had its own
-entry point). Goals: both ``post-tool-use`` p50s (hub up, hub down) <= 100 ms.
+entry point). Goals: the ``post-tool-use`` p50s (hub up, after Bash and after Edit; hub down)
+<= 100 ms.
 
 A hook that did nothing (a dead session, no socket) answers just as fast, so after each phase
 the bench checks, untimed, that the hooks did their work, and exits non-zero if not: with the
-hub up, hub and session still run, the hub shows the session ``working`` (user-prompt-submit)
-and post-tool-use names a newly sent message; with the hub down, the session still runs and
-answers on its hook socket.
+hub up, hub and session still run, the hub shows the session ``working`` (user-prompt-submit),
+the edited file active (``files_active``) and post-tool-use names a newly sent message; with
+the hub down, the session still runs and answers on its hook socket.
 """
 
 from __future__ import annotations
@@ -85,13 +88,14 @@ def timed(argv: list[str], env: dict[str, str], stdin: bytes) -> tuple[float, by
     return elapsed, out.stdout
 
 
-def sample(rows: dict[str, list[str]], n: int, env: dict[str, str],
-           stdin: bytes) -> dict[str, list[float]]:
-    """``n`` runs of each command, interleaved; seconds per run."""
+def sample(rows: dict[str, list[str]], n: int, env: dict[str, str], stdin: bytes,
+           inputs: dict[str, bytes] | None = None) -> dict[str, list[float]]:
+    """``n`` runs of each command, interleaved; seconds per run. ``inputs``: the rows given
+    another stdin than ``stdin``."""
     times: dict[str, list[float]] = {label: [] for label in rows}
     for _ in range(n):
         for label, argv in rows.items():
-            times[label].append(timed(argv, env, stdin)[0])
+            times[label].append(timed(argv, env, (inputs or {}).get(label, stdin))[0])
     return times
 
 
@@ -110,6 +114,24 @@ def status_on_hub(env: dict[str, str]) -> str | None:
     out = subprocess.run([HUB, "peers", "--json"], env=env, stdout=subprocess.PIPE,
                          stderr=subprocess.DEVNULL, check=True).stdout
     return next((p["status"] for p in json.loads(out) if p["name"] == SESSION), None)
+
+
+def edited_on_hub(env: dict[str, str]) -> bool:
+    """The session's edited file is active on the hub (``hub call files_active``)."""
+    out = subprocess.run([HUB, "call", "files_active"], env=env,
+                         stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, check=True).stdout
+    return any(f["peer"] == SESSION and f["path"] == "src/app.py"
+               for f in json.loads(out)["files"])
+
+
+def checkout(root: Path) -> Path:
+    """A git checkout with an origin remote and the file the Edit rows edit."""
+    root.mkdir()
+    for args in (["init", "-q"], ["remote", "add", "origin", "git@example.com:acme/app.git"]):
+        subprocess.run(["git", *args], cwd=root, check=True, stdout=subprocess.DEVNULL)
+    (root / "src").mkdir()
+    (root / "src" / "app.py").write_text("print('hi')\n")
+    return root
 
 
 def socket_answers(path: Path) -> bool:
@@ -146,6 +168,13 @@ def run(n: int) -> dict[str, list[float]]:
             "tool_name": "Bash", "tool_input": {"command": "ls -la"},
             "tool_response": {"stdout": "x" * 2000, "stderr": ""},
         }).encode()
+        repo = checkout(root / "app")
+        edit = json.dumps({
+            "session_id": "0" * 36, "hook_event_name": "PostToolUse", "cwd": str(repo),
+            "tool_name": "Edit", "tool_input": {"file_path": str(repo / "src" / "app.py"),
+                                                "old_string": "hi", "new_string": "ho"},
+            "tool_response": {"filePath": str(repo / "src" / "app.py"), "success": True},
+        }).encode()
         procs: list[subprocess.Popen[bytes]] = []
         try:
             hub = subprocess.Popen([HUB, "start", "--host", "127.0.0.1", "--port", str(port),
@@ -173,14 +202,18 @@ def run(n: int) -> dict[str, list[float]]:
                 fail("the session shows 'working' before any user-prompt-submit")
             up = sample({"python -c pass": [sys.executable, "-c", "pass"],
                          "hook post-tool-use, hub up": hook,
+                         "hook post-tool-use Edit, hub up": hook,
                          "hook user-prompt-submit, hub up": [HUB, "hook", "user-prompt-submit"],
-                         "hub --version (full CLI)": [HUB, "--version"]}, n, env, stdin)
+                         "hub --version (full CLI)": [HUB, "--version"]}, n, env, stdin,
+                        {"hook post-tool-use Edit, hub up": edit})
             # untimed: the hooks reached the session and, through it, the hub
             alive(hub, "the hub")
             alive(session, "the session (hub mcp)")
             if not eventually(lambda: status_on_hub(env) == "working", 5):
                 fail("user-prompt-submit did not make the session 'working' on the hub (it is "
                      f"{status_on_hub(env)})")
+            if not edited_on_hub(env):
+                fail("post-tool-use after an Edit did not report the file to the hub")
             message()
             if not eventually(named, 10):
                 fail("post-tool-use did not name a new message after the timed phase")
@@ -216,6 +249,9 @@ def main() -> None:
     goals = [
         Goal("hook", "post-tool-use p50, hub up", p50_p99(times["hook post-tool-use, hub up"])[0],
              "ms", GOAL_MS, baseline=base_up, ratio_goal=False),
+        Goal("hook", "post-tool-use after Edit p50, hub up",
+             p50_p99(times["hook post-tool-use Edit, hub up"])[0], "ms", GOAL_MS,
+             baseline=base_up, ratio_goal=False),
         Goal("hook", "post-tool-use p50, hub down",
              p50_p99(times["hook post-tool-use, hub down"])[0], "ms", GOAL_MS,
              baseline=base_down, ratio_goal=False),

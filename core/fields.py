@@ -36,6 +36,8 @@ MAX_OPTION = 40  # one such answer
 MAX_EMOJI = 32  # one reaction
 MAX_TOOL = 200  # an agent tool's name (a permission prompt's, a hook's)
 MAX_NAMES = 100  # names a send mentions or whispers to (as many as its targets)
+MAX_PATH = 1024  # a file's path, as an agent tool names the file it edits
+MAX_REPO = 300  # a repository's identity (host/owner/name of its remote, or its directory)
 
 Sized = TypeVar("Sized", str, list[Any], dict[str, Any])
 

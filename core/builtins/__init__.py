@@ -25,5 +25,6 @@ DEFAULT_PLUGINS: tuple[str, ...] = (
     "meshhub.builtins.artifacts",
     "meshhub.builtins.file_sharing",
     "meshhub.builtins.file_transfer",
+    "meshhub.builtins.active_files",
     "meshhub.bridge.pairing",
 )

@@ -15,7 +15,9 @@ session process of this user answers within :data:`ANSWER_WAIT`.
 
 The socket speaks one JSON line each way: ``{"v": 1, "event": "<event>"}`` (plus ``"tool"``,
 the hook's ``tool_name``, when it has one: the session closes the relayed permission prompt of
-that tool), then ``{"output": <hook output object or null>}``.
+that tool; and for a tool that edits a file, ``"files"``, the path it names, and ``"cwd"``, the
+hook's: the session reports the file as being edited), then ``{"output": <hook output object
+or null>}``.
 """
 
 from __future__ import annotations
@@ -35,6 +37,9 @@ ANSWER_WAIT = 1.5  # seconds for the session's answer (it gives the hub 0.8 s of
 STDIN_WAIT = 0.2  # seconds to wait for the hook's JSON when stdin is left open
 MAX_ANSWER = 256 * 1024  # bytes: an answer is one short line
 MAX_TOOL = 200  # meshhub.fields.MAX_TOOL, written here: this module loads nothing of meshhub
+MAX_PATH = 1024  # meshhub.fields.MAX_PATH: a longer path is left out, not cut into another one
+EDIT_TOOLS = {"Edit": "file_path", "Write": "file_path", "MultiEdit": "file_path",
+              "NotebookEdit": "notebook_path"}  # Claude Code's tools that edit a file
 
 
 def read_stdin(timeout: float = STDIN_WAIT) -> str:
@@ -114,12 +119,28 @@ def ask(path: Path, request: dict[str, Any], timeout: float) -> dict[str, Any] |
 
 
 def request_line(event: str, payload: Any) -> dict[str, Any]:
-    """What the session is asked: the event, and the tool it was about when the hook says."""
+    """What the session is asked: the event, the tool it was about when the hook says, and
+    the file that tool edited."""
     request: dict[str, Any] = {"v": 1, "event": event}
     tool = payload.get("tool_name") if isinstance(payload, dict) else None
     if isinstance(tool, str) and tool:
         request["tool"] = tool[:MAX_TOOL]
+        if event == "post-tool-use":
+            request.update(edited(payload, tool))
     return request
+
+
+def edited(payload: dict[str, Any], tool: str) -> dict[str, Any]:
+    """``files`` and ``cwd`` for a tool that edited a file (nothing for the others, or for a
+    path that is not a short line of text)."""
+    tool_input = payload.get("tool_input")
+    path = tool_input.get(EDIT_TOOLS[tool]) if tool in EDIT_TOOLS \
+        and isinstance(tool_input, dict) else None
+    if not isinstance(path, str) or not 0 < len(path) <= MAX_PATH or "\n" in path:
+        return {}
+    cwd = payload.get("cwd")
+    fits = isinstance(cwd, str) and os.path.isabs(cwd) and len(cwd) <= MAX_PATH
+    return {"files": [path], **({"cwd": cwd} if fits else {})}
 
 
 def run(event: str, stdin_text: str) -> str:

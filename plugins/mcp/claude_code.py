@@ -8,7 +8,8 @@ to ``~/.claude/settings.json``:
   ``working``;
 * ``Stop`` -> ``hub hook stop``: ``idle``;
 * ``PostToolUse`` -> ``hub hook post-tool-use``: adds an ``additionalContext`` line naming
-  unread messages, never naming a message twice;
+  unread messages, never naming a message twice, and, after an edit, reports the file as being
+  edited and names an edit conflict over it once (see :mod:`.active_files`);
 * ``PostToolUseFailure`` -> ``hub hook post-tool-use-failure``: nothing to add.
 
 ``UserPromptSubmit``, ``Stop`` and both tool hooks also close the relayed permission prompts the

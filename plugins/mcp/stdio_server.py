@@ -13,8 +13,8 @@ Once the hub answers, its own list wins, and the client is told with
 The hub is retried in the background for as long as the session lives; a tool called while it is
 unreachable returns an error result saying so. Arriving messages are written as channel
 notifications (see :mod:`.push`) and acked only after that; so are changes of the shared state
-the session follows (``--state``). Claude Code's tool-permission
-prompts are relayed to the member's people (see :mod:`.permissions`), unless
+the session follows (``--state``) and its edit conflicts (see :mod:`.active_files`). Claude
+Code's tool-permission prompts are relayed to the member's people (see :mod:`.permissions`), unless
 ``MESHHUB_PERMISSION_RELAY=off``. A structured message the session sends carries a snapshot
 of its working directory (see :mod:`.context`).
 """
@@ -34,6 +34,7 @@ from meshhub.client import SHUT_OUT_CODES
 from meshhub.config import load_config
 from meshhub.errors import AuthFailed, MeshError
 
+from .active_files import ActiveFiles
 from .context import ContextSnapshot
 from .hook_server import HookServer
 from .permissions import PermissionRelay
@@ -76,8 +77,9 @@ class StdioSession:
         self._refusal = ""
         self.context = ContextSnapshot()
         self.relay = PermissionRelay(self.client.call, self.client.connected)
+        self.files = ActiveFiles(self.client.call, lambda: str(self.client.peer.get("key", "")))
         self.hooks = HookServer(opts.home, opts.name, self.client.call,
-                                self.client.connected.is_set, self.relay.hook_event)
+                                self.client.connected.is_set, self.relay.hook_event, self.files)
 
     # -- the hub connection ----------------------------------------------------------------
     def _note(self, state: str, detail: str = "") -> None:
@@ -211,6 +213,7 @@ class StdioSession:
         """Runs once the MCP client is initialized: push arrivals until the session ends."""
         self._sender = sender
         self._notices = StateNotices(self.opts.state, sender.send_channel)
+        self.files.channel(sender.send_channel)
         if self.opts.mode == "off":
             return
         pusher = Pusher(self.opts.mode, sender.send_channel, self._ack, self._counts)
@@ -226,13 +229,15 @@ class StdioSession:
             await pusher.close()
 
     async def _follow_events(self) -> None:
-        """Shared-state changes the session follows become notifications; the hub's other
-        events (presence, settled approvals) are nothing the model is told. Every event is
-        read, or the client's queue of them grows for as long as the session lives."""
+        """Shared-state changes the session follows and its edit conflicts become
+        notifications; the hub's other events (presence, settled approvals) are nothing the
+        model is told. Every event is read, or the client's queue of them grows for as long as
+        the session lives."""
         while True:
             event = await self.client.events.get()
             if self._notices is not None:
                 self._notices.offer(event)
+            self.files.offer(event)
 
     async def serve(self) -> None:
         await self.hooks.start()
@@ -254,7 +259,16 @@ class StdioSession:
                 with contextlib.suppress(asyncio.CancelledError, Exception):
                     await task
             await self.hooks.stop()
+            await self._files_done()
             await self.client.close()
+
+    async def _files_done(self) -> None:
+        """The session's files are no longer being edited (they would expire anyway)."""
+        if self.client.connected.is_set():
+            try:
+                await asyncio.wait_for(self.files.done(), CONNECT_WAIT)
+            except (TimeoutError, ConnectionError, MeshError) as exc:
+                log.info("could not end the session's active files: %s", exc)
 
 
 def _specs(described: list[dict[str, Any]]) -> list[ToolSpec]:

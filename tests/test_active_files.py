@@ -1,0 +1,232 @@
+"""Active files and edit conflicts end to end: the client library, the HTTP API, and real
+`hub mcp` sessions whose PostToolUse hooks (`hub hook post-tool-use`) report an edited file,
+against a real hub on 127.0.0.1."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import subprocess
+import time
+from pathlib import Path
+from typing import Any
+
+import anyio
+import pytest
+
+from meshhub.client import MeshClient
+from meshhub.errors import InvalidRequest, TooLarge
+from meshhub.report import build_report
+from meshhub_mcp.active_files import repo_identity
+
+from .helpers import HUB_BIN, api_call, base_env, eventually, free_port, make_identity, token_for
+from .test_mcp import Session, mcp_params, stdio_session
+from .test_mcp_install import start_session, stop_session
+
+FILE = "github.com/acme/app:src/app.py"
+
+
+async def conflict_events(client: MeshClient, wait: float = 0.3) -> list[dict[str, Any]]:
+    """The ``file_conflicts`` record events the client has received by now."""
+    await asyncio.sleep(wait)
+    found = []
+    while not client.events.empty():
+        event = client.events.get_nowait()
+        if event.get("event") == "record" and event.get("collection") == "file_conflicts":
+            found.append(event)
+    return found
+
+
+async def next_conflict(client: MeshClient) -> dict[str, Any]:
+    with anyio.fail_after(10):
+        while True:
+            event = await client.events.get()
+            if event.get("event") == "record" and event.get("collection") == "file_conflicts":
+                return event
+
+
+async def test_one_conflict_per_pair_and_file_through_the_client_and_http(inproc, tmp_path):
+    served = await inproc()
+    since = time.time() - 1
+    ann, bob, cy = (make_identity(tmp_path / "people", n) for n in ("ann", "bob", "cy"))
+    async with ann.client(served.url) as a, bob.client(served.url) as b, \
+            cy.client(served.url, groups={"ops": "member"}) as c:
+        first = await a.call("files_editing", paths=["src/app.py"], repo="github.com/acme/app")
+        assert first == {"files": [FILE], "conflicts": []}
+        token = await token_for(b)
+        second = await api_call(served.url, token, "files_editing", paths=["./src/app.py"],
+                                repo="github.com/acme/app")
+        (conflict,) = second["conflicts"]
+        assert conflict["file"] == FILE and conflict["path"] == "src/app.py"
+        assert sorted(p["name"] for p in conflict["peers"]) == ["ann", "bob"]
+        for client in (a, b):  # both hear of it, naming the other and since when
+            event = await next_conflict(client)
+            assert event["op"] == "put" and event["value"] == conflict
+            assert all(p["since"] > since for p in event["value"]["peers"])
+
+        again = await b.call("files_editing", paths=["src/app.py"], repo="github.com/acme/app")
+        assert again["conflicts"] == []  # told once per pair and file
+        await a.call("files_editing", paths=["src/app.py"], repo="github.com/acme/app")
+        other = await c.call("files_editing", paths=["src/app.py"], repo="github.com/acme/app")
+        assert other["conflicts"] == []  # cy shares no group with ann and bob
+        for client in (a, b, c):
+            assert await conflict_events(client) == []
+
+        seen = await a.call("files_active")
+        assert [(f["peer"], f["file"]) for f in seen["files"]] == [("ann", FILE), ("bob", FILE)]
+        assert [f["peer"] for f in (await c.call("files_active"))["files"]] == ["cy"]
+        assert (await c.call("files_active", group="ops"))["files"][0]["peer"] == "cy"
+        assert (await a.call("files_active", group="ops"))["files"] == []
+
+        peers = served.hub.directory.peers
+        report = await build_report(served.hub, peers[a.peer["key"]], since, time.time() + 1)
+        assert "## Active files" in report and r"github\.com/acme/app:src/app\.py" in report
+        assert "ann (since" in report and "bob (since" in report
+        report = await build_report(served.hub, peers[c.peer["key"]], since, time.time() + 1)
+        assert "Active files" not in report
+
+        assert await b.call("files_done") == {"done": 1}
+        assert [f["peer"] for f in (await a.call("files_active"))["files"]] == ["ann"]
+        done = await api_call(served.url, token, "files_done", paths=["src/app.py"],
+                              repo="github.com/acme/app")
+        assert done == {"done": 0}
+
+
+async def test_bad_paths_are_refused_naming_the_field(inproc, tmp_path):
+    served = await inproc()
+    ann = make_identity(tmp_path / "people", "ann")
+    async with ann.client(served.url) as a:
+        with pytest.raises(InvalidRequest, match="not absolute"):
+            await a.call("files_editing", paths=["src/app.py"])
+        with pytest.raises(InvalidRequest, match="inside the repository"):
+            await a.call("files_editing", paths=["../etc/passwd"], repo="github.com/acme/app")
+        with pytest.raises(InvalidRequest, match="paths"):
+            await a.call("files_editing", paths=["/srv/a\nb"])
+        with pytest.raises(InvalidRequest, match="paths.0 is over its limit: at most 1024"):
+            await a.call("files_editing", paths=["/" + "x" * 2000])
+        with pytest.raises(InvalidRequest):
+            await a.call("files_editing", paths=[])
+        assert (await a.call("files_active"))["files"] == []
+
+
+async def test_a_peer_has_at_most_200_active_files(inproc, tmp_path):
+    served = await inproc()
+    ann = make_identity(tmp_path / "people", "ann")
+    async with ann.client(served.url) as a:
+        for start in range(0, 200, 20):
+            await a.call("files_editing", paths=[f"/srv/{n}.py" for n in range(start, start + 20)])
+        await a.call("files_editing", paths=["/srv/0.py", "/srv/199.py"])  # again: still 200
+        with pytest.raises(TooLarge, match="at most 200"):
+            await a.call("files_editing", paths=["/srv/0.py", "/srv/200.py"])
+        assert len((await a.call("files_active"))["files"]) == 200
+        await a.call("files_done", paths=["/srv/0.py"])
+        await a.call("files_editing", paths=["/srv/200.py"])
+
+
+def test_a_remote_names_the_repository_without_scheme_user_or_git():
+    for remote in ("git@github.com:acme/app.git", "https://github.com/acme/app",
+                   "ssh://git@GitHub.com:22/acme/app.git/",
+                   "https://ann:secret@github.com/acme/app.git"):
+        assert repo_identity(remote) == "github.com/acme/app", remote
+    assert repo_identity("/srv/git/app.git") == "/srv/git/app"
+
+
+def clone(root: Path, remote: str) -> Path:
+    """A git checkout with ``remote`` as its origin and a file ``src/app.py``."""
+    root.mkdir(parents=True)
+    for args in (["init", "-q"], ["remote", "add", "origin", remote]):
+        subprocess.run(["git", *args], cwd=root, check=True, capture_output=True)
+    (root / "src").mkdir()
+    (root / "src" / "app.py").write_text("print('hi')\n")
+    return root
+
+
+def edit_hook(home: Path, session: str, cwd: Path, path: str) -> str:
+    """`hub hook post-tool-use` as Claude Code runs it after an Edit of ``path``."""
+    payload = {"hook_event_name": "PostToolUse", "cwd": str(cwd), "tool_name": "Edit",
+               "tool_input": {"file_path": path, "old_string": "hi", "new_string": "ho"}}
+    out = subprocess.run([HUB_BIN, "hook", "post-tool-use"], input=json.dumps(payload),
+                         env=base_env(home, MESHHUB_SESSION_NAME=session), capture_output=True,
+                         text=True, timeout=30)
+    assert out.returncode == 0 and out.stderr == "", out
+    return out.stdout
+
+
+def context_of(stdout: str) -> str:
+    return str(json.loads(stdout)["hookSpecificOutput"]["additionalContext"])
+
+
+async def hook(home: Path, session: str, cwd: Path, path: str) -> str:
+    return await anyio.to_thread.run_sync(edit_hook, home, session, cwd, path)
+
+
+async def ready(s: Session) -> None:
+    await s.call("mesh_whoami")
+
+
+async def test_two_sessions_editing_one_file_each_get_one_conflict(hub, people, tmp_path):
+    ann, bob, cy = people("ann", "bob", "cy")
+    one = clone(tmp_path / "one", "git@example.com:acme/app.git")
+    two = clone(tmp_path / "two", "https://bob:secret@example.com/acme/app")
+    three = clone(tmp_path / "three", "https://example.com/acme/app.git")
+    params = [mcp_params(ann, hub.url, MESHHUB_SESSION_NAME="ann-one"),
+              mcp_params(bob, hub.url, MESHHUB_SESSION_NAME="bob-two"),
+              mcp_params(cy, hub.url, MESHHUB_SESSION_NAME="cy-three", MESHHUB_GROUPS="ops")]
+    for item, cwd in zip(params, (one, two, three), strict=True):
+        item.cwd = cwd
+    async with stdio_session(params[0]) as s1, stdio_session(params[1]) as s2, \
+            stdio_session(params[2]) as s3:
+        for s in (s1, s2, s3):
+            await ready(s)
+        assert await hook(ann.home, "ann-one", one, str(one / "src" / "app.py")) == ""
+        found = context_of(await hook(bob.home, "bob-two", two, "src/app.py"))
+        assert "ann-one (since" in found and "example.com/acme/app:src/app.py" in found
+        for s, other in ((s1, "bob-two"), (s2, "ann-one")):  # each is told of the other
+            (note,) = await s.pushes.wait(1)
+            assert note.meta == {"kind": "file_conflict",
+                                 "file": "example.com/acme/app:src/app.py"}
+            assert f"{other} (since" in note.content
+        # ann's next tool call names it once; the edits after that repeat nothing
+        assert "bob-two (since" in context_of(await hook(ann.home, "ann-one", one, "src/app.py"))
+        assert await hook(ann.home, "ann-one", one, "src/app.py") == ""
+        assert await hook(bob.home, "bob-two", two, "src/app.py") == ""
+        # cy, in a group neither shares, edits it too: nobody is told
+        assert await hook(cy.home, "cy-three", three, "src/app.py") == ""
+        for s in (s1, s2, s3):
+            assert await s.pushes.none(0.3)
+        assert len(s1.pushes.items) == len(s2.pushes.items) == 1 and s3.pushes.items == []
+
+        active = await s1.call("mesh_files_active")
+        assert sorted(f["peer"] for f in active["files"]) == ["ann-one", "bob-two"]
+        assert {f["file"] for f in active["files"]} == {"example.com/acme/app:src/app.py"}
+        assert (await s2.call("mesh_files_done"))["done"] == 1
+    async with ann.client(hub.url) as a:  # the sessions that ended said files_done
+        assert await eventually(lambda: _none_active(a))
+
+
+async def _none_active(client: MeshClient) -> bool:
+    return (await client.call("files_active"))["files"] == []
+
+
+def test_the_edit_hook_exits_0_with_no_hub(tmp_path, people):
+    (ann,) = people("ann")
+    url = f"http://127.0.0.1:{free_port()}"  # nothing listens there
+    session = start_session(ann.home, url, "ann-lone", tmp_path)
+    try:
+        assert edit_hook(ann.home, "ann-lone", tmp_path, str(tmp_path / "a.py")) == ""
+        assert edit_hook(ann.home, "nobody", tmp_path, "x" * 5000) == ""
+    finally:
+        stop_session(session)
+
+
+async def test_reports_expire_and_a_pair_is_told_again_once_forgotten(inproc, tmp_path):
+    served = await inproc(raw={"active_files": {"ttl": 0.2, "remember": 0.2}})
+    ann, bob = (make_identity(tmp_path / "people", n) for n in ("ann", "bob"))
+    async with ann.client(served.url) as a, bob.client(served.url) as b:
+        await a.call("files_editing", paths=["/srv/app/main.py"])
+        (told,) = (await b.call("files_editing", paths=["/srv/app/main.py"]))["conflicts"]
+        await asyncio.sleep(0.5)  # past both settings
+        assert (await a.call("files_active"))["files"] == []
+        await a.call("files_editing", paths=["/srv/app/main.py"])
+        (again,) = (await b.call("files_editing", paths=["/srv/app/main.py"]))["conflicts"]
+        assert again["file"] == told["file"] == "/srv/app/main.py"
