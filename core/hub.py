@@ -126,7 +126,7 @@ class Hub:
         self.records = Records(self)
         for collection in (MEMBERS, INVITES, AUDIT):  # the core's own, whatever is enabled
             self.records.declare(collection)
-        self.audit = AuditLog(self.records)
+        self.audit = AuditLog(self.records, config.home / "audit.head")
         self.directory: Directory = None  # type: ignore[assignment]
         self.limits = Limits(config)
         self.presence = Presence(self)
@@ -192,6 +192,7 @@ class Hub:
         self.store = store
         await store.open(migrations, list(self.records.collections.values()))
         await self.records.start()
+        await self.audit.open()
         self.directory = Directory(store, self.records)
         self.directory.on_created = lambda peer: self.presence.announce(peer, "joined")
         await self.directory.load()

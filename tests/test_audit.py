@@ -9,6 +9,7 @@ import sqlite3
 
 import pytest
 
+from meshhub.audit import entry_hash
 from meshhub.errors import Forbidden, NotFound
 
 from .helpers import Identity, api_call, collect, token_for
@@ -58,7 +59,8 @@ async def test_core_events_are_logged_with_who_and_never_what(inproc, people, tm
         assert [r["seq"] for r in await o.call("audit", limit=2)] == [
             rows[-2]["seq"], rows[-1]["seq"]]
         assert await o.call("audit_verify") == {
-            "ok": True, "checked": rows[-1]["seq"], "seq": None, "reason": ""}
+            "ok": True, "checked": rows[-1]["seq"], "seq": None, "reason": "",
+            "head": {"seq": rows[-1]["seq"], "hash": rows[-1]["hash"]}}
         owner_token = await token_for(o, cap="admin")
         over_http = await api_call(served.url, owner_token, "audit", limit=3,
                                    event="member_removed")
@@ -78,7 +80,14 @@ def test_cli_verify_and_tail_find_an_edited_row(hub):
     label = f"ci {evil}"
     owner.cli(hub.url, "token", "create", "--label", label)
     intact = owner.cli(hub.url, "audit", "verify")
-    assert intact.stdout.strip() == "2 rows, chain intact"
+    export = owner.cli(hub.url, "audit", "export").stdout
+    exported = [json.loads(line) for line in export.splitlines()]
+    assert [row["seq"] for row in exported] == [1, 2]
+    assert all(row["hash"] == entry_hash(row) for row in exported)
+    assert exported[1]["details"]["label"] == label
+    assert "\x1b" not in export and "\u202e" not in export
+    assert intact.stdout.strip() == (f"2 rows, chain intact (head: row 2, sha256 "
+                                     f"{exported[1]['hash']})")
     tail = owner.cli(hub.url, "audit", "tail", "-n", "5")
     assert "token_created" in tail.stdout and "member_joined" in tail.stdout
     assert "\x1b" not in tail.stdout and "\u202e" not in tail.stdout

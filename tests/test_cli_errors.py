@@ -70,6 +70,7 @@ SPECS: dict[str, Spec] = {
     "approvals policy": Spec(),
     "audit verify": Spec(),
     "audit tail": Spec(),
+    "audit export": Spec(),
     "report": Spec(),
     "web": Spec(["--no-open"]),
     "web invite": Spec(),

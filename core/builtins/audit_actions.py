@@ -53,14 +53,19 @@ async def audit(
                      Field(max_length=MAX_KEY)] = None,
     since: Annotated[str | float | None, "only rows from then on: epoch seconds, a duration "
                      "ago (2h, 3d) or an ISO 8601 time"] = None,
+    after_seq: Annotated[int | None, "instead of the newest: the first rows after this row "
+                         "number (0: from the start), to read the whole log page by page",
+                         Field(ge=0)] = None,
 ) -> list[dict[str, Any]]:
-    """The newest rows of the hub's audit log: who did what (event, actor, subject, small
-    details), never what anyone wrote. The hub's owner only."""
+    """The newest rows of the hub's audit log (or, with ``after_seq``, the rows after one):
+    who did what (event, actor, subject, small details), never what anyone wrote. The hub's
+    owner only."""
     if not 1 <= limit <= MAX_TAIL:
         raise InvalidRequest(f"limit must be between 1 and {MAX_TAIL}")
     return await ctx.hub.audit.entries(
         since=parse_when(since, time.time()) if since is not None else None, event=event,
-        actor=_actor_key(ctx, actor) if actor is not None else None, limit=limit)
+        actor=_actor_key(ctx, actor) if actor is not None else None, after_seq=after_seq,
+        limit=limit)
 
 
 @action(admin=True, read_only=True)

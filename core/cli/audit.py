@@ -5,6 +5,7 @@ the hub is the one writer of its database, and its owner's key is what may read 
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 from typing import Annotated, Any
 
@@ -46,7 +47,9 @@ def audit_verify(as_json: JsonOpt = False) -> None:
     if as_json:
         emit_json(verdict)
     elif verdict["ok"]:
-        typer.echo(f"{verdict['checked']} rows, chain intact")
+        head = verdict.get("head")
+        typer.echo(f"{verdict['checked']} rows, chain intact"
+                   + (f" (head: row {head['seq']}, sha256 {head['hash']})" if head else ""))
     else:
         typer.echo(f"chain broken at row {verdict['seq']}: "
                    f"{for_terminal(verdict['reason'], one_line=True)} "
@@ -89,16 +92,32 @@ def _show(rows: list[dict[str, Any]], as_json: bool, *, header: bool) -> None:
 
 
 async def _follow(last: int, event: str | None, actor: str | None, as_json: bool) -> None:
-    """Read the log's tail every few seconds over one connection and print the rows after
-    ``last`` (Ctrl-C stops)."""
+    """Read the log every few seconds over one connection and print the rows after ``last``
+    (Ctrl-C stops)."""
     async with cli.client(cli.config(), receive=False) as c:
         while True:
             await asyncio.sleep(FOLLOW_EVERY)
-            rows = [r for r in await c.call("audit", limit=1000, event=event, actor=actor)
-                    if r["seq"] > last]
-            if rows:
+            while rows := await c.call("audit", limit=1000, event=event, actor=actor,
+                                       after_seq=last):
                 _show(rows, as_json, header=False)
                 last = rows[-1]["seq"]
+
+
+@audit_app.command("export")
+def audit_export() -> None:
+    """Every row of the audit log, oldest first, one JSON object a line: to keep elsewhere,
+    or to check the chain with another tool (docs/coordination.md)."""
+    cli.run(_export())
+
+
+async def _export() -> None:
+    async with cli.client(cli.config(), receive=False) as c:
+        last = 0
+        while rows := await c.call("audit", limit=1000, after_seq=last):
+            for row in rows:
+                # one line each; non-ASCII escaped, so a name cannot drive the terminal
+                typer.echo(json.dumps(row, separators=(",", ":")))
+            last = rows[-1]["seq"]
 
 
 def report(
