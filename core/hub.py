@@ -348,10 +348,13 @@ class Hub:
         data: dict[str, Any] | None = None,
         attachments: list[dict[str, Any]] | None = None,
         message_id: str | None = None,
+        mentions_from_body: bool = True,
     ) -> PendingSend:
         """Route and queue a message; ``message_id`` is an id the caller made with
         :func:`meshhub.ids.new_id`, to write its own rows naming the message in the same batch
-        (an approval and its card)."""
+        (an approval and its card). ``mentions_from_body=False``: an ``@name`` in ``body``
+        mentions nobody and adds no recipient (a notice quoting peers' text goes to exactly
+        ``to``)."""
         self.limits.sends.check(account(sender))
         if priority not in PRIORITIES:
             raise InvalidRequest(f"priority must be one of {', '.join(PRIORITIES)}")
@@ -384,7 +387,8 @@ class Hub:
                 )
         try:
             route = await routing.resolve(
-                self, sender, to, body=body, mentions=mentions, whisper=whisper, root=root
+                self, sender, to, body=body, mentions=mentions, whisper=whisper, root=root,
+                mentions_from_body=mentions_from_body,
             )
         except MeshError:
             # a resend of something already stored succeeds even if its target has gone

@@ -127,7 +127,10 @@ async def resolve(
     mentions: list[str] | None = None,
     whisper: list[str] | None = None,
     root: Message | None = None,
+    mentions_from_body: bool = True,
 ) -> Route:
+    """Who a message reaches. Each ``@name`` of a known peer in ``body`` is a mention and
+    a recipient, unless ``mentions_from_body`` is false (only ``mentions`` count then)."""
     tokens = split_targets(to)
     recipients: list[str] = []
     labels: list[str] = []
@@ -160,7 +163,8 @@ async def resolve(
         recipients = whisper_keys
 
     mentioned = set(await resolve_peers(hub, mentions or [], sender, "mention"))
-    for name in MENTION_RE.findall(body) if "@" in body else ():
+    scanned = mentions_from_body and "@" in body
+    for name in MENTION_RE.findall(body) if scanned else ():
         peer = hub.directory.find(name)
         if peer is not None:
             mentioned.add(peer.key)

@@ -15,7 +15,8 @@ from meshhub.client import MeshClient
 from meshhub.errors import Forbidden, InvalidRequest, MeshError, NotFound, TooLarge
 from meshhub.report import build_report
 
-from .helpers import api_call, collect, no_message, token_for
+from .coordination_support import before_marker
+from .helpers import api_call, collect, token_for
 from .test_mcp import mcp_params, stdio_session
 
 
@@ -52,7 +53,7 @@ async def test_create_update_read_list_history_and_delete(inproc, people):
         assert note["kind"] == "artifact" and note["from"] == "ann"
         assert note["data"] == {"id": made["id"], "version": 1, "conversation": "#ops",
                                 "name": "plan.md"}
-        assert await no_message(a, 0.2)  # never the author itself
+        assert await before_marker(a, c) == []  # never the author itself
 
         second = await b.call("artifact_update", conversation="#ops", name="plan.md",
                               content="step one\nstep two\n", base_version=1, note="two")

@@ -13,7 +13,8 @@ import pytest
 from meshhub.errors import Forbidden, MeshError, NotFound
 from meshhub.report import build_report
 
-from .helpers import api_call, collect, no_message, token_for
+from .coordination_support import before_marker
+from .helpers import api_call, collect, token_for
 from .test_mcp import mcp_params, stdio_session
 
 
@@ -21,7 +22,7 @@ async def decision_notes(client: Any, n: int) -> list[dict[str, Any]]:
     out = []
     while len(out) < n:
         message = (await collect(client, 1))[0]
-        if message["kind"] == "decision":
+        if message["kind"] == "decision_board":
             out.append(message)
     return out
 
@@ -137,7 +138,7 @@ async def test_who_is_told_and_non_members_never_see(inproc, people):
         (note,) = await decision_notes(c, 1)
         assert note["from"] == "bob" and note["data"]["scope"] is None
         await b.call("decision_post", key="freeze", value="friday")
-        assert await no_message(d, 0.5) and await no_message(a, 0.1)
+        assert await before_marker(d, b) == [] and await before_marker(a, b) == []
         assert [x["key"] for x in await d.call("decisions")] == ["freeze", "oncall"]
         with pytest.raises(MeshError, match="group"):
             await a.call("decision_post", key="x", value="y", conversation="design",

@@ -13,7 +13,8 @@ import pytest
 from meshhub.errors import Forbidden, InvalidRequest, MeshError, NotFound
 from meshhub.report import build_report
 
-from .helpers import api_call, collect, no_message, token_for
+from .coordination_support import before_marker
+from .helpers import api_call, collect, token_for
 from .test_mcp import mcp_params, stdio_session
 
 TEAM = {"team": "member"}
@@ -80,7 +81,7 @@ async def test_the_status_machine_the_notes_and_the_history(inproc, people):
         assert note["from"] == "ann" and note["data"] == {"task_id": task["id"],
                                                           "status": "open"}
         assert "write the docs" in note["text"]
-        assert await no_message(a, 0.3)  # never the actor
+        assert await before_marker(a, c) == []  # never the actor
         bob_token = await token_for(b)
         inbox = await api_call(served.url, bob_token, "inbox")
         assert [(m["kind"], m["data"]) for m in inbox["messages"]] == [

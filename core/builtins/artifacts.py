@@ -39,18 +39,13 @@ from meshhub.builtins.artifact_text import (
     check_name,
     diff_hint,
 )
-from meshhub.errors import (
-    Forbidden,
-    InvalidRequest,
-    NotFound,
-    QuotaExceeded,
-    RateLimited,
-    TooLarge,
-)
+from meshhub.errors import Forbidden, InvalidRequest, NotFound, TooLarge
 from meshhub.ids import new_id
 from meshhub.limits import account, owner_account
 from meshhub.records import Change, Collection, Conflict, In, Range, Record
 from meshhub.report import ReportSection, report_text
+
+from .coordination import conversation_of, member_conversation, notify
 
 if TYPE_CHECKING:
     from meshhub.hub import Hub
@@ -62,13 +57,14 @@ PAGE_CHARS = 64 * 1024
 MAX_PAGE_CHARS = 1024 * 1024
 MAX_LIST = 1000
 MAX_ID = 64
+MAX_CONVERSATION = 200
 ABANDONED_NAME = 60.0  # seconds after which a name whose create never finished is free
 
 
 def _members(hub: Hub, change: Change) -> Iterable[str]:
     """A head's change reaches the members of its conversation."""
     doc = change.value or change.previous or {}
-    conv = hub.directory.conversations.get(str(doc.get("conversation", "")).lstrip("#"))
+    conv = conversation_of(hub, doc.get("conversation"))
     return list(conv.members) if conv is not None else []
 
 
@@ -91,10 +87,7 @@ def settings(hub: Hub) -> tuple[int, int]:
 
 def _conversation(ctx: ActionContext, name: str) -> Conversation:
     """The #conversation, refused to whoever is neither a member nor the hub's owner."""
-    conv: Conversation = ctx.hub.directory.conversation(name.strip())
-    if ctx.peer.key not in conv.members and not ctx.is_admin:
-        raise Forbidden(f"the artifacts of #{conv.name} are for its members; join it first")
-    return conv
+    return member_conversation(ctx, name, "artifacts")
 
 
 async def _head(ctx: ActionContext, artifact_id: str | None, conversation: str | None = None,
@@ -113,7 +106,7 @@ async def _head(ctx: ActionContext, artifact_id: str | None, conversation: str |
     head = await ctx.hub.records.get("artifacts", artifact_id) if artifact_id else None
     if head is None:
         raise NotFound(f"no artifact {where[:MAX_NAME + 100]}")
-    home = ctx.hub.directory.conversations.get(head.value["conversation"].lstrip("#"))
+    home = conversation_of(ctx.hub, head.value["conversation"])
     if home is None or (ctx.peer.key not in home.members and not ctx.is_admin):
         raise NotFound(f"no artifact {where[:MAX_NAME + 100]}")
     return head
@@ -164,26 +157,21 @@ async def _write_version(ctx: ActionContext, artifact_id: str, n: int, content: 
 
 async def _notify(ctx: ActionContext, conv: Conversation, head: dict[str, Any],
                   what: str) -> None:
-    """A mesh message (kind ``artifact``) to the members other than the author; a refused
-    note leaves the change standing."""
-    others = [k for k in conv.members if k != ctx.peer.key]
-    if not others:
-        return
+    """An ``artifact`` notice to the members other than the author."""
     title = head["title"] or head["name"]
-    try:
-        await ctx.hub.send(
-            ctx.peer, others, f"{ctx.peer.name} {what} {head['kind']} {title!r} in "
-            f"#{conv.name} (version {head['version']})", kind="artifact",
-            data={"id": head["id"], "version": head["version"], "conversation": "#" + conv.name,
-                  "name": head["name"]})
-    except (RateLimited, QuotaExceeded):
-        pass
+    await notify(
+        ctx.hub, ctx.peer, [k for k in conv.members if k != ctx.peer.key],
+        f"{ctx.peer.name} {what} {head['kind']} {title!r} in #{conv.name} (version "
+        f"{head['version']})", kind="artifact",
+        data={"id": head["id"], "version": head["version"], "conversation": "#" + conv.name,
+              "name": head["name"]})
 
 
 @action()
 async def artifact_create(
     ctx: ActionContext,
-    conversation: Annotated[str, "the #conversation whose members share it"],
+    conversation: Annotated[str, "the #conversation whose members share it",
+                            Field(max_length=MAX_CONVERSATION)],
     name: Annotated[str, "a name unique in the conversation, e.g. plan.md",
                     Field(max_length=MAX_NAME)],
     content: Annotated[str, "the text of version 1"],
@@ -242,7 +230,8 @@ async def artifact_update(
     base_version: Annotated[int, "the version your change starts from (the one you read)"],
     id: Annotated[str | None, "the artifact's id (or give conversation and name)",
                   Field(max_length=MAX_ID)] = None,
-    conversation: Annotated[str | None, "its #conversation, with name"] = None,
+    conversation: Annotated[str | None, "its #conversation, with name",
+                            Field(max_length=MAX_CONVERSATION)] = None,
     name: Annotated[str | None, "its name, with conversation",
                     Field(max_length=MAX_NAME)] = None,
     note: Annotated[str, "what changed, in a few words", Field(max_length=MAX_NOTE)] = "",
@@ -270,7 +259,7 @@ async def artifact_update(
         raise await _stale(ctx.hub, lost.current, base_version) from None
     ctx.hub.limits.storage.add(account(ctx.peer), entry["size"])
     await _drop(ctx.hub, dropped)
-    conv = ctx.hub.directory.conversations.get(doc["conversation"].lstrip("#"))
+    conv = conversation_of(ctx.hub, doc["conversation"])
     if conv is not None:
         await _notify(ctx, conv, doc, "updated")
     return public(written)
@@ -329,7 +318,8 @@ async def artifact_get(
     offset: Annotated[int, "the first character to return", Field(ge=0)] = 0,
     limit: Annotated[int, "how many characters at most",
                      Field(ge=1, le=MAX_PAGE_CHARS)] = PAGE_CHARS,
-    conversation: Annotated[str | None, "its #conversation, with name"] = None,
+    conversation: Annotated[str | None, "its #conversation, with name",
+                            Field(max_length=MAX_CONVERSATION)] = None,
     name: Annotated[str | None, "its name, with conversation",
                     Field(max_length=MAX_NAME)] = None,
 ) -> dict[str, Any]:
@@ -353,7 +343,7 @@ async def artifact_get(
 @action(read_only=True)
 async def artifacts(
     ctx: ActionContext,
-    conversation: Annotated[str, "the #conversation"],
+    conversation: Annotated[str, "the #conversation", Field(max_length=MAX_CONVERSATION)],
 ) -> dict[str, Any]:
     """The artifacts of a #conversation (its members and the hub's owner may list them), by
     name: kind, latest version, who updated it last and when."""

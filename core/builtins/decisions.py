@@ -8,8 +8,13 @@ compare-and-set on the revision read, again when another post won). A revoked de
 on the board, marked revoked, until a new value is posted to its key.
 
 Scope: mesh-wide (every peer reads and posts) or a conversation's (its members, and the hub's
-owner). Besides the ``record`` events of the collection's feed (to every peer of the scope),
-a ``decision`` message goes to the conversation's members, or, mesh-wide, to the peers of
+owner). A key belongs to whoever posted to it last: anyone who may post in its scope may post
+over it (the history keeps who posted what), and becomes its author, the one peer besides the
+hub's owner who may revoke it. Revoking is thus never anonymous: whoever revokes a value is on
+the record as its author or as the owner.
+
+Besides the ``record`` events of the collection's feed (to every peer of the scope), a
+``decision_board`` notice goes to the conversation's members, or, mesh-wide, to the peers of
 the ``group`` the post names; a mesh-wide decision without a group is not sent to anyone as a
 message (it would reach every peer).
 """
@@ -26,9 +31,11 @@ from pydantic import Field
 from meshhub import hookimpl
 from meshhub.actions import Action, ActionContext, action
 from meshhub.directory import check_group
-from meshhub.errors import Forbidden, InvalidRequest, NotFound, QuotaExceeded, RateLimited
+from meshhub.errors import Forbidden, InvalidRequest, NotFound
 from meshhub.records import Change, Collection, Record
 from meshhub.report import ReportSection, report_text
+
+from .coordination import conversation_of, member_conversation, notify, peer_name
 
 if TYPE_CHECKING:
     from meshhub.hub import Hub
@@ -55,7 +62,7 @@ def _audience(hub: Hub, change: Change) -> Iterable[str]:
     doc = change.value or change.previous or {}
     if doc.get("scope") is None:
         return list(hub.directory.peers)
-    conv = hub.directory.conversations.get(str(doc["scope"]).lstrip("#"))
+    conv = conversation_of(hub, doc["scope"])
     return list(conv.members) if conv is not None else []
 
 
@@ -80,59 +87,46 @@ def _scope_of(ctx: ActionContext, conversation: str | None) -> str | None:
     """``None`` (mesh-wide) or ``#<conversation>``, refused for whoever is not in it."""
     if conversation is None or not conversation.strip():
         return None
-    conv = ctx.hub.directory.conversation(conversation.strip())
-    if ctx.peer.key not in conv.members and not ctx.is_admin:
-        raise Forbidden(f"the decisions of #{conv.name} are for its members; join it first")
-    return "#" + conv.name
+    return "#" + member_conversation(ctx, conversation, "decisions").name
 
 
 def may_see(hub: Hub, peer: Peer, scope: str | None) -> bool:
     if scope is None:
         return True
-    conv = hub.directory.conversations.get(scope.lstrip("#"))
+    conv = conversation_of(hub, scope)
     return conv is not None and peer.key in conv.members
-
-
-def _name(hub: Hub, key: str) -> str:
-    peer = hub.directory.peers.get(key)
-    return peer.name if peer is not None else key
 
 
 def _view(hub: Hub, record: Record, *, history: bool = False) -> dict[str, Any]:
     doc = record.value
     view = {"key": doc["name"], "scope": doc["scope"], "value": doc["value"],
             "rationale": doc["rationale"], "category": doc["category"],
-            "group": doc.get("group"), "author": _name(hub, doc["author"]),
+            "group": doc.get("group"), "author": peer_name(hub, doc["author"]),
             "posted_at": doc["posted_at"], "revoked": doc["revoked"] is not None,
             "revision": record.revision}
     if doc["revoked"] is not None:
-        view["revoked_by"] = _name(hub, doc["revoked"]["by"])
+        view["revoked_by"] = peer_name(hub, doc["revoked"]["by"])
         view["revoked_at"] = doc["revoked"]["at"]
         view["revoke_reason"] = doc["revoked"]["reason"]
     if history:
-        view["history"] = [dict(entry, by=_name(hub, entry["by"])) for entry in doc["history"]]
+        view["history"] = [dict(entry, by=peer_name(hub, entry["by"]))
+                           for entry in doc["history"]]
     return view
 
 
 async def _tell(ctx: ActionContext, doc: dict[str, Any], text: str) -> None:
-    """A ``decision`` message to the conversation's members, or the group's peers, never
-    the actor; the decision stands when the note cannot be sent."""
+    """A ``decision_board`` notice to the conversation's members, or the group's peers,
+    never the actor."""
     if doc["scope"] is not None:
-        conv = ctx.hub.directory.conversations.get(doc["scope"].lstrip("#"))
+        conv = conversation_of(ctx.hub, doc["scope"])
         keys = set(conv.members) if conv is not None else set()
     elif doc.get("group"):
         keys = {p.key for p in ctx.hub.directory.peers.values() if p.in_group(doc["group"])}
     else:
         return
-    told = sorted(k for k in keys if k != ctx.peer.key and k in ctx.hub.directory.peers)
-    if not told:
-        return
-    try:
-        await ctx.hub.send(ctx.peer, told, text, kind="decision",
-                           data={"key": doc["name"], "scope": doc["scope"],
-                                 "revoked": doc["revoked"] is not None})
-    except (RateLimited, QuotaExceeded):
-        pass
+    await notify(ctx.hub, ctx.peer, sorted(keys - {ctx.peer.key}), text,
+                 kind="decision_board", data={"key": doc["name"], "scope": doc["scope"],
+                                              "revoked": doc["revoked"] is not None})
 
 
 def _kept(history: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -153,9 +147,10 @@ async def decision_post(
                      Field(max_length=200)] = None,
 ) -> dict[str, Any]:
     """Post a decision. Posting to a key that exists updates it and keeps every earlier
-    version in its history (``decision_get``); a revoked key is live again. The
-    conversation's members (or, mesh-wide, the ``group``'s peers) get a ``decision``
-    message."""
+    version in its history (``decision_get``); a revoked key is live again. Anyone who may
+    post in the scope may post over a key, and becomes its author (who may revoke it). The
+    conversation's members (or, mesh-wide, the ``group``'s peers) get a ``decision_board``
+    notice."""
     _check_key(key)
     cat = _check_category(category)
     scope = _scope_of(ctx, conversation)
@@ -191,8 +186,8 @@ async def decision_revoke(
     conversation: Annotated[str | None, "the #conversation it is in; left out: mesh-wide",
                             Field(max_length=200)] = None,
 ) -> dict[str, Any]:
-    """Revoke a decision (its author or the hub's owner): it stays on the board and in its
-    history, marked revoked, with the reason."""
+    """Revoke a decision (its author, who posted it last, or the hub's owner): it stays on
+    the board and in its history, marked revoked, with the reason."""
     _check_key(key)
     scope = _scope_of(ctx, conversation)
     now = time.time()
@@ -201,8 +196,8 @@ async def decision_revoke(
         if doc is None:
             raise NotFound(f"no decision {key}" + (f" in {scope}" if scope else ""))
         if doc["author"] != ctx.peer.key and not ctx.is_admin:
-            raise Forbidden(f"only {_name(ctx.hub, doc['author'])}, who posted {key}, or the "
-                            "hub's owner may revoke it")
+            raise Forbidden(f"only {peer_name(ctx.hub, doc['author'])}, who posted {key} last, "
+                            "or the hub's owner may revoke it")
         if doc["revoked"] is not None:
             raise InvalidRequest(f"decision {key} is revoked already", code="invalid_move")
         doc["revoked"] = {"by": ctx.peer.key, "at": now, "reason": reason}
@@ -291,7 +286,7 @@ def _report_lines(hub: Hub, doc: dict[str, Any], since: float,
     for entry in doc["history"]:
         if not since <= entry["at"] < until:
             continue
-        who = report_text(_name(hub, entry["by"]), 60)
+        who = report_text(peer_name(hub, entry["by"]), 60)
         if entry["event"] == "posted":
             text = f"{report_text(doc['name'], 128)}{where} = {report_text(entry['value'])}"
             out.append((entry["at"], f"- {who} decided {text}"))

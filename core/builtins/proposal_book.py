@@ -12,20 +12,19 @@ timer back (one that came due while the hub was down fires right after the start
 from __future__ import annotations
 
 import asyncio
-import logging
 import time
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any, ClassVar
 from weakref import WeakKeyDictionary
 
-from meshhub.errors import QuotaExceeded, RateLimited
 from meshhub.records import Change, Collection
+
+from .coordination import notify
 
 if TYPE_CHECKING:
     from meshhub.hub import Hub
     from meshhub.models import Message, Peer
 
-log = logging.getLogger(__name__)
 START_GRACE = 2.0  # seconds after a start before an overdue deadline fires (bridges connect)
 VOTES = ("approve", "reject")
 
@@ -78,10 +77,6 @@ class ProposalBook:
             book = cls._books[hub] = cls(hub)
         return book
 
-    def name(self, key: str) -> str:
-        peer = self.hub.directory.peers.get(key)
-        return peer.name if peer is not None else key
-
     # -- timers -------------------------------------------------------------------------------
     def arm(self, doc: dict[str, Any], at_least: float = 0.0) -> None:
         if doc["deadline"] is None or doc["state"] != "open":
@@ -130,35 +125,32 @@ class ProposalBook:
         await self.hub.audit.append("proposal_resolved", actor, subject=doc["id"],
                                     outcome=doc["state"], approvals=counts["approve"],
                                     rejections=counts["reject"])
-        await self._tell(doc, actor)
         message = (await self.hub.store.get_message(doc["message_id"])
                    if doc["message_id"] else None)
+        await self._tell(doc, actor, message)
         if message is not None:
             self.hub.spawn(self.hub.plugins.each("meshhub_card_settled", hub=self.hub,
                                                  message=message, label=result_label(doc)))
 
-    async def _tell(self, doc: dict[str, Any], actor: Peer | None) -> None:
-        """A ``proposal_result`` message from the voter who resolved it to the proposer and
+    async def _tell(self, doc: dict[str, Any], actor: Peer | None,
+                    card: Message | None) -> None:
+        """A ``proposal_result`` notice from the voter who resolved it to the proposer and
         the rest of the electorate; at a deadline, from the proposer to the electorate and
-        itself (nobody acted, so the proposer is told too)."""
+        itself (nobody acted, so the proposer is told too). It answers the proposal's card
+        when there is one (the card was sent)."""
         directory = self.hub.directory
         sender = actor or directory.peers.get(doc["proposer"])
         if sender is None:
             return
         told = [k for k in dict.fromkeys([doc["proposer"], *doc["electorate"]])
-                if (k != sender.key or actor is None) and k in directory.peers]
-        if not told:
-            return
+                if k != sender.key or actor is None]
         counts = tally(doc)
         body = (f"Proposal {doc['state']}: {doc['title']} ({counts['approve']} approve, "
                 f"{counts['reject']} reject, {doc['threshold']} needed)")
         data = {"proposal_id": doc["id"], "state": doc["state"], "approvals": counts["approve"],
                 "rejections": counts["reject"], "threshold": doc["threshold"]}
-        try:
-            await self.hub.send(sender, told, body, kind="proposal_result",
-                                reply_to=doc["message_id"], data=data)
-        except (RateLimited, QuotaExceeded) as exc:  # resolved all the same; proposal_get says
-            log.warning("the result of proposal %s was not sent: %s", doc["id"], exc)
+        await notify(self.hub, sender, told, body, kind="proposal_result", data=data,
+                     reply_to=card.id if card is not None else None)
 
     async def settled_label(self, message: Message) -> str | None:
         """The result a proposal card shows once its proposal is resolved, else ``None``."""

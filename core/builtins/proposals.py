@@ -15,6 +15,7 @@ The proposer is not an elector: proposing is its vote. Voting, resolving and the
 from __future__ import annotations
 
 import asyncio
+import math
 import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Annotated, Any, Literal
@@ -23,13 +24,14 @@ from pydantic import Field
 
 from meshhub import hookimpl
 from meshhub.actions import Action, ActionContext, action
-from meshhub.errors import Forbidden, InvalidRequest, NotFound, QuotaExceeded, RateLimited
+from meshhub.errors import Forbidden, InvalidRequest, NotFound
 from meshhub.fields import MAX_NAMES, MAX_REASON
 from meshhub.ids import new_id
 from meshhub.records import Collection, Conflict, Range
 from meshhub.report import ReportSection, report_text
-from meshhub.routing import resolve_token, split_targets
+from meshhub.routing import refuse_archived, resolve_token, split_targets
 
+from .coordination import member_conversation, notify, peer_name
 from .proposal_book import PROPOSALS, VOTES, ProposalBook, outcome, tally
 from .search_actions import parse_when
 
@@ -41,25 +43,36 @@ MAX_TITLE = 200
 MAX_DESCRIPTION = 4000
 MAX_TARGET = 200
 MAX_LIST = 200
+MAX_AHEAD = 366 * 86400.0  # the furthest a deadline may be: a year from now
 
 
 def deadline_of(text: str | float | None, now: float) -> float | None:
     """A deadline as epoch seconds: a duration from now (``2h``), epoch seconds or an ISO time
-    (read as ``search``'s ``since`` is, where a duration means that long ago)."""
+    (read as ``search``'s ``since`` is, where a duration means that long ago); in the future
+    and at most a year ahead."""
     if text is None or text == "":
         return None
     moment = parse_when(text, 0.0)  # a duration comes back negative: that long before 0
     deadline = now - moment if moment < 0 else moment
-    if deadline <= now:
-        raise InvalidRequest(f"deadline {text!r} is not in the future")
+    if not math.isfinite(deadline) or deadline <= now:
+        raise InvalidRequest(f"deadline: {text!r} is not in the future")
+    if deadline > now + MAX_AHEAD:
+        raise InvalidRequest(f"deadline: {text!r} is more than a year ahead")
     return deadline
 
 
 async def electorate_of(ctx: ActionContext, to: list[str]) -> list[str]:
-    """The keys of everyone the targets reach (the proposer left out)."""
+    """The keys of everyone the targets reach (the proposer left out). A #conversation counts
+    its members, and only a member (or the hub's owner) may put a proposal to them; nobody
+    joins anything by proposing."""
     keys: list[str] = []
     for token in to:
-        found, _ = await resolve_token(ctx.hub, token, ctx.peer)
+        if token.startswith("#"):
+            conv = member_conversation(ctx, token, "proposals")
+            refuse_archived(ctx.hub, conv.name)
+            found = sorted(conv.members)
+        else:
+            found, _ = await resolve_token(ctx.hub, token, ctx.peer)
         keys += [k for k in found if k != ctx.peer.key and k not in keys]
     if not keys:
         raise InvalidRequest("to: the electorate is empty; name peers, a @group or a "
@@ -75,12 +88,11 @@ def may_see(ctx: ActionContext, doc: dict[str, Any]) -> bool:
 def view(hub: Hub, doc: dict[str, Any]) -> dict[str, Any]:
     """The public shape of a proposal: names for keys, the tallies, each vote with its
     reason."""
-    book = ProposalBook.of(hub)
-    votes = [{"voter": book.name(k), "vote": v["vote"], "reason": v["reason"], "at": v["at"]}
-             for k, v in doc["votes"].items()]
+    votes = [{"voter": peer_name(hub, k), "vote": v["vote"], "reason": v["reason"],
+              "at": v["at"]} for k, v in doc["votes"].items()]
     return {"id": doc["id"], "title": doc["title"], "description": doc["description"],
-            "proposer": book.name(doc["proposer"]),
-            "electorate": [book.name(k) for k in doc["electorate"]],
+            "proposer": peer_name(hub, doc["proposer"]),
+            "electorate": [peer_name(hub, k) for k in doc["electorate"]],
             "threshold": doc["threshold"], "deadline": doc["deadline"],
             "conversation": doc["conversation"], "state": doc["state"],
             "tally": tally(doc), "votes": votes, "opened_at": doc["opened_at"],
@@ -108,8 +120,10 @@ async def propose(
     conversation: Annotated[str | None, "the #conversation it belongs to (default: `to` when "
                             "that is one #conversation)", Field(max_length=MAX_TARGET)] = None,
 ) -> dict[str, Any]:
-    """Put a proposal to a vote. Anyone may propose; the electorate (everyone ``to`` reaches,
-    you left out) gets it as a message of kind ``proposal`` and votes with ``vote``."""
+    """Put a proposal to a vote. Anyone may propose to peers and groups; to a #conversation
+    (as ``to`` or ``conversation``), its members and the hub's owner may. The electorate
+    (everyone ``to`` reaches, you left out) gets it as a message of kind ``proposal`` and
+    votes with ``vote``. Nothing is saved, and nobody joins anything, when it is refused."""
     if not title.strip():
         raise InvalidRequest("title: say what is proposed")
     now = time.time()
@@ -122,7 +136,7 @@ async def propose(
     if conversation is None and len(targets) == 1 and targets[0].startswith("#"):
         conversation = targets[0]
     if conversation is not None:
-        conversation = "#" + ctx.hub.directory.conversation(conversation).name
+        conversation = "#" + member_conversation(ctx, conversation, "proposals").name
     doc: dict[str, Any] = {
         "id": new_id(), "title": " ".join(title.split()), "description": description,
         "proposer": ctx.peer.key, "electorate": electorate, "threshold": threshold,
@@ -136,12 +150,19 @@ async def propose(
     ProposalBook.of(ctx.hub).arm(doc)
     data = {"proposal_id": doc["id"], "title": doc["title"], "threshold": threshold,
             "deadline": ends, "options": list(VOTES)}
-    try:
-        await ctx.hub.send(ctx.peer, electorate, body, kind="proposal", data=data,
-                           message_id=doc["message_id"])
-    except (RateLimited, QuotaExceeded):
-        pass  # the proposal stands; `proposals` lists it for its electorate
+    if await notify(ctx.hub, ctx.peer, electorate, body, kind="proposal", data=data,
+                    message_id=doc["message_id"]) is None:
+        doc = await _without_card(ctx.hub, doc["id"]) or doc
     return view(ctx.hub, doc)
+
+
+async def _without_card(hub: Hub, proposal_id: str) -> dict[str, Any] | None:
+    """Record that a proposal's card was not sent (the proposal stands; ``proposals`` lists
+    it for its electorate), so its result is not sent as a reply to a missing card."""
+    record = await hub.records.modify(PROPOSALS.name, proposal_id,
+                                      lambda doc: None if doc is None
+                                      else doc | {"message_id": None})
+    return record.value if record is not None else None
 
 
 @action()
@@ -153,12 +174,10 @@ async def vote(
 ) -> dict[str, Any]:
     """Vote on an open proposal; only its electorate may. A second vote replaces your first
     while the proposal is open (``changed_from`` says what it was). The vote that reaches the
-    threshold, or makes it unreachable, resolves the proposal for everyone."""
-    found = await ctx.hub.records.get(PROPOSALS.name, id)
-    if found is None:
-        raise NotFound(f"no proposal {id!r}; `proposals` lists those you may vote on")
+    threshold, or makes it unreachable, resolves the proposal for everyone. A proposal you
+    may not see reads as absent (``not_found``), as in ``proposal_get``."""
     me = ctx.peer.key
-    if me not in found.value["electorate"]:
+    if me not in (await _visible(ctx, id))["electorate"]:
         raise Forbidden(f"only the electorate of proposal {id} may vote on it")
     previous: dict[str, Any] | None = None
     counted = closed_now = False
@@ -223,7 +242,6 @@ async def report_section(hub: Hub, viewer: Peer, since: float,
                          until: float) -> ReportSection:
     """Proposals opened and resolved in the window, those ``viewer`` proposed or could vote
     on."""
-    book = ProposalBook.of(hub)
     lines: list[str] = []
     for field, what in (("opened_at", "opened"), ("resolved_at", "resolved")):
         window = {field: Range(ge=since, lt=until)}
@@ -233,7 +251,7 @@ async def report_section(hub: Hub, viewer: Peer, since: float,
                 continue
             title = report_text(doc["title"])
             if what == "opened":
-                lines.append(f"- Opened by {report_text(book.name(doc['proposer']))}: {title} "
+                lines.append(f"- Opened by {report_text(peer_name(hub, doc['proposer']))}: {title} "
                              f"({doc['threshold']} approvals needed)")
             else:
                 counts = tally(doc)

@@ -19,6 +19,7 @@ from meshhub.errors import InvalidRequest
 from meshhub.report import ReportSection, build_report, report_text
 from meshhub.store import MessageWindow
 
+from .coordination import peer_name
 from .search_actions import parse_when
 
 if TYPE_CHECKING:
@@ -48,8 +49,7 @@ async def report(
 
 
 def _name(hub: Hub, key: str) -> str:
-    peer = hub.directory.peers.get(key)
-    return report_text(peer.name if peer is not None else key, 60)
+    return report_text(peer_name(hub, key), 60)
 
 
 def _label(conversation: str) -> str:

@@ -13,6 +13,7 @@ line.
 
 from __future__ import annotations
 
+import math
 import re
 import time
 from collections.abc import Callable
@@ -38,17 +39,18 @@ CUT_SHORT = ("the words match too many messages to check the time range on every
 def parse_when(text: str | float, now: float) -> float:
     """A point in time as epoch seconds, from epoch seconds (``1733390000``), a duration
     meaning that long ago (``90s``, ``15m``, ``2h``, ``3d``, ``1w``) or an ISO 8601 time
-    (``2026-12-05``, ``2026-12-05T10:00:00Z``; without a zone it is UTC)."""
+    (``2026-12-05``, ``2026-12-05T10:00:00Z``; without a zone it is UTC). A number that is
+    not finite (nan, inf) is refused."""
     if isinstance(text, (int, float)):
-        return float(text)
+        return _finite(float(text), text)
     value = text.strip().lower()
     try:
-        return float(value)
+        return _finite(float(value), text)
     except ValueError:
         pass
     duration = _DURATION.fullmatch(value)
     if duration:
-        return now - float(duration.group(1)) * _UNITS[duration.group(2)]
+        return _finite(now - float(duration.group(1)) * _UNITS[duration.group(2)], text)
     try:
         moment = datetime.fromisoformat(text.strip())
     except ValueError:
@@ -58,6 +60,12 @@ def parse_when(text: str | float, now: float) -> float:
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=UTC)
     return moment.timestamp()
+
+
+def _finite(moment: float, text: str | float) -> float:
+    if not math.isfinite(moment):
+        raise InvalidRequest(f"cannot read {text!r} as a time: it is not a finite number")
+    return moment
 
 
 def public_snippet(snippet: str) -> str:

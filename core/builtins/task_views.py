@@ -8,6 +8,8 @@ from typing import TYPE_CHECKING, Any
 from meshhub.records import Record
 from meshhub.report import ReportSection, report_text
 
+from .coordination import conversation_of, peer_name
+
 if TYPE_CHECKING:
     from meshhub.hub import Hub
     from meshhub.models import Peer
@@ -23,15 +25,12 @@ def visible_to(hub: Hub, peer: Peer, doc: dict[str, Any]) -> bool:
         return True
     if doc.get("group") and peer.in_group(doc["group"]):
         return True
-    conv = hub.directory.conversations.get(str(doc.get("conversation") or "").lstrip("#"))
+    conv = conversation_of(hub, doc.get("conversation"))
     return conv is not None and peer.key in conv.members
 
 
 def _name(hub: Hub, key: str | None) -> str | None:
-    if not key:
-        return None
-    peer = hub.directory.peers.get(key)
-    return peer.name if peer is not None else key
+    return peer_name(hub, key) if key else None
 
 
 def task_view(hub: Hub, record: Record, *, history: bool = False) -> dict[str, Any]:

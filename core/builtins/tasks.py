@@ -28,11 +28,12 @@ from pydantic import Field
 from meshhub import hookimpl
 from meshhub.actions import Action, ActionContext, action
 from meshhub.directory import check_group
-from meshhub.errors import Forbidden, InvalidRequest, NotFound, QuotaExceeded, RateLimited
+from meshhub.errors import Forbidden, InvalidRequest, NotFound
 from meshhub.ids import new_id
 from meshhub.records import Change, Collection, Conflict, Range, Record
 from meshhub.routing import resolve_peers
 
+from .coordination import conversation_of, member_conversation, notify
 from .task_views import task_report, task_view, visible_to
 
 if TYPE_CHECKING:
@@ -65,7 +66,7 @@ def _audience(hub: Hub, change: Change) -> Iterable[str]:
     keys = {doc.get("created_by"), doc.get("assignee"), doc.get("claimed_by")}
     if doc.get("group"):
         keys |= {p.key for p in hub.directory.peers.values() if p.in_group(doc["group"])}
-    conv = hub.directory.conversations.get(str(doc.get("conversation") or "").lstrip("#"))
+    conv = conversation_of(hub, doc.get("conversation"))
     if conv is not None:
         keys |= set(conv.members)
     return [k for k in keys if k]
@@ -137,6 +138,7 @@ async def _change(ctx: ActionContext, task_id: str, to: str, what: str,
             raise Forbidden(f"task {task_id}: only its creator, its assignee or claimer, or "
                             f"the hub's owner may {what} it")
         _move(ctx, record, to, what)
+        holder = doc.get("claimed_by")
         if to != "blocked":
             doc["blocked_reason"] = None
         edit(doc)
@@ -149,7 +151,7 @@ async def _change(ctx: ActionContext, task_id: str, to: str, what: str,
             if lost.current is None:
                 raise NotFound(f"task {task_id} is gone") from None
             continue
-        await _tell(ctx, written.value, what)
+        await _tell(ctx, written.value, what, also=holder)
         return task_view(ctx.hub, written)
     raise Conflict(f"task {task_id} kept changing; try again", current=None)
 
@@ -160,21 +162,17 @@ def _kept(history: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return [history[0], *history[-(MAX_HISTORY - 1):]]
 
 
-async def _tell(ctx: ActionContext, doc: dict[str, Any], what: str) -> None:
-    """A ``task`` message to its creator and its assignee, claimer or (unclaimed) group's
-    peers, never the actor. The change stands when the note cannot be sent."""
-    keys = {doc["created_by"], doc.get("assignee"), doc.get("claimed_by")}
+async def _tell(ctx: ActionContext, doc: dict[str, Any], what: str,
+                also: str | None = None) -> None:
+    """A ``task`` notice to its creator and its assignee, claimer or (unclaimed) group's
+    peers, and ``also`` (the holder a release or cancel took it from), never the actor."""
+    keys = {doc["created_by"], doc.get("assignee"), doc.get("claimed_by"), also}
     if doc.get("group") and not doc.get("claimed_by"):
         keys |= {p.key for p in ctx.hub.directory.peers.values() if p.in_group(doc["group"])}
-    told = sorted(k for k in keys if k and k != ctx.peer.key and k in ctx.hub.directory.peers)
-    if not told:
-        return
+    told = sorted(k for k in keys if k and k != ctx.peer.key)
     text = f"{ctx.peer.name} {_VERBS.get(what, what)} task {doc['id']}: {doc['title']}"
-    try:
-        await ctx.hub.send(ctx.peer, told, f"{text} (now {doc['status']})", kind="task",
-                           data={"task_id": doc["id"], "status": doc["status"]})
-    except (RateLimited, QuotaExceeded):
-        pass  # the task changed all the same; only the note saying so is not sent
+    await notify(ctx.hub, ctx.peer, told, f"{text} (now {doc['status']})", kind="task",
+                 data={"task_id": doc["id"], "status": doc["status"]})
 
 
 _VERBS = {"create": "created", "claim": "claimed", "release": "released", "block": "blocked",
@@ -208,25 +206,26 @@ async def task_create(
                             Field(max_length=200)] = None,
 ) -> dict[str, Any]:
     """Create a task (open). Its assignee (or the group's peers) is told by a ``task``
-    message; its conversation's members see it too."""
+    message; its conversation's members see it too. The title is one line: its runs of
+    spaces and line breaks become one space."""
+    line = " ".join(title.split())
+    if not line:
+        raise InvalidRequest("title: say what is to be done")
     peer_name, group = _assign(ctx, assignee)
     key = (await resolve_peers(ctx.hub, [peer_name], ctx.peer, "assignee"))[0] \
         if peer_name else None
     conv = None
     if conversation and conversation.strip():
-        found = ctx.hub.directory.conversation(conversation.strip())
-        if ctx.peer.key not in found.members and not ctx.is_admin:
-            raise Forbidden(f"join #{found.name} to create its tasks")
-        conv = "#" + found.name
+        conv = "#" + member_conversation(ctx, conversation, "tasks").name
     task_id = new_id()
     doc: dict[str, Any] = {
-        "id": task_id, "title": title.strip() or title, "description": description,
+        "id": task_id, "title": line, "description": description,
         "status": "open", "created_by": ctx.peer.key, "assignee": key, "group": group,
         "claimed_by": None, "conversation": conv, "result": None, "blocked_reason": None,
         "history": [_entry(ctx.peer, "create", "open")]}
     record = await ctx.hub.records.create(TASKS.name, task_id, doc)
     await ctx.hub.audit.append("task_created", ctx.peer, subject=task_id,
-                               title_len=len(title))
+                               title_len=len(line))
     await _tell(ctx, doc, "create")
     return task_view(ctx.hub, record)
 

@@ -19,12 +19,15 @@ from pydantic import Field
 
 from meshhub import hookimpl
 from meshhub.actions import Action, ActionContext, action
-from meshhub.errors import Forbidden, InvalidRequest, NotFound, QuotaExceeded, RateLimited
+from meshhub.errors import Forbidden, InvalidRequest, NotFound
 from meshhub.fields import MAX_NAME
 from meshhub.ids import new_id
+from meshhub.kinds import LINE_BREAKS
 from meshhub.records import Change, Collection, Conflict, Range
 from meshhub.report import ReportSection, report_text
 from meshhub.routing import resolve_peers
+
+from .coordination import member_conversation, notify, peer_name
 
 if TYPE_CHECKING:
     from meshhub.hub import Hub
@@ -46,13 +49,9 @@ VERIFICATIONS = Collection("verifications", indexes=("state", "asked_at", "answe
                            feed=True, notify=_parties)
 
 
-def _name(hub: Hub, key: str) -> str:
-    peer = hub.directory.peers.get(key)
-    return peer.name if peer is not None else key
-
-
 def view(hub: Hub, doc: dict[str, Any]) -> dict[str, Any]:
-    return doc | {"asker": _name(hub, doc["asker"]), "verifier": _name(hub, doc["verifier"])}
+    return doc | {"asker": peer_name(hub, doc["asker"]),
+                  "verifier": peer_name(hub, doc["verifier"])}
 
 
 def _may_see(ctx: ActionContext, doc: dict[str, Any]) -> bool:
@@ -67,12 +66,14 @@ async def _visible(ctx: ActionContext, verification_id: str) -> dict[str, Any]:
     return found.value
 
 
-async def _tell(hub: Hub, sender: Peer, to: str, body: str, kind: str,
-                data: dict[str, Any], message_id: str | None = None) -> None:
-    try:
-        await hub.send(sender, [to], body, kind=kind, data=data, message_id=message_id)
-    except (RateLimited, QuotaExceeded):
-        pass  # the verification stands; `verifications` lists it for both of them
+def _check_files(files: list[str] | None) -> list[str]:
+    """The files to look at, each on one line (a line break could fake the next entry of the
+    request's list)."""
+    for path in files or []:
+        if not LINE_BREAKS.isdisjoint(path):
+            raise InvalidRequest(f"files: {path[:80]!r} holds a line break; give one path "
+                                 "or file id per entry")
+    return list(files or [])
 
 
 @action()
@@ -85,18 +86,20 @@ async def verify_request(
     conversation: Annotated[str | None, "the #conversation it belongs to",
                             Field(max_length=100)] = None,
 ) -> dict[str, Any]:
-    """Ask one peer to verify a claim. Anyone may ask anyone but themselves; the verifier gets
-    a message of kind ``verification`` and answers with ``verify_answer``."""
+    """Ask one peer to verify a claim. Anyone may ask anyone but themselves; a
+    ``conversation`` only its members (or the hub's owner) may name. The verifier gets a
+    message of kind ``verification`` and answers with ``verify_answer``."""
     if not claim.strip():
         raise InvalidRequest("claim: say what is to be verified")
+    paths = _check_files(files)
     [verifier] = await resolve_peers(ctx.hub, [to], ctx.peer, "to")
     if verifier == ctx.peer.key:
         raise InvalidRequest("to: ask someone else to verify your claim")
     if conversation is not None:
-        conversation = "#" + ctx.hub.directory.conversation(conversation).name
+        conversation = "#" + member_conversation(ctx, conversation, "verifications").name
     doc: dict[str, Any] = {
         "id": new_id(), "asker": ctx.peer.key, "verifier": verifier, "claim": claim,
-        "files": list(files or []), "conversation": conversation, "state": "pending",
+        "files": paths, "conversation": conversation, "state": "pending",
         "evidence": None, "asked_at": time.time(), "answered_at": None,
         "message_id": new_id()}
     shown = "".join(f"\n- {f}" for f in doc["files"])
@@ -104,9 +107,9 @@ async def verify_request(
             f"(answer: `verify_answer {doc['id']} verified|failed` with your evidence)")
     ctx.hub.limits.can_send(ctx.peer, len(body.encode()))
     await ctx.hub.records.create(VERIFICATIONS.name, doc["id"], doc)
-    await _tell(ctx.hub, ctx.peer, verifier, body, "verification",
-                {"verification_id": doc["id"], "claim": claim, "files": doc["files"]},
-                doc["message_id"])
+    await notify(ctx.hub, ctx.peer, [verifier], body, kind="verification",
+                 data={"verification_id": doc["id"], "claim": claim, "files": doc["files"]},
+                 message_id=doc["message_id"])
     return view(ctx.hub, doc)
 
 
@@ -121,7 +124,7 @@ async def verify_answer(
     ``verification_result``. A second answer is refused with ``conflict``."""
     doc = await _visible(ctx, id)
     if ctx.peer.key != doc["verifier"]:
-        raise Forbidden(f"only {_name(ctx.hub, doc['verifier'])} may answer verification {id}")
+        raise Forbidden(f"only {peer_name(ctx.hub, doc['verifier'])} may answer verification {id}")
     answered = False
 
     def answer(found: dict[str, Any] | None) -> dict[str, Any] | None:
@@ -138,10 +141,10 @@ async def verify_answer(
         raise Conflict(f"verification {id} was answered already: {record.value['state']}",
                        current=record)
     doc = record.value
-    await _tell(ctx.hub, ctx.peer, doc["asker"],
-                f"{ctx.peer.name} answered your verification: {result}\nClaim: "
-                f"{doc['claim']}\nEvidence: {evidence}", "verification_result",
-                {"verification_id": id, "result": result})
+    await notify(ctx.hub, ctx.peer, [doc["asker"]],
+                 f"{ctx.peer.name} answered your verification: {result}\nClaim: "
+                 f"{doc['claim']}\nEvidence: {evidence}", kind="verification_result",
+                 data={"verification_id": id, "result": result})
     return view(ctx.hub, doc)
 
 
@@ -185,8 +188,8 @@ async def report_section(hub: Hub, viewer: Peer, since: float,
             if viewer.key not in (doc["asker"], doc["verifier"]):
                 continue
             claim = report_text(doc["claim"])
-            asker = report_text(_name(hub, doc["asker"]))
-            verifier = report_text(_name(hub, doc["verifier"]))
+            asker = report_text(peer_name(hub, doc["asker"]))
+            verifier = report_text(peer_name(hub, doc["verifier"]))
             lines.append(f"- {asker} asked {verifier} to verify: {claim}" if field == "asked_at"
                          else f"- {doc['state'].capitalize()} by {verifier}: {claim}")
     return ReportSection("Verifications", lines, order=55)
