@@ -52,7 +52,10 @@ def deadline_of(text: str | float | None, now: float) -> float | None:
     and at most a year ahead."""
     if text is None or text == "":
         return None
-    moment = parse_when(text, 0.0)  # a duration comes back negative: that long before 0
+    try:
+        moment = parse_when(text, 0.0)  # a duration comes back negative: that long before 0
+    except InvalidRequest as unread:
+        raise InvalidRequest(f"deadline: {unread}") from None
     deadline = now - moment if moment < 0 else moment
     if not math.isfinite(deadline) or deadline <= now:
         raise InvalidRequest(f"deadline: {text!r} is not in the future")
