@@ -314,6 +314,9 @@ async def test_paged_history_and_signed_out_screen(browser, hub_factory, people)
     assert await shown.count() == 50  # one page; the rest on scrolling up
     at_bottom = "(list) => list.scrollHeight - list.scrollTop - list.clientHeight < 2"
     messages = page.get_by_test_id("messages")
+    # the page opens at the bottom (once its layout settles: a loaded machine takes frames)
+    await page.wait_for_function(at_bottom, arg=await messages.element_handle(),
+                                 timeout=10_000)
     async with bob.client(hub.url) as b:  # at the bottom, arriving messages stay in view
         for i in range(5):
             await b.send("#general", f"late {i}\nwith a second line")
