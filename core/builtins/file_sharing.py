@@ -39,10 +39,10 @@ from .files_actions import (
     claim_blob,
     decode_content,
     file_key,
+    hold_for,
     keep_upload,
     label_for,
     release_blob,
-    reserve,
     store_for,
 )
 
@@ -166,8 +166,7 @@ async def _keep(ctx: ActionContext, content: str, name: str) -> StoredFile:
     """Store base64 ``content`` as ``file_put`` does."""
     data = decode_content(content)
     stored = store_for(ctx.hub).describe(data, name)
-    reserve(ctx.hub, ctx.peer, len(data))
-    await keep_upload(ctx.hub, ctx.peer, stored, data)
+    await keep_upload(ctx.hub, ctx.peer, stored, data, await hold_for(ctx.hub, ctx.peer, stored))
     return stored
 
 

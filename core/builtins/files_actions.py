@@ -128,6 +128,15 @@ def reserve(hub: Hub, peer: Peer, size: int) -> None:
     hub.limits.storage.add(account(peer), size)
 
 
+async def hold_for(hub: Hub, peer: Peer, stored: StoredFile) -> int:
+    """Hold ``peer``'s quota for an upload of ``stored`` unless its blob has an owner already
+    (the same bytes count once); the bytes held."""
+    if await hub.records.get(BLOBS.name, stored.file) is not None:
+        return 0
+    reserve(hub, peer, stored.size)
+    return stored.size
+
+
 async def settle_blob(hub: Hub, peer: Peer, stored: StoredFile, reserved: int) -> None:
     """Charge ``stored``'s blob to ``peer`` if it has no owner yet (``reserved`` bytes were
     held for it), else give the held bytes back: the same bytes count once."""
@@ -143,9 +152,9 @@ async def settle_blob(hub: Hub, peer: Peer, stored: StoredFile, reserved: int) -
 async def claim_blob(hub: Hub, peer: Peer, stored: StoredFile) -> None:
     """Charge an already stored blob that nobody owns (one that came from a connector) to
     ``peer``, who is about to keep it (a share)."""
-    if await hub.records.get(BLOBS.name, stored.file) is None:
-        reserve(hub, peer, stored.size)
-        await settle_blob(hub, peer, stored, stored.size)
+    held = await hold_for(hub, peer, stored)
+    if held:
+        await settle_blob(hub, peer, stored, held)
 
 
 async def release_blob(hub: Hub, digest: str) -> None:
@@ -157,11 +166,12 @@ async def release_blob(hub: Hub, digest: str) -> None:
                                -int(found.value["size"]))
 
 
-async def keep_upload(hub: Hub, peer: Peer, stored: StoredFile, data: bytes) -> None:
-    """Write an upload's blob at once (its bytes already held by :func:`reserve`), charge it
-    to its owner and grant it to the uploader."""
+async def keep_upload(hub: Hub, peer: Peer, stored: StoredFile, data: bytes,
+                      held: int) -> None:
+    """Write an upload's blob at once (``held`` bytes of the quota held for it by
+    :func:`hold_for`), charge it to its owner and grant it to the uploader."""
     store_for(hub).write(stored, data)
-    await settle_blob(hub, peer, stored, len(data))
+    await settle_blob(hub, peer, stored, held)
     await grant(hub, stored.attachment(), [peer.key], peer.key)
 
 
@@ -183,17 +193,17 @@ async def file_put(
     stored = store_for(ctx.hub).describe(data, name, mime)
     attachment = stored.attachment()
     pending = None
-    reserve(ctx.hub, ctx.peer, len(data))
+    held = await hold_for(ctx.hub, ctx.peer, stored)
     try:
         if to is not None or reply_to is not None:
             pending = await ctx.hub.prepare_send(ctx.peer, to, text, reply_to=reply_to,
                                                  attachments=[attachment])
     except BaseException:
-        ctx.hub.limits.storage.add(account(ctx.peer), -len(data))
+        ctx.hub.limits.storage.add(account(ctx.peer), -held)
         raise
     # written before the message just queued can commit (no await in between), so the
     # attachment's blob is there when the message is accepted
-    await keep_upload(ctx.hub, ctx.peer, stored, data)
+    await keep_upload(ctx.hub, ctx.peer, stored, data, held)
     result: dict[str, Any] = dict(attachment)
     if pending is not None:
         result["sent"] = await pending.wait()
