@@ -3,7 +3,6 @@ attachment expiry, the streaming routes and the MCP tools."""
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import hashlib
 import os
