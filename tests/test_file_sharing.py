@@ -323,3 +323,38 @@ async def test_mcp_tools_share_and_fetch(hub, people):
         assert len(status["fetched_by"]) == 1
         assert "only the peer who shared" in await b.error("mesh_file_delete", id=shared["id"])
         assert (await a.call("mesh_file_delete", id=shared["id"]))["deleted"] is True
+
+
+async def test_delete_keeps_a_blob_stored_again_while_it_looked(inproc, people):
+    served = await inproc(send_rate=0)
+    (ann,) = people("ann")
+    async with ann.client(served.url) as a:
+        share = await a.call("file_share", content=b64(b"landing again"), name="l.txt")
+        path = served.hub.config.home / "files" / share["file"][:2] / share["file"]
+        records, count = served.hub.records, served.hub.records.count
+
+        async def upload_meanwhile(*args, **kwargs):  # type: ignore[no-untyped-def]
+            os.utime(path, (time.time() + 5, time.time() + 5))  # as write() does
+            return await count(*args, **kwargs)
+
+        records.count = upload_meanwhile  # type: ignore[method-assign]
+        try:
+            deleted = await a.call("file_delete", id=share["id"])
+        finally:
+            del records.count
+        assert deleted["blob_removed"] is False and path.exists()
+
+
+async def test_mcp_file_get_points_a_large_file_to_the_download_route(hub, people):
+    hub.stop()
+    with (hub.home / "config.toml").open("a") as config:
+        config.write("\n[files]\nmax_bytes = 4194304\n")
+    hub.start()
+    ann, bob = people("ann", "bob")
+    big = hub.home.parent / "big.bin"
+    big.write_bytes(os.urandom(1024 * 1024 + 1))
+    async with ann.client(hub.url) as a:
+        up = await a.upload_file(big, share=True)
+    async with stdio_session(mcp_params(bob, hub.url, "--name", "bob-s")) as b:
+        refused = await b.error("mesh_file_get", id=up["share"]["id"])
+        assert "GET /api/files/" in refused and "token_file_transfer" in refused
