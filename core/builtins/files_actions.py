@@ -170,7 +170,11 @@ async def keep_upload(hub: Hub, peer: Peer, stored: StoredFile, data: bytes,
                       held: int) -> None:
     """Write an upload's blob at once (``held`` bytes of the quota held for it by
     :func:`hold_for`), charge it to its owner and grant it to the uploader."""
-    store_for(hub).write(stored, data)
+    try:
+        store_for(hub).write(stored, data)
+    except BaseException:
+        hub.limits.storage.add(account(peer), -held)
+        raise
     await settle_blob(hub, peer, stored, held)
     await grant(hub, stored.attachment(), [peer.key], peer.key)
 
