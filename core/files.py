@@ -19,6 +19,7 @@ import mimetypes
 import os
 import re
 import tempfile
+import time
 import unicodedata
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -29,7 +30,7 @@ import puremagic
 from .errors import InvalidRequest, NotFound, TooLarge
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterable
+    from collections.abc import AsyncIterable, Callable
 
     from .config import Config
 
@@ -41,6 +42,9 @@ OCTET = "application/octet-stream"
 ACTIVE_TYPES = ("text/html", "image/svg+xml", "application/xhtml+xml", "text/xml",
                 "application/xml", "text/javascript", "application/javascript")
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
+_TOKEN = r"[a-z0-9][a-z0-9!#$&^_.+-]{0,126}"
+_MEDIA_TYPE = re.compile(rf"{_TOKEN}/{_TOKEN}")
+INCOMING_MAX_AGE = 3600.0  # an upload's temporary file untouched this long was left by a crash
 
 
 def safe_name(name: str, default: str = "file") -> str:
@@ -59,10 +63,22 @@ def is_active(mime: str) -> bool:
     return mime.split(";", 1)[0].strip().lower() in ACTIVE_TYPES
 
 
+def claimed_type(claimed: str | None) -> str | None:
+    """A claimed media type as it may be kept: ``type/subtype`` in lower case, its parameters
+    dropped; ``None`` when it is no such token (a header injection, a list of types) or a type
+    a browser could run or stream as pages (:func:`is_active`, ``multipart/*``)."""
+    if not claimed:
+        return None
+    base = claimed.split(";", 1)[0].strip().lower()
+    if not _MEDIA_TYPE.fullmatch(base) or is_active(base) or base.startswith("multipart/"):
+        return None
+    return base
+
+
 def sniff_mime(head: bytes, claimed: str | None = None) -> str:
     """The media type of a file from its first bytes (magic numbers, by ``puremagic``). When the
     bytes say nothing, the claimed type (the uploader's, or the one its name suggests) is kept
-    unless it is an active type (:func:`is_active`): text that decodes as UTF-8 is then
+    when :func:`claimed_type` accepts it: otherwise text that decodes as UTF-8 is then
     ``text/plain`` and anything else ``application/octet-stream``."""
     try:
         sniffed = puremagic.from_string(head, mime=True) if head else ""
@@ -70,8 +86,9 @@ def sniff_mime(head: bytes, claimed: str | None = None) -> str:
         sniffed = ""
     if sniffed:
         return str(sniffed)
-    if claimed and not is_active(claimed):
-        return claimed
+    kept = claimed_type(claimed)
+    if kept:
+        return kept
     if b"\x00" in head:
         return OCTET
     try:
@@ -164,6 +181,12 @@ class FileStore:
         return StoredFile(sha256, clean, size,
                           sniff_mime(head, mimetypes.guess_type(clean)[0]))
 
+    def size_of(self, sha256: str) -> int:
+        try:
+            return self.path_of(sha256).stat().st_size
+        except FileNotFoundError:
+            raise NotFound(f"no file {sha256}") from None
+
     def exists(self, sha256: str) -> bool:
         return self.path_of(sha256).exists()
 
@@ -175,11 +198,13 @@ class FileStore:
             return False
         return True
 
-    async def receive(self, chunks: AsyncIterable[bytes], name: str,
-                      mime: str | None = None) -> StoredFile:
+    async def receive(self, chunks: AsyncIterable[bytes], name: str, mime: str | None = None,
+                      reserve: Callable[[int], None] | None = None) -> StoredFile:
         """Store a file arriving in chunks (an HTTP body): streamed to a temporary file and
         hashed as it comes, refused with :class:`TooLarge` as soon as it passes the limit
-        (nothing kept), then renamed into place under its digest."""
+        (nothing kept), then renamed into place under its digest. ``reserve`` is told the
+        bytes received so far before each chunk is kept, so a storage quota can refuse the
+        upload (by raising) as the bytes arrive rather than after they are stored."""
         incoming = self.root / ".incoming"
         incoming.mkdir(parents=True, exist_ok=True, mode=0o700)
         fd, tmp = tempfile.mkstemp(dir=incoming, prefix="upload-")
@@ -191,6 +216,8 @@ class FileStore:
                     if size > self.max_bytes:
                         raise TooLarge(f"the file is over the limit of {self.max_bytes} bytes",
                                        limit=self.max_bytes)
+                    if reserve is not None:
+                        reserve(size)
                     digest.update(chunk)
                     if len(head) < SNIFF_BYTES:
                         head += chunk[: SNIFF_BYTES - len(head)]
@@ -206,3 +233,17 @@ class FileStore:
         finally:
             Path(tmp).unlink(missing_ok=True)
         return stored
+
+    def sweep_incoming(self, older_than: float = INCOMING_MAX_AGE) -> int:
+        """Remove the temporary files of uploads untouched for ``older_than`` seconds (left by
+        a crash: a live upload writes to its file as each chunk comes); how many went."""
+        cutoff, gone = time.time() - older_than, 0
+        leftovers = [*self.root.glob(".incoming/upload-*"), *self.root.glob("*/.incoming-*")]
+        for path in leftovers:
+            try:
+                if path.stat().st_mtime < cutoff:
+                    path.unlink()
+                    gone += 1
+            except FileNotFoundError:
+                continue
+        return gone

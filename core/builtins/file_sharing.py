@@ -4,10 +4,12 @@
 A share (collection ``file_shares``, keyed by its own id) names a blob, with a name, tags and a
 description; every peer may list and fetch it, and it stays until its sharer or the hub's owner
 deletes it. Tags are also kept one small document per tag (``file_share_tags``) so a listing by
-tag reads an index. Every fetch by a peer other than the file's uploader or sharer is counted in
-``file_fetches`` (one document per file and fetcher: first, last, count), which only the sharer
-and the hub's owner may read. Files nobody shared expire with their grants; a sweep
-removes a blob once no live grant and no share names it.
+tag reads an index. Every fetch through a share by a peer other than its sharer or the file's
+uploader is counted in ``file_fetches`` (one document per share and fetcher: first, last,
+count), which only the sharer and the hub's owner may read. Files nobody shared expire with
+their grants; a sweep removes a blob once no live grant and no share names it, and an expired
+grant only with its blob (until then it refuses the file as expired). ``file_get`` carries at
+most :data:`MAX_INLINE` bytes; larger files go through the download route.
 """
 
 from __future__ import annotations
@@ -23,21 +25,24 @@ from pydantic import Field
 
 from meshhub import hookimpl
 from meshhub.actions import Action, ActionContext, action
-from meshhub.errors import Forbidden, InvalidRequest, NotFound
+from meshhub.errors import Forbidden, InvalidRequest, NotFound, TooLarge
 from meshhub.files import StoredFile
 from meshhub.ids import new_id
-from meshhub.limits import account
 from meshhub.records import Change, Collection, Range, Record
 from meshhub.report import ReportSection, report_text
 from meshhub.routing import resolve_peers
 
 from .files_actions import (
     FILES,
+    adopt_blob,
     attachment_ttl,
+    claim_blob,
     decode_content,
     file_key,
+    hold_for,
     keep_upload,
     label_for,
+    release_blob,
     store_for,
 )
 
@@ -51,6 +56,7 @@ MAX_TAG = 40
 MAX_DESCRIPTION = 2000
 MAX_FILE_NAME = 200
 SWEEP_EVERY = 300.0
+MAX_INLINE = 1024 * 1024  # bytes file_get carries in one response (base64 makes them 4/3)
 
 
 def _everyone(hub: Hub, change: Change) -> list[str]:
@@ -61,7 +67,7 @@ def _everyone(hub: Hub, change: Change) -> list[str]:
 SHARES = Collection("file_shares", indexes=("file", "shared_by", "shared_at"),
                     search=("name", "description", "tags_text"), feed=True, notify=_everyone)
 SHARE_TAGS = Collection("file_share_tags", indexes=("tag", "share", "shared_at"))
-FETCHES = Collection("file_fetches", indexes=("file", "last"))
+FETCHES = Collection("file_fetches", indexes=("file", "share", "last"))
 
 
 class Expired(NotFound):
@@ -103,23 +109,28 @@ async def share_of(hub: Hub, id: str) -> Record | None:
     return await hub.records.get(SHARES.name, id) if id else None
 
 
-async def readable(hub: Hub, peer: Peer, id: str, *, is_admin: bool) -> tuple[str, str, str]:
-    """``(digest, name, mime)`` of the file ``id`` (a share id or a digest) if ``peer`` may
-    fetch it: it is shared, or ``peer`` uploaded or received it and its grant is live, or
-    ``peer`` is the owner. An attachment past its lifetime is :class:`Expired`."""
+async def readable(hub: Hub, peer: Peer, id: str, *,
+                   is_admin: bool) -> tuple[str, str, str, Record | None]:
+    """``(digest, name, mime, share)`` of the file ``id`` (a share id or a digest) if ``peer``
+    may fetch it: it is shared (``share``: the share it is fetched through), or ``peer``
+    uploaded or received it and its grant is live (``share`` is ``None``: a private fetch,
+    counted on no share), or ``peer`` is the owner. An attachment past its lifetime is
+    :class:`Expired`."""
     share = await share_of(hub, id)
-    if share is not None:
-        return share.value["file"], share.value["name"], share.value["mime"]
     if len(id) != 64:
-        raise NotFound(f"no shared file {id}")
-    files = store_for(hub)
+        if share is None:
+            raise NotFound(f"no shared file {id}")
+        return share.value["file"], share.value["name"], share.value["mime"], share
     grant_record = await hub.records.get(FILES.name, file_key(id, peer.key))
     expires = grant_record.value.get("expires") if grant_record is not None else None
+    live = grant_record is not None and (expires is None or expires > time.time())
+    if share is not None and not live:
+        return share.value["file"], share.value["name"], share.value["mime"], share
     if expires is not None and expires <= time.time() and not is_admin:
         raise Expired(f"file {id} expired: attachments are kept "
                       f"until {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime(expires))} "
                       "unless someone shares them (file_share)")
-    if not files.exists(id):
+    if not store_for(hub).exists(id):
         if grant_record is not None or await hub.store.attachment_for(peer.key, id):
             raise Expired(f"file {id} expired: attachments are kept a limited time unless "
                           "someone shares them (file_share)")
@@ -128,37 +139,34 @@ async def readable(hub: Hub, peer: Peer, id: str, *, is_admin: bool) -> tuple[st
     if label is None and not is_admin:
         raise NotFound(f"no file {id} that you uploaded or received")
     name, mime = label or ("file", "application/octet-stream")
-    return id, name, mime
+    return id, name, mime, None
 
 
-async def _is_source(hub: Hub, peer_key: str, digest: str) -> bool:
-    """Whether ``peer_key`` uploaded or shared ``digest``: its fetches are not counted."""
-    found = await hub.records.get(FILES.name, file_key(digest, peer_key))
+async def record_fetch(hub: Hub, peer: Peer, share: Record | None) -> None:
+    """Count a fetch through ``share`` by ``peer`` unless it shared it or uploaded the file
+    (a private fetch, ``share`` ``None``, is counted on no share)."""
+    if share is None or share.value["shared_by"] == peer.key:
+        return
+    digest = share.value["file"]
+    found = await hub.records.get(FILES.name, file_key(digest, peer.key))
     if found is not None and found.value["uploaded"]:
-        return True
-    return bool(await hub.records.count(SHARES.name, {"file": digest, "shared_by": peer_key}))
-
-
-async def record_fetch(hub: Hub, peer: Peer, digest: str) -> None:
-    """Count a fetch of ``digest`` by ``peer`` unless it uploaded or shared it."""
-    if await _is_source(hub, peer.key, digest):
         return
     now = time.time()
 
     def count(found: dict[str, Any] | None) -> dict[str, Any]:
         if found is None:
-            return {"file": digest, "peer": peer.key, "first": now, "last": now, "count": 1}
+            return {"file": digest, "share": share.key, "peer": peer.key, "first": now,
+                    "last": now, "count": 1}
         return found | {"last": now, "count": int(found["count"]) + 1}
 
-    await hub.records.modify(FETCHES.name, f"{digest} {peer.key}", count)
+    await hub.records.modify(FETCHES.name, f"{share.key} {peer.key}", count)
 
 
 async def _keep(ctx: ActionContext, content: str, name: str) -> StoredFile:
     """Store base64 ``content`` as ``file_put`` does."""
     data = decode_content(content)
-    ctx.hub.limits.storage.check(account(ctx.peer), len(data))
     stored = store_for(ctx.hub).describe(data, name)
-    await keep_upload(ctx.hub, ctx.peer, stored, data)
+    await keep_upload(ctx.hub, ctx.peer, stored, data, await hold_for(ctx.hub, ctx.peer, stored))
     return stored
 
 
@@ -196,8 +204,9 @@ async def file_share(
         stored = await _keep(ctx, content, name or "file")
     else:
         assert id is not None
-        digest, label, _ = await readable(ctx.hub, ctx.peer, id, is_admin=ctx.is_admin)
+        digest, label, _, _ = await readable(ctx.hub, ctx.peer, id, is_admin=ctx.is_admin)
         stored = store_for(ctx.hub).describe_blob(digest, name or label)
+        await claim_blob(ctx.hub, ctx.peer, stored)
     return await create_share(ctx.hub, ctx.peer, stored, clean, description)
 
 
@@ -245,11 +254,18 @@ async def file_get(
                                       Field(max_length=100)]
 ) -> dict[str, Any]:
     """A file you may fetch (shared with the mesh, or one you uploaded or received and that has
-    not expired): its name, size, sniffed type and base64 content. Large files: the download
-    route (docs/coordination.md)."""
-    digest, name, mime = await readable(ctx.hub, ctx.peer, id, is_admin=ctx.is_admin)
-    data = store_for(ctx.hub).get(digest)
-    await record_fetch(ctx.hub, ctx.peer, digest)
+    not expired): its name, size, sniffed type and base64 content. A file over 1 MiB is
+    refused (``too_large``): fetch it with ``GET /api/files/<id>`` (a token, or a ticket from
+    ``token_file_transfer``), which streams it."""
+    digest, name, mime, share = await readable(ctx.hub, ctx.peer, id, is_admin=ctx.is_admin)
+    files = store_for(ctx.hub)
+    size = files.size_of(digest)
+    if size > MAX_INLINE:
+        raise TooLarge(f"file {id} is {size} bytes, more than file_get carries ({MAX_INLINE}):"
+                       f" fetch it with GET /api/files/{id} (a token, or a ticket from "
+                       "token_file_transfer)", limit=MAX_INLINE, size=size)
+    data = files.get(digest)
+    await record_fetch(ctx.hub, ctx.peer, share)
     return {"file": digest, "name": name, "size": len(data), "mime": mime,
             "content": base64.b64encode(data).decode()}
 
@@ -271,8 +287,7 @@ async def file_status(
     """Who fetched a file you shared, and when (first and last time, how often). Only its
     sharer and the hub's owner may see it."""
     share = await _owned_share(ctx, id)
-    fetches = await ctx.hub.records.all(FETCHES.name, {"file": share.value["file"]},
-                                        order="-last")
+    fetches = await ctx.hub.records.all(FETCHES.name, {"share": share.key}, order="-last")
     peers = ctx.hub.directory.peers
     return dict(share_view(ctx.hub, share), fetched_by=[
         {"peer": peers[v["peer"]].name if v["peer"] in peers else v["peer"],
@@ -291,44 +306,78 @@ async def file_delete(
     await asyncio.gather(hub.records.delete(SHARES.name, share.key, revision=share.revision),
                          *(hub.records.delete(SHARE_TAGS.name, f"{share.key} {tag}")
                            for tag in value["tags"]))
-    await hub.records.delete(FILES.name, file_key(value["file"], value["shared_by"]))
+    await _drop_upload_grant(hub, value["file"], value["shared_by"])
     removed = await drop_blob_if_unnamed(hub, value["file"])
     await hub.audit.append("file_deleted", ctx.peer, subject=share.key, file=value["file"],
                            name=value["name"], size=value["size"])
     return {"id": share.key, "deleted": True, "blob_removed": removed}
 
 
+async def _drop_upload_grant(hub: Hub, digest: str, sharer: str) -> None:
+    """Remove the grant that uploading a shared file gave its sharer, so the deleted share's
+    bytes can go; a grant from a message the sharer sent or received stays (it may still read
+    that attachment)."""
+    found = await hub.records.get(FILES.name, file_key(digest, sharer))
+    if found is None or not found.value["uploaded"]:
+        return
+    if await hub.store.attachment_for(sharer, digest):
+        return
+    await hub.records.delete(FILES.name, found.key, revision=found.revision)
+
+
+def _mtime(path: Any) -> float | None:
+    try:
+        return float(path.stat().st_mtime)
+    except FileNotFoundError:
+        return None
+
+
 async def drop_blob_if_unnamed(hub: Hub, digest: str, *, older_than: float | None = None
                                ) -> bool:
-    """Remove the blob ``digest`` when no share and no live grant names it (and, for the
-    sweep, when it was not stored again in the last ``older_than`` seconds)."""
+    """Remove the blob ``digest`` when no share and no live grant names it, it was not
+    stored again while that was looked up (an upload touches it before its grant is written)
+    and, for the sweep, not in the last ``older_than`` seconds; its bytes are then given back
+    to its owner's quota."""
     records, now = hub.records, time.time()
+    files = store_for(hub)
+    path = files.path_of(digest)
+    seen = _mtime(path)
+    if seen is None or (older_than is not None and seen > now - older_than):
+        return False
     if await records.count(SHARES.name, {"file": digest}):
         return False
     if await records.count(FILES.name, {"file": digest, "expires": Range(gt=now)}):
         return False
     if await records.count(FILES.name, {"file": digest, "expires": None}):
         return False  # a grant from before attachments expired: kept
-    files = store_for(hub)
-    if older_than is not None:
-        try:
-            if files.path_of(digest).stat().st_mtime > now - older_than:
-                return False
-        except FileNotFoundError:
-            return False
-    return files.delete(digest)
+    if _mtime(path) != seen or not files.delete(digest):  # no await since the stat
+        return False
+    await release_blob(hub, digest)
+    return True
 
 
 async def sweep_expired(hub: Hub) -> int:
-    """Remove the expired grants and the blobs nobody names any more; how many blobs went."""
+    """Remove the blobs nobody names any more, the expired grants of blobs that are gone (one
+    of a blob still kept refuses it as expired) and uploads a crash left half written; how
+    many blobs went."""
     expired = await hub.records.all(FILES.name, {"expires": Range(le=time.time())})
-    gone = 0
+    files, gone = store_for(hub), 0
     for digest in dict.fromkeys(r.value["file"] for r in expired):
         if await drop_blob_if_unnamed(hub, digest, older_than=attachment_ttl(hub)):
             gone += 1
     for record in expired:
-        await hub.records.delete(FILES.name, record.key, revision=record.revision)
+        if not files.exists(record.value["file"]):
+            await hub.records.delete(FILES.name, record.key, revision=record.revision)
+    files.sweep_incoming()
     return gone
+
+
+async def count_shared_blobs(hub: Hub) -> None:
+    """A shared blob with no owner record (shared before blobs had one) counts against its
+    sharer."""
+    for found in await hub.records.all(SHARES.name, order="created_at"):
+        await adopt_blob(hub, found.value["file"], found.value["shared_by"],
+                         int(found.value["size"]))
 
 
 async def _sweep_forever(hub: Hub) -> None:
@@ -359,6 +408,7 @@ def meshhub_register_actions(register: Callable[[Action], None]) -> None:
 @hookimpl
 def meshhub_startup(hub: Hub) -> None:
     hub.spawn(_sweep_forever(hub))
+    hub.spawn(count_shared_blobs(hub))
 
 
 @hookimpl

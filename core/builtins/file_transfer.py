@@ -13,7 +13,9 @@ them. Like every credential it is no MCP tool.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
+import os
 import secrets
 from collections.abc import AsyncIterator, Callable
 from typing import TYPE_CHECKING, Any
@@ -32,14 +34,16 @@ from meshhub.server import HUB_KEY, json_error
 from .file_sharing import (
     MAX_DESCRIPTION,
     MAX_FILE_NAME,
+    Expired,
     clean_tags,
     create_share,
     readable,
     record_fetch,
 )
-from .files_actions import grant, store_for
+from .files_actions import grant, reserve, settle_blob, store_for
 
 if TYPE_CHECKING:
+    from meshhub.files import StoredFile
     from meshhub.hub import Hub
     from meshhub.models import Peer
 
@@ -94,6 +98,33 @@ async def _body(request: web.Request) -> AsyncIterator[bytes]:
         yield chunk
 
 
+async def _receive(hub: Hub, peer: Peer, request: web.Request, name: str) -> StoredFile:
+    """Stream the body into the store, holding the uploader's quota for it before each byte
+    is kept (the stated length at once, then as more arrives), so neither a body without a
+    length nor uploads side by side pass the quota; the bytes held are kept only when the
+    uploader becomes the blob's owner."""
+    files, quota, whose = store_for(hub), hub.limits.storage, account(peer)
+    length = request.content_length
+    if length is not None:
+        files.check_size(length)
+    held = 0
+
+    def hold(size: int) -> None:
+        nonlocal held
+        if size > held:
+            reserve(hub, peer, size - held)
+            held = size
+
+    try:
+        hold(length or 0)
+        stored = await files.receive(_body(request), name, reserve=hold)
+        await settle_blob(hub, peer, stored, held)
+    except BaseException:
+        quota.add(whose, -held)
+        raise
+    return stored
+
+
 async def upload(request: web.Request) -> web.Response:
     """Store the raw body as a file (see the module's docstring)."""
     hub: Hub = request.app[HUB_KEY]
@@ -108,13 +139,7 @@ async def upload(request: web.Request) -> web.Response:
         description = query.get("description", "")
         if len(description) > MAX_DESCRIPTION:
             raise InvalidRequest(f"description: at most {MAX_DESCRIPTION} characters")
-        files = store_for(hub)
-        length = request.content_length
-        if length is not None:
-            files.check_size(length)
-        hub.limits.storage.check(account(peer), length or 0)
-        stored = await files.receive(_body(request), name)
-        hub.limits.storage.add(account(peer), stored.size)
+        stored = await _receive(hub, peer, request, name)
         await grant(hub, stored.attachment(), [peer.key], peer.key)
         result: dict[str, Any] = stored.attachment()
         if query.get("share") in ("1", "true", "yes"):
@@ -139,18 +164,26 @@ async def download(request: web.Request) -> web.StreamResponse:
     hub: Hub = request.app[HUB_KEY]
     try:
         peer, is_admin = await _caller(hub, request, "read")
-        digest, name, mime = await readable(hub, peer, request.match_info["id"],
-                                            is_admin=is_admin)
-        path = store_for(hub).path_of(digest)
-        if not path.exists():
-            raise InvalidRequest(f"file {digest} is no longer stored", code="expired")
-        await record_fetch(hub, peer, digest)
+        digest, name, mime, share = await readable(hub, peer, request.match_info["id"],
+                                                   is_admin=is_admin)
+        try:  # opened before anything else: the sweep may remove the path, not an open file
+            handle = store_for(hub).path_of(digest).open("rb")
+        except FileNotFoundError:
+            raise Expired(f"file {digest} is no longer stored") from None
     except MeshError as exc:
         return json_error(exc)
-    return web.FileResponse(path, chunk_size=CHUNK, headers={
-        "Content-Type": mime, "Content-Disposition": _disposition(name),
-        "X-Content-Type-Options": "nosniff", "Content-Security-Policy": "sandbox",
-        "Cache-Control": "private, no-store"})
+    with handle:
+        await record_fetch(hub, peer, share)
+        response = web.StreamResponse(headers={
+            "Content-Type": mime, "Content-Disposition": _disposition(name),
+            "X-Content-Type-Options": "nosniff", "Content-Security-Policy": "sandbox",
+            "Cache-Control": "private, no-store"})
+        response.content_length = os.fstat(handle.fileno()).st_size
+        await response.prepare(request)
+        while chunk := await asyncio.to_thread(handle.read, CHUNK):
+            await response.write(chunk)
+        await response.write_eof()
+    return response
 
 
 @hookimpl

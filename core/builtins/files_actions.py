@@ -7,7 +7,9 @@ A peer may read a file it uploaded or that came to it as an attachment of a mess
 received; the hub's owner may read any. The same bytes are one blob, but a name is per reader:
 each peer gets the name it uploaded the file under, or the one its message carried, never
 another uploader's. A grant lasts ``[files] attachment_ttl`` seconds (a day by default) from
-the upload or the message that made it: a file nobody shared is gone after that. Requests travel
+the upload or the message that made it: a file nobody shared is gone after that. A blob's bytes
+count once against one member's storage quota (collection ``file_blobs``: its first uploader or
+sharer), until the blob is removed. Requests travel
 as one WebSocket frame or HTTP body, so ``file_put`` through them is bounded by the frame limit
 too; larger files go through the streaming routes of :mod:`meshhub.builtins.file_transfer`, and
 connectors inside the hub use the store directly.
@@ -19,7 +21,7 @@ import asyncio
 import base64
 import binascii
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Annotated, Any
 
 from pydantic import Field
@@ -29,8 +31,8 @@ from meshhub.actions import Action, ActionContext, action
 from meshhub.errors import InvalidRequest, NotFound
 from meshhub.fields import MAX_MIME
 from meshhub.files import FileStore, StoredFile
-from meshhub.limits import account
-from meshhub.records import Collection
+from meshhub.limits import account, owner_account
+from meshhub.records import Collection, Conflict
 
 if TYPE_CHECKING:
     from sqlite_utils.migrations import Migrations
@@ -39,6 +41,7 @@ if TYPE_CHECKING:
     from meshhub.models import Message, Peer
 
 FILES = Collection("files", indexes=("file", "peer", "uploaded", "expires"))
+BLOBS = Collection("file_blobs", indexes=("owner",))
 DEFAULT_ATTACHMENT_TTL = 86400.0
 
 
@@ -118,12 +121,62 @@ def decode_content(content: str) -> bytes:
         raise InvalidRequest("content must be base64") from None
 
 
-def keep_upload(hub: Hub, peer: Peer, stored: StoredFile, data: bytes) -> Awaitable[None]:
-    """Write an upload's blob at once, charge it to the uploader's storage quota (checked
-    before), and grant it to the uploader (the awaitable)."""
-    store_for(hub).write(stored, data)
-    hub.limits.storage.add(account(peer), len(data))
-    return grant(hub, stored.attachment(), [peer.key], peer.key)
+def reserve(hub: Hub, peer: Peer, size: int) -> None:
+    """Hold ``size`` bytes of ``peer``'s storage quota (:class:`QuotaExceeded` when they do not
+    fit); :func:`settle_blob` keeps them or gives them back."""
+    hub.limits.storage.check(account(peer), size)
+    hub.limits.storage.add(account(peer), size)
+
+
+async def hold_for(hub: Hub, peer: Peer, stored: StoredFile) -> int:
+    """Hold ``peer``'s quota for an upload of ``stored`` unless its blob has an owner already
+    (the same bytes count once); the bytes held."""
+    if await hub.records.get(BLOBS.name, stored.file) is not None:
+        return 0
+    reserve(hub, peer, stored.size)
+    return stored.size
+
+
+async def settle_blob(hub: Hub, peer: Peer, stored: StoredFile, reserved: int) -> None:
+    """Charge ``stored``'s blob to ``peer`` if it has no owner yet (``reserved`` bytes were
+    held for it), else give the held bytes back: the same bytes count once."""
+    try:
+        await hub.records.create(BLOBS.name, stored.file,
+                                 {"owner": peer.key, "size": stored.size})
+    except Conflict:
+        hub.limits.storage.add(account(peer), -reserved)
+    else:
+        hub.limits.storage.add(account(peer), stored.size - reserved)
+
+
+async def claim_blob(hub: Hub, peer: Peer, stored: StoredFile) -> None:
+    """Charge an already stored blob that nobody owns (one that came from a connector) to
+    ``peer``, who is about to keep it (a share)."""
+    held = await hold_for(hub, peer, stored)
+    if held:
+        await settle_blob(hub, peer, stored, held)
+
+
+async def release_blob(hub: Hub, digest: str) -> None:
+    """The blob ``digest`` was removed: its bytes no longer count against its owner."""
+    found = await hub.records.get(BLOBS.name, digest)
+    if found is not None and await hub.records.delete(BLOBS.name, digest,
+                                                      revision=found.revision):
+        hub.limits.storage.add(owner_account(hub, found.value["owner"]),
+                               -int(found.value["size"]))
+
+
+async def keep_upload(hub: Hub, peer: Peer, stored: StoredFile, data: bytes,
+                      held: int) -> None:
+    """Write an upload's blob at once (``held`` bytes of the quota held for it by
+    :func:`hold_for`), charge it to its owner and grant it to the uploader."""
+    try:
+        store_for(hub).write(stored, data)
+    except BaseException:
+        hub.limits.storage.add(account(peer), -held)
+        raise
+    await settle_blob(hub, peer, stored, held)
+    await grant(hub, stored.attachment(), [peer.key], peer.key)
 
 
 @action()
@@ -141,16 +194,20 @@ async def file_put(
 
     A send that is refused (an unknown target, a thread you cannot see) stores nothing."""
     data = decode_content(content)
-    ctx.hub.limits.storage.check(account(ctx.peer), len(data))
     stored = store_for(ctx.hub).describe(data, name, mime)
     attachment = stored.attachment()
     pending = None
-    if to is not None or reply_to is not None:
-        pending = await ctx.hub.prepare_send(ctx.peer, to, text, reply_to=reply_to,
-                                             attachments=[attachment])
+    held = await hold_for(ctx.hub, ctx.peer, stored)
+    try:
+        if to is not None or reply_to is not None:
+            pending = await ctx.hub.prepare_send(ctx.peer, to, text, reply_to=reply_to,
+                                                 attachments=[attachment])
+    except BaseException:
+        ctx.hub.limits.storage.add(account(ctx.peer), -held)
+        raise
     # written before the message just queued can commit (no await in between), so the
     # attachment's blob is there when the message is accepted
-    await keep_upload(ctx.hub, ctx.peer, stored, data)
+    await keep_upload(ctx.hub, ctx.peer, stored, data, held)
     result: dict[str, Any] = dict(attachment)
     if pending is not None:
         result["sent"] = await pending.wait()
@@ -168,10 +225,12 @@ async def files(
         raise InvalidRequest("limit must be between 1 and 500")
     page = await ctx.hub.records.find("files", {"peer": ctx.peer.key}, order="-created_at",
                                       limit=limit)
+    now = time.time()
     return [{"file": v["file"], "name": v["name"], "size": v["size"], "mime": v["mime"],
              "uploaded": bool(v["uploaded"]), "created_at": r.created_at,
              "expires": v.get("expires")}
-            for r, v in ((r, r.value) for r in page.records)]
+            for r, v in ((r, r.value) for r in page.records)
+            if v.get("expires") is None or v["expires"] > now]  # an expired one is a tombstone
 
 
 ALL: list[Action] = [file_put, files]
@@ -180,6 +239,7 @@ ALL: list[Action] = [file_put, files]
 @hookimpl
 def meshhub_register_collections(register: Callable[[Collection], None]) -> None:
     register(FILES)
+    register(BLOBS)
 
 
 @hookimpl
@@ -195,19 +255,32 @@ def meshhub_register_actions(register: Callable[[Action], None]) -> None:
         register(item)
 
 
-async def count_uploads(hub: Hub) -> None:
-    """The files each peer uploaded count against its storage quota (:mod:`meshhub.limits`)."""
-    for found in await hub.records.all("files", {"uploaded": True}):
-        key = found.value["peer"]
-        peer = hub.directory.peers.get(key)
-        hub.limits.storage.add(account(peer) if peer is not None else key,
-                               int(found.value["size"]))
+async def adopt_blob(hub: Hub, digest: str, owner: str, size: int) -> None:
+    """Give a stored blob with no owner record (kept before blobs had one) the owner
+    ``owner``, charged at once."""
+    if not store_for(hub).exists(digest):
+        return
+    try:
+        await hub.records.create(BLOBS.name, digest, {"owner": owner, "size": size})
+    except Conflict:
+        return
+    hub.limits.storage.add(owner_account(hub, owner), size)
+
+
+async def count_blobs(hub: Hub, before: float) -> None:
+    """Count each blob against its owner's storage quota (:mod:`meshhub.limits`); a blob
+    uploaded before owners were recorded is given its uploader."""
+    await hub.limits.storage.load_records(
+        hub, BLOBS.name, lambda r: (r.value["owner"], int(r.value["size"])), before)
+    for found in await hub.records.all(FILES.name, {"uploaded": True}):
+        await adopt_blob(hub, found.value["file"], found.value["peer"],
+                         int(found.value["size"]))
 
 
 @hookimpl
 def meshhub_startup(hub: Hub) -> None:
     # in the background, as the message bodies are counted: a start does not wait for it
-    hub.spawn(count_uploads(hub))
+    hub.spawn(count_blobs(hub, time.time()))
 
 
 @hookimpl
