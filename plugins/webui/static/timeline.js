@@ -28,7 +28,9 @@ export class Timeline {
     this.pinned = true; // the person is at the bottom: new messages keep it in view
     this.scrollFrame = null;
     container.addEventListener("scroll", () => {
-      this.pinned = this.atBottom();
+      // while a follow is pending, the list has grown under a scroll the page made itself
+      // (scroll events come a frame late): that is no sign the person moved away
+      if (!this.scrollFrame) this.pinned = this.atBottom();
       this.scrolled();
     }, { passive: true });
   }
