@@ -288,11 +288,8 @@ async def decisions(
         where["audience"] = audiences(ctx.hub, ctx.peer)
     if not include_revoked:
         where["live"] = True
-    try:
-        page = await ctx.hub.records.find(DECISIONS.name, where, order="category", limit=PAGE,
-                                          after=after)
-    except ValueError:
-        raise InvalidRequest("after: not a cursor this list gave") from None
+    page = await ctx.hub.records.find(DECISIONS.name, where, order="category", limit=PAGE,
+                                      after=after)
     return {"decisions": [_view(ctx.hub, r) for r in page.records],
             "more": page.cursor is not None, "cursor": page.cursor}
 
