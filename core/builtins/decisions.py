@@ -127,7 +127,7 @@ def _view(hub: Hub, record: Record) -> dict[str, Any]:
 
 
 def _entry_view(hub: Hub, entry: dict[str, Any]) -> dict[str, Any]:
-    shown = {k: v for k, v in entry.items() if k not in ("parent", "audience", "name")}
+    shown = {k: v for k, v in entry.items() if k not in ("parent", "audience", "name", "scope")}
     return dict(shown, by=_name(hub, entry["by"]))
 
 
