@@ -18,6 +18,15 @@ from .helpers import api_call, collect, token_for
 from .test_mcp import mcp_params, stdio_session
 
 
+async def board(client: Any, **args: Any) -> list[dict[str, Any]]:
+    """The decisions ``client`` sees (one page)."""
+    return (await client.call("decisions", **args))["decisions"]
+
+
+async def board_over_http(url: str, token: str, **args: Any) -> list[dict[str, Any]]:
+    return (await api_call(url, token, "decisions", **args))["decisions"]
+
+
 async def decision_notes(client: Any, n: int) -> list[dict[str, Any]]:
     out = []
     while len(out) < n:
@@ -61,8 +70,8 @@ async def test_history_is_kept_across_updates_and_revoke(inproc, people):
         with pytest.raises(MeshError) as err:
             await revoker.call("decision_revoke", key="db/engine", reason="again")
         assert err.value.code == "invalid_move"
-        assert await a.call("decisions") == []
-        listed = await a.call("decisions", include_revoked=True)
+        assert await board(a) == []
+        listed = await board(a, include_revoked=True)
         assert [(d["key"], d["revoked"]) for d in listed] == [("db/engine", True)]
         history = (await b.call("decision_get", key="db/engine"))["history"]
         assert history[-1]["event"] == "revoked" and history[-1]["reason"] == "too early"
@@ -73,11 +82,11 @@ async def test_history_is_kept_across_updates_and_revoke(inproc, people):
         assert again["revoked"] is False
         await b.call("decision_post", key="review", value="two approvals", category="process")
         token = await token_for(b, cap="read")
-        by_category = await api_call(served.url, token, "decisions", category="process")
+        by_category = await board_over_http(served.url, token, category="process")
         assert [d["key"] for d in by_category] == ["review"]
-        by_key = await api_call(served.url, token, "decisions", key="db/engine")
+        by_key = await board_over_http(served.url, token, key="db/engine")
         assert [d["value"] for d in by_key] == ["sqlite"]
-        assert [d["key"] for d in await b.call("decisions")] == ["db/engine", "review"]
+        assert [d["key"] for d in await board(b)] == ["db/engine", "review"]
         # the same over HTTP: an update kept in the history, then a revoke
         ann_token = await token_for(a)
         posted = await api_call(served.url, ann_token, "decision_post", key="review",
@@ -120,7 +129,7 @@ async def test_who_is_told_and_non_members_never_see(inproc, people):
 
         # carl and dave are not members: never told, never shown, refused outright
         for outsider in (c, d):
-            assert await outsider.call("decisions") == []
+            assert await board(outsider) == []
             with pytest.raises(Forbidden, match="#design"):
                 await outsider.call("decision_get", key="ui/theme", conversation="design")
             with pytest.raises(Forbidden):
@@ -129,8 +138,8 @@ async def test_who_is_told_and_non_members_never_see(inproc, people):
         refused = await api_call(served.url, token, "decision_get", key="ui/theme",
                                  conversation="#design")
         assert refused["code"] == "forbidden"
-        assert [x["key"] for x in await b.call("decisions")] == ["ui/theme"]
-        assert [x["scope"] for x in await b.call("decisions", conversation="design")] == \
+        assert [x["key"] for x in await board(b)] == ["ui/theme"]
+        assert [x["scope"] for x in await board(b, conversation="design")] == \
             ["#design"]
 
         # mesh-wide with a group: its peers are told; without: nobody by message
@@ -139,7 +148,7 @@ async def test_who_is_told_and_non_members_never_see(inproc, people):
         assert note["from"] == "bob" and note["data"]["scope"] is None
         await b.call("decision_post", key="freeze", value="friday")
         assert await before_marker(d, b) == [] and await before_marker(a, b) == []
-        assert [x["key"] for x in await d.call("decisions")] == ["freeze", "oncall"]
+        assert [x["key"] for x in await board(d)] == ["freeze", "oncall"]
         with pytest.raises(MeshError, match="group"):
             await a.call("decision_post", key="x", value="y", conversation="design",
                          group="ops")
@@ -175,12 +184,12 @@ async def test_the_mcp_tools_post_get_and_revoke(inproc, people):
         assert "only bob-s" in await s.error("mesh_decision_revoke", key="lint", reason="x")
         revoked = await t.call("mesh_decision_revoke", key="lint", reason="superseded")
         assert revoked["revoked"] is True
-        assert await s.call("mesh_decisions", category="tooling") == []
+        assert (await s.call("mesh_decisions", category="tooling"))["decisions"] == []
 
         # a conversation's decisions: bob-s is not a member and never sees them
         await s.call("mesh_conversation_create", name="design")
         await s.call("mesh_decision_post", key="ui/theme", value="dark", conversation="design")
         assert "join it first" in await t.error("mesh_decision_get", key="ui/theme",
                                                 conversation="#design")
-        assert await t.call("mesh_decisions") == []
-        assert [d["key"] for d in await s.call("mesh_decisions")] == ["ui/theme"]
+        assert (await t.call("mesh_decisions"))["decisions"] == []
+        assert [d["key"] for d in (await s.call("mesh_decisions"))["decisions"]] == ["ui/theme"]

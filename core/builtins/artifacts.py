@@ -68,7 +68,7 @@ def _members(hub: Hub, change: Change) -> Iterable[str]:
     return list(conv.members) if conv is not None else []
 
 
-HEADS = Collection("artifacts", indexes=("conversation", "changed_at"), feed=True,
+HEADS = Collection("artifacts", indexes=("conversation", "name", "changed_at"), feed=True,
                    notify=_members)
 VERSIONS = Collection("artifact_versions")
 NAMES = Collection("artifact_names")
@@ -196,6 +196,7 @@ async def artifact_create(
         if taken.current is not None:
             refusal.details["id"] = taken.current.value["id"]
         raise refusal from None
+    entry: dict[str, Any] | None = None
     try:
         entry = await _write_version(ctx, artifact_id, 1, content, "")
         now = entry["at"]
@@ -205,6 +206,8 @@ async def artifact_create(
                "versions": [entry]}
         head = await ctx.hub.records.create("artifacts", artifact_id, doc)
     except BaseException:
+        if entry is not None:
+            await ctx.hub.records.delete("artifact_versions", entry["key"])
         await ctx.hub.records.delete("artifact_names", name_key, revision=named.revision)
         raise
     ctx.hub.limits.storage.add(account(ctx.peer), entry["size"])
@@ -293,7 +296,7 @@ async def _stale(hub: Hub, head: Record, base: int) -> Conflict:
     latest = head.value["versions"][-1]
     by_n = {e["n"]: e for e in head.value["versions"]}
     old = await _content(hub, by_n[base]) if base in by_n else None
-    hint = diff_hint(old, await _content(hub, latest), base, latest["n"])
+    hint = diff_hint(old, await _content(hub, latest) or "", base, latest["n"])
     when = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(latest["at"]))
     refusal = Conflict(
         f"artifact {head.value['name']!r} is at version {latest['n']} now (by "
@@ -304,9 +307,11 @@ async def _stale(hub: Hub, head: Record, base: int) -> Conflict:
     return refusal
 
 
-async def _content(hub: Hub, entry: dict[str, Any]) -> str:
+async def _content(hub: Hub, entry: dict[str, Any]) -> str | None:
+    """A version's content; ``None`` when it was dropped (an update pruned it, or the
+    artifact was deleted, after the head was read)."""
     record = await hub.records.get("artifact_versions", entry["key"])
-    return str(record.value["content"]) if record is not None else ""
+    return str(record.value["content"]) if record is not None else None
 
 
 @action(read_only=True)
@@ -333,6 +338,9 @@ async def artifact_get(
         raise NotFound(f"artifact {head.value['name']!r} has no version {wanted} (it keeps "
                        f"versions {head.value['versions'][0]['n']} to {head.value['version']})")
     text = await _content(ctx.hub, entry)
+    if text is None:
+        raise NotFound(f"version {wanted} of artifact {head.value['name']!r} was dropped "
+                       "while you read it; `artifact_history` lists the versions kept")
     end = min(offset + limit, len(text))
     return dict(public(head), version=wanted, latest_version=head.value["version"],
                 author=entry["author"], at=entry["at"], note=entry["note"],
@@ -344,15 +352,16 @@ async def artifact_get(
 async def artifacts(
     ctx: ActionContext,
     conversation: Annotated[str, "the #conversation", Field(max_length=MAX_CONVERSATION)],
+    after: Annotated[str | None, "the cursor of the previous page", Field(max_length=400)] = None,
 ) -> dict[str, Any]:
     """The artifacts of a #conversation (its members and the hub's owner may list them), by
-    name: kind, latest version, who updated it last and when."""
+    name: kind, latest version, who updated it last and when; ``more`` is true when there
+    are others: ask again with ``after`` set to ``cursor``."""
     conv = _conversation(ctx, conversation)
     page = await ctx.hub.records.find("artifacts", {"conversation": "#" + conv.name},
-                                      limit=MAX_LIST)
-    found = sorted((public(r) for r in page.records), key=lambda a: a["name"])
-    return {"conversation": "#" + conv.name, "artifacts": found,
-            "more": page.cursor is not None}
+                                      order="name", limit=MAX_LIST, after=after)
+    return {"conversation": "#" + conv.name, "artifacts": [public(r) for r in page.records],
+            "more": page.cursor is not None, "cursor": page.cursor}
 
 
 @action(read_only=True)

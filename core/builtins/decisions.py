@@ -2,10 +2,12 @@
 
 Written as a third-party plugin would be: one document per decision key in the
 ``decisions`` collection, through ``hub.records``. Posting to a key that exists updates it:
-the document's ``history`` keeps every version (value, rationale, category, who, when) and
-every revocation, in the order they landed, because each post is a ``modify`` (a
-compare-and-set on the revision read, again when another post won). A revoked decision stays
-on the board, marked revoked, until a new value is posted to its key.
+each post is a ``modify`` (a compare-and-set on the revision read, again when another post
+won) that counts the change, and the change itself (value, rationale, category, who, when,
+or a revocation's reason) is a small document of its own in ``decision_history``, numbered
+by that count, so the versions stay in the order they landed while the board's document
+(sent in every ``record`` event) stays the size of one version. A revoked decision stays on
+the board, marked revoked, until a new value is posted to its key.
 
 Scope: mesh-wide (every peer reads and posts) or a conversation's (its members, and the hub's
 owner). A key belongs to whoever posted to it last: anyone who may post in its scope may post
@@ -32,10 +34,12 @@ from meshhub import hookimpl
 from meshhub.actions import Action, ActionContext, action
 from meshhub.directory import check_group
 from meshhub.errors import Forbidden, InvalidRequest, NotFound
-from meshhub.records import Change, Collection, Record
+from meshhub.records import Change, Collection, In, Record
 from meshhub.report import ReportSection, report_text
 
 from .coordination import conversation_of, member_conversation, notify, peer_name
+from .histories import History
+from .report_window import window_lines
 
 if TYPE_CHECKING:
     from meshhub.hub import Hub
@@ -46,6 +50,9 @@ MAX_VALUE = 4000
 MAX_RATIONALE = 4000
 MAX_CATEGORY = 64
 MAX_HISTORY = 200  # versions and revocations a key keeps; the oldest go first
+HISTORY_PAGE = 100
+PAGE = 100
+MESH_WIDE = "*"  # the audience of a mesh-wide decision, stored so a query can name it
 KEY_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:/-]*")
 KEY_RULE = (f"1 to {MAX_KEY} characters: letters, digits and . _ - : / (no spaces), starting "
             "with a letter or a digit, e.g. db/engine")
@@ -66,8 +73,9 @@ def _audience(hub: Hub, change: Change) -> Iterable[str]:
     return list(conv.members) if conv is not None else []
 
 
-DECISIONS = Collection("decisions", indexes=("name", "scope", "category"), feed=True,
-                       notify=_audience)
+DECISIONS = Collection("decisions", indexes=("name", "audience", "category", "live"),
+                       feed=True, notify=_audience)
+HISTORY = History("decision_history", keep=MAX_HISTORY, indexes=("audience",))
 
 
 def _check_key(key: str) -> str:
@@ -90,14 +98,19 @@ def _scope_of(ctx: ActionContext, conversation: str | None) -> str | None:
     return "#" + member_conversation(ctx, conversation, "decisions").name
 
 
-def may_see(hub: Hub, peer: Peer, scope: str | None) -> bool:
-    if scope is None:
-        return True
-    conv = conversation_of(hub, scope)
-    return conv is not None and peer.key in conv.members
+def _audience_of(scope: str | None) -> str:
+    return MESH_WIDE if scope is None else scope
 
 
-def _view(hub: Hub, record: Record, *, history: bool = False) -> dict[str, Any]:
+def audiences(hub: Hub, peer: Peer) -> In:
+    """The audiences whose decisions ``peer`` sees: the mesh's and its conversations'."""
+    mine = sorted("#" + c.name for c in hub.directory.conversations.values()
+                  if peer.key in c.members)
+    return In((MESH_WIDE, *mine))
+
+
+
+def _view(hub: Hub, record: Record) -> dict[str, Any]:
     doc = record.value
     view = {"key": doc["name"], "scope": doc["scope"], "value": doc["value"],
             "rationale": doc["rationale"], "category": doc["category"],
@@ -108,10 +121,13 @@ def _view(hub: Hub, record: Record, *, history: bool = False) -> dict[str, Any]:
         view["revoked_by"] = peer_name(hub, doc["revoked"]["by"])
         view["revoked_at"] = doc["revoked"]["at"]
         view["revoke_reason"] = doc["revoked"]["reason"]
-    if history:
-        view["history"] = [dict(entry, by=peer_name(hub, entry["by"]))
-                           for entry in doc["history"]]
+    view["changes"] = doc["changes"]
     return view
+
+
+def _entry_view(hub: Hub, entry: dict[str, Any]) -> dict[str, Any]:
+    shown = {k: v for k, v in entry.items() if k not in ("parent", "audience", "name", "scope")}
+    return dict(shown, by=peer_name(hub, entry["by"]))
 
 
 async def _tell(ctx: ActionContext, doc: dict[str, Any], text: str) -> None:
@@ -127,10 +143,6 @@ async def _tell(ctx: ActionContext, doc: dict[str, Any], text: str) -> None:
     await notify(ctx.hub, ctx.peer, sorted(keys - {ctx.peer.key}), text,
                  kind="decision_board", data={"key": doc["name"], "scope": doc["scope"],
                                               "revoked": doc["revoked"] is not None})
-
-
-def _kept(history: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    return history[-MAX_HISTORY:]
 
 
 @action()
@@ -163,13 +175,14 @@ async def decision_post(
              "by": ctx.peer.key, "at": now}
 
     def post(doc: dict[str, Any] | None) -> dict[str, Any]:
-        history = (doc or {}).get("history", [])
-        return {"name": key, "scope": scope, "value": value, "rationale": rationale,
-                "category": cat, "group": team, "author": ctx.peer.key, "posted_at": now,
-                "revoked": None, "history": _kept([*history, entry])}
+        return {"name": key, "scope": scope, "audience": _audience_of(scope), "value": value,
+                "rationale": rationale, "category": cat, "group": team,
+                "author": ctx.peer.key, "posted_at": now, "revoked": None, "live": True,
+                "changes": (doc or {}).get("changes", 0) + 1}
 
     record = await ctx.hub.records.modify(DECISIONS.name, _record_key(scope, key), post)
     assert record is not None
+    await _remember(ctx.hub, record, entry)
     await ctx.hub.audit.append("decision_posted", ctx.peer, subject=key, scope=scope,
                                category=cat)
     where = f" in {scope}" if scope else ""
@@ -201,15 +214,25 @@ async def decision_revoke(
         if doc["revoked"] is not None:
             raise InvalidRequest(f"decision {key} is revoked already", code="invalid_move")
         doc["revoked"] = {"by": ctx.peer.key, "at": now, "reason": reason}
-        doc["history"] = _kept([*doc["history"], {"event": "revoked", "reason": reason,
-                                                  "by": ctx.peer.key, "at": now}])
+        doc["live"] = False
+        doc["changes"] += 1
         return doc
 
     record = await ctx.hub.records.modify(DECISIONS.name, _record_key(scope, key), revoke)
     assert record is not None
+    await _remember(ctx.hub, record,
+                    {"event": "revoked", "reason": reason, "by": ctx.peer.key, "at": now})
     await ctx.hub.audit.append("decision_revoked", ctx.peer, subject=key, scope=scope)
     await _tell(ctx, record.value, f"{ctx.peer.name} revoked the decision {key}: {reason}")
     return _view(ctx.hub, record)
+
+
+async def _remember(hub: Hub, record: Record, entry: dict[str, Any]) -> None:
+    """Keep ``entry`` as change number ``changes`` of the decision just written."""
+    doc = record.value
+    await HISTORY.add(hub, record.key, doc["changes"],
+                      dict(entry, name=doc["name"], scope=doc["scope"],
+                           audience=doc["audience"]))
 
 
 @action(read_only=True)
@@ -218,15 +241,21 @@ async def decision_get(
     key: Annotated[str, "the decision's key", Field(max_length=MAX_KEY)],
     conversation: Annotated[str | None, "the #conversation it is in; left out: mesh-wide",
                             Field(max_length=200)] = None,
+    after: Annotated[int | None, "history: only the changes after this one (its seq)",
+                     Field(ge=0)] = None,
 ) -> dict[str, Any]:
     """One decision with its history: every value it had, who posted it, when and why,
-    and every revocation."""
+    and every revocation, oldest first, numbered (``seq``), 100 at a time (the newest 200
+    are kept); ``history_more`` is true when there are later ones: ask again with ``after``
+    set to the last ``seq``."""
     _check_key(key)
     scope = _scope_of(ctx, conversation)
     record = await ctx.hub.records.get(DECISIONS.name, _record_key(scope, key))
     if record is None:
         raise NotFound(f"no decision {key}" + (f" in {scope}" if scope else ""))
-    return _view(ctx.hub, record, history=True)
+    entries, more = await HISTORY.page(ctx.hub, record.key, after, HISTORY_PAGE)
+    return dict(_view(ctx.hub, record), history=[_entry_view(ctx.hub, e) for e in entries],
+                history_more=more)
 
 
 @action(read_only=True)
@@ -238,67 +267,49 @@ async def decisions(
                                         "ones and those of your conversations",
                             Field(max_length=200)] = None,
     include_revoked: Annotated[bool, "list revoked decisions too"] = False,
-) -> list[dict[str, Any]]:
-    """The decisions you can see, by category then key (at most 1000)."""
+    after: Annotated[str | None, "the cursor of the previous page", Field(max_length=400)] = None,
+) -> dict[str, Any]:
+    """The decisions you can see, by category, 100 at a time: ``more`` is true when there
+    are others: ask again with ``after`` set to ``cursor``."""
     where: dict[str, Any] = {}
     if key:
         where["name"] = _check_key(key)
     if category:
         where["category"] = _check_category(category)
     if conversation and conversation.strip():
-        where["scope"] = _scope_of(ctx, conversation)
-    page = await ctx.hub.records.find(DECISIONS.name, where, order="category", limit=1000)
-    out = [_view(ctx.hub, r) for r in page.records
-           if (include_revoked or r.value["revoked"] is None)
-           and (ctx.is_admin or may_see(ctx.hub, ctx.peer, r.value["scope"]))]
-    return sorted(out, key=lambda d: (d["category"], d["key"], d["scope"] or ""))
+        where["audience"] = _scope_of(ctx, conversation)
+    elif not ctx.is_admin:
+        where["audience"] = audiences(ctx.hub, ctx.peer)
+    if not include_revoked:
+        where["live"] = True
+    page = await ctx.hub.records.find(DECISIONS.name, where, order="category", limit=PAGE,
+                                      after=after)
+    return {"decisions": [_view(ctx.hub, r) for r in page.records],
+            "more": page.cursor is not None, "cursor": page.cursor}
 
 
 async def _report(hub: Hub, viewer: Peer, since: float, until: float) -> ReportSection | None:
     """The decisions posted and revoked in ``[since, until)`` that ``viewer`` can see, in
-    time order (the keys changed since ``since``, newest first, hold them all)."""
-    lines: list[tuple[float, str]] = []
-    cursor: str | None = None
-    while True:
-        page = await hub.records.find(DECISIONS.name, order="-updated_at", limit=200,
-                                      after=cursor)
-        for record in page.records:
-            if record.updated_at < since:
-                return _section(lines)
-            if may_see(hub, viewer, record.value["scope"]):
-                lines += _report_lines(hub, record.value, since, until)
-        if page.cursor is None:
-            return _section(lines)
-        cursor = page.cursor
+    time order."""
+    lines = await window_lines(hub, HISTORY.name, {"audience": audiences(hub, viewer)},
+                               since=since, until=until, line=lambda r: _line(hub, r.value))
+    return ReportSection("Decisions", lines, order=40) if lines else None
 
 
-def _section(lines: list[tuple[float, str]]) -> ReportSection | None:
-    if not lines:
-        return None
-    lines.sort(key=lambda item: item[0])
-    return ReportSection("Decisions", [line for _, line in lines], order=40)
-
-
-def _report_lines(hub: Hub, doc: dict[str, Any], since: float,
-                  until: float) -> list[tuple[float, str]]:
-    out = []
-    where = f" ({report_text(doc['scope'], 100)})" if doc["scope"] else ""
-    for entry in doc["history"]:
-        if not since <= entry["at"] < until:
-            continue
-        who = report_text(peer_name(hub, entry["by"]), 60)
-        if entry["event"] == "posted":
-            text = f"{report_text(doc['name'], 128)}{where} = {report_text(entry['value'])}"
-            out.append((entry["at"], f"- {who} decided {text}"))
-        else:
-            text = f"{report_text(doc['name'], 128)}{where}: {report_text(entry['reason'])}"
-            out.append((entry["at"], f"- {who} revoked {text}"))
-    return out
+def _line(hub: Hub, entry: dict[str, Any]) -> str:
+    where = f" ({report_text(entry['scope'], 100)})" if entry["scope"] else ""
+    who = report_text(peer_name(hub, entry["by"]), 60)
+    if entry["event"] == "posted":
+        return f"- {who} decided {report_text(entry['name'], 128)}{where} = " \
+            f"{report_text(entry['value'])}"
+    return f"- {who} revoked {report_text(entry['name'], 128)}{where}: " \
+        f"{report_text(entry['reason'])}"
 
 
 @hookimpl
 def meshhub_register_collections(register: Callable[[Collection], None]) -> None:
     register(DECISIONS)
+    register(HISTORY.collection)
 
 
 @hookimpl

@@ -45,6 +45,7 @@ from .files_actions import (
     release_blob,
     store_for,
 )
+from .report_window import window_lines
 
 if TYPE_CHECKING:
     from meshhub.hub import Hub
@@ -415,13 +416,26 @@ def meshhub_startup(hub: Hub) -> None:
 async def meshhub_report_sections(hub: Hub, viewer: Peer, since: float, until: float
                                   ) -> ReportSection | None:
     """Files shared and deleted in the window: every peer may see the mesh's shares."""
-    shared = await hub.records.all(SHARES.name, {"shared_at": Range(ge=since, lt=until)},
-                                   order="shared_at")
-    lines = [f"- shared: {report_text(v['name'])} ({v['size']} bytes) by "
-             f"{report_text(share_view(hub, r)['shared_by'])}"
-             for r, v in ((r, r.value) for r in shared)]
-    for entry in await hub.audit.entries(since=since, event="file_deleted", limit=500):
-        if entry["at"] < until:
-            lines.append(f"- deleted: {report_text(str(entry['details'].get('name', '')))} "
-                         f"by {report_text(entry['actor_name'])}")
+    lines = await window_lines(hub, SHARES.name, {}, since=since, until=until,
+                               field="shared_at", line=lambda r: _shared_line(hub, r))
+    lines += await _deleted(hub, since, until)
     return ReportSection("Files", lines, order=80) if lines else None
+
+
+def _shared_line(hub: Hub, record: Record) -> str:
+    return (f"- shared: {report_text(record.value['name'])} ({record.value['size']} bytes) "
+            f"by {report_text(share_view(hub, record)['shared_by'])}")
+
+
+async def _deleted(hub: Hub, since: float, until: float) -> list[str]:
+    """The deletions the audit log holds for ``[since, until)``, oldest first, read a page
+    at a time (``until`` in the query, so later deletions never crowd them out)."""
+    lines: list[str] = []
+    after: int | None = 0
+    while after is not None:
+        page = await hub.audit.entries(since=since, until=until, event="file_deleted",
+                                       after_seq=after, limit=500)
+        lines += [f"- deleted: {report_text(str(e['details'].get('name', '')))} by "
+                  f"{report_text(e['actor_name'])}" for e in page]
+        after = page[-1]["seq"] if len(page) == 500 else None
+    return lines

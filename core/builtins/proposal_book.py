@@ -35,8 +35,11 @@ def _involved(hub: Hub, change: Change) -> Iterable[str]:
     return [doc.get("proposer", ""), *doc.get("electorate", ())]
 
 
-PROPOSALS = Collection("proposals", indexes=("state", "opened_at", "resolved_at"), feed=True,
-                       notify=_involved)
+PROPOSALS = Collection("proposals", indexes=("state", "proposer", "opened_at", "resolved_at"),
+                       feed=True, notify=_involved)
+# one document per elector of each proposal (``<proposal>:<elector>``): the electorate is a
+# list in the proposal, which no index reads, and an elector lists the proposals put to it
+ELECTORS = Collection("proposal_electors", indexes=("elector", "opened_at"))
 
 
 def tally(doc: dict[str, Any]) -> dict[str, int]:

@@ -27,12 +27,13 @@ from meshhub.actions import Action, ActionContext, action
 from meshhub.errors import Forbidden, InvalidRequest, NotFound
 from meshhub.fields import MAX_NAMES, MAX_REASON
 from meshhub.ids import new_id
-from meshhub.records import Collection, Conflict, Range
+from meshhub.records import Collection, Conflict, Record
 from meshhub.report import ReportSection, report_text
 from meshhub.routing import refuse_archived, resolve_token, split_targets
 
 from .coordination import member_conversation, notify, peer_name
-from .proposal_book import PROPOSALS, VOTES, ProposalBook, outcome, tally
+from .proposal_book import ELECTORS, PROPOSALS, VOTES, ProposalBook, outcome, tally
+from .report_window import window_lines
 from .search_actions import parse_when
 
 if TYPE_CHECKING:
@@ -150,6 +151,9 @@ async def propose(
             f"reject: `vote {doc['id']} approve`)")
     ctx.hub.limits.can_send(ctx.peer, len(body.encode()))
     await ctx.hub.records.create(PROPOSALS.name, doc["id"], doc)
+    for key in electorate:
+        await ctx.hub.records.put(ELECTORS.name, f"{doc['id']}:{key}",
+                                  {"elector": key, "proposal": doc["id"], "opened_at": now})
     ProposalBook.of(ctx.hub).arm(doc)
     data = {"proposal_id": doc["id"], "title": doc["title"], "threshold": threshold,
             "deadline": ends, "options": list(VOTES)}
@@ -221,15 +225,34 @@ async def proposals(
 ) -> list[dict[str, Any]]:
     """The proposals you made or may vote on (all of them for the hub's owner), newest first,
     at most 200."""
-    where = {"state": state} if state is not None else None
-    out = []
-    for found in await ctx.hub.records.all(PROPOSALS.name, where, order="-opened_at"):
-        doc = found.value
-        if (doc["proposer"] == ctx.peer.key if mine else may_see(ctx, doc)):
-            out.append(view(ctx.hub, doc))
-        if len(out) >= MAX_LIST:
-            break
-    return out
+    where: dict[str, Any] = {"state": state} if state is not None else {}
+    if ctx.is_admin and not mine:
+        found = (await ctx.hub.records.find(PROPOSALS.name, where, order="-opened_at",
+                                            limit=MAX_LIST)).records
+    else:
+        found = (await ctx.hub.records.find(PROPOSALS.name, {**where, "proposer": ctx.peer.key},
+                                            order="-opened_at", limit=MAX_LIST)).records
+        if not mine:
+            found += await _put_to(ctx.hub, ctx.peer.key, state)
+    found.sort(key=lambda r: (r.value["opened_at"], r.key), reverse=True)
+    return [view(ctx.hub, r.value) for r in found[:MAX_LIST]]
+
+
+async def _put_to(hub: Hub, elector: str, state: str | None) -> list[Record]:
+    """The newest proposals (at most 200) put to ``elector``, in ``state`` if given."""
+    out: list[Record] = []
+    cursor: str | None = None
+    while len(out) < MAX_LIST:
+        page = await hub.records.find(ELECTORS.name, {"elector": elector}, order="-opened_at",
+                                      limit=MAX_LIST, after=cursor)
+        for entry in page.records:
+            found = await hub.records.get(PROPOSALS.name, entry.value["proposal"])
+            if found is not None and state in (None, found.value["state"]):
+                out.append(found)
+        if page.cursor is None:
+            return out
+        cursor = page.cursor
+    return out[:MAX_LIST]
 
 
 @action(read_only=True)
@@ -245,21 +268,23 @@ async def report_section(hub: Hub, viewer: Peer, since: float,
                          until: float) -> ReportSection:
     """Proposals opened and resolved in the window, those ``viewer`` proposed or could vote
     on."""
-    lines: list[str] = []
-    for field, what in (("opened_at", "opened"), ("resolved_at", "resolved")):
-        window = {field: Range(ge=since, lt=until)}
-        for found in await hub.records.all(PROPOSALS.name, window, order=field):
-            doc = found.value
-            if viewer.key != doc["proposer"] and viewer.key not in doc["electorate"]:
-                continue
-            title = report_text(doc["title"])
-            if what == "opened":
-                lines.append(f"- Opened by {report_text(peer_name(hub, doc['proposer']))}: {title} "
-                             f"({doc['threshold']} approvals needed)")
-            else:
-                counts = tally(doc)
-                lines.append(f"- {doc['state'].capitalize()}: {title} ({counts['approve']} "
-                             f"approve, {counts['reject']} reject)")
+    def seen(record: Record) -> bool:
+        return viewer.key == record.value["proposer"] or viewer.key in record.value["electorate"]
+
+    def opened(record: Record) -> str:
+        doc = record.value
+        return (f"- Opened by {report_text(peer_name(hub, doc['proposer']))}: "
+                f"{report_text(doc['title'])} ({doc['threshold']} approvals needed)")
+
+    def resolved(record: Record) -> str:
+        doc, counts = record.value, tally(record.value)
+        return (f"- {doc['state'].capitalize()}: {report_text(doc['title'])} "
+                f"({counts['approve']} approve, {counts['reject']} reject)")
+
+    lines = await window_lines(hub, PROPOSALS.name, {}, since=since, until=until, line=opened,
+                               visible=seen, field="opened_at")
+    lines += await window_lines(hub, PROPOSALS.name, {}, since=since, until=until,
+                                line=resolved, visible=seen, field="resolved_at")
     return ReportSection("Proposals", lines, order=50)
 
 
@@ -272,6 +297,7 @@ def meshhub_report_sections(hub: Hub, viewer: Peer, since: float,
 @hookimpl
 def meshhub_register_collections(register: Callable[[Collection], None]) -> None:
     register(PROPOSALS)
+    register(ELECTORS)
 
 
 @hookimpl

@@ -8,8 +8,9 @@ Every change is a compare-and-set on the revision the change read, so of two cla
 the same moment exactly one write lands: the other either lost its compare-and-set (it read
 the open task before that write, on this hub or another sharing the engine) and reads again,
 or read the task after it; either way it finds the task claimed and is refused with
-``conflict`` naming who holds it. Each change is kept in the task's history (who, what,
-when).
+``conflict`` naming who holds it. Each change is counted in the task's document and kept as
+a small document of its own in ``task_history`` (who, what, when), so the task's document
+and its ``record`` events stay small however often it changes.
 
 The status machine (:data:`MOVES`): ``open`` -> ``claimed`` (``task_claim``) ->
 ``in_progress`` -> ``done``; ``blocked`` from ``claimed`` or ``in_progress`` (it unblocks
@@ -30,11 +31,11 @@ from meshhub.actions import Action, ActionContext, action
 from meshhub.directory import check_group
 from meshhub.errors import Forbidden, InvalidRequest, NotFound
 from meshhub.ids import new_id
-from meshhub.records import Change, Collection, Conflict, Range, Record
+from meshhub.records import Change, Collection, Conflict, In, Range, Record
 from meshhub.routing import resolve_peers
 
 from .coordination import conversation_of, member_conversation, notify
-from .task_views import task_report, task_view, visible_to
+from .task_views import HISTORY, entry_view, task_report, task_view, visible_to
 
 if TYPE_CHECKING:
     from meshhub.hub import Hub
@@ -44,8 +45,8 @@ if TYPE_CHECKING:
 MAX_TITLE = 200
 MAX_DESCRIPTION = 8000
 MAX_NOTE = 2000
-MAX_HISTORY = 200  # changes a task keeps; the oldest go first (its creation stays)
 PAGE = 50
+HISTORY_PAGE = 100
 STATUSES = ("open", "claimed", "in_progress", "blocked", "done", "cancelled")
 FINAL = ("done", "cancelled")
 MOVES: dict[str, tuple[str, ...]] = {
@@ -77,8 +78,16 @@ TASKS = Collection("tasks", indexes=("status", "assignee", "created_by", "group"
                    feed=True, notify=_audience)
 
 
-def _entry(peer: Peer, what: str, status: str, note: str = "") -> dict[str, Any]:
-    return {"at": time.time(), "by": peer.key, "action": what, "status": status, "note": note}
+PARTIES = ("title", "created_by", "assignee", "claimed_by", "group", "conversation")
+
+
+async def _remember(hub: Hub, record: Record, peer: Peer, what: str, note: str = "") -> None:
+    """Keep the change just written as the task's change number ``changes``, with the
+    task's title and parties as they are now (who may see it in a report)."""
+    doc = record.value
+    entry = {"at": time.time(), "by": peer.key, "action": what, "status": doc["status"],
+             "note": note, **{k: doc.get(k) for k in PARTIES}}
+    await HISTORY.add(hub, record.key, doc["changes"], entry)
 
 
 def _may_change(ctx: ActionContext, doc: dict[str, Any]) -> bool:
@@ -143,7 +152,7 @@ async def _change(ctx: ActionContext, task_id: str, to: str, what: str,
             doc["blocked_reason"] = None
         edit(doc)
         doc["status"] = to
-        doc["history"] = _kept([*doc["history"], _entry(ctx.peer, what, to, note)])
+        doc["changes"] += 1
         try:
             written = await ctx.hub.records.put(TASKS.name, task_id, doc,
                                                 revision=record.revision)
@@ -151,15 +160,10 @@ async def _change(ctx: ActionContext, task_id: str, to: str, what: str,
             if lost.current is None:
                 raise NotFound(f"task {task_id} is gone") from None
             continue
+        await _remember(ctx.hub, written, ctx.peer, what, note)
         await _tell(ctx, written.value, what, also=holder)
         return task_view(ctx.hub, written)
     raise Conflict(f"task {task_id} kept changing; try again", current=None)
-
-
-def _kept(history: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    if len(history) <= MAX_HISTORY:
-        return history
-    return [history[0], *history[-(MAX_HISTORY - 1):]]
 
 
 async def _tell(ctx: ActionContext, doc: dict[str, Any], what: str,
@@ -222,8 +226,9 @@ async def task_create(
         "id": task_id, "title": line, "description": description,
         "status": "open", "created_by": ctx.peer.key, "assignee": key, "group": group,
         "claimed_by": None, "conversation": conv, "result": None, "blocked_reason": None,
-        "history": [_entry(ctx.peer, "create", "open")]}
+        "changes": 1}
     record = await ctx.hub.records.create(TASKS.name, task_id, doc)
+    await _remember(ctx.hub, record, ctx.peer, "create")
     await ctx.hub.audit.append("task_created", ctx.peer, subject=task_id,
                                title_len=len(line))
     await _tell(ctx, doc, "create")
@@ -318,11 +323,18 @@ async def task_complete(
 
 @action(read_only=True)
 async def task_get(
-    ctx: ActionContext, id: Annotated[str, "the task's id", Field(max_length=64)]
+    ctx: ActionContext, id: Annotated[str, "the task's id", Field(max_length=64)],
+    after: Annotated[int | None, "history: only the changes after this one (its seq)",
+                     Field(ge=0)] = None,
 ) -> dict[str, Any]:
-    """One task with its history: every change, who made it and when."""
+    """One task with its history: every change, who made it and when, oldest first,
+    numbered (``seq``), 100 at a time (its creation and its newest 199 changes are kept);
+    ``history_more`` is true when there are later ones: ask again with ``after`` set to the
+    last ``seq``."""
     record = await _load(ctx, id)
-    return task_view(ctx.hub, record, history=True)
+    entries, more = await HISTORY.page(ctx.hub, record.key, after, HISTORY_PAGE)
+    return dict(task_view(ctx.hub, record), history=[entry_view(ctx.hub, e) for e in entries],
+                history_more=more)
 
 
 @action(read_only=True)
@@ -342,22 +354,39 @@ async def tasks(
     you hold them, or they are in a conversation you are in), newest first, 50 at a time;
     ``more`` is true when there are others: ask again with ``after`` set to the last id."""
     where = await _filters(ctx, status, assignee, created_by)
-    found: list[dict[str, Any]] = []
-    more = False
-    while True:
-        if after is not None:
-            where["key"] = Range(lt=after)
-        page = await ctx.hub.records.find(TASKS.name, where, order="-key", limit=PAGE)
-        for record in page.records:
-            if _listed(ctx, record.value, mine):
-                if len(found) == PAGE:
-                    more = True
-                    break
-                found.append(task_view(ctx.hub, record))
-        if more or page.cursor is None:
-            break
-        after = page.records[-1].key
-    return {"tasks": found, "more": more}
+    if after is not None:
+        where["key"] = Range(lt=after)
+    found: dict[str, Record] = {}
+    for branch in _branches(ctx, mine):
+        query = _narrowed(where, *branch)
+        if query is not None:
+            page = await ctx.hub.records.find(TASKS.name, query, order="-key", limit=PAGE + 1)
+            found.update((r.key, r) for r in page.records)
+    newest = sorted(found.values(), key=lambda r: r.key, reverse=True)
+    return {"tasks": [task_view(ctx.hub, r) for r in newest[:PAGE]], "more": len(newest) > PAGE}
+
+
+def _branches(ctx: ActionContext, mine: bool) -> list[tuple[str, Any]]:
+    """The indexed conditions whose union is what the caller sees (``mine``: holds, made
+    or is assigned), each one query: the newest page of their union is in their pages."""
+    me, hub = ctx.peer.key, ctx.hub
+    groups = tuple(g for g in hub.directory.groups() if ctx.peer.in_group(g))
+    out: list[tuple[str, Any]] = [("created_by", me), ("assignee", me), ("claimed_by", me),
+                                  ("group", In(groups))]
+    if not mine:
+        convs = tuple("#" + c.name for c in hub.directory.conversations.values()
+                      if me in c.members)
+        out.append(("conversation", In(convs)))
+    return out
+
+
+def _narrowed(where: dict[str, Any], field: str, wanted: Any) -> dict[str, Any] | None:
+    """``where`` and ``field`` is ``wanted``; ``None`` when they cannot both hold."""
+    if field not in where:
+        return {**where, field: wanted}
+    given = where[field]
+    holds = given in wanted.values if isinstance(wanted, In) else given == wanted
+    return where if holds else None
 
 
 async def _filters(ctx: ActionContext, status: str | None, assignee: str | None,
@@ -380,17 +409,10 @@ async def _filters(ctx: ActionContext, status: str | None, assignee: str | None,
     return where
 
 
-def _listed(ctx: ActionContext, doc: dict[str, Any], mine: bool) -> bool:
-    if mine:
-        me = ctx.peer.key
-        return me in (doc["created_by"], doc.get("assignee"), doc.get("claimed_by")) or \
-            bool(doc.get("group") and ctx.peer.in_group(doc["group"]))
-    return visible_to(ctx.hub, ctx.peer, doc)
-
-
 @hookimpl
 def meshhub_register_collections(register: Callable[[Collection], None]) -> None:
     register(TASKS)
+    register(HISTORY.collection)
 
 
 @hookimpl

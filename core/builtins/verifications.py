@@ -23,11 +23,12 @@ from meshhub.errors import Forbidden, InvalidRequest, NotFound
 from meshhub.fields import MAX_NAME
 from meshhub.ids import new_id
 from meshhub.kinds import LINE_BREAKS
-from meshhub.records import Change, Collection, Conflict, Range
+from meshhub.records import Change, Collection, Conflict, Record
 from meshhub.report import ReportSection, report_text
 from meshhub.routing import resolve_peers
 
 from .coordination import member_conversation, notify, peer_name
+from .report_window import window_lines
 
 if TYPE_CHECKING:
     from meshhub.hub import Hub
@@ -45,7 +46,8 @@ def _parties(hub: Hub, change: Change) -> Iterable[str]:
     return [doc.get("asker", ""), doc.get("verifier", "")]
 
 
-VERIFICATIONS = Collection("verifications", indexes=("state", "asked_at", "answered_at"),
+VERIFICATIONS = Collection("verifications", indexes=("state", "asker", "verifier", "asked_at",
+                                                    "answered_at"),
                            feed=True, notify=_parties)
 
 
@@ -157,15 +159,21 @@ async def verifications(
 ) -> list[dict[str, Any]]:
     """The verifications you asked for or were asked (all of them for the hub's owner),
     newest first, at most 200."""
-    where = {"state": state} if state is not None else None
-    out = []
-    for found in await ctx.hub.records.all(VERIFICATIONS.name, where, order="-asked_at"):
-        doc = found.value
-        if doc["asker"] == ctx.peer.key if mine else _may_see(ctx, doc):
-            out.append(view(ctx.hub, doc))
-        if len(out) >= MAX_LIST:
-            break
-    return out
+    where: dict[str, Any] = {"state": state} if state is not None else {}
+    me = ctx.peer.key
+    if mine:
+        parts = [{**where, "asker": me}]
+    elif ctx.is_admin:
+        parts = [where]
+    else:
+        parts = [{**where, "asker": me}, {**where, "verifier": me}]
+    found: dict[str, Record] = {}
+    for part in parts:
+        page = await ctx.hub.records.find(VERIFICATIONS.name, part, order="-asked_at",
+                                          limit=MAX_LIST)
+        found.update((r.key, r) for r in page.records)
+    newest = sorted(found.values(), key=lambda r: (r.value["asked_at"], r.key), reverse=True)
+    return [view(ctx.hub, r.value) for r in newest[:MAX_LIST]]
 
 
 @action(read_only=True)
@@ -178,20 +186,26 @@ async def verification_get(
 
 async def report_section(hub: Hub, viewer: Peer, since: float,
                          until: float) -> ReportSection:
-    """Verifications asked and answered in the window that ``viewer`` asked for or was
-    asked."""
+    """Verifications asked and answered in the window that ``viewer`` asked for (then those
+    it was asked: a peer never verifies its own claim)."""
+
+    def line(field: str) -> Callable[[Record], str]:
+        def make(record: Record) -> str:
+            doc = record.value
+            claim = report_text(doc["claim"])
+            verifier = report_text(peer_name(hub, doc["verifier"]))
+            if field == "asked_at":
+                return f"- {report_text(peer_name(hub, doc['asker']))} asked {verifier} to " \
+                    f"verify: {claim}"
+            return f"- {doc['state'].capitalize()} by {verifier}: {claim}"
+        return make
+
     lines: list[str] = []
     for field in ("asked_at", "answered_at"):
-        window = {field: Range(ge=since, lt=until)}
-        for found in await hub.records.all(VERIFICATIONS.name, window, order=field):
-            doc = found.value
-            if viewer.key not in (doc["asker"], doc["verifier"]):
-                continue
-            claim = report_text(doc["claim"])
-            asker = report_text(peer_name(hub, doc["asker"]))
-            verifier = report_text(peer_name(hub, doc["verifier"]))
-            lines.append(f"- {asker} asked {verifier} to verify: {claim}" if field == "asked_at"
-                         else f"- {doc['state'].capitalize()} by {verifier}: {claim}")
+        for party in ("asker", "verifier"):
+            lines += await window_lines(hub, VERIFICATIONS.name, {party: viewer.key},
+                                        since=since,
+                                        until=until, line=line(field), field=field)
     return ReportSection("Verifications", lines, order=55)
 
 

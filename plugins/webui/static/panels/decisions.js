@@ -99,7 +99,7 @@ export async function mount(element, api) {
   async function refresh() {
     let found;
     try {
-      found = await api.call("decisions", { include_revoked: revoked.checked });
+      found = (await api.call("decisions", { include_revoked: revoked.checked })).decisions;
     } catch (error) {
       api.toast(error.message);
       return;
