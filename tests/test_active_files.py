@@ -323,6 +323,8 @@ async def test_other_teams_files_do_not_hide_a_peers_own(inproc, tmp_path):
         assert (await api_call(served.url, token, "files_active"))["files"] == mine["files"]
         theirs = await c.call("files_active")
         assert len(theirs["files"]) == 1000 and theirs["more"] is True
+    async with stdio_session(mcp_params(ann, served.url, MESHHUB_SESSION_NAME="ann-s")) as s:
+        assert await s.call("mesh_files_active") == mine
 
 
 def test_settings_that_are_not_seconds_are_refused_naming_them():
@@ -371,3 +373,25 @@ async def test_git_runs_without_fsmonitor(tmp_path, monkeypatch):
 
 async def _no_call(*args: Any, **kwargs: Any) -> Any:
     raise AssertionError("no hub call expected")
+
+
+async def test_sessions_are_told_again_of_a_conflict_found_again(inproc, tmp_path):
+    served = await inproc()
+    ann, bob = (make_identity(tmp_path / "people", n) for n in ("ann", "bob"))
+    one = clone(tmp_path / "one", "git@example.com:acme/app.git")
+    two = clone(tmp_path / "two", "https://example.com/acme/app")
+    params = [mcp_params(ann, served.url, MESHHUB_SESSION_NAME="ann-one"),
+              mcp_params(bob, served.url, MESHHUB_SESSION_NAME="bob-two")]
+    for item, cwd in zip(params, (one, two), strict=True):
+        item.cwd = cwd
+    async with stdio_session(params[0]) as s1, stdio_session(params[1]) as s2:
+        for s in (s1, s2):
+            await ready(s)
+        for told in (1, 2):
+            await hook(ann.home, "ann-one", one, "src/app.py")
+            await hook(bob.home, "bob-two", two, "src/app.py")
+            for s in (s1, s2):
+                assert [p.meta["kind"] for p in await s.pushes.wait(told)] == [
+                    "file_conflict"] * told
+            for collection in ("active_files", "file_conflicts"):  # the hub forgets both
+                await expire(served.hub, collection)
