@@ -217,19 +217,23 @@ class Directory:
             base = clean_name(f"{connector}-{base}")
         return base
 
-    async def give_up_name(self, name: str, keep: str) -> None:
+    async def give_up_name(self, name: str, keep: str) -> list[tuple[str, str]]:
         """Rename whoever but the member ``keep`` holds ``name`` (the owner's own name, when an
         upgrade finds it taken): a member becomes ``member-<key>``, a peer ``peer-<key>``, names
-        that read as nobody in particular."""
+        that read as nobody in particular. ``(key, new name)`` of each one renamed."""
+        renamed = []
         for member in self.members.values():
             if member.key != keep and member.name.lower() == name.lower():
                 member.name = f"member-{member.key[:8]}"
                 await self.save_member(member)
+                renamed.append((member.key, member.name))
         key = self.by_name.get(name.lower())
         if key is not None and self.peers[key].member_key != keep:
             peer = self.peers[key]
             self.rename(peer, self.unique_name(f"peer-{key}"))
             await self.store.save_peer(peer)
+            renamed.append((peer.key, peer.name))
+        return renamed
 
     # -- members and invites ------------------------------------------------------------------
     def member(self, key: str | None) -> Member | None:

@@ -117,7 +117,9 @@ async def enroll_owner(hub: Hub, key: str, name: str) -> None:
         log.warning("the owner's name %r was held by another member or peer; it is the "
                     "owner's again and the other holder was renamed (see hub members list)",
                     name)
-        await directory.give_up_name(name, keep=key)
+        for held, renamed in await directory.give_up_name(name, keep=key):
+            await hub.audit.append("owner_name_reclaimed", None, subject=name, key=held,
+                                   renamed_to=renamed)
     owner = await directory.enroll(Member(key=key, name=name, via="owner",
                                           created_at=known.created_at if known else time.time()))
     await hub.audit.append("member_joined", owner, subject=owner.name, via="owner")
@@ -259,14 +261,15 @@ async def token_peer(hub: Hub, token: str) -> tuple[Peer, str, str]:
 
 async def revoke_tokens(hub: Hub, peer: Peer, *, label: str | None = None,
                         token_id: str | None = None) -> int:
-    """Revoke tokens and close every connection that came in with one of them."""
+    """Revoke tokens and close every connection that came in with one of them; then log it
+    (a log that fails must not leave a revoked token's connection open)."""
     hashes = set(await hub.store.revoke_tokens(peer.key, label=label, token_id=token_id))
-    if hashes:
-        await hub.audit.append("token_revoked", peer, subject=token_id or label or "all",
-                               count=len(hashes))
     await asyncio.gather(*(conn.close(code=CLOSE_REVOKED, message="token revoked")
                            for conn in hub.presence.all_connections()
                            if conn.token_hash in hashes))
+    if hashes:
+        await hub.audit.append("token_revoked", peer, subject=token_id or label or "all",
+                               count=len(hashes))
     return len(hashes)
 
 

@@ -6,11 +6,15 @@ from __future__ import annotations
 
 import json
 import sqlite3
+from typing import Any
 
+import aiohttp
 import pytest
 
 from meshhub.audit import entry_hash
-from meshhub.errors import Forbidden, NotFound
+from meshhub.client import ws_url
+from meshhub.errors import Forbidden, MeshError, NotFound
+from meshhub.members import enroll_owner
 
 from .helpers import Identity, api_call, collect, token_for
 
@@ -31,6 +35,9 @@ async def test_core_events_are_logged_with_who_and_never_what(inproc, people, tm
                      reason="secret reason")
         question = await a.call("ask", to="bob", question="where is the secret key?")
         await b.call("approval_answer", id=question["id"], answer="secret under the mat")
+        choice = await a.call("ask", to="bob", question="which?",
+                              choices=["the secret one", "the other one"])
+        await b.call("approval_answer", id=choice["id"], answer="the secret one")
         await o.call("member_remove", member="bob")
 
         rows = await o.call("audit", limit=100)
@@ -46,8 +53,9 @@ async def test_core_events_are_logged_with_who_and_never_what(inproc, people, tm
         assert ("invite_created", "owner", invite["id"]) in events
         assert ("invite_revoked", "owner", invite["id"]) in events
         answers = [r for r in rows if r["event"] == "approval_answered"]
-        assert [(r["actor_name"], r["subject"], r["details"]["answer"]) for r in answers] == [
-            ("bob", asked["id"], "approve"), ("bob", question["id"], None)]
+        assert [(r["actor_name"], r["subject"], r["details"]["option"]) for r in answers] == [
+            ("bob", asked["id"], 0), ("bob", question["id"], None), ("bob", choice["id"], 0)]
+        assert {r["details"]["answer"] for r in answers} == {None}  # the asker's words
         assert events[-1] == ("member_removed", "owner", "bob")
         assert "secret" not in json.dumps(rows)  # no question, reason or free-text answer
 
@@ -106,3 +114,56 @@ def test_cli_verify_and_tail_find_an_edited_row(hub):
     assert "chain broken at row 1" in broken.stderr and "changed" in broken.stderr
     as_json = owner.cli(hub.url, "audit", "verify", "--json", check=False)
     assert as_json.returncode == 1 and json.loads(as_json.stdout)["seq"] == 1
+
+
+async def test_a_revoked_tokens_connection_closes_even_when_the_log_fails(inproc, people,
+                                                                          monkeypatch):
+    served = await inproc()
+    (ann,) = people("ann")
+    async with ann.client(served.url) as a, aiohttp.ClientSession() as http:
+        token = await token_for(a)
+        ws = await http.ws_connect(ws_url(served.url))
+        await ws.receive_json()
+        await ws.send_json({"type": "hello", "token": token})
+        assert (await ws.receive_json())["type"] == "welcome"
+
+        async def failing(*args: Any, **kwargs: Any) -> None:
+            raise OSError("the log's disk is full")
+
+        monkeypatch.setattr(served.hub.audit, "append", failing)
+        with pytest.raises(MeshError):
+            await a.call("token_revoke", label="test")
+        while (frame := await ws.receive(timeout=30)).type == aiohttp.WSMsgType.TEXT:
+            pass  # presence events until the close
+        assert frame.type in (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSED)
+        await ws.close()
+
+
+async def test_pairing_codes_and_the_owners_name_taken_back_are_logged(inproc, people,
+                                                                      tmp_path):
+    served = await inproc()
+    owner = Identity(tmp_path / "hub", "owner")
+    (ann,) = people("ann")
+    async with owner.client(served.url) as o, ann.client(served.url) as a:
+        made = await o.call("pair_create", connector="telegram", new_person=True)
+        token = await token_for(o, cap="admin")
+        over_http = await api_call(served.url, token, "pair_create", connector="telegram",
+                                   new_person=True)
+        ann_key = a.peer["key"]
+        member_key = served.hub.directory.peers[ann_key].member_key
+        await enroll_owner(served.hub, "f" * 64, "ann")  # an owner whose name ann held
+
+        rows = await o.call("audit", event="pairing_code_created")
+        assert [(r["actor_name"], r["subject"], r["details"]) for r in rows] == [
+            ("owner", made["id"], {"connector": "telegram", "new_person": True}),
+            ("owner", over_http["id"], {"connector": "telegram", "new_person": True})]
+        codes = (made["code"], over_http["code"])
+        logged = json.dumps(await o.call("audit", limit=100))
+        assert not any(c in logged or c.replace("-", "") in logged for c in codes)
+        renamed = await o.call("audit", event="owner_name_reclaimed")
+        directory = served.hub.directory
+        assert [(r["actor_name"], r["subject"], r["details"]) for r in renamed] == [
+            ("hub", "ann", {"key": member_key,
+                            "renamed_to": directory.members[member_key].name}),
+            ("hub", "ann", {"key": ann_key, "renamed_to": directory.peers[ann_key].name})]
+        assert (await served.hub.audit.verify()).ok

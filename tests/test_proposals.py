@@ -84,6 +84,7 @@ async def test_threshold_two_resolves_on_the_second_approval_and_tells_everyone(
         assert await d.call("proposals") == []
         audit = await served.hub.records.all("audit")
         assert [e.value["event"] for e in audit].count("proposal_resolved") == 1
+        assert (await served.hub.audit.verify()).ok
 
         report = await build_report(served.hub, served.hub.directory.find("bob"),
                                     time.time() - 60, time.time() + 1)

@@ -67,6 +67,7 @@ async def test_two_claimers_at_the_same_moment_exactly_one_wins(inproc, people):
             assert lost["details"]["held_by"] == won["claimed_by"]
     assert len(await served.hub.audit.entries(event="task_claimed")) == 35
     assert len(await served.hub.audit.entries(event="task_created")) == 35
+    assert (await served.hub.audit.verify()).ok
 
 
 async def test_the_status_machine_the_notes_and_the_history(inproc, people):

@@ -37,6 +37,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 from meshhub import hookimpl
 from meshhub.actions import Action, ActionContext, action
 from meshhub.errors import Forbidden, InvalidRequest, NotFound
+from meshhub.ids import new_id
 from meshhub.models import SESSION_CONNECTORS
 from meshhub.records import Collection, Conflict, Range, Where
 
@@ -159,15 +160,16 @@ class PairingBook:
     async def create_code(self, connector: str, created_by: str,
                           member_key: str | None = None) -> dict[str, Any]:
         """A new code; with ``member_key`` it links the account to that member."""
-        code = new_code()
+        code, code_id = new_code(), new_id()
         now = time.time()
-        value = {"connector": connector, "created_by": created_by, "created_at": now,
+        value = {"id": code_id, "connector": connector, "created_by": created_by, "created_at": now,
                  "expires_at": now + CODE_TTL, "attempts_left": CODE_ATTEMPTS, "used_by": None,
                  "member_key": member_key,
                  "guesses_at": await self.wrong_guesses(connector)}
         await self.hub.records.put(CODES.name, _hash(code), value, revision=0,
                                    expires_at=now + CODE_TTL + CODE_KEPT)
-        return {"code": show_code(code), "connector": connector, "expires_at": now + CODE_TTL,
+        return {"id": code_id, "code": show_code(code), "connector": connector,
+                "expires_at": now + CODE_TTL,
                 "expires_in": int(CODE_TTL), "attempts": CODE_ATTEMPTS}
 
     async def redeem(self, connector: str, external_id: str, code: str, name: str) -> Peer:
@@ -415,6 +417,8 @@ async def pair_create(
         )
     member_key = None if new_person else ctx.peer.member_key
     result = await PairingBook.of(hub).create_code(connector, ctx.peer.key, member_key)
+    await hub.audit.append("pairing_code_created", ctx.peer, subject=result["id"],
+                           connector=connector, new_person=new_person)
     result["links_to"] = None if member_key is None else hub.directory.members[member_key].name
     slot = hub.connectors.get(connector)
     how = (slot.how_to_pair(hub, result["code"]) if isinstance(slot, ConnectorSlot) else

@@ -27,8 +27,9 @@ from pydantic import Field
 
 from meshhub import hookimpl
 from meshhub.actions import Action, ActionContext, action
+from meshhub.config import ConfigError
 from meshhub.directory import check_group
-from meshhub.errors import InvalidRequest, TooLarge
+from meshhub.errors import InvalidRequest, MeshError, TooLarge
 from meshhub.fields import MAX_GROUP, MAX_PATH, MAX_REPO
 from meshhub.records import Change, Collection, Conflict, Range
 from meshhub.report import ReportSection, report_text
@@ -58,9 +59,27 @@ CONFLICTS = Collection("file_conflicts", indexes=("file", "at"), feed=True,
 
 
 def settings(hub: Hub) -> tuple[float, float]:
-    """``(ttl, remember)`` from ``[active_files]``."""
+    """``(ttl, remember)`` from ``[active_files]``; a setting that is not a number of seconds
+    above 0 is a :class:`ConfigError` naming it (at start: the hub's log and ``hub plugins``
+    name it; a call is answered that it cannot be made until it is fixed)."""
     section = hub.config.section("active_files")
-    return float(section.get("ttl", TTL)), float(section.get("remember", REMEMBER))
+    return _seconds(section, "ttl", TTL), _seconds(section, "remember", REMEMBER)
+
+
+def _call_settings(hub: Hub) -> tuple[float, float]:
+    try:
+        return settings(hub)
+    except ConfigError as exc:
+        raise MeshError(f"files_editing is off: the hub's {exc}; its owner fixes the hub's "
+                        "config") from exc
+
+
+def _seconds(section: dict[str, Any], name: str, default: float) -> float:
+    value = section.get(name, default)
+    if isinstance(value, bool) or not isinstance(value, int | float) or not 0 < value < 1e9:
+        raise ConfigError(f"[active_files] {name} must be a number of seconds above 0, "
+                          f"not {value!r}")
+    return float(value)
 
 
 def same_team(a: Peer, b: Peer) -> bool:
@@ -163,7 +182,7 @@ async def files_editing(
     event of ``file_conflicts``, once per pair and file."""
     named = [file_name(repo, p) for p in paths]  # all checked before anything is written
     await _check_room(ctx.hub, ctx.peer.key, [file for file, _ in named])
-    ttl, remember = settings(ctx.hub)
+    ttl, remember = _call_settings(ctx.hub)
     now, conflicts = time.time(), []
     for file, path in dict(named).items():
         since = await _touch(ctx.hub, ctx.peer.key, repo, file, path, now, ttl)
@@ -180,19 +199,33 @@ async def files_active(
     """Who is editing which file, since when, by file (the first editor first). Every peer
     sees its own team's (the hub's owner sees everyone's)."""
     wanted = check_group(group) if group else None
-    peers, out = ctx.hub.directory.peers, []
-    page = await ctx.hub.records.find(ACTIVE.name, {}, order="file", limit=MAX_LISTED)
-    for record in page.records:
-        peer = peers.get(record.value["peer"])
-        if peer is None or (wanted is not None and not peer.in_group(wanted)):
-            continue
-        if peer.key == ctx.peer.key or ctx.is_admin or same_team(ctx.peer, peer):
-            doc = record.value
-            out.append({"file": doc["file"], "repo": doc.get("repo"), "path": doc["path"],
-                        "peer": peer.name, "peer_key": peer.key, "since": doc["since"],
-                        "last_at": doc["last_at"]})
+    out = await _visible(ctx, wanted)
     out.sort(key=lambda f: (f["file"], f["since"]))
-    return {"files": out, "more": page.cursor is not None}
+    return {"files": out[:MAX_LISTED], "more": len(out) > MAX_LISTED}
+
+
+async def _visible(ctx: ActionContext, wanted: str | None) -> list[dict[str, Any]]:
+    """Up to one more than :data:`MAX_LISTED` of the active files the caller may see, in file
+    order: pages are read until that many are visible (other teams' files do not use up the
+    limit)."""
+    peers, cursor = ctx.hub.directory.peers, None
+    out: list[dict[str, Any]] = []
+    while len(out) <= MAX_LISTED:
+        page = await ctx.hub.records.find(ACTIVE.name, {}, order="file", limit=MAX_LISTED,
+                                          after=cursor)
+        for record in page.records:
+            peer = peers.get(record.value["peer"])
+            if peer is None or (wanted is not None and not peer.in_group(wanted)):
+                continue
+            if peer.key == ctx.peer.key or ctx.is_admin or same_team(ctx.peer, peer):
+                doc = record.value
+                out.append({"file": doc["file"], "repo": doc.get("repo"), "path": doc["path"],
+                            "peer": peer.name, "peer_key": peer.key, "since": doc["since"],
+                            "last_at": doc["last_at"]})
+        if page.cursor is None:
+            break
+        cursor = page.cursor
+    return out
 
 
 @action()
@@ -218,8 +251,9 @@ async def files_done(
     return {"done": done}
 
 
-def _when(at: float) -> str:
-    return time.strftime("%H:%M UTC", time.gmtime(at))
+def clock(at: Any) -> str:
+    """A time of day as the report and the sessions show it (``?``: none given)."""
+    return time.strftime("%H:%M:%S UTC", time.gmtime(float(at))) if at else "?"
 
 
 @hookimpl
@@ -233,10 +267,15 @@ async def meshhub_report_sections(hub: Hub, viewer: Peer, since: float,
         doc = record.value
         if not admin and viewer.key not in {p["key"] for p in doc["peers"]}:
             continue
-        who = " and ".join(f"{report_text(p['name'])} (since {_when(p['since'])})"
+        who = " and ".join(f"{report_text(p['name'])} (since {clock(p['since'])})"
                            for p in doc["peers"])
-        lines.append(f"- {report_text(doc['file'])}: {who}, seen {_when(doc['at'])}")
+        lines.append(f"- {report_text(doc['file'])}: {who}, seen {clock(doc['at'])}")
     return ReportSection("Active files", lines, 90) if lines else None
+
+
+@hookimpl
+def meshhub_startup(hub: Hub) -> None:
+    settings(hub)
 
 
 @hookimpl

@@ -304,7 +304,8 @@ async def permission_request(
             "input_preview": input_preview}
         await book.insert(r)
         await hub.audit.append("approval_answered", None, subject=r["id"], kind="permission",
-                               answer=automatic, on="policy", tool=tool, asker=ctx.peer.name)
+                               option=PERMISSION_OPTIONS.index(automatic), answer=automatic,
+                               on="policy", tool=tool, asker=ctx.peer.name)
         return book.view(r)
     who = policy.approver_for(tool, ctx.peer.name)
     if who is not None:
@@ -381,9 +382,12 @@ async def approval_answer(
     if view is None:
         raise InvalidRequest(f"already answered: {book.view(await book.get(r['id']))['label']}",
                              code="exists")
-    # a chosen option names the answer; a free-text answer is content, never logged
+    # options are the asker's words (a tool permission's allow/deny are the hub's): the row
+    # names the chosen one by its place; a free-text answer is content, never logged
+    permission = r["kind"] == "permission"
     await ctx.hub.audit.append("approval_answered", ctx.peer, subject=r["id"], kind=r["kind"],
-                               answer=chosen if options else None, on=surface_of(ctx))
+                               option=options.index(chosen) if options else None,
+                               answer=chosen if permission else None, on=surface_of(ctx))
     return view
 
 

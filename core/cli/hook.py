@@ -25,6 +25,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import socket
 import sys
 import time
@@ -38,6 +39,7 @@ STDIN_WAIT = 0.2  # seconds to wait for the hook's JSON when stdin is left open
 MAX_ANSWER = 256 * 1024  # bytes: an answer is one short line
 MAX_TOOL = 200  # meshhub.fields.MAX_TOOL, written here: this module loads nothing of meshhub
 MAX_PATH = 1024  # meshhub.fields.MAX_PATH: a longer path is left out, not cut into another one
+CONTROL = re.compile(r"[\x00-\x1f\x7f]")  # refused in paths by the hub (files_editing) as here
 EDIT_TOOLS = {"Edit": "file_path", "Write": "file_path", "MultiEdit": "file_path",
               "NotebookEdit": "notebook_path"}  # Claude Code's tools that edit a file
 
@@ -132,15 +134,20 @@ def request_line(event: str, payload: Any) -> dict[str, Any]:
 
 def edited(payload: dict[str, Any], tool: str) -> dict[str, Any]:
     """``files`` and ``cwd`` for a tool that edited a file (nothing for the others, or for a
-    path that is not a short line of text)."""
+    path that is not a short line of text: the session runs git in the directory it names)."""
     tool_input = payload.get("tool_input")
     path = tool_input.get(EDIT_TOOLS[tool]) if tool in EDIT_TOOLS \
         and isinstance(tool_input, dict) else None
-    if not isinstance(path, str) or not 0 < len(path) <= MAX_PATH or "\n" in path:
+    if not _line(path):
         return {}
     cwd = payload.get("cwd")
-    fits = isinstance(cwd, str) and os.path.isabs(cwd) and len(cwd) <= MAX_PATH
+    fits = _line(cwd) and os.path.isabs(str(cwd))
     return {"files": [path], **({"cwd": cwd} if fits else {})}
+
+
+def _line(text: Any) -> bool:
+    """Whether ``text`` is a path the hub takes: a short line without control characters."""
+    return isinstance(text, str) and 0 < len(text) <= MAX_PATH and not CONTROL.search(text)
 
 
 def run(event: str, stdin_text: str) -> str:

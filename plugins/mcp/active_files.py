@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+from meshhub.builtins.active_files import clock
 from meshhub.fields import MAX_PATH, MAX_REPO
 from meshhub.sanitize import for_terminal
 
@@ -58,12 +59,16 @@ def repo_identity(remote: str) -> str:
 
 
 async def _git(cwd: Path, *args: str) -> str | None:
-    """git's one-line answer in ``cwd``, or ``None`` (not a repository, no git, too slow)."""
+    """git's one-line answer in ``cwd``, or ``None`` (not a repository, no git, too slow).
+
+    ``cwd`` is a directory an edited path names: git takes no lock there and runs no
+    fsmonitor program that repository's config may name."""
     env = {**os.environ, "GIT_OPTIONAL_LOCKS": "0"}
     try:
         proc = await asyncio.create_subprocess_exec(
-            "git", *args, cwd=cwd, env=env, stdin=asyncio.subprocess.DEVNULL,
-            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.DEVNULL)
+            "git", "-c", "core.fsmonitor=false", *args, cwd=cwd, env=env,
+            stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.DEVNULL)
     except OSError:  # no git, or the directory has gone
         return None
     try:
@@ -81,15 +86,27 @@ def conflict_line(doc: dict[str, Any], me: str) -> str:
     """What the session is told of a conflict: who else edits which file, since when."""
     others = [p for p in doc.get("peers", []) if p.get("key") != me]
     mine = [p for p in doc.get("peers", []) if p.get("key") == me]
-    who = ", ".join(f"{p.get('name')} (since {_when(p.get('since'))})" for p in others)
-    you = f"; you since {_when(mine[0].get('since'))}" if mine else ""
+    who = ", ".join(f"{p.get('name')} (since {clock(p.get('since'))})" for p in others)
+    you = f"; you since {clock(mine[0].get('since'))}" if mine else ""
     return for_terminal(f"meshhub: {who} is also editing {doc.get('file')}{you}. Agree with "
                         "them (mesh_send) on who changes it before editing it further.",
                         one_line=True)
 
 
-def _when(at: Any) -> str:
-    return time.strftime("%H:%M:%S UTC", time.gmtime(float(at))) if at else "?"
+def spawn(tasks: set[asyncio.Task[Any]], work: Awaitable[Any], what: str) -> asyncio.Task[Any]:
+    """Run ``work`` in the background (held in ``tasks`` until it ends), logging why it
+    failed: the hub went away or refused, and the next tool call tries again."""
+
+    async def run() -> None:
+        try:
+            await work
+        except Exception as exc:
+            log.info("could not %s: %s", what, exc)
+
+    task = asyncio.create_task(run())
+    tasks.add(task)
+    task.add_done_callback(tasks.discard)
+    return task
 
 
 class ActiveFiles:
@@ -105,7 +122,7 @@ class ActiveFiles:
         self._named: deque[str] = deque(maxlen=REMEMBER)
         self._untold: dict[str, dict[str, Any]] = {}  # conflicts no hook answer named yet
         self._reported = False
-        self._tasks: set[asyncio.Future[None]] = set()
+        self._tasks: set[asyncio.Task[Any]] = set()
 
     def channel(self, send: SendChannel) -> None:
         """Conflicts become channel notifications from now on."""
@@ -154,8 +171,11 @@ class ActiveFiles:
             self.offer_conflict(frame["value"])
 
     def offer_conflict(self, doc: dict[str, Any]) -> None:
+        """Tell a conflict once per surface. It is known by its pair, file and the time the
+        hub found it: the hub tells a pair again once it has forgotten the last conflict, and
+        so does the session."""
         key = " ".join([*sorted(str(p.get("key")) for p in doc.get("peers", [])),
-                        str(doc.get("file"))])
+                        str(doc.get("file")), str(doc.get("at"))])
         if key not in self._named:
             self._named.append(key)
             self._untold[key] = doc
@@ -164,10 +184,7 @@ class ActiveFiles:
             send = self._send(conflict_line(doc, self._me()),
                               {"kind": "file_conflict",
                                "file": for_terminal(str(doc.get("file")), one_line=True)})
-            task = asyncio.ensure_future(send)
-            self._tasks.add(task)
-            task.add_done_callback(self._tasks.discard)
-            task.add_done_callback(_logged)
+            spawn(self._tasks, send, "notify the session of a conflict")
 
     def untold(self) -> str | None:
         """The conflicts no hook answer has named yet, as lines (each named once)."""
@@ -180,7 +197,3 @@ class ActiveFiles:
         if self._reported:
             await self._call("files_done")
 
-
-def _logged(task: asyncio.Future[None]) -> None:
-    if not task.cancelled() and task.exception() is not None:
-        log.warning("conflict notification failed: %s", task.exception())

@@ -40,7 +40,7 @@ from meshhub import codec
 from meshhub.fields import MAX_PATH, MAX_TOOL
 from meshhub.local import claim_socket, session_socket
 
-from .active_files import ActiveFiles
+from .active_files import ActiveFiles, spawn
 
 log = logging.getLogger("meshhub_mcp")
 
@@ -149,8 +149,8 @@ class HookServer:
         deadline = loop.time() + HUB_BUDGET
         report = None
         if self._files is not None and files and self._connected():
-            report = self._spawn(asyncio.wait_for(self._files.edited(files, cwd), REPORT_WAIT),
-                                 "report the edited files")
+            work = asyncio.wait_for(self._files.edited(files, cwd), REPORT_WAIT)
+            report = spawn(self._tasks, work, "report the edited files")
         lines = [await self._unread_line()]
         if report is not None:
             await asyncio.wait({report}, timeout=max(0.0, deadline - loop.time()))
@@ -162,25 +162,11 @@ class HookServer:
         return {"hookSpecificOutput": {"hookEventName": "PostToolUse",
                                        "additionalContext": text}}
 
-    def _spawn(self, work: Awaitable[Any], what: str) -> asyncio.Task[Any]:
-        """Run ``work`` in the background, logging why it failed."""
-
-        async def run() -> None:
-            try:
-                await work
-            except Exception as exc:  # the hub went away or refused: the next edit reports
-                log.info("could not %s: %s", what, exc)
-
-        task = asyncio.create_task(run())
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-        return task
-
     def _send_status(self, status: str) -> None:
         if not self._connected():
             return  # sent by :meth:`reconnected`
-        self._spawn(asyncio.wait_for(self._call("set_status", status=status), HUB_BUDGET * 5),
-                    f"set status {status}")
+        work = asyncio.wait_for(self._call("set_status", status=status), HUB_BUDGET * 5)
+        spawn(self._tasks, work, f"set status {status}")
 
     async def _unread_line(self) -> str | None:
         """Counts first (cheap, and the usual answer is "nothing new"); the unread messages
