@@ -109,7 +109,6 @@ def audiences(hub: Hub, peer: Peer) -> In:
     return In((MESH_WIDE, *mine))
 
 
-
 def _view(hub: Hub, record: Record) -> dict[str, Any]:
     doc = record.value
     view = {"key": doc["name"], "scope": doc["scope"], "value": doc["value"],

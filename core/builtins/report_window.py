@@ -3,7 +3,8 @@ page at a time, filtered by the viewer, and cut at a cap with a line saying how 
 
 A section never reads a whole collection: the query names ``[since, until)`` on an indexed
 time field (and, where it can, the viewer's own rows), and reading stops once the cap is
-full, so a busy mesh costs a section at most a few pages.
+full. A section that must also filter rows in code (a task's or a proposal's audience) may
+read its whole window when the viewer sees few of its rows.
 """
 
 from __future__ import annotations

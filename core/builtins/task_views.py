@@ -34,10 +34,6 @@ def visible_to(hub: Hub, peer: Peer, doc: dict[str, Any]) -> bool:
     return conv is not None and peer.key in conv.members
 
 
-def _name(hub: Hub, key: str | None) -> str | None:
-    return peer_name(hub, key) if key else None
-
-
 def _maybe_name(hub: Hub, key: str | None) -> str | None:
     return peer_name(hub, key) if key else None
 
@@ -75,7 +71,7 @@ async def task_report(hub: Hub, viewer: Peer, since: float,
 
 
 def _line(hub: Hub, entry: dict[str, Any]) -> str:
-    who = report_text(peer_name(hub, entry["by"]) or "?", 60)
+    who = report_text(peer_name(hub, entry["by"]), 60)
     line = f"- {who} {REPORTED[entry['action']]} task “{report_text(entry['title'])}”"
     if entry["action"] == "block" and entry.get("note"):
         line += f": {report_text(entry['note'])}"
