@@ -29,7 +29,6 @@ import hashlib
 import re
 import secrets
 import time
-import weakref
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Annotated, Any
@@ -39,6 +38,7 @@ from meshhub.actions import Action, ActionContext, action
 from meshhub.errors import Forbidden, InvalidRequest, NotFound
 from meshhub.ids import new_id
 from meshhub.models import SESSION_CONNECTORS
+from meshhub.per_hub import PerHub
 from meshhub.records import Collection, Conflict, Range, Where
 
 from .slot import ConnectorSlot
@@ -126,25 +126,16 @@ class Link:
     conversation: str  # without '#'
 
 
-class PairingBook:
+class PairingBook(PerHub):
     """A hub's pairings, links and targets: in memory, written through to the store."""
 
-    _books: weakref.WeakKeyDictionary[Hub, PairingBook] = weakref.WeakKeyDictionary()
-
     def __init__(self, hub: Hub) -> None:
-        self.hub = hub
+        super().__init__(hub)
         self.paired: dict[str, str] = {}  # identity -> peer key (active pairings only)
         self.revoked: set[str] = set()  # identities whose pairing was revoked
         self.targets: dict[str, str] = {}  # peer key -> current target
         self.links: dict[str, Link] = {}  # chat identity -> link
         self.loaded = False
-
-    @classmethod
-    def of(cls, hub: Hub) -> PairingBook:
-        book = cls._books.get(hub)
-        if book is None:
-            book = cls._books[hub] = cls(hub)
-        return book
 
     async def load(self) -> None:
         records = self.hub.records

@@ -25,13 +25,13 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-import weakref
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
 from meshhub import codec
 from meshhub.errors import InvalidRequest, NotFound
 from meshhub.ids import new_id
+from meshhub.per_hub import PerHub
 from meshhub.records import Collection, In
 
 if TYPE_CHECKING:
@@ -61,13 +61,11 @@ def minutes(seconds: float) -> str:
     return f"{max(1, round(seconds / 60))} min" if seconds >= 60 else f"{int(seconds)} s"
 
 
-class ApprovalBook:
+class ApprovalBook(PerHub):
     """A hub's approvals: the store's rows, the callers waiting on them, and their timers."""
 
-    _books: weakref.WeakKeyDictionary[Hub, ApprovalBook] = weakref.WeakKeyDictionary()
-
     def __init__(self, hub: Hub) -> None:
-        self.hub = hub
+        super().__init__(hub)
         # approval id -> (waiting peer's key, its future): the asker's own waiter getting the
         # answer is what spares it the answer message
         self.waiters: dict[str, list[tuple[str, asyncio.Future[dict[str, Any]]]]] = {}
@@ -75,13 +73,6 @@ class ApprovalBook:
         # set by the actions module: sends a held request's card when its hold ends
         self.release: Callable[[dict[str, Any]], Any] | None = None
         self.policies: PolicyBook | None = None  # the config's [approvals], once read
-
-    @classmethod
-    def of(cls, hub: Hub) -> ApprovalBook:
-        book = cls._books.get(hub)
-        if book is None:
-            book = cls._books[hub] = cls(hub)
-        return book
 
     # -- reading ------------------------------------------------------------------------------
     def view(self, row: dict[str, Any]) -> dict[str, Any]:

@@ -14,9 +14,9 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Iterable
-from typing import TYPE_CHECKING, Any, ClassVar
-from weakref import WeakKeyDictionary
+from typing import TYPE_CHECKING, Any
 
+from meshhub.per_hub import PerHub
 from meshhub.records import Change, Collection
 
 from .coordination import notify
@@ -64,21 +64,13 @@ def result_label(doc: dict[str, Any]) -> str:
     return f"{doc['state']}: {counts['approve']} approve, {counts['reject']} reject"
 
 
-class ProposalBook:
+class ProposalBook(PerHub):
     """The proposals' timers and their resolution, one per hub."""
 
-    _books: ClassVar[WeakKeyDictionary[Hub, ProposalBook]] = WeakKeyDictionary()
 
     def __init__(self, hub: Hub) -> None:
-        self.hub = hub
+        super().__init__(hub)
         self.timers: dict[str, asyncio.TimerHandle] = {}
-
-    @classmethod
-    def of(cls, hub: Hub) -> ProposalBook:
-        book = cls._books.get(hub)
-        if book is None:
-            book = cls._books[hub] = cls(hub)
-        return book
 
     # -- timers -------------------------------------------------------------------------------
     def arm(self, doc: dict[str, Any], at_least: float = 0.0) -> None:
