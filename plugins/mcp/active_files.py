@@ -17,7 +17,6 @@ answer (or of the answer to the edit that found it).
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import os
 import re
@@ -32,10 +31,11 @@ from meshhub.builtins.active_files import clock
 from meshhub.fields import MAX_PATH, MAX_REPO
 from meshhub.sanitize import for_terminal
 
+from .git import git_output
+
 log = logging.getLogger("meshhub_mcp")
 
 CACHE_SECONDS = 60.0
-GIT_TIMEOUT = 2.0
 REMEMBER = 500  # conflicts remembered as already told
 COLLECTION = "file_conflicts"
 _SCP = re.compile(r"^[^/@:]+@([^/:]+):(.+)$")  # git@host:owner/name
@@ -59,27 +59,10 @@ def repo_identity(remote: str) -> str:
 
 
 async def _git(cwd: Path, *args: str) -> str | None:
-    """git's one-line answer in ``cwd``, or ``None`` (not a repository, no git, too slow).
-
-    ``cwd`` is a directory an edited path names: git takes no lock there and runs no
-    fsmonitor program that repository's config may name."""
-    env = {**os.environ, "GIT_OPTIONAL_LOCKS": "0"}
-    try:
-        proc = await asyncio.create_subprocess_exec(
-            "git", "-c", "core.fsmonitor=false", *args, cwd=cwd, env=env,
-            stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.DEVNULL)
-    except OSError:  # no git, or the directory has gone
-        return None
-    try:
-        output, _ = await asyncio.wait_for(proc.communicate(), GIT_TIMEOUT)
-    except TimeoutError:
-        with contextlib.suppress(ProcessLookupError):
-            proc.kill()
-        await proc.wait()
-        return None
-    text = output.decode(errors="replace").strip()
-    return text if proc.returncode == 0 and text else None
+    """git's one-line answer in ``cwd``, or ``None``."""
+    output = await git_output(cwd, *args)
+    text = output.decode(errors="replace").strip() if output is not None else ""
+    return text or None
 
 
 def conflict_line(doc: dict[str, Any], me: str) -> str:

@@ -13,19 +13,18 @@ no branch and no files; without a git binary, or when git is slow, the same, qui
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
-import os
 import time
 from pathlib import Path
 from typing import Any
 
 from meshhub.kinds import CONTEXT_MAX_CHARS, CONTEXT_MAX_FILES
 
+from .git import git_output
+
 log = logging.getLogger(__name__)
 
 CACHE_SECONDS = 5.0
-GIT_TIMEOUT = 2.0
 MAX_ENTRIES = 1000  # changed paths looked at (the newest CONTEXT_MAX_FILES are kept)
 
 
@@ -112,24 +111,5 @@ class ContextSnapshot:
         return context
 
     async def _git_status(self) -> bytes | None:
-        """git's answer, or ``None``: not a repository, no git, or git too slow."""
-        env = {**os.environ, "GIT_OPTIONAL_LOCKS": "0"}  # a status must not take the index lock
-        try:
-            proc = await asyncio.create_subprocess_exec(
-                "git", "status", "--porcelain=v1", "--branch", "--untracked-files=all", "-z",
-                cwd=self.cwd, env=env,
-                stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE,
-                stderr=asyncio.subprocess.DEVNULL)
-        except OSError as exc:  # no git binary, or the directory has gone
-            log.debug("no git status for the context snapshot: %s", exc)
-            return None
-        try:
-            output, _ = await asyncio.wait_for(proc.communicate(), GIT_TIMEOUT)
-        except TimeoutError:
-            with contextlib.suppress(ProcessLookupError):
-                proc.kill()
-            await proc.wait()
-            log.debug("git status took over %s s; the context snapshot goes without it",
-                      GIT_TIMEOUT)
-            return None
-        return output if proc.returncode == 0 else None
+        return await git_output(self.cwd, "status", "--porcelain=v1", "--branch",
+                                "--untracked-files=all", "-z")
