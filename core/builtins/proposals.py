@@ -15,7 +15,6 @@ The proposer is not an elector: proposing is its vote. Voting, resolving and the
 from __future__ import annotations
 
 import asyncio
-import math
 import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Annotated, Any, Literal
@@ -54,11 +53,10 @@ def deadline_of(text: str | float | None, now: float) -> float | None:
     if text is None or text == "":
         return None
     try:
-        moment = parse_when(text, 0.0)  # a duration comes back negative: that long before 0
+        deadline = parse_when(text, now, ahead=True)
     except InvalidRequest as unread:
         raise InvalidRequest(f"deadline: {unread}") from None
-    deadline = now - moment if moment < 0 else moment
-    if not math.isfinite(deadline) or deadline <= now:
+    if deadline <= now:
         raise InvalidRequest(f"deadline: {text!r} is not in the future")
     if deadline > now + MAX_AHEAD:
         raise InvalidRequest(f"deadline: {text!r} is more than a year ahead")

@@ -36,21 +36,27 @@ CUT_SHORT = ("the words match too many messages to check the time range on every
              "hits may be missing; narrow the search (more words, a conversation, a sender)")
 
 
-def parse_when(text: str | float, now: float) -> float:
+LAST_MOMENT = 253402300799.0  # 9999-12-31T23:59:59Z, the last moment a date shows
+
+
+def parse_when(text: str | float, now: float, *, ahead: bool = False) -> float:
     """A point in time as epoch seconds, from epoch seconds (``1733390000``), a duration
-    meaning that long ago (``90s``, ``15m``, ``2h``, ``3d``, ``1w``) or an ISO 8601 time
-    (``2026-12-05``, ``2026-12-05T10:00:00Z``; without a zone it is UTC). A number that is
-    not finite (nan, inf) is refused."""
+    meaning that long ago (``90s``, ``15m``, ``2h``, ``3d``, ``1w``; with ``ahead``: that long
+    from now, a deadline) or an ISO 8601 time
+    (``2026-12-05``, ``2026-12-05T10:00:00Z``; without a zone it is UTC). A time that is not
+    a finite number, or not between 1970 and the year 9999, is refused: nothing downstream
+    (a date shown in a report, a deadline) has to guard against it."""
     if isinstance(text, (int, float)):
-        return _finite(float(text), text)
+        return _in_range(float(text), text)
     value = text.strip().lower()
     try:
-        return _finite(float(value), text)
+        return _in_range(float(value), text)
     except ValueError:
         pass
     duration = _DURATION.fullmatch(value)
     if duration:
-        return _finite(now - float(duration.group(1)) * _UNITS[duration.group(2)], text)
+        span = float(duration.group(1)) * _UNITS[duration.group(2)]
+        return _in_range(now + span if ahead else now - span, text)
     try:
         moment = datetime.fromisoformat(text.strip())
     except ValueError:
@@ -59,12 +65,14 @@ def parse_when(text: str | float, now: float) -> float:
             "3d, or an ISO 8601 time like 2026-12-05T10:00:00Z") from None
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=UTC)
-    return moment.timestamp()
+    return _in_range(moment.timestamp(), text)
 
 
-def _finite(moment: float, text: str | float) -> float:
+def _in_range(moment: float, text: str | float) -> float:
     if not math.isfinite(moment):
         raise InvalidRequest(f"cannot read {text!r} as a time: it is not a finite number")
+    if not 0 <= moment <= LAST_MOMENT:
+        raise InvalidRequest(f"{text!r} is not a time between 1970 and the year 9999")
     return moment
 
 
